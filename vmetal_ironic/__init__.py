@@ -1,0 +1,1 @@
+"""vmetal-ironic: network identity and PXE boot for bare-metal servers."""

@@ -1,0 +1,220 @@
+"""``vmetal-ipam``: operate the address pools from a shell.
+
+Works on whichever store ``[vmetal]store`` selects, with no Ironic and (on
+the local store) no Kubernetes running. Errors print one line and exit 1;
+usage errors exit 2.
+"""
+
+import argparse
+import sys
+
+from oslo_config import cfg
+from oslo_log import log
+
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import exception
+from vmetal_ironic import identity
+from vmetal_ironic import properties as props
+from vmetal_ironic import store as store_mod
+from vmetal_ironic.cmd import output
+
+PROG = 'vmetal-ipam'
+
+
+def _add_pool_arguments(parser):
+    group = parser.add_argument_group(
+        'pool properties (override the [vmetal] defaults)')
+    group.add_argument('--cidr', metavar='GATEWAY/PREFIX',
+                       help='metal3.vcluster.com/network-cidr')
+    group.add_argument('--ip-range', metavar='A-B[,C-D]',
+                       help='metal3.vcluster.com/network-ip-range')
+    group.add_argument('--dns-servers', metavar='IP[,IP]',
+                       help='metal3.vcluster.com/dns-servers')
+    group.add_argument('--network-data', metavar='JSON',
+                       help='metal3.vcluster.com/network-data (a complete '
+                            'document; no pool address is taken)')
+    group.add_argument('-p', '--property', action='append', default=[],
+                       metavar='KEY=VALUE',
+                       help='any vMetal property; may repeat')
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description='Allocate, release and inspect vmetal-ironic addresses.')
+    parser.add_argument('--config-file', action='append', default=[],
+                        help='oslo.config file; may repeat')
+    parser.add_argument('--database', metavar='PATH',
+                        help='local store file (overrides '
+                             '[vmetal_local_store]database)')
+    parser.add_argument('--json', action='store_true',
+                        help='print machine-readable JSON')
+    parser.add_argument('--debug', action='store_true',
+                        help='log at debug level on stderr')
+    commands = parser.add_subparsers(dest='command', required=True,
+                                     metavar='COMMAND')
+
+    allocate = commands.add_parser(
+        'allocate', help="give an owner an address (or show the one it has)")
+    allocate.add_argument('owner', help='e.g. Machine/default/worker-0')
+    allocate.add_argument('--mac', help='boot MAC of the host')
+    _add_pool_arguments(allocate)
+
+    release = commands.add_parser('release', help="free an owner's address")
+    release.add_argument('owner')
+
+    listing = commands.add_parser('list', help='list allocations')
+    listing.add_argument('--pool', metavar='NETWORK',
+                         help='only this pool, e.g. 192.0.2.0/24')
+
+    usage = commands.add_parser('usage', help='size, used and free of a pool')
+    _add_pool_arguments(usage)
+
+    show = commands.add_parser('network-data',
+                               help="print an owner's network_data.json")
+    show.add_argument('owner')
+
+    commands.add_parser('reservations', help='list DHCP reservations')
+    return parser
+
+
+def _layer(args):
+    layer = props.parse_assignments(args.property)
+    for key, value in ((props.NETWORK_CIDR, args.cidr),
+                       (props.NETWORK_IP_RANGE, args.ip_range),
+                       (props.DNS_SERVERS, args.dns_servers),
+                       (props.NETWORK_DATA, args.network_data)):
+        if value is not None:
+            layer[key] = value
+    return layer
+
+
+def _allocate(conf, store, args):
+    result = identity.ensure(store, args.owner, mac=args.mac,
+                             layers=[_layer(args)],
+                             defaults=identity.defaults_from_conf(conf),
+                             mtu=conf.vmetal.mtu)
+    allocation = result.allocation
+    data = {
+        'owner': args.owner,
+        'pool': allocation.pool if allocation else None,
+        'address': allocation.address if allocation else None,
+        'prefixlen': result.spec.pool.prefixlen if allocation else None,
+        'gateway': str(result.spec.pool.gateway) if allocation else None,
+        'dns_servers': list(result.spec.dns_servers),
+        'custom_network_data': allocation is None,
+    }
+    if args.json:
+        return output.render_json(data)
+    if allocation is None:
+        return f'{args.owner}: custom network-data stored; no pool address taken'
+    return (f'{args.owner}: {allocation.address}/{data["prefixlen"]} '
+            f'gateway {data["gateway"]} (pool {allocation.pool})')
+
+
+def _release(conf, store, args):
+    allocation = identity.release(store, args.owner)
+    if args.json:
+        return output.render_json(
+            {'owner': args.owner,
+             'released': allocation.address if allocation else None})
+    if allocation is None:
+        return f'{args.owner}: held no address; nothing to release'
+    return (f'{args.owner}: released {allocation.address} '
+            f'(pool {allocation.pool})')
+
+
+def _list(conf, store, args):
+    allocations = store.list_allocations(args.pool)
+    rows = [(a.pool, a.address, a.owner, a.mac or '-') for a in allocations]
+    if args.json:
+        return output.render_json(
+            [dict(zip(('pool', 'address', 'owner', 'mac'), row, strict=True))
+             for row in rows])
+    return output.render_table(('POOL', 'ADDRESS', 'OWNER', 'MAC'), rows)
+
+
+def _usage(conf, store, args):
+    merged = props.merge(_layer(args), identity.defaults_from_conf(conf))
+    merged.pop(props.NETWORK_DATA, None)
+    pool = props.resolve(merged).pool
+    used = sum(1 for a in store.list_allocations(pool.key)
+               if pool.contains(a.address))
+    data = {'pool': pool.name, 'size': pool.size, 'used': used,
+            'free': pool.size - used}
+    if args.json:
+        return output.render_json(data)
+    return output.render_table(('POOL', 'SIZE', 'USED', 'FREE'),
+                               [(pool.name, pool.size, used, pool.size - used)])
+
+
+def _network_data(conf, store, args):
+    document = store.get_network_data(args.owner)
+    if document is None:
+        raise exception.NotFound(
+            f'owner {args.owner!r} has no network data; allocate first')
+    return output.render_json(document)
+
+
+def _reservations(conf, store, args):
+    reservations = store.list_reservations()
+    if args.json:
+        return output.render_json([r.to_dict() for r in reservations])
+    rows = [(r.mac, f'{r.address}/{r.prefixlen}', r.gateway or '-',
+             r.node or '-', r.boot.bootfile or '-') for r in reservations]
+    return output.render_table(('MAC', 'ADDRESS', 'GATEWAY', 'NODE',
+                                'BOOTFILE'), rows)
+
+
+COMMANDS = {
+    'allocate': _allocate,
+    'release': _release,
+    'list': _list,
+    'usage': _usage,
+    'network-data': _network_data,
+    'reservations': _reservations,
+}
+
+
+def _load_conf(args):
+    conf = cfg.ConfigOpts()
+    vmetal_conf.vmetal.register_opts(conf)
+    vmetal_conf.local_store.register_opts(conf)
+    log.register_options(conf)
+    cli = []
+    for path in args.config_file:
+        cli += ['--config-file', path]
+    conf(cli, project='vmetal-ironic', default_config_files=[])
+    if args.database:
+        conf.set_override('database', args.database,
+                          group='vmetal_local_store')
+    conf.set_override('debug', args.debug)
+    conf.set_default('default_log_levels', ['vmetal_ironic=WARNING'])
+    if args.debug:
+        conf.set_override('default_log_levels', ['vmetal_ironic=DEBUG'])
+    log.setup(conf, PROG)
+    return conf
+
+
+def main(argv=None, stdout=None, stderr=None):
+    """Run ``vmetal-ipam``; returns the exit status."""
+    stdout = stdout or sys.stdout
+    stderr = stderr or sys.stderr
+    args = build_parser().parse_args(argv)
+    store = None
+    try:
+        conf = _load_conf(args)
+        store = store_mod.get_store(conf)
+        text = COMMANDS[args.command](conf, store, args)
+    except (exception.VmetalError, cfg.Error) as exc:
+        stderr.write(f'{PROG}: error: {exc}\n')
+        return 1
+    finally:
+        if store is not None:
+            store.close()
+    stdout.write(text + '\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

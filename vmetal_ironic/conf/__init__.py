@@ -1,0 +1,16 @@
+"""vmetal-ironic configuration: one module per option group.
+
+Importing this package registers every group on the global ``CONF``; when
+running inside Ironic, that is Ironic's own ``CONF`` object, so the vmetal
+groups can live in ironic.conf.
+"""
+
+from oslo_config import cfg
+
+from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import vmetal
+
+CONF = cfg.CONF
+
+vmetal.register_opts(CONF)
+local_store.register_opts(CONF)

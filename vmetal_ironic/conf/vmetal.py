@@ -1,0 +1,42 @@
+"""Options of the ``[vmetal]`` group: the store and default properties."""
+
+from oslo_config import cfg
+
+GROUP = 'vmetal'
+
+opts = [
+    cfg.StrOpt('store',
+               default='local',
+               help='Where allocations, network data and DHCP reservations '
+                    'are kept: "local" (an embedded SQLite file, for labs '
+                    'and devstack) or "kubernetes" (BareMetalHosts, '
+                    'ConfigMaps and Secrets; for Metal3 and vMetal). Names '
+                    'an entry point of the vmetal_ironic.stores namespace.'),
+    cfg.StrOpt('network_cidr',
+               help='Default for the metal3.vcluster.com/network-cidr '
+                    'property, as <gateway>/<prefix> (e.g. 192.0.2.1/24). '
+                    'Used when neither the host nor its node type sets it; '
+                    'the least specific layer, like a default network '
+                    'environment.'),
+    cfg.StrOpt('network_ip_range',
+               help='Default for metal3.vcluster.com/network-ip-range: '
+                    'a-b[,c-d...] ranges inside network_cidr to allocate '
+                    'from.'),
+    cfg.StrOpt('dns_servers',
+               help='Default for metal3.vcluster.com/dns-servers: '
+                    'comma-separated IPv4 addresses.'),
+    cfg.IntOpt('mtu',
+               default=1500,
+               min=576,
+               max=9216,
+               help='MTU written into the link of generated '
+                    'network_data.json documents.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(opts, group=GROUP)
+
+
+def list_opts():
+    return {GROUP: opts}

@@ -1,0 +1,153 @@
+"""OpenStack network_data.json: building it for an allocation, checking
+documents that users supply.
+
+The format is the one cloud-init and Ironic's config drive read: a list of
+``links`` (NICs matched by MAC), ``networks`` on those links and global
+``services``.
+"""
+
+import json
+import re
+
+import netaddr
+
+from vmetal_ironic import exception
+
+_MAC_RE = re.compile(r'^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$')
+_DOTTED_QUAD = re.compile(r'^\d{1,3}(?:\.\d{1,3}){3}$')
+REQUIRED_KEYS = ('links', 'networks', 'services')
+LINK_ID = 'nic0'
+NETWORK_ID = 'provisioning'
+
+
+def normalize_mac(mac):
+    """Return ``mac`` as lower-case, colon-separated text.
+
+    :param mac: a MAC address in any common notation.
+    :raises vmetal_ironic.exception.InvalidProperty: when it is not a MAC.
+    """
+    try:
+        value = netaddr.EUI(str(mac).strip())
+    except (netaddr.AddrFormatError, TypeError, ValueError):
+        raise exception.InvalidProperty(
+            f'MAC address {mac!r} is not valid') from None
+    if value.version != 48:
+        raise exception.InvalidProperty(f'MAC address {mac!r} is not 48-bit')
+    value.dialect = netaddr.mac_unix_expanded
+    return str(value).lower()
+
+
+def parse_dns_servers(text):
+    """Parse the comma-separated ``dns-servers`` property.
+
+    :param text: e.g. ``"192.0.2.1, 198.51.100.53"``; empty or ``None`` is
+        no servers.
+    :returns: a tuple of address strings, in the given order.
+    :raises vmetal_ironic.exception.InvalidProperty: naming the bad entry.
+    """
+    if text is None or not str(text).strip():
+        return ()
+    servers = []
+    for raw in str(text).split(','):
+        item = raw.strip()
+        if not _DOTTED_QUAD.match(item):
+            raise exception.InvalidProperty(
+                f'dns-servers entry {item!r} is not an IPv4 address')
+        try:
+            servers.append(str(netaddr.IPAddress(item,
+                                                 flags=netaddr.INET_PTON)))
+        except (netaddr.AddrFormatError, ValueError):
+            raise exception.InvalidProperty(
+                f'dns-servers entry {item!r} is not an IPv4 address') from None
+    return tuple(servers)
+
+
+def build(mac, address, pool, dns_servers=(), mtu=1500):
+    """Build network_data.json for one allocated address.
+
+    :param mac: the host's boot MAC; the link is matched by it.
+    :param address: the allocated address (text or ``netaddr.IPAddress``).
+    :param pool: the :class:`~vmetal_ironic.ipam.pool.Pool` it came from.
+    :param dns_servers: DNS server addresses, in order of preference.
+    :param mtu: link MTU.
+    :returns: the document as a dict.
+    """
+    services = [{'type': 'dns', 'address': server} for server in dns_servers]
+    link = {'id': LINK_ID, 'type': 'phy', 'mtu': mtu}
+    if mac:
+        link['ethernet_mac_address'] = normalize_mac(mac)
+    network = {
+        'id': NETWORK_ID,
+        'link': LINK_ID,
+        'type': 'ipv4',
+        'ip_address': str(netaddr.IPAddress(address)),
+        'netmask': pool.netmask,
+        'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',  # noqa: S104
+                    'gateway': str(pool.gateway)}],
+        'services': list(services),
+    }
+    return {'links': [link], 'networks': [network], 'services': services}
+
+
+def parse_custom(document):
+    """Validate a user-supplied network_data document.
+
+    :param document: JSON text or an already decoded mapping.
+    :returns: the document as a dict.
+    :raises vmetal_ironic.exception.InvalidNetworkData: naming what is wrong.
+    """
+    if isinstance(document, (str, bytes)):
+        try:
+            document = json.loads(document)
+        except ValueError as exc:
+            raise exception.InvalidNetworkData(
+                f'network-data is not valid JSON: {exc}') from None
+    if not isinstance(document, dict):
+        raise exception.InvalidNetworkData(
+            'network-data must be a JSON object with links, networks and '
+            f'services, not {type(document).__name__}')
+    missing = [key for key in REQUIRED_KEYS if key not in document]
+    if missing:
+        raise exception.InvalidNetworkData(
+            f'network-data lacks {", ".join(missing)}; links, networks and '
+            'services are all required')
+    for key in REQUIRED_KEYS:
+        if not isinstance(document[key], list):
+            raise exception.InvalidNetworkData(
+                f'network-data {key!r} must be a list, not '
+                f'{type(document[key]).__name__}')
+    link_ids = set()
+    for index, link in enumerate(document['links']):
+        if not isinstance(link, dict) or not link.get('id'):
+            raise exception.InvalidNetworkData(
+                f'network-data links[{index}] has no id')
+        link_ids.add(link['id'])
+    for index, network in enumerate(document['networks']):
+        if not isinstance(network, dict):
+            raise exception.InvalidNetworkData(
+                f'network-data networks[{index}] is not an object')
+        if network.get('link') not in link_ids:
+            raise exception.InvalidNetworkData(
+                f'network-data networks[{index}] names link '
+                f'{network.get("link")!r}, which is not in links')
+    return document
+
+
+def primary_ipv4(document):
+    """Find the first static IPv4 network of a document.
+
+    :returns: ``(ip_address, netmask, gateway, mac)`` with ``None`` for what
+        the document does not say, or ``None`` when there is no such network.
+    """
+    links = {link.get('id'): link for link in document.get('links', [])}
+    for network in document.get('networks', []):
+        if network.get('type') not in ('ipv4', 'static') or not network.get(
+                'ip_address'):
+            continue
+        gateway = None
+        for route in network.get('routes') or []:
+            if route.get('network') == '0.0.0.0':  # noqa: S104
+                gateway = route.get('gateway')
+        mac = links.get(network.get('link'), {}).get('ethernet_mac_address')
+        return (network['ip_address'], network.get('netmask'), gateway, mac)
+    return None

@@ -1,0 +1,106 @@
+"""The vMetal network properties and how layers of them combine.
+
+Properties come in layers, most specific first: the host's own
+annotations, its node type, then the default network environment (or, on
+the local store, the ``[vmetal]`` options). The first layer that sets a key
+wins. This module turns the merged properties into a :class:`NetworkSpec`:
+either a pool to allocate from or a custom network_data document.
+"""
+
+import dataclasses
+
+from vmetal_ironic import exception
+from vmetal_ironic import network_data
+from vmetal_ironic.ipam import pool as ipam_pool
+
+PREFIX = 'metal3.vcluster.com/'
+NETWORK_CIDR = PREFIX + 'network-cidr'
+NETWORK_IP_RANGE = PREFIX + 'network-ip-range'
+DNS_SERVERS = PREFIX + 'dns-servers'
+NETWORK_DATA = PREFIX + 'network-data'
+NTP_SERVERS = PREFIX + 'ntp-servers'
+
+# Annotations written back onto a BareMetalHost with the result.
+IP_ADDRESS = PREFIX + 'ip-address'
+GATEWAY = PREFIX + 'gateway'
+
+KNOWN_KEYS = (NETWORK_CIDR, NETWORK_IP_RANGE, DNS_SERVERS, NETWORK_DATA,
+              NTP_SERVERS)
+
+
+def merge(*layers):
+    """Merge property layers, the first (most specific) winning.
+
+    Empty strings count as unset so that a blank annotation on a host does
+    not hide its node type's value.
+
+    :param layers: mappings, most specific first; ``None`` is skipped.
+    :returns: a new dict holding only the known vMetal keys.
+    """
+    merged = {}
+    for layer in layers:
+        for key in KNOWN_KEYS:
+            value = (layer or {}).get(key)
+            if key not in merged and value is not None and str(value).strip():
+                merged[key] = str(value).strip()
+    return merged
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """What a host's properties ask for.
+
+    Exactly one of ``pool`` and ``custom_network_data`` is set.
+    """
+
+    pool: ipam_pool.Pool | None = None
+    dns_servers: tuple = ()
+    custom_network_data: dict | None = None
+
+    @property
+    def uses_ipam(self):
+        return self.pool is not None
+
+
+def resolve(properties):
+    """Turn merged properties into a :class:`NetworkSpec`.
+
+    A custom ``network-data`` document overrides IPAM: cidr and ranges are
+    then ignored, and no address is taken from any pool.
+
+    :param properties: a mapping from :func:`merge`.
+    :returns: a :class:`NetworkSpec`.
+    :raises vmetal_ironic.ipam.errors.IpamError: bad cidr or ranges.
+    :raises vmetal_ironic.exception.InvalidNetworkData: bad custom document.
+    :raises vmetal_ironic.exception.InvalidProperty: bad dns servers.
+    """
+    custom = properties.get(NETWORK_DATA)
+    if custom:
+        return NetworkSpec(custom_network_data=network_data.parse_custom(custom))
+    pool = ipam_pool.parse_pool(properties.get(NETWORK_CIDR),
+                                properties.get(NETWORK_IP_RANGE))
+    dns = network_data.parse_dns_servers(properties.get(DNS_SERVERS))
+    return NetworkSpec(pool=pool, dns_servers=dns)
+
+
+def parse_assignments(items):
+    """Parse ``key=value`` strings given on a command line.
+
+    Keys without a ``/`` are taken as short vMetal names, so
+    ``network-cidr=192.0.2.1/24`` means :data:`NETWORK_CIDR`.
+
+    :param items: iterable of ``key=value`` strings.
+    :returns: a dict.
+    :raises vmetal_ironic.exception.InvalidProperty: on an item without ``=``.
+    """
+    result = {}
+    for item in items or ():
+        key, sep, value = item.partition('=')
+        if not sep or not key.strip():
+            raise exception.InvalidProperty(
+                f'property {item!r} is not key=value')
+        key = key.strip()
+        if '/' not in key:
+            key = PREFIX + key
+        result[key] = value
+    return result

@@ -1,0 +1,256 @@
+"""The embedded default store: one SQLite file shared by every process.
+
+Atomicity comes from SQLite transactions, never from Python locks: an
+allocation reads the pool's used addresses and inserts the new one inside a
+single ``BEGIN IMMEDIATE`` transaction, which SQLite serialises across
+processes. A crash at any point rolls the transaction back, so there is no
+half-written allocation. Each thread gets its own connection because an
+sqlite3 connection must not be shared between threads.
+"""
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+import time
+
+import netaddr
+from oslo_log import log
+
+from vmetal_ironic import exception
+from vmetal_ironic import reservation as reservation_mod
+from vmetal_ironic.ipam import allocator as ipam_allocator
+from vmetal_ironic.ipam import errors as ipam_errors
+from vmetal_ironic.store import base
+
+LOG = log.getLogger(__name__)
+
+SCHEMA = (
+    'CREATE TABLE IF NOT EXISTS allocations ('
+    ' pool TEXT NOT NULL,'
+    ' address INTEGER NOT NULL,'
+    ' owner TEXT NOT NULL UNIQUE,'
+    ' mac TEXT,'
+    ' created_at REAL NOT NULL,'
+    ' PRIMARY KEY (pool, address))',
+    'CREATE TABLE IF NOT EXISTS network_data ('
+    ' owner TEXT PRIMARY KEY,'
+    ' document TEXT NOT NULL,'
+    ' updated_at REAL NOT NULL)',
+    'CREATE TABLE IF NOT EXISTS reservations ('
+    ' mac TEXT PRIMARY KEY,'
+    ' document TEXT NOT NULL,'
+    ' updated_at REAL NOT NULL)',
+    'CREATE TABLE IF NOT EXISTS counters ('
+    ' name TEXT PRIMARY KEY,'
+    ' value INTEGER NOT NULL)',
+)
+
+
+class LocalStore(base.Store):
+    """SQLite implementation of :class:`~vmetal_ironic.store.base.Store`.
+
+    :param conf: an oslo.config object with the ``[vmetal_local_store]``
+        group, or ``None`` when ``path`` is given.
+    :param path: database path overriding the configuration.
+    :raises vmetal_ironic.exception.PermanentError: the file cannot be
+        opened or is not a vmetal database.
+    """
+
+    def __init__(self, conf=None, path=None, busy_timeout=None):
+        group = conf.vmetal_local_store if conf is not None else None
+        self.path = path or group.database
+        self.busy_timeout = busy_timeout or (
+            group.busy_timeout if group is not None else 30.0)
+        self._local = threading.local()
+        with self._transaction() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+    def _connect(self):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=self.busy_timeout,
+                                 isolation_level=None)
+            db.execute('PRAGMA journal_mode=WAL')
+            db.execute('PRAGMA synchronous=NORMAL')
+        except (OSError, sqlite3.Error) as exc:
+            raise exception.PermanentError(
+                f'local store {self.path!r} cannot be opened: {exc}') from None
+        return db
+
+    @property
+    def _db(self):
+        db = getattr(self._local, 'db', None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self, write=True):
+        db = self._db
+        try:
+            db.execute('BEGIN IMMEDIATE' if write else 'BEGIN')
+        except sqlite3.OperationalError as exc:
+            raise self._translate(exc) from None
+        try:
+            yield db
+        except sqlite3.Error as exc:
+            db.execute('ROLLBACK')
+            raise self._translate(exc) from None
+        except BaseException:
+            db.execute('ROLLBACK')
+            raise
+        else:
+            try:
+                db.execute('COMMIT')
+            except sqlite3.Error as exc:
+                db.execute('ROLLBACK')
+                raise self._translate(exc) from None
+
+    def _translate(self, exc):
+        text = str(exc)
+        if 'locked' in text or 'busy' in text:
+            return exception.StoreUnavailable(
+                f'local store {self.path!r} stayed locked for '
+                f'{self.busy_timeout}s: {text}')
+        return exception.PermanentError(
+            f'local store {self.path!r} failed: {text}')
+
+    @staticmethod
+    def _row_to_allocation(row):
+        pool, address, owner, mac = row
+        return base.Allocation(owner=owner, pool=pool,
+                               address=str(netaddr.IPAddress(address)),
+                               mac=mac)
+
+    def allocate(self, pool, owner, mac=None):
+        if not owner or not str(owner).strip():
+            raise exception.InvalidProperty('owner must not be empty')
+        with self._transaction() as db:
+            row = db.execute(
+                'SELECT pool, address, owner, mac FROM allocations '
+                'WHERE owner = ?', (owner,)).fetchone()
+            if row is not None:
+                held = self._row_to_allocation(row)
+                if held.pool != pool.key or not pool.contains(held.address):
+                    raise ipam_errors.OwnerElsewhere(
+                        f'owner {owner!r} already holds {held.address} in pool '
+                        f'{held.pool}, which pool {pool.name} may not hand '
+                        'out; release it first')
+                if mac and mac != held.mac:
+                    db.execute('UPDATE allocations SET mac = ? WHERE owner = ?',
+                               (mac, owner))
+                    held = base.Allocation(owner, held.pool, held.address, mac)
+                return held
+            used = (value for (value,) in db.execute(
+                'SELECT address FROM allocations WHERE pool = ?', (pool.key,)))
+            value = ipam_allocator.Allocator(pool, used).allocate()
+            db.execute(
+                'INSERT INTO allocations (pool, address, owner, mac, '
+                'created_at) VALUES (?, ?, ?, ?, ?)',
+                (pool.key, value, owner, mac, time.time()))
+        allocation = base.Allocation(owner=owner, pool=pool.key,
+                                     address=str(netaddr.IPAddress(value)),
+                                     mac=mac)
+        LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
+                 {'address': allocation.address, 'pool': pool.name,
+                  'owner': owner})
+        return allocation
+
+    def release(self, owner):
+        with self._transaction() as db:
+            row = db.execute(
+                'SELECT pool, address, owner, mac FROM allocations '
+                'WHERE owner = ?', (owner,)).fetchone()
+            db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
+            db.execute('DELETE FROM network_data WHERE owner = ?', (owner,))
+        if row is None:
+            return None
+        allocation = self._row_to_allocation(row)
+        LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
+                 {'address': allocation.address, 'pool': allocation.pool,
+                  'owner': owner})
+        return allocation
+
+    def get_allocation(self, owner):
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                'SELECT pool, address, owner, mac FROM allocations '
+                'WHERE owner = ?', (owner,)).fetchone()
+        return None if row is None else self._row_to_allocation(row)
+
+    def list_allocations(self, pool_key=None):
+        query = 'SELECT pool, address, owner, mac FROM allocations'
+        args = ()
+        if pool_key is not None:
+            query += ' WHERE pool = ?'
+            args = (pool_key,)
+        with self._transaction(write=False) as db:
+            rows = db.execute(query + ' ORDER BY pool, address', args).fetchall()
+        return [self._row_to_allocation(row) for row in rows]
+
+    def save_network_data(self, owner, document):
+        text = json.dumps(document, sort_keys=True)
+        with self._transaction() as db:
+            db.execute(
+                'INSERT INTO network_data (owner, document, updated_at) '
+                'VALUES (?, ?, ?) ON CONFLICT(owner) DO UPDATE SET '
+                'document = excluded.document, updated_at = excluded.updated_at',
+                (owner, text, time.time()))
+
+    def get_network_data(self, owner):
+        with self._transaction(write=False) as db:
+            row = db.execute('SELECT document FROM network_data WHERE owner = ?',
+                             (owner,)).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def _bump_reservations(self, db):
+        db.execute(
+            "INSERT INTO counters (name, value) VALUES ('reservations', 1) "
+            'ON CONFLICT(name) DO UPDATE SET value = value + 1')
+
+    def publish_reservation(self, reservation):
+        with self._transaction() as db:
+            db.execute(
+                'INSERT INTO reservations (mac, document, updated_at) '
+                'VALUES (?, ?, ?) ON CONFLICT(mac) DO UPDATE SET '
+                'document = excluded.document, updated_at = excluded.updated_at',
+                (reservation.mac, reservation.to_json(), time.time()))
+            self._bump_reservations(db)
+
+    def withdraw_reservation(self, mac):
+        with self._transaction() as db:
+            deleted = db.execute('DELETE FROM reservations WHERE mac = ?',
+                                 (mac,)).rowcount
+            if deleted:
+                self._bump_reservations(db)
+        return bool(deleted)
+
+    def list_reservations(self):
+        with self._transaction(write=False) as db:
+            rows = db.execute(
+                'SELECT document FROM reservations ORDER BY mac').fetchall()
+        result = []
+        for (text,) in rows:
+            try:
+                result.append(reservation_mod.Reservation.from_json(text))
+            except exception.InvalidProperty as exc:
+                # One bad row must not stop the agent serving the others.
+                LOG.warning('Skipping a stored reservation: %s', exc)
+        return result
+
+    def reservations_revision(self):
+        with self._transaction(write=False) as db:
+            row = db.execute(
+                "SELECT value FROM counters WHERE name = 'reservations'"
+            ).fetchone()
+        return 0 if row is None else row[0]
+
+    def close(self):
+        db = getattr(self._local, 'db', None)
+        if db is not None:
+            db.close()
+            self._local.db = None
