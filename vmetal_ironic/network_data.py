@@ -82,7 +82,7 @@ def build(mac, address, pool, dns_servers=(), mtu=1500):
         'type': 'ipv4',
         'ip_address': str(netaddr.IPAddress(address)),
         'netmask': pool.netmask,
-        'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',  # noqa: S104
+        'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
                     'gateway': str(pool.gateway)}],
         'services': list(services),
     }
@@ -146,7 +146,7 @@ def primary_ipv4(document):
             continue
         gateway = None
         for route in network.get('routes') or []:
-            if route.get('network') == '0.0.0.0':  # noqa: S104
+            if route.get('network') == '0.0.0.0':
                 gateway = route.get('gateway')
         mac = links.get(network.get('link'), {}).get('ethernet_mac_address')
         return (network['ip_address'], network.get('netmask'), gateway, mac)

@@ -51,30 +51,36 @@ def build_parser():
                         help='print machine-readable JSON')
     parser.add_argument('--debug', action='store_true',
                         help='log at debug level on stderr')
+    # --json is also accepted after the command; SUPPRESS keeps the
+    # subparser from resetting a --json given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--json', action='store_true',
+                        default=argparse.SUPPRESS,
+                        help='print machine-readable JSON')
     commands = parser.add_subparsers(dest='command', required=True,
                                      metavar='COMMAND')
 
-    allocate = commands.add_parser(
-        'allocate', help="give an owner an address (or show the one it has)")
+    def command(name, help_text):
+        return commands.add_parser(name, parents=[common], help=help_text)
+
+    allocate = command('allocate',
+                       'give an owner an address (or show the one it has)')
     allocate.add_argument('owner', help='e.g. Machine/default/worker-0')
     allocate.add_argument('--mac', help='boot MAC of the host')
     _add_pool_arguments(allocate)
 
-    release = commands.add_parser('release', help="free an owner's address")
-    release.add_argument('owner')
+    command('release', "free an owner's address").add_argument('owner')
 
-    listing = commands.add_parser('list', help='list allocations')
+    listing = command('list', 'list allocations')
     listing.add_argument('--pool', metavar='NETWORK',
                          help='only this pool, e.g. 192.0.2.0/24')
 
-    usage = commands.add_parser('usage', help='size, used and free of a pool')
-    _add_pool_arguments(usage)
+    _add_pool_arguments(command('usage', 'size, used and free of a pool'))
 
-    show = commands.add_parser('network-data',
-                               help="print an owner's network_data.json")
-    show.add_argument('owner')
+    command('network-data',
+            "print an owner's network_data.json").add_argument('owner')
 
-    commands.add_parser('reservations', help='list DHCP reservations')
+    command('reservations', 'list DHCP reservations')
     return parser
 
 

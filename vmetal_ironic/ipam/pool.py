@@ -6,6 +6,7 @@ handed out, whichever mode the pool is in.
 """
 
 import dataclasses
+import itertools
 import re
 
 import netaddr
@@ -191,8 +192,8 @@ def parse_ranges(text, network):
                 f'{network.cidr}')
         parsed.append((int(first), int(last), item))
     parsed.sort()
-    for (_, prev_last, prev_item), (first, _, item) in zip(
-            parsed, parsed[1:], strict=False):
+    for (_, prev_last, prev_item), (first, _, item) in itertools.pairwise(
+            parsed):
         if first <= prev_last:
             raise errors.OverlappingRanges(
                 f'network-ip-range {prev_item!r} and {item!r} overlap')
