@@ -1,0 +1,148 @@
+"""Fixtures of the Kubernetes store tests: one real control plane for the
+session (see tests/functional/kube.py), a fresh namespace per test."""
+
+import os
+import time
+
+import pytest
+from kubernetes import client as k8s_client
+
+from tests.functional import kube
+from vmetal_ironic.store import kubernetes as kube_store
+
+BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
+
+
+@pytest.fixture(scope='session')
+def kube_cluster():
+    with kube.KubeCluster() as cluster:
+        cluster.apply_kustomization(kube.MANIFESTS / 'rbac')
+        yield cluster
+
+
+class Admin:
+    """Admin-token helpers to arrange and inspect cluster state."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.client = cluster.admin_client()
+        self.core = k8s_client.CoreV1Api(self.client)
+        self.custom = k8s_client.CustomObjectsApi(self.client)
+
+    def create_namespace(self, name):
+        self.core.create_namespace({'metadata': {'name': name}})
+
+    def create_host(self, namespace, name, mac=None, annotations=None,
+                    labels=None, spec=None):
+        body = {'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
+                'metadata': {'name': name, 'namespace': namespace,
+                             'annotations': annotations or {},
+                             'labels': labels or {}},
+                'spec': dict(spec or {})}
+        if mac:
+            body['spec']['bootMACAddress'] = mac
+        return self.custom.create_namespaced_custom_object(
+            *BMH[:2], namespace, BMH[2], body)
+
+    def get_host(self, namespace, name):
+        return self.custom.get_namespaced_custom_object(
+            *BMH[:2], namespace, BMH[2], name)
+
+    def delete_host(self, namespace, name):
+        self.custom.delete_namespaced_custom_object(
+            *BMH[:2], namespace, BMH[2], name)
+
+    def list_hosts(self, namespace):
+        return self.custom.list_namespaced_custom_object(
+            *BMH[:2], namespace, BMH[2])['items']
+
+    def pool_data(self, namespace, pool_key):
+        from vmetal_ironic.store import kube_names
+        try:
+            configmap = self.core.read_namespaced_config_map(
+                kube_names.pool_configmap_name(pool_key), namespace)
+        except k8s_client.ApiException as exc:
+            if exc.status == 404:
+                return {}
+            raise
+        return dict(configmap.data or {})
+
+    def secret(self, namespace, name):
+        try:
+            return self.core.read_namespaced_secret(name, namespace)
+        except k8s_client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create_cluster_object(self, plural, body):
+        return self.custom.create_cluster_custom_object(
+            'management.loft.sh', 'v1', plural, body)
+
+    def delete_cluster_object(self, plural, name):
+        try:
+            self.custom.delete_cluster_custom_object(
+                'management.loft.sh', 'v1', plural, name)
+        except k8s_client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture(scope='session')
+def admin(kube_cluster):
+    helper = Admin(kube_cluster)
+    yield helper
+    helper.client.close()
+
+
+@pytest.fixture
+def namespace(admin):
+    """A namespace of its own: hosts and the store's ConfigMaps live there,
+    so tests do not see each other's pools."""
+    name = f'vk8s-{os.getpid()}-{os.urandom(3).hex()}'
+    admin.create_namespace(name)
+    yield name
+    admin.core.delete_namespace(name)
+
+
+@pytest.fixture
+def make_store(kube_cluster, namespace):
+    """``make_store(**options)`` -> a KubernetesStore on the test cluster,
+    closed at teardown."""
+    stores = []
+
+    def factory(**options):
+        settings = kube_cluster.settings(namespace=namespace, **options)
+        store = kube_store.KubernetesStore(kube.store_conf(settings))
+        stores.append(store)
+        return store
+
+    yield factory
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def cluster_objects(admin):
+    """Create NodeProviders / Network Environments, deleted at teardown
+    (they are cluster-scoped, so they must not leak into other tests)."""
+    created = []
+
+    def create(plural, body):
+        created.append((plural, body['metadata']['name']))
+        return admin.create_cluster_object(plural, body)
+
+    yield create
+    for plural, name in created:
+        admin.delete_cluster_object(plural, name)
+
+
+def wait_for(predicate, timeout=30.0, interval=0.2, what='condition'):
+    """Poll ``predicate`` until true; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f'{what} not reached within {timeout}s')

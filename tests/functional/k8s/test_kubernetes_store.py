@@ -1,0 +1,406 @@
+"""The Kubernetes store against a real kube-apiserver, etcd and
+kube-controller-manager (garbage collector)."""
+
+import base64
+import concurrent.futures
+import json
+import multiprocessing
+import threading
+import time
+
+import netaddr
+import pytest
+
+from tests.functional import kube
+from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic import exception
+from vmetal_ironic import identity
+from vmetal_ironic import properties as props
+from vmetal_ironic import reservation as reservation_mod
+from vmetal_ironic.ipam import errors as ipam_errors
+from vmetal_ironic.store import kube_names
+
+WORKERS = 8
+PER_WORKER = 50
+
+
+def mac_of(index):
+    return f'52:54:00:{index >> 16 & 255:02x}:{index >> 8 & 255:02x}:{index & 255:02x}'
+
+
+def owner_of(namespace, name):
+    return f'BareMetalHost/{namespace}/{name}'
+
+
+def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
+    """Split the hosts over ``workers`` processes that start together."""
+    chunks = [owners_and_macs[i::workers] for i in range(workers)]
+    settings = kube_cluster.settings(namespace=namespace)
+    start_at = time.time() + 3.0
+    context = multiprocessing.get_context('spawn')
+    with concurrent.futures.ProcessPoolExecutor(workers,
+                                                mp_context=context) as pool:
+        futures = [pool.submit(kube.ensure_hosts, settings, chunk, start_at)
+                   for chunk in chunks]
+        results = []
+        for future in futures:
+            chunk_results, _ = future.result(timeout=300)
+            results.extend(chunk_results)
+    return results
+
+
+def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):
+    """The pool ConfigMap, the host annotations and the Secrets say the
+    same thing as the allocators reported."""
+    data = admin.pool_data(namespace, pool_key)
+    expected = {address: owner for owner, address, error in results
+                if error is None}
+    assert data == expected
+    hosts = {h['metadata']['name']: h for h in admin.list_hosts(namespace)}
+    for address, owner in expected.items():
+        name = owner.rsplit('/', 1)[1]
+        annotations = hosts[name]['metadata']['annotations']
+        assert annotations[props.IP_ADDRESS] == f'{address}/{prefixlen}'
+        secret_name = kube_names.network_data_secret_name(owner)
+        assert hosts[name]['spec']['preprovisioningNetworkDataName'] == (
+            secret_name)
+    return data
+
+
+def test_8_processes_allocate_400_distinct_addresses(kube_cluster, admin,
+                                                     namespace):
+    cidr = '198.18.0.1/16'
+    hosts = []
+    for index in range(WORKERS * PER_WORKER):
+        name = f'host-{index:03d}'
+        admin.create_host(namespace, name, mac_of(index),
+                          annotations={props.NETWORK_CIDR: cidr})
+        hosts.append((owner_of(namespace, name), mac_of(index)))
+
+    results = run_workers(kube_cluster, namespace, hosts)
+
+    errors = [r for r in results if r[2] is not None]
+    assert errors == []
+    addresses = [address for _, address, _ in results]
+    assert len(addresses) == 400
+    assert len(set(addresses)) == 400
+    data = check_outputs_agree(admin, namespace, '198.18.0.0/16', 16, results)
+    assert len(data) == 400
+    # A sample Secret holds the document for the host's MAC and address.
+    owner, address, _ = results[0]
+    secret = admin.secret(namespace,
+                          kube_names.network_data_secret_name(owner))
+    document = json.loads(base64.b64decode(secret.data['networkData']))
+    assert document['networks'][0]['ip_address'] == address
+    assert secret.metadata.owner_references[0].kind == 'BareMetalHost'
+
+
+def test_pool_of_exactly_400_and_the_401st_host(kube_cluster, admin,
+                                                namespace):
+    # 198.18.0.10-198.18.0.255 is 246 addresses, 198.18.1.0-.153 is 154.
+    annotations = {props.NETWORK_CIDR: '198.18.0.1/16',
+                   props.NETWORK_IP_RANGE: '198.18.0.10-198.18.1.153'}
+    hosts = []
+    for index in range(401):
+        name = f'host-{index:03d}'
+        admin.create_host(namespace, name, mac_of(index),
+                          annotations=annotations)
+        hosts.append((owner_of(namespace, name), mac_of(index)))
+
+    results = run_workers(kube_cluster, namespace, hosts)
+
+    errors = [r for r in results if r[2] is not None]
+    assert len(errors) == 1
+    loser, _, message = errors[0]
+    assert message == ('PoolExhausted: pool 198.18.0.0/16 ranges '
+                       '198.18.0.10-198.18.1.153: all ranges exhausted; '
+                       'no free addresses left')
+    data = check_outputs_agree(admin, namespace, '198.18.0.0/16', 16, results)
+    assert len(data) == 400
+    assert set(data) == {str(netaddr.IPAddress(v)) for v in range(
+        int(netaddr.IPAddress('198.18.0.10')),
+        int(netaddr.IPAddress('198.18.1.153')) + 1)}
+    # Nothing half-written for the loser: no entry, Secret or outputs.
+    assert loser not in data.values()
+    loser_name = loser.rsplit('/', 1)[1]
+    assert admin.secret(namespace,
+                        kube_names.network_data_secret_name(loser)) is None
+    host = admin.get_host(namespace, loser_name)
+    assert props.IP_ADDRESS not in host['metadata']['annotations']
+    assert 'preprovisioningNetworkDataName' not in host['spec']
+
+
+# -- property precedence -------------------------------------------------
+
+@pytest.fixture
+def layered(admin, namespace, cluster_objects):
+    """A node type selecting hosts labelled ``tier=<namespace>`` and a
+    default Network Environment (plus a non-default one that must be
+    ignored), each giving a different network."""
+    cluster_objects('nodeproviders', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+        'metadata': {'name': f'prov-{namespace}'},
+        'spec': {'metal3': {'nodeTypes': [{
+            'name': 'small',
+            'bareMetalHosts': {'selector': {'matchLabels': {
+                'tier': namespace}}},
+            'properties': {props.NETWORK_CIDR: '198.51.100.1/24',
+                           props.DNS_SERVERS: '198.51.100.53'}}]}}})
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'env-{namespace}', 'annotations': {
+            'machines.vcluster.com/is-default-environment': 'true'}},
+        'spec': {'providerRef': f'prov-{namespace}', 'properties': {
+            props.NETWORK_CIDR: '192.0.2.1/24',
+            props.DNS_SERVERS: '192.0.2.53'}}})
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'other-{namespace}'},
+        'spec': {'properties': {props.NETWORK_CIDR: '203.0.113.1/24'}}})
+    return {'tier': namespace}
+
+
+def test_host_annotations_win_over_node_type_and_environment(
+        admin, namespace, make_store, layered):
+    admin.create_host(namespace, 'h', mac_of(1), labels=layered,
+                      annotations={props.NETWORK_CIDR: '203.0.113.1/24'})
+    store = make_store()
+    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(1))
+    assert result.allocation.address == '203.0.113.2'
+    # dns-servers is not set on the host: the node type's value applies.
+    assert result.spec.dns_servers == ('198.51.100.53',)
+
+
+def test_node_type_wins_over_default_environment(admin, namespace,
+                                                 make_store, layered):
+    admin.create_host(namespace, 'h', mac_of(2), labels=layered)
+    store = make_store()
+    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(2))
+    assert result.allocation.address == '198.51.100.2'
+    assert result.spec.dns_servers == ('198.51.100.53',)
+
+
+def test_default_environment_applies_when_nothing_else_does(
+        admin, namespace, make_store, layered):
+    admin.create_host(namespace, 'h', mac_of(3))     # no node type label
+    store = make_store()
+    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(3))
+    assert result.allocation.address == '192.0.2.2'
+    assert result.spec.dns_servers == ('192.0.2.53',)
+    host = admin.get_host(namespace, 'h')
+    assert host['metadata']['annotations'][props.GATEWAY] == '192.0.2.1'
+    assert host['metadata']['annotations'][props.DNS_SERVERS] == '192.0.2.53'
+
+
+def test_two_default_environments_are_a_clear_error(
+        admin, namespace, make_store, layered, cluster_objects):
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'env2-{namespace}', 'annotations': {
+            'machines.vcluster.com/is-default-environment': 'true'}},
+        'spec': {'properties': {props.NETWORK_CIDR: '203.0.113.1/24'}}})
+    admin.create_host(namespace, 'h', mac_of(4))
+    store = make_store()
+    with pytest.raises(exception.InvalidProperty,
+                       match='several Network Environments are marked '
+                             'default'):
+        identity.ensure(store, owner_of(namespace, 'h'), mac_of(4))
+    assert admin.pool_data(namespace, '203.0.113.0/24') == {}
+
+
+# -- outputs ------------------------------------------------------------
+
+def test_outputs_and_idempotence(admin, namespace, make_store):
+    admin.create_host(namespace, 'h', mac_of(5), annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24',
+        props.DNS_SERVERS: '192.0.2.53,198.51.100.53'})
+    store = make_store()
+    owner = owner_of(namespace, 'h')
+    first = identity.ensure(store, owner, mac_of(5))
+    host = admin.get_host(namespace, 'h')
+    secret_name = 'vmetal-nd-baremetalhost-h'  # noqa: S105 - a name
+    annotations = host['metadata']['annotations']
+    assert annotations[props.IP_ADDRESS] == '192.0.2.2/24'
+    assert annotations[props.GATEWAY] == '192.0.2.1'
+    assert annotations[props.DNS_SERVERS] == '192.0.2.53,198.51.100.53'
+    assert host['spec']['networkData'] == {'name': secret_name,
+                                           'namespace': namespace}
+    assert host['spec']['preprovisioningNetworkDataName'] == secret_name
+    assert store.get_network_data(owner) == first.network_data
+    assert first.network_data['links'][0]['ethernet_mac_address'] == mac_of(5)
+
+    # A second pass changes nothing, not even the host's resourceVersion.
+    second = identity.ensure(store, owner, mac_of(5))
+    assert second.allocation.address == first.allocation.address
+    again = admin.get_host(namespace, 'h')
+    assert (again['metadata']['resourceVersion']
+            == host['metadata']['resourceVersion'])
+    assert store.get_allocation(owner).address == '192.0.2.2'
+    assert [a.owner for a in store.list_allocations('192.0.2.0/24')] == [owner]
+
+
+def test_users_network_data_references_are_never_replaced(admin, namespace,
+                                                          make_store):
+    admin.create_host(namespace, 'h', mac_of(6),
+                      annotations={props.NETWORK_CIDR: '192.0.2.1/24'},
+                      spec={'networkData': {'name': 'mine'},
+                            'preprovisioningNetworkDataName': 'mine-too'})
+    store = make_store()
+    identity.ensure(store, owner_of(namespace, 'h'), mac_of(6))
+    host = admin.get_host(namespace, 'h')
+    assert host['spec']['networkData'] == {'name': 'mine'}
+    assert host['spec']['preprovisioningNetworkDataName'] == 'mine-too'
+    assert host['metadata']['annotations'][props.IP_ADDRESS] == '192.0.2.2/24'
+
+
+def test_custom_network_data_is_written_as_is_without_pool_address(
+        admin, namespace, make_store):
+    document = {
+        'links': [{'id': 'eth0', 'type': 'phy',
+                   'ethernet_mac_address': mac_of(7)}],
+        'networks': [{'id': 'n0', 'link': 'eth0', 'type': 'ipv4',
+                      'ip_address': '203.0.113.77',
+                      'netmask': '255.255.255.128',
+                      'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
+                                  'gateway': '203.0.113.1'}]}],
+        'services': []}
+    admin.create_host(namespace, 'h', mac_of(7), annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24',
+        props.NETWORK_DATA: json.dumps(document)})
+    store = make_store()
+    owner = owner_of(namespace, 'h')
+    result = identity.ensure(store, owner, mac_of(7))
+    assert result.allocation is None
+    assert admin.pool_data(namespace, '192.0.2.0/24') == {}
+    secret = admin.secret(namespace, 'vmetal-nd-baremetalhost-h')
+    assert json.loads(base64.b64decode(secret.data['networkData'])) == document
+    annotations = admin.get_host(namespace, 'h')['metadata']['annotations']
+    assert annotations[props.IP_ADDRESS] == '203.0.113.77/25'
+    assert annotations[props.GATEWAY] == '203.0.113.1'
+
+
+def test_bad_property_names_the_value_and_writes_nothing(admin, namespace,
+                                                         make_store):
+    admin.create_host(namespace, 'h', mac_of(8),
+                      annotations={props.NETWORK_CIDR: '192.0.2.0/24'})
+    store = make_store()
+    with pytest.raises(ipam_errors.InvalidGateway, match=r"'192\.0\.2\.0/24'"):
+        identity.ensure(store, owner_of(namespace, 'h'), mac_of(8))
+    assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is None
+    assert store.list_allocations() == []
+
+
+def test_missing_host_is_not_found(namespace, make_store):
+    store = make_store()
+    with pytest.raises(exception.NotFound,
+                       match=f'BareMetalHost {namespace}/ghost does not'):
+        identity.ensure(store, owner_of(namespace, 'ghost'), mac_of(9))
+
+
+# -- automatic release --------------------------------------------------
+
+def test_deleting_a_host_releases_address_and_secret(admin, namespace,
+                                                     make_store):
+    for index in range(2):
+        admin.create_host(namespace, f'h{index}', mac_of(index),
+                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    store = make_store()
+    for index in range(2):
+        identity.ensure(store, owner_of(namespace, f'h{index}'),
+                        mac_of(index))
+    store.start_reconciler(interval=1)
+    admin.delete_host(namespace, 'h0')
+
+    wait_for(lambda: owner_of(namespace, 'h0') not in admin.pool_data(
+        namespace, '192.0.2.0/24').values(), what='address released')
+    # The garbage collector deletes the Secret through its ownerReference.
+    wait_for(lambda: admin.secret(namespace,
+                                  'vmetal-nd-baremetalhost-h0') is None,
+             what='Secret garbage-collected')
+    assert admin.pool_data(namespace, '192.0.2.0/24') == {
+        '192.0.2.3': owner_of(namespace, 'h1')}
+    assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h1') is not None
+
+
+def test_host_deleted_while_stopped_is_released_on_next_start(
+        admin, namespace, make_store):
+    for index in range(3):
+        admin.create_host(namespace, f'h{index}', mac_of(index),
+                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    first = make_store()
+    for index in range(3):
+        identity.ensure(first, owner_of(namespace, f'h{index}'),
+                        mac_of(index))
+    first.close()
+    admin.delete_host(namespace, 'h1')
+
+    second = make_store()
+    released = second.start_reconciler(interval=0)
+    assert [(a.owner, a.address) for a in released] == [
+        (owner_of(namespace, 'h1'), '192.0.2.3')]
+    assert admin.pool_data(namespace, '192.0.2.0/24') == {
+        '192.0.2.2': owner_of(namespace, 'h0'),
+        '192.0.2.4': owner_of(namespace, 'h2')}
+    # Releasing is idempotent, and the freed address is reused lowest first.
+    assert second.release(owner_of(namespace, 'h1')) is None
+    assert second.reconcile() == []
+    admin.create_host(namespace, 'h3', mac_of(3),
+                      annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    result = identity.ensure(second, owner_of(namespace, 'h3'), mac_of(3))
+    assert result.allocation.address == '192.0.2.3'
+
+
+def test_release_clears_outputs_of_a_live_host(admin, namespace, make_store):
+    admin.create_host(namespace, 'h', mac_of(1),
+                      annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    store = make_store()
+    owner = owner_of(namespace, 'h')
+    identity.ensure(store, owner, mac_of(1))
+    released = store.release(owner)
+    assert released.address == '192.0.2.2'
+    host = admin.get_host(namespace, 'h')
+    assert props.IP_ADDRESS not in host['metadata']['annotations']
+    assert 'networkData' not in host['spec']
+    assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is None
+    assert store.release(owner) is None
+
+
+# -- reservations -------------------------------------------------------
+
+def test_reservations_publish_list_watch_withdraw(make_store):
+    store = make_store()
+    assert store.list_reservations() == []
+    assert store.reservations_revision() == '0'
+    seen = []
+    stop = threading.Event()
+    watcher = make_store()
+
+    def follow():
+        for revision, reservations in watcher.watch_reservations(stop,
+                                                                 timeout=5):
+            seen.append((revision, {r.mac for r in reservations}))
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    first = reservation_mod.Reservation(mac=mac_of(1), address='192.0.2.2',
+                                        prefixlen=24, gateway='192.0.2.1')
+    second = reservation_mod.Reservation(mac=mac_of(2), address='192.0.2.3',
+                                         prefixlen=24)
+    store.publish_reservation(first)
+    rev1 = store.reservations_revision()
+    store.publish_reservation(second)
+    rev2 = store.reservations_revision()
+    assert rev1 != rev2
+    store.publish_reservation(second)        # unchanged: no write
+    assert store.reservations_revision() == rev2
+    assert store.list_reservations() == [first, second]
+    assert store.withdraw_reservation(mac_of(1)) is True
+    assert store.withdraw_reservation(mac_of(1)) is False
+    assert store.list_reservations() == [second]
+
+    wait_for(lambda: seen and seen[-1][1] == {mac_of(2)},
+             what='watch sees the withdrawal')
+    stop.set()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert {mac_of(1), mac_of(2)} in [macs for _, macs in seen]

@@ -1,0 +1,348 @@
+"""A real, throw-away Kubernetes control plane for tests and benchmarks.
+
+:class:`KubeCluster` runs etcd (Debian's etcd-server), kube-apiserver and
+kube-controller-manager (garbage collector and namespace controllers only)
+on free 127.0.0.1 ports, every file in one temporary directory. The
+binaries come from ``tools/build-kube-apiserver``, which builds them once
+from Debian's kubernetes source package and caches them outside the
+repository; :func:`kube_binaries` runs it when they are not cached.
+
+Authentication is a static token file: an admin token in
+``system:masters`` and a token for the identity of the shipped
+ServiceAccount ``vmetal-system/vmetal-ironic`` (so the RBAC test exercises
+exactly the shipped bindings). The API serves a certificate made here with
+openssl, so clients verify TLS against :attr:`KubeCluster.ca_file`.
+
+Importable from ``bench/`` too (no pytest dependency).
+"""
+
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import utils as k8s_utils
+from oslo_config import cfg
+
+from vmetal_ironic.conf import kubernetes as kube_conf
+from vmetal_ironic.conf import vmetal as vmetal_conf
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / 'tools' / 'build-kube-apiserver'
+MANIFESTS = REPO / 'etc' / 'kubernetes'
+STORE_SA = 'system:serviceaccount:vmetal-system:vmetal-ironic'
+BUILD_TIMEOUT = 40 * 60
+READY_TIMEOUT = 60
+
+
+def kube_binaries():
+    """Directory with kube-apiserver and kube-controller-manager, built
+    (once, cached outside the repository) when missing."""
+    result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE,
+                            timeout=BUILD_TIMEOUT, check=True, text=True)
+    path = pathlib.Path(result.stdout.strip().splitlines()[-1])
+    for name in ('kube-apiserver', 'kube-controller-manager'):
+        if not os.access(path / name, os.X_OK):
+            raise RuntimeError(f'{BUILD_SCRIPT} did not produce {path / name}')
+    return path
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+class KubeCluster:
+    """etcd + kube-apiserver + kube-controller-manager, torn down by PID.
+
+    :param bindir: directory of the kube binaries (see :func:`kube_binaries`).
+    """
+
+    def __init__(self, bindir=None):
+        self.bindir = pathlib.Path(bindir) if bindir else kube_binaries()
+        self.workdir = pathlib.Path(tempfile.mkdtemp(prefix='vk8s-'))
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.port = free_port()
+        self.url = f'https://127.0.0.1:{self.port}'
+        self.admin_token = 'vk8s-admin-' + os.urandom(12).hex()
+        self.store_token = 'vk8s-store-' + os.urandom(12).hex()
+        self.ca_file = str(self.workdir / 'apiserver.crt')
+        self._procs = {}
+
+    # -- processes ----------------------------------------------------------
+
+    def _spawn(self, name, argv):
+        log = open(self.workdir / f'{name}.log', 'ab')  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL,
+                                    start_new_session=True)
+        finally:
+            log.close()
+        self._procs[name] = proc
+        return proc
+
+    def log_tail(self, name, lines=20):
+        try:
+            text = (self.workdir / f'{name}.log').read_text(errors='replace')
+        except OSError:
+            return ''
+        return '\n'.join(text.splitlines()[-lines:])
+
+    def _stop(self, name, timeout=10):
+        proc = self._procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def _prepare(self):
+        work = self.workdir
+        subprocess.run(
+            ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes',
+             '-days', '2', '-subj', '/CN=127.0.0.1',
+             '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
+             '-addext', 'basicConstraints=critical,CA:TRUE',
+             '-keyout', str(work / 'apiserver.key'),
+             '-out', str(work / 'apiserver.crt')],
+            check=True, capture_output=True, timeout=60)
+        subprocess.run(['openssl', 'genrsa', '-out', str(work / 'sa.key'),
+                        '2048'], check=True, capture_output=True, timeout=60)
+        (work / 'tokens.csv').write_text(
+            f'{self.admin_token},vk8s-admin,vk8s-admin,"system:masters"\n'
+            f'{self.store_token},{STORE_SA},vk8s-store,'
+            '"system:serviceaccounts,system:serviceaccounts:vmetal-system"\n')
+        (work / 'kubeconfig').write_text(yaml.safe_dump({
+            'apiVersion': 'v1', 'kind': 'Config',
+            'clusters': [{'name': 'vk8s', 'cluster': {
+                'server': self.url, 'certificate-authority': self.ca_file}}],
+            'users': [{'name': 'admin', 'user': {'token': self.admin_token}}],
+            'contexts': [{'name': 'vk8s', 'context': {
+                'cluster': 'vk8s', 'user': 'admin'}}],
+            'current-context': 'vk8s'}))
+
+    def _start_etcd(self):
+        client = f'http://127.0.0.1:{self.etcd_port}'
+        peer = f'http://127.0.0.1:{self.etcd_peer_port}'
+        self._spawn('etcd', [
+            'etcd', '--name', 'vk8s', '--data-dir', str(self.workdir / 'etcd'),
+            '--listen-client-urls', client, '--advertise-client-urls', client,
+            '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
+            '--initial-cluster', f'vk8s={peer}', '--unsafe-no-fsync',
+            '--log-level', 'warn'])
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            self._check_alive('etcd')
+            try:
+                with urllib.request.urlopen(client + '/health',  # noqa: S310
+                                            timeout=2) as answer:
+                    if b'true' in answer.read():
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.2)
+        raise RuntimeError('etcd not healthy in time:\n' + self.log_tail('etcd'))
+
+    def _check_alive(self, name):
+        proc = self._procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f'{name} exited with {proc.returncode}:\n'
+                               + self.log_tail(name))
+
+    def start_apiserver(self):
+        """Start (or restart, on the same port and etcd) kube-apiserver."""
+        work = self.workdir
+        self._spawn('kube-apiserver', [
+            str(self.bindir / 'kube-apiserver'),
+            f'--etcd-servers=http://127.0.0.1:{self.etcd_port}',
+            '--bind-address=127.0.0.1', f'--secure-port={self.port}',
+            '--insecure-port=0', '--advertise-address=127.0.0.1',
+            f'--cert-dir={work / "certs"}',
+            f'--tls-cert-file={work / "apiserver.crt"}',
+            f'--tls-private-key-file={work / "apiserver.key"}',
+            f'--token-auth-file={work / "tokens.csv"}',
+            '--authorization-mode=RBAC',
+            '--service-account-issuer=https://kubernetes.default.svc',
+            f'--service-account-key-file={work / "sa.key"}',
+            f'--service-account-signing-key-file={work / "sa.key"}',
+            '--service-cluster-ip-range=198.19.255.0/24',
+            '--endpoint-reconciler-type=none',
+            '--disable-admission-plugins=ServiceAccount',
+            '--profiling=false', '--v=0'])
+        self.wait_ready()
+
+    def stop_apiserver(self):
+        """Stop kube-apiserver (etcd and its data stay)."""
+        self._stop('kube-apiserver')
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        context = ssl.create_default_context(cafile=self.ca_file)
+        request = urllib.request.Request(  # noqa: S310 - https only
+            self.url + '/readyz',
+            headers={'Authorization': f'Bearer {self.admin_token}'})
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            self._check_alive('kube-apiserver')
+            try:
+                with urllib.request.urlopen(request, context=context,  # noqa: S310
+                                            timeout=3) as answer:
+                    if answer.status == 200:
+                        return
+            except (OSError, urllib.error.URLError) as exc:
+                last = exc
+            time.sleep(0.25)
+        raise RuntimeError(f'kube-apiserver not ready in {timeout}s ({last}):\n'
+                           + self.log_tail('kube-apiserver'))
+
+    def _start_controller_manager(self):
+        self._spawn('kube-controller-manager', [
+            str(self.bindir / 'kube-controller-manager'),
+            f'--kubeconfig={self.workdir / "kubeconfig"}',
+            '--controllers=garbagecollector,namespace',
+            '--leader-elect=false', '--port=0', '--secure-port=0',
+            '--use-service-account-credentials=false', '--v=0'])
+
+    def start(self):
+        """Start everything and install the CRDs; tears down on failure."""
+        try:
+            self._prepare()
+            self._start_etcd()
+            self.start_apiserver()
+            self._start_controller_manager()
+            self.apply_kustomization(MANIFESTS / 'crds')
+            self._wait_crds()
+            time.sleep(0.5)
+            self._check_alive('kube-controller-manager')
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self):
+        """Stop every process by PID (SIGKILL after a timeout) and remove
+        the working directory."""
+        for name in ('kube-controller-manager', 'kube-apiserver', 'etcd'):
+            self._stop(name)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- clients ------------------------------------------------------------
+
+    def configuration(self, token=None):
+        configuration = k8s_client.Configuration()
+        configuration.host = self.url
+        configuration.ssl_ca_cert = self.ca_file
+        configuration.api_key = {
+            'authorization': f'Bearer {token or self.admin_token}'}
+        return configuration
+
+    def admin_client(self):
+        """An ApiClient with the admin token; the caller closes it."""
+        return k8s_client.ApiClient(self.configuration())
+
+    def settings(self, namespace='vmetal-system', token=None, **extra):
+        """``[vmetal_kubernetes]`` values for a store on this cluster."""
+        values = {'api_url': self.url, 'token': token or self.admin_token,
+                  'ca_file': self.ca_file, 'namespace': namespace}
+        values.update(extra)
+        return values
+
+    def apply_kustomization(self, directory):
+        """Create what a kustomization's ``resources`` list; objects that
+        exist already are left as they are."""
+        directory = pathlib.Path(directory)
+        kustomization = yaml.safe_load(
+            (directory / 'kustomization.yaml').read_text())
+        with self.admin_client() as api:
+            for resource in kustomization.get('resources') or []:
+                try:
+                    k8s_utils.create_from_yaml(api, str(directory / resource))
+                except k8s_utils.FailToCreateError as exc:
+                    if any(e.status != 409 for e in exc.api_exceptions):
+                        raise
+
+    def _wait_crds(self, timeout=READY_TIMEOUT):
+        with self.admin_client() as api:
+            custom = k8s_client.CustomObjectsApi(api)
+            deadline = time.monotonic() + timeout
+            for group, version, plural in (
+                    ('metal3.io', 'v1alpha1', 'baremetalhosts'),
+                    ('management.loft.sh', 'v1', 'nodeproviders'),
+                    ('management.loft.sh', 'v1', 'networkenvironments')):
+                while True:
+                    try:
+                        custom.list_cluster_custom_object(group, version,
+                                                          plural)
+                        break
+                    except k8s_client.ApiException:
+                        if time.monotonic() > deadline:
+                            raise
+                        time.sleep(0.2)
+
+
+def store_conf(settings):
+    """An oslo.config object for a KubernetesStore from ``settings``."""
+    conf = cfg.ConfigOpts()
+    vmetal_conf.register_opts(conf)
+    kube_conf.register_opts(conf)
+    conf([], project='vmetal-ironic', default_config_files=[])
+    conf.set_override('store', 'kubernetes', group='vmetal')
+    for key, value in settings.items():
+        conf.set_override(key, value, group=kube_conf.GROUP)
+    return conf
+
+
+def ensure_hosts(settings, owners_and_macs, start_at=None):
+    """Worker body: give each owner its network identity through the
+    Kubernetes store, as one Ironic conductor or agent process would.
+
+    Runs in a child process (module-level, so it pickles).
+
+    :param settings: ``[vmetal_kubernetes]`` values.
+    :param owners_and_macs: ``[(owner, mac)]``.
+    :param start_at: ``time.time()`` to wait for, so workers start together.
+    :returns: ``(results, requests)``: results ``[(owner, address or None,
+        error text or None)]``, requests the API calls made.
+    """
+    from vmetal_ironic import exception
+    from vmetal_ironic import identity
+    from vmetal_ironic.store import kubernetes as kube_store
+
+    store = kube_store.KubernetesStore(store_conf(settings))
+    if start_at:
+        time.sleep(max(0.0, start_at - time.time()))
+    results = []
+    try:
+        for owner, mac in owners_and_macs:
+            try:
+                result = identity.ensure(store, owner, mac=mac)
+                address = (result.allocation.address
+                           if result.allocation else None)
+                results.append((owner, address, None))
+            except exception.VmetalError as exc:
+                results.append((owner, None,
+                                f'{type(exc).__name__}: {exc}'))
+        return results, store.api.requests
+    finally:
+        store.close()

@@ -1,0 +1,192 @@
+"""Connection to the Kubernetes API: configuration, timeouts, retries.
+
+Every API call of the store goes through :meth:`Api.call`, which applies
+the request timeout and retries, with exponential backoff, the failures
+that are worth retrying: connection errors, timeouts, HTTP 5xx and 429.
+When the retries run out the call raises
+:class:`~vmetal_ironic.exception.StoreUnavailable` with one line saying
+what was tried. Other HTTP errors are returned to the caller as
+:class:`ApiError` (so 404 and 409 can steer the store's logic), and 401/403
+become a permanent error naming the forbidden request.
+"""
+
+import json
+import random
+import threading
+import time
+
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from kubernetes.client import exceptions as k8s_exceptions
+from kubernetes.config import config_exception
+from oslo_log import log
+
+from vmetal_ironic import exception
+
+LOG = log.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class ApiError(exception.VmetalError):
+    """An HTTP error answer the caller may handle (404, 409, 422...).
+
+    :ivar status: the HTTP status.
+    :ivar reason: the API server's reason, e.g. ``Conflict``,
+        ``AlreadyExists``, ``NotFound``.
+    """
+
+    def __init__(self, message, status, reason):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class Forbidden(exception.PermanentError):
+    """The credentials may not do what the store needs (RBAC)."""
+
+
+def _describe_api_exception(exc):
+    """Status reason and message from an ApiException body, on one line."""
+    reason, message = exc.reason, ''
+    body = getattr(exc, 'body', None)
+    if body:
+        try:
+            status = json.loads(body)
+            reason = status.get('reason') or reason
+            message = status.get('message') or ''
+        except (TypeError, ValueError):
+            message = str(body)[:200]
+    return reason, ' '.join(str(message).split())
+
+
+def build_configuration(group):
+    """Client configuration from ``[vmetal_kubernetes]``.
+
+    Order: explicit ``api_url``; a ``kubeconfig`` file; the in-cluster
+    service account; the default kubeconfig.
+
+    :param group: the ``conf.vmetal_kubernetes`` group.
+    :raises vmetal_ironic.exception.PermanentError: nothing usable.
+    """
+    configuration = k8s_client.Configuration()
+    if group.api_url:
+        configuration.host = group.api_url.rstrip('/')
+        token = group.token
+        if group.token_file:
+            try:
+                with open(group.token_file, encoding='utf-8') as handle:
+                    token = handle.read().strip()
+            except OSError as exc:
+                raise exception.PermanentError(
+                    f'[vmetal_kubernetes]token_file {group.token_file!r} '
+                    f'cannot be read: {exc.strerror}') from None
+        if token:
+            configuration.api_key = {'authorization': 'Bearer ' + token}
+        configuration.verify_ssl = group.verify_ssl
+        if group.ca_file:
+            configuration.ssl_ca_cert = group.ca_file
+    elif group.kubeconfig:
+        try:
+            k8s_config.load_kube_config(
+                config_file=group.kubeconfig, context=group.context,
+                client_configuration=configuration)
+        except (config_exception.ConfigException, OSError) as exc:
+            raise exception.PermanentError(
+                f'[vmetal_kubernetes]kubeconfig {group.kubeconfig!r} is not '
+                f'usable: {exc}') from None
+    else:
+        try:
+            k8s_config.load_incluster_config(
+                client_configuration=configuration)
+        except config_exception.ConfigException:
+            try:
+                k8s_config.load_kube_config(
+                    context=group.context, client_configuration=configuration)
+            except (config_exception.ConfigException, OSError) as exc:
+                raise exception.PermanentError(
+                    'no Kubernetes API configured: set [vmetal_kubernetes]'
+                    'api_url or kubeconfig, or run in a pod with a service '
+                    f'account ({exc})') from None
+    # Retries are ours (bounded, with backoff, counted); urllib3 must not
+    # add hidden ones underneath.
+    configuration.retries = urllib3.util.Retry(total=0, connect=0, read=0,
+                                               redirect=0, status=0)
+    return configuration
+
+
+class Api:
+    """The typed APIs plus the retry policy.
+
+    :param group: the ``[vmetal_kubernetes]`` options.
+    :param configuration: a prepared client configuration (tests); built
+        from ``group`` when ``None``.
+    """
+
+    def __init__(self, group, configuration=None):
+        self.group = group
+        self.configuration = configuration or build_configuration(group)
+        self.client = k8s_client.ApiClient(self.configuration)
+        self.core = k8s_client.CoreV1Api(self.client)
+        self.custom = k8s_client.CustomObjectsApi(self.client)
+        self.timeout = (group.connect_timeout, group.request_timeout)
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    @property
+    def host(self):
+        return self.configuration.host
+
+    def _count(self):
+        with self._lock:
+            self.requests += 1
+
+    def call(self, what, func, *args, **kwargs):
+        """Run one API call with the timeout and retry policy.
+
+        :param what: a short description for messages, e.g.
+            ``get ConfigMap vmetal-system/vmetal-ipam-198-51-100-0-24``.
+        :returns: the call's result.
+        :raises ApiError: a non-retryable HTTP error (404, 409, 422...).
+        :raises Forbidden: HTTP 401/403.
+        :raises vmetal_ironic.exception.StoreUnavailable: retries exhausted.
+        """
+        kwargs.setdefault('_request_timeout', self.timeout)
+        attempts = self.group.max_retries + 1
+        delay = self.group.retry_backoff
+        last = None
+        for attempt in range(1, attempts + 1):
+            self._count()
+            try:
+                return func(*args, **kwargs)
+            except k8s_exceptions.ApiException as exc:
+                reason, message = _describe_api_exception(exc)
+                if exc.status in (401, 403):
+                    raise Forbidden(
+                        f'Kubernetes API {self.host} refused to {what}: '
+                        f'{exc.status} {reason}: {message}') from None
+                if exc.status not in RETRY_STATUSES:
+                    raise ApiError(
+                        f'Kubernetes API {self.host}: {what} failed: '
+                        f'{exc.status} {reason}: {message}',
+                        exc.status, reason) from None
+                last = f'HTTP {exc.status} {reason}'
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                # Connection refused/reset, TLS failures and timeouts all
+                # surface as urllib3 errors (or OSError underneath).
+                last = ' '.join(str(exc).split())[:200] or type(exc).__name__
+            if attempt < attempts:
+                LOG.debug('Kubernetes API %(host)s: %(what)s failed '
+                          '(%(last)s); retry %(n)d of %(max)d in %(d).2fs',
+                          {'host': self.host, 'what': what, 'last': last,
+                           'n': attempt, 'max': attempts - 1, 'd': delay})
+                time.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+                delay = min(max(delay * 2, 0.01), self.group.retry_backoff_max)
+        raise exception.StoreUnavailable(
+            f'Kubernetes API {self.host} unavailable: {what} failed '
+            f'{attempts} time(s), last: {last}',
+            retry_after=max(self.group.retry_backoff, 1.0))
+
+    def close(self):
+        self.client.close()
