@@ -313,7 +313,7 @@ def store_conf(settings):
     return conf
 
 
-def ensure_hosts(settings, owners_and_macs, start_at=None):
+def ensure_hosts(settings, owners_and_macs, start_at=None, pool_cidr=None):
     """Worker body: give each owner its network identity through the
     Kubernetes store, as one Ironic conductor or agent process would.
 
@@ -322,27 +322,36 @@ def ensure_hosts(settings, owners_and_macs, start_at=None):
     :param settings: ``[vmetal_kubernetes]`` values.
     :param owners_and_macs: ``[(owner, mac)]``.
     :param start_at: ``time.time()`` to wait for, so workers start together.
-    :returns: ``(results, requests)``: results ``[(owner, address or None,
-        error text or None)]``, requests the API calls made.
+    :param pool_cidr: when given, only ``store.allocate`` from this pool
+        (no property lookup, Secret or annotations): the bare IPAM cost.
+    :returns: ``(results, requests, finished)``: results ``[(owner, address
+        or None, error text or None)]``, requests the API calls made,
+        finished the ``time.time()`` of the last answer.
     """
+    # Imported here: this runs in freshly spawned worker processes.
     from vmetal_ironic import exception
     from vmetal_ironic import identity
+    from vmetal_ironic.ipam import pool as ipam_pool
     from vmetal_ironic.store import kubernetes as kube_store
 
     store = kube_store.KubernetesStore(store_conf(settings))
+    pool = ipam_pool.parse_pool(pool_cidr) if pool_cidr else None
     if start_at:
         time.sleep(max(0.0, start_at - time.time()))
     results = []
     try:
         for owner, mac in owners_and_macs:
             try:
-                result = identity.ensure(store, owner, mac=mac)
-                address = (result.allocation.address
-                           if result.allocation else None)
+                if pool is not None:
+                    address = store.allocate(pool, owner, mac).address
+                else:
+                    result = identity.ensure(store, owner, mac=mac)
+                    address = (result.allocation.address
+                               if result.allocation else None)
                 results.append((owner, address, None))
             except exception.VmetalError as exc:
                 results.append((owner, None,
                                 f'{type(exc).__name__}: {exc}'))
-        return results, store.api.requests
+        return results, store.api.requests, time.time()
     finally:
         store.close()

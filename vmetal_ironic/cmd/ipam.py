@@ -81,6 +81,9 @@ def build_parser():
             "print an owner's network_data.json").add_argument('owner')
 
     command('reservations', 'list DHCP reservations')
+
+    command('reconcile', 'free the addresses of owners that no longer exist '
+                         '(Kubernetes store)')
     return parser
 
 
@@ -172,6 +175,24 @@ def _reservations(conf, store, args):
                                 'BOOTFILE'), rows)
 
 
+def _reconcile(conf, store, args):
+    reconcile = getattr(store, 'reconcile', None)
+    if reconcile is None:
+        raise exception.PermanentError(
+            f'[vmetal]store {conf.vmetal.store!r} cannot tell which owners '
+            'still exist; reconcile needs the kubernetes store')
+    released = reconcile()
+    if args.json:
+        return output.render_json(
+            [{'owner': a.owner, 'pool': a.pool, 'address': a.address}
+             for a in released])
+    if not released:
+        return 'nothing to release'
+    return output.render_table(('POOL', 'ADDRESS', 'OWNER'),
+                               [(a.pool, a.address, a.owner)
+                                for a in released])
+
+
 COMMANDS = {
     'allocate': _allocate,
     'release': _release,
@@ -179,6 +200,7 @@ COMMANDS = {
     'usage': _usage,
     'network-data': _network_data,
     'reservations': _reservations,
+    'reconcile': _reconcile,
 }
 
 
@@ -186,6 +208,7 @@ def _load_conf(args):
     conf = cfg.ConfigOpts()
     vmetal_conf.vmetal.register_opts(conf)
     vmetal_conf.local_store.register_opts(conf)
+    vmetal_conf.kubernetes.register_opts(conf)
     log.register_options(conf)
     cli = []
     for path in args.config_file:

@@ -44,7 +44,7 @@ def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
                    for chunk in chunks]
         results = []
         for future in futures:
-            chunk_results, _ = future.result(timeout=300)
+            chunk_results, _, _ = future.result(timeout=300)
             results.extend(chunk_results)
     return results
 
