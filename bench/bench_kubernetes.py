@@ -14,8 +14,6 @@ measured in the same run with the same process counts and flow, is the
 local SQLite store (one file, ``BEGIN IMMEDIATE`` transactions).
 """
 
-import concurrent.futures
-import multiprocessing
 import os
 import pathlib
 import shutil
@@ -37,7 +35,7 @@ CONCURRENCY = (1, 8)
 CIDR = '198.18.0.1/16'
 
 
-def _local_worker(path, owners, start_at, bare):
+def _local_worker(path, owners, bare, gate):
     from vmetal_ironic import identity
     from vmetal_ironic.ipam import pool as ipam_pool
     from vmetal_ironic.store import local
@@ -45,7 +43,8 @@ def _local_worker(path, owners, start_at, bare):
     store = local.LocalStore(path=path)
     pool = ipam_pool.parse_pool(CIDR)
     layer = {props.NETWORK_CIDR: CIDR}
-    time.sleep(max(0.0, start_at - time.time()))
+    gate[0].put(os.getpid())
+    gate[1].wait(120)
     try:
         for owner, mac in owners:
             if bare:
@@ -57,85 +56,59 @@ def _local_worker(path, owners, start_at, bare):
         store.close()
 
 
+def _kube_bare_worker(settings, owners, gate):
+    return kube.ensure_hosts(settings, owners, gate, pool_cidr=CIDR)
+
+
 def _hosts(prefix, count):
     return [(f'BareMetalHost/{prefix}/h{i:04d}',
              f'52:54:00:01:{i >> 8 & 255:02x}:{i & 255:02x}')
             for i in range(count)]
 
 
-def _run(workers, func, args_for):
-    """Run ``func`` in ``workers`` processes that start together; returns
-    ``(elapsed seconds, [results])``."""
-    context = multiprocessing.get_context('spawn')
-    start_at = time.time() + 3.0
-    with concurrent.futures.ProcessPoolExecutor(workers,
-                                                mp_context=context) as pool:
-        futures = [pool.submit(func, *args_for(index), start_at)
-                   for index in range(workers)]
-        results = [future.result(timeout=600) for future in futures]
-    return results, start_at
-
-
-def _kube_case(cluster, core, custom, workers):
-    namespace = f'vk8s-bench-{os.getpid()}-{workers}-ensure'
+def _kube_case(cluster, core, custom, workers, flow):
+    """:returns: ``(seconds, API requests, errors)``."""
+    namespace = f'vk8s-bench-{os.getpid()}-{workers}-{flow}'
     core.create_namespace({'metadata': {'name': namespace}})
-    hosts = _hosts(namespace, HOSTS)
-    for owner, mac in hosts:
-        custom.create_namespaced_custom_object(
-            'metal3.io', 'v1alpha1', namespace, 'baremetalhosts',
-            {'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
-             'metadata': {'name': owner.rsplit('/', 1)[1],
-                          'annotations': {props.NETWORK_CIDR: CIDR}},
-             'spec': {'bootMACAddress': mac}})
-    settings = cluster.settings(namespace=namespace)
-    results, start_at = _run(
-        workers, kube.ensure_hosts,
-        lambda i: (settings, hosts[i::workers]))
-    elapsed = max(finished for _, _, finished in results) - start_at
+    try:
+        hosts = _hosts(namespace, HOSTS)
+        if flow == 'ensure':
+            for owner, mac in hosts:
+                custom.create_namespaced_custom_object(
+                    'metal3.io', 'v1alpha1', namespace, 'baremetalhosts',
+                    {'apiVersion': 'metal3.io/v1alpha1',
+                     'kind': 'BareMetalHost',
+                     'metadata': {'name': owner.rsplit('/', 1)[1],
+                                  'annotations': {props.NETWORK_CIDR: CIDR}},
+                     'spec': {'bootMACAddress': mac}})
+        settings = cluster.settings(namespace=namespace)
+        func = kube.ensure_hosts if flow == 'ensure' else _kube_bare_worker
+        results, started = kube.run_together(
+            workers, func, lambda i: (settings, hosts[i::workers]))
+    finally:
+        core.delete_namespace(namespace)
+    elapsed = max(finished for _, _, finished in results) - started
     errors = [r for chunk, _, _ in results for r in chunk if r[2]]
     requests = sum(count for _, count, _ in results)
-    core.delete_namespace(namespace)
     return elapsed, requests, errors
 
 
-def _kube_bare_worker(settings, owners, start_at):
-    return kube.ensure_hosts(settings, owners, start_at, pool_cidr=CIDR)
-
-
-def _kube_bare_case(cluster, core, workers):
-    namespace = f'vk8s-bench-{os.getpid()}-{workers}-bare'
-    core.create_namespace({'metadata': {'name': namespace}})
-    hosts = _hosts(namespace, HOSTS)
-    settings = cluster.settings(namespace=namespace)
-    results, start_at = _run(workers, _kube_bare_worker,
-                             lambda i: (settings, hosts[i::workers]))
-    elapsed = max(finished for _, _, finished in results) - start_at
-    errors = [r for chunk, _, _ in results for r in chunk if r[2]]
-    requests = sum(count for _, count, _ in results)
-    core.delete_namespace(namespace)
-    return elapsed, requests, errors
-
-
-def _local_timed(workers, bare):
+def _local_case(workers, flow):
     directory = tempfile.mkdtemp(prefix='vk8s-bench-')
     try:
         path = os.path.join(directory, 'vmetal.sqlite')
         hosts = _hosts('local', HOSTS)
-        context = multiprocessing.get_context('spawn')
-        start_at = time.time() + 3.0
-        with concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=context) as pool:
-            futures = [pool.submit(_local_worker, path, hosts[i::workers],
-                                   start_at, bare) for i in range(workers)]
-            finished = [future.result(timeout=600) for future in futures]
-        return max(finished) - start_at
+        finished, started = kube.run_together(
+            workers, _local_worker,
+            lambda i: (path, hosts[i::workers], flow == 'allocate'))
+        return max(finished) - started
     finally:
         shutil.rmtree(directory, ignore_errors=True)
 
 
 def main():
     print(f'{HOSTS} hosts per run; pool {CIDR}; each run in a fresh '
-          'namespace / SQLite file')
+          'namespace / SQLite file; workers are separate processes')
     bindir = kube.kube_binaries()
     rows = []
     with kube.KubeCluster(bindir) as cluster, cluster.admin_client() as api:
@@ -143,16 +116,12 @@ def main():
         custom = k8s_client.CustomObjectsApi(api)
         for workers in CONCURRENCY:
             for flow in ('allocate', 'ensure'):
-                if flow == 'allocate':
-                    elapsed, requests, errors = _kube_bare_case(
-                        cluster, core, workers)
-                else:
-                    elapsed, requests, errors = _kube_case(
-                        cluster, core, custom, workers)
+                elapsed, requests, errors = _kube_case(cluster, core, custom,
+                                                       workers, flow)
                 if errors:
-                    print(f'  kubernetes {flow} x{workers}: '
-                          f'{len(errors)} errors, first: {errors[0]}')
-                local = _local_timed(workers, flow == 'allocate')
+                    print(f'  kubernetes {flow} x{workers}: {len(errors)} '
+                          f'errors, first: {errors[0]}')
+                local = _local_case(workers, flow)
                 rows.append((flow, workers, HOSTS / elapsed,
                              requests / HOSTS, HOSTS / local))
     print(f'{"flow":<9} {"procs":>5} {"kube alloc/s":>13} '

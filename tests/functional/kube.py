@@ -16,6 +16,8 @@ openssl, so clients verify TLS against :attr:`KubeCluster.ca_file`.
 Importable from ``bench/`` too (no pytest dependency).
 """
 
+import concurrent.futures
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -301,6 +303,28 @@ class KubeCluster:
                         time.sleep(0.2)
 
 
+def run_together(workers, func, args_for, timeout=600):
+    """Run ``func(*args_for(i), gate)`` in ``workers`` spawned processes
+    released together once all are set up.
+
+    :returns: ``(results, started)``: each worker's return value and the
+        ``time.time()`` they were released at.
+    """
+    context = multiprocessing.get_context('spawn')
+    with context.Manager() as manager, \
+            concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=context) as pool:
+        ready, go = manager.Queue(), manager.Event()
+        futures = [pool.submit(func, *args_for(index), (ready, go))
+                   for index in range(workers)]
+        for _ in range(workers):
+            ready.get(timeout=120)
+        started = time.time()
+        go.set()
+        results = [future.result(timeout=timeout) for future in futures]
+    return results, started
+
+
 def store_conf(settings):
     """An oslo.config object for a KubernetesStore from ``settings``."""
     conf = cfg.ConfigOpts()
@@ -313,7 +337,7 @@ def store_conf(settings):
     return conf
 
 
-def ensure_hosts(settings, owners_and_macs, start_at=None, pool_cidr=None):
+def ensure_hosts(settings, owners_and_macs, gate=None, pool_cidr=None):
     """Worker body: give each owner its network identity through the
     Kubernetes store, as one Ironic conductor or agent process would.
 
@@ -321,7 +345,9 @@ def ensure_hosts(settings, owners_and_macs, start_at=None, pool_cidr=None):
 
     :param settings: ``[vmetal_kubernetes]`` values.
     :param owners_and_macs: ``[(owner, mac)]``.
-    :param start_at: ``time.time()`` to wait for, so workers start together.
+    :param gate: ``(ready queue, go event)`` manager proxies: the worker
+        reports ready once set up, then waits for go, so that all workers
+        start together and set-up time is not measured.
     :param pool_cidr: when given, only ``store.allocate`` from this pool
         (no property lookup, Secret or annotations): the bare IPAM cost.
     :returns: ``(results, requests, finished)``: results ``[(owner, address
@@ -336,10 +362,11 @@ def ensure_hosts(settings, owners_and_macs, start_at=None, pool_cidr=None):
 
     store = kube_store.KubernetesStore(store_conf(settings))
     pool = ipam_pool.parse_pool(pool_cidr) if pool_cidr else None
-    if start_at:
-        time.sleep(max(0.0, start_at - time.time()))
     results = []
     try:
+        if gate is not None:
+            gate[0].put(os.getpid())
+            gate[1].wait(120)
         for owner, mac in owners_and_macs:
             try:
                 if pool is not None:

@@ -26,6 +26,15 @@ class Store(abc.ABC):
     Implementations must make :meth:`allocate` safe against concurrent
     callers in other processes and on other machines: the same address is
     never held by two owners, and an owner never holds two addresses.
+
+    Optional capabilities (not part of the ABC; look them up with
+    ``getattr``): ``watch_reservations(stop=None, timeout=60)``, a
+    generator of ``(revision, [Reservation])`` snapshots, the current one
+    first and then one per change, for a DHCP agent that would rather be
+    told than poll :meth:`reservations_revision` (the Kubernetes store
+    follows a watch); ``reconcile()``, which frees the addresses of owners
+    that no longer exist and returns them, and ``start_reconciler()``, which
+    runs it at once and then periodically (Kubernetes store).
     """
 
     @abc.abstractmethod

@@ -26,7 +26,9 @@ from vmetal_ironic import exception
 
 LOG = log.getLogger(__name__)
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# 0 is what the client reports for a TLS failure (e.g. a connection torn
+# down mid-handshake while the API server stops).
+RETRY_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 
 
 class ApiError(exception.VmetalError):

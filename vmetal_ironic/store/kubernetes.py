@@ -389,17 +389,19 @@ class KubernetesStore(base.Store):
         outputs[props.DNS_SERVERS] = ','.join(dns) or None
         return outputs
 
-    def _patch_host(self, namespace, name, build_patch):
+    def _patch_host(self, namespace, name, build_patch, host=None):
         """Compare-and-swap patch of a host.
 
         :param build_patch: ``host -> patch dict or None`` (``None``: no
             change needed).
+        :param host: the host as just read, saving the first GET.
         """
         group, version, plural = BMH_API
         for attempt in range(self.group.max_conflict_retries):
             if attempt:
                 _conflict_pause(attempt)
-            host = self._get_host(namespace, name)
+            if attempt or host is None:
+                host = self._get_host(namespace, name)
             if host is None:
                 return
             patch = build_patch(host)
@@ -458,7 +460,7 @@ class KubernetesStore(base.Store):
                 patch['spec'] = spec_changes
             return patch
 
-        self._patch_host(namespace, name, build_patch)
+        self._patch_host(namespace, name, build_patch, host)
 
     def _clear_host_outputs(self, namespace, name, secret_name):
         def build_patch(current):

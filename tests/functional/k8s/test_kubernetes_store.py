@@ -2,11 +2,8 @@
 kube-controller-manager (garbage collector)."""
 
 import base64
-import concurrent.futures
 import json
-import multiprocessing
 import threading
-import time
 
 import netaddr
 import pytest
@@ -36,17 +33,10 @@ def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
     """Split the hosts over ``workers`` processes that start together."""
     chunks = [owners_and_macs[i::workers] for i in range(workers)]
     settings = kube_cluster.settings(namespace=namespace)
-    start_at = time.time() + 3.0
-    context = multiprocessing.get_context('spawn')
-    with concurrent.futures.ProcessPoolExecutor(workers,
-                                                mp_context=context) as pool:
-        futures = [pool.submit(kube.ensure_hosts, settings, chunk, start_at)
-                   for chunk in chunks]
-        results = []
-        for future in futures:
-            chunk_results, _, _ = future.result(timeout=300)
-            results.extend(chunk_results)
-    return results
+    outcomes, _ = kube.run_together(workers, kube.ensure_hosts,
+                                    lambda i: (settings, chunks[i]),
+                                    timeout=300)
+    return [result for chunk, _, _ in outcomes for result in chunk]
 
 
 def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):

@@ -1,0 +1,85 @@
+"""Retry policy of the Kubernetes API wrapper.
+
+The failures are raised by plain callables standing in for API methods:
+an API server answering 503 or 403 on demand cannot be arranged from a
+unit test (the functional outage test stops a real one).
+"""
+
+import json
+import types
+
+import pytest
+import urllib3
+from kubernetes import client as k8s_client
+from kubernetes.client import exceptions as k8s_exceptions
+
+from vmetal_ironic import exception
+from vmetal_ironic.store import kube_client
+
+
+def make_api(max_retries=2):
+    group = types.SimpleNamespace(
+        max_retries=max_retries, retry_backoff=0.0, retry_backoff_max=0.0,
+        connect_timeout=1.0, request_timeout=2.0)
+    configuration = k8s_client.Configuration()
+    configuration.host = 'https://192.0.2.1:6443'
+    return kube_client.Api(group, configuration)
+
+
+def api_exception(status, reason, message=''):
+    exc = k8s_exceptions.ApiException(status=status, reason=reason)
+    exc.body = json.dumps({'reason': reason, 'message': message})
+    return exc
+
+
+def failing(*errors, result='ok'):
+    errors = list(errors)
+
+    def call(**kwargs):
+        assert kwargs['_request_timeout'] == (1.0, 2.0)
+        if errors:
+            raise errors.pop(0)
+        return result
+    return call
+
+
+def test_retries_5xx_429_and_connection_errors_then_succeeds():
+    api = make_api(max_retries=3)
+    func = failing(api_exception(503, 'ServiceUnavailable'),
+                   api_exception(429, 'TooManyRequests'),
+                   urllib3.exceptions.NewConnectionError(None, 'refused'))
+    assert api.call('get thing', func) == 'ok'
+    assert api.requests == 4
+
+
+def test_exhausted_retries_raise_one_line_temporary_error():
+    api = make_api(max_retries=1)
+    func = failing(api_exception(500, 'InternalError'),
+                   api_exception(502, 'BadGateway'))
+    with pytest.raises(exception.StoreUnavailable) as info:
+        api.call('get ConfigMap ns/x', func)
+    assert str(info.value) == (
+        'Kubernetes API https://192.0.2.1:6443 unavailable: get ConfigMap '
+        'ns/x failed 2 time(s), last: HTTP 502 BadGateway')
+    assert info.value.retry_after >= 1.0
+
+
+def test_conflict_is_returned_at_once():
+    api = make_api()
+    func = failing(api_exception(409, 'Conflict', 'the object has been\n'
+                                 'modified'))
+    with pytest.raises(kube_client.ApiError) as info:
+        api.call('update ConfigMap ns/x', func)
+    assert info.value.status == 409
+    assert info.value.reason == 'Conflict'
+    assert '\n' not in str(info.value)
+    assert api.requests == 1
+
+
+def test_forbidden_is_permanent_and_names_the_request():
+    api = make_api()
+    func = failing(api_exception(403, 'Forbidden', 'cannot list secrets'))
+    with pytest.raises(kube_client.Forbidden,
+                       match='refused to list Secrets: 403 Forbidden: cannot'):
+        api.call('list Secrets', func)
+    assert issubclass(kube_client.Forbidden, exception.PermanentError)
