@@ -187,6 +187,11 @@ class KubeCluster:
             '--disable-admission-plugins=ServiceAccount',
             '--profiling=false', '--v=0'])
         self.wait_ready()
+        # On a restart, the controller manager may have given up while the
+        # API was away; garbage collection must keep working afterwards.
+        manager = self._procs.get('kube-controller-manager')
+        if manager is not None and manager.poll() is not None:
+            self._start_controller_manager()
 
     def stop_apiserver(self):
         """Stop kube-apiserver (etcd and its data stay)."""
