@@ -440,10 +440,16 @@ class KubernetesStore(base.Store):
             spec = current.get('spec') or {}
             changes = {key: value for key, value in outputs.items()
                        if annotations.get(key) != value}
+            before = kube_properties.written_values(annotations,
+                                                    WRITTEN_ANNOTATION)
+            # A value is ours if we change it now, or wrote it earlier and
+            # nobody changed it since; a value the user had set already is
+            # the user's and stays an input property.
             written = {key: value for key, value in outputs.items()
-                       if value is not None}
-            if kube_properties.written_values(
-                    annotations, WRITTEN_ANNOTATION) != written:
+                       if value is not None
+                       and (annotations.get(key) != value
+                            or before.get(key) == value)}
+            if before != written:
                 changes[WRITTEN_ANNOTATION] = json.dumps(written,
                                                          sort_keys=True)
             spec_changes = {}
