@@ -1,6 +1,7 @@
 """Fixtures of the Kubernetes store tests: one real control plane for the
 session (see tests/functional/kube.py), a fresh namespace per test."""
 
+import concurrent.futures
 import os
 import time
 
@@ -43,6 +44,12 @@ class Admin:
             body['spec']['bootMACAddress'] = mac
         return self.custom.create_namespaced_custom_object(
             *BMH[:2], namespace, BMH[2], body)
+
+    def create_hosts(self, namespace, hosts, annotations):
+        """Create many hosts in parallel: ``hosts`` is ``[(name, mac)]``."""
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda host: self.create_host(
+                namespace, host[0], host[1], annotations=annotations), hosts))
 
     def get_host(self, namespace, name):
         return self.custom.get_namespaced_custom_object(

@@ -60,12 +60,10 @@ def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):
 def test_8_processes_allocate_400_distinct_addresses(kube_cluster, admin,
                                                      namespace):
     cidr = '198.18.0.1/16'
-    hosts = []
-    for index in range(WORKERS * PER_WORKER):
-        name = f'host-{index:03d}'
-        admin.create_host(namespace, name, mac_of(index),
-                          annotations={props.NETWORK_CIDR: cidr})
-        hosts.append((owner_of(namespace, name), mac_of(index)))
+    names = [(f'host-{index:03d}', mac_of(index))
+             for index in range(WORKERS * PER_WORKER)]
+    admin.create_hosts(namespace, names, {props.NETWORK_CIDR: cidr})
+    hosts = [(owner_of(namespace, name), mac) for name, mac in names]
 
     results = run_workers(kube_cluster, namespace, hosts)
 
@@ -90,12 +88,9 @@ def test_pool_of_exactly_400_and_the_401st_host(kube_cluster, admin,
     # 198.18.0.10-198.18.0.255 is 246 addresses, 198.18.1.0-.153 is 154.
     annotations = {props.NETWORK_CIDR: '198.18.0.1/16',
                    props.NETWORK_IP_RANGE: '198.18.0.10-198.18.1.153'}
-    hosts = []
-    for index in range(401):
-        name = f'host-{index:03d}'
-        admin.create_host(namespace, name, mac_of(index),
-                          annotations=annotations)
-        hosts.append((owner_of(namespace, name), mac_of(index)))
+    names = [(f'host-{index:03d}', mac_of(index)) for index in range(401)]
+    admin.create_hosts(namespace, names, annotations)
+    hosts = [(owner_of(namespace, name), mac) for name, mac in names]
 
     results = run_workers(kube_cluster, namespace, hosts)
 
@@ -394,3 +389,46 @@ def test_reservations_publish_list_watch_withdraw(make_store):
     thread.join(15)
     assert not thread.is_alive()
     assert {mac_of(1), mac_of(2)} in [macs for _, macs in seen]
+
+
+def test_node_type_change_is_not_pinned_by_written_annotations(
+        admin, namespace, make_store, layered):
+    # The store writes dns-servers onto the host as an output; that must
+    # not turn into a host property that hides a later node type change.
+    admin.create_host(namespace, 'h', mac_of(10), labels=layered)
+    store = make_store()
+    owner = owner_of(namespace, 'h')
+    identity.ensure(store, owner, mac_of(10))
+    provider = admin.custom.get_cluster_custom_object(
+        'management.loft.sh', 'v1', 'nodeproviders', f'prov-{namespace}')
+    provider['spec']['metal3']['nodeTypes'][0]['properties'][
+        props.DNS_SERVERS] = '198.51.100.54'
+    admin.custom.replace_cluster_custom_object(
+        'management.loft.sh', 'v1', 'nodeproviders', f'prov-{namespace}',
+        provider)
+    result = identity.ensure(store, owner, mac_of(10))
+    assert result.spec.dns_servers == ('198.51.100.54',)
+    annotations = admin.get_host(namespace, 'h')['metadata']['annotations']
+    assert annotations[props.DNS_SERVERS] == '198.51.100.54'
+
+
+def test_vmetal_ipam_reconcile_on_the_kubernetes_store(
+        kube_cluster, admin, namespace, make_store, tmp_path, capsys):
+    from vmetal_ironic.cmd import ipam as ipam_cmd
+
+    admin.create_host(namespace, 'h', mac_of(11),
+                      annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    identity.ensure(make_store(), owner_of(namespace, 'h'), mac_of(11))
+    admin.delete_host(namespace, 'h')
+    settings = kube_cluster.settings(namespace=namespace)
+    config = tmp_path / 'vmetal.conf'
+    config.write_text('[vmetal]\nstore = kubernetes\n[vmetal_kubernetes]\n'
+                      + ''.join(f'{key} = {value}\n'
+                                for key, value in settings.items()))
+    # Loaded through the vmetal_ironic.stores entry point, like Ironic does.
+    assert ipam_cmd.main(['--config-file', str(config), 'reconcile']) == 0
+    out = capsys.readouterr().out
+    assert '192.0.2.2' in out and owner_of(namespace, 'h') in out
+    assert ipam_cmd.main(['--config-file', str(config), 'reconcile']) == 0
+    assert 'nothing to release' in capsys.readouterr().out
+    assert admin.pool_data(namespace, '192.0.2.0/24') == {}
