@@ -58,14 +58,19 @@ def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):
 
 
 def test_8_processes_allocate_400_distinct_addresses(kube_cluster, admin,
-                                                     namespace):
+                                                     namespace, make_store):
     cidr = '198.18.0.1/16'
     names = [(f'host-{index:03d}', mac_of(index))
              for index in range(WORKERS * PER_WORKER)]
     admin.create_hosts(namespace, names, {props.NETWORK_CIDR: cidr})
     hosts = [(owner_of(namespace, name), mac) for name, mac in names]
+    # A reconciler passing all the time must never free a live host's
+    # address, however its passes interleave with the allocations.
+    reconciler = make_store()
+    reconciler.start_reconciler(interval=0.3)
 
     results = run_workers(kube_cluster, namespace, hosts)
+    reconciler.close()
 
     errors = [r for r in results if r[2] is not None]
     assert errors == []
@@ -432,3 +437,20 @@ def test_vmetal_ipam_reconcile_on_the_kubernetes_store(
     assert ipam_cmd.main(['--config-file', str(config), 'reconcile']) == 0
     assert 'nothing to release' in capsys.readouterr().out
     assert admin.pool_data(namespace, '192.0.2.0/24') == {}
+
+
+def test_owner_without_host_object(admin, namespace, make_store):
+    # Ironic nodes outside Metal3 are owners "Node/<uuid>": no host to read
+    # or annotate; the Secret lives in the store's namespace.
+    store = make_store()
+    owner = 'Node/1be26c0b-03f2-4d2e-ae87-c02d7f33c123'
+    result = identity.ensure(store, owner, mac_of(12),
+                             layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
+    assert result.allocation.address == '192.0.2.2'
+    assert store.get_network_data(owner) == result.network_data
+    secret_name = kube_names.network_data_secret_name(owner)
+    assert admin.secret(namespace, secret_name) is not None
+    assert store.reconcile() == []          # kinds without objects stay
+    assert store.release(owner).address == '192.0.2.2'
+    assert admin.secret(namespace, secret_name) is None
+    assert store.get_network_data(owner) is None
