@@ -31,8 +31,12 @@ LOG = log.getLogger(__name__)
 RETRY_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
 
 
-class ApiError(exception.VmetalError):
+class ApiError(exception.PermanentError):
     """An HTTP error answer the caller may handle (404, 409, 422...).
+
+    The store turns 404 and 409 into its own logic; anything else that
+    reaches a caller (422 Invalid, a missing namespace) will not go away by
+    retrying, hence permanent.
 
     :ivar status: the HTTP status.
     :ivar reason: the API server's reason, e.g. ``Conflict``,

@@ -254,7 +254,9 @@ class KubernetesStore(base.Store):
                                           target.metadata.resource_version,
                                           {address: owner})
             except kube_client.ApiError as exc:
-                if exc.status == 409:
+                # 409: someone wrote first (or the ConfigMap was created
+                # meanwhile); 404: it was deleted. Either way, read again.
+                if exc.status in (404, 409):
                     continue
                 raise
             LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
@@ -623,6 +625,9 @@ class KubernetesStore(base.Store):
         state stays valid meanwhile). Returns when ``stop`` (a
         ``threading.Event``) is set; it is checked at least every
         ``timeout`` seconds.
+
+        :raises vmetal_ironic.exception.PermanentError: e.g. the RBAC does
+            not allow reading or watching the ConfigMap.
         """
         stop = stop or self._stop
         delay = self.group.retry_backoff
@@ -653,6 +658,10 @@ class KubernetesStore(base.Store):
                         watcher.stop()
                         return
                 delay = self.group.retry_backoff
+            except exception.PermanentError:
+                # Forbidden or invalid: retrying cannot help; let the
+                # agent report it.
+                raise
             except exception.StoreUnavailable as exc:
                 LOG.warning('Reservations watch: %s', exc)
                 stop.wait(delay)
