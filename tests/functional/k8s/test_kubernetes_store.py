@@ -16,6 +16,7 @@ from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import kube_names
+from vmetal_ironic.store import kubernetes as kube_store
 
 WORKERS = 8
 PER_WORKER = 50
@@ -454,3 +455,25 @@ def test_owner_without_host_object(admin, namespace, make_store):
     assert store.release(owner).address == '192.0.2.2'
     assert admin.secret(namespace, secret_name) is None
     assert store.get_network_data(owner) is None
+
+
+def test_store_connects_through_a_kubeconfig(kube_cluster, admin, namespace):
+    settings = {'kubeconfig': str(kube_cluster.workdir / 'kubeconfig'),
+                'namespace': namespace}
+    store = kube_store.KubernetesStore(kube.store_conf(settings))
+    try:
+        admin.create_host(namespace, 'h', mac_of(13),
+                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+        result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(13))
+        assert result.allocation.address == '192.0.2.2'
+        assert store.api.host == kube_cluster.url
+    finally:
+        store.close()
+
+
+def test_unusable_kubeconfig_is_a_one_line_permanent_error(tmp_path):
+    missing = tmp_path / 'nope.yaml'
+    with pytest.raises(exception.PermanentError,
+                       match=r'\[vmetal_kubernetes\]kubeconfig .*nope.yaml'):
+        kube_store.KubernetesStore(kube.store_conf(
+            {'kubeconfig': str(missing)}))
