@@ -17,6 +17,7 @@ Importable from ``bench/`` too (no pytest dependency).
 """
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
 import pathlib
@@ -58,6 +59,13 @@ def kube_binaries():
     return path
 
 
+def _die_with_parent():
+    """Ask the kernel to SIGKILL the child when the test process dies, so
+    a killed test run leaves no API server behind."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
@@ -89,7 +97,8 @@ class KubeCluster:
         try:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+                                    start_new_session=True,
+                                    preexec_fn=_die_with_parent)
         finally:
             log.close()
         self._procs[name] = proc
