@@ -91,6 +91,12 @@ def build_configuration(group):
         if token:
             configuration.api_key = {'authorization': 'Bearer ' + token}
         configuration.verify_ssl = group.verify_ssl
+        if not group.verify_ssl:
+            # Said once here instead of a urllib3 warning on every request.
+            LOG.warning('Kubernetes API %s: TLS certificate not verified '
+                        '([vmetal_kubernetes]verify_ssl = false)',
+                        configuration.host)
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         if group.ca_file:
             configuration.ssl_ca_cert = group.ca_file
     elif group.kubeconfig:
