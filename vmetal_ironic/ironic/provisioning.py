@@ -41,9 +41,12 @@ Network data a caller supplied - in the node field or in the config
 drive - is never overwritten.
 """
 
+import functools
 import hashlib
 import json
 
+import jsonschema
+from ironic.conf import CONF as IRONIC_CONF
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
@@ -63,6 +66,31 @@ def fingerprint(document):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+@functools.cache
+def _ironic_schema():
+    with open(IRONIC_CONF.api.network_data_schema) as schema_file:
+        return json.load(schema_file)
+
+
+def acceptable_to_ironic(document):
+    """Tell whether Ironic's API would accept ``document`` as network_data.
+
+    Ironic validates a node's network_data on every PATCH of the node; a
+    document it rejects would make the node impossible to update, so such
+    a document (e.g. a link without a MAC) is not written.
+    """
+    try:
+        jsonschema.validate(document, _ironic_schema())
+    except jsonschema.ValidationError as exc:
+        LOG.warning('vmetal: network_data not written to the node, Ironic '
+                    'would reject it: %s', exc.message)
+        return False
+    except (OSError, ValueError, jsonschema.SchemaError) as exc:
+        LOG.warning('vmetal: cannot read Ironic\'s network_data schema '
+                    '(%s); writing the document unchecked', exc)
+    return True
+
+
 def _inject_node_field(node, document):
     current = node.network_data or {}
     if current == document:
@@ -74,6 +102,8 @@ def _inject_node_field(node, document):
     if current and not written_by_us:
         LOG.debug('Node %s carries caller-supplied network_data; left as is',
                   node.uuid)
+        return False
+    if not acceptable_to_ironic(document):
         return False
     node.network_data = document
     node.set_driver_internal_info(FINGERPRINT_KEY, fingerprint(document))
