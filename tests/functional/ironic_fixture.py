@@ -210,6 +210,19 @@ class IronicProcess:
             status = exc.code
         return status, (json.loads(text) if text else None)
 
+    def call_network_interface(self, node_uuid, method):
+        """Run ``task.driver.network.<method>(task)`` via ironic_task.py.
+
+        :returns: the decoded JSON result.
+        """
+        script = pathlib.Path(__file__).with_name('ironic_task.py')
+        done = subprocess.run(
+            [sys.executable, str(script), str(self.conf_path), node_uuid,
+             method], capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f'{method} failed: {done.stderr[-2000:]}')
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
     def image_url(self, name):
         return f'file://{self.images / name}'
 

@@ -152,6 +152,8 @@ def test_deploy_undeploy_cycle(ironic, conn, store, driver, fields):
     assert document['networks'][0]['ip_address'] == allocation.address
     assert document['links'][0]['ethernet_mac_address'] == mac
     assert body['network_data'] == document
+    assert ironic.call_network_interface(
+        node.id, 'get_node_network_data') == document
 
     undeploy(conn, node)
     assert node_json(ironic, node)['provision_state'] == 'available'
