@@ -21,9 +21,13 @@ import urllib.error
 import urllib.request
 
 import openstack
+from oslo_config import cfg
+
+from vmetal_ironic import store as store_mod
+from vmetal_ironic.conf import opts as vmetal_opts
 
 BIN = pathlib.Path(sys.executable).parent
-START_TIMEOUT = 90.0
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 # Documentation addresses only: nothing is ever sent to them.
 TFTP_SERVER = '192.0.2.10'
@@ -171,6 +175,20 @@ class IronicProcess:
         if self._output is not None:
             self._output.close()
             self._output = None
+
+    def open_store(self):
+        """The store the conductor uses, loaded from the same ironic.conf.
+
+        Only the vmetal groups are registered; oslo.config ignores the rest
+        of the file, so the test reads whichever store ``[vmetal]store``
+        names, through the Store API.
+        """
+        conf = cfg.ConfigOpts()
+        for group, options in vmetal_opts.list_opts():
+            conf.register_opts(options, group=group)
+        conf(['--config-file', str(self.conf_path)], project='vmetal-test',
+             default_config_files=[], default_config_dirs=[])
+        return store_mod.get_store(conf)
 
     def log_tail(self, lines=60):
         text = ''

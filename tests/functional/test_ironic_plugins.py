@@ -2,8 +2,8 @@
 
 One Ironic process serves the whole module; every test makes its own nodes
 with their own MACs, so the tests do not depend on each other's order.
-The store is read through the Store API of the local store the conductor
-writes to.
+The store is read through the Store API, loaded from the same ironic.conf
+as the conductor's; only the lock test is specific to the local store.
 """
 
 import contextlib
@@ -15,7 +15,6 @@ import ironic_fixture
 import pytest
 
 from vmetal_ironic import properties as props
-from vmetal_ironic.store import local
 
 CIDR = '192.0.2.1/24'
 DNS = '198.51.100.53'
@@ -49,7 +48,7 @@ def conn(ironic):
 
 @pytest.fixture(scope='module')
 def store(ironic):
-    st = local.LocalStore(path=str(ironic.vmetal_db))
+    st = ironic.open_store()
     yield st
     st.close()
 
