@@ -14,6 +14,7 @@ machine, not to one deploy.
 """
 
 import re
+import time
 
 import netaddr
 from ironic.common import exception as ironic_exc
@@ -107,6 +108,7 @@ class VmetalDHCP(base.BaseDHCP):
         :raises ironic.common.exception.FailedToUpdateDHCPOptOnPort: the
             reservation could not be published.
         """
+        started = time.monotonic()
         node = task.node
         parsed = dhcp_options.parse(options)
         for skipped in parsed.skipped:
@@ -133,9 +135,10 @@ class VmetalDHCP(base.BaseDHCP):
             self._publish(task, res)
             published.append(mac)
         LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
-                 'reserved for %(macs)s, boot %(boot)s',
+                 'reserved for %(macs)s, boot %(boot)s (%(ms).1f ms)',
                  {'node': node.uuid, 'address': address, 'prefix': prefixlen,
-                  'macs': ', '.join(published), 'boot': parsed.boot.to_dict()})
+                  'macs': ', '.join(published), 'boot': parsed.boot.to_dict(),
+                  'ms': (time.monotonic() - started) * 1000})
 
     @staticmethod
     def _publish(task, res):
