@@ -33,7 +33,8 @@ WAIT = 90
 def ironic(tmp_path_factory):
     proc = ironic_fixture.IronicProcess(
         tmp_path_factory.mktemp('vir-ironic'),
-        {'pxe': {'ipxe_bootfile_name_by_arch': f'{ODD_ARCH}:{ODD_BOOTFILE}'}})
+        {'pxe': {'ipxe_bootfile_name_by_arch': f'{ODD_ARCH}:{ODD_BOOTFILE}'},
+         'DEFAULT': {'enabled_inspect_interfaces': 'no-inspect,fake,agent'}})
     try:
         proc.start()
         yield proc
@@ -109,7 +110,8 @@ def wait_state(ironic, node, states, timeout=WAIT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         body = node_json(ironic, node)
-        if body['provision_state'] in states:
+        # No conductor lock held: the work behind the state change is done.
+        if body['provision_state'] in states and not body['reservation']:
             return body
         time.sleep(0.3)
     raise AssertionError(f'node {node.id} not in {states}: '
@@ -296,6 +298,47 @@ def test_store_trouble_does_not_crash_the_conductor(ironic, conn, store):
     undeploy(conn, node)
     assert node_json(ironic, node)['provision_state'] == 'available'
     assert reservation_of(store, mac) is None
+
+
+@pytest.mark.parametrize('driver', ['manual-management',
+                                    'vmetal-manual-management'])
+@pytest.mark.parametrize('flow', ['clean', 'inspect'])
+def test_cleaning_and_inspection_boot_with_reservation(
+        ironic, conn, store, driver, flow):
+    node = conn.baremetal.create_node(
+        driver=driver, name=f'vir-{flow}-{uuid.uuid4().hex[:6]}',
+        boot_interface='ipxe', deploy_interface='direct',
+        power_interface='fake', management_interface='fake',
+        inspect_interface='agent', properties=NODE_PROPERTIES,
+        driver_info={'deploy_kernel': ironic.image_url('kernel'),
+                     'deploy_ramdisk': ironic.image_url('ramdisk')})
+    mac = _mac()
+    conn.baremetal.create_port(node_uuid=node.id, address=mac,
+                               pxe_enabled=True)
+    conn.baremetal.set_node_provision_state(node, 'manage', wait=True,
+                                            timeout=WAIT)
+    if flow == 'clean':
+        conn.baremetal.set_node_provision_state(node, 'clean', clean_steps=[
+            {'interface': 'deploy', 'step': 'erase_devices_metadata'}])
+    else:
+        conn.baremetal.set_node_provision_state(node, 'inspect')
+    # The ramdisk would now PXE boot; no agent runs here, so it waits.
+    body = wait_state(ironic, node, (f'{flow} wait',))
+
+    owner = f'Node/{node.id}'
+    document = store.get_network_data(owner)
+    res = reservation_of(store, mac)
+    assert res.address == store.get_allocation(owner).address
+    assert res.boot.ipxe_script_url == IPXE_SCRIPT_URL
+    assert body['network_data'] == document
+
+    conn.baremetal.set_node_provision_state(node, 'abort')
+    wait_state(ironic, node, (f'{flow} failed',))
+    if driver.startswith('vmetal-'):
+        # The vmetal network interface withdraws when the node leaves the
+        # cleaning/inspection network; Ironic calls no DHCP provider then.
+        assert reservation_of(store, mac) is None
+    assert store.get_allocation(owner) is not None
 
 
 def test_deleting_a_node_releases_its_address(ironic, conn, store):

@@ -79,6 +79,39 @@ def _address_of(host):
     return address, prefixlen, gateway, dns
 
 
+def node_reservations(task):
+    """The node's current reservations: by its MACs or by its UUID."""
+    macs = set(nodes.boot_macs(task))
+    return [res for res in store_access.get_store().list_reservations()
+            if res.mac in macs or res.node == task.node.uuid]
+
+
+def withdraw(task):
+    """Withdraw every reservation of the node, so the agent ignores it.
+
+    Reservations recorded for the node under a MAC it no longer has are
+    withdrawn too. The address stays allocated.
+
+    :returns: the sorted MACs withdrawn.
+    :raises Exception: whatever the store raises; callers translate.
+    """
+    try:
+        store = store_access.get_store()
+        macs = set(nodes.boot_macs(task))
+        macs.update(res.mac for res in node_reservations(task))
+        for mac in sorted(macs):
+            store.withdraw_reservation(mac)
+    except Exception as exc:
+        if not isinstance(exc, (exception.VmetalError,
+                                ironic_exc.IronicException)):
+            LOG.exception('vmetal DHCP: unexpected store error')
+        raise
+    LOG.info('vmetal DHCP: node %(node)s: reservations of %(macs)s '
+             'withdrawn', {'node': task.node.uuid,
+                           'macs': ', '.join(sorted(macs)) or 'no MAC'})
+    return sorted(macs)
+
+
 class VmetalDHCP(base.BaseDHCP):
     """Publishes per-MAC reservations for the vmetal DHCP agent."""
 
@@ -155,38 +188,18 @@ class VmetalDHCP(base.BaseDHCP):
                 f'vmetal DHCP: cannot publish the reservation of {res.mac} '
                 f'for node {task.node.uuid}: {exc}') from None
 
-    def _node_reservations(self, task):
-        """The node's current reservations: by its MACs or its UUID."""
-        macs = set(nodes.boot_macs(task))
-        return [res for res in store_access.get_store().list_reservations()
-                if res.mac in macs or res.node == task.node.uuid]
-
     def clean_dhcp_opts(self, task):
         """Withdraw the node's reservations; the address stays allocated.
-
-        Reservations recorded for this node under a MAC it no longer has
-        are withdrawn as well.
 
         :raises ironic.common.exception.FailedToCleanDHCPOpts: store
             trouble; the reservations may still be published.
         """
-        node = task.node
         try:
-            store = store_access.get_store()
-            macs = set(nodes.boot_macs(task))
-            macs.update(res.mac for res in self._node_reservations(task))
-            for mac in sorted(macs):
-                store.withdraw_reservation(mac)
+            withdraw(task)
         except Exception as exc:
-            if not isinstance(exc, (exception.VmetalError,
-                                    ironic_exc.IronicException)):
-                LOG.exception('vmetal DHCP: unexpected store error')
             raise ironic_exc.FailedToCleanDHCPOpts(
                 f'vmetal DHCP: cannot withdraw the reservations of node '
-                f'{node.uuid}: {exc}') from None
-        LOG.info('vmetal DHCP: node %(node)s: reservations of %(macs)s '
-                 'withdrawn', {'node': node.uuid,
-                               'macs': ', '.join(sorted(macs)) or 'no MAC'})
+                f'{task.node.uuid}: {exc}') from None
 
     def get_ip_addresses(self, task):
         """The addresses reserved for the node's MACs.
@@ -196,7 +209,7 @@ class VmetalDHCP(base.BaseDHCP):
         address with it).
         """
         try:
-            reservations = self._node_reservations(task)
+            reservations = node_reservations(task)
         except Exception as exc:
             LOG.warning('vmetal DHCP: cannot read the reservations of node '
                         '%(node)s: %(err)s', {'node': task.node.uuid,

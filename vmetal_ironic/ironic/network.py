@@ -11,7 +11,8 @@ needs on top:
   the cidr is missing or malformed;
 * adding the provisioning, cleaning, inspection, rescuing or servicing
   network runs the provisioning hook (:func:`provisioning.prepare`): the
-  host gets its address and network_data;
+  host gets its address and network_data; removing one withdraws the
+  node's DHCP reservations (the address stays);
 * :meth:`VmetalNetwork.get_node_network_data` returns the host's document;
 * a conductor periodic task releases the addresses of ``Node/<uuid>``
   owners whose node was deleted, because Ironic calls no driver on node
@@ -28,6 +29,7 @@ from ironic import objects
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic.ironic import dhcp
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
 from vmetal_ironic.ironic import store_access
@@ -78,6 +80,35 @@ class VmetalNetwork(noop.NoopNetwork):
 
     def add_servicing_network(self, task):
         provisioning.prepare(task)
+
+    def _leave_provisioning_network(self, task):
+        # The node stops PXE booting on the provisioning L2: withdraw its
+        # reservations so the agent ignores it (Ironic does not call
+        # clean_dhcp_opts when cleaning, inspection or rescue end or are
+        # aborted). A failure only leaves a stale reservation behind, so
+        # it is logged rather than failing the state change.
+        try:
+            dhcp.withdraw(task)
+        except Exception as exc:
+            LOG.warning('vmetal: node %(node)s left the provisioning '
+                        'network but its reservations could not be '
+                        'withdrawn: %(err)s', {'node': task.node.uuid,
+                                               'err': exc})
+
+    def remove_provisioning_network(self, task):
+        self._leave_provisioning_network(task)
+
+    def remove_cleaning_network(self, task):
+        self._leave_provisioning_network(task)
+
+    def remove_inspection_network(self, task):
+        self._leave_provisioning_network(task)
+
+    def remove_rescuing_network(self, task):
+        self._leave_provisioning_network(task)
+
+    def remove_servicing_network(self, task):
+        self._leave_provisioning_network(task)
 
     def configure_tenant_networks(self, task):
         # The ramdisk deploy boots the instance on the provisioning L2
