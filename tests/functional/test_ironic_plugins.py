@@ -7,6 +7,7 @@ as the conductor's; only the lock test is specific to the local store.
 """
 
 import contextlib
+import json
 import sqlite3
 import time
 import uuid
@@ -220,6 +221,34 @@ def test_caller_network_data_is_never_overwritten(ironic, conn, store):
     # The DHCP reservation still comes from IPAM.
     assert reservation_of(store, mac).address.startswith('192.0.2.')
     undeploy(conn, node)
+
+
+def test_custom_network_data_overrides_ipam(ironic, conn, store):
+    mac = _mac()
+    custom = {
+        'links': [{'id': 'eth0', 'type': 'phy', 'ethernet_mac_address': mac}],
+        'networks': [{'id': 'n0', 'link': 'eth0', 'type': 'ipv4',
+                      'network_id': 'n0', 'ip_address': '198.51.100.20',
+                      'netmask': '255.255.255.192',
+                      'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
+                                  'gateway': '198.51.100.1'}]}],
+        'services': [{'type': 'dns', 'address': '198.51.100.53'}]}
+    node, _ = make_node(ironic, conn, port=False, properties={
+        props.NETWORK_CIDR: CIDR, props.NETWORK_DATA: json.dumps(custom)})
+    conn.baremetal.create_port(node_uuid=node.id, address=mac,
+                               pxe_enabled=True)
+    deploy(ironic, conn, node)
+    body = node_json(ironic, node)
+    assert body['provision_state'] == 'active', body['last_error']
+    owner = f'Node/{node.id}'
+    assert store.get_allocation(owner) is None
+    assert store.get_network_data(owner) == custom
+    assert body['network_data'] == custom
+    res = reservation_of(store, mac)
+    assert (res.address, res.prefixlen, res.gateway, res.dns_servers) == (
+        '198.51.100.20', 26, '198.51.100.1', ('198.51.100.53',))
+    undeploy(conn, node)
+    assert reservation_of(store, mac) is None
 
 
 @pytest.mark.parametrize('properties, expected', [

@@ -7,13 +7,17 @@ import pytest
 from ironic import objects
 from stevedore import driver as stevedore_driver
 
+from vmetal_ironic import exception
+from vmetal_ironic import identity
 from vmetal_ironic import network_data
+from vmetal_ironic import properties as props
 from vmetal_ironic.ipam import pool as ipam_pool
 from vmetal_ironic.ironic import dhcp
 from vmetal_ironic.ironic import hardware
 from vmetal_ironic.ironic import network
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.store import base
 
 objects.register_all()
 UUID = '1be26c0b-03f2-4d2e-ae87-c02d7f33c123'
@@ -172,3 +176,37 @@ def test_entry_points(namespace, name, cls):
 
 def test_dhcp_provider_supports_ipxe_tag():
     assert dhcp.VmetalDHCP().supports_ipxe_tag() is True
+
+
+def _host(doc, allocation=None, spec=None):
+    return identity.HostNetwork('Node/x', allocation, doc,
+                                spec or props.NetworkSpec(custom_network_data=doc))
+
+
+def test_address_of_custom_document():
+    doc = document('203.0.113.9')
+    assert dhcp._address_of(_host(doc)) == (
+        '203.0.113.9', 24, '192.0.2.1', ('198.51.100.53',))
+
+
+def test_address_of_allocation():
+    pool = ipam_pool.parse_pool('192.0.2.1/24', None)
+    spec = props.NetworkSpec(pool=pool, dns_servers=('192.0.2.53',))
+    allocation = base.Allocation('Node/x', pool.key, '192.0.2.7', MAC)
+    assert dhcp._address_of(_host(document('192.0.2.7'), allocation, spec)) == (
+        '192.0.2.7', 24, '192.0.2.1', ('192.0.2.53',))
+
+
+@pytest.mark.parametrize('doc, message', [
+    ({'links': [], 'networks': [], 'services': []}, 'has no IPv4 network'),
+    ({'links': [{'id': 'l'}], 'services': [],
+      'networks': [{'link': 'l', 'type': 'ipv4', 'ip_address': '192.0.2.3'}]},
+     'has no IPv4 network'),
+    ({'links': [{'id': 'l'}], 'services': [],
+      'networks': [{'link': 'l', 'type': 'ipv4', 'ip_address': '192.0.2.3',
+                    'netmask': 'bogus'}]},
+     "netmask 'bogus' is not valid"),
+])
+def test_address_of_unusable_custom_document(doc, message):
+    with pytest.raises(exception.InvalidNetworkData, match=message):
+        dhcp._address_of(_host(doc))
