@@ -159,6 +159,8 @@ class VmetalDHCP(base.BaseDHCP):
             raise ironic_exc.InvalidParameterValue(
                 err=f'vmetal: node {node.uuid}: {exc}') from None
         published = []
+        # One address per machine: every PXE-enabled NIC is offered it, and
+        # whichever one the firmware boots from takes it.
         for mac in macs:
             res = reservation.Reservation(
                 mac=mac, address=address, prefixlen=prefixlen,
