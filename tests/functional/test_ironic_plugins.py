@@ -12,9 +12,9 @@ import sqlite3
 import time
 import uuid
 
-import ironic_fixture
 import pytest
 
+from tests.functional import ironic_fixture
 from vmetal_ironic import properties as props
 
 CIDR = '192.0.2.1/24'
