@@ -16,6 +16,8 @@ def test_build_follows_openstack_network_data():
                    'ethernet_mac_address': '52:54:00:aa:bb:cc'}],
         'networks': [{
             'id': 'provisioning', 'link': 'nic0', 'type': 'ipv4',
+            # Required by Ironic's network_data schema (node PATCH).
+            'network_id': 'provisioning',
             'ip_address': '192.0.2.10', 'netmask': '255.255.255.0',
             'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
                         'gateway': '192.0.2.1'}],

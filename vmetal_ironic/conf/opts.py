@@ -1,6 +1,7 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
 from vmetal_ironic.conf import kubernetes
+from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import local_store
 from vmetal_ironic.conf import vmetal
 
@@ -9,6 +10,7 @@ _GROUP_MODULES = (
     vmetal,
     local_store,
     kubernetes,
+    ironic,
 )
 
 
