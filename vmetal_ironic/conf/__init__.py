@@ -7,10 +7,14 @@ groups can live in ironic.conf.
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal
 
 CONF = cfg.CONF
 
 vmetal.register_opts(CONF)
 local_store.register_opts(CONF)
+dhcp_agent.register_opts(CONF)
+tftp.register_opts(CONF)

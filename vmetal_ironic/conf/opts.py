@@ -1,12 +1,16 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
+from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal
 
 # One entry per option-group module; the generator walks them in order.
 _GROUP_MODULES = (
     vmetal,
     local_store,
+    dhcp_agent,
+    tftp,
 )
 
 
