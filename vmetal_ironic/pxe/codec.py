@@ -120,6 +120,13 @@ def parse(data):
         if len(arch) < 2 or len(arch) % 2:
             raise Malformed(f'option 93 has length {len(arch)}')
         arch = int.from_bytes(arch[:2], 'big')
+    vendor_class = options.get(_OPT_VENDOR_CLASS, b'')
+    if arch is None and vendor_class.startswith(b'PXEClient:Arch:'):
+        # PXE firmware also states its architecture in the vendor class
+        # (PXEClient:Arch:00007:UNDI:003016); some send no option 93.
+        digits = vendor_class[15:20]
+        if digits.isdigit():
+            arch = int(digits)
     return decisions.Request(
         message_type=message_type[0],
         xid=xid,
@@ -132,7 +139,7 @@ def parse(data):
         server_id=(None if server_id is None
                    else _addr(server_id, _OPT_SERVER_ID)),
         arch=arch,
-        vendor_class=options.get(_OPT_VENDOR_CLASS, b''),
+        vendor_class=vendor_class,
         user_class=options.get(_OPT_USER_CLASS, b''),
         ipxe_options=_OPT_IPXE in options,
         client_id=raw.get(_OPT_CLIENT_ID, b''),

@@ -35,21 +35,9 @@ class _CountingFile:
             self._on_read(len(data))
         return data
 
-    def seek(self, *args):
-        return self._handle.seek(*args)
-
-    def tell(self):
-        return self._handle.tell()
-
-    def fileno(self):
-        return self._handle.fileno()
-
-    @property
-    def closed(self):
-        return self._handle.closed
-
-    def close(self):
-        self._handle.close()
+    def __getattr__(self, name):
+        # seek, tell, close, closed, name, fileno: tftpy uses them all.
+        return getattr(self._handle, name)
 
 
 def resolve(root, name, link_dirs=()):
