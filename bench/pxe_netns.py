@@ -33,7 +33,7 @@ def reserved(count):
     for index in range(count):
         number = 10 + index
         address = f'198.18.{number // 250}.{number % 250 + 2}'
-        mac = f'52:54:{0x10:02x}:{(index >> 16) & 0xff:02x}:{(index >> 8) & 0xff:02x}:{index & 0xff:02x}'
+        mac = '52:54:10:' + index.to_bytes(3, 'big').hex(':')
         hosts.append((mac, address))
     return hosts
 
