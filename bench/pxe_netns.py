@@ -142,7 +142,7 @@ class Lab:
         return proc
 
     def start_dnsmasq(self, hosts, name, extra=(), tftp_root=None,
-                      lease_dir=None):
+                      lease_dir=None, no_ping=True):
         """dnsmasq with the same reservations, DNS off, no ping.
 
         :param lease_dir: where the lease file goes (dnsmasq fsyncs it on
@@ -160,9 +160,11 @@ class Lab:
                 f'--pid-file={self.workdir / name}.pid',
                 f'--dhcp-leasefile={leases}', f'--dhcp-hostsfile={hostsfile}',
                 f'--dhcp-range={SERVER},static,255.254.0.0',
-                '--dhcp-authoritative', '--no-ping',
+                '--dhcp-authoritative',
                 f'--dhcp-option=option:router,{SERVER}',
                 f'--dhcp-option=option:dns-server,{SERVER}', *extra]
+        if no_ping:
+            argv.append('--no-ping')
         if tftp_root:
             argv += ['--enable-tftp', f'--tftp-root={tftp_root}']
         proc = self.spawn(self.server_ns, argv, f'{name}.log')
