@@ -10,6 +10,7 @@ stopped by PID once its request arrived.
 
 import os
 import pathlib
+import re
 import shutil
 import sys
 import tempfile
@@ -33,7 +34,7 @@ def _dnsmasq_pxe(tuned, interface):
             '--dhcp-match=set:efi64,option:client-arch,7',
             f'--dhcp-boot=tag:ipxe,{SCRIPT}',
             f'--dhcp-boot=tag:efi64,tag:!ipxe,snponly.efi,,{pxe_netns.SERVER}',
-            '--dhcp-boot=tag:!efi64,tag:!ipxe,undionly.kpxe,,'
+            '--log-dhcp', '--dhcp-boot=tag:!efi64,tag:!ipxe,undionly.kpxe,,'
             f'{pxe_netns.SERVER}']
     if tuned:
         argv += ['--dhcp-option-force=tag:ipxe,encap:175,176,1',
@@ -66,15 +67,20 @@ def _boot(lab, name, firmware, nic, mac, address):
 
 
 def _both(lab, label):
-    bios = _boot(lab, f'{label}-bios', ['-boot', 'n'], 'e1000', BIOS_MAC,
+    slug = re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')
+    bios = _boot(lab, f'{slug}-bios', ['-boot', 'n'], 'e1000', BIOS_MAC,
                  HOSTS[0][1])
-    variables = lab.workdir / f'{label}-vars.fd'
+    variables = lab.workdir / f'{slug}-vars.fd'
     shutil.copy(OVMF_VARS, variables)
-    uefi = _boot(lab, f'{label}-uefi',
+    uefi = _boot(lab, f'{slug}-uefi',
                  ['-drive', f'if=pflash,format=raw,readonly=on,'
                             f'file={OVMF_CODE}',
                   '-drive', f'if=pflash,format=raw,file={variables}'],
                  'virtio-net-pci,romfile=', UEFI_MAC, HOSTS[1][1])
+
+    if bios is None or uefi is None:
+        for path in sorted(lab.workdir.glob(f'{slug}*.log')):
+            print(f'--- {path.name}\n{path.read_text()[-1500:]}')
 
     def fmt(value):
         return f'{value:5.1f} s' if value is not None else 'timeout'
@@ -118,8 +124,9 @@ def main():
                 lab.stop(agent)
             for label, tuned in (('dnsmasq base', False),
                                  ('dnsmasq tuned (175.176, RA)', True)):
+                name = 'dnsmasq-tuned' if tuned else 'dnsmasq-base'
                 dnsmasq = lab.start_dnsmasq(
-                    HOSTS, 'dnsmasq-boot', tftp_root=root,
+                    HOSTS, name, tftp_root=root,
                     extra=_dnsmasq_pxe(tuned, lab.server_if), no_ping=tuned)
                 try:
                     _both(lab, label)
