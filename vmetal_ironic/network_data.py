@@ -13,7 +13,11 @@ import netaddr
 
 from vmetal_ironic import exception
 
-_MAC_RE = re.compile(r'^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$')
+# netaddr reads "52:54:00" or "1" as a MAC; only full notations are meant.
+_MAC_FORMS = re.compile(
+    r'^(?:[0-9a-f]{2}(?:[:-][0-9a-f]{2}){5}'
+    r'|[0-9a-f]{12}'
+    r'|[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4})$', re.IGNORECASE)
 _DOTTED_QUAD = re.compile(r'^\d{1,3}(?:\.\d{1,3}){3}$')
 REQUIRED_KEYS = ('links', 'networks', 'services')
 LINK_ID = 'nic0'
@@ -26,13 +30,10 @@ def normalize_mac(mac):
     :param mac: a MAC address in any common notation.
     :raises vmetal_ironic.exception.InvalidProperty: when it is not a MAC.
     """
-    try:
-        value = netaddr.EUI(str(mac).strip())
-    except (netaddr.AddrFormatError, TypeError, ValueError):
-        raise exception.InvalidProperty(
-            f'MAC address {mac!r} is not valid') from None
-    if value.version != 48:
-        raise exception.InvalidProperty(f'MAC address {mac!r} is not 48-bit')
+    text = str(mac).strip()
+    if not _MAC_FORMS.match(text):
+        raise exception.InvalidProperty(f'MAC address {mac!r} is not valid')
+    value = netaddr.EUI(text)
     value.dialect = netaddr.mac_unix_expanded
     return str(value).lower()
 

@@ -64,6 +64,17 @@ class LocalStore(base.Store):
         self.busy_timeout = busy_timeout or (
             group.busy_timeout if group is not None else 30.0)
         self._local = threading.local()
+        self._create_schema()
+
+    def _create_schema(self):
+        # Readers must not need the write lock, so the schema is only
+        # written when a table is missing.
+        with self._transaction(write=False) as db:
+            present = {name for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if {'allocations', 'network_data', 'reservations',
+                'counters'} <= present:
+            return
         with self._transaction() as db:
             for statement in SCHEMA:
                 db.execute(statement)

@@ -1,0 +1,48 @@
+import pytest
+
+from vmetal_ironic import exception
+from vmetal_ironic import properties as props
+from vmetal_ironic.ipam import errors
+
+
+def test_most_specific_layer_wins_and_blanks_do_not_hide():
+    host = {props.NETWORK_CIDR: '192.0.2.1/24', props.DNS_SERVERS: '  '}
+    node_type = {props.NETWORK_CIDR: '198.51.100.1/24',
+                 props.DNS_SERVERS: '192.0.2.53',
+                 props.NETWORK_IP_RANGE: '192.0.2.10-192.0.2.20'}
+    environment = {props.DNS_SERVERS: '203.0.113.53', 'unrelated': 'x'}
+    merged = props.merge(host, None, node_type, environment)
+    assert merged == {props.NETWORK_CIDR: '192.0.2.1/24',
+                      props.DNS_SERVERS: '192.0.2.53',
+                      props.NETWORK_IP_RANGE: '192.0.2.10-192.0.2.20'}
+
+
+def test_resolve_pool_spec():
+    spec = props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
+                          props.DNS_SERVERS: '192.0.2.53'})
+    assert spec.uses_ipam
+    assert spec.pool.key == '192.0.2.0/24'
+    assert spec.dns_servers == ('192.0.2.53',)
+
+
+def test_custom_network_data_overrides_ipam_even_with_a_bad_cidr():
+    spec = props.resolve({
+        props.NETWORK_CIDR: 'garbage',
+        props.NETWORK_DATA: '{"links": [], "networks": [], "services": []}'})
+    assert not spec.uses_ipam
+    assert spec.custom_network_data == {'links': [], 'networks': [],
+                                        'services': []}
+
+
+def test_resolve_without_cidr():
+    with pytest.raises(errors.MissingCidr):
+        props.resolve({})
+
+
+def test_parse_assignments():
+    assert props.parse_assignments(['network-cidr=192.0.2.1/24',
+                                     'example.com/x=a=b']) == {
+        props.NETWORK_CIDR: '192.0.2.1/24', 'example.com/x': 'a=b'}
+    with pytest.raises(exception.InvalidProperty) as info:
+        props.parse_assignments(['network-cidr'])
+    assert "property 'network-cidr' is not key=value" in str(info.value)
