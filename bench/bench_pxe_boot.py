@@ -12,6 +12,7 @@ import os
 import pathlib
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ SCRIPT = f'http://{pxe_netns.SERVER}:{HTTP_PORT}/boot.ipxe'
 OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
 OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
 TIMEOUT = 120
+ROUNDS = int(os.environ.get('VMETAL_BENCH_BOOT_ROUNDS', '3'))
 BIOS_MAC = '52:54:00:5e:03:01'
 UEFI_MAC = '52:54:00:5e:03:02'
 HOSTS = [(BIOS_MAC, '198.18.3.1'), (UEFI_MAC, '198.18.3.2')]
@@ -66,8 +68,7 @@ def _boot(lab, name, firmware, nic, mac, address):
         pxe_netns.sh('ip', '-n', lab.hub, 'link', 'del', tap, check=False)
 
 
-def _both(lab, label):
-    slug = re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')
+def _once(lab, slug):
     bios = _boot(lab, f'{slug}-bios', ['-boot', 'n'], 'e1000', BIOS_MAC,
                  HOSTS[0][1])
     variables = lab.workdir / f'{slug}-vars.fd'
@@ -77,15 +78,24 @@ def _both(lab, label):
                             f'file={OVMF_CODE}',
                   '-drive', f'if=pflash,format=raw,file={variables}'],
                  'virtio-net-pci,romfile=', UEFI_MAC, HOSTS[1][1])
-
     if bios is None or uefi is None:
         for path in sorted(lab.workdir.glob(f'{slug}*.log')):
             print(f'--- {path.name}\n{path.read_text()[-1500:]}')
+    return bios, uefi
 
-    def fmt(value):
-        return f'{value:5.1f} s' if value is not None else 'timeout'
-    print(f'{label:<28} BIOS e1000 iPXE ROM {fmt(bios)}   '
-          f'UEFI virtio chainload {fmt(uefi)}')
+
+def _both(lab, label):
+    slug = re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')
+    results = [_once(lab, f'{slug}-{n}') for n in range(ROUNDS)]
+
+    def fmt(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return 'timeout'
+        return (f'median {statistics.median(values):5.1f} s (min '
+                f'{min(values):4.1f}, {len(values)}/{ROUNDS} booted)')
+    print(f'{label:<28} BIOS e1000 iPXE ROM {fmt(r[0] for r in results)}')
+    print(f'{"":<28} UEFI virtio chainload {fmt(r[1] for r in results)}')
 
 
 def main():
@@ -115,7 +125,8 @@ def main():
                 if time.monotonic() > deadline:
                     raise RuntimeError('http server did not start')
                 time.sleep(0.05)
-            print('QEMU (TCG) start -> HTTP GET of the iPXE script')
+            print(f'QEMU (TCG) start -> HTTP GET of the iPXE script, '
+                  f'{ROUNDS} boots each')
             agent = lab.start_agent(HOSTS, 'agent-boot', tftp_root=root,
                                     extra=f'ipxe_script_url = {SCRIPT}\n')
             try:
