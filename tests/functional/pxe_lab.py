@@ -211,17 +211,49 @@ class AgentProcess:
 # -- clients ---------------------------------------------------------------
 
 UDHCPC_SCRIPT = """#!/bin/sh
-[ "$1" = bound ] || exit 0
-env > "$VPX_OUT"
+case "$1" in
+bound) env > "$VPX_OUT.tmp"; mv "$VPX_OUT.tmp" "$VPX_OUT" ;;
+renew) env > "$VPX_OUT.tmp"; mv "$VPX_OUT.tmp" "$VPX_OUT.renew" ;;
+esac
+exit 0
 """
 
+# A udhcpc that keeps running and configures its address, so that it can
+# renew by unicast like a real host.
+UDHCPC_KEEP_SCRIPT = """#!/bin/sh
+case "$1" in
+bound)
+    ip addr replace "$ip/$mask" dev "$interface"
+    env > "$VPX_OUT.tmp"; mv "$VPX_OUT.tmp" "$VPX_OUT" ;;
+renew) env > "$VPX_OUT.tmp"; mv "$VPX_OUT.tmp" "$VPX_OUT.renew" ;;
+esac
+exit 0
+"""
+
+
+def udhcpc_daemon(lab, ns, interface, name):
+    """Start udhcpc in the foreground without quitting after the lease.
+
+    :returns: ``(process, env_path)``; ``env_path`` appears once bound and
+        ``env_path.renew`` after each renewal.
+    """
+    script = lab.workdir / 'udhcpc-keep.sh'
+    script.write_text(UDHCPC_KEEP_SCRIPT)
+    script.chmod(0o755)
+    out = lab.workdir / f'{name}.env'
+    proc = lab.spawn(ns, ['env', f'VPX_OUT={out}', 'busybox', 'udhcpc',
+                          '-i', interface, '-f', '-s', str(script), '-t',
+                          '3', '-T', '1'], f'{name}.log')
+    return proc, out
+
 # dhclient runs its script with a clean environment: the output path is
-# written into each script.
+# written into each script. Scripts write a temporary file and rename it so
+# the test never reads a half-written file.
 DHCLIENT_SCRIPT = """#!/bin/sh
 case "$reason" in
 BOUND|REBOOT|RENEW)
     ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface"
-    env > "{out}" ;;
+    env > "{out}.tmp"; mv "{out}.tmp" "{out}" ;;
 RELEASE|EXPIRE|STOP)
     ip addr flush dev "$interface" ;;
 esac

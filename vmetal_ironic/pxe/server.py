@@ -23,6 +23,10 @@ from vmetal_ironic.pxe import decisions
 LOG = log.getLogger(__name__)
 
 _RECV_SIZE = 4096
+#: Debug lines for dropped or ignored packets allowed per second; a flood of
+#: unknown MACs or garbage must not turn into a flood of log writes that
+#: slows the answers to known hosts. Suppressed lines are only counted.
+_QUIET_LOG_RATE = 20
 
 
 def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
@@ -75,6 +79,22 @@ class DhcpServer:
         self._requests = {}
         self._replies = {}
         self._ignored = {}
+        self._quiet_second = 0
+        self._quiet_lines = 0
+
+    def _may_log_quiet(self, now):
+        """Rate limit for debug lines about ignored and malformed packets."""
+        if not LOG.isEnabledFor(logging.DEBUG):
+            return False
+        second = int(now)
+        if second != self._quiet_second:
+            self._quiet_second = second
+            self._quiet_lines = 0
+        self._quiet_lines += 1
+        if self._quiet_lines > _QUIET_LOG_RATE:
+            self.stats['log_suppressed'] += 1
+            return False
+        return True
 
     def _prepare(self, bindings):
         bindings = list(bindings)
@@ -129,7 +149,7 @@ class DhcpServer:
         except codec.Malformed as exc:
             self.stats['malformed'] += 1
             self.metrics.malformed.inc()
-            if LOG.isEnabledFor(logging.DEBUG):
+            if self._may_log_quiet(now):
                 LOG.debug('Dropped malformed packet from %s: %s (%s)', peer,
                           exc, codec.describe(data))
             return None
@@ -147,7 +167,7 @@ class DhcpServer:
             if decision.reason == 'unknown MAC':
                 self.stats['unknown'] += 1
                 self.metrics.unknown.inc()
-            if LOG.isEnabledFor(logging.DEBUG):
+            if self._may_log_quiet(now):
                 LOG.debug('%s from %s xid %s: ignored (%s)', kind,
                           request.mac, request.xid.hex(), decision.reason)
             return None
