@@ -368,3 +368,28 @@ def test_sighup_reloads_configuration(lab):
     finally:
         conf.write_text(text)
         lab.agent.proc.send_signal(signal.SIGHUP)
+
+
+def test_dynamic_range_leases_to_unknown_hosts_for_inspection(lab):
+    dyn_ns, dyn_if = lab.node('s3', '198.51.100.3/24')
+    agent = lab.start_agent(dyn_ns, dyn_if, name='agent3', metrics_port=9569,
+                            extra=f"""\
+                                dynamic_range = 198.51.100.200-198.51.100.201
+                                dynamic_gateway = {GATEWAY}
+                                dynamic_dns_servers = {DNS}
+                                [vmetal_tftp]
+                                enabled = false
+                                """)
+    try:
+        ns, interface = lab.node('y1', mac='52:54:00:5e:00:aa')
+        env = pxe_lab.udhcpc(lab, ns, interface, 'y1',
+                             vendor_class='PXEClient:Arch:00000')
+        assert env['ip'] == '198.51.100.200'
+        assert env['serverid'] == '198.51.100.3'
+        assert env['router'] == GATEWAY
+        assert env['boot_file'] == 'undionly.kpxe'
+        # The same host asks again: same address.
+        env = pxe_lab.udhcpc(lab, ns, interface, 'y1b')
+        assert env['ip'] == '198.51.100.200'
+    finally:
+        lab.stop(agent.proc)
