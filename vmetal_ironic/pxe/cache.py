@@ -3,9 +3,13 @@
 The packet path only ever calls :meth:`ReservationCache.get`, a dict
 lookup. A feeder thread keeps the dict current: :class:`RevisionPoller`
 asks the store for its cheap ``reservations_revision()`` token and reloads
-only when it changed. A store that can push changes (a Kubernetes watch)
-plugs in as another feeder calling :meth:`ReservationCache.load`. When the
-store is unreachable the cache keeps serving the last good data.
+only when it changed. A store that can be told about changes (a Kubernetes
+watch) may also offer ``wait_reservations_change(revision, timeout)``,
+which blocks until the revision differs from ``revision`` or ``timeout``
+seconds passed; the poller then waits on it instead of sleeping, so changes
+arrive as soon as the store sees them. Any other feeder can call
+:meth:`ReservationCache.load` itself. When the store is unreachable the
+cache keeps serving the last good data.
 """
 
 import threading
@@ -123,12 +127,23 @@ class RevisionPoller:
         """Ask for a forced reload on the poller's thread (SIGHUP)."""
         self._wake.set()
 
+    def _wait(self):
+        waiter = getattr(self.store, 'wait_reservations_change', None)
+        if waiter is not None and not self.cache.stale:
+            try:
+                waiter(self.cache.revision, self.interval)
+                return
+            except Exception as exc:  # the poll below still works
+                LOG.debug('Waiting for reservation changes failed: %s', exc)
+        self._wake.wait(self.interval)
+
     def _run(self):
         while not self._stop.is_set():
             force = self._wake.is_set()
             self._wake.clear()
             self.refresh(force=force)
-            self._wake.wait(self.interval)
+            if not self._wake.is_set():
+                self._wait()
 
     def start(self):
         self._thread = threading.Thread(target=self._run,

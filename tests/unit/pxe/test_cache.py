@@ -89,3 +89,46 @@ def test_background_poller_thread_picks_up_changes(tmp_path):
             time.sleep(0.02)
     finally:
         poller.stop()
+
+
+class _WatchingStore(_FlakyStore):
+    """A store that can report changes, as a Kubernetes watch would."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.changed = threading.Condition()
+        self.waits = 0
+
+    def publish(self, item, revision):
+        with self.changed:
+            self.items = [*self.items, item]
+            self.revision = revision
+            self.changed.notify_all()
+
+    def wait_reservations_change(self, revision, timeout):
+        self.waits += 1
+        with self.changed:
+            self.changed.wait_for(lambda: self.revision != revision, timeout)
+
+
+def test_poller_waits_on_a_store_that_reports_changes():
+    import time
+    store = _WatchingStore()
+    cache = cache_mod.ReservationCache()
+    # A long interval: only the store's change report can be this quick.
+    poller = cache_mod.RevisionPoller(store, cache, interval=30)
+    poller.start()
+    try:
+        deadline = time.monotonic() + 5
+        while store.waits == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        store.publish(_reservation('52:54:00:00:00:04', '192.0.2.14'), 2)
+        while cache.get('52:54:00:00:00:04') is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    finally:
+        store.down = True
+        store.publish(_reservation('52:54:00:00:00:05', '192.0.2.15'), 3)
+        poller.stop()
