@@ -138,6 +138,8 @@ class Agent:
         self.settings = settings_from_conf(conf, self.server_address)
         self.dynamic = dynamic_from_conf(conf)
         self.metrics = metrics_mod.Metrics()
+        # Checked now so a bad root fails before anything is opened.
+        self._tftp_service = self._tftp_from_conf()
         self.cache = cache_mod.ReservationCache()
         self.poller = cache_mod.RevisionPoller(store, self.cache,
                                                group.poll_interval)
@@ -161,25 +163,31 @@ class Agent:
             dynamic=self.dynamic, client_port=group.client_port,
             server_port=group.port, batch_size=group.batch_size)
 
-    def _start_tftp(self):
+    def _tftp_from_conf(self):
         group = self.conf.vmetal_tftp
         if not group.enabled:
-            return
+            return None
         try:
-            self.tftp = tftp_mod.TftpService(
+            return tftp_mod.TftpService(
                 group.root, group.address or self.server_address, group.port,
                 metrics=self.metrics, timeout=group.timeout,
                 retries=group.retries, link_dirs=group.link_dirs)
-            self.tftp.start()
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        except OSError as exc:
-            raise ConfigError(f'cannot listen for TFTP on '
-                              f'{group.address or self.server_address} port '
-                              f'{group.port}: {exc.strerror}') from None
+
+    def _start_tftp(self):
+        if self._tftp_service is None:
+            return
         # tftpy logs every session at info and every loop at debug; the
         # service logs each transfer itself.
         logging.getLogger('tftpy').setLevel(logging.WARNING)
+        service = self._tftp_service
+        try:
+            service.start()
+        except OSError as exc:
+            raise ConfigError(f'cannot listen for TFTP on {service.address} '
+                              f'port {service.port}: {exc.strerror}') from None
+        self.tftp = service
 
     def _start_ra(self):
         group = self.conf.vmetal_dhcp_agent

@@ -129,3 +129,15 @@ def test_dynamic_range_serves_unknown_macs():
     assert len(pool) == 1
     server.handle(helpers.packet('release', mac=mac, ciaddr='192.0.2.100'))
     assert len(pool) == 0
+
+
+def test_agent_checks_tftp_root_before_opening_anything(conf, tmp_path):
+    conf.set_override('root', str(tmp_path / 'missing'), group='vmetal_tftp')
+    with pytest.raises(agent.ConfigError,
+                       match=r"\[vmetal_tftp\]root '.*missing' is not a "
+                             'readable directory'):
+        agent.Agent(conf, None, interface='lo')
+    conf.set_override('root', str(tmp_path), group='vmetal_tftp')
+    built = agent.Agent(conf, None, interface='lo')
+    assert built.server_address == '127.0.0.1'
+    assert built.server is None and built.tftp is None
