@@ -185,6 +185,7 @@ class Agent:
         try:
             service.start()
         except OSError as exc:
+            service.stop()
             raise ConfigError(f'cannot listen for TFTP on {service.address} '
                               f'port {service.port}: {exc.strerror}') from None
         self.tftp = service
