@@ -2,7 +2,9 @@
 
 from vmetal_ironic.conf import kubernetes
 from vmetal_ironic.conf import ironic
+from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal
 
 # One entry per option-group module; the generator walks them in order.
@@ -11,6 +13,8 @@ _GROUP_MODULES = (
     local_store,
     kubernetes,
     ironic,
+    dhcp_agent,
+    tftp,
 )
 
 

@@ -1,0 +1,205 @@
+"""Boot storm: full DORA for N distinct reserved MACs, agent vs dnsmasq.
+
+Run as root: ``tox -e bench -- dhcp``. N = 1000 MACs (``VMETAL_BENCH_DHCP_N``)
+at concurrency 1, 8, 32 and 128, against vmetal-dhcp-agent and against
+dnsmasq (``--no-ping``, lease file on, same reservations) in the same
+namespaces. The generator acts as a relay agent (giaddr set, replies come
+back to it on port 67), so it needs no raw sockets; it is bounded: each
+exchange gets 2 s, no retransmissions, so an unanswered exchange counts
+as lost. A NAK also counts as lost.
+
+Two dnsmasq peers: with its lease file on tmpfs (dnsmasq fsyncs the file on
+every lease change, so on a disk the figure measures the disk; the agent
+keeps no lease file, its reservations are the store's), and with
+``--leasefile-ro`` (no lease file at all).
+
+The generator runs in the client namespace as ``bench_dhcp.py generate``.
+"""
+
+import json
+import os
+import select
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+import pxe_netns
+
+CONCURRENCY = (1, 8, 32, 128)
+EXCHANGE_TIMEOUT = 2.0
+COOKIE = b'\x63\x82\x53\x63'
+SHM = '/dev/shm'
+
+
+def _request(kind, xid, mac, giaddr, requested=None, server=None):
+    header = struct.pack('!BBBB4sHH4s4s4s4s16s64s128s', 1, 1, 6, 1, xid, 0,
+                         0, bytes(4), bytes(4), bytes(4), giaddr,
+                         bytes.fromhex(mac.replace(':', '')), b'', b'')
+    options = bytes([53, 1, kind])
+    if requested:
+        options += b'\x32\x04' + requested
+    if server:
+        options += b'\x36\x04' + server
+    options += b'\x37\x03\x01\x03\x06\xff'
+    return header + COOKIE + options
+
+
+def _reply_type_and_server(data):
+    index = 240
+    kind = server = None
+    while index + 1 < len(data):
+        code = data[index]
+        if code == 255:
+            break
+        if code == 0:
+            index += 1
+            continue
+        length = data[index + 1]
+        value = data[index + 2:index + 2 + length]
+        if code == 53:
+            kind = value[0]
+        elif code == 54:
+            server = value
+        index += 2 + length
+    return kind, server
+
+
+def generate(count, concurrency, server, giaddr):
+    """Run one storm; returns a dict of results (printed as JSON)."""
+    hosts = pxe_netns.reserved(count)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+    sock.bind((giaddr, 67))
+    sock.setblocking(False)
+    gi = socket.inet_aton(giaddr)
+    target = (server, 67)
+    pending = {}
+    latencies = []
+    lost = naks = 0
+    sent = 0
+    started = time.monotonic()
+    deadline = started + count * EXCHANGE_TIMEOUT / concurrency + 30
+    last_done = started
+    while (sent < count or pending) and time.monotonic() < deadline:
+        while sent < count and len(pending) < concurrency:
+            xid = struct.pack('!I', 0x10000000 + sent)
+            mac = hosts[sent][0]
+            now = time.monotonic()
+            pending[xid] = [mac, now, now + EXCHANGE_TIMEOUT]
+            sock.sendto(_request(1, xid, mac, gi), target)
+            sent += 1
+        ready, _, _ = select.select([sock], [], [], 0.05)
+        if ready:
+            while True:
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    break
+                entry = pending.get(data[4:8])
+                if entry is None or len(data) < 240:
+                    continue
+                kind, server_id = _reply_type_and_server(data)
+                xid = data[4:8]
+                if kind == 2:  # OFFER -> REQUEST
+                    sock.sendto(_request(3, xid, entry[0], gi, data[16:20],
+                                         server_id), target)
+                elif kind == 5:  # ACK
+                    now = time.monotonic()
+                    latencies.append(now - entry[1])
+                    last_done = now
+                    del pending[xid]
+                elif kind == 6:
+                    naks += 1
+                    lost += 1
+                    del pending[xid]
+        now = time.monotonic()
+        for xid in [x for x, e in pending.items() if e[2] <= now]:
+            lost += 1
+            del pending[xid]
+    lost += len(pending) + (count - sent)
+    elapsed = max(last_done - started, 1e-9)
+    latencies.sort()
+
+    def pct(p):
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+
+    return {'done': len(latencies), 'lost': lost, 'naks': naks,
+            'rate': len(latencies) / elapsed,
+            'p50_ms': pct(0.50) * 1000 if latencies else None,
+            'p99_ms': pct(0.99) * 1000 if latencies else None,
+            'mean_ms': (statistics.mean(latencies) * 1000
+                        if latencies else None)}
+
+
+def _storm(lab, count, concurrency):
+    result = subprocess.run(
+        ['ip', 'netns', 'exec', lab.client_ns, sys.executable, __file__,
+         'generate', str(count), str(concurrency), pxe_netns.SERVER,
+         pxe_netns.CLIENT],
+        capture_output=True, text=True, timeout=600, check=True)
+    return json.loads(result.stdout)
+
+
+def _fmt(result):
+    if result['p50_ms'] is None:
+        return f'{result["rate"]:8.0f}/s  p50      -  p99      -  lost {result["lost"]}'
+    return (f'{result["rate"]:8.0f}/s  p50 {result["p50_ms"]:6.2f} ms  '
+            f'p99 {result["p99_ms"]:7.2f} ms  lost {result["lost"]:4d} '
+            f'(NAK {result["naks"]})')
+
+
+def main():
+    if os.geteuid() != 0:
+        print('bench_dhcp needs root (network namespaces); skipped')
+        return
+    count = int(os.environ.get('VMETAL_BENCH_DHCP_N', '1000'))
+    hosts = pxe_netns.reserved(count)
+    with tempfile.TemporaryDirectory(prefix='vpx-bench-') as tmp:
+        lab = pxe_netns.Lab(tmp)
+        try:
+            print(f'boot storm: N={count} distinct reserved MACs, full DORA '
+                  f'through a relay address, {EXCHANGE_TIMEOUT:.0f} s per '
+                  'exchange, no retransmission')
+            for concurrency in CONCURRENCY:
+                agent = lab.start_agent(hosts, f'agent-c{concurrency}')
+                try:
+                    ours = _storm(lab, count, concurrency)
+                finally:
+                    lab.stop(agent)
+                dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-c{concurrency}',
+                                            lease_dir=SHM)
+                try:
+                    theirs = _storm(lab, count, concurrency)
+                finally:
+                    lab.stop(dnsmasq)
+                dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-ro-{concurrency}',
+                                            extra=('--leasefile-ro',))
+                try:
+                    readonly = _storm(lab, count, concurrency)
+                finally:
+                    lab.stop(dnsmasq)
+                ratio = ours['rate'] / theirs['rate'] if theirs['rate'] else 0
+                ratio_ro = (ours['rate'] / readonly['rate']
+                            if readonly['rate'] else 0)
+                print(f'C={concurrency:<4d} vmetal-dhcp-agent      '
+                      f'{_fmt(ours)}')
+                print(f'       dnsmasq (leases tmpfs) {_fmt(theirs)}')
+                print(f'       dnsmasq --leasefile-ro {_fmt(readonly)}')
+                print(f'       ratio agent/dnsmasq {ratio:.2f}x, '
+                      f'agent/dnsmasq-ro {ratio_ro:.2f}x')
+        finally:
+            lab.close()
+
+
+if __name__ == '__main__':
+    if len(sys.argv) > 1 and sys.argv[1] == 'generate':
+        print(json.dumps(generate(int(sys.argv[2]), int(sys.argv[3]),
+                                  sys.argv[4], sys.argv[5])))
+    else:
+        main()

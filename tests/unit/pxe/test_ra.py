@@ -1,0 +1,27 @@
+import struct
+
+from scapy.layers import inet6
+
+from vmetal_ironic.pxe import ra
+
+
+def test_advertisement_has_no_prefix_and_no_lifetime():
+    data = ra.build_advertisement('52:54:00:aa:bb:01')
+    packet = inet6.ICMPv6ND_RA(data)
+    assert packet.type == 134 and packet.code == 0
+    # The kernel fills the checksum of raw ICMPv6 sockets.
+    assert packet.cksum == 0
+    assert packet.routerlifetime == 0 and packet.M == 0 and packet.O == 0
+    assert packet.haslayer(inet6.ICMPv6NDOptSrcLLAddr)
+    assert packet[inet6.ICMPv6NDOptSrcLLAddr].lladdr == '52:54:00:aa:bb:01'
+    assert not packet.haslayer(inet6.ICMPv6NDOptPrefixInfo)
+
+
+def test_filter_passes_only_router_solicitations():
+    words = struct.unpack('=8I', ra._solicitation_filter())
+
+    def blocked(kind):
+        return bool(words[kind >> 5] & (1 << (kind & 31)))
+
+    assert not blocked(133)
+    assert all(blocked(kind) for kind in (128, 129, 134, 135, 136))
