@@ -183,9 +183,38 @@ def test_post_config_writes_the_agent_config(stack):
         'metrics_port': '9608',
     }
     assert dict(agent['vmetal_tftp']) == {
-        'enabled': 'True',
+        'enabled': 'False',
         'root': str(stack.tmp / 'tftpboot'),
     }
+    # Ironic's own TFTP server stays the one clients are sent to.
+    assert not ironic.has_section('pxe')
+
+
+def test_post_config_agent_tftp_takes_over_ironics(stack):
+    stack.ok('stack', 'post-config', VMETAL_TFTP_ENABLED='true')
+    assert _ini(stack.vmetal_conf)['vmetal_tftp']['enabled'] == 'True'
+    assert _ini(stack.ironic_conf)['pxe']['tftp_server'] == '192.0.2.1'
+
+
+def test_post_config_power_and_management_lists(stack):
+    # Unset: Ironic calculates them from the hardware types; keep unset.
+    stack.ok('stack', 'post-config')
+    conf = stack.ironic()
+    assert conf.enabled_power_interfaces is None
+    assert conf.enabled_management_interfaces is None
+    # Set: manual-management's interfaces must be in them.
+    stack.ironic_conf.write_text(
+        '[DEFAULT]\n'
+        'enabled_power_interfaces = ipmitool\n'
+        'enabled_management_interfaces = ipmitool,fake\n')
+    stack.ok('stack', 'post-config')
+    conf = stack.ironic()
+    assert conf.enabled_power_interfaces == ['ipmitool', 'fake']
+    assert conf.enabled_management_interfaces == ['ipmitool', 'fake', 'noop']
+    # Not needed without vmetal-manual-management.
+    stack.ironic_conf.write_text('[DEFAULT]\nenabled_power_interfaces = ipmitool\n')
+    stack.ok('stack', 'post-config', VMETAL_HARDWARE_TYPES='vmetal-ipmi')
+    assert stack.ironic().enabled_power_interfaces == ['ipmitool']
 
 
 def test_post_config_settings_flow_into_the_files(stack):
