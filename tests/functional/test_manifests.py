@@ -1,0 +1,191 @@
+"""Send the shipped Kubernetes manifests to a real kube-apiserver.
+
+Every kustomization of etc/kubernetes is rendered (tests/kustomize.py) and
+created with server-side dry run (``dryRun=All``), so the API server's own
+validation, defaulting and the CRDs' schemas judge each object; Multus's
+NetworkAttachmentDefinition CRD is installed first. The test API server
+(1.20) drops unknown fields instead of rejecting them, so each answer is
+compared with what was sent: a field that vanished is reported as the typo
+it is. Namespaces are created for real (dry-run objects cannot live in a
+dry-run namespace), and so are the RBAC objects, so that SubjectAccessReviews
+can check what the agent's and Ironic's identities may do.
+
+The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
+kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
+which installs etc/kubernetes/crds when it starts.
+"""
+
+import copy
+import pathlib
+import time
+
+from kubernetes import client as k8s_client
+from kubernetes import dynamic
+from kubernetes.client import exceptions as k8s_exc
+import pytest
+import yaml
+
+from tests import kustomize
+from tests.functional import kube
+
+TOP = pathlib.Path(__file__).resolve().parents[2]
+KUBE = TOP / 'etc' / 'kubernetes'
+NAD_CRD = pathlib.Path(__file__).resolve().parent / 'data' / \
+    'networkattachmentdefinition-crd.yaml'
+KUSTOMIZATIONS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab', 'metal3']
+READY_TIMEOUT = 30
+
+AGENT = 'system:serviceaccount:vmetal-system:vmetal-dhcp-agent'
+METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:default'
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    with kube.KubeCluster() as running:
+        yield running
+
+
+def _wait_served(api_client, group, version, plural):
+    custom = k8s_client.CustomObjectsApi(api_client)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            custom.list_cluster_custom_object(group, version, plural)
+            return
+        except k8s_exc.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope='module')
+def api(cluster):
+    with cluster.admin_client() as api_client:
+        crd = yaml.safe_load(NAD_CRD.read_text())
+        k8s_client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
+        _wait_served(api_client, 'k8s.cni.cncf.io', 'v1', 'network-attachment-definitions')
+        for name in ('vmetal-system', 'baremetal-operator-system'):
+            k8s_client.CoreV1Api(api_client).create_namespace(
+                {'metadata': {'name': name}})
+        # Discovery runs after the CRD is served, so it knows the kind.
+        yield dynamic.DynamicClient(api_client)
+
+
+def _dropped(sent, got, path=''):
+    """Paths of ``sent`` that the API server's answer ``got`` lacks."""
+    if isinstance(sent, dict) and isinstance(got, dict):
+        out = []
+        for key, value in sent.items():
+            if key not in got:
+                out.append(f'{path}.{key}')
+            else:
+                out.extend(_dropped(value, got[key], f'{path}.{key}'))
+        return out
+    if isinstance(sent, list) and isinstance(got, list):
+        out = []
+        for index, (one, other) in enumerate(zip(sent, got, strict=False)):
+            out.extend(_dropped(one, other, f'{path}[{index}]'))
+        if len(got) < len(sent):
+            out.append(f'{path}[{len(got)}:]')
+        return out
+    return []
+
+
+def _submit(api, obj, dry_run=True):
+    """Create ``obj`` (dry run unless told otherwise); an object that exists
+    (the CRDs KubeCluster installed) is replaced instead, also dry.
+
+    :returns: the API server's answer as a dict.
+    """
+    resource = api.resources.get(api_version=obj['apiVersion'], kind=obj['kind'])
+    namespace = obj['metadata'].get('namespace')
+    options = {'dry_run': 'All'} if dry_run else {}
+    try:
+        answer = resource.create(body=obj, namespace=namespace, **options)
+    except k8s_exc.ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = resource.get(name=obj['metadata']['name'], namespace=namespace)
+        body = copy.deepcopy(obj)
+        body['metadata']['resourceVersion'] = current.metadata.resourceVersion
+        answer = resource.replace(body=body, namespace=namespace, dry_run='All')
+    return answer.to_dict()
+
+
+def _apply(api, objects):
+    """Namespaces and RBAC for real, everything else as a dry run.
+
+    :returns: ``{object id: problems}`` for objects the server changed.
+    """
+    problems = {}
+    for obj in objects:
+        real = obj['kind'] == 'Namespace' or obj['apiVersion'].startswith(
+            'rbac.authorization.k8s.io/')
+        answer = _submit(api, obj, dry_run=not real)
+        lost = _dropped(obj, answer)
+        if lost:
+            problems[kustomize.object_id(obj)] = lost
+    return problems
+
+
+@pytest.mark.parametrize('name', KUSTOMIZATIONS)
+def test_kustomization_is_accepted_unchanged(api, name):
+    objects = kustomize.render(KUBE / name)
+    assert objects
+    assert _apply(api, objects) == {}
+
+
+def test_a_typo_is_caught(api):
+    """The comparison above can fail: fields the server does not know are
+    dropped, and reported."""
+    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
+    deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
+    container = deployment['spec']['template']['spec']['containers'][0]
+    container['readinesProbe'] = container.pop('readinessProbe')
+    nad = copy.deepcopy(next(o for o in objects
+                             if o['kind'] == 'NetworkAttachmentDefinition'))
+    nad['spec']['confg'] = nad['spec'].pop('config')
+    assert _apply(api, [deployment, nad]) == {
+        kustomize.object_id(deployment): ['.spec.template.spec.containers[0].readinesProbe'],
+        kustomize.object_id(nad): ['.spec.confg'],
+    }
+
+
+def test_an_invalid_value_is_rejected(api):
+    objects = kustomize.render(KUBE / 'agent')
+    deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
+    deployment['spec']['template']['metadata']['labels'] = {'other': 'labels'}
+    with pytest.raises(k8s_exc.ApiException) as caught:
+        _submit(api, deployment)
+    assert caught.value.status == 422
+    assert 'selector' in caught.value.body
+
+
+def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
+    review = k8s_client.AuthorizationV1Api(api.client).create_subject_access_review({
+        'apiVersion': 'authorization.k8s.io/v1', 'kind': 'SubjectAccessReview',
+        'spec': {'user': user, 'groups': ['system:serviceaccounts'],
+                 'resourceAttributes': {
+                     'verb': verb, 'resource': resource, 'group': group,
+                     'namespace': namespace, 'name': name}}})
+    return review.status.allowed
+
+
+def test_agent_identity_reads_reservations_only(api):
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    for verb in ('get', 'list', 'watch'):
+        assert _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system',
+                        name='vmetal-dhcp-reservations')
+    for verb in ('create', 'patch', 'update', 'delete'):
+        assert not _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system')
+    assert not _allowed(api, AGENT, 'get', 'secrets', 'vmetal-system')
+    assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
+
+
+def test_metal3_ironic_gets_the_store_permissions(api):
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    _apply(api, kustomize.render(KUBE / 'metal3'))
+    assert _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'vmetal-system')
+    assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
+                    group='metal3.io')
+    assert not _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'kube-system')
