@@ -41,6 +41,8 @@ METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:default'
 
 @pytest.fixture(scope='module')
 def cluster():
+    # A control plane of its own (about 5 s to start): this module creates
+    # cluster-wide RBAC objects and a CRD that other tests must not see.
     with kube.KubeCluster() as running:
         yield running
 
@@ -65,8 +67,12 @@ def api(cluster):
         k8s_client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
         _wait_served(api_client, 'k8s.cni.cncf.io', 'v1', 'network-attachment-definitions')
         for name in ('vmetal-system', 'baremetal-operator-system'):
-            k8s_client.CoreV1Api(api_client).create_namespace(
-                {'metadata': {'name': name}})
+            try:
+                k8s_client.CoreV1Api(api_client).create_namespace(
+                    {'metadata': {'name': name}})
+            except k8s_exc.ApiException as exc:
+                if exc.status != 409:
+                    raise
         # Discovery runs after the CRD is served, so it knows the kind.
         yield dynamic.DynamicClient(api_client)
 
