@@ -1,6 +1,7 @@
 """The documentation under doc/source: it builds, and what it names exists.
 
-The build is a real Sphinx run with warnings as errors (about 2 s); the
+The build is a real Sphinx run with warnings as errors (about 2 s: a page
+left out of the toctree, a broken reference or bad markup fails it); the
 configuration reference in it is generated from the options through the
 ``oslo.config.opts`` entry point. The name checks keep the prose honest:
 every ``[group]option``, ``OS_GROUP__OPTION``, devstack ``VMETAL_*``
@@ -25,7 +26,8 @@ IRONIC_GROUPS = {'DEFAULT', 'dhcp', 'pxe', 'deploy'}
 _OPTION = re.compile(r'\[(\w+)\](\w+)')
 _ENV = re.compile(r'\bOS_([A-Z0-9_]+?)__([A-Z0-9_]+)\b')
 _SETTING = re.compile(r'\bVMETAL_[A-Z_]+\b')
-_METRIC = re.compile(r'\bvmetal_(?:dhcp|tftp|ipv6)_[a-z_]+\b')
+# Not the option groups: [vmetal_dhcp_agent] is no metric.
+_METRIC = re.compile(r'(?<![\[\w])vmetal_(?:dhcp|tftp|ipv6)_[a-z_]+(?![\]\w])')
 
 
 def _text():
@@ -47,13 +49,6 @@ def _known_options():
     for group, options in vmetal_opts.list_opts():
         known.setdefault(group, set()).update(o.dest for o in options)
     return known
-
-
-def test_pages_are_in_the_toctree():
-    index = (DOC / 'index.rst').read_text()
-    for page in PAGES:
-        if page.stem != 'index':
-            assert f'   {page.stem}\n' in index, page.name
 
 
 def test_docs_build_without_warnings(tmp_path):
@@ -105,4 +100,5 @@ def test_named_metrics_exist():
     named = set(_METRIC.findall(_text()))
     assert named
     for name in sorted(named):
-        assert re.search(rf'^{name}(\{{|\s)', exported, re.M), name
+        # Labelled metrics without samples yet show only in "# TYPE".
+        assert re.search(rf'^(?:# TYPE )?{name}[{{\s]', exported, re.M), name
