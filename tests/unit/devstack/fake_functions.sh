@@ -98,7 +98,16 @@ echo_summary() { echo "summary: $*"; }
 get_python_exec_prefix() { echo "$FAKE_BIN_DIR"; }
 setup_develop() { _fake_record setup_develop "$@"; }
 pip_install() { _fake_record pip_install "$@"; }
-run_process() { _fake_record run_process "$@"; }
+# devstack's run_process (systemd) refuses the same commands.
+run_process() {
+    if [[ "$2" != /* ]]; then
+        die $LINENO "run_process $1: the command must start with an absolute path"
+    fi
+    if [[ "$2" == *sudo* ]]; then
+        die $LINENO "run_process $1: sudo does not work under systemd"
+    fi
+    _fake_record run_process "$@"
+}
 stop_process() { _fake_record stop_process "$@"; }
 
 # sudo: file-system commands run for real (inside the test's tmp dirs);

@@ -281,7 +281,7 @@ def test_extra_starts_the_agent_instead_of_dnsmasq(stack):
     gid = subprocess.run(['id', '-g', 'nobody'], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert run[2].split() == [
-        'setpriv', '--reuid=nobody', f'--regid={gid}', '--init-groups',
+        shutil.which('setpriv'), '--reuid=nobody', f'--regid={gid}', '--init-groups',
         '--inh-caps=+net_bind_service,+net_raw',
         '--ambient-caps=+net_bind_service,+net_raw', '--',
         '/opt/stack/bin/vmetal-dhcp-agent', '--config-file', str(stack.vmetal_conf)]
