@@ -7,8 +7,9 @@ NetworkAttachmentDefinition CRD is installed first. The test API server
 (1.20) drops unknown fields instead of rejecting them, so each answer is
 compared with what was sent: a field that vanished is reported as the typo
 it is. Namespaces are created for real (dry-run objects cannot live in a
-dry-run namespace), and so are the RBAC objects, so that SubjectAccessReviews
-can check what the agent's and Ironic's identities may do.
+dry-run namespace), and so are the ServiceAccounts and RBAC objects, so
+that SubjectAccessReviews and the agent's own token can show what the
+agent's and Ironic's identities may do.
 
 The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
 kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
@@ -27,6 +28,9 @@ import yaml
 
 from tests import kustomize
 from tests.functional import kube
+from vmetal_ironic import exception
+from vmetal_ironic import reservation
+from vmetal_ironic.store import kubernetes as kube_store
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
 KUBE = TOP / 'etc' / 'kubernetes'
@@ -119,14 +123,15 @@ def _submit(api, obj, dry_run=True):
 
 
 def _apply(api, objects):
-    """Namespaces and RBAC for real, everything else as a dry run.
+    """Namespaces, ServiceAccounts and RBAC for real, everything else as a
+    dry run.
 
     :returns: ``{object id: problems}`` for objects the server changed.
     """
     problems = {}
     for obj in objects:
-        real = obj['kind'] == 'Namespace' or obj['apiVersion'].startswith(
-            'rbac.authorization.k8s.io/')
+        real = obj['kind'] in ('Namespace', 'ServiceAccount') or obj[
+            'apiVersion'].startswith('rbac.authorization.k8s.io/')
         answer = _submit(api, obj, dry_run=not real)
         lost = _dropped(obj, answer)
         if lost:
@@ -195,3 +200,34 @@ def test_metal3_ironic_gets_the_store_permissions(api):
     assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
                     group='metal3.io')
     assert not _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'kube-system')
+
+
+def _token_for(api, namespace, account):
+    """A real ServiceAccount token (TokenRequest API) for ``account``."""
+    answer = k8s_client.CoreV1Api(api.client).create_namespaced_service_account_token(
+        account, namespace, {'spec': {'expirationSeconds': 600}})
+    return answer.status.token
+
+
+def test_agent_identity_runs_the_agents_store_calls(api, cluster):
+    """The shipped Role is enough for what the agent does, and no more:
+    the store calls of vmetal-dhcp-agent, made with the agent's own token."""
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    admin = kube_store.KubernetesStore(kube.store_conf(cluster.settings()))
+    agent = kube_store.KubernetesStore(kube.store_conf(cluster.settings(
+        token=_token_for(api, 'vmetal-system', 'vmetal-dhcp-agent'),
+        max_retries=0)))
+    try:
+        res = reservation.Reservation(
+            mac='52:54:00:00:0d:01', address='198.51.100.20', prefixlen=24,
+            gateway='198.51.100.1', dns_servers=(), hostname='vdep-0',
+            node='vdep-node', lease_time=600)
+        admin.publish_reservation(res)
+        assert agent.reservations_revision() == admin.reservations_revision()
+        assert [r.mac for r in agent.list_reservations()] == [res.mac]
+        with pytest.raises(exception.VmetalError, match='refused'):
+            agent.withdraw_reservation(res.mac)
+        assert [r.mac for r in admin.list_reservations()] == [res.mac]
+    finally:
+        admin.close()
+        agent.close()
