@@ -19,5 +19,4 @@ exclude_patterns = ['_build']
 pygments_style = 'sphinx'
 html_theme = 'alabaster'
 html_static_path = []
-# Options are documented once, in configuration.rst.
 suppress_warnings = []
