@@ -17,8 +17,14 @@ which installs etc/kubernetes/crds when it starts.
 """
 
 import copy
+import os
 import pathlib
+import re
+import signal
+import subprocess
+import sys
 import time
+import urllib.request
 
 from kubernetes import client as k8s_client
 from kubernetes import dynamic
@@ -231,3 +237,140 @@ def test_agent_identity_runs_the_agents_store_calls(api, cluster):
     finally:
         admin.close()
         agent.close()
+
+
+# --- the agent as the manifests configure it -------------------------------
+
+AGENT_ADDRESS = '198.51.100.3'
+CLIENT_MAC = '52:54:00:00:0d:02'
+CLIENT_ADDRESS = '198.51.100.42'
+
+
+def _ip(*args):
+    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def link():
+    """A veth pair: the agent's end in this namespace (standing in for the
+    pod's net1), the machine's end in a namespace of its own."""
+    suffix = f'{os.getpid() % 10000}{int(time.time()) % 100}'
+    names = {'ns': f'vdep-m{suffix}', 'agent': f'vdepa{suffix}',
+             'client': f'vdepc{suffix}'}
+    try:
+        _ip('netns', 'add', names['ns'])
+        _ip('link', 'add', names['agent'], 'type', 'veth', 'peer', 'name',
+            names['client'], 'netns', names['ns'])
+        _ip('addr', 'add', f'{AGENT_ADDRESS}/24', 'dev', names['agent'])
+        _ip('link', 'set', names['agent'], 'up')
+        _ip('-n', names['ns'], 'link', 'set', names['client'], 'address', CLIENT_MAC)
+        _ip('-n', names['ns'], 'link', 'set', names['client'], 'up')
+        _ip('-n', names['ns'], 'link', 'set', 'lo', 'up')
+        yield names
+    finally:
+        subprocess.run(['ip', 'link', 'del', names['agent']], capture_output=True,
+                       timeout=30, check=False)
+        subprocess.run(['ip', 'netns', 'del', names['ns']], capture_output=True,
+                       timeout=30, check=False)
+
+
+def _wait_ready(url, proc, log, timeout=30):
+    """What the Deployment's readinessProbe does: GET /metrics until 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f'vmetal-dhcp-agent exited {proc.returncode}: '
+                        f'{log.read_text()[-2000:]}')
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return answer.read().decode()
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f'agent not ready in {timeout}s: {log.read_text()[-2000:]}')
+
+
+def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
+    """vmetal-dhcp-agent started with the shipped ConfigMap and the
+    Deployment's environment, reading the Kubernetes store with its own
+    ServiceAccount token, answers a machine's DHCP with the reserved address,
+    serves the bootloaders over TFTP, and passes its readiness probe.
+
+    Standing in for the pod: the interface (``net1`` there) and the API
+    credentials (in-cluster there) come from OS_* variables.
+    """
+    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
+    _apply(api, objects)
+    configmap = next(o for o in objects if o['kind'] == 'ConfigMap'
+                     and o['metadata']['name'] == 'vmetal-dhcp-agent')
+    deployment = next(o for o in objects if o['kind'] == 'Deployment')
+    [container] = deployment['spec']['template']['spec']['containers']
+    conf_file = tmp_path / 'vmetal-ironic.conf'
+    conf_file.write_text(configmap['data']['vmetal-ironic.conf'])
+
+    admin = kube_store.KubernetesStore(kube.store_conf(cluster.settings()))
+    try:
+        admin.publish_reservation(reservation.Reservation(
+            mac=CLIENT_MAC, address=CLIENT_ADDRESS, prefixlen=24,
+            gateway='198.51.100.1', dns_servers=(), hostname='vdep-1',
+            node='vdep-node-1', lease_time=600))
+    finally:
+        admin.close()
+
+    env = dict(os.environ)
+    # The Deployment's env: the metrics address is the pod IP.
+    [metrics_env] = container['env']
+    assert metrics_env['name'] == 'OS_VMETAL_DHCP_AGENT__METRICS_HOST'
+    env[metrics_env['name']] = AGENT_ADDRESS
+    env.update({
+        'OS_VMETAL_DHCP_AGENT__INTERFACE': link['agent'],
+        'OS_VMETAL_KUBERNETES__API_URL': cluster.url,
+        'OS_VMETAL_KUBERNETES__CA_FILE': cluster.ca_file,
+        'OS_VMETAL_KUBERNETES__TOKEN': _token_for(
+            api, 'vmetal-system', deployment['spec']['template']['spec'][
+                'serviceAccountName']),
+    })
+    log = tmp_path / 'agent.log'
+    with log.open('wb') as out:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'vmetal_ironic.cmd.dhcp_agent', *container['args'][:1],
+             str(conf_file)], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port = next(p['containerPort'] for p in container['ports']
+                    if p['name'] == 'metrics')
+        probe = container['readinessProbe']['httpGet']
+        _wait_ready(f'http://{AGENT_ADDRESS}:{port}{probe["path"]}', proc, log)
+
+        dhcp = subprocess.run(
+            ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i', link['client'],
+             '-f', '-q', '-n', '-t', '5', '-T', '2', '-s', '/bin/true'],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
+            dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
+
+        # What udhcpc's script would do with the lease (ours is /bin/true).
+        _ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        # Both bootloaders of the image's TFTP root, one through the
+        # /boot symlink that [vmetal_tftp]link_dirs allows.
+        for name in ('undionly.kpxe', 'ipxe.efi'):
+            target = tmp_path / name
+            tftp = subprocess.run(
+                ['ip', 'netns', 'exec', link['ns'], 'tftp', '-m', 'binary',
+                 AGENT_ADDRESS, '-c', 'get', name, str(target)],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert target.exists(), tftp.stdout + tftp.stderr + log.read_text()[-2000:]
+            assert target.read_bytes() == (pathlib.Path('/usr/lib/ipxe') / name).read_bytes()
+
+        metrics = _wait_ready(f'http://{AGENT_ADDRESS}:{port}/metrics', proc, log)
+        assert re.search(r'^vmetal_dhcp_replies_total\{type="ACK"\} 1\.0$', metrics, re.M)
+        assert re.search(r'^vmetal_tftp_transfers_total\{result="served"\} 2\.0$',
+                         metrics, re.M)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
