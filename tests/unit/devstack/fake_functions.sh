@@ -98,7 +98,10 @@ echo_summary() { echo "summary: $*"; }
 get_python_exec_prefix() { echo "$FAKE_BIN_DIR"; }
 setup_develop() { _fake_record setup_develop "$@"; }
 pip_install() { _fake_record pip_install "$@"; }
-# devstack's run_process (systemd) refuses the same commands.
+# devstack's run_process (systemd) refuses the same commands. With
+# FAKE_SPAWN_DIR set (root functional tests) the command really starts,
+# split on blanks like systemd's ExecStart, and stop_process stops it by
+# the PID recorded here.
 run_process() {
     if [[ "$2" != /* ]]; then
         die $LINENO "run_process $1: the command must start with an absolute path"
@@ -107,14 +110,30 @@ run_process() {
         die $LINENO "run_process $1: sudo does not work under systemd"
     fi
     _fake_record run_process "$@"
+    if [[ -n "${FAKE_SPAWN_DIR:-}" ]]; then
+        local -a argv
+        read -r -a argv <<< "$2"
+        setsid "${argv[@]}" > "$FAKE_SPAWN_DIR/$1.log" 2>&1 < /dev/null &
+        echo $! > "$FAKE_SPAWN_DIR/$1.pid"
+    fi
 }
-stop_process() { _fake_record stop_process "$@"; }
+
+stop_process() {
+    _fake_record stop_process "$@"
+    local pidfile=${FAKE_SPAWN_DIR:-/nonexistent}/$1.pid
+    if [[ -f "$pidfile" ]]; then
+        kill "$(cat "$pidfile")" 2> /dev/null || true
+        rm -f "$pidfile"
+    fi
+}
 
 # sudo: file-system commands run for real (inside the test's tmp dirs);
-# anything else (ip) is only recorded: the test must not touch the host.
+# anything else (ip) is only recorded, unless FAKE_SPAWN_DIR says the test
+# runs as root on interfaces of its own.
 sudo() {
     _fake_record sudo "$@"
     case "$1" in
         install|rm|mkdir) "$@" ;;
+        *) if [[ -n "${FAKE_SPAWN_DIR:-}" ]]; then "$@"; fi ;;
     esac
 }

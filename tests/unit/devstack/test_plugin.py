@@ -7,100 +7,21 @@ phase arguments. The tests assert the resulting ironic.conf (read back by
 oslo.config with Ironic's own options) and the recorded commands.
 """
 
-import getpass
-import os
-import pathlib
 import shutil
 import subprocess
-import sys
 
-from oslo_config import cfg
 import pytest
 
+from tests.unit.devstack.harness import DEVSTACK
+from tests.unit.devstack.harness import HERE
+from tests.unit.devstack.harness import read_ini
+from tests.unit.devstack.harness import Stack
+from tests.unit.devstack.harness import TOP
 from vmetal_ironic.conf import opts as vmetal_opts
 
-TOP = pathlib.Path(__file__).resolve().parents[3]
-HERE = pathlib.Path(__file__).resolve().parent
-DEVSTACK = TOP / 'devstack'
 SCRIPTS = [DEVSTACK / 'plugin.sh', DEVSTACK / 'settings', DEVSTACK / 'lib' / 'vmetal']
 
 AGENT_TYPES = 'vmetal-manual-management,vmetal-ipmi,vmetal-redfish'
-
-
-class Stack:
-    """A fake devstack environment in a temporary directory."""
-
-    def __init__(self, tmp_path):
-        self.tmp = tmp_path
-        self.record = tmp_path / 'record'
-        self.ironic_conf = tmp_path / 'etc-ironic' / 'ironic.conf'
-        self.ironic_conf.parent.mkdir()
-        self.state_dir = tmp_path / 'data' / 'vmetal-ironic'
-        self.conf_dir = tmp_path / 'etc-vmetal'
-        self.user = getpass.getuser()
-        self.env = {
-            'PATH': os.environ['PATH'],
-            'HOME': str(tmp_path),
-            'FAKE_DIR': str(HERE),
-            'FAKE_RECORD': str(self.record),
-            'FAKE_BIN_DIR': '/opt/stack/bin',
-            'FAKE_PYTHON': sys.executable,
-            'DEST': str(tmp_path / 'dest'),
-            'DATA_DIR': str(tmp_path / 'data'),
-            'STACK_USER': self.user,
-            'ENABLED_SERVICES': 'key,ir-api,ir-cond,ironic-dnsmasq',
-            'IRONIC_CONF_FILE': str(self.ironic_conf),
-            'IRONIC_TFTPBOOT_DIR': str(tmp_path / 'tftpboot'),
-            # A real interface every Linux host has; the plugin checks it
-            # exists. Address changes go through the recording sudo.
-            'IRONIC_VM_NETWORK_BRIDGE': 'lo',
-            'PLUGIN_DIR': str(DEVSTACK),
-            'VMETAL_DIR': str(TOP),
-            'VMETAL_CONF_DIR': str(self.conf_dir),
-        }
-
-    @property
-    def vmetal_conf(self):
-        return self.conf_dir / 'vmetal-ironic.conf'
-
-    def run(self, *phase, **env):
-        """Run one plugin phase; return the CompletedProcess."""
-        script = (
-            'set -o errexit -o nounset\n'
-            'source "$FAKE_DIR/fake_functions.sh"\n'
-            'source "$PLUGIN_DIR/settings"\n'
-            'source "$PLUGIN_DIR/plugin.sh" "$@"\n'
-        )
-        return subprocess.run(
-            ['bash', '-c', script, 'stack.sh', *phase],
-            env={**self.env, **env}, capture_output=True, text=True,
-            timeout=60, check=False)
-
-    def ok(self, *phase, **env):
-        result = self.run(*phase, **env)
-        assert result.returncode == 0, result.stderr
-        return result
-
-    def calls(self, name=None):
-        if not self.record.exists():
-            return []
-        rows = [line.split('\x1f')
-                for line in self.record.read_text().splitlines()]
-        return [row for row in rows if name is None or row[0] == name]
-
-    def ironic(self):
-        """ironic.conf as Ironic's own option definitions read it."""
-        from ironic.conf import default
-        from ironic.conf import dhcp
-
-        conf = cfg.ConfigOpts()
-        default.register_opts(conf)
-        dhcp.register_opts(conf)
-        for group, options in vmetal_opts.list_opts():
-            conf.register_opts(options, group=group)
-        conf([], project='ironic', default_config_files=[str(self.ironic_conf)],
-             default_config_dirs=[])
-        return conf
 
 
 @pytest.fixture
@@ -113,14 +34,6 @@ def stack(tmp_path):
         '[dhcp]\n'
         'dhcp_provider = neutron\n')
     return s
-
-
-def _ini(path):
-    import configparser
-    parser = configparser.ConfigParser(interpolation=None, default_section='\0')
-    parser.optionxform = str
-    parser.read(path)
-    return parser
 
 
 def test_install_develops_the_source_tree(stack):
@@ -171,8 +84,8 @@ def test_post_config_twice_adds_nothing_twice(stack):
 
 def test_post_config_writes_the_agent_config(stack):
     stack.ok('stack', 'post-config')
-    agent = _ini(stack.vmetal_conf)
-    ironic = _ini(stack.ironic_conf)
+    agent = read_ini(stack.vmetal_conf)
+    ironic = read_ini(stack.ironic_conf)
     # Conductor and agent must share one store and one set of defaults.
     for section in ('vmetal', 'vmetal_local_store'):
         assert dict(agent[section]) == dict(ironic[section])
@@ -192,8 +105,8 @@ def test_post_config_writes_the_agent_config(stack):
 
 def test_post_config_agent_tftp_takes_over_ironics(stack):
     stack.ok('stack', 'post-config', VMETAL_TFTP_ENABLED='true')
-    assert _ini(stack.vmetal_conf)['vmetal_tftp']['enabled'] == 'True'
-    assert _ini(stack.ironic_conf)['pxe']['tftp_server'] == '192.0.2.1'
+    assert read_ini(stack.vmetal_conf)['vmetal_tftp']['enabled'] == 'True'
+    assert read_ini(stack.ironic_conf)['pxe']['tftp_server'] == '192.0.2.1'
 
 
 def test_post_config_power_and_management_lists(stack):
@@ -229,7 +142,7 @@ def test_post_config_settings_flow_into_the_files(stack):
     assert conf.vmetal.network_cidr == '198.51.100.1/25'
     assert conf.vmetal.network_ip_range == '198.51.100.10-198.51.100.20'
     assert conf.vmetal.dns_servers == '198.51.100.53'
-    agent = _ini(stack.vmetal_conf)
+    agent = read_ini(stack.vmetal_conf)
     assert agent['vmetal_dhcp_agent']['server_address'] == '198.51.100.1'
 
 
@@ -237,7 +150,7 @@ def test_post_config_kubernetes_store(stack):
     stack.ok('stack', 'post-config', VMETAL_STORE='kubernetes',
              VMETAL_KUBECONFIG='/etc/vmetal-ironic/kubeconfig',
              VMETAL_KUBERNETES_NAMESPACE='metal3')
-    ironic = _ini(stack.ironic_conf)
+    ironic = read_ini(stack.ironic_conf)
     assert ironic['vmetal']['store'] == 'kubernetes'
     assert dict(ironic['vmetal_kubernetes']) == {
         'kubeconfig': '/etc/vmetal-ironic/kubeconfig', 'namespace': 'metal3'}
@@ -379,7 +292,7 @@ def test_every_written_option_exists(stack, group):
     names = {opt.dest for opt in known[group]}
     written = set()
     for path in (stack.ironic_conf, stack.vmetal_conf):
-        parser = _ini(path)
+        parser = read_ini(path)
         if parser.has_section(group):
             written |= set(parser[group])
     assert written, f'nothing written to [{group}]'
