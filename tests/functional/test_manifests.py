@@ -1,0 +1,376 @@
+"""Send the shipped Kubernetes manifests to a real kube-apiserver.
+
+Every kustomization of etc/kubernetes is rendered (tests/kustomize.py) and
+created with server-side dry run (``dryRun=All``), so the API server's own
+validation, defaulting and the CRDs' schemas judge each object; Multus's
+NetworkAttachmentDefinition CRD is installed first. The test API server
+(1.20) drops unknown fields instead of rejecting them, so each answer is
+compared with what was sent: a field that vanished is reported as the typo
+it is. Namespaces are created for real (dry-run objects cannot live in a
+dry-run namespace), and so are the ServiceAccounts and RBAC objects, so
+that SubjectAccessReviews and the agent's own token can show what the
+agent's and Ironic's identities may do.
+
+The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
+kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
+which installs etc/kubernetes/crds when it starts.
+"""
+
+import copy
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from kubernetes import client as k8s_client
+from kubernetes import dynamic
+from kubernetes.client import exceptions as k8s_exc
+import pytest
+import yaml
+
+from tests import kustomize
+from tests.functional import kube
+from vmetal_ironic import exception
+from vmetal_ironic import reservation
+from vmetal_ironic.store import kubernetes as kube_store
+
+TOP = pathlib.Path(__file__).resolve().parents[2]
+KUBE = TOP / 'etc' / 'kubernetes'
+NAD_CRD = pathlib.Path(__file__).resolve().parent / 'data' / \
+    'networkattachmentdefinition-crd.yaml'
+KUSTOMIZATIONS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab', 'metal3']
+READY_TIMEOUT = 30
+
+AGENT = 'system:serviceaccount:vmetal-system:vmetal-dhcp-agent'
+METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:default'
+
+
+@pytest.fixture(scope='module')
+def cluster():
+    # A control plane of its own (about 5 s to start): this module creates
+    # cluster-wide RBAC objects and a CRD that other tests must not see.
+    with kube.KubeCluster() as running:
+        yield running
+
+
+def _wait_served(api_client, group, version, plural):
+    custom = k8s_client.CustomObjectsApi(api_client)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        try:
+            custom.list_cluster_custom_object(group, version, plural)
+            return
+        except k8s_exc.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope='module')
+def api(cluster):
+    with cluster.admin_client() as api_client:
+        crd = yaml.safe_load(NAD_CRD.read_text())
+        k8s_client.ApiextensionsV1Api(api_client).create_custom_resource_definition(crd)
+        _wait_served(api_client, 'k8s.cni.cncf.io', 'v1', 'network-attachment-definitions')
+        for name in ('vmetal-system', 'baremetal-operator-system'):
+            try:
+                k8s_client.CoreV1Api(api_client).create_namespace(
+                    {'metadata': {'name': name}})
+            except k8s_exc.ApiException as exc:
+                if exc.status != 409:
+                    raise
+        # Discovery runs after the CRD is served, so it knows the kind.
+        yield dynamic.DynamicClient(api_client)
+
+
+def _dropped(sent, got, path=''):
+    """Paths of ``sent`` that the API server's answer ``got`` lacks."""
+    if isinstance(sent, dict) and isinstance(got, dict):
+        out = []
+        for key, value in sent.items():
+            if key not in got:
+                out.append(f'{path}.{key}')
+            else:
+                out.extend(_dropped(value, got[key], f'{path}.{key}'))
+        return out
+    if isinstance(sent, list) and isinstance(got, list):
+        out = []
+        for index, (one, other) in enumerate(zip(sent, got, strict=False)):
+            out.extend(_dropped(one, other, f'{path}[{index}]'))
+        if len(got) < len(sent):
+            out.append(f'{path}[{len(got)}:]')
+        return out
+    return []
+
+
+def _submit(api, obj, dry_run=True):
+    """Create ``obj`` (dry run unless told otherwise); an object that exists
+    (the CRDs KubeCluster installed) is replaced instead, also dry.
+
+    :returns: the API server's answer as a dict.
+    """
+    resource = api.resources.get(api_version=obj['apiVersion'], kind=obj['kind'])
+    namespace = obj['metadata'].get('namespace')
+    options = {'dry_run': 'All'} if dry_run else {}
+    try:
+        answer = resource.create(body=obj, namespace=namespace, **options)
+    except k8s_exc.ApiException as exc:
+        if exc.status != 409:
+            raise
+        current = resource.get(name=obj['metadata']['name'], namespace=namespace)
+        body = copy.deepcopy(obj)
+        body['metadata']['resourceVersion'] = current.metadata.resourceVersion
+        answer = resource.replace(body=body, namespace=namespace, dry_run='All')
+    return answer.to_dict()
+
+
+def _apply(api, objects):
+    """Namespaces, ServiceAccounts and RBAC for real, everything else as a
+    dry run.
+
+    :returns: ``{object id: problems}`` for objects the server changed.
+    """
+    problems = {}
+    for obj in objects:
+        real = obj['kind'] in ('Namespace', 'ServiceAccount') or obj[
+            'apiVersion'].startswith('rbac.authorization.k8s.io/')
+        answer = _submit(api, obj, dry_run=not real)
+        lost = _dropped(obj, answer)
+        if lost:
+            problems[kustomize.object_id(obj)] = lost
+    return problems
+
+
+@pytest.mark.parametrize('name', KUSTOMIZATIONS)
+def test_kustomization_is_accepted_unchanged(api, name):
+    objects = kustomize.render(KUBE / name)
+    assert objects
+    assert _apply(api, objects) == {}
+
+
+def test_a_typo_is_caught(api):
+    """The comparison above can fail: fields the server does not know are
+    dropped, and reported."""
+    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
+    deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
+    container = deployment['spec']['template']['spec']['containers'][0]
+    container['readinesProbe'] = container.pop('readinessProbe')
+    nad = copy.deepcopy(next(o for o in objects
+                             if o['kind'] == 'NetworkAttachmentDefinition'))
+    nad['spec']['confg'] = nad['spec'].pop('config')
+    assert _apply(api, [deployment, nad]) == {
+        kustomize.object_id(deployment): ['.spec.template.spec.containers[0].readinesProbe'],
+        kustomize.object_id(nad): ['.spec.confg'],
+    }
+
+
+def test_an_invalid_value_is_rejected(api):
+    objects = kustomize.render(KUBE / 'agent')
+    deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
+    deployment['spec']['template']['metadata']['labels'] = {'other': 'labels'}
+    with pytest.raises(k8s_exc.ApiException) as caught:
+        _submit(api, deployment)
+    assert caught.value.status == 422
+    assert 'selector' in caught.value.body
+
+
+def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
+    review = k8s_client.AuthorizationV1Api(api.client).create_subject_access_review({
+        'apiVersion': 'authorization.k8s.io/v1', 'kind': 'SubjectAccessReview',
+        'spec': {'user': user, 'groups': ['system:serviceaccounts'],
+                 'resourceAttributes': {
+                     'verb': verb, 'resource': resource, 'group': group,
+                     'namespace': namespace, 'name': name}}})
+    return review.status.allowed
+
+
+def test_agent_identity_reads_reservations_only(api):
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    for verb in ('get', 'list', 'watch'):
+        assert _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system',
+                        name='vmetal-dhcp-reservations')
+    for verb in ('create', 'patch', 'update', 'delete'):
+        assert not _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system')
+    assert not _allowed(api, AGENT, 'get', 'secrets', 'vmetal-system')
+    assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
+
+
+def test_metal3_ironic_gets_the_store_permissions(api):
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    _apply(api, kustomize.render(KUBE / 'metal3'))
+    assert _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'vmetal-system')
+    assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
+                    group='metal3.io')
+    assert not _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'kube-system')
+
+
+def _token_for(api, namespace, account):
+    """A real ServiceAccount token (TokenRequest API) for ``account``."""
+    answer = k8s_client.CoreV1Api(api.client).create_namespaced_service_account_token(
+        account, namespace, {'spec': {'expirationSeconds': 600}})
+    return answer.status.token
+
+
+def test_agent_identity_runs_the_agents_store_calls(api, cluster):
+    """The shipped Role is enough for what the agent does, and no more:
+    the store calls of vmetal-dhcp-agent, made with the agent's own token."""
+    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    admin = kube_store.KubernetesStore(kube.store_conf(cluster.settings()))
+    agent = kube_store.KubernetesStore(kube.store_conf(cluster.settings(
+        token=_token_for(api, 'vmetal-system', 'vmetal-dhcp-agent'),
+        max_retries=0)))
+    try:
+        res = reservation.Reservation(
+            mac='52:54:00:00:0d:01', address='198.51.100.20', prefixlen=24,
+            gateway='198.51.100.1', dns_servers=(), hostname='vdep-0',
+            node='vdep-node', lease_time=600)
+        admin.publish_reservation(res)
+        assert agent.reservations_revision() == admin.reservations_revision()
+        assert [r.mac for r in agent.list_reservations()] == [res.mac]
+        with pytest.raises(exception.VmetalError, match='refused'):
+            agent.withdraw_reservation(res.mac)
+        assert [r.mac for r in admin.list_reservations()] == [res.mac]
+    finally:
+        admin.close()
+        agent.close()
+
+
+# --- the agent as the manifests configure it -------------------------------
+
+AGENT_ADDRESS = '198.51.100.3'
+CLIENT_MAC = '52:54:00:00:0d:02'
+CLIENT_ADDRESS = '198.51.100.42'
+
+
+def _ip(*args):
+    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def link():
+    """A veth pair: the agent's end in this namespace (standing in for the
+    pod's net1), the machine's end in a namespace of its own."""
+    suffix = f'{os.getpid() % 10000}{int(time.time()) % 100}'
+    names = {'ns': f'vdep-m{suffix}', 'agent': f'vdepa{suffix}',
+             'client': f'vdepc{suffix}'}
+    try:
+        _ip('netns', 'add', names['ns'])
+        _ip('link', 'add', names['agent'], 'type', 'veth', 'peer', 'name',
+            names['client'], 'netns', names['ns'])
+        _ip('addr', 'add', f'{AGENT_ADDRESS}/24', 'dev', names['agent'])
+        _ip('link', 'set', names['agent'], 'up')
+        _ip('-n', names['ns'], 'link', 'set', names['client'], 'address', CLIENT_MAC)
+        _ip('-n', names['ns'], 'link', 'set', names['client'], 'up')
+        _ip('-n', names['ns'], 'link', 'set', 'lo', 'up')
+        yield names
+    finally:
+        subprocess.run(['ip', 'link', 'del', names['agent']], capture_output=True,
+                       timeout=30, check=False)
+        subprocess.run(['ip', 'netns', 'del', names['ns']], capture_output=True,
+                       timeout=30, check=False)
+
+
+def _wait_ready(url, proc, log, timeout=30):
+    """What the Deployment's readinessProbe does: GET /metrics until 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f'vmetal-dhcp-agent exited {proc.returncode}: '
+                        f'{log.read_text()[-2000:]}')
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310
+                if answer.status == 200:
+                    return answer.read().decode()
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f'agent not ready in {timeout}s: {log.read_text()[-2000:]}')
+
+
+def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
+    """vmetal-dhcp-agent started with the shipped ConfigMap and the
+    Deployment's environment, reading the Kubernetes store with its own
+    ServiceAccount token, answers a machine's DHCP with the reserved address,
+    serves the bootloaders over TFTP, and passes its readiness probe.
+
+    Standing in for the pod: the interface (``net1`` there) and the API
+    credentials (in-cluster there) come from OS_* variables.
+    """
+    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
+    _apply(api, objects)
+    configmap = next(o for o in objects if o['kind'] == 'ConfigMap'
+                     and o['metadata']['name'] == 'vmetal-dhcp-agent')
+    deployment = next(o for o in objects if o['kind'] == 'Deployment')
+    [container] = deployment['spec']['template']['spec']['containers']
+    conf_file = tmp_path / 'vmetal-ironic.conf'
+    conf_file.write_text(configmap['data']['vmetal-ironic.conf'])
+
+    admin = kube_store.KubernetesStore(kube.store_conf(cluster.settings()))
+    try:
+        admin.publish_reservation(reservation.Reservation(
+            mac=CLIENT_MAC, address=CLIENT_ADDRESS, prefixlen=24,
+            gateway='198.51.100.1', dns_servers=(), hostname='vdep-1',
+            node='vdep-node-1', lease_time=600))
+    finally:
+        admin.close()
+
+    env = dict(os.environ)
+    # The Deployment's env: the metrics address is the pod IP.
+    [metrics_env] = container['env']
+    assert metrics_env['name'] == 'OS_VMETAL_DHCP_AGENT__METRICS_HOST'
+    env[metrics_env['name']] = AGENT_ADDRESS
+    env.update({
+        'OS_VMETAL_DHCP_AGENT__INTERFACE': link['agent'],
+        'OS_VMETAL_KUBERNETES__API_URL': cluster.url,
+        'OS_VMETAL_KUBERNETES__CA_FILE': cluster.ca_file,
+        'OS_VMETAL_KUBERNETES__TOKEN': _token_for(
+            api, 'vmetal-system', deployment['spec']['template']['spec'][
+                'serviceAccountName']),
+    })
+    log = tmp_path / 'agent.log'
+    with log.open('wb') as out:
+        proc = subprocess.Popen(
+            [sys.executable, '-m', 'vmetal_ironic.cmd.dhcp_agent', *container['args'][:1],
+             str(conf_file)], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port = next(p['containerPort'] for p in container['ports']
+                    if p['name'] == 'metrics')
+        probe = container['readinessProbe']['httpGet']
+        _wait_ready(f'http://{AGENT_ADDRESS}:{port}{probe["path"]}', proc, log)
+
+        dhcp = subprocess.run(
+            ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i', link['client'],
+             '-f', '-q', '-n', '-t', '5', '-T', '2', '-s', '/bin/true'],
+            capture_output=True, text=True, timeout=60, check=False)
+        assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
+            dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
+
+        # What udhcpc's script would do with the lease (ours is /bin/true).
+        _ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        # Both bootloaders of the image's TFTP root, one through the
+        # /boot symlink that [vmetal_tftp]link_dirs allows.
+        for name in ('undionly.kpxe', 'ipxe.efi'):
+            target = tmp_path / name
+            tftp = subprocess.run(
+                ['ip', 'netns', 'exec', link['ns'], 'tftp', '-m', 'binary',
+                 AGENT_ADDRESS, '-c', 'get', name, str(target)],
+                capture_output=True, text=True, timeout=60, check=False)
+            assert target.exists(), tftp.stdout + tftp.stderr + log.read_text()[-2000:]
+            assert target.read_bytes() == (pathlib.Path('/usr/lib/ipxe') / name).read_bytes()
+
+        metrics = _wait_ready(f'http://{AGENT_ADDRESS}:{port}/metrics', proc, log)
+        assert re.search(r'^vmetal_dhcp_replies_total\{type="ACK"\} 1\.0$', metrics, re.M)
+        assert re.search(r'^vmetal_tftp_transfers_total\{result="served"\} 2\.0$',
+                         metrics, re.M)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(15)
