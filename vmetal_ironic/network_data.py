@@ -80,6 +80,8 @@ def build(mac, address, pool, dns_servers=(), mtu=1500):
     network = {
         'id': NETWORK_ID,
         'link': LINK_ID,
+        # Ironic's network_data schema requires network_id.
+        'network_id': NETWORK_ID,
         'type': 'ipv4',
         'ip_address': str(netaddr.IPAddress(address)),
         'netmask': pool.netmask,

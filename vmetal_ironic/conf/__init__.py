@@ -7,6 +7,7 @@ groups can live in ironic.conf.
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import local_store
 from vmetal_ironic.conf import vmetal
 
@@ -14,3 +15,4 @@ CONF = cfg.CONF
 
 vmetal.register_opts(CONF)
 local_store.register_opts(CONF)
+ironic.register_opts(CONF)

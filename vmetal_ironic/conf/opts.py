@@ -1,5 +1,6 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
+from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import local_store
 from vmetal_ironic.conf import vmetal
 
@@ -7,6 +8,7 @@ from vmetal_ironic.conf import vmetal
 _GROUP_MODULES = (
     vmetal,
     local_store,
+    ironic,
 )
 
 

@@ -1,0 +1,314 @@
+"""The vmetal plugins inside a real Ironic 39 (API + conductor, SQLite).
+
+One Ironic process serves the whole module; every test makes its own nodes
+with their own MACs, so the tests do not depend on each other's order.
+The store is read through the Store API of the local store the conductor
+writes to.
+"""
+
+import contextlib
+import sqlite3
+import time
+import uuid
+
+import ironic_fixture
+import pytest
+
+from vmetal_ironic import properties as props
+from vmetal_ironic.store import local
+
+CIDR = '192.0.2.1/24'
+DNS = '198.51.100.53'
+NODE_PROPERTIES = {props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS}
+# The stock ipxe boot interface asks for this loader in UEFI mode.
+UEFI_IPXE_LOADER = 'snponly.efi'
+IPXE_SCRIPT_URL = f'{ironic_fixture.HTTP_URL}/boot.ipxe'
+# A node with cpu_arch "odd" makes Ironic send a bootfile with a space,
+# which the provider must skip without failing the deploy.
+ODD_ARCH = 'odd'
+ODD_BOOTFILE = 'bad name.efi'
+WAIT = 90
+
+
+@pytest.fixture(scope='module')
+def ironic(tmp_path_factory):
+    proc = ironic_fixture.IronicProcess(
+        tmp_path_factory.mktemp('vir-ironic'),
+        {'pxe': {'ipxe_bootfile_name_by_arch': f'{ODD_ARCH}:{ODD_BOOTFILE}'}})
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope='module')
+def conn(ironic):
+    return ironic.connect()
+
+
+@pytest.fixture(scope='module')
+def store(ironic):
+    st = local.LocalStore(path=str(ironic.vmetal_db))
+    yield st
+    st.close()
+
+
+def _mac():
+    raw = uuid.uuid4().bytes[:3]
+    return '52:54:00:' + ':'.join(f'{byte:02x}' for byte in raw)
+
+
+def make_node(ironic, conn, driver='vmetal-manual-management', name=None,
+              properties=None, port=True, **fields):
+    node = conn.baremetal.create_node(
+        driver=driver, name=name or f'vir-{uuid.uuid4().hex[:8]}',
+        boot_interface='ipxe', deploy_interface='ramdisk',
+        power_interface='fake', management_interface='fake',
+        properties=NODE_PROPERTIES if properties is None else properties,
+        **fields)
+    mac = None
+    if port:
+        mac = _mac()
+        conn.baremetal.create_port(node_uuid=node.id, address=mac,
+                                   pxe_enabled=True)
+    conn.baremetal.set_node_provision_state(node, 'manage', wait=True,
+                                            timeout=WAIT)
+    conn.baremetal.set_node_provision_state(node, 'provide', wait=True,
+                                            timeout=WAIT)
+    return node, mac
+
+
+def deploy(ironic, conn, node, wait=True, **kwargs):
+    """Ramdisk deploy; instance_info is wiped by every undeploy."""
+    conn.baremetal.update_node(node, instance_info={
+        'kernel': ironic.image_url('kernel'),
+        'ramdisk': ironic.image_url('ramdisk')})
+    started = time.monotonic()
+    conn.baremetal.set_node_provision_state(node, 'active', wait=wait,
+                                            timeout=WAIT, **kwargs)
+    return time.monotonic() - started
+
+
+def undeploy(conn, node, wait=True):
+    conn.baremetal.set_node_provision_state(node, 'deleted', wait=wait,
+                                            timeout=WAIT)
+
+
+def node_json(ironic, node):
+    status, body = ironic.api('GET', f'/nodes/{node.id}')
+    assert status == 200, body
+    return body
+
+
+def reservation_of(store, mac):
+    found = [res for res in store.list_reservations() if res.mac == mac]
+    return found[0] if found else None
+
+
+def wait_state(ironic, node, states, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = node_json(ironic, node)
+        if body['provision_state'] in states:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f'node {node.id} not in {states}: '
+                         f'{body["provision_state"]} {body["last_error"]}')
+
+
+@pytest.mark.parametrize('driver, fields', [
+    ('vmetal-manual-management', {}),
+    ('fake-hardware', {'network_interface': 'vmetal'}),
+], ids=['vmetal-manual-management', 'fake-hardware'])
+def test_deploy_undeploy_cycle(ironic, conn, store, driver, fields):
+    node, mac = make_node(ironic, conn, driver=driver, **fields)
+    assert node_json(ironic, node)['network_interface'] == 'vmetal'
+    owner = f'Node/{node.id}'
+
+    seconds = deploy(ironic, conn, node)
+    body = node_json(ironic, node)
+    assert body['provision_state'] == 'active', body['last_error']
+    print(f'deploy of {driver} node through the vmetal plugins: '
+          f'{seconds:.2f}s')
+
+    allocation = store.get_allocation(owner)
+    assert allocation is not None and allocation.mac == mac
+    res = reservation_of(store, mac)
+    assert res is not None
+    assert res.address == allocation.address
+    assert res.address.startswith('192.0.2.')
+    assert res.address not in ('192.0.2.0', '192.0.2.1', '192.0.2.255')
+    assert (res.prefixlen, res.gateway) == (24, '192.0.2.1')
+    assert res.dns_servers == (DNS,)
+    assert res.node == node.id
+    assert res.hostname == node.name
+    assert res.boot.bootfile == UEFI_IPXE_LOADER
+    assert res.boot.ipxe_script_url == IPXE_SCRIPT_URL
+    assert res.boot.tftp_server == ironic_fixture.TFTP_SERVER
+    assert res.boot.http_boot_url is None
+
+    document = store.get_network_data(owner)
+    assert document['networks'][0]['ip_address'] == allocation.address
+    assert document['links'][0]['ethernet_mac_address'] == mac
+    assert body['network_data'] == document
+    assert ironic.call_network_interface(
+        node.id, 'get_node_network_data') == document
+
+    undeploy(conn, node)
+    assert node_json(ironic, node)['provision_state'] == 'available'
+    assert reservation_of(store, mac) is None
+    # The address belongs to the machine, not to the deploy.
+    assert store.get_allocation(owner) == allocation
+
+    deploy(ironic, conn, node)
+    assert reservation_of(store, mac).address == allocation.address
+    undeploy(conn, node)
+    assert reservation_of(store, mac) is None
+
+
+def test_stock_manual_management_gets_reservation_and_config_drive(
+        ironic, conn, store):
+    node, mac = make_node(ironic, conn, driver='manual-management',
+                          name='vir-ns~host-a')
+    assert node_json(ironic, node)['network_interface'] == 'noop'
+    meta = {'uuid': node.id, 'name': node.name}
+    deploy(ironic, conn, node, config_drive={'meta_data': meta,
+                                     'user_data': '#cloud-config\n'})
+    body = node_json(ironic, node)
+    assert body['provision_state'] == 'active', body['last_error']
+
+    owner = 'BareMetalHost/vir-ns/host-a'
+    document = store.get_network_data(owner)
+    assert document is not None
+    res = reservation_of(store, mac)
+    assert res.address == store.get_allocation(owner).address
+    assert res.hostname == 'host-a'
+    assert res.boot.ipxe_script_url == IPXE_SCRIPT_URL
+    assert body['network_data'] == document
+    configdrive = ironic.instance_info_in_db(node.id)['configdrive']
+    assert configdrive['network_data'] == document
+    assert configdrive['meta_data'] == meta
+
+    undeploy(conn, node)
+    assert reservation_of(store, mac) is None
+
+
+def test_caller_network_data_is_never_overwritten(ironic, conn, store):
+    node, mac = make_node(ironic, conn, driver='manual-management')
+    theirs = {
+        'links': [{'id': 'eth0', 'type': 'phy',
+                   'ethernet_mac_address': mac}],
+        'networks': [{'id': 'n0', 'link': 'eth0', 'type': 'ipv4',
+                      'network_id': 'n0',
+                      'ip_address': '203.0.113.7',
+                      'netmask': '255.255.255.0'}],
+        'services': []}
+    status, body = ironic.api('PATCH', f'/nodes/{node.id}', [
+        {'op': 'add', 'path': '/network_data', 'value': theirs}])
+    assert status == 200, body
+    drive_data = dict(theirs, services=[{'type': 'dns',
+                                         'address': '203.0.113.53'}])
+    deploy(ironic, conn, node, config_drive={'meta_data': {'uuid': node.id},
+                                     'network_data': drive_data})
+    body = node_json(ironic, node)
+    assert body['provision_state'] == 'active', body['last_error']
+    assert body['network_data'] == theirs
+    configdrive = ironic.instance_info_in_db(node.id)['configdrive']
+    assert configdrive['network_data'] == drive_data
+    # The DHCP reservation still comes from IPAM.
+    assert reservation_of(store, mac).address.startswith('192.0.2.')
+    undeploy(conn, node)
+
+
+@pytest.mark.parametrize('properties, expected', [
+    ({}, 'network-cidr is not set'),
+    ({props.NETWORK_CIDR: '192.0.2.0/24'},
+     "gateway 192.0.2.0 is the network address"),
+    ({props.NETWORK_CIDR: 'not-a-cidr'},
+     "network-cidr 'not-a-cidr' is not <gateway>/<prefix>"),
+], ids=['missing', 'network-address', 'garbage'])
+def test_bad_cidr_fails_validation_through_rest_api(
+        ironic, conn, store, properties, expected):
+    node, mac = make_node(ironic, conn, properties=properties)
+    status, result = ironic.api('GET', f'/nodes/{node.id}/validate')
+    assert status == 200
+    assert result['network']['result'] is False
+    reason = result['network']['reason']
+    assert expected in reason
+    assert node.id in reason and '\n' not in reason
+
+    deploy(ironic, conn, node, wait=False)
+    body = wait_state(ironic, node, ('deploy failed',))
+    assert expected in body['last_error']
+    assert reservation_of(store, mac) is None
+    assert store.get_allocation(f'Node/{node.id}') is None
+
+
+def test_malformed_option_is_skipped(ironic, conn, store):
+    node, mac = make_node(
+        ironic, conn, properties=dict(NODE_PROPERTIES, cpu_arch=ODD_ARCH))
+    deploy(ironic, conn, node)
+    body = node_json(ironic, node)
+    assert body['provision_state'] == 'active', body['last_error']
+    res = reservation_of(store, mac)
+    assert res.boot.bootfile is None
+    assert res.boot.ipxe_script_url == IPXE_SCRIPT_URL
+    log = ironic.log_text()
+    assert f'vmetal DHCP: node {node.id}: skipping option' in log
+    assert ODD_BOOTFILE in log
+    undeploy(conn, node)
+
+
+@contextlib.contextmanager
+def store_locked(ironic):
+    """Hold the store's write lock, as a stuck writer would."""
+    db = sqlite3.connect(ironic.vmetal_db, isolation_level=None)
+    db.execute('BEGIN EXCLUSIVE')
+    try:
+        yield
+    finally:
+        db.execute('ROLLBACK')
+        db.close()
+
+
+def test_store_trouble_does_not_crash_the_conductor(ironic, conn, store):
+    node, mac = make_node(ironic, conn)
+    with store_locked(ironic):
+        deploy(ironic, conn, node, wait=False)
+        body = wait_state(ironic, node, ('deploy failed',))
+    assert 'stayed locked' in body['last_error']
+    assert f'vmetal: cannot allocate an address for node {node.id}' in (
+        body['last_error'])
+    assert ironic.alive() and ironic.api_up()
+
+    # Once the store answers again the same node deploys.
+    deploy(ironic, conn, node)
+    assert node_json(ironic, node)['provision_state'] == 'active'
+    assert reservation_of(store, mac) is not None
+
+    # Undeploy while the store is stuck: Ironic records the failure, the
+    # process stays up, and a retry withdraws the reservation.
+    with store_locked(ironic):
+        undeploy(conn, node, wait=False)
+        body = wait_state(ironic, node, ('error',))
+    assert 'cannot withdraw the reservations' in body['last_error']
+    assert ironic.alive() and ironic.api_up()
+    undeploy(conn, node)
+    assert node_json(ironic, node)['provision_state'] == 'available'
+    assert reservation_of(store, mac) is None
+
+
+def test_deleting_a_node_releases_its_address(ironic, conn, store):
+    node, _mac = make_node(ironic, conn)
+    deploy(ironic, conn, node)
+    owner = f'Node/{node.id}'
+    assert store.get_allocation(owner) is not None
+    undeploy(conn, node)
+    conn.baremetal.delete_node(node)
+    # The conductor's sweep runs every 2 s in this configuration.
+    deadline = time.monotonic() + 30
+    while store.get_allocation(owner) is not None:
+        assert time.monotonic() < deadline, 'address not released'
+        time.sleep(0.5)
+    assert store.get_network_data(owner) is None

@@ -1,0 +1,39 @@
+"""Options of the ``[vmetal_ironic]`` group: the plugins inside Ironic."""
+
+from oslo_config import cfg
+
+GROUP = 'vmetal_ironic'
+
+opts = [
+    cfg.BoolOpt('inject_network_data',
+                default=True,
+                help='Whether the vmetal DHCP provider puts the host\'s '
+                     'network_data.json into the node\'s network_data field '
+                     '(read by the ramdisk) and into a config drive given as '
+                     'a dict without network_data, whenever Ironic prepares '
+                     'the node to boot on the provisioning network. Data a '
+                     'caller supplied is never overwritten.'),
+    cfg.IntOpt('lease_time',
+               min=60,
+               help='DHCP lease time in seconds written into every '
+                    'reservation; unset leaves the choice to the DHCP '
+                    'agent.'),
+    cfg.IntOpt('release_deleted_nodes_interval',
+               default=300,
+               min=0,
+               help='Seconds between sweeps of the conductor that release '
+                    'the addresses of owners "Node/<uuid>" whose Ironic '
+                    'node no longer exists (Ironic calls no driver when a '
+                    'node is deleted). Runs in conductors that enable the '
+                    'vmetal network interface; 0 disables the sweep. '
+                    'Owners of Metal3 hosts (BareMetalHost/...) are never '
+                    'touched: their addresses follow the BareMetalHost.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(opts, group=GROUP)
+
+
+def list_opts():
+    return {GROUP: opts}

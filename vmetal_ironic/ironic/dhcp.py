@@ -1,0 +1,202 @@
+"""The ``vmetal`` DHCP provider (``[dhcp]dhcp_provider = vmetal``).
+
+It replaces Ironic's dnsmasq provider: instead of writing dnsmasq host and
+option files it publishes one reservation per PXE-enabled MAC to the store,
+where the vmetal DHCP agent picks it up; withdrawing the reservation makes
+the agent ignore the MAC again. Being the one provider of the conductor,
+whatever the node's hardware type, it is also where the provisioning hook
+runs (see :mod:`vmetal_ironic.ironic.provisioning`).
+
+Lifecycle: ``update_dhcp_opts`` (deploy, clean, inspect, rescue) ensures
+the address and publishes; ``clean_dhcp_opts`` (end of deploy, undeploy)
+withdraws the reservation but keeps the address - it belongs to the
+machine, not to one deploy.
+"""
+
+import re
+
+import netaddr
+from ironic.common import exception as ironic_exc
+from ironic.dhcp import base
+from oslo_log import log
+
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import exception
+from vmetal_ironic import network_data
+from vmetal_ironic import reservation
+from vmetal_ironic.ironic import dhcp_options
+from vmetal_ironic.ironic import nodes
+from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.ironic import store_access
+
+LOG = log.getLogger(__name__)
+
+CONF = vmetal_conf.CONF
+
+_HOSTNAME_BAD = re.compile(r'[^a-z0-9-]+')
+
+
+def hostname_for(node_name):
+    """A DHCP host name (option 12) from an Ironic node name.
+
+    A Metal3 name ``<ns>~<host>`` gives ``<host>``; characters a host name
+    may not hold become ``-``; ``None`` when nothing usable is left.
+    """
+    if not node_name:
+        return None
+    name = str(node_name).rpartition(nodes.METAL3_SEPARATOR)[2].lower()
+    name = _HOSTNAME_BAD.sub('-', name).strip('-')[:63].strip('-')
+    return name or None
+
+
+def _address_of(host):
+    """``(address, prefixlen, gateway, dns)`` for a HostNetwork.
+
+    :raises vmetal_ironic.exception.InvalidNetworkData: a custom document
+        without a static IPv4 network the agent could answer with.
+    """
+    if host.allocation is not None:
+        pool = host.spec.pool
+        return (host.allocation.address, pool.prefixlen, str(pool.gateway),
+                tuple(host.spec.dns_servers))
+    primary = network_data.primary_ipv4(host.network_data)
+    if primary is None or not primary[1]:
+        raise exception.InvalidNetworkData(
+            'the custom network-data has no IPv4 network with ip_address '
+            'and netmask to answer DHCP with')
+    address, netmask, gateway, _mac = primary
+    try:
+        prefixlen = netaddr.IPAddress(netmask).netmask_bits()
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise exception.InvalidNetworkData(
+            f'the custom network-data netmask {netmask!r} is not valid'
+        ) from None
+    dns = tuple(service['address']
+                for service in host.network_data.get('services', [])
+                if isinstance(service, dict) and service.get('type') == 'dns'
+                and service.get('address'))
+    return address, prefixlen, gateway, dns
+
+
+class VmetalDHCP(base.BaseDHCP):
+    """Publishes per-MAC reservations for the vmetal DHCP agent."""
+
+    def supports_ipxe_tag(self):
+        """The agent tells iPXE clients apart (option 175 / user class)."""
+        return True
+
+    def update_port_dhcp_opts(self, port_id, dhcp_options, context=None):
+        """Ironic calls this for a Neutron VIF whose port changed.
+
+        The vmetal agent has no per-VIF options: everything a MAC gets is
+        published by :meth:`update_dhcp_opts`, so this only logs.
+        """
+        LOG.debug('vmetal DHCP: ignoring per-port options %(opts)s for '
+                  '%(port)s', {'opts': dhcp_options, 'port': port_id})
+
+    def update_dhcp_opts(self, task, options, vifs=None):
+        """Run the provisioning hook and publish the node's reservations.
+
+        :param task: a TaskManager instance.
+        :param options: Ironic's DHCP option list.
+        :param vifs: ignored; the PXE-enabled ports are used.
+        :raises ironic.common.exception.InvalidParameterValue: bad network
+            properties of the node.
+        :raises ironic.common.exception.NetworkError: store trouble while
+            allocating.
+        :raises ironic.common.exception.FailedToUpdateDHCPOptOnPort: the
+            reservation could not be published.
+        """
+        node = task.node
+        parsed = dhcp_options.parse(options)
+        for skipped in parsed.skipped:
+            LOG.warning('vmetal DHCP: node %(node)s: skipping option '
+                        '%(skip)s', {'node': node.uuid, 'skip': skipped})
+        host = provisioning.prepare(task)
+        macs = nodes.boot_macs(task)
+        if not macs:
+            LOG.warning('vmetal DHCP: node %s has no PXE-enabled port; no '
+                        'reservation published', node.uuid)
+            return
+        try:
+            address, prefixlen, gateway, dns = _address_of(host)
+        except exception.VmetalError as exc:
+            raise ironic_exc.InvalidParameterValue(
+                err=f'vmetal: node {node.uuid}: {exc}') from None
+        published = []
+        for mac in macs:
+            res = reservation.Reservation(
+                mac=mac, address=address, prefixlen=prefixlen,
+                gateway=gateway, dns_servers=dns,
+                hostname=hostname_for(node.name), node=node.uuid,
+                lease_time=CONF.vmetal_ironic.lease_time, boot=parsed.boot)
+            self._publish(task, res)
+            published.append(mac)
+        LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
+                 'reserved for %(macs)s, boot %(boot)s',
+                 {'node': node.uuid, 'address': address, 'prefix': prefixlen,
+                  'macs': ', '.join(published), 'boot': parsed.boot.to_dict()})
+
+    @staticmethod
+    def _publish(task, res):
+        try:
+            store_access.get_store().publish_reservation(res)
+        except ironic_exc.IronicException as exc:
+            raise ironic_exc.FailedToUpdateDHCPOptOnPort(
+                f'vmetal DHCP: cannot publish the reservation of {res.mac} '
+                f'for node {task.node.uuid}: {exc}') from None
+        except Exception as exc:
+            if not isinstance(exc, exception.VmetalError):
+                LOG.exception('vmetal DHCP: unexpected store error')
+            raise ironic_exc.FailedToUpdateDHCPOptOnPort(
+                f'vmetal DHCP: cannot publish the reservation of {res.mac} '
+                f'for node {task.node.uuid}: {exc}') from None
+
+    def _node_reservations(self, task):
+        """The node's current reservations: by its MACs or its UUID."""
+        macs = set(nodes.boot_macs(task))
+        return [res for res in store_access.get_store().list_reservations()
+                if res.mac in macs or res.node == task.node.uuid]
+
+    def clean_dhcp_opts(self, task):
+        """Withdraw the node's reservations; the address stays allocated.
+
+        Reservations recorded for this node under a MAC it no longer has
+        are withdrawn as well.
+
+        :raises ironic.common.exception.FailedToCleanDHCPOpts: store
+            trouble; the reservations may still be published.
+        """
+        node = task.node
+        try:
+            store = store_access.get_store()
+            macs = set(nodes.boot_macs(task))
+            macs.update(res.mac for res in self._node_reservations(task))
+            for mac in sorted(macs):
+                store.withdraw_reservation(mac)
+        except Exception as exc:
+            if not isinstance(exc, (exception.VmetalError,
+                                    ironic_exc.IronicException)):
+                LOG.exception('vmetal DHCP: unexpected store error')
+            raise ironic_exc.FailedToCleanDHCPOpts(
+                f'vmetal DHCP: cannot withdraw the reservations of node '
+                f'{node.uuid}: {exc}') from None
+        LOG.info('vmetal DHCP: node %(node)s: reservations of %(macs)s '
+                 'withdrawn', {'node': node.uuid,
+                               'macs': ', '.join(sorted(macs)) or 'no MAC'})
+
+    def get_ip_addresses(self, task):
+        """The addresses reserved for the node's MACs.
+
+        Store trouble is logged and gives an empty list, which Ironic
+        treats as "no address known" (it only links PXE config files by
+        address with it).
+        """
+        try:
+            reservations = self._node_reservations(task)
+        except Exception as exc:
+            LOG.warning('vmetal DHCP: cannot read the reservations of node '
+                        '%(node)s: %(err)s', {'node': task.node.uuid,
+                                              'err': exc})
+            return []
+        return sorted({res.address for res in reservations})

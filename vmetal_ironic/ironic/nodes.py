@@ -1,0 +1,146 @@
+"""What vmetal needs to know about an Ironic node, and the shared flow
+that gives it its network identity.
+
+Where a node's network properties come from, most specific first:
+
+1. the node's ``extra`` field, keys named like the vMetal properties
+   (``metal3.vcluster.com/network-cidr`` and friends);
+2. the node's ``properties`` field, same keys;
+3. the layers the store knows for the owner (on Kubernetes: the
+   BareMetalHost's annotations, its node type, the default network
+   environment; on the local store: none);
+4. the ``[vmetal]`` options.
+
+The owner of the address is ``BareMetalHost/<ns>/<host>`` for a Metal3
+node (named ``<ns>~<host>`` by baremetal-operator), otherwise
+``Node/<uuid>``. The boot MAC is the first PXE-enabled port's address.
+
+Errors of the domain and the store are turned into Ironic's own
+exception types here, so Ironic reports them on the node (``last_error``,
+the validate API) instead of logging a traceback.
+"""
+
+from ironic.common import exception as ironic_exc
+from oslo_log import log
+
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import exception
+from vmetal_ironic import identity
+from vmetal_ironic import network_data
+from vmetal_ironic.ironic import store_access
+
+LOG = log.getLogger(__name__)
+
+CONF = vmetal_conf.CONF
+
+NODE_OWNER_KIND = 'Node'
+METAL3_OWNER_KIND = 'BareMetalHost'
+METAL3_SEPARATOR = '~'
+
+
+def owner_for(node):
+    """The owner identity of ``node``'s address.
+
+    :param node: an Ironic node object (``name`` and ``uuid`` are read).
+    :returns: ``BareMetalHost/<ns>/<host>`` or ``Node/<uuid>``.
+    """
+    name = node.name or ''
+    namespace, sep, host = name.partition(METAL3_SEPARATOR)
+    if sep and namespace and host and METAL3_SEPARATOR not in host:
+        return f'{METAL3_OWNER_KIND}/{namespace}/{host}'
+    return f'{NODE_OWNER_KIND}/{node.uuid}'
+
+
+def node_uuid_of(owner):
+    """The node UUID of a ``Node/<uuid>`` owner, else ``None``."""
+    kind, sep, rest = str(owner).partition('/')
+    if kind == NODE_OWNER_KIND and sep and rest and '/' not in rest:
+        return rest
+    return None
+
+
+def boot_macs(task):
+    """Normalised MACs of the node's PXE-enabled ports, in port order.
+
+    Ports whose address is not a MAC are logged and left out.
+    """
+    macs = []
+    for port in task.ports:
+        if not port.pxe_enabled:
+            continue
+        try:
+            mac = network_data.normalize_mac(port.address)
+        except exception.InvalidProperty as exc:
+            LOG.warning('Node %(node)s: ignoring port %(port)s: %(err)s',
+                        {'node': task.node.uuid, 'port': port.uuid,
+                         'err': exc})
+            continue
+        if mac not in macs:
+            macs.append(mac)
+    return macs
+
+
+def property_layers(node):
+    """The node's own property layers, most specific first."""
+    return [dict(node.extra or {}), dict(node.properties or {})]
+
+
+def _translate(task, exc, action):
+    """Map a domain or store error to the Ironic exception Ironic handles.
+
+    Bad input becomes ``InvalidParameterValue`` (a 400 from the validate
+    API, ``last_error`` on the node); store trouble becomes
+    ``NetworkError``.
+    """
+    message = f'vmetal: cannot {action} node {task.node.uuid}: {exc}'
+    if isinstance(exc, exception.PermanentError):
+        return ironic_exc.InvalidParameterValue(err=message)
+    return ironic_exc.NetworkError(message)
+
+
+def resolve(task):
+    """Check that the node's properties resolve, without writing anything.
+
+    :returns: the :class:`~vmetal_ironic.properties.NetworkSpec`.
+    :raises ironic.common.exception.InvalidParameterValue: bad or missing
+        properties (e.g. no network-cidr), with a one-line message.
+    :raises ironic.common.exception.NetworkError: store trouble.
+    """
+    store = store_access.get_store()
+    owner = owner_for(task.node)
+    try:
+        return identity.resolve_spec(store, owner,
+                                     property_layers(task.node),
+                                     identity.defaults_from_conf(CONF))
+    except exception.VmetalError as exc:
+        raise _translate(task, exc, 'resolve the network of') from None
+    except Exception as exc:
+        # A store implementation's own error (e.g. a client library's)
+        # must not escape as a traceback into the conductor.
+        LOG.exception('vmetal: unexpected error resolving node %s',
+                      task.node.uuid)
+        raise _translate(task, exc, 'resolve the network of') from None
+
+
+def ensure(task):
+    """Give the node its address and network_data; idempotent.
+
+    :returns: a :class:`vmetal_ironic.identity.HostNetwork`.
+    :raises ironic.common.exception.InvalidParameterValue: bad properties
+        or an exhausted pool.
+    :raises ironic.common.exception.NetworkError: store trouble.
+    """
+    store = store_access.get_store()
+    owner = owner_for(task.node)
+    macs = boot_macs(task)
+    try:
+        return identity.ensure(store, owner, mac=macs[0] if macs else None,
+                               layers=property_layers(task.node),
+                               defaults=identity.defaults_from_conf(CONF),
+                               mtu=CONF.vmetal.mtu)
+    except exception.VmetalError as exc:
+        raise _translate(task, exc, 'allocate an address for') from None
+    except Exception as exc:
+        LOG.exception('vmetal: unexpected error allocating for node %s',
+                      task.node.uuid)
+        raise _translate(task, exc, 'allocate an address for') from None
