@@ -8,7 +8,9 @@ groups can live in ironic.conf.
 from oslo_config import cfg
 
 from vmetal_ironic.conf import ironic
+from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal
 
 CONF = cfg.CONF
@@ -16,3 +18,5 @@ CONF = cfg.CONF
 vmetal.register_opts(CONF)
 local_store.register_opts(CONF)
 ironic.register_opts(CONF)
+dhcp_agent.register_opts(CONF)
+tftp.register_opts(CONF)

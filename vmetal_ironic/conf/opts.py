@@ -1,7 +1,9 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
 from vmetal_ironic.conf import ironic
+from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import local_store
+from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal
 
 # One entry per option-group module; the generator walks them in order.
@@ -9,6 +11,8 @@ _GROUP_MODULES = (
     vmetal,
     local_store,
     ironic,
+    dhcp_agent,
+    tftp,
 )
 
 

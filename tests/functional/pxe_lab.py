@@ -1,0 +1,316 @@
+"""A throw-away PXE lab: namespaces on one bridge, agents, clients, VMs.
+
+Every name starts with ``vpx`` and a random suffix; every address is from
+the documentation ranges. :meth:`Lab.close` kills what the lab started
+(by PID), then anything still living in its namespaces, then deletes the
+namespaces, so a failed test leaves nothing behind.
+"""
+
+import os
+import pathlib
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from vmetal_ironic.reservation import BootOptions  # noqa: F401 - re-export
+from vmetal_ironic.reservation import Reservation
+from vmetal_ironic.store.local import LocalStore
+import contextlib
+
+BIN = pathlib.Path(sys.executable).parent
+AGENT = str(BIN / 'vmetal-dhcp-agent')
+
+
+def run(*argv, timeout=30, check=True):
+    return subprocess.run(argv, capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+def wait_for(predicate, timeout, interval=0.05, what='condition'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if result:
+            return result
+        time.sleep(interval)
+    raise AssertionError(f'timed out after {timeout}s waiting for {what}')
+
+
+def read_env(path):
+    env = {}
+    for line in pathlib.Path(path).read_text().splitlines():
+        key, _, value = line.partition('=')
+        env[key] = value.strip("'")
+    return env
+
+
+class Lab:
+    """Namespaces joined by a bridge living in a hub namespace."""
+
+    def __init__(self, workdir):
+        self.workdir = pathlib.Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.prefix = 'vpx' + secrets.token_hex(2)
+        self.hub = self.prefix + 'h'
+        self.namespaces = []
+        self.processes = []
+        self._links = 0
+        self._add_ns(self.hub)
+        run('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge',
+            'forward_delay', '0')
+        run('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')
+        self.store_path = self.workdir / 'vmetal.sqlite'
+        self.store = LocalStore(path=str(self.store_path))
+
+    def _add_ns(self, name):
+        run('ip', 'netns', 'add', name)
+        self.namespaces.append(name)
+        run('ip', '-n', name, 'link', 'set', 'lo', 'up')
+
+    def node(self, label, address=None, mac=None):
+        """A namespace with one interface on the bridge.
+
+        :returns: ``(namespace, interface)``.
+        """
+        self._links += 1
+        ns = f'{self.prefix}{label}'
+        self._add_ns(ns)
+        inner = f'{self.prefix}i{self._links}'
+        outer = f'{self.prefix}o{self._links}'
+        run('ip', 'link', 'add', inner, 'type', 'veth', 'peer', 'name',
+            outer)
+        run('ip', 'link', 'set', outer, 'netns', self.hub)
+        run('ip', 'link', 'set', inner, 'netns', ns)
+        run('ip', '-n', self.hub, 'link', 'set', outer, 'master', 'br0', 'up')
+        if mac:
+            run('ip', '-n', ns, 'link', 'set', inner, 'address', mac)
+        if address:
+            run('ip', '-n', ns, 'addr', 'add', address, 'dev', inner)
+        run('ip', '-n', ns, 'link', 'set', inner, 'up')
+        return ns, inner
+
+    def tap(self):
+        """A tap device on the bridge, for QEMU run in the hub namespace."""
+        self._links += 1
+        name = f'{self.prefix}t{self._links}'
+        run('ip', '-n', self.hub, 'tuntap', 'add', 'dev', name, 'mode', 'tap')
+        run('ip', '-n', self.hub, 'link', 'set', name, 'master', 'br0', 'up')
+        return name
+
+    def spawn(self, ns, argv, log_name, **kwargs):
+        log = open(self.workdir / log_name, 'ab')  # noqa: SIM115
+        proc = subprocess.Popen(['ip', 'netns', 'exec', ns, *argv],
+                                stdout=log, stderr=subprocess.STDOUT,
+                                **kwargs)
+        log.close()
+        self.processes.append(proc)
+        return proc
+
+    def ns_run(self, ns, *argv, timeout=30, check=True):
+        return run('ip', 'netns', 'exec', ns, *argv, timeout=timeout,
+                   check=check)
+
+    def stop(self, proc, timeout=10):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def reserve(self, mac, address, **kwargs):
+        kwargs.setdefault('prefixlen', 24)
+        reservation = Reservation(mac=mac, address=address, **kwargs)
+        self.store.publish_reservation(reservation)
+        return reservation
+
+    # -- the agent --------------------------------------------------------
+
+    def start_agent(self, ns, interface, name='agent', metrics_port=9567,
+                    extra=''):
+        """Start vmetal-dhcp-agent and wait until it serves.
+
+        :returns: an :class:`AgentProcess`.
+        """
+        conf = self.workdir / f'{name}.conf'
+        conf.write_text(textwrap.dedent(f"""\
+            [DEFAULT]
+            debug = true
+            [vmetal_local_store]
+            database = {self.store_path}
+            [vmetal_dhcp_agent]
+            interface = {interface}
+            poll_interval = 0.2
+            metrics_host = 0.0.0.0
+            metrics_port = {metrics_port}
+            """) + textwrap.dedent(extra))
+        log_name = f'{name}.log'
+        proc = self.spawn(ns, [AGENT, '--config-file', str(conf)], log_name)
+        agent = AgentProcess(self, ns, proc, self.workdir / log_name,
+                             metrics_port)
+        wait_for(lambda: proc.poll() is not None
+                 or 'serving on' in agent.log(), 20, what='agent start')
+        assert proc.poll() is None, agent.log()
+        return agent
+
+    def close(self):
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+        for ns in self.namespaces:
+            pids = run('ip', 'netns', 'pids', ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        for ns in reversed(self.namespaces):
+            run('ip', 'netns', 'del', ns, check=False)
+        self.store.close()
+
+
+class AgentProcess:
+    def __init__(self, lab, ns, proc, log_path, metrics_port):
+        self.lab = lab
+        self.ns = ns
+        self.proc = proc
+        self.log_path = log_path
+        self.metrics_port = metrics_port
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors='replace')
+        except FileNotFoundError:
+            return ''
+
+    def metrics(self):
+        """``{'name{labels}': value}`` from the metrics endpoint."""
+        code = ('import urllib.request,sys;'
+                'sys.stdout.write(urllib.request.urlopen('
+                f'"http://127.0.0.1:{self.metrics_port}/metrics",'
+                'timeout=5).read().decode())')
+        text = self.lab.ns_run(self.ns, sys.executable, '-c', code).stdout
+        values = {}
+        for line in text.splitlines():
+            if line.startswith('#') or not line.strip():
+                continue
+            key, _, value = line.rpartition(' ')
+            values[key] = float(value)
+        return values
+
+    def metric(self, key):
+        return self.metrics().get(key, 0.0)
+
+
+# -- clients ---------------------------------------------------------------
+
+UDHCPC_SCRIPT = """#!/bin/sh
+[ "$1" = bound ] || exit 0
+env > "$VPX_OUT"
+"""
+
+# dhclient runs its script with a clean environment: the output path is
+# written into each script.
+DHCLIENT_SCRIPT = """#!/bin/sh
+case "$reason" in
+BOUND|REBOOT|RENEW)
+    ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface"
+    env > "{out}" ;;
+RELEASE|EXPIRE|STOP)
+    ip addr flush dev "$interface" ;;
+esac
+exit 0
+"""
+
+
+def udhcpc(lab, ns, interface, name, vendor_class=None, tries=3,
+           timeout=30, extra=()):
+    """Run busybox udhcpc once; returns its environment on bound, or
+    ``None`` when it got no lease."""
+    script = lab.workdir / 'udhcpc.sh'
+    if not script.exists():
+        script.write_text(UDHCPC_SCRIPT)
+        script.chmod(0o755)
+    out = lab.workdir / f'{name}.env'
+    argv = ['env', f'VPX_OUT={out}', 'busybox', 'udhcpc', '-i', interface,
+            '-n', '-q', '-f', '-s', str(script), '-t', str(tries), '-T', '1',
+            '-A', '1']
+    if vendor_class:
+        argv += ['-V', vendor_class]
+    argv += list(extra)
+    result = lab.ns_run(ns, *argv, timeout=timeout, check=False)
+    if result.returncode != 0:
+        return None
+    return read_env(out)
+
+
+def dhclient(lab, ns, interface, name, release=False, timeout=40):
+    """Run ISC dhclient until it binds (then stop it by PID); with
+    ``release``, send a RELEASE for the lease in its lease file.
+
+    :returns: the script environment on bound, else ``None``.
+    """
+    out = lab.workdir / f'{name}.env'
+    script = lab.workdir / f'{name}.sh'
+    script.write_text(DHCLIENT_SCRIPT.format(out=out))
+    script.chmod(0o755)
+    conf = lab.workdir / 'dhclient.conf'
+    conf.write_text('timeout 20;\nretry 1;\nrequest subnet-mask, routers, '
+                    'domain-name-servers, host-name;\n')
+    lease = lab.workdir / f'{name}.leases'
+    pid = lab.workdir / f'{name}.pid'
+    base = ['dhclient', '-sf', str(script), '-cf',
+            str(conf), '-lf', str(lease), '-pf', str(pid)]
+    if release:
+        lab.ns_run(ns, *base, '-r', interface, timeout=timeout)
+        return None
+    out.unlink(missing_ok=True)
+    proc = lab.spawn(ns, [*base, '-d', '-1', interface], f'{name}.log')
+    try:
+        wait_for(lambda: out.exists() or proc.poll() is not None, timeout,
+                 what='dhclient to bind')
+        return read_env(out) if out.exists() else None
+    finally:
+        lab.stop(proc)
+
+
+def http_server(lab, ns, address, port, root):
+    """A static HTTP server whose access log says who asked what."""
+    root = pathlib.Path(root)
+    root.mkdir(exist_ok=True)
+    log_name = f'http-{port}.log'
+    proc = lab.spawn(ns, [sys.executable, '-u', '-m', 'http.server',
+                          '--bind', address, '--directory', str(root),
+                          str(port)], log_name)
+    path = lab.workdir / log_name
+    wait_for(lambda: 'Serving HTTP' in path.read_text(), 10,
+             what='http server')
+    return proc, path
+
+
+def http_requests(log_path):
+    """``[(client_address, path)]`` from an http.server access log."""
+    text = pathlib.Path(log_path).read_text(errors='replace')
+    return re.findall(r'^(\S+) - - \[[^\]]*\] "GET (\S+)', text, re.M)
+
+
+def tftp_root(workdir):
+    """A TFTP root with real iPXE binaries, a symlink escaping it and a
+    secret next to it."""
+    root = pathlib.Path(workdir) / 'tftp'
+    root.mkdir(exist_ok=True)
+    for name in ('undionly.kpxe', 'snponly.efi'):
+        shutil.copy(f'/usr/lib/ipxe/{name}', root / name)
+    shutil.copy(os.path.realpath('/usr/lib/ipxe/ipxe.efi'), root / 'ipxe.efi')
+    secret = pathlib.Path(workdir) / 'secret.txt'
+    secret.write_text('not for tftp\n')
+    link = root / 'escape.txt'
+    if not link.is_symlink():
+        link.symlink_to(secret)
+    return root
