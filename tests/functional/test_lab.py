@@ -65,7 +65,7 @@ def test_interrupted_lab_removes_everything(tmp_path):
         assert 'vmetal-dhcp-agent' in seen, seen
         assert len(_lab_namespaces() - before) == 2
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
+        _out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
