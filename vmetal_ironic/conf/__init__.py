@@ -7,9 +7,9 @@ groups can live in ironic.conf.
 
 from oslo_config import cfg
 
-from vmetal_ironic.conf import kubernetes
-from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import dhcp_agent
+from vmetal_ironic.conf import ironic
+from vmetal_ironic.conf import kubernetes
 from vmetal_ironic.conf import local_store
 from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal

@@ -1,8 +1,8 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
-from vmetal_ironic.conf import kubernetes
-from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import dhcp_agent
+from vmetal_ironic.conf import ironic
+from vmetal_ironic.conf import kubernetes
 from vmetal_ironic.conf import local_store
 from vmetal_ironic.conf import tftp
 from vmetal_ironic.conf import vmetal

@@ -33,8 +33,17 @@ def get_store():
     with _lock:
         if _store is None:
             try:
-                _store = store_mod.get_store(vmetal_conf.CONF)
+                store = store_mod.get_store(vmetal_conf.CONF)
             except exception.VmetalError as exc:
                 raise ironic_exc.NetworkError(
                     f'vmetal store cannot be loaded: {exc}') from None
+            # Stores that follow their owners' lifecycle (the Kubernetes
+            # store: BareMetalHosts) release the addresses of owners deleted
+            # while no conductor ran right now, then periodically. The
+            # conductor hosts this because it holds the write permissions;
+            # a failed pass is logged by the store, never raised.
+            start_reconciler = getattr(store, 'start_reconciler', None)
+            if start_reconciler is not None:
+                start_reconciler()
+            _store = store
     return _store

@@ -673,6 +673,44 @@ class KubernetesStore(base.Store):
                 stop.wait(delay)
                 delay = min(max(delay * 2, 0.1), self.group.retry_backoff_max)
 
+    def wait_reservations_change(self, revision, timeout):
+        """Block until the reservations change after ``revision``.
+
+        The DHCP agent's poller calls this between reloads: one watch
+        request per ``timeout`` instead of a GET per poll, and a change is
+        seen as soon as the API server reports it. Watching from
+        ``revision`` means a change made between the agent's last read and
+        this call is not missed.
+
+        :param revision: the revision the agent's cache holds.
+        :param timeout: seconds to wait at most.
+        :returns: ``True`` when a change was reported, ``False`` on timeout.
+        :raises vmetal_ironic.exception.VmetalError: the watch failed; the
+            caller falls back to polling.
+        """
+        kwargs = {'field_selector':
+                  f'metadata.name={names.RESERVATIONS_NAME}',
+                  'timeout_seconds': max(1, int(timeout)),
+                  '_request_timeout': (self.group.connect_timeout,
+                                       max(1, int(timeout)) + 5)}
+        if revision and revision != '0':
+            kwargs['resource_version'] = revision
+        watcher = k8s_watch.Watch()
+        try:
+            for event in watcher.stream(
+                    self.api.core.list_namespaced_config_map,
+                    self.namespace, **kwargs):
+                obj = event['object']
+                if (event['type'] in ('ADDED', 'MODIFIED', 'DELETED')
+                        and obj.metadata.resource_version != revision):
+                    watcher.stop()
+                    return True
+        except Exception as exc:
+            raise exception.StoreUnavailable(
+                f'watch of ConfigMap {self.namespace}/'
+                f'{names.RESERVATIONS_NAME} failed: {exc}') from None
+        return False
+
     # -- automatic release --------------------------------------------------
 
     def _existing_hosts(self):

@@ -4,6 +4,7 @@ kube-controller-manager (garbage collector)."""
 import base64
 import json
 import threading
+import time
 
 import netaddr
 import pytest
@@ -486,3 +487,28 @@ def test_wrong_token_is_a_permanent_error(kube_cluster, namespace,
     with pytest.raises(exception.PermanentError,
                        match=r'refused to list ConfigMaps .*401 Unauthorized'):
         store.list_allocations()
+
+
+def test_wait_reservations_change_follows_the_watch(make_store):
+    store = make_store()
+    agent = make_store()
+    store.publish_reservation(reservation_mod.Reservation(
+        mac=mac_of(3), address='192.0.2.4', prefixlen=24))
+    revision = agent.reservations_revision()
+
+    started = time.monotonic()
+    assert agent.wait_reservations_change(revision, 2) is False
+    assert time.monotonic() - started >= 1.5
+
+    result = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            agent.wait_reservations_change(revision, 30)), daemon=True)
+    thread.start()
+    time.sleep(0.5)
+    changed_at = time.monotonic()
+    store.withdraw_reservation(mac_of(3))
+    thread.join(20)
+    assert result == [True]
+    # Seen through the watch as it happened, not after the 30 s window.
+    assert time.monotonic() - changed_at < 10
