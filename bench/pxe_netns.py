@@ -7,14 +7,11 @@ are measured in the same namespaces in the same run. Everything is removed
 by PID and name on exit, also on failure.
 """
 
-import os
 import pathlib
-import secrets
-import signal
-import subprocess
 import sys
 import time
-import contextlib
+
+from vmetal_ironic.lab import netns
 
 SERVER = '198.18.0.1'
 CLIENT = '198.18.0.2'
@@ -23,8 +20,7 @@ AGENT = str(pathlib.Path(sys.executable).parent / 'vmetal-dhcp-agent')
 
 
 def sh(*argv, check=True, timeout=60):
-    return subprocess.run(argv, capture_output=True, text=True,
-                          check=check, timeout=timeout)
+    return netns.run(*argv, check=check, timeout=timeout)
 
 
 def reserved(count):
@@ -38,72 +34,19 @@ def reserved(count):
     return hosts
 
 
-class Lab:
+class Lab(netns.Topology):
+    """The benchmark topology: a server and a client namespace."""
+
     def __init__(self, workdir):
-        self.workdir = pathlib.Path(workdir)
-        self.prefix = 'vpx' + secrets.token_hex(2)
-        self.hub = self.prefix + 'h'
-        self.server_ns = self.prefix + 's'
-        self.client_ns = self.prefix + 'c'
-        self.namespaces = []
-        self.processes = []
-        for ns in (self.hub, self.server_ns, self.client_ns):
-            sh('ip', 'netns', 'add', ns)
-            self.namespaces.append(ns)
-            sh('ip', '-n', ns, 'link', 'set', 'lo', 'up')
-        sh('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge',
-           'forward_delay', '0')
-        sh('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')
-        self.server_if = self._attach(self.server_ns, 1, f'{SERVER}/{PREFIX}')
-        self.client_if = self._attach(self.client_ns, 2, f'{CLIENT}/{PREFIX}')
-        self._taps = 0
+        super().__init__(workdir, prefix='vpx')
+        self.server_ns, self.server_if = self.host(
+            's', f'{SERVER}/{PREFIX}')
+        self.client_ns, self.client_if = self.host(
+            'c', f'{CLIENT}/{PREFIX}')
         self.files = []
 
-    def _attach(self, ns, number, address):
-        inner, outer = f'{self.prefix}i{number}', f'{self.prefix}o{number}'
-        sh('ip', 'link', 'add', inner, 'type', 'veth', 'peer', 'name', outer)
-        sh('ip', 'link', 'set', outer, 'netns', self.hub)
-        sh('ip', 'link', 'set', inner, 'netns', ns)
-        sh('ip', '-n', self.hub, 'link', 'set', outer, 'master', 'br0', 'up')
-        sh('ip', '-n', ns, 'addr', 'add', address, 'dev', inner)
-        sh('ip', '-n', ns, 'link', 'set', inner, 'up')
-        return inner
-
-    def tap(self):
-        self._taps += 1
-        name = f'{self.prefix}t{self._taps}'
-        sh('ip', '-n', self.hub, 'tuntap', 'add', 'dev', name, 'mode', 'tap')
-        sh('ip', '-n', self.hub, 'link', 'set', name, 'master', 'br0', 'up')
-        return name
-
-    def spawn(self, ns, argv, log_name):
-        with open(self.workdir / log_name, 'ab') as log:
-            proc = subprocess.Popen(['ip', 'netns', 'exec', ns, *argv],
-                                    stdout=log, stderr=subprocess.STDOUT)
-        self.processes.append(proc)
-        return proc
-
-    def stop(self, proc):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
     def close(self):
-        for proc in self.processes:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(5)
-        for ns in self.namespaces:
-            for pid in sh('ip', 'netns', 'pids', ns,
-                          check=False).stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-        for ns in reversed(self.namespaces):
-            sh('ip', 'netns', 'del', ns, check=False)
+        super().close()
         for path in self.files:
             path.unlink(missing_ok=True)
 

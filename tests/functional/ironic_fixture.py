@@ -7,174 +7,52 @@ the API. Teardown sends SIGTERM and then SIGKILL: a conductor that failed
 to start ignores SIGTERM.
 """
 
-import contextlib
 import json
-import os
 import pathlib
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
-import openstack
 from oslo_config import cfg
 
 from vmetal_ironic import store as store_mod
 from vmetal_ironic.conf import opts as vmetal_opts
+from vmetal_ironic.lab import ironic as lab_ironic
 
-BIN = pathlib.Path(sys.executable).parent
-START_TIMEOUT = 120.0
-STOP_TIMEOUT = 10.0
 # Documentation addresses only: nothing is ever sent to them.
 TFTP_SERVER = '192.0.2.10'
 HTTP_URL = 'http://192.0.2.10:8080'
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
-def render_conf(sections):
-    lines = []
-    for section, options in sections.items():
-        lines.append(f'[{section}]')
-        lines.extend(f'{key} = {value}' for key, value in options.items())
-        lines.append('')
-    return '\n'.join(lines)
-
-
-class IronicProcess:
-    """One Ironic process with the vmetal plugins enabled.
+class IronicProcess(lab_ironic.IronicService):
+    """The lab's Ironic, configured for the plugin tests.
 
     :param workdir: a fresh directory for config, databases and logs.
     :param overrides: ``{section: {option: value}}`` merged over the
-        defaults below.
+        lab's defaults.
     """
 
     def __init__(self, workdir, overrides=None):
-        self.workdir = pathlib.Path(workdir)
-        self.port = free_port()
-        self.url = f'http://127.0.0.1:{self.port}'
-        self.conf_path = self.workdir / 'ironic.conf'
-        self.log_path = self.workdir / 'ironic.log'
-        self.ironic_db = self.workdir / 'ironic.sqlite'
-        self.vmetal_db = self.workdir / 'vmetal.sqlite'
-        self.images = self.workdir / 'images'
-        self.proc = None
-        self._output = None
-        self.sections = self._defaults()
+        workdir = pathlib.Path(workdir)
+        port = lab_ironic.free_port()
+        self.ironic_db = workdir / 'ironic.sqlite'
+        self.vmetal_db = workdir / 'vmetal.sqlite'
+        sections = lab_ironic.default_sections(workdir, port, TFTP_SERVER,
+                                               HTTP_URL, self.vmetal_db)
+        sections['DEFAULT']['host'] = 'vmetal-test-conductor'
+        # Short waits so the store-locked tests fail fast, and a quick
+        # sweep so the deleted-node test need not wait minutes.
+        sections['vmetal_local_store']['busy_timeout'] = '1.0'
+        sections['vmetal_ironic'] = {'release_deleted_nodes_interval': '2'}
         for section, options in (overrides or {}).items():
-            self.sections.setdefault(section, {}).update(options)
-
-    def _defaults(self):
-        work = self.workdir
-        return {
-            'DEFAULT': {
-                'auth_strategy': 'noauth',
-                'rpc_transport': 'none',
-                'host': 'vmetal-test-conductor',
-                'debug': 'true',
-                'log_file': str(self.log_path),
-                'enabled_hardware_types':
-                    'fake-hardware,manual-management,vmetal-manual-management',
-                'enabled_bios_interfaces': 'no-bios,fake',
-                'enabled_boot_interfaces': 'fake,ipxe,pxe',
-                'enabled_console_interfaces': 'no-console,fake',
-                'enabled_deploy_interfaces': 'fake,ramdisk,direct',
-                'enabled_firmware_interfaces': 'no-firmware,fake',
-                'enabled_inspect_interfaces': 'no-inspect,fake',
-                'enabled_management_interfaces': 'fake,noop',
-                'enabled_network_interfaces': 'vmetal,noop',
-                'enabled_power_interfaces': 'fake',
-                'enabled_raid_interfaces': 'no-raid,fake',
-                'enabled_rescue_interfaces': 'no-rescue,fake',
-                'enabled_storage_interfaces': 'noop,fake',
-                'enabled_vendor_interfaces': 'no-vendor,fake',
-            },
-            'api': {'host_ip': '127.0.0.1', 'port': str(self.port)},
-            'database': {'connection': f'sqlite:///{self.ironic_db}'},
-            'dhcp': {'dhcp_provider': 'vmetal'},
-            'conductor': {
-                'automated_clean': 'false',
-                'file_url_allowed_paths': str(self.images),
-                'sync_power_state_interval': '-1',
-            },
-            'pxe': {
-                'tftp_root': str(work / 'tftp'),
-                'tftp_master_path': str(work / 'tftp-master'),
-                'tftp_server': TFTP_SERVER,
-            },
-            'deploy': {
-                'http_root': str(work / 'http'),
-                'http_url': HTTP_URL,
-            },
-            'service_catalog': {'auth_type': 'none',
-                                'endpoint_override': self.url},
-            'oslo_concurrency': {'lock_path': str(work / 'locks')},
-            'vmetal': {'store': 'local'},
-            'vmetal_local_store': {'database': str(self.vmetal_db),
-                                   'busy_timeout': '1.0'},
-            'vmetal_ironic': {'release_deleted_nodes_interval': '2'},
-        }
+            sections.setdefault(section, {}).update(options)
+        super().__init__(workdir, sections, port)
 
     def start(self):
-        for name in ('tftp', 'tftp-master', 'http', 'locks', 'images'):
-            (self.workdir / name).mkdir(parents=True, exist_ok=True)
+        self.images.mkdir(parents=True, exist_ok=True)
         for name in ('kernel', 'ramdisk'):
             (self.images / name).write_bytes(b'not a real ' + name.encode())
-        self.conf_path.write_text(render_conf(self.sections))
-        subprocess.run([str(BIN / 'ironic-dbsync'), '--config-file',
-                        str(self.conf_path), 'create_schema'],
-                       check=True, capture_output=True, timeout=120)
-        self._output = open(self.workdir / 'ironic.out', 'wb')  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [str(BIN / 'ironic'), '--config-file', str(self.conf_path)],
-            stdout=self._output, stderr=subprocess.STDOUT,
-            start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f'ironic exited with {self.proc.returncode}:\n'
-                    f'{self.log_tail()}')
-            if self.api_up():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f'ironic API not up after {START_TIMEOUT}s:\n'
-                           f'{self.log_tail()}')
-
-    def api_up(self):
-        try:
-            # The URL is always our own http://127.0.0.1 API.
-            with urllib.request.urlopen(self.url + '/v1', timeout=2) as resp:  # noqa: S310
-                return resp.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            # The whole session: ironic runs no helpers we want to keep.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(STOP_TIMEOUT)
-        if self._output is not None:
-            self._output.close()
-            self._output = None
+        return super().start()
 
     def open_store(self):
         """The store the conductor uses, loaded from the same ironic.conf.
@@ -190,43 +68,8 @@ class IronicProcess:
              default_config_files=[], default_config_dirs=[])
         return store_mod.get_store(conf)
 
-    def log_tail(self, lines=60):
-        text = ''
-        for path in (self.workdir / 'ironic.out', self.log_path):
-            if path.exists():
-                text += '\n'.join(path.read_text(errors='replace')
-                                  .splitlines()[-lines:]) + '\n'
-        return text
-
     def log_text(self):
         return self.log_path.read_text(errors='replace')
-
-    def connect(self):
-        return openstack.connect(auth_type='none',
-                                 baremetal_endpoint_override=self.url,
-                                 baremetal_api_version='1.95')
-
-    def api(self, method, path, body=None):
-        """Call the REST API with the latest microversion.
-
-        openstacksdk's Node has no ``network_data`` attribute; the tests
-        read and check such fields through the API directly.
-
-        :returns: ``(status, decoded JSON body or None)``.
-        """
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310
-            self.url + '/v1' + path, data=data, method=method,
-            headers={'X-OpenStack-Ironic-API-Version': 'latest',
-                     'Content-Type': 'application/json'})
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
-                text = resp.read()
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            text = exc.read()
-            status = exc.code
-        return status, (json.loads(text) if text else None)
 
     def call_network_interface(self, node_uuid, method):
         """Run ``task.driver.network.<method>(task)`` via ironic_task.py.
@@ -240,9 +83,6 @@ class IronicProcess:
         if done.returncode != 0:
             raise RuntimeError(f'{method} failed: {done.stderr[-2000:]}')
         return json.loads(done.stdout.strip().splitlines()[-1])
-
-    def image_url(self, name):
-        return f'file://{self.images / name}'
 
     def instance_info_in_db(self, node_uuid):
         """Read instance_info from Ironic's database.

@@ -9,26 +9,21 @@ namespaces, so a failed test leaves nothing behind.
 import os
 import pathlib
 import re
-import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import textwrap
 import time
 
+from vmetal_ironic.lab import netns
 from vmetal_ironic.reservation import BootOptions  # noqa: F401 - re-export
 from vmetal_ironic.reservation import Reservation
 from vmetal_ironic.store.local import LocalStore
-import contextlib
 
 BIN = pathlib.Path(sys.executable).parent
 AGENT = str(BIN / 'vmetal-dhcp-agent')
 
 
-def run(*argv, timeout=30, check=True):
-    return subprocess.run(argv, capture_output=True, text=True,
-                          timeout=timeout, check=check)
+run = netns.run
 
 
 def wait_for(predicate, timeout, interval=0.05, what='condition'):
@@ -49,80 +44,23 @@ def read_env(path):
     return env
 
 
-class Lab:
-    """Namespaces joined by a bridge living in a hub namespace."""
+class Lab(netns.Topology):
+    """The lab's namespaces on one bridge, plus a local store and agents."""
 
     def __init__(self, workdir):
-        self.workdir = pathlib.Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.prefix = 'vpx' + secrets.token_hex(2)
-        self.hub = self.prefix + 'h'
-        self.namespaces = []
-        self.processes = []
-        self._links = 0
-        self._add_ns(self.hub)
-        run('ip', '-n', self.hub, 'link', 'add', 'br0', 'type', 'bridge',
-            'forward_delay', '0')
-        run('ip', '-n', self.hub, 'link', 'set', 'br0', 'up')
+        super().__init__(workdir, prefix='vpx')
         self.store_path = self.workdir / 'vmetal.sqlite'
         self.store = LocalStore(path=str(self.store_path))
-
-    def _add_ns(self, name):
-        run('ip', 'netns', 'add', name)
-        self.namespaces.append(name)
-        run('ip', '-n', name, 'link', 'set', 'lo', 'up')
 
     def node(self, label, address=None, mac=None):
         """A namespace with one interface on the bridge.
 
         :returns: ``(namespace, interface)``.
         """
-        self._links += 1
-        ns = f'{self.prefix}{label}'
-        self._add_ns(ns)
-        inner = f'{self.prefix}i{self._links}'
-        outer = f'{self.prefix}o{self._links}'
-        run('ip', 'link', 'add', inner, 'type', 'veth', 'peer', 'name',
-            outer)
-        run('ip', 'link', 'set', outer, 'netns', self.hub)
-        run('ip', 'link', 'set', inner, 'netns', ns)
-        run('ip', '-n', self.hub, 'link', 'set', outer, 'master', 'br0', 'up')
-        if mac:
-            run('ip', '-n', ns, 'link', 'set', inner, 'address', mac)
-        if address:
-            run('ip', '-n', ns, 'addr', 'add', address, 'dev', inner)
-        run('ip', '-n', ns, 'link', 'set', inner, 'up')
-        return ns, inner
-
-    def tap(self):
-        """A tap device on the bridge, for QEMU run in the hub namespace."""
-        self._links += 1
-        name = f'{self.prefix}t{self._links}'
-        run('ip', '-n', self.hub, 'tuntap', 'add', 'dev', name, 'mode', 'tap')
-        run('ip', '-n', self.hub, 'link', 'set', name, 'master', 'br0', 'up')
-        return name
-
-    def spawn(self, ns, argv, log_name, **kwargs):
-        log = open(self.workdir / log_name, 'ab')  # noqa: SIM115
-        proc = subprocess.Popen(['ip', 'netns', 'exec', ns, *argv],
-                                stdout=log, stderr=subprocess.STDOUT,
-                                **kwargs)
-        log.close()
-        self.processes.append(proc)
-        return proc
+        return self.host(label, address=address, mac=mac)
 
     def ns_run(self, ns, *argv, timeout=30, check=True):
-        return run('ip', 'netns', 'exec', ns, *argv, timeout=timeout,
-                   check=check)
-
-    def stop(self, proc, timeout=10):
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        return self.exec(ns, *argv, timeout=timeout, check=check)
 
     def reserve(self, mac, address, **kwargs):
         kwargs.setdefault('prefixlen', 24)
@@ -160,18 +98,7 @@ class Lab:
         return agent
 
     def close(self):
-        for proc in reversed(self.processes):
-            if proc.poll() is None:
-                proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
-        for ns in self.namespaces:
-            pids = run('ip', 'netns', 'pids', ns, check=False).stdout.split()
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-        for ns in reversed(self.namespaces):
-            run('ip', 'netns', 'del', ns, check=False)
+        super().close()
         self.store.close()
 
 

@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 
 BIN = pathlib.Path(sys.executable).parent
-START_TIMEOUT = 90.0
+START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
 
 
