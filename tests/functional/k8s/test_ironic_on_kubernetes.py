@@ -1,0 +1,130 @@
+"""The vmetal plugins in a real Ironic 39 on the Kubernetes store.
+
+A Metal3-style node (Ironic name ``<namespace>~<host>``) on the STOCK
+manual-management hardware type, whose BareMetalHost carries the network
+properties as annotations: the deploy must allocate in the pool ConfigMap,
+write the network-data Secret and the host annotations, publish the DHCP
+reservation, and fill the node's and the config drive's network_data —
+all visible through the Kubernetes API. Deleting the host must release its
+address through the reconciler the conductor hosts.
+"""
+
+import base64
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from tests.functional import ironic_fixture
+from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic import properties as props
+from vmetal_ironic.store import kube_names
+
+WAIT = 120
+CIDR = '198.51.100.1/24'
+DNS = '198.51.100.53'
+
+
+@pytest.fixture(scope='module')
+def space(admin):
+    name = f'vk8s-ir-{os.getpid()}-{os.urandom(2).hex()}'
+    admin.create_namespace(name)
+    yield name
+    admin.core.delete_namespace(name)
+
+
+@pytest.fixture(scope='module')
+def ironic(kube_cluster, space, tmp_path_factory):
+    settings = kube_cluster.settings(namespace=space, reconcile_interval=2)
+    proc = ironic_fixture.IronicProcess(
+        tmp_path_factory.mktemp('vk8s-ironic'),
+        {'vmetal': {'store': 'kubernetes'},
+         'vmetal_kubernetes': {key: str(value)
+                               for key, value in settings.items()}})
+    try:
+        proc.start()
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _mac():
+    return '52:54:00:' + ':'.join(f'{b:02x}' for b in uuid.uuid4().bytes[:3])
+
+
+def _node_state(ironic, node_id, states):
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        status, body = ironic.api('GET', f'/nodes/{node_id}')
+        assert status == 200, body
+        if body['provision_state'] in states:
+            return body
+        time.sleep(0.3)
+    raise AssertionError(f'{node_id}: {body["provision_state"]} '
+                         f'{body["last_error"]}')
+
+
+def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
+    mac = _mac()
+    admin.create_host(space, 'host-a', mac, annotations={
+        props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS})
+    conn = ironic.connect()
+    node = conn.baremetal.create_node(
+        driver='manual-management', name=f'{space}~host-a',
+        boot_interface='ipxe', deploy_interface='ramdisk',
+        power_interface='fake', management_interface='fake')
+    conn.baremetal.create_port(node_uuid=node.id, address=mac,
+                               pxe_enabled=True)
+    for target in ('manage', 'provide'):
+        conn.baremetal.set_node_provision_state(node, target, wait=True,
+                                                timeout=WAIT)
+    conn.baremetal.update_node(node, instance_info={
+        'kernel': ironic.image_url('kernel'),
+        'ramdisk': ironic.image_url('ramdisk')})
+    meta = {'uuid': node.id, 'name': node.name}
+    conn.baremetal.set_node_provision_state(
+        node, 'active', config_drive={'meta_data': meta}, wait=True,
+        timeout=WAIT)
+    body = _node_state(ironic, node.id, ('active',))
+
+    owner = f'BareMetalHost/{space}/host-a'
+    pool = admin.pool_data(space, '198.51.100.0/24')
+    assert list(pool.values()) == [owner]
+    address = next(iter(pool))
+
+    host = admin.get_host(space, 'host-a')
+    annotations = host['metadata']['annotations']
+    assert annotations[props.IP_ADDRESS] == f'{address}/24'
+    assert annotations[props.GATEWAY] == '198.51.100.1'
+
+    secret = admin.secret(space, kube_names.network_data_secret_name(owner))
+    document = json.loads(base64.b64decode(secret.data['networkData']))
+    assert document['networks'][0]['ip_address'] == address
+    assert document['links'][0]['ethernet_mac_address'] == mac
+    assert body['network_data'] == document
+    assert ironic.instance_info_in_db(node.id)['configdrive'][
+        'network_data'] == document
+    assert host['spec']['preprovisioningNetworkDataName'] == \
+        secret.metadata.name
+
+    store = ironic.open_store()
+    try:
+        reservations = {r.mac: r for r in store.list_reservations()}
+        assert reservations[mac].address == address
+        assert reservations[mac].node == node.id
+        assert reservations[mac].hostname == 'host-a'
+
+        conn.baremetal.set_node_provision_state(node, 'deleted', wait=True,
+                                                timeout=WAIT)
+        assert mac not in {r.mac for r in store.list_reservations()}
+        # The address belongs to the machine, not to the deploy.
+        assert admin.pool_data(space, '198.51.100.0/24') == pool
+    finally:
+        store.close()
+
+    admin.delete_host(space, 'host-a')
+    wait_for(lambda: admin.pool_data(space, '198.51.100.0/24') == {},
+             timeout=60, what='the conductor-hosted reconciler to release '
+                              f'{address}')
