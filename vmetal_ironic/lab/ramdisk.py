@@ -12,6 +12,7 @@ import glob
 import os
 import pathlib
 import shutil
+import struct
 import subprocess
 
 BUSYBOX = pathlib.Path('/bin/busybox')
@@ -65,6 +66,28 @@ class RamdiskError(Exception):
     """The kernel, busybox or a module is missing."""
 
 
+PT_INTERP = 3
+
+
+def is_static_elf(path):
+    """Tell whether ``path`` is a 64-bit ELF without a program interpreter.
+
+    A dynamically linked busybox would find no loader in the initramfs and
+    the kernel would panic with "Failed to execute /init"; Debian's
+    ``busybox`` and ``busybox-static`` packages both install /bin/busybox.
+    """
+    with open(path, 'rb') as binary:
+        header = binary.read(64)
+        if len(header) < 64 or header[:5] != b'\x7fELF\x02':
+            return False
+        phoff, = struct.unpack_from('<Q', header, 32)
+        phentsize, phnum = struct.unpack_from('<HH', header, 54)
+        binary.seek(phoff)
+        table = binary.read(phentsize * phnum)
+    return all(struct.unpack_from('<I', table, index * phentsize)[0]
+               != PT_INTERP for index in range(phnum))
+
+
 def find_kernel():
     """The newest installed Debian kernel and its version.
 
@@ -106,8 +129,9 @@ def build(workdir, server):
     """
     workdir = pathlib.Path(workdir)
     kernel, version = find_kernel()
-    if not BUSYBOX.exists():
-        raise RamdiskError(f'{BUSYBOX} missing; install busybox-static')
+    if not BUSYBOX.exists() or not is_static_elf(BUSYBOX):
+        raise RamdiskError(f'{BUSYBOX} is missing or dynamically linked; '
+                           'install busybox-static')
     tree = workdir / 'initramfs'
     shutil.rmtree(tree, ignore_errors=True)
     (tree / 'bin').mkdir(parents=True)
