@@ -22,6 +22,7 @@ import pytest
 
 from tests.unit.devstack.harness import read_ini
 from tests.unit.devstack.harness import Stack
+from tests.functional import veth
 from vmetal_ironic import reservation
 from vmetal_ironic.store import local as local_store
 
@@ -31,10 +32,6 @@ CLIENT_MAC = '52:54:00:00:0d:03'
 CLIENT_ADDRESS = '198.51.100.77'
 # CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13).
 TWO_CAPS = (1 << 10) | (1 << 13)
-
-
-def _ip(*args):
-    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=30)
 
 
 def _free_port():
@@ -48,21 +45,8 @@ def link():
     """The provisioning interface (this namespace) and a machine's NIC (a
     namespace of its own) on one veth pair, without addresses: the plugin
     puts the agent's."""
-    suffix = f'{os.getpid() % 10000}{int(time.time()) % 100}'
-    names = {'ns': f'vdep-n{suffix}', 'agent': f'vdepd{suffix}',
-             'client': f'vdepe{suffix}'}
-    try:
-        _ip('netns', 'add', names['ns'])
-        _ip('link', 'add', names['agent'], 'type', 'veth', 'peer', 'name',
-            names['client'], 'netns', names['ns'])
-        _ip('-n', names['ns'], 'link', 'set', names['client'], 'address', CLIENT_MAC)
-        _ip('-n', names['ns'], 'link', 'set', names['client'], 'up')
+    with veth.machine_link('n', CLIENT_MAC, None) as names:
         yield names
-    finally:
-        subprocess.run(['ip', 'link', 'del', names['agent']], capture_output=True,
-                       timeout=30, check=False)
-        subprocess.run(['ip', 'netns', 'del', names['ns']], capture_output=True,
-                       timeout=30, check=False)
 
 
 def _alive(pid):
@@ -145,7 +129,7 @@ def test_stack_extra_starts_a_working_agent_and_unstack_stops_it(tmp_path, link)
             capture_output=True, text=True, timeout=60, check=False)
         assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
             dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
-        _ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        veth.ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
         target = tmp_path / 'undionly.kpxe'
         tftp = subprocess.run(
             ['ip', 'netns', 'exec', link['ns'], 'tftp', '-m', 'binary', SERVER,

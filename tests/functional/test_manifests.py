@@ -35,6 +35,7 @@ import yaml
 from tests import kustomize
 from tests.functional import kube
 from vmetal_ironic import exception
+from tests.functional import veth
 from vmetal_ironic import reservation
 from vmetal_ironic.store import kubernetes as kube_store
 
@@ -246,32 +247,12 @@ CLIENT_MAC = '52:54:00:00:0d:02'
 CLIENT_ADDRESS = '198.51.100.42'
 
 
-def _ip(*args):
-    subprocess.run(['ip', *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def link():
     """A veth pair: the agent's end in this namespace (standing in for the
     pod's net1), the machine's end in a namespace of its own."""
-    suffix = f'{os.getpid() % 10000}{int(time.time()) % 100}'
-    names = {'ns': f'vdep-m{suffix}', 'agent': f'vdepa{suffix}',
-             'client': f'vdepc{suffix}'}
-    try:
-        _ip('netns', 'add', names['ns'])
-        _ip('link', 'add', names['agent'], 'type', 'veth', 'peer', 'name',
-            names['client'], 'netns', names['ns'])
-        _ip('addr', 'add', f'{AGENT_ADDRESS}/24', 'dev', names['agent'])
-        _ip('link', 'set', names['agent'], 'up')
-        _ip('-n', names['ns'], 'link', 'set', names['client'], 'address', CLIENT_MAC)
-        _ip('-n', names['ns'], 'link', 'set', names['client'], 'up')
-        _ip('-n', names['ns'], 'link', 'set', 'lo', 'up')
+    with veth.machine_link('m', CLIENT_MAC, f'{AGENT_ADDRESS}/24') as names:
         yield names
-    finally:
-        subprocess.run(['ip', 'link', 'del', names['agent']], capture_output=True,
-                       timeout=30, check=False)
-        subprocess.run(['ip', 'netns', 'del', names['ns']], capture_output=True,
-                       timeout=30, check=False)
 
 
 def _wait_ready(url, proc, log, timeout=30):
@@ -351,7 +332,7 @@ def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
             dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
 
         # What udhcpc's script would do with the lease (ours is /bin/true).
-        _ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        veth.ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
         # Both bootloaders of the image's TFTP root, one through the
         # /boot symlink that [vmetal_tftp]link_dirs allows.
         for name in ('undionly.kpxe', 'ipxe.efi'):
