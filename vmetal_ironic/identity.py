@@ -79,8 +79,11 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     allocation = store.allocate(spec.pool, owner, mac=mac)
     document = network_data.build(mac or allocation.mac, allocation.address,
                                   spec.pool, spec.dns_servers, mtu=mtu)
-    if store.get_network_data(owner) != document:
-        store.save_network_data(owner, document)
+    # Always handed to the store, even when its stored copy already
+    # matches: saving may span several objects (Secret, then host
+    # annotations on Kubernetes), and an earlier attempt cut short between
+    # them must be completed now. Stores skip writes that change nothing.
+    store.save_network_data(owner, document)
     return HostNetwork(owner, allocation, document, spec)
 
 

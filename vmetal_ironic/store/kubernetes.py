@@ -362,18 +362,39 @@ class KubernetesStore(base.Store):
                 'metadata': metadata, 'data': {SECRET_KEY: encoded}}
         what = f'Secret {namespace}/{secret_name}'
         try:
-            self.api.call(f'create {what}',
-                          self.api.core.create_namespaced_secret,
-                          namespace, body)
+            current = self.api.call(f'get {what}',
+                                    self.api.core.read_namespaced_secret,
+                                    secret_name, namespace)
+        except kube_client.ApiError as exc:
+            if exc.status != 404:
+                raise
+            current = None
+        if current is not None and self._secret_matches(current, body):
+            return secret_name
+        try:
+            if current is None:
+                self.api.call(f'create {what}',
+                              self.api.core.create_namespaced_secret,
+                              namespace, body)
+                return secret_name
         except kube_client.ApiError as exc:
             if exc.status != 409:
                 raise
-            # Unconditional replace: the Secret is ours alone and always
-            # holds the latest document.
-            self.api.call(f'replace {what}',
-                          self.api.core.replace_namespaced_secret,
-                          secret_name, namespace, body)
+        # Unconditional replace: the Secret is ours alone and always holds
+        # the latest document.
+        self.api.call(f'replace {what}',
+                      self.api.core.replace_namespaced_secret,
+                      secret_name, namespace, body)
         return secret_name
+
+    @staticmethod
+    def _secret_matches(current, body):
+        """Whether the stored Secret already says what ``body`` says."""
+        references = [(ref.kind, ref.name, ref.uid) for ref in
+                      current.metadata.owner_references or []]
+        wanted = [(ref['kind'], ref['name'], ref['uid']) for ref in
+                  body['metadata'].get('ownerReferences', [])]
+        return (current.data or {}) == body['data'] and references == wanted
 
     @staticmethod
     def _outputs(document):

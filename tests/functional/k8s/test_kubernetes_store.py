@@ -512,3 +512,25 @@ def test_wait_reservations_change_follows_the_watch(make_store):
     assert result == [True]
     # Seen through the watch as it happened, not after the 30 s window.
     assert time.monotonic() - changed_at < 10
+
+
+def test_ensure_completes_a_save_cut_short_after_the_secret(admin, namespace,
+                                                            make_store):
+    # The state an outage between the Secret write and the host patch
+    # leaves: the Secret is current, the host has none of the outputs.
+    store = make_store()
+    admin.create_host(namespace, 'cut', mac_of(7), annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'})
+    owner = f'BareMetalHost/{namespace}/cut'
+    first = identity.ensure(store, owner, mac_of(7))
+    admin.custom.patch_namespaced_custom_object(
+        'metal3.io', 'v1alpha1', namespace, 'baremetalhosts', 'cut',
+        {'metadata': {'annotations': {props.IP_ADDRESS: None,
+                                      props.GATEWAY: None}}})
+    assert props.IP_ADDRESS not in admin.get_host(namespace, 'cut')[
+        'metadata']['annotations']
+    again = identity.ensure(store, owner, mac_of(7))
+    assert again.allocation.address == first.allocation.address
+    annotations = admin.get_host(namespace, 'cut')['metadata']['annotations']
+    assert annotations[props.IP_ADDRESS] == f'{first.allocation.address}/24'
+    assert annotations[props.GATEWAY] == '192.0.2.1'
