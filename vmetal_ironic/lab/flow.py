@@ -13,6 +13,7 @@ Ironic has deployed the node, the way a BMC would power it on.
 """
 
 import dataclasses
+import os
 import pathlib
 import secrets
 import shutil
@@ -78,7 +79,6 @@ def preflight():
 
     :raises LabError: naming what is missing and how to get it.
     """
-    import os
     if os.geteuid() != 0:
         raise LabError('the lab needs root (network namespaces, tap devices)')
     missing = [cmd for cmd in REQUIRED_COMMANDS if shutil.which(cmd) is None]
