@@ -162,11 +162,17 @@ class VmetalDHCP(base.BaseDHCP):
         # One address per machine: every PXE-enabled NIC is offered it, and
         # whichever one the firmware boots from takes it.
         for mac in macs:
-            res = reservation.Reservation(
-                mac=mac, address=address, prefixlen=prefixlen,
-                gateway=gateway, dns_servers=dns,
-                hostname=hostname_for(node.name), node=node.uuid,
-                lease_time=CONF.vmetal_ironic.lease_time, boot=parsed.boot)
+            try:
+                res = reservation.Reservation(
+                    mac=mac, address=address, prefixlen=prefixlen,
+                    gateway=gateway, dns_servers=dns,
+                    hostname=hostname_for(node.name), node=node.uuid,
+                    lease_time=CONF.vmetal_ironic.lease_time,
+                    boot=parsed.boot)
+            except exception.VmetalError as exc:
+                # A value DHCP cannot carry (a boot URL over 255 bytes...).
+                raise ironic_exc.InvalidParameterValue(
+                    err=f'vmetal: node {node.uuid}: {exc}') from None
             self._publish(task, res)
             published.append(mac)
         LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
