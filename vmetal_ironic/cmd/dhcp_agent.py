@@ -48,17 +48,19 @@ def main(argv=None):
         conf = _load_conf(argv)
         # Check the agent's own options before touching the store.
         agent = agent_mod.Agent(conf, None, interface=conf.interface)
+        # Before start(), which reads the store and may take a while: a
+        # SIGHUP then is a reload request, not the default "terminate".
+        signal.signal(signal.SIGTERM, agent.request_stop)
+        signal.signal(signal.SIGINT, agent.request_stop)
+        signal.signal(signal.SIGHUP, agent.request_reload)
         store = store_mod.get_store(conf)
-        agent.store = agent.poller.store = store
+        agent.attach_store(store)
         agent.start()
     except (exception.VmetalError, cfg.Error, ValueError) as exc:
         sys.stderr.write(f'{PROG}: error: {exc}\n')
         if store is not None:
             store.close()
         return 1
-    signal.signal(signal.SIGTERM, agent.request_stop)
-    signal.signal(signal.SIGINT, agent.request_stop)
-    signal.signal(signal.SIGHUP, agent.request_reload)
     try:
         agent.run()
     finally:

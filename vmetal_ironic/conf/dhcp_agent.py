@@ -88,7 +88,17 @@ opts = [
     cfg.FloatOpt('ra_interval',
                  default=10.0,
                  min=1.0,
-                 help='Seconds between unsolicited router advertisements.'),
+                 help='Seconds between unsolicited router advertisements. '
+                      'Values below 3 are raised to 3: RFC 4861 6.2.6 '
+                      'keeps multicast advertisements at least 3 s '
+                      'apart.'),
+    cfg.FloatOpt('interface_check_interval',
+                 default=1.0,
+                 min=0.1,
+                 help='Seconds between checks that the provisioning '
+                      'interface still has the index the sockets are bound '
+                      'to; when it was deleted and created again the '
+                      'sockets are opened again on it.'),
     cfg.FloatOpt('poll_interval',
                  default=1.0,
                  min=0.05,

@@ -6,111 +6,25 @@ then runs the DHCP work loop on the calling thread, the store poller,
 TFTP, router advertisements and the metrics endpoint on daemon threads.
 """
 
-import fcntl
-import ipaddress
 import logging
 import os
-import socket
-import struct
 import threading
 import time
 
 from oslo_log import log
 
-from vmetal_ironic import exception
 from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import decisions
-from vmetal_ironic.pxe import dynamic as dynamic_mod
+from vmetal_ironic.pxe import link as link_mod
 from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import ra as ra_mod
+from vmetal_ironic.pxe import settings as settings_mod
 from vmetal_ironic.pxe import server as server_mod
 from vmetal_ironic.pxe import tftp as tftp_mod
 
 LOG = log.getLogger(__name__)
 
-_SIOCGIFADDR = 0x8915
-
-
-class ConfigError(exception.PermanentError):
-    """The agent cannot start with this configuration."""
-
-
-def interface_address(interface):
-    """:returns: the first IPv4 address of ``interface`` as text.
-
-    :raises ConfigError: no such interface or no IPv4 address on it.
-    """
-    if not os.path.exists(f'/sys/class/net/{interface}'):
-        raise ConfigError(f'[vmetal_dhcp_agent]interface {interface!r} does '
-                          'not exist')
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            result = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR,
-                                 struct.pack('256s', interface.encode()[:15]))
-        except OSError:
-            raise ConfigError(
-                f'interface {interface!r} has no IPv4 address; set '
-                '[vmetal_dhcp_agent]server_address or configure one'
-            ) from None
-    return socket.inet_ntoa(result[20:24])
-
-
-def _boot_files(table):
-    files = []
-    for arch, name in sorted((table or {}).items()):
-        try:
-            files.append((int(arch), name))
-        except ValueError:
-            raise ConfigError(f'[vmetal_dhcp_agent]boot_files key {arch!r} '
-                              'is not an architecture number') from None
-    return tuple(files)
-
-
-def _url(value, name):
-    if value and '://' not in value:
-        raise ConfigError(f'[vmetal_dhcp_agent]{name} {value!r} is not a '
-                          'URL')
-    if value and len(value.encode()) > 255:
-        raise ConfigError(f'[vmetal_dhcp_agent]{name} is longer than the '
-                          '255 bytes a DHCP option holds')
-    return value or None
-
-
-def settings_from_conf(conf, server_address):
-    """:returns: :class:`~vmetal_ironic.pxe.decisions.Settings`.
-
-    :raises ConfigError: on a bad value.
-    """
-    group = conf.vmetal_dhcp_agent
-    return decisions.Settings(
-        server_address=socket.inet_aton(server_address),
-        lease_time=group.lease_time,
-        boot_files=_boot_files(group.boot_files),
-        default_boot_file=group.default_boot_file or None,
-        ipxe_script_url=_url(group.ipxe_script_url, 'ipxe_script_url'),
-        http_boot_url=_url(group.http_boot_url, 'http_boot_url'),
-        no_pxedhcp=group.no_pxedhcp)
-
-
-def dynamic_from_conf(conf):
-    """:returns: a :class:`~vmetal_ironic.pxe.dynamic.DynamicPool` or
-    ``None`` when no range is configured.
-
-    :raises ConfigError: on a bad range.
-    """
-    group = conf.vmetal_dhcp_agent
-    if not group.dynamic_range:
-        return None
-    try:
-        first, last = dynamic_mod.parse_range(group.dynamic_range)
-        for server in group.dynamic_dns_servers:
-            ipaddress.IPv4Address(server)
-    except ValueError as exc:
-        raise ConfigError(f'[vmetal_dhcp_agent]{exc}') from None
-    return dynamic_mod.DynamicPool(
-        first, last, group.dynamic_prefixlen, gateway=group.dynamic_gateway,
-        dns_servers=group.dynamic_dns_servers,
-        lease_time=group.dynamic_lease_time)
+#: Kept here too: callers catch the agent's configuration errors by it.
+ConfigError = settings_mod.ConfigError
 
 
 class Agent:
@@ -134,15 +48,17 @@ class Agent:
             raise ConfigError(f'[vmetal_dhcp_agent]interface '
                               f'{self.interface!r} does not exist')
         self.server_address = (group.server_address
-                               or interface_address(self.interface))
-        self.settings = settings_from_conf(conf, self.server_address)
-        self.dynamic = dynamic_from_conf(conf)
+                               or settings_mod.interface_address(self.interface))
+        self.settings = settings_mod.settings_from_conf(conf, self.server_address)
+        self.dynamic = settings_mod.dynamic_from_conf(conf)
         self.metrics = metrics_mod.Metrics()
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
         self.cache = cache_mod.ReservationCache()
         self.poller = cache_mod.RevisionPoller(store, self.cache,
-                                               group.poll_interval)
+                                               group.poll_interval,
+                                               metrics=self.metrics)
+        self.link = None
         self.server = None
         self.tftp = None
         self.ra = None
@@ -150,11 +66,20 @@ class Agent:
         self._stop = threading.Event()
         self._reload = threading.Event()
 
+    def attach_store(self, store):
+        """Read reservations from ``store`` (before :meth:`start`)."""
+        self.store = self.poller.store = store
+
+    def _dhcp_socket(self):
+        group = self.conf.vmetal_dhcp_agent
+        return server_mod.open_socket(self.interface, group.port,
+                                      group.receive_buffer)
+
     def _open_dhcp(self):
         group = self.conf.vmetal_dhcp_agent
+        self.link = link_mod.InterfaceWatch(self.interface)
         try:
-            sock = server_mod.open_socket(self.interface, group.port,
-                                          group.receive_buffer)
+            sock = self._dhcp_socket()
         except OSError as exc:
             raise ConfigError(f'cannot listen for DHCP on {self.interface} '
                               f'port {group.port}: {exc.strerror}') from None
@@ -162,6 +87,8 @@ class Agent:
             sock, self.settings, self.cache, self.metrics,
             dynamic=self.dynamic, client_port=group.client_port,
             server_port=group.port, batch_size=group.batch_size)
+        self.cache.on_load = self.server.prepare
+        self.metrics.interface_up.set(1)
 
     def _tftp_from_conf(self):
         group = self.conf.vmetal_tftp
@@ -226,9 +153,9 @@ class Agent:
         try:
             self._open_dhcp()
             # Serve the store's data from the first packet on; if the store
-            # is down now, the poller keeps trying.
+            # is down now or a row is bad, the poller keeps trying and the
+            # good rows are served.
             self.poller.refresh(force=True)
-            self.metrics.cache_size.set(len(self.cache))
             self.poller.start()
             self._start_tftp()
             self._start_ra()
@@ -256,35 +183,83 @@ class Agent:
         try:
             self.conf.reload_config_files()
             group = self.conf.vmetal_dhcp_agent
-            settings = settings_from_conf(
+            settings = settings_mod.settings_from_conf(
                 self.conf, group.server_address or self.server_address)
-            dynamic = dynamic_from_conf(self.conf)
+            dynamic = settings_mod.dynamic_from_conf(self.conf)
         except Exception as exc:  # keep serving
             LOG.error('Reload failed, keeping the running configuration: '
                       '%s', exc)
+            self.metrics.config_reloads.labels('failed').inc()
             return
-        if dynamic is not None and self.dynamic is not None and (
-                (dynamic.first, dynamic.last)
-                == (self.dynamic.first, self.dynamic.last)):
-            dynamic = self.dynamic
+        if dynamic is not None and self.dynamic is not None:
+            # New gateway, DNS, prefix or lease time apply to every reply
+            # from now on; the clients keep their addresses.
+            dynamic.take_over(self.dynamic, time.monotonic())
         self.settings = settings
         self.dynamic = dynamic
         self.server.update_settings(settings, dynamic)
         self.poller.interval = self.conf.vmetal_dhcp_agent.poll_interval
         self.poller.wake()
+        self.metrics.config_reloads.labels('ok').inc()
         LOG.info('Configuration reloaded')
+
+    def check_interface(self):
+        """Re-open the sockets when the interface was re-created.
+
+        :returns: the :class:`~vmetal_ironic.pxe.link.Change` seen.
+        """
+        change = self.link.check()
+        if change is link_mod.Change.GONE:
+            self.metrics.interface_up.set(0)
+            LOG.warning('Provisioning interface %s is gone; DHCP waits for '
+                        'it to come back', self.interface)
+        elif change is link_mod.Change.BACK:
+            try:
+                sock = self._dhcp_socket()
+            except OSError as exc:
+                # Between its creation and its configuration; next check.
+                LOG.warning('Provisioning interface %s is back but the DHCP '
+                            'socket cannot be opened yet: %s',
+                            self.interface, exc)
+                return change
+            old_index = self.link.bound_index
+            self.server.replace_socket(sock)
+            self.link.rebound()
+            if self.ra is not None:
+                self.ra.stop()
+                self.ra = None
+            self._start_ra()
+            self.metrics.interface_rebinds.inc()
+            self.metrics.interface_up.set(1)
+            LOG.warning('Provisioning interface %s was re-created (index '
+                        '%s -> %s); DHCP%s sockets opened again on it',
+                        self.interface, old_index, self.link.bound_index,
+                        ' and RA' if self.ra is not None else '')
+        return change
 
     def run(self):
         """Serve until :meth:`request_stop`; then stop everything."""
-        summary_every = self.conf.vmetal_dhcp_agent.summary_interval
+        group = self.conf.vmetal_dhcp_agent
+        summary_every = group.summary_interval
+        check_every = group.interface_check_interval
         next_summary = time.monotonic() + summary_every
+        next_check = time.monotonic() + check_every
         try:
             while not self._stop.is_set():
-                self.server.serve_once(0.5)
+                try:
+                    self.server.serve_once(min(0.5, check_every))
+                except OSError as exc:
+                    # The socket's interface went away under it.
+                    LOG.debug('DHCP socket failed: %s', exc)
+                    next_check = 0.0
+                    self._stop.wait(min(0.5, check_every))
                 if self._reload.is_set():
                     self._reload.clear()
                     self.reload()
                 now = time.monotonic()
+                if now >= next_check:
+                    next_check = now + check_every
+                    self.check_interface()
                 if now >= next_summary:
                     next_summary = now + summary_every
                     self.metrics.cache_stale.set(int(self.cache.stale))

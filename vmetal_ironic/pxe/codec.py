@@ -20,7 +20,7 @@ import struct
 
 from scapy.layers import dhcp as scapy_dhcp
 
-from vmetal_ironic.pxe import decisions
+from vmetal_ironic.pxe import messages
 
 BOOTREQUEST = 1
 HTYPE_ETHERNET = 1
@@ -32,6 +32,11 @@ MIN_LENGTH = OPTIONS_OFFSET + 4
 MAX_LENGTH = 1472
 #: Replies are padded to the BOOTP minimum; some PXE ROMs drop shorter ones.
 MIN_REPLY_LENGTH = 300
+#: RFC 2131 section 2: every client accepts a 576-byte IP datagram; larger
+#: ones only when it says so in option 57 (RFC 2132 section 9.10).
+MIN_DATAGRAM = 576
+#: IPv4 and UDP headers around the DHCP message.
+IP_UDP_HEADERS = 28
 
 _HEADER = struct.Struct('!BBBB4sHH4s4s4s4s6s')
 
@@ -43,6 +48,7 @@ _OPT_MESSAGE_TYPE = 53
 _OPT_SERVER_ID = 54
 _OPT_VENDOR_CLASS = 60
 _OPT_CLIENT_ID = 61
+_OPT_MAX_MESSAGE_SIZE = 57
 _OPT_USER_CLASS = 77
 _OPT_RELAY_INFO = 82
 _OPT_ARCH = 93
@@ -66,7 +72,7 @@ def parse(data):
     """Parse a client message.
 
     :param data: the UDP payload.
-    :returns: a :class:`vmetal_ironic.pxe.decisions.Request`.
+    :returns: a :class:`vmetal_ironic.pxe.messages.Request`.
     :raises Malformed: truncated, oversize, not a BOOTREQUEST over
         Ethernet, no magic cookie, an option overrunning the packet, no end
         option, or a missing/invalid message type.
@@ -103,12 +109,13 @@ def parse(data):
         if end > size:
             raise Malformed(f'option {code} runs past the end of the '
                             'packet')
-        # The first occurrence wins; RFC 3396 concatenation is not needed
-        # for any option read here.
+        # The first occurrence wins for the options decisions read; the
+        # two that are echoed back keep every instance, in order, since a
+        # long one may be split over several (RFC 3396, RFC 3046 2.2).
         if code not in options:
             options[code] = data[index + 2:end]
-            if code in (_OPT_CLIENT_ID, _OPT_RELAY_INFO):
-                raw[code] = data[index:end]
+        if code in (_OPT_CLIENT_ID, _OPT_RELAY_INFO):
+            raw[code] = raw.get(code, b'') + data[index:end]
         index = end
     message_type = options.get(_OPT_MESSAGE_TYPE)
     if message_type is None or len(message_type) != 1:
@@ -127,7 +134,11 @@ def parse(data):
         digits = vendor_class[15:20]
         if digits.isdigit():
             arch = int(digits)
-    return decisions.Request(
+    max_size = options.get(_OPT_MAX_MESSAGE_SIZE)
+    # A malformed option 57 only means the client did not raise the limit.
+    max_size = int.from_bytes(max_size, 'big') if (
+        max_size is not None and len(max_size) == 2) else 0
+    return messages.Request(
         message_type=message_type[0],
         xid=xid,
         flags=flags,
@@ -144,7 +155,14 @@ def parse(data):
         ipxe_options=_OPT_IPXE in options,
         client_id=raw.get(_OPT_CLIENT_ID, b''),
         relay_info=raw.get(_OPT_RELAY_INFO, b''),
+        max_message_size=max_size,
     )
+
+
+def reply_limit(request):
+    """Most bytes of UDP payload a reply to ``request`` may have."""
+    datagram = max(MIN_DATAGRAM, request.max_message_size)
+    return min(datagram - IP_UDP_HEADERS, MAX_LENGTH)
 
 
 def describe(data):
@@ -153,6 +171,7 @@ def describe(data):
         return scapy_dhcp.BOOTP(bytes(data)).summary()
     except Exception as exc:  # hostile input, any failure
         return f'<undecodable: {exc.__class__.__name__}>'
+
 
 
 def _netmask(prefixlen):
@@ -175,18 +194,92 @@ def _option_segment(options):
     return bytes(scapy_dhcp.DHCP(options=[*options, 'end']))[:-1]
 
 
+def _packed_ipv4(text):
+    """``text`` packed when it is an IPv4 address (siaddr), else zeros: a
+    TFTP server given by name only travels in option 66."""
+    try:
+        return socket.inet_pton(socket.AF_INET, text or '0.0.0.0')
+    except OSError:
+        return messages.ZERO_ADDRESS
+
+
+def _options(data):
+    """``[(code, raw_bytes)]`` of a reply's options, end option excluded."""
+    result = []
+    index = OPTIONS_OFFSET
+    size = len(data)
+    while index < size:
+        code = data[index]
+        if code == _OPT_END:
+            break
+        if code == _OPT_PAD:
+            index += 1
+            continue
+        end = index + 2 + data[index + 1]
+        result.append((code, data[index:end]))
+        index = end
+    return result
+
+
+def _droppable(data):
+    """Option codes a reply can lose to fit the client's size limit, the
+    least useful first. Never dropped: 53, 54, 51 and 1 (the lease), 60
+    (UEFI HTTP boot needs it), 82 (the relay needs it) and 66/67 when the
+    header cannot carry what they say."""
+    order = []
+    if data[108] != 0:
+        order.append(67)     # the file field holds the same name
+    if data[20:24] != messages.ZERO_ADDRESS:
+        order.append(66)     # siaddr holds the same server
+    # Client identifier echo (RFC 6842), host name, NTP, iPXE's
+    # no-pxedhcp, T1/T2 (the client derives them), DNS, router.
+    order += [_OPT_CLIENT_ID, 12, 42, _OPT_IPXE, 58, 59, 6, 3]
+    return order
+
+
+def fit(data, limit):
+    """``data`` with optional options dropped until it is at most
+    ``limit`` bytes; unchanged when it fits already or nothing more can go.
+
+    :param data: a reply ending with the end option, unpadded.
+    """
+    if len(data) <= limit:
+        return data
+    header = data[:OPTIONS_OFFSET]
+    options = _options(data)
+    size = len(data)
+    for code in _droppable(data):
+        if size <= limit:
+            break
+        kept = [item for item in options if item[0] != code]
+        size -= sum(len(raw) for _, raw in options) - sum(
+            len(raw) for _, raw in kept)
+        options = kept
+    return header + b''.join(raw for _, raw in options) + b'\xff'
+
+
 class ReplyBuilder:
-    """Reply templates for one set of :class:`decisions.Settings`.
+    """Reply templates for one set of :class:`messages.Settings`.
+
+    Templates are kept for the reservations of the last :meth:`prepare`
+    (an OFFER/ACK one each, and an INFORM one built on first use). Leases
+    of the dynamic range share templates by their options -- the MAC and
+    address are patched in -- so their number stays bounded by the number
+    of distinct option sets, not of clients.
 
     Thread use: :meth:`prepare` runs on the cache feeder's thread and swaps
     the template table in one assignment; :meth:`build` runs on the packet
     path and only reads it (building a missing template itself).
     """
 
+    #: Shared templates kept for dynamic leases before the table restarts.
+    SHARED_MAX = 32
+
     def __init__(self, settings):
         self.settings = settings
         self._server = settings.server_address_text
         self._templates = {}
+        self._shared = {}
         self._boot = {}
         self._nak = _scapy_bytes([('message-type', 'nak'),
                                   ('server_id', self._server)])
@@ -205,7 +298,10 @@ class ReplyBuilder:
             options.append(('name_server', *binding.dns_servers))
         if binding.hostname:
             options.append(('hostname', binding.hostname.encode()))
-        chaddr = bytes.fromhex(binding.mac.replace(':', '')) + bytes(10)
+        if binding.ntp_servers:
+            options.append(('NTP_server', *binding.ntp_servers))
+        chaddr = bytes.fromhex(binding.mac.replace(':', '')) + bytes(10) \
+            if binding.mac else bytes(16)
         return _scapy_bytes(
             options, chaddr=chaddr,
             yiaddr='0.0.0.0' if inform else binding.address_text)
@@ -213,19 +309,38 @@ class ReplyBuilder:
     def prepare(self, bindings):
         """Build the templates of ``bindings`` and forget all others.
 
-        :returns: how many templates had to be built.
+        A binding whose reply cannot be encoded gets no template and is
+        returned as rejected, so one bad reservation never stops the rest.
+
+        :returns: ``(built, rejected)``: how many templates had to be built
+            and ``{mac: reason}`` of the bindings that could not be.
         """
         old = self._templates
         new = {}
+        rejected = {}
         built = 0
         for binding in bindings:
-            template = old.get((binding, False))
+            key = (binding, False)
+            template = old.get(key)
             if template is None:
-                template = self._template(binding)
+                try:
+                    template = self._template(binding)
+                except Exception as exc:  # scapy raises what struct does
+                    rejected[binding.mac] = f'reply cannot be encoded: {exc}'
+                    continue
                 built += 1
-            new[(binding, False)] = template
+            new[key] = template
         self._templates = new
-        return built
+        return built, rejected
+
+    def _shared_template(self, binding, inform):
+        key = (binding.options_only(), inform)
+        template = self._shared.get(key)
+        if template is None:
+            if len(self._shared) >= self.SHARED_MAX:
+                self._shared = {}
+            template = self._shared[key] = self._template(key[0], inform)
+        return template
 
     def _boot_segment(self, boot):
         segment = self._boot.get(boot)
@@ -242,43 +357,55 @@ class ReplyBuilder:
             # A URL longer than the file field only travels in option 67.
             file_field = (filename if len(filename) < 128 else b'').ljust(
                 128, b'\0')
-            siaddr = socket.inet_aton(boot.next_server or '0.0.0.0')
-            segment = (_option_segment(options), siaddr, file_field)
+            segment = (_option_segment(options),
+                       _packed_ipv4(boot.next_server), file_field)
+            if len(self._boot) >= 4 * self.SHARED_MAX:
+                self._boot = {}
             self._boot[boot] = segment
         return segment
 
     def build(self, request, decision, broadcast=False):
-        """Bytes of the reply ``decision`` asks for.
+        """Bytes of the reply ``decision`` asks for, at most
+        :func:`reply_limit` bytes when optional options can make it so.
 
-        :param request: the :class:`decisions.Request` answered.
-        :param decision: a :class:`decisions.Decision` with an answering
+        :param request: the :class:`messages.Request` answered.
+        :param decision: a :class:`messages.Decision` with an answering
             action (OFFER, ACK, NAK, INFORM_ACK).
         :param broadcast: set the broadcast flag in the reply.
         """
         action = decision.action
-        if action is decisions.Action.NAK:
+        if action is messages.Action.NAK:
             buf = bytearray(self._nak)
             buf[28:34] = bytes.fromhex(request.mac.replace(':', ''))
         else:
-            inform = action is decisions.Action.INFORM_ACK
-            key = (decision.binding, inform)
-            template = self._templates.get(key)
-            if template is None:
-                template = self._template(decision.binding, inform)
+            inform = action is messages.Action.INFORM_ACK
+            binding = decision.binding
+            if binding.dynamic:
+                buf = bytearray(self._shared_template(binding, inform))
+                buf[28:34] = bytes.fromhex(binding.mac.replace(':', ''))
                 if not inform:
-                    self._templates[key] = template
-            buf = bytearray(template)
-            if action is not decisions.Action.OFFER:
+                    buf[16:20] = binding.address
+            else:
+                key = (binding, inform)
+                template = self._templates.get(key)
+                if template is None:
+                    # INFORM templates, and reservations that arrived
+                    # between two loads, are built on first use; the next
+                    # prepare() drops the ones no longer needed.
+                    template = self._templates[key] = self._template(
+                        binding, inform)
+                buf = bytearray(template)
+            if action is not messages.Action.OFFER:
                 buf[12:16] = request.ciaddr
         buf[4:8] = request.xid
-        flags = request.flags | (decisions.BROADCAST_FLAG if broadcast
+        flags = request.flags | (messages.BROADCAST_FLAG if broadcast
                                  else 0)
         buf[10:12] = flags.to_bytes(2, 'big')
         buf[24:28] = request.giaddr
-        buf[242] = decisions.reply_message_type(action)
+        buf[242] = messages.reply_message_type(action)
         tail = []
         boot = decision.boot
-        if boot is not None and action is not decisions.Action.NAK:
+        if boot is not None and action is not messages.Action.NAK:
             segment, siaddr, file_field = self._boot_segment(boot)
             buf[20:24] = siaddr
             buf[108:236] = file_field
@@ -289,6 +416,9 @@ class ReplyBuilder:
         tail.append(request.relay_info)
         tail.append(b'\xff')
         data = bytes(buf) + b''.join(tail)
+        limit = reply_limit(request)
+        if len(data) > limit:
+            data = fit(data, limit)
         if len(data) < MIN_REPLY_LENGTH:
             data += bytes(MIN_REPLY_LENGTH - len(data))
         return data

@@ -46,6 +46,48 @@ class Metrics:
         self.ra_sent = prometheus_client.Counter(
             'vmetal_ipv6_ra_sent', 'IPv6 router advertisements sent.',
             registry=reg)
+        self.oversize = prometheus_client.Counter(
+            'vmetal_dhcp_replies_oversize', 'Replies still above the '
+            'client\'s size limit (576 bytes or option 57) with every '
+            'optional option dropped.', registry=reg)
+        self.internal_errors = prometheus_client.Counter(
+            'vmetal_dhcp_internal_errors', 'Packets whose handling raised; '
+            'the packet was dropped.', registry=reg)
+        self.log_suppressed = prometheus_client.Counter(
+            'vmetal_dhcp_log_lines_suppressed', 'Log lines left out by a '
+            'rate limit (floods of ignored, released or failing '
+            'packets).', registry=reg)
+        self.dynamic_revoked = prometheus_client.Counter(
+            'vmetal_dhcp_dynamic_revoked', 'REQUESTs NAKed because a '
+            'reservation took the address of their dynamic lease.',
+            registry=reg)
+        self.reservations_skipped = prometheus_client.Gauge(
+            'vmetal_dhcp_reservations_skipped', 'Reservations of the last '
+            'load left out as invalid (by the store or the cache).',
+            registry=reg)
+        self.reservation_loads = prometheus_client.Counter(
+            'vmetal_dhcp_reservation_loads', 'Reservation loads from the '
+            'store.', registry=reg)
+        self.store_revision = prometheus_client.Info(
+            'vmetal_dhcp_store', 'Store revision of the reservations being '
+            'served.', registry=reg)
+        self.store_feed = prometheus_client.Enum(
+            'vmetal_dhcp_store_feed', 'State of the store feed: ok, '
+            'unreachable (serving the cached data) or failing (the poller '
+            'raised; retried with backoff).',
+            states=['ok', 'unreachable', 'failing'], registry=reg)
+        self.store_feed_errors = prometheus_client.Counter(
+            'vmetal_dhcp_store_feed_errors', 'Failures of the store feed, '
+            'by kind.', ['kind'], registry=reg)
+        self.interface_up = prometheus_client.Gauge(
+            'vmetal_dhcp_interface_up', '1 while the provisioning interface '
+            'exists and the sockets are bound to it.', registry=reg)
+        self.interface_rebinds = prometheus_client.Counter(
+            'vmetal_dhcp_interface_rebinds', 'Times the sockets were opened '
+            'again on a re-created provisioning interface.', registry=reg)
+        self.config_reloads = prometheus_client.Counter(
+            'vmetal_dhcp_config_reloads', 'Configuration reloads (SIGHUP), '
+            'by result.', ['result'], registry=reg)
 
     def serve(self, host, port):
         """Start the HTTP endpoint on a daemon thread.

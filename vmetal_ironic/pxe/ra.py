@@ -4,11 +4,18 @@ iPXE waits ~13 s for IPv6 autoconfiguration on a link where no router
 answers. An advertisement without a prefix, with router lifetime 0 and
 no M/O flags tells it there is nothing to configure: no address, no
 default route, no DHCPv6, so nothing on the link changes. It is sent on
-start, periodically, and in answer to each router solicitation, from a raw
+start, periodically, and in answer to router solicitations, from a raw
 ICMPv6 socket bound to the provisioning interface. The packet is built
 once with scapy; the kernel fills in the ICMPv6 checksum.
+
+Timing follows RFC 4861 section 6.2.6: advertisements (all multicast) are
+at least ``MIN_DELAY_BETWEEN_RAS`` (3 s) apart, and an answer to a
+solicitation waits a random 0..``MAX_RA_DELAY_TIME`` (0.5 s) so several
+routers do not answer at once; any number of solicitations in that time
+get one advertisement.
 """
 
+import random
 import select
 import socket
 import struct
@@ -24,9 +31,26 @@ ALL_NODES = 'ff02::1'
 ALL_ROUTERS = 'ff02::2'
 ROUTER_SOLICITATION = 133
 ICMP6_FILTER = 1
-#: Solicitations answered at most this often (seconds), so a flood of them
-#: cannot turn the agent into an amplifier.
-MIN_ANSWER_GAP = 0.2
+#: RFC 4861 section 10: least seconds between two multicast RAs.
+MIN_DELAY_BETWEEN_RAS = 3.0
+#: RFC 4861 section 10: most seconds an answer to a solicitation waits.
+MAX_RA_DELAY_TIME = 0.5
+
+
+def answer_time(now, last_sent, scheduled, delay):
+    """When to send the advertisement answering a solicitation seen at
+    ``now`` (RFC 4861 6.2.6).
+
+    :param last_sent: when the last advertisement went out (or ``None``).
+    :param scheduled: when the next one is due already.
+    :param delay: the random delay, 0..``MAX_RA_DELAY_TIME``.
+    :returns: the new due time: never later than ``scheduled``, never
+        sooner than 3 s after ``last_sent``.
+    """
+    due = now + delay
+    if last_sent is not None:
+        due = max(due, last_sent + MIN_DELAY_BETWEEN_RAS)
+    return min(scheduled, due)
 
 
 def interface_mac(interface):
@@ -64,14 +88,14 @@ class RouterAdvertiser:
 
     def __init__(self, interface, interval=10.0, on_send=None):
         self.interface = interface
-        self.interval = interval
+        self.interval = max(interval, MIN_DELAY_BETWEEN_RAS)
         self.on_send = on_send
         self.ifindex = socket.if_nametoindex(interface)
         self.packet = build_advertisement(interface_mac(interface))
         self._stop = threading.Event()
         self._thread = None
         self._sock = None
-        self._last_answer = 0.0
+        self._random = random.SystemRandom()
 
     def _open(self):
         sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW,
@@ -112,16 +136,19 @@ class RouterAdvertiser:
         return True
 
     def _run(self):
-        # Quick repeats at start cover the link-local address becoming
-        # usable and clients that came up just before the agent.
-        schedule = [0.0, 1.0, 2.0, 4.0]
+        # Quick repeats at start (as fast as 6.2.6 allows) cover the
+        # link-local address becoming usable and clients that came up just
+        # before the agent.
+        initial = [MIN_DELAY_BETWEEN_RAS, MIN_DELAY_BETWEEN_RAS]
         next_send = time.monotonic()
+        last_sent = None
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_send:
                 self.send()
-                gap = schedule.pop(1) if len(schedule) > 1 else self.interval
-                next_send = now + gap
+                last_sent = now
+                next_send = now + (initial.pop() if initial
+                                   else self.interval)
             timeout = max(0.0, min(next_send - now, 0.5))
             ready, _, _ = select.select([self._sock], [], [], timeout)
             if not ready:
@@ -130,10 +157,9 @@ class RouterAdvertiser:
                 self._sock.recvfrom(1500)
             except OSError:
                 continue
-            now = time.monotonic()
-            if now - self._last_answer >= MIN_ANSWER_GAP:
-                self._last_answer = now
-                self.send()
+            next_send = answer_time(
+                time.monotonic(), last_sent, next_send,
+                self._random.uniform(0, MAX_RA_DELAY_TIME))
 
     def start(self):
         """Open the socket and start the thread.

@@ -19,6 +19,7 @@ from oslo_log import log
 
 from vmetal_ironic.pxe import codec
 from vmetal_ironic.pxe import decisions
+from vmetal_ironic.pxe import messages
 
 LOG = log.getLogger(__name__)
 
@@ -27,6 +28,40 @@ _RECV_SIZE = 4096
 #: unknown MACs or garbage must not turn into a flood of log writes that
 #: slows the answers to known hosts. Suppressed lines are only counted.
 _QUIET_LOG_RATE = 20
+#: Info lines about RELEASE/DECLINE allowed per second: their MAC is
+#: anyone's to spoof.
+_EVENT_LOG_RATE = 20
+#: Tracebacks of failed packets allowed per minute.
+_TRACEBACK_RATE = 5
+
+
+class LogLimiter:
+    """Allow at most ``lines`` log lines per ``period`` seconds.
+
+    :param on_suppress: optional callable run for each line suppressed
+        (e.g. a metric's ``inc``).
+    """
+
+    def __init__(self, lines, period=1.0, on_suppress=None):
+        self.lines = lines
+        self.period = period
+        self.on_suppress = on_suppress
+        self.suppressed = 0
+        self._window = None
+        self._count = 0
+
+    def allow(self, now):
+        window = int(now // self.period)
+        if window != self._window:
+            self._window = window
+            self._count = 0
+        self._count += 1
+        if self._count <= self.lines:
+            return True
+        self.suppressed += 1
+        if self.on_suppress is not None:
+            self.on_suppress()
+        return False
 
 
 def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
@@ -54,7 +89,7 @@ class DhcpServer:
 
     :param sock: the socket from :func:`open_socket` (``None`` to use
         :meth:`handle` alone).
-    :param settings: :class:`~vmetal_ironic.pxe.decisions.Settings`.
+    :param settings: :class:`~vmetal_ironic.pxe.messages.Settings`.
     :param cache: :class:`~vmetal_ironic.pxe.cache.ReservationCache`.
     :param metrics: :class:`~vmetal_ironic.pxe.metrics.Metrics`.
     :param dynamic: optional
@@ -70,38 +105,41 @@ class DhcpServer:
         self.client_port = client_port
         self.server_port = server_port
         self.batch_size = batch_size
+        #: Requests received and what became of them, for the summary.
         self.stats = collections.Counter()
+        #: Replies built to be sent, by message type (inbound OFFER, ACK
+        #: or NAK packets are requests of no server type, never counted
+        #: here); send errors are counted apart.
+        self.replies = collections.Counter()
         self.settings = settings
         self.builder = codec.ReplyBuilder(settings)
-        cache.on_load = self._prepare
         # Resolve labelled counters once; labels() takes a lock and a dict
         # lookup per call.
         self._requests = {}
         self._replies = {}
         self._ignored = {}
-        self._quiet_second = 0
-        self._quiet_lines = 0
+        suppressed = metrics.log_suppressed.inc
+        self._quiet = LogLimiter(_QUIET_LOG_RATE, on_suppress=suppressed)
+        self._events = LogLimiter(_EVENT_LOG_RATE, on_suppress=suppressed)
+        self._tracebacks = LogLimiter(_TRACEBACK_RATE, 60.0,
+                                      on_suppress=suppressed)
 
     def _may_log_quiet(self, now):
         """Rate limit for debug lines about ignored and malformed packets."""
         if not LOG.isEnabledFor(logging.DEBUG):
             return False
-        second = int(now)
-        if second != self._quiet_second:
-            self._quiet_second = second
-            self._quiet_lines = 0
-        self._quiet_lines += 1
-        if self._quiet_lines > _QUIET_LOG_RATE:
-            self.stats['log_suppressed'] += 1
-            return False
-        return True
+        return self._quiet.allow(now)
 
-    def _prepare(self, bindings):
-        bindings = list(bindings)
-        built = self.builder.prepare(bindings)
-        self.metrics.cache_size.set(len(bindings))
+    def prepare(self, bindings):
+        """Build the reply templates of a new cache content (the cache's
+        ``on_load``).
+
+        :returns: ``{mac: reason}`` of the bindings that cannot be served.
+        """
+        built, rejected = self.builder.prepare(bindings)
         if built:
             LOG.debug('Built %d reply templates', built)
+        return rejected
 
     def update_settings(self, settings, dynamic=None):
         """Swap in new settings (SIGHUP): new templates, same socket."""
@@ -110,6 +148,12 @@ class DhcpServer:
         self.settings, self.builder = settings, builder
         self.dynamic = dynamic
 
+    def replace_socket(self, sock):
+        """Serve from ``sock`` from now on (the interface came back)."""
+        old, self.sock = self.sock, sock
+        if old is not None:
+            old.close()
+
     def _count(self, table, counter, label):
         child = table.get(label)
         if child is None:
@@ -117,25 +161,57 @@ class DhcpServer:
         child.inc()
 
     def _lookup(self, request, now):
+        """The client's binding, and a decision when the dynamic range
+        makes one itself.
+
+        Only a DISCOVER takes a new address from the range. A REQUEST from
+        a client the range has no record of is answered only when it names
+        a free address of the range it holds (RENEWING/REBINDING, or
+        SELECTING us after its offer ran out); an INIT-REBOOT from it gets
+        silence (RFC 2131 4.3.2), so clients of other servers and of other
+        agents are never NAKed.
+
+        :returns: ``(binding_or_None, decision_or_None)``.
+        """
         binding = self.cache.get(request.mac)
-        if binding is None and self.dynamic is not None:
-            binding = self.dynamic.lookup(
-                request.mac, now,
-                allocate=request.message_type in (decisions.DISCOVER,
-                                                  decisions.REQUEST),
-                reserved=self.cache.addresses)
-        return binding
+        pool = self.dynamic
+        if binding is not None or pool is None:
+            return binding, None
+        kind = request.message_type
+        mac = request.mac
+        reserved = self.cache.addresses
+        if kind == messages.REQUEST and request.server_id not in (
+                None, self.settings.server_address):
+            pool.drop_offer(mac)
+            return None, None
+        binding = pool.lookup(mac, now, allocate=kind == messages.DISCOVER,
+                              reserved=reserved)
+        if binding is not None or kind != messages.REQUEST:
+            return binding, None
+        if pool.revoked(mac):
+            self.metrics.dynamic_revoked.inc()
+            return None, messages.Decision(
+                messages.Action.NAK, 'lease revoked: address now reserved')
+        if request.server_id is not None:
+            wanted = request.requested_address or request.ciaddr
+        elif request.requested_address is not None:
+            return None, None       # INIT-REBOOT, no record: silence
+        else:
+            wanted = request.ciaddr
+        if wanted == messages.ZERO_ADDRESS:
+            return None, None
+        return pool.adopt(mac, wanted, now, reserved), None
 
     def _after(self, request, decision, now):
         """Record what the dynamic range must remember."""
         binding = decision.binding
         if self.dynamic is None or binding is None or not binding.dynamic:
             return
-        if decision.action is decisions.Action.ACK:
+        if decision.action is messages.Action.ACK:
             self.dynamic.commit(request.mac, now)
-        elif request.message_type == decisions.RELEASE:
+        elif request.message_type == messages.RELEASE:
             self.dynamic.release(request.mac)
-        elif request.message_type == decisions.DECLINE:
+        elif request.message_type == messages.DECLINE:
             self.dynamic.decline(request.mac, now)
 
     def handle(self, data, peer=None):
@@ -153,14 +229,15 @@ class DhcpServer:
                 LOG.debug('Dropped malformed packet from %s: %s (%s)', peer,
                           exc, codec.describe(data))
             return None
-        kind = decisions.message_name(request.message_type)
+        kind = messages.message_name(request.message_type)
         self.stats[kind] += 1
         self._count(self._requests, self.metrics.requests, kind)
-        decision = decisions.decide(request, self._lookup(request, now),
-                                    self.settings)
+        binding, decision = self._lookup(request, now)
+        if decision is None:
+            decision = decisions.decide(request, binding, self.settings)
         self._after(request, decision, now)
         action = decision.action
-        if action is decisions.Action.IGNORE:
+        if action is messages.Action.IGNORE:
             self.stats['ignored'] += 1
             self._count(self._ignored, self.metrics.ignored,
                         decision.reason)
@@ -171,23 +248,26 @@ class DhcpServer:
                 LOG.debug('%s from %s xid %s: ignored (%s)', kind,
                           request.mac, request.xid.hex(), decision.reason)
             return None
-        if action is decisions.Action.NO_REPLY:
-            LOG.info('%s from %s for %s', kind, request.mac,
-                     decision.binding.address_text)
+        if action is messages.Action.NO_REPLY:
+            if self._events.allow(now):
+                LOG.info('%s from %s for %s', kind, request.mac,
+                         decision.binding.address_text)
             return None
         address, port, broadcast = decisions.destination(
             request, action, self.client_port, self.server_port)
         reply = self.builder.build(request, decision, broadcast)
-        reply_kind = decisions.message_name(
-            decisions.reply_message_type(action))
-        self.stats[reply_kind] += 1
+        if len(reply) > codec.reply_limit(request):
+            self.metrics.oversize.inc()
+        reply_kind = messages.message_name(
+            messages.reply_message_type(action))
+        self.replies[reply_kind] += 1
         self._count(self._replies, self.metrics.replies, reply_kind)
         if LOG.isEnabledFor(logging.DEBUG):
             boot = decision.boot
             LOG.debug('%s from %s xid %s%s: %s %s to %s:%d (%s)%s', kind,
                       request.mac, request.xid.hex(),
                       (' via ' + socket.inet_ntoa(request.giaddr)
-                       if request.giaddr != decisions.ZERO_ADDRESS else ''),
+                       if request.giaddr != messages.ZERO_ADDRESS else ''),
                       reply_kind,
                       decision.binding.address_text
                       if decision.binding else '', address, port,
@@ -205,7 +285,8 @@ class DhcpServer:
             except OSError as exc:
                 self.stats['send_error'] += 1
                 self.metrics.send_errors.inc()
-                if exc.errno != errno.ENETUNREACH:
+                if exc.errno != errno.ENETUNREACH and self._events.allow(
+                        time.monotonic()):
                     LOG.warning('Cannot send a reply to %s:%d: %s',
                                 target[0], target[1], exc)
                 return
@@ -217,6 +298,7 @@ class DhcpServer:
         ``batch_size`` of them.
 
         :returns: how many datagrams were read.
+        :raises OSError: the socket failed (e.g. its interface is gone).
         """
         ready, _, _ = select.select([self.sock], [], [], timeout)
         if not ready:
@@ -232,26 +314,26 @@ class DhcpServer:
                 result = self.handle(data, peer)
             except Exception:  # one packet never stops all
                 self.stats['internal_error'] += 1
-                LOG.exception('Failed to handle a packet from %s', peer)
+                self.metrics.internal_errors.inc()
+                if self._tracebacks.allow(time.monotonic()):
+                    LOG.exception('Failed to handle a packet from %s', peer)
                 continue
             if result is not None:
                 self._send(*result)
         return count
 
-    def run(self, stop_event, timeout=0.5):
-        """Serve until ``stop_event`` is set."""
-        while not stop_event.is_set():
-            self.serve_once(timeout)
-
     def summary(self):
         """One line of totals for the periodic info log."""
         stats = self.stats
+        sent = self.replies
         stale = (' (store unreachable, serving cached data)'
                  if self.cache.stale else '')
+        skipped = (f', {len(self.cache.skipped)} skipped as invalid'
+                   if self.cache.skipped else '')
         return (f"requests: {stats['DISCOVER']} discover, "
                 f"{stats['REQUEST']} request, {stats['RELEASE']} release, "
                 f"{stats['DECLINE']} decline, {stats['INFORM']} inform; "
-                f"replies: {stats['OFFER']} offer, {stats['ACK']} ack, "
-                f"{stats['NAK']} nak; {stats['ignored']} ignored "
+                f"replies sent: {sent['OFFER']} offer, {sent['ACK']} ack, "
+                f"{sent['NAK']} nak; {stats['ignored']} ignored "
                 f"({stats['unknown']} unknown MAC); {stats['malformed']} "
-                f"malformed; {len(self.cache)} reservations{stale}")
+                f"malformed; {len(self.cache)} reservations{skipped}{stale}")

@@ -64,6 +64,8 @@ class LocalStore(base.Store):
         self.busy_timeout = busy_timeout or (
             group.busy_timeout if group is not None else 30.0)
         self._local = threading.local()
+        #: Rows the last list_reservations() left out as invalid.
+        self.skipped_reservations = 0
         self._create_schema()
 
     def _create_schema(self):
@@ -245,12 +247,16 @@ class LocalStore(base.Store):
             rows = db.execute(
                 'SELECT document FROM reservations ORDER BY mac').fetchall()
         result = []
+        skipped = 0
         for (text,) in rows:
             try:
                 result.append(reservation_mod.Reservation.from_json(text))
             except exception.InvalidProperty as exc:
                 # One bad row must not stop the agent serving the others.
                 LOG.warning('Skipping a stored reservation: %s', exc)
+                skipped += 1
+        # Read by the DHCP agent's feed for its skipped-reservations metric.
+        self.skipped_reservations = skipped
         return result
 
     def reservations_revision(self):

@@ -1,3 +1,4 @@
+import os
 import socket
 
 import pytest
@@ -9,7 +10,7 @@ from vmetal_ironic import reservation as res
 from vmetal_ironic.cmd import dhcp_agent
 from vmetal_ironic.pxe import agent
 from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import decisions as d
+from vmetal_ironic.pxe import messages as m
 from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import server as server_mod
 
@@ -21,41 +22,6 @@ def conf():
     vmetal_conf.tftp.register_opts(conf)
     conf([], default_config_files=[])
     return conf
-
-
-def test_settings_from_conf(conf):
-    conf.set_override('ipxe_script_url', 'http://192.0.2.1/boot.ipxe',
-                      group='vmetal_dhcp_agent')
-    settings = agent.settings_from_conf(conf, '192.0.2.1')
-    assert settings.server_address == socket.inet_aton('192.0.2.1')
-    assert settings.boot_file_for(7) == 'snponly.efi'
-    assert settings.boot_file_for(0) == 'undionly.kpxe'
-    assert settings.no_pxedhcp
-
-
-@pytest.mark.parametrize('option,value,message', [
-    ('boot_files', {'efi': 'x'}, "boot_files key 'efi' is not an "
-                                 "architecture number"),
-    ('ipxe_script_url', 'boot.ipxe', "ipxe_script_url 'boot.ipxe' is not "
-                                     "a URL"),
-    ('http_boot_url', 'http://' + 'x' * 300, 'longer than the 255 bytes'),
-])
-def test_bad_settings_name_the_value(conf, option, value, message):
-    conf.set_override(option, value, group='vmetal_dhcp_agent')
-    with pytest.raises(agent.ConfigError, match=message):
-        agent.settings_from_conf(conf, '192.0.2.1')
-
-
-def test_dynamic_from_conf(conf):
-    assert agent.dynamic_from_conf(conf) is None
-    conf.set_override('dynamic_range', '192.0.2.200-192.0.2.100',
-                      group='vmetal_dhcp_agent')
-    with pytest.raises(agent.ConfigError, match='ends before it starts'):
-        agent.dynamic_from_conf(conf)
-    conf.set_override('dynamic_range', '192.0.2.100-192.0.2.200',
-                      group='vmetal_dhcp_agent')
-    assert agent.dynamic_from_conf(conf).last - \
-        agent.dynamic_from_conf(conf).first == 100
 
 
 def test_agent_refuses_missing_or_unknown_interface(conf):
@@ -77,10 +43,11 @@ def test_console_script_bad_config_is_one_line(tmp_path, capsys):
 
 
 def _server(dynamic=None):
-    settings = d.Settings(server_address=socket.inet_aton('192.0.2.1'))
+    settings = m.Settings(server_address=socket.inet_aton('192.0.2.1'))
     cache = cache_mod.ReservationCache()
     server = server_mod.DhcpServer(None, settings, cache,
                                    metrics_mod.Metrics(), dynamic=dynamic)
+    cache.on_load = server.prepare
     cache.load([res.Reservation(mac=helpers.MAC, address='192.0.2.10',
                                 prefixlen=24)], 1)
     return server
@@ -102,12 +69,11 @@ def test_handle_counts_everything():
                                                   '192.0.2.1')])) is None
     stats = server.stats
     assert (stats['DISCOVER'], stats['REQUEST'], stats['RELEASE']) == (2, 1, 1)
-    assert (stats['OFFER'], stats['ACK'], stats['malformed'],
-            stats['unknown']) == (1, 1, 1, 1)
+    assert (server.replies['OFFER'], server.replies['ACK'],
+            stats['malformed'], stats['unknown']) == (1, 1, 1, 1)
     text = server.metrics.render()
     assert 'vmetal_dhcp_malformed_total 1.0' in text
     assert 'vmetal_dhcp_unknown_mac_total 1.0' in text
-    assert 'vmetal_dhcp_reservations 1.0' in text
     assert '1 unknown MAC' in server.summary()
 
 
@@ -141,3 +107,100 @@ def test_agent_checks_tftp_root_before_opening_anything(conf, tmp_path):
     built = agent.Agent(conf, None, interface='lo')
     assert built.server_address == '127.0.0.1'
     assert built.server is None and built.tftp is None
+
+
+SIGHUP_AT_START = '''
+import os, signal, sys
+from vmetal_ironic import store as store_mod
+from vmetal_ironic.cmd import dhcp_agent
+from vmetal_ironic.store import local
+
+class SignallingStore(local.LocalStore):
+    """The real local store, sending the agent a SIGHUP while start()
+    reads it, and a SIGTERM once the reload asked for a new read."""
+    calls = 0
+    def reservations_revision(self):
+        SignallingStore.calls += 1
+        if SignallingStore.calls == 1:
+            os.kill(os.getpid(), signal.SIGHUP)
+        elif SignallingStore.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return super().reservations_revision()
+
+store_mod.get_store = lambda conf: SignallingStore(conf)
+sys.exit(dhcp_agent.main(['--config-file', sys.argv[1]]))
+'''
+
+
+def _free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='SO_BINDTODEVICE needs root')
+def test_sighup_during_start_up_is_a_reload_not_a_kill(tmp_path):
+    import subprocess
+    import sys
+    path = tmp_path / 'a.conf'
+    path.write_text(f'[vmetal_local_store]\ndatabase = {tmp_path}/db\n'
+                    '[vmetal_dhcp_agent]\ninterface = lo\n'
+                    f'port = {_free_udp_port()}\nmetrics_port = 0\n'
+                    'send_ra = false\nsummary_interval = 1\n'
+                    '[vmetal_tftp]\nenabled = false\n')
+    script = tmp_path / 'run.py'
+    script.write_text(SIGHUP_AT_START)
+    result = subprocess.run([sys.executable, str(script), str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def _reload_conf(tmp_path, gateway, dns, lease_time):
+    path = tmp_path / 'agent.conf'
+    path.write_text('[vmetal_dhcp_agent]\n'
+                    'dynamic_range = 192.0.2.100-192.0.2.110\n'
+                    f'dynamic_gateway = {gateway}\n'
+                    f'dynamic_dns_servers = {dns}\n'
+                    f'dynamic_lease_time = {lease_time}\n'
+                    'server_address = 192.0.2.1\n'
+                    '[vmetal_tftp]\nenabled = false\n')
+    return path
+
+
+def test_sighup_reloads_dynamic_gateway_dns_and_lease_time(tmp_path):
+    path = _reload_conf(tmp_path, '192.0.2.254', '192.0.2.53', 600)
+    conf = cfg.ConfigOpts()
+    vmetal_conf.dhcp_agent.register_opts(conf)
+    vmetal_conf.tftp.register_opts(conf)
+    conf(['--config-file', str(path)])
+    built = agent.Agent(conf, None, interface='lo')
+    built.server = server_mod.DhcpServer(None, built.settings, built.cache,
+                                         built.metrics,
+                                         dynamic=built.dynamic)
+    mac = '52:54:00:00:00:99'
+    _, before = helpers.options_of(built.server.handle(
+        helpers.packet(mac=mac))[0])
+    assert (before['router'], before['lease_time']) == ('192.0.2.254', 600)
+    _reload_conf(tmp_path, '192.0.2.1', '192.0.2.99', 1200)
+    built.reload()
+    reply, after = helpers.options_of(built.server.handle(
+        helpers.packet(mac=mac))[0])
+    assert after['router'] == '192.0.2.1'
+    assert after['name_server'] == '192.0.2.99'
+    assert after['lease_time'] == 1200
+    # Same client, same address: the leases were carried over.
+    assert reply.yiaddr == '192.0.2.100'
+    assert built.metrics.config_reloads.labels('ok')._value.get() == 1
+
+
+def test_interface_watch_tells_gone_back_and_same():
+    from vmetal_ironic.pxe import link
+    watch = link.InterfaceWatch('lo')
+    assert watch.check() is link.Change.SAME
+    watch.bound_index = -1          # as if bound to an older 'lo'
+    assert watch.check() is link.Change.BACK
+    watch.rebound()
+    assert watch.check() is link.Change.SAME
+    gone = link.InterfaceWatch('vpxnosuch0', index=7)
+    assert gone.check() is link.Change.GONE
+    assert gone.check() is link.Change.SAME

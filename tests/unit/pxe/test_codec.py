@@ -8,14 +8,15 @@ from hypothesis import strategies as st
 from tests.unit.pxe import helpers
 from vmetal_ironic.pxe import codec
 from vmetal_ironic.pxe import decisions as d
+from vmetal_ironic.pxe import messages as m
 import contextlib
 
 SERVER = socket.inet_aton('192.0.2.1')
-SETTINGS = d.Settings(server_address=SERVER,
+SETTINGS = m.Settings(server_address=SERVER,
                       boot_files=((0, 'undionly.kpxe'), (7, 'snponly.efi')),
                       ipxe_script_url='http://192.0.2.1/boot.ipxe',
                       lease_time=7200)
-BINDING = d.Binding(mac=helpers.MAC, address=socket.inet_aton('192.0.2.10'),
+BINDING = m.Binding(mac=helpers.MAC, address=socket.inet_aton('192.0.2.10'),
                     prefixlen=24, gateway='192.0.2.254',
                     dns_servers=('192.0.2.53', '192.0.2.54'), hostname='n1')
 
@@ -30,7 +31,7 @@ def test_parse_reads_what_scapy_wrote():
                               (77, b'iPXE'), (175, b'\x01\x01\x01'),
                               ('client_id', b'\x01abcdef')])
     request = codec.parse(data)
-    assert request.message_type == d.REQUEST
+    assert request.message_type == m.REQUEST
     assert request.xid == bytes.fromhex('deadbeef')
     assert request.flags == 0x8000
     assert request.giaddr == socket.inet_aton('198.51.100.1')
@@ -58,7 +59,7 @@ def _reply(kind='discover', options=(), **kwargs):
 
 def test_offer_has_the_reservation():
     _, decision, data = _reply(xid=77)
-    assert decision.action is d.Action.OFFER
+    assert decision.action is m.Action.OFFER
     reply, options = helpers.options_of(data)
     assert len(data) >= codec.MIN_REPLY_LENGTH
     assert reply.op == 2 and reply.xid == 77
@@ -79,7 +80,7 @@ def test_ack_for_pxe_client_carries_boot_file_and_next_server():
     _, decision, data = _reply('request', options=[
         ('requested_addr', '192.0.2.10'), ('server_id', '192.0.2.1'),
         (93, b'\x00\x07')], flags=0x8000)
-    assert decision.action is d.Action.ACK
+    assert decision.action is m.Action.ACK
     reply, options = helpers.options_of(data)
     assert options['message-type'] == 5
     assert reply.flags == 0x8000
@@ -108,7 +109,7 @@ def test_relay_information_and_client_id_are_echoed():
 def test_nak_has_no_address():
     request, decision, _data = _reply('request', options=[
         ('requested_addr', '192.0.2.99'), ('server_id', '192.0.2.1')])
-    assert decision.action is d.Action.NAK
+    assert decision.action is m.Action.NAK
     reply, options = helpers.options_of(
         codec.ReplyBuilder(SETTINGS).build(request, decision, True))
     assert options['message-type'] == 6
@@ -119,19 +120,19 @@ def test_nak_has_no_address():
 def test_inform_ack_has_no_lease():
     _, decision, data = _reply('inform', ciaddr='192.0.2.10')
     reply, options = helpers.options_of(data)
-    assert decision.action is d.Action.INFORM_ACK
+    assert decision.action is m.Action.INFORM_ACK
     assert reply.ciaddr == '192.0.2.10' and reply.yiaddr == '0.0.0.0'
     assert 'lease_time' not in options
 
 
 def test_prepare_drops_old_templates():
     builder = codec.ReplyBuilder(SETTINGS)
-    assert builder.prepare([BINDING]) == 1
-    assert builder.prepare([BINDING]) == 0
-    other = d.Binding(mac='52:54:00:aa:bb:02', address=b'\xc0\0\2\x0b',
+    assert builder.prepare([BINDING]) == (1, {})
+    assert builder.prepare([BINDING]) == (0, {})
+    other = m.Binding(mac='52:54:00:aa:bb:02', address=b'\xc0\0\2\x0b',
                       prefixlen=24)
-    assert builder.prepare([other]) == 1
-    assert builder.prepare([other, BINDING]) == 1
+    assert builder.prepare([other]) == (1, {})
+    assert builder.prepare([other, BINDING]) == (1, {})
 
 
 GOOD = helpers.packet(options=[(93, b'\x00\x07')])
@@ -175,11 +176,156 @@ def test_fuzz_options_after_valid_header(options, with_type):
         return
     # Whatever parses must be answerable without error.
     decision = d.decide(request, BINDING, SETTINGS)
-    if decision.action in (d.Action.OFFER, d.Action.ACK, d.Action.NAK,
-                           d.Action.INFORM_ACK):
+    if decision.action in (m.Action.OFFER, m.Action.ACK, m.Action.NAK,
+                           m.Action.INFORM_ACK):
         codec.ReplyBuilder(SETTINGS).build(request, decision)
 
 
 def test_describe_never_raises():
     assert isinstance(codec.describe(b'\x01\x02'), str)
     assert 'BOOTP' in codec.describe(GOOD) or 'DHCP' in codec.describe(GOOD)
+
+
+def _walk(data):
+    """``[(code, value)]`` of a reply's options, read independently of the
+    codec (every instance, in order)."""
+    index, found = 240, []
+    while data[index] != 255:
+        if data[index] == 0:
+            index += 1
+            continue
+        length = data[index + 1]
+        found.append((data[index], data[index + 2:index + 2 + length]))
+        index += 2 + length
+    return found
+
+
+def test_split_relay_information_is_echoed_whole_and_last():
+    # RFC 3046 2.2 / RFC 3396: option 82 split over two instances.
+    _, _, data = _reply(giaddr='198.51.100.1', options=[
+        (82, b'\x01\x02ab'), (12, b'x'), (82, b'\x02\x02cd')])
+    options = _walk(data)
+    assert [v for c, v in options if c == 82] == [b'\x01\x02ab',
+                                                   b'\x02\x02cd']
+    assert [c for c, _ in options][-2:] == [82, 82]
+
+
+def _binding(**kwargs):
+    fields = {'mac': '52:54:00:aa:bb:01', 'address': BINDING.address,
+              'prefixlen': 24, 'gateway': '192.0.2.254',
+              'dns_servers': ('192.0.2.53',), 'hostname': 'h' * 60}
+    fields.update(kwargs)
+    return m.Binding(**fields)
+
+
+def _build(binding, options, settings=SETTINGS, **kwargs):
+    request = codec.parse(helpers.packet(options=options, **kwargs))
+    decision = d.decide(request, binding, settings)
+    return codec.ReplyBuilder(settings).build(request, decision)
+
+
+LONG_URL = 'http://192.0.2.1/' + 'u' * 238   # 255 bytes
+IPXE_SETTINGS = m.Settings(server_address=SERVER, ipxe_script_url=LONG_URL)
+CLIENT_ID = (61, b'\x01' + b'c' * 18)
+RELAY = (82, b'\x01\x20' + b'r' * 32 + b'\x02\x20' + b's' * 32)
+
+
+def test_reply_fits_576_bytes_without_option_57():
+    # A 255-byte iPXE URL, a 19-byte client id and a relay's option 82 gave
+    # a 694-byte datagram.
+    data = _build(_binding(), [(77, b'iPXE'), CLIENT_ID, (82, b'\x01\x02ab')],
+                  settings=IPXE_SETTINGS, giaddr='198.51.100.1')
+    assert len(data) + codec.IP_UDP_HEADERS <= 576
+    codes = [c for c, _ in _walk(data)]
+    # What the boot needs stays: lease, mask, the script URL, the relay's
+    # option 82 (last).
+    assert {53, 54, 51, 1, 67} <= set(codes) and codes[-1] == 82
+    assert dict(_walk(data))[67] == LONG_URL.encode()
+    # What goes first: the echoed client id, then the host name.
+    assert 61 not in codes and 12 not in codes
+
+
+def test_reply_that_cannot_fit_keeps_what_the_boot_needs():
+    # A 255-byte URL plus 68 bytes of relay information cannot fit in 576
+    # bytes whatever is dropped (clients that need it, iPXE and UEFI, send
+    # option 57); the reply keeps the essentials and the server counts it.
+    data = _build(_binding(), [(77, b'iPXE'), CLIENT_ID, RELAY],
+                  settings=IPXE_SETTINGS, giaddr='198.51.100.1')
+    codes = [c for c, _ in _walk(data)]
+    assert codes == [53, 54, 51, 1, 67, 82]
+
+
+def test_option_57_lets_a_reply_grow():
+    options = [(77, b'iPXE'), CLIENT_ID, RELAY, (57, (1500).to_bytes(2,
+                                                               'big'))]
+    data = _build(_binding(), options, settings=IPXE_SETTINGS,
+                  giaddr='198.51.100.1')
+    assert len(data) + codec.IP_UDP_HEADERS > 576
+    codes = [c for c, _ in _walk(data)]
+    assert 61 in codes and 12 in codes
+
+
+def test_huge_client_id_is_dropped_before_anything_else():
+    data = _build(_binding(), [(61, b'\x01' + b'c' * 254)])
+    assert len(data) + codec.IP_UDP_HEADERS <= 576
+    assert 61 not in dict(_walk(data)) and 12 in dict(_walk(data))
+
+
+def test_short_boot_file_leaves_option_67_first_when_over_the_limit():
+    request = codec.parse(helpers.packet(options=[(93, b'\x00\x07'),
+                                                  RELAY]))
+    data = codec.fit(_build(_binding(), [(93, b'\x00\x07'), RELAY]), 300)
+    assert 67 not in dict(_walk(data))
+    assert data[108:119] == b'snponly.efi' or data[108:121] \
+        == b'undionly.kpxe'
+    assert request.relay_info and 82 in dict(_walk(data))
+
+
+def test_ntp_servers_go_in_option_42():
+    data = _build(_binding(ntp_servers=('192.0.2.123', '192.0.2.124')), [])
+    assert dict(_walk(data))[42] == bytes([192, 0, 2, 123, 192, 0, 2, 124])
+
+
+def test_tftp_server_by_name_is_option_66_only():
+    data = _build(_binding(tftp_server='tftp.example'), [(93, b'\x00\x07')])
+    assert dict(_walk(data))[66] == b'tftp.example'
+    assert data[20:24] == bytes(4)
+
+
+def test_dynamic_templates_are_shared_and_bounded():
+    builder = codec.ReplyBuilder(SETTINGS)
+    for index in range(3000):
+        mac = f'02:00:00:00:{index >> 8:02x}:{index & 255:02x}'
+        binding = _binding(mac=mac, address=bytes([198, 18, index >> 8,
+                                                   index & 255]),
+                           hostname=None, dynamic=True)
+        request = codec.parse(helpers.packet(mac=mac))
+        data = builder.build(request, d.decide(request, binding, SETTINGS))
+        reply, _ = helpers.options_of(data)
+        assert reply.yiaddr == f'198.18.{index >> 8}.{index & 255}'
+        assert reply.chaddr[:6] == bytes.fromhex(mac.replace(':', ''))
+    assert len(builder._shared) == 1
+    assert len(builder._templates) == 0
+
+
+def test_inform_template_is_built_once(monkeypatch):
+    builder = codec.ReplyBuilder(SETTINGS)
+    builder.prepare([BINDING])
+    builds = []
+    real = codec._scapy_bytes
+    monkeypatch.setattr(codec, '_scapy_bytes',
+                        lambda *a, **k: builds.append(1) or real(*a, **k))
+    request = codec.parse(helpers.packet('inform', ciaddr='192.0.2.10'))
+    decision = d.decide(request, BINDING, SETTINGS)
+    first = builder.build(request, decision)
+    for _ in range(100):
+        assert builder.build(request, decision) == first
+    assert len(builds) == 1
+    assert 51 not in dict(_walk(first))
+
+
+def test_prepare_rejects_a_binding_it_cannot_encode_and_keeps_the_rest():
+    bad = _binding(mac='52:54:00:aa:bb:02', prefixlen=40)
+    built, rejected = codec.ReplyBuilder(SETTINGS).prepare([BINDING, bad])
+    assert built == 1
+    assert list(rejected) == ['52:54:00:aa:bb:02']

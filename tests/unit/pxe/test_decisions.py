@@ -3,6 +3,7 @@ import socket
 import pytest
 
 from vmetal_ironic.pxe import decisions as d
+from vmetal_ironic.pxe import messages as m
 
 SERVER = socket.inet_aton('192.0.2.1')
 OTHER = socket.inet_aton('192.0.2.2')
@@ -10,101 +11,101 @@ ADDRESS = socket.inet_aton('192.0.2.10')
 WRONG = socket.inet_aton('192.0.2.99')
 MAC = '52:54:00:aa:bb:01'
 
-SETTINGS = d.Settings(server_address=SERVER,
+SETTINGS = m.Settings(server_address=SERVER,
                       boot_files=((0, 'undionly.kpxe'), (7, 'snponly.efi'),
                                   (11, 'snponly-arm64.efi')),
                       ipxe_script_url='http://192.0.2.1/boot.ipxe',
                       http_boot_url='http://192.0.2.1/boot.efi')
-BINDING = d.Binding(mac=MAC, address=ADDRESS, prefixlen=24)
+BINDING = m.Binding(mac=MAC, address=ADDRESS, prefixlen=24)
 
 
 def request(kind, **kwargs):
     fields = {'message_type': kind, 'xid': b'\1\2\3\4', 'flags': 0,
-                  'ciaddr': d.ZERO_ADDRESS, 'giaddr': d.ZERO_ADDRESS, 'mac': MAC}
+                  'ciaddr': m.ZERO_ADDRESS, 'giaddr': m.ZERO_ADDRESS, 'mac': MAC}
     fields.update(kwargs)
-    return d.Request(**fields)
+    return m.Request(**fields)
 
 
 def test_discover_from_known_mac_is_offered():
-    decision = d.decide(request(d.DISCOVER), BINDING, SETTINGS)
-    assert decision.action is d.Action.OFFER
+    decision = d.decide(request(m.DISCOVER), BINDING, SETTINGS)
+    assert decision.action is m.Action.OFFER
     assert decision.binding is BINDING
     assert decision.boot is None
 
 
 def test_unknown_mac_is_ignored_for_every_message():
-    for kind in (d.DISCOVER, d.REQUEST, d.RELEASE, d.DECLINE, d.INFORM):
+    for kind in (m.DISCOVER, m.REQUEST, m.RELEASE, m.DECLINE, m.INFORM):
         decision = d.decide(request(kind, requested_address=ADDRESS), None,
                             SETTINGS)
-        assert decision.action is d.Action.IGNORE
+        assert decision.action is m.Action.IGNORE
         assert decision.reason == 'unknown MAC'
 
 
 def test_selecting_ack_and_nak():
-    ok = request(d.REQUEST, server_id=SERVER, requested_address=ADDRESS)
-    assert d.decide(ok, BINDING, SETTINGS).action is d.Action.ACK
-    bad = request(d.REQUEST, server_id=SERVER, requested_address=WRONG)
+    ok = request(m.REQUEST, server_id=SERVER, requested_address=ADDRESS)
+    assert d.decide(ok, BINDING, SETTINGS).action is m.Action.ACK
+    bad = request(m.REQUEST, server_id=SERVER, requested_address=WRONG)
     decision = d.decide(bad, BINDING, SETTINGS)
-    assert decision.action is d.Action.NAK
+    assert decision.action is m.Action.NAK
     assert decision.reason == ('selecting: asked for 192.0.2.99, reserved '
                                '192.0.2.10')
 
 
 def test_request_for_another_server_is_ignored_not_naked():
     for address in (ADDRESS, WRONG):
-        decision = d.decide(request(d.REQUEST, server_id=OTHER,
+        decision = d.decide(request(m.REQUEST, server_id=OTHER,
                                     requested_address=address),
                             BINDING, SETTINGS)
-        assert decision.action is d.Action.IGNORE
+        assert decision.action is m.Action.IGNORE
         assert decision.reason == 'request for another server'
 
 
 def test_init_reboot():
-    assert d.decide(request(d.REQUEST, requested_address=ADDRESS), BINDING,
-                    SETTINGS).action is d.Action.ACK
-    decision = d.decide(request(d.REQUEST, requested_address=WRONG),
+    assert d.decide(request(m.REQUEST, requested_address=ADDRESS), BINDING,
+                    SETTINGS).action is m.Action.ACK
+    decision = d.decide(request(m.REQUEST, requested_address=WRONG),
                         BINDING, SETTINGS)
-    assert decision.action is d.Action.NAK
+    assert decision.action is m.Action.NAK
     assert decision.reason.startswith('init-reboot')
 
 
 @pytest.mark.parametrize('flags,state', [(0, 'renewing'),
-                                         (d.BROADCAST_FLAG, 'rebinding')])
+                                         (m.BROADCAST_FLAG, 'rebinding')])
 def test_renewing_and_rebinding(flags, state):
-    decision = d.decide(request(d.REQUEST, ciaddr=ADDRESS, flags=flags),
+    decision = d.decide(request(m.REQUEST, ciaddr=ADDRESS, flags=flags),
                         BINDING, SETTINGS)
-    assert (decision.action, decision.reason) == (d.Action.ACK, state)
-    decision = d.decide(request(d.REQUEST, ciaddr=WRONG, flags=flags),
+    assert (decision.action, decision.reason) == (m.Action.ACK, state)
+    decision = d.decide(request(m.REQUEST, ciaddr=WRONG, flags=flags),
                         BINDING, SETTINGS)
-    assert decision.action is d.Action.NAK
+    assert decision.action is m.Action.NAK
     assert decision.reason.startswith(state)
 
 
 def test_request_without_any_address_is_ignored():
-    decision = d.decide(request(d.REQUEST), BINDING, SETTINGS)
-    assert decision.action is d.Action.IGNORE
+    decision = d.decide(request(m.REQUEST), BINDING, SETTINGS)
+    assert decision.action is m.Action.IGNORE
 
 
 def test_release_and_decline_get_no_reply():
-    for kind, reason in ((d.RELEASE, 'release'), (d.DECLINE, 'decline')):
+    for kind, reason in ((m.RELEASE, 'release'), (m.DECLINE, 'decline')):
         decision = d.decide(request(kind, server_id=SERVER), BINDING,
                             SETTINGS)
-        assert (decision.action, decision.reason) == (d.Action.NO_REPLY,
+        assert (decision.action, decision.reason) == (m.Action.NO_REPLY,
                                                       reason)
         foreign = d.decide(request(kind, server_id=OTHER), BINDING,
                            SETTINGS)
-        assert foreign.action is d.Action.IGNORE
+        assert foreign.action is m.Action.IGNORE
 
 
 def test_inform_gets_an_ack_without_lease():
-    decision = d.decide(request(d.INFORM, ciaddr=ADDRESS), BINDING, SETTINGS)
-    assert decision.action is d.Action.INFORM_ACK
+    decision = d.decide(request(m.INFORM, ciaddr=ADDRESS), BINDING, SETTINGS)
+    assert decision.action is m.Action.INFORM_ACK
 
 
 def test_server_messages_are_ignored():
-    for kind in (d.OFFER, d.ACK, d.NAK, 42):
+    for kind in (m.OFFER, m.ACK, m.NAK, 42):
         assert d.decide(request(kind), BINDING,
-                        SETTINGS).action is d.Action.IGNORE
+                        SETTINGS).action is m.Action.IGNORE
 
 
 @pytest.mark.parametrize('arch,filename', [(0, 'undionly.kpxe'),
@@ -112,12 +113,12 @@ def test_server_messages_are_ignored():
                                            (11, 'snponly-arm64.efi'),
                                            (99, 'undionly.kpxe')])
 def test_boot_file_by_architecture(arch, filename):
-    boot = d.choose_boot(request(d.DISCOVER, arch=arch), BINDING, SETTINGS)
-    assert boot == d.BootReply('pxe', filename, next_server='192.0.2.1')
+    boot = d.choose_boot(request(m.DISCOVER, arch=arch), BINDING, SETTINGS)
+    assert boot == m.BootReply('pxe', filename, next_server='192.0.2.1')
 
 
 def test_pxe_vendor_class_without_arch_gets_the_default():
-    boot = d.choose_boot(request(d.DISCOVER, vendor_class=b'PXEClient'),
+    boot = d.choose_boot(request(m.DISCOVER, vendor_class=b'PXEClient'),
                          BINDING, SETTINGS)
     assert boot.filename == 'undionly.kpxe'
 
@@ -126,63 +127,63 @@ def test_pxe_vendor_class_without_arch_gets_the_default():
                                     {'ipxe_options': True},
                                     {'user_class': b'iPXE', 'arch': 7}])
 def test_ipxe_gets_the_script_url_and_no_pxedhcp(fields):
-    boot = d.choose_boot(request(d.DISCOVER, **fields), BINDING, SETTINGS)
-    assert boot == d.BootReply('ipxe', 'http://192.0.2.1/boot.ipxe',
+    boot = d.choose_boot(request(m.DISCOVER, **fields), BINDING, SETTINGS)
+    assert boot == m.BootReply('ipxe', 'http://192.0.2.1/boot.ipxe',
                                next_server='192.0.2.1', no_pxedhcp=True)
 
 
 def test_ipxe_without_script_url_gets_no_boot_file():
-    settings = d.Settings(server_address=SERVER)
-    assert d.choose_boot(request(d.DISCOVER, user_class=b'iPXE'), BINDING,
+    settings = m.Settings(server_address=SERVER)
+    assert d.choose_boot(request(m.DISCOVER, user_class=b'iPXE'), BINDING,
                          settings) is None
 
 
 def test_http_boot_client_gets_url_and_vendor_class_echo():
-    boot = d.choose_boot(request(d.DISCOVER, arch=16,
+    boot = d.choose_boot(request(m.DISCOVER, arch=16,
                                  vendor_class=b'HTTPClient:Arch:00016'),
                          BINDING, SETTINGS)
-    assert boot == d.BootReply('http', 'http://192.0.2.1/boot.efi',
+    assert boot == m.BootReply('http', 'http://192.0.2.1/boot.efi',
                                vendor_class=b'HTTPClient')
 
 
 def test_os_client_gets_no_boot_information():
-    assert d.choose_boot(request(d.DISCOVER), BINDING, SETTINGS) is None
+    assert d.choose_boot(request(m.DISCOVER), BINDING, SETTINGS) is None
 
 
 def test_reservation_boot_options_win():
-    binding = d.Binding(mac=MAC, address=ADDRESS, prefixlen=24,
+    binding = m.Binding(mac=MAC, address=ADDRESS, prefixlen=24,
                         bootfile='custom.efi', tftp_server='192.0.2.7',
                         ipxe_script_url='http://192.0.2.7/node.ipxe',
                         http_boot_url='http://192.0.2.7/node.efi')
-    assert d.choose_boot(request(d.DISCOVER, arch=7), binding,
-                         SETTINGS) == d.BootReply(
+    assert d.choose_boot(request(m.DISCOVER, arch=7), binding,
+                         SETTINGS) == m.BootReply(
         'pxe', 'custom.efi', next_server='192.0.2.7')
-    assert d.choose_boot(request(d.DISCOVER, user_class=b'iPXE'), binding,
+    assert d.choose_boot(request(m.DISCOVER, user_class=b'iPXE'), binding,
                          SETTINGS).filename == 'http://192.0.2.7/node.ipxe'
-    assert d.choose_boot(request(d.DISCOVER, vendor_class=b'HTTPClient'),
+    assert d.choose_boot(request(m.DISCOVER, vendor_class=b'HTTPClient'),
                          binding,
                          SETTINGS).filename == 'http://192.0.2.7/node.efi'
 
 
 def test_destination_rules():
     relay = socket.inet_aton('198.51.100.254')
-    assert d.destination(request(d.DISCOVER, giaddr=relay),
-                         d.Action.OFFER) == ('198.51.100.254', 67, False)
-    assert d.destination(request(d.REQUEST, giaddr=relay),
-                         d.Action.NAK) == ('198.51.100.254', 67, True)
-    assert d.destination(request(d.REQUEST, ciaddr=WRONG),
-                         d.Action.NAK) == ('255.255.255.255', 68, True)
-    assert d.destination(request(d.REQUEST, ciaddr=ADDRESS),
-                         d.Action.ACK) == ('192.0.2.10', 68, False)
-    assert d.destination(request(d.INFORM, ciaddr=ADDRESS),
-                         d.Action.INFORM_ACK) == ('192.0.2.10', 68, False)
-    assert d.destination(request(d.DISCOVER),
-                         d.Action.OFFER) == ('255.255.255.255', 68, False)
+    assert d.destination(request(m.DISCOVER, giaddr=relay),
+                         m.Action.OFFER) == ('198.51.100.254', 67, False)
+    assert d.destination(request(m.REQUEST, giaddr=relay),
+                         m.Action.NAK) == ('198.51.100.254', 67, True)
+    assert d.destination(request(m.REQUEST, ciaddr=WRONG),
+                         m.Action.NAK) == ('255.255.255.255', 68, True)
+    assert d.destination(request(m.REQUEST, ciaddr=ADDRESS),
+                         m.Action.ACK) == ('192.0.2.10', 68, False)
+    assert d.destination(request(m.INFORM, ciaddr=ADDRESS),
+                         m.Action.INFORM_ACK) == ('192.0.2.10', 68, False)
+    assert d.destination(request(m.DISCOVER),
+                         m.Action.OFFER) == ('255.255.255.255', 68, False)
 
 
 def test_binding_from_reservation():
     from vmetal_ironic import reservation as res
-    binding = d.Binding.from_reservation(res.Reservation(
+    binding = m.Binding.from_reservation(res.Reservation(
         mac=MAC, address='192.0.2.10', prefixlen=24, gateway='192.0.2.1',
         dns_servers=('192.0.2.53',), hostname='h',
         boot=res.BootOptions(bootfile='x.efi')))
