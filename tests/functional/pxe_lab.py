@@ -62,6 +62,21 @@ class Lab(netns.Topology):
     def ns_run(self, ns, *argv, timeout=30, check=True):
         return self.exec(ns, *argv, timeout=timeout, check=check)
 
+    def recreate_link(self, ns, interface, address):
+        """Delete ``ns``'s interface (both veth ends go) and create it
+        again with the same names and ``address``: what a network restart
+        or a re-plugged attachment does. The new interface has a new
+        index."""
+        outer = self.prefix + 'o' + interface[len(self.prefix) + 1:]
+        run('ip', '-n', ns, 'link', 'del', interface)
+        run('ip', 'link', 'add', interface, 'type', 'veth', 'peer', 'name',
+            outer)
+        run('ip', 'link', 'set', outer, 'netns', self.hub)
+        run('ip', 'link', 'set', interface, 'netns', ns)
+        run('ip', '-n', self.hub, 'link', 'set', outer, 'master', 'br0', 'up')
+        run('ip', '-n', ns, 'addr', 'add', address, 'dev', interface)
+        run('ip', '-n', ns, 'link', 'set', interface, 'up')
+
     def reserve(self, mac, address, **kwargs):
         kwargs.setdefault('prefixlen', 24)
         reservation = Reservation(mac=mac, address=address, **kwargs)
@@ -133,6 +148,18 @@ class AgentProcess:
 
     def metric(self, key):
         return self.metrics().get(key, 0.0)
+
+    def serves_revision(self, revision):
+        """The agent loaded the store's ``revision`` (a metric, not log
+        text)."""
+        return self.metric(
+            f'vmetal_dhcp_store_info{{revision="{revision}"}}') == 1.0
+
+    def wait_loaded(self, timeout=5):
+        """Wait until the agent serves the store's current revision."""
+        revision = self.lab.store.reservations_revision()
+        wait_for(lambda: self.serves_revision(revision), timeout,
+                 interval=0.1, what=f'revision {revision} loaded')
 
 
 # -- clients ---------------------------------------------------------------

@@ -54,9 +54,7 @@ def lab(tmp_path_factory):
 
 def _boot(lab, name, mac, address, firmware_args, nic):
     lab.reserve(mac, address, gateway=SERVER, dns_servers=(SERVER,))
-    revision = lab.store.reservations_revision()
-    pxe_lab.wait_for(lambda: f'(revision {revision})' in lab.agent.log(), 5,
-                     what='reservation loaded')
+    lab.agent.wait_loaded()
     tap = lab.tap()
     serial = lab.workdir / f'{name}-serial.log'
     argv = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '512',

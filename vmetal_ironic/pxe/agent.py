@@ -262,7 +262,6 @@ class Agent:
                     self.check_interface()
                 if now >= next_summary:
                     next_summary = now + summary_every
-                    self.metrics.cache_stale.set(int(self.cache.stale))
                     LOG.info('DHCP summary: %s', self.server.summary())
         finally:
             self.stop()

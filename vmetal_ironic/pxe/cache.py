@@ -137,6 +137,7 @@ class RevisionPoller:
         if self.metrics is None:
             return
         self.metrics.store_feed.state(state)
+        self.metrics.cache_stale.set(int(state == 'unreachable'))
         if error_kind is not None:
             self.metrics.store_feed_errors.labels(error_kind).inc()
 
