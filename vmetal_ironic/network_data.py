@@ -38,6 +38,24 @@ def normalize_mac(mac):
     return str(value).lower()
 
 
+def _parse_servers(text, name):
+    if text is None or not str(text).strip():
+        return ()
+    servers = []
+    for raw in str(text).split(','):
+        item = raw.strip()
+        if not _DOTTED_QUAD.match(item):
+            raise exception.InvalidProperty(
+                f'{name} entry {item!r} is not an IPv4 address')
+        try:
+            servers.append(str(netaddr.IPAddress(item,
+                                                 flags=netaddr.INET_PTON)))
+        except (netaddr.AddrFormatError, ValueError):
+            raise exception.InvalidProperty(
+                f'{name} entry {item!r} is not an IPv4 address') from None
+    return tuple(servers)
+
+
 def parse_dns_servers(text):
     """Parse the comma-separated ``dns-servers`` property.
 
@@ -46,21 +64,25 @@ def parse_dns_servers(text):
     :returns: a tuple of address strings, in the given order.
     :raises vmetal_ironic.exception.InvalidProperty: naming the bad entry.
     """
-    if text is None or not str(text).strip():
-        return ()
-    servers = []
-    for raw in str(text).split(','):
-        item = raw.strip()
-        if not _DOTTED_QUAD.match(item):
-            raise exception.InvalidProperty(
-                f'dns-servers entry {item!r} is not an IPv4 address')
-        try:
-            servers.append(str(netaddr.IPAddress(item,
-                                                 flags=netaddr.INET_PTON)))
-        except (netaddr.AddrFormatError, ValueError):
-            raise exception.InvalidProperty(
-                f'dns-servers entry {item!r} is not an IPv4 address') from None
-    return tuple(servers)
+    return _parse_servers(text, 'dns-servers')
+
+
+def parse_ntp_servers(text):
+    """Parse the comma-separated ``ntp-servers`` property, like
+    :func:`parse_dns_servers`.
+
+    :raises vmetal_ironic.exception.InvalidProperty: naming the bad entry.
+    """
+    return _parse_servers(text, 'ntp-servers')
+
+
+def services_of(document, kind):
+    """Addresses of the ``services`` of type ``kind`` in a document, in
+    order."""
+    return tuple(service['address']
+                 for service in document.get('services', [])
+                 if isinstance(service, dict) and service.get('type') == kind
+                 and service.get('address'))
 
 
 def build(mac, address, pool, dns_servers=(), mtu=1500):
@@ -71,7 +93,9 @@ def build(mac, address, pool, dns_servers=(), mtu=1500):
     :param pool: the :class:`~vmetal_ironic.ipam.pool.Pool` it came from.
     :param dns_servers: DNS server addresses, in order of preference.
     :param mtu: link MTU.
-    :returns: the document as a dict.
+    :returns: the document as a dict. NTP servers are not in it: Ironic's
+        network_data schema allows only ``dns`` services; they reach the
+        host in DHCP option 42 instead.
     """
     services = [{'type': 'dns', 'address': server} for server in dns_servers]
     link = {'id': LINK_ID, 'type': 'phy', 'mtu': mtu}

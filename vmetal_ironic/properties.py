@@ -56,6 +56,8 @@ class NetworkSpec:
     pool: ipam_pool.Pool | None = None
     dns_servers: tuple = ()
     custom_network_data: dict | None = None
+    #: ``ntp-servers``: handed out in DHCP option 42.
+    ntp_servers: tuple = ()
 
     @property
     def uses_ipam(self):
@@ -72,15 +74,20 @@ def resolve(properties):
     :returns: a :class:`NetworkSpec`.
     :raises vmetal_ironic.ipam.errors.IpamError: bad cidr or ranges.
     :raises vmetal_ironic.exception.InvalidNetworkData: bad custom document.
-    :raises vmetal_ironic.exception.InvalidProperty: bad dns servers.
+    :raises vmetal_ironic.exception.InvalidProperty: bad dns or ntp
+        servers.
     """
+    # NTP servers reach the host in DHCP option 42 whatever the address
+    # comes from (Ironic's network_data schema has no ntp service).
+    ntp = network_data.parse_ntp_servers(properties.get(NTP_SERVERS))
     custom = properties.get(NETWORK_DATA)
     if custom:
-        return NetworkSpec(custom_network_data=network_data.parse_custom(custom))
+        return NetworkSpec(custom_network_data=network_data.parse_custom(custom),
+                           ntp_servers=ntp)
     pool = ipam_pool.parse_pool(properties.get(NETWORK_CIDR),
                                 properties.get(NETWORK_IP_RANGE))
     dns = network_data.parse_dns_servers(properties.get(DNS_SERVERS))
-    return NetworkSpec(pool=pool, dns_servers=dns)
+    return NetworkSpec(pool=pool, dns_servers=dns, ntp_servers=ntp)
 
 
 def parse_assignments(items):

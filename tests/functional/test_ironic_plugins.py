@@ -19,7 +19,9 @@ from vmetal_ironic import properties as props
 
 CIDR = '192.0.2.1/24'
 DNS = '198.51.100.53'
-NODE_PROPERTIES = {props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS}
+NTP = '198.51.100.123'
+NODE_PROPERTIES = {props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS,
+                   props.NTP_SERVERS: NTP}
 # The stock ipxe boot interface asks for this loader in UEFI mode.
 UEFI_IPXE_LOADER = 'snponly.efi'
 IPXE_SCRIPT_URL = f'{ironic_fixture.HTTP_URL}/boot.ipxe'
@@ -143,6 +145,8 @@ def test_deploy_undeploy_cycle(ironic, conn, store, driver, fields):
     assert res.address not in ('192.0.2.0', '192.0.2.1', '192.0.2.255')
     assert (res.prefixlen, res.gateway) == (24, '192.0.2.1')
     assert res.dns_servers == (DNS,)
+    # ntp-servers: handed out by the agent in option 42.
+    assert res.ntp_servers == (NTP,)
     assert res.node == node.id
     assert res.hostname == node.name
     assert res.boot.bootfile == UEFI_IPXE_LOADER

@@ -46,3 +46,18 @@ def test_parse_assignments():
     with pytest.raises(exception.InvalidProperty) as info:
         props.parse_assignments(['network-cidr'])
     assert "property 'network-cidr' is not key=value" in str(info.value)
+
+
+def test_ntp_servers_are_parsed_for_dhcp_option_42():
+    spec = props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
+                          props.NTP_SERVERS: '192.0.2.123, 198.51.100.123'})
+    assert spec.ntp_servers == ('192.0.2.123', '198.51.100.123')
+    custom = props.resolve({
+        props.NETWORK_DATA: '{"links": [], "networks": [], "services": []}',
+        props.NTP_SERVERS: '192.0.2.123'})
+    assert custom.ntp_servers == ('192.0.2.123',)
+    with pytest.raises(exception.InvalidProperty,
+                       match=r"ntp-servers entry 'pool\.ntp\.org' is not an "
+                             "IPv4 address"):
+        props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
+                       props.NTP_SERVERS: 'pool.ntp.org'})

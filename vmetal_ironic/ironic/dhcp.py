@@ -72,11 +72,8 @@ def _address_of(host):
         raise exception.InvalidNetworkData(
             f'the custom network-data netmask {netmask!r} is not valid'
         ) from None
-    dns = tuple(service['address']
-                for service in host.network_data.get('services', [])
-                if isinstance(service, dict) and service.get('type') == 'dns'
-                and service.get('address'))
-    return address, prefixlen, gateway, dns
+    return (address, prefixlen, gateway,
+            network_data.services_of(host.network_data, 'dns'))
 
 
 def node_reservations(task):
@@ -168,7 +165,8 @@ class VmetalDHCP(base.BaseDHCP):
                     gateway=gateway, dns_servers=dns,
                     hostname=hostname_for(node.name), node=node.uuid,
                     lease_time=CONF.vmetal_ironic.lease_time,
-                    boot=parsed.boot)
+                    boot=parsed.boot,
+                    ntp_servers=tuple(host.spec.ntp_servers))
             except exception.VmetalError as exc:
                 # A value DHCP cannot carry (a boot URL over 255 bytes...).
                 raise ironic_exc.InvalidParameterValue(
