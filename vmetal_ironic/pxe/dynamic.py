@@ -178,6 +178,8 @@ class DynamicPool:
                 return self._binding(mac, lease.address)
             self._leases.pop(mac)
             self._holder.pop(lease.address, None)
+            # Back in the pool once the reservation is withdrawn.
+            self._parked.append(lease.address)
             until = now + self.lease_time
             self._revoked[mac] = until
             self._schedule(until, 'revoked', mac)
@@ -248,6 +250,13 @@ class DynamicPool:
             if self.first <= lease.address <= self.last:
                 self._hold(mac, lease.address, lease.expires,
                            lease.committed)
+        for address, until in old._declined.items():
+            if self.first <= address <= self.last:
+                self._declined[address] = until
+                self._schedule(until, 'declined', address)
+        for mac, until in old._revoked.items():
+            self._revoked[mac] = until
+            self._schedule(until, 'revoked', mac)
 
     def __len__(self):
         return len(self._leases)

@@ -127,3 +127,13 @@ def test_take_over_keeps_leases_with_new_options():
     assert got.gateway == '192.0.2.254' and got.lease_time == 1200
     assert new.lookup('m2', 2, allocate=True).address == bytes(
         [192, 0, 2, 101])
+
+
+def test_revoked_address_comes_back_when_the_reservation_goes():
+    p = pool(1)
+    lease = p.lookup('m1', 0, allocate=True)
+    reserved = frozenset({lease.address})
+    assert p.lookup('m1', 1, allocate=True, reserved=reserved) is None
+    # The reservation is withdrawn: the address is free again.
+    assert p.lookup('m2', 2, allocate=True,
+                    reserved=frozenset()).address == lease.address
