@@ -306,6 +306,20 @@ class ReplyBuilder:
             options, chaddr=chaddr,
             yiaddr='0.0.0.0' if inform else binding.address_text)
 
+    def _inform_template(self, binding, key):
+        """The INFORM variant of a binding's template: the OFFER one
+        without yiaddr and the lease options (51, 58, 59), cut out of its
+        bytes rather than built again with scapy."""
+        offer = self._templates.get((key[0], False))
+        if offer is None:
+            offer = self._templates[(key[0], False)] = self._template(binding)
+        lease = OPTIONS_OFFSET + 9    # after options 53 and 54
+        if offer[lease:lease + 13:6] == bytes([51, 58, 59]):
+            template = bytearray(offer[:lease] + offer[lease + 18:])
+            template[16:20] = messages.ZERO_ADDRESS
+            return bytes(template)
+        return self._template(binding, inform=True)
+
     def prepare(self, bindings):
         """Build the templates of ``bindings`` and forget all others.
 
@@ -390,10 +404,11 @@ class ReplyBuilder:
                 template = self._templates.get(key)
                 if template is None:
                     # INFORM templates, and reservations that arrived
-                    # between two loads, are built on first use; the next
+                    # between two loads, are made on first use; the next
                     # prepare() drops the ones no longer needed.
-                    template = self._templates[key] = self._template(
-                        binding, inform)
+                    template = self._templates[key] = (
+                        self._inform_template(binding, key) if inform
+                        else self._template(binding))
                 buf = bytearray(template)
             if action is not messages.Action.OFFER:
                 buf[12:16] = request.ciaddr

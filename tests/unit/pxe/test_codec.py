@@ -308,7 +308,7 @@ def test_dynamic_templates_are_shared_and_bounded():
     assert len(builder._templates) == 0
 
 
-def test_inform_template_is_built_once(monkeypatch):
+def test_inform_never_builds_with_scapy_once_prepared(monkeypatch):
     builder = codec.ReplyBuilder(SETTINGS)
     builder.prepare([BINDING])
     builds = []
@@ -320,7 +320,7 @@ def test_inform_template_is_built_once(monkeypatch):
     first = builder.build(request, decision)
     for _ in range(100):
         assert builder.build(request, decision) == first
-    assert len(builds) == 1
+    assert builds == []
     assert 51 not in dict(_walk(first))
 
 
@@ -329,3 +329,12 @@ def test_prepare_rejects_a_binding_it_cannot_encode_and_keeps_the_rest():
     built, rejected = codec.ReplyBuilder(SETTINGS).prepare([BINDING, bad])
     assert built == 1
     assert list(rejected) == ['52:54:00:aa:bb:02']
+
+
+def test_inform_template_cut_from_the_offer_matches_a_scapy_build():
+    for binding in (BINDING, _binding(ntp_servers=('192.0.2.123',)),
+                    _binding(hostname=None, gateway=None, dns_servers=())):
+        builder = codec.ReplyBuilder(SETTINGS)
+        builder.prepare([binding])
+        cut = builder._inform_template(binding, (binding, True))
+        assert cut == builder._template(binding, inform=True)
