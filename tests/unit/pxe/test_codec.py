@@ -338,3 +338,64 @@ def test_inform_template_cut_from_the_offer_matches_a_scapy_build():
         builder.prepare([binding])
         cut = builder._inform_template(binding, (binding, True))
         assert cut == builder._template(binding, inform=True)
+
+
+def _raw_option(code, value):
+    return bytes([code, len(value)]) + value
+
+
+ESSENTIAL = {53, 54, 51, 1, 60, 82}
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(client_id=st.binary(min_size=0, max_size=254),
+       relay=st.lists(st.binary(min_size=1, max_size=120), max_size=3),
+       hostname=st.one_of(st.none(), st.text('abc', min_size=1,
+                                              max_size=255)),
+       url_size=st.integers(min_value=10, max_value=255),
+       max_size=st.sampled_from([0, 100, 576, 800, 1500, 65535]),
+       kind=st.sampled_from(['discover', 'inform']),
+       ipxe=st.booleans())
+def test_fuzz_reply_size_and_shape(client_id, relay, hostname, url_size,
+                                   max_size, kind, ipxe):
+    url = 'http://192.0.2.1/' + 'u' * (url_size - 17)
+    settings = m.Settings(server_address=SERVER, ipxe_script_url=url,
+                          boot_files=((7, 'snponly.efi'),))
+    binding = _binding(hostname=hostname, ntp_servers=('192.0.2.123',))
+    options = b'\x35\x01' + bytes([1 if kind == 'discover' else 8])
+    options += _raw_option(93, b'\x00\x07')
+    if ipxe:
+        options += _raw_option(77, b'iPXE')
+    if client_id:
+        options += _raw_option(61, client_id)
+    for part in relay:
+        options += _raw_option(82, part)
+    if max_size:
+        options += _raw_option(57, max_size.to_bytes(2, 'big'))
+    header = bytearray(helpers.packet()[:240])
+    header[24:28] = socket.inet_aton('198.51.100.1')    # relayed
+    if kind == 'inform':
+        header[12:16] = binding.address
+    request = codec.parse(bytes(header) + options + b'\xff')
+    decision = d.decide(request, binding, settings)
+    data = codec.ReplyBuilder(settings).build(request, decision)
+    found = _walk(data)
+    codes = [c for c, _ in found]
+    # Well formed: 53 first, no option twice but 82, 82 last and
+    # byte-identical to what the relay sent.
+    assert codes[0] == 53
+    assert len([c for c in codes if c != 82]) == len(
+        {c for c in codes if c != 82})
+    echoed = [v for c, v in found if c == 82]
+    assert echoed == relay
+    if relay:
+        assert codes[-len(relay):] == [82] * len(relay)
+    assert {54, 1} <= set(codes)
+    assert (51 in codes) == (kind == 'discover')
+    # Boot information survives: in option 67 or the file field.
+    assert 67 in codes or data[108] != 0
+    limit = codec.reply_limit(request)
+    end = 240 + sum(2 + len(v) for _, v in found) + 1
+    if end > limit:
+        # Only what cannot go is left.
+        assert set(codes) <= ESSENTIAL | {67, 66}
