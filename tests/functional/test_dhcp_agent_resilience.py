@@ -66,10 +66,11 @@ def lab(tmp_path_factory):
         _write_raw_row(lab, BAD_ROWS[0][0],
                        _bad_row(BAD_ROWS[0][0], '198.51.100.60',
                                 **BAD_ROWS[0][1]))
+        lab.tftp = pxe_lab.tftp_root(lab.workdir)
         lab.agent = lab.start_agent(
             lab.server_ns, lab.server_if,
             extra='interface_check_interval = 0.2\n'
-                  '[vmetal_tftp]\nenabled = false\n')
+                  f'[vmetal_tftp]\nroot = {lab.tftp}\n')
         yield lab
     finally:
         lab.close()
@@ -128,6 +129,14 @@ def test_recreated_interface_is_bound_again_and_clients_answered(lab):
     agent.wait_loaded()
     env = pxe_lab.dhclient(lab, dhclient_ns, dhclient_if, 'l2')
     assert env is not None and env['new_ip_address'] == '198.51.100.81'
+    # TFTP is bound to the address, not the interface: it serves again
+    # once the address is back.
+    tftp_ns, _ = lab.node('l3', address='198.51.100.82/24')
+    target = lab.workdir / 'after-recreate.kpxe'
+    lab.ns_run(tftp_ns, 'tftp', SERVER, '-m', 'binary', '-c', 'get',
+               'undionly.kpxe', str(target), timeout=60)
+    assert target.stat().st_size == (lab.tftp / 'undionly.kpxe').stat(
+        ).st_size
     assert agent.proc.poll() is None
 
 
