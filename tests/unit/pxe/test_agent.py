@@ -15,15 +15,6 @@ from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import server as server_mod
 
 
-@pytest.fixture
-def conf():
-    conf = cfg.ConfigOpts()
-    vmetal_conf.dhcp_agent.register_opts(conf)
-    vmetal_conf.tftp.register_opts(conf)
-    conf([], default_config_files=[])
-    return conf
-
-
 def test_agent_refuses_missing_or_unknown_interface(conf):
     with pytest.raises(agent.ConfigError, match='interface is not set'):
         agent.Agent(conf, None)

@@ -1,19 +1,8 @@
 import socket
 
 import pytest
-from oslo_config import cfg
 
-from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic.pxe import settings
-
-
-@pytest.fixture
-def conf():
-    conf = cfg.ConfigOpts()
-    vmetal_conf.dhcp_agent.register_opts(conf)
-    vmetal_conf.tftp.register_opts(conf)
-    conf([], default_config_files=[])
-    return conf
 
 
 def test_settings_from_conf(conf):
