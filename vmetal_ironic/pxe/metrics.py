@@ -46,6 +46,10 @@ class Metrics:
         self.ra_sent = prometheus_client.Counter(
             'vmetal_ipv6_ra_sent', 'IPv6 router advertisements sent.',
             registry=reg)
+        self.destinations = prometheus_client.Counter(
+            'vmetal_dhcp_reply_destinations', 'Replies by where they went: '
+            'broadcast, client (unicast to ciaddr) or relay (giaddr).',
+            ['to'], registry=reg)
         self.oversize = prometheus_client.Counter(
             'vmetal_dhcp_replies_oversize', 'Replies still above the '
             'client\'s size limit (576 bytes or option 57) with every '

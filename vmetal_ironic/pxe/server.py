@@ -118,6 +118,7 @@ class DhcpServer:
         self._requests = {}
         self._replies = {}
         self._ignored = {}
+        self._destinations = {}
         suppressed = metrics.log_suppressed.inc
         self._quiet = LogLimiter(_QUIET_LOG_RATE, on_suppress=suppressed)
         self._events = LogLimiter(_EVENT_LOG_RATE, on_suppress=suppressed)
@@ -262,6 +263,10 @@ class DhcpServer:
             messages.reply_message_type(action))
         self.replies[reply_kind] += 1
         self._count(self._replies, self.metrics.replies, reply_kind)
+        self._count(self._destinations, self.metrics.destinations,
+                    'relay' if request.giaddr != messages.ZERO_ADDRESS
+                    else 'broadcast' if address == messages.BROADCAST_ADDRESS
+                    else 'client')
         if LOG.isEnabledFor(logging.DEBUG):
             boot = decision.boot
             LOG.debug('%s from %s xid %s%s: %s %s to %s:%d (%s)%s', kind,

@@ -65,6 +65,8 @@ def test_handle_counts_everything():
     text = server.metrics.render()
     assert 'vmetal_dhcp_malformed_total 1.0' in text
     assert 'vmetal_dhcp_unknown_mac_total 1.0' in text
+    assert 'vmetal_dhcp_reply_destinations_total{to="broadcast"} 1.0' in text
+    assert 'vmetal_dhcp_reply_destinations_total{to="relay"} 1.0' in text
     assert '1 unknown MAC' in server.summary()
 
 
