@@ -107,8 +107,10 @@ class Lab(netns.Topology):
         proc = self.spawn(ns, [AGENT, '--config-file', str(conf)], log_name)
         agent = AgentProcess(self, ns, proc, self.workdir / log_name,
                              metrics_port)
-        wait_for(lambda: proc.poll() is not None
-                 or 'serving on' in agent.log(), 20, what='agent start')
+        # The metrics endpoint opens last in start(): once it answers, the
+        # agent serves.
+        wait_for(lambda: proc.poll() is not None or agent.ready(), 20,
+                 interval=0.2, what='agent start')
         assert proc.poll() is None, agent.log()
         return agent
 
@@ -145,6 +147,14 @@ class AgentProcess:
             key, _, value = line.rpartition(' ')
             values[key] = float(value)
         return values
+
+    def ready(self):
+        """``True`` once the metrics endpoint answers."""
+        try:
+            self.metrics()
+        except Exception:  # not listening yet
+            return False
+        return True
 
     def metric(self, key):
         return self.metrics().get(key, 0.0)
