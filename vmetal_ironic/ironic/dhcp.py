@@ -8,9 +8,10 @@ whatever the node's hardware type, it is also where the provisioning hook
 runs (see :mod:`vmetal_ironic.ironic.provisioning`).
 
 Lifecycle: ``update_dhcp_opts`` (deploy, clean, inspect, rescue) ensures
-the address and publishes; ``clean_dhcp_opts`` (end of deploy, undeploy)
-withdraws the reservation but keeps the address - it belongs to the
-machine, not to one deploy.
+the address and publishes; ``clean_dhcp_opts`` (which Ironic calls when it
+cleans up a deployment: undeploy, a failed or aborted deploy - not at the
+end of a successful one) withdraws the reservation but keeps the address:
+it belongs to the machine, not to one deploy.
 """
 
 import re
