@@ -33,8 +33,9 @@ import urllib.request
 
 import yaml
 from kubernetes import client as k8s_client
-from kubernetes import utils as k8s_utils
 from oslo_config import cfg
+
+from tests import kubectl
 
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
@@ -284,19 +285,17 @@ class KubeCluster:
         values.update(extra)
         return values
 
+    @property
+    def kubeconfig(self):
+        """A kubeconfig file with the admin token, for kubectl."""
+        return self.workdir / 'kubeconfig'
+
     def apply_kustomization(self, directory):
-        """Create what a kustomization's ``resources`` list; objects that
-        exist already are left as they are."""
-        directory = pathlib.Path(directory)
-        kustomization = yaml.safe_load(
-            (directory / 'kustomization.yaml').read_text())
-        with self.admin_client() as api:
-            for resource in kustomization.get('resources') or []:
-                try:
-                    k8s_utils.create_from_yaml(api, str(directory / resource))
-                except k8s_utils.FailToCreateError as exc:
-                    if any(e.status != 409 for e in exc.api_exceptions):
-                        raise
+        """``kubectl apply -k directory`` with the admin token.
+
+        :returns: the API server's answer for each object.
+        """
+        return kubectl.apply(kubectl.render(directory), self.kubeconfig)
 
     def _wait_crds(self, timeout=READY_TIMEOUT):
         with self.admin_client() as api:
