@@ -86,5 +86,8 @@ def test_ceiling_refuses_before_the_limit():
     assert count == budget // (len(owner) + len('198.18.0.0'))
 
 
-def test_ceiling_error_is_an_exhaustion_error():
-    assert issubclass(names.RecordFull, ipam_errors.PoolExhausted)
+def test_ceiling_error_is_deployment_trouble_not_an_exhausted_pool():
+    # Raised for the reservations ConfigMap too, where there is no pool.
+    assert issubclass(names.RecordFull, exception.DeploymentError)
+    assert not issubclass(names.RecordFull, ipam_errors.PoolExhausted)
+    assert not issubclass(names.RecordFull, exception.PermanentError)
