@@ -30,6 +30,7 @@ from vmetal_ironic.ironic import dhcp_options
 from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.ironic import node_reservations
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -79,34 +80,6 @@ def _address_of(host):
                 if isinstance(service, dict) and service.get('type') == 'dns'
                 and service.get('address'))
     return address, prefixlen, gateway, dns
-
-
-def node_reservations(task):
-    """The node's current reservations: by its MACs or by its UUID."""
-    macs = set(nodes.boot_macs(task))
-    return [res for res in store_access.get_store().list_reservations()
-            if res.mac in macs or res.node == task.node.uuid]
-
-
-def withdraw(task):
-    """Withdraw every reservation of the node, so the agent ignores it.
-
-    Reservations recorded for the node under a MAC it no longer has are
-    withdrawn too. The address stays allocated.
-
-    :returns: the sorted MACs withdrawn.
-    :raises Exception: whatever the store raises; callers translate
-        (:mod:`vmetal_ironic.ironic.errors`).
-    """
-    store = store_access.get_store()
-    macs = set(nodes.boot_macs(task))
-    macs.update(res.mac for res in node_reservations(task))
-    for mac in sorted(macs):
-        store.withdraw_reservation(mac)
-    LOG.info('vmetal DHCP: node %(node)s: reservations of %(macs)s '
-             'withdrawn', {'node': task.node.uuid,
-                           'macs': ', '.join(sorted(macs)) or 'no MAC'})
-    return sorted(macs)
 
 
 class VmetalDHCP(base.BaseDHCP):
@@ -181,7 +154,8 @@ class VmetalDHCP(base.BaseDHCP):
         :raises ironic.common.exception.FailedToCleanDHCPOpts: store
             trouble; the reservations may still be published.
         """
-        errors.call(task, 'withdraw the reservations of', withdraw, task,
+        errors.call(task, 'withdraw the reservations of',
+                    node_reservations.withdraw, task,
                     failure=ironic_exc.FailedToCleanDHCPOpts)
 
     def get_ip_addresses(self, task):
@@ -192,6 +166,6 @@ class VmetalDHCP(base.BaseDHCP):
         address with it).
         """
         reservations = errors.best_effort(
-            task, 'read the reservations of', node_reservations, task,
+            task, 'read the reservations of', node_reservations.find, task,
             default=[])
         return sorted({res.address for res in reservations})

@@ -29,10 +29,10 @@ from ironic import objects
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
-from vmetal_ironic.ironic import dhcp
 from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.ironic import node_reservations
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -97,7 +97,7 @@ class VmetalNetwork(noop.NoopNetwork):
         # aborted). A failure only leaves a stale reservation behind, so
         # it is logged rather than failing the state change.
         errors.best_effort(task, 'withdraw the reservations of',
-                           dhcp.withdraw, task)
+                           node_reservations.withdraw, task)
 
     def remove_provisioning_network(self, task):
         self._leave_provisioning_network(task)
@@ -127,12 +127,8 @@ class VmetalNetwork(noop.NoopNetwork):
 
         :returns: the document as a dict.
         """
-        node = task.node
-        current = node.network_data or {}
-        ours = (node.driver_internal_info.get(provisioning.FINGERPRINT_KEY)
-                == provisioning.fingerprint(current))
-        if current and not ours:
-            return current
+        if provisioning.supplied_by_caller(task.node):
+            return task.node.network_data
         return nodes.ensure(task).network_data
 
     @periodics.periodic(spacing=_sweep_interval)
