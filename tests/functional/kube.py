@@ -23,7 +23,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,6 +35,7 @@ from kubernetes import client as k8s_client
 from oslo_config import cfg
 
 from tests import kubectl
+from vmetal_ironic.lab.ironic import free_port
 
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
@@ -65,12 +65,6 @@ def _die_with_parent():
     a killed test run leaves no API server behind."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class KubeCluster:

@@ -126,11 +126,6 @@ def mac_key(mac):
     return str(mac).lower().replace(':', '-')
 
 
-def key_mac(key):
-    """Inverse of :func:`mac_key`."""
-    return key.replace('-', ':')
-
-
 def data_size(data):
     """Bytes the API server counts for a ConfigMap's ``data``."""
     return sum(len(key.encode()) + len(value.encode())
