@@ -35,6 +35,7 @@ from kubernetes import client as k8s_client
 from oslo_config import cfg
 
 from tests import kubectl
+from vmetal_ironic.lab import netns
 from vmetal_ironic.lab.ironic import free_port
 
 from vmetal_ironic.conf import kubernetes as kube_conf
@@ -108,14 +109,8 @@ class KubeCluster:
 
     def _stop(self, name, timeout=10):
         proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if proc is not None:
+            netns.Topology.stop(proc, timeout)
 
     def _prepare(self):
         work = self.workdir

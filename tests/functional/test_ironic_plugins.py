@@ -6,14 +6,13 @@ The store is read through the Store API, loaded from the same ironic.conf
 as the conductor's; only the lock test is specific to the local store.
 """
 
-import contextlib
 import json
-import sqlite3
 import time
 import uuid
 
 import pytest
 
+from tests import store_lock
 from tests.functional import ironic_fixture
 from vmetal_ironic import properties as props
 
@@ -271,21 +270,9 @@ def test_malformed_option_is_skipped(ironic, store):
     undeploy(ironic, node)
 
 
-@contextlib.contextmanager
-def store_locked(ironic):
-    """Hold the store's write lock, as a stuck writer would."""
-    db = sqlite3.connect(ironic.vmetal_db, isolation_level=None)
-    db.execute('BEGIN EXCLUSIVE')
-    try:
-        yield
-    finally:
-        db.execute('ROLLBACK')
-        db.close()
-
-
 def test_store_trouble_does_not_crash_the_conductor(ironic, store):
     node, mac = make_node(ironic)
-    with store_locked(ironic):
+    with store_lock.held(ironic.vmetal_db):
         deploy(ironic, node, wait=False)
         body = wait_state(ironic, node, ('deploy failed',))
     assert 'stayed locked' in body['last_error']
@@ -300,7 +287,7 @@ def test_store_trouble_does_not_crash_the_conductor(ironic, store):
 
     # Undeploy while the store is stuck: Ironic records the failure, the
     # process stays up, and a retry withdraws the reservation.
-    with store_locked(ironic):
+    with store_lock.held(ironic.vmetal_db):
         undeploy(ironic, node, wait=False)
         body = wait_state(ironic, node, ('error',))
     assert 'cannot withdraw the reservations' in body['last_error']

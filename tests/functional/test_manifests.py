@@ -321,15 +321,7 @@ def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
         probe = container['readinessProbe']['httpGet']
         _wait_ready(f'http://{AGENT_ADDRESS}:{port}{probe["path"]}', proc, log)
 
-        dhcp = subprocess.run(
-            ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i', link['client'],
-             '-f', '-q', '-n', '-t', '5', '-T', '2', '-s', '/bin/true'],
-            capture_output=True, text=True, timeout=60, check=False)
-        assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
-            dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
-
-        # What udhcpc's script would do with the lease (ours is /bin/true).
-        veth.ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        veth.lease(link, CLIENT_ADDRESS, log.read_text()[-2000:])
         # Both bootloaders of the image's TFTP root, one through the
         # /boot symlink that [vmetal_tftp]link_dirs allows.
         for name in ('undionly.kpxe', 'ipxe.efi'):

@@ -124,7 +124,9 @@ class VmetalDHCP(base.BaseDHCP):
                         'reservation published', node.uuid)
             return
         address, prefixlen, gateway, dns = errors.call(
-            task, 'answer DHCP for', _address_of, host)
+            task, 'answer DHCP for', _address_of, host,
+            origin=nodes.origin_of_properties(
+                store_access.get_store(), host.owner, node))
         published = []
         # One address per machine: every PXE-enabled NIC is offered it, and
         # whichever one the firmware boots from takes it.

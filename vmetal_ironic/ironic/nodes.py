@@ -87,9 +87,10 @@ def property_layers(node):
     return [dict(node.extra or {}), dict(node.properties or {})]
 
 
-def _origin_of_properties(store, owner, node):
+def origin_of_properties(store, owner, node):
     """A callable naming where each of the node's properties comes from,
-    for the message of a bad-input error."""
+    for the message of a bad-input error (``origin`` of
+    :func:`vmetal_ironic.ironic.errors.call`)."""
     def origin(_exc):
         try:
             from_store = store.host_properties(owner)
@@ -119,7 +120,7 @@ def resolve(task):
     return errors.call(
         task, 'resolve the network of', identity.resolve_spec, store, owner,
         property_layers(task.node), identity.defaults_from_conf(CONF),
-        origin=_origin_of_properties(store, owner, task.node))
+        origin=origin_of_properties(store, owner, task.node))
 
 
 def ensure(task):
@@ -137,4 +138,4 @@ def ensure(task):
         task, 'allocate an address for', identity.ensure, store, owner,
         mac=macs[0] if macs else None, layers=property_layers(task.node),
         defaults=identity.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu,
-        origin=_origin_of_properties(store, owner, task.node))
+        origin=origin_of_properties(store, owner, task.node))

@@ -9,9 +9,7 @@ in a temporary file, loaded by
 as a conductor would. Nothing is mocked.
 """
 
-import contextlib
 import os
-import sqlite3
 
 import fixtures
 from oslo_utils import uuidutils
@@ -23,6 +21,7 @@ from ironic.drivers import fake_hardware  # noqa: F401
 from ironic.tests.unit.db import base as db_base
 from ironic.tests.unit.objects import utils as obj_utils
 
+from tests import store_lock
 from vmetal_ironic import properties as props
 from vmetal_ironic.ironic import hardware  # noqa: F401
 from vmetal_ironic.ironic import network  # noqa: F401
@@ -92,15 +91,7 @@ class PluginTestCase(db_base.DbTestCase):
     def task(self, node, shared=False):
         return task_manager.acquire(self.context, node.uuid, shared=shared)
 
-    @contextlib.contextmanager
     def store_locked(self):
-        """Hold the store's write lock from another connection, as a
-        concurrent writer would: the store's calls meet a real lock and
-        give up after ``busy_timeout``."""
-        holder = sqlite3.connect(self.database, isolation_level=None)
-        holder.execute('BEGIN IMMEDIATE')
-        try:
-            yield
-        finally:
-            holder.execute('ROLLBACK')
-            holder.close()
+        """The store's write lock held by another connection (a real
+        lock: the store's calls give up after ``busy_timeout``)."""
+        return store_lock.held(self.database)
