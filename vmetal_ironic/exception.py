@@ -1,9 +1,17 @@
 """Errors shared by every layer of vmetal-ironic.
 
 Every error carries a one-line, operator-facing message that names the
-offending value. Errors are split the way a controller needs them: a
-:class:`PermanentError` will fail again until someone changes the input,
-a :class:`TemporaryError` is worth retrying after ``retry_after`` seconds.
+offending value. Errors are split by whose fault they are, the way a
+controller needs them:
+
+* :class:`PermanentError` - the input is wrong (a property, a network-data
+  document, a record in the store); it fails again until someone changes
+  that input;
+* :class:`DeploymentError` - the input is fine but the deployment is not
+  (permissions, a missing namespace, an unwritable database, a store
+  setting, a ceiling of the store); the message says what to fix;
+* :class:`TemporaryError` - a dependency is unavailable or contended;
+  worth retrying after ``retry_after`` seconds.
 """
 
 
@@ -20,6 +28,16 @@ class VmetalError(Exception):
 
 class PermanentError(VmetalError):
     """The input is wrong; retrying without changing it cannot help."""
+
+
+class DeploymentError(VmetalError):
+    """The deployment is wrong, not the input; an operator must fix it.
+
+    Neither retrying nor changing the host's properties helps: the store's
+    credentials lack a permission, its namespace or database file is
+    missing or read-only, a setting is unusable, or a stated ceiling of the
+    store is reached. The message names what to fix.
+    """
 
 
 class TemporaryError(VmetalError):

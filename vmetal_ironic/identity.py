@@ -62,7 +62,9 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     :param mtu: link MTU for generated documents.
     :returns: a :class:`HostNetwork`.
     :raises vmetal_ironic.exception.VmetalError: bad properties, exhausted
-        pool or store trouble; nothing is written in that case.
+        pool or store trouble. Bad properties write nothing; store trouble
+        after the allocation leaves the address allocated (the next call
+        completes the network_data, see below).
     """
     spec = resolve_spec(store, owner, layers, defaults)
     if mac:

@@ -37,13 +37,34 @@ def merge(*layers):
     :param layers: mappings, most specific first; ``None`` is skipped.
     :returns: a new dict holding only the known vMetal keys.
     """
-    merged = {}
-    for layer in layers:
+    return {key: value for key, value, _index in _winners(layers)}
+
+
+def _winners(layers):
+    """``(key, value, index of the layer)`` of each known key set."""
+    seen = set()
+    for index, layer in enumerate(layers):
         for key in KNOWN_KEYS:
             value = (layer or {}).get(key)
-            if key not in merged and value is not None and str(value).strip():
-                merged[key] = str(value).strip()
-    return merged
+            if key not in seen and value is not None and str(value).strip():
+                seen.add(key)
+                yield key, str(value).strip(), index
+
+
+def origins(named_layers):
+    """Where each merged value comes from, by the rule of :func:`merge`.
+
+    :param named_layers: ``(name, mapping)`` pairs, most specific first,
+        e.g. ``('node properties', node.properties)``.
+    :returns: one line, e.g. ``network-cidr from node properties,
+        dns-servers from [vmetal] options``; ``None`` when no layer sets a
+        known key.
+    """
+    names = [name for name, _layer in named_layers]
+    found = [f'{key.removeprefix(PREFIX)} from {names[index]}'
+             for key, _value, index in _winners(
+                 [layer for _name, layer in named_layers])]
+    return ', '.join(found) or None
 
 
 @dataclasses.dataclass(frozen=True)

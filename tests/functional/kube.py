@@ -23,7 +23,6 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -33,8 +32,11 @@ import urllib.request
 
 import yaml
 from kubernetes import client as k8s_client
-from kubernetes import utils as k8s_utils
 from oslo_config import cfg
+
+from tests import kubectl
+from vmetal_ironic.lab import netns
+from vmetal_ironic.lab.ironic import free_port
 
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
@@ -64,12 +66,6 @@ def _die_with_parent():
     a killed test run leaves no API server behind."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGKILL)   # 1 = PR_SET_PDEATHSIG
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 class KubeCluster:
@@ -113,14 +109,8 @@ class KubeCluster:
 
     def _stop(self, name, timeout=10):
         proc = self._procs.pop(name, None)
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        if proc is not None:
+            netns.Topology.stop(proc, timeout)
 
     def _prepare(self):
         work = self.workdir
@@ -284,19 +274,17 @@ class KubeCluster:
         values.update(extra)
         return values
 
+    @property
+    def kubeconfig(self):
+        """A kubeconfig file with the admin token, for kubectl."""
+        return self.workdir / 'kubeconfig'
+
     def apply_kustomization(self, directory):
-        """Create what a kustomization's ``resources`` list; objects that
-        exist already are left as they are."""
-        directory = pathlib.Path(directory)
-        kustomization = yaml.safe_load(
-            (directory / 'kustomization.yaml').read_text())
-        with self.admin_client() as api:
-            for resource in kustomization.get('resources') or []:
-                try:
-                    k8s_utils.create_from_yaml(api, str(directory / resource))
-                except k8s_utils.FailToCreateError as exc:
-                    if any(e.status != 409 for e in exc.api_exceptions):
-                        raise
+        """``kubectl apply -k directory`` with the admin token.
+
+        :returns: the API server's answer for each object.
+        """
+        return kubectl.apply(kubectl.render(directory), self.kubeconfig)
 
     def _wait_crds(self, timeout=READY_TIMEOUT):
         with self.admin_client() as api:

@@ -8,13 +8,14 @@ namespaces, so a failed test leaves nothing behind.
 
 import os
 import pathlib
-import re
 import shutil
 import sys
 import textwrap
-import time
 
 from vmetal_ironic.lab import netns
+from vmetal_ironic.lab import observe
+# The one wait (tests pass ``what=`` and get a TimeoutError naming it).
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.reservation import BootOptions  # noqa: F401 - re-export
 from vmetal_ironic.reservation import Reservation
 from vmetal_ironic.store.local import LocalStore
@@ -24,16 +25,6 @@ AGENT = str(BIN / 'vmetal-dhcp-agent')
 
 
 run = netns.run
-
-
-def wait_for(predicate, timeout, interval=0.05, what='condition'):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f'timed out after {timeout}s waiting for {what}')
 
 
 def read_env(path):
@@ -293,7 +284,8 @@ def http_server(lab, ns, address, port, root):
 def http_requests(log_path):
     """``[(client_address, path)]`` from an http.server access log."""
     text = pathlib.Path(log_path).read_text(errors='replace')
-    return re.findall(r'^(\S+) - - \[[^\]]*\] "GET (\S+)', text, re.M)
+    return [(client, path)
+            for client, path, _status in observe.http_requests(text)]
 
 
 def tftp_root(workdir):

@@ -12,7 +12,6 @@ import os
 import pathlib
 import pwd
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from tests.unit.devstack.harness import read_ini
 from tests.unit.devstack.harness import Stack
 from tests.functional import veth
 from vmetal_ironic import reservation
+from vmetal_ironic.lab.ironic import free_port
 from vmetal_ironic.store import local as local_store
 
 CIDR = '198.51.100.1/24'
@@ -32,12 +32,6 @@ CLIENT_MAC = '52:54:00:00:0d:03'
 CLIENT_ADDRESS = '198.51.100.77'
 # CAP_NET_BIND_SERVICE (10) and CAP_NET_RAW (13).
 TWO_CAPS = (1 << 10) | (1 << 13)
-
-
-def _free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -82,7 +76,7 @@ def test_setpriv_command_keeps_exactly_two_capabilities(tmp_path):
 def test_stack_extra_starts_a_working_agent_and_unstack_stops_it(tmp_path, link):
     stack = Stack(tmp_path, spawn=True)
     stack.ironic_conf.write_text('[DEFAULT]\n')
-    metrics_port = _free_port()
+    metrics_port = free_port()
     stack.env.update({
         'FAKE_BIN_DIR': str(pathlib.Path(sys.executable).parent),
         'VMETAL_PROVISION_INTERFACE': link['agent'],
@@ -123,13 +117,7 @@ def test_stack_extra_starts_a_working_agent_and_unstack_stops_it(tmp_path, link)
                 assert time.monotonic() < deadline, log.read_text()[-2000:]
                 time.sleep(0.2)
 
-        dhcp = subprocess.run(
-            ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i', link['client'],
-             '-f', '-q', '-n', '-t', '5', '-T', '2', '-s', '/bin/true'],
-            capture_output=True, text=True, timeout=60, check=False)
-        assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
-            dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
-        veth.ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        veth.lease(link, CLIENT_ADDRESS, log.read_text()[-2000:])
         target = tmp_path / 'undionly.kpxe'
         tftp = subprocess.run(
             ['ip', 'netns', 'exec', link['ns'], 'tftp', '-m', 'binary', SERVER,

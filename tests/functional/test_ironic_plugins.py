@@ -6,14 +6,13 @@ The store is read through the Store API, loaded from the same ironic.conf
 as the conductor's; only the lock test is specific to the local store.
 """
 
-import contextlib
 import json
-import sqlite3
 import time
 import uuid
 
 import pytest
 
+from tests import store_lock
 from tests.functional import ironic_fixture
 from vmetal_ironic import properties as props
 
@@ -46,11 +45,6 @@ def ironic(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def conn(ironic):
-    return ironic.connect()
-
-
-@pytest.fixture(scope='module')
 def store(ironic):
     st = ironic.open_store()
     yield st
@@ -62,46 +56,40 @@ def _mac():
     return '52:54:00:' + ':'.join(f'{byte:02x}' for byte in raw)
 
 
-def make_node(ironic, conn, driver='vmetal-manual-management', name=None,
+class Node:
+    """What the tests need of a node: its UUID and name."""
+
+    def __init__(self, body):
+        self.id = body['uuid']
+        self.name = body['name']
+
+
+def make_node(ironic, driver='vmetal-manual-management', name=None,
               properties=None, port=True, **fields):
-    node = conn.baremetal.create_node(
-        driver=driver, name=name or f'vir-{uuid.uuid4().hex[:8]}',
+    mac = _mac() if port else None
+    body = ironic.enroll(
+        mac, driver=driver, name=name or f'vir-{uuid.uuid4().hex[:8]}',
         boot_interface='ipxe', deploy_interface='ramdisk',
         power_interface='fake', management_interface='fake',
         properties=NODE_PROPERTIES if properties is None else properties,
         **fields)
-    mac = None
-    if port:
-        mac = _mac()
-        conn.baremetal.create_port(node_uuid=node.id, address=mac,
-                                   pxe_enabled=True)
-    conn.baremetal.set_node_provision_state(node, 'manage', wait=True,
-                                            timeout=WAIT)
-    conn.baremetal.set_node_provision_state(node, 'provide', wait=True,
-                                            timeout=WAIT)
-    return node, mac
+    return Node(body), mac
 
 
-def deploy(ironic, conn, node, wait=True, **kwargs):
+def deploy(ironic, node, wait=True, config_drive=None):
     """Ramdisk deploy; instance_info is wiped by every undeploy."""
-    conn.baremetal.update_node(node, instance_info={
-        'kernel': ironic.image_url('kernel'),
-        'ramdisk': ironic.image_url('ramdisk')})
     started = time.monotonic()
-    conn.baremetal.set_node_provision_state(node, 'active', wait=wait,
-                                            timeout=WAIT, **kwargs)
+    ironic.deploy(node.id, config_drive=config_drive, wait=wait,
+                  timeout=WAIT)
     return time.monotonic() - started
 
 
-def undeploy(conn, node, wait=True):
-    conn.baremetal.set_node_provision_state(node, 'deleted', wait=wait,
-                                            timeout=WAIT)
+def undeploy(ironic, node, wait=True):
+    ironic.provision(node.id, 'deleted', wait=wait, timeout=WAIT)
 
 
 def node_json(ironic, node):
-    status, body = ironic.api('GET', f'/nodes/{node.id}')
-    assert status == 200, body
-    return body
+    return ironic.request('GET', f'/nodes/{node.id}')
 
 
 def reservation_of(store, mac):
@@ -110,27 +98,19 @@ def reservation_of(store, mac):
 
 
 def wait_state(ironic, node, states, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = node_json(ironic, node)
-        # No conductor lock held: the work behind the state change is done.
-        if body['provision_state'] in states and not body['reservation']:
-            return body
-        time.sleep(0.3)
-    raise AssertionError(f'node {node.id} not in {states}: '
-                         f'{body["provision_state"]} {body["last_error"]}')
+    return ironic.wait_state(node.id, states, timeout)
 
 
 @pytest.mark.parametrize('driver, fields', [
     ('vmetal-manual-management', {}),
     ('fake-hardware', {'network_interface': 'vmetal'}),
 ], ids=['vmetal-manual-management', 'fake-hardware'])
-def test_deploy_undeploy_cycle(ironic, conn, store, driver, fields):
-    node, mac = make_node(ironic, conn, driver=driver, **fields)
+def test_deploy_undeploy_cycle(ironic, store, driver, fields):
+    node, mac = make_node(ironic, driver=driver, **fields)
     assert node_json(ironic, node)['network_interface'] == 'vmetal'
     owner = f'Node/{node.id}'
 
-    seconds = deploy(ironic, conn, node)
+    seconds = deploy(ironic, node)
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
     print(f'deploy of {driver} node through the vmetal plugins: '
@@ -161,25 +141,25 @@ def test_deploy_undeploy_cycle(ironic, conn, store, driver, fields):
     assert ironic.call_network_interface(
         node.id, 'get_node_network_data') == document
 
-    undeploy(conn, node)
+    undeploy(ironic, node)
     assert node_json(ironic, node)['provision_state'] == 'available'
     assert reservation_of(store, mac) is None
     # The address belongs to the machine, not to the deploy.
     assert store.get_allocation(owner) == allocation
 
-    deploy(ironic, conn, node)
+    deploy(ironic, node)
     assert reservation_of(store, mac).address == allocation.address
-    undeploy(conn, node)
+    undeploy(ironic, node)
     assert reservation_of(store, mac) is None
 
 
 def test_stock_manual_management_gets_reservation_and_config_drive(
-        ironic, conn, store):
-    node, mac = make_node(ironic, conn, driver='manual-management',
+        ironic, store):
+    node, mac = make_node(ironic, driver='manual-management',
                           name='vir-ns~host-a')
     assert node_json(ironic, node)['network_interface'] == 'noop'
     meta = {'uuid': node.id, 'name': node.name}
-    deploy(ironic, conn, node, config_drive={'meta_data': meta,
+    deploy(ironic, node, config_drive={'meta_data': meta,
                                      'user_data': '#cloud-config\n'})
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
@@ -196,12 +176,12 @@ def test_stock_manual_management_gets_reservation_and_config_drive(
     assert configdrive['network_data'] == document
     assert configdrive['meta_data'] == meta
 
-    undeploy(conn, node)
+    undeploy(ironic, node)
     assert reservation_of(store, mac) is None
 
 
-def test_caller_network_data_is_never_overwritten(ironic, conn, store):
-    node, mac = make_node(ironic, conn, driver='manual-management')
+def test_caller_network_data_is_never_overwritten(ironic, store):
+    node, mac = make_node(ironic, driver='manual-management')
     theirs = {
         'links': [{'id': 'eth0', 'type': 'phy',
                    'ethernet_mac_address': mac}],
@@ -215,7 +195,7 @@ def test_caller_network_data_is_never_overwritten(ironic, conn, store):
     assert status == 200, body
     drive_data = dict(theirs, services=[{'type': 'dns',
                                          'address': '203.0.113.53'}])
-    deploy(ironic, conn, node, config_drive={'meta_data': {'uuid': node.id},
+    deploy(ironic, node, config_drive={'meta_data': {'uuid': node.id},
                                      'network_data': drive_data})
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
@@ -224,10 +204,10 @@ def test_caller_network_data_is_never_overwritten(ironic, conn, store):
     assert configdrive['network_data'] == drive_data
     # The DHCP reservation still comes from IPAM.
     assert reservation_of(store, mac).address.startswith('192.0.2.')
-    undeploy(conn, node)
+    undeploy(ironic, node)
 
 
-def test_custom_network_data_overrides_ipam(ironic, conn, store):
+def test_custom_network_data_overrides_ipam(ironic, store):
     mac = _mac()
     custom = {
         'links': [{'id': 'eth0', 'type': 'phy', 'ethernet_mac_address': mac}],
@@ -237,11 +217,11 @@ def test_custom_network_data_overrides_ipam(ironic, conn, store):
                       'routes': [{'network': '0.0.0.0', 'netmask': '0.0.0.0',
                                   'gateway': '198.51.100.1'}]}],
         'services': [{'type': 'dns', 'address': '198.51.100.53'}]}
-    node, _ = make_node(ironic, conn, port=False, properties={
+    node, _ = make_node(ironic, port=False, properties={
         props.NETWORK_CIDR: CIDR, props.NETWORK_DATA: json.dumps(custom)})
-    conn.baremetal.create_port(node_uuid=node.id, address=mac,
-                               pxe_enabled=True)
-    deploy(ironic, conn, node)
+    ironic.request('POST', '/ports', {'node_uuid': node.id, 'address': mac,
+                                      'pxe_enabled': True})
+    deploy(ironic, node)
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
     owner = f'Node/{node.id}'
@@ -251,7 +231,7 @@ def test_custom_network_data_overrides_ipam(ironic, conn, store):
     res = reservation_of(store, mac)
     assert (res.address, res.prefixlen, res.gateway, res.dns_servers) == (
         '198.51.100.20', 26, '198.51.100.1', ('198.51.100.53',))
-    undeploy(conn, node)
+    undeploy(ironic, node)
     assert reservation_of(store, mac) is None
 
 
@@ -263,8 +243,8 @@ def test_custom_network_data_overrides_ipam(ironic, conn, store):
      "network-cidr 'not-a-cidr' is not <gateway>/<prefix>"),
 ], ids=['missing', 'network-address', 'garbage'])
 def test_bad_cidr_fails_validation_through_rest_api(
-        ironic, conn, store, properties, expected):
-    node, mac = make_node(ironic, conn, properties=properties)
+        ironic, store, properties, expected):
+    node, mac = make_node(ironic, properties=properties)
     status, result = ironic.api('GET', f'/nodes/{node.id}/validate')
     assert status == 200
     assert result['network']['result'] is False
@@ -272,17 +252,17 @@ def test_bad_cidr_fails_validation_through_rest_api(
     assert expected in reason
     assert node.id in reason and '\n' not in reason
 
-    deploy(ironic, conn, node, wait=False)
+    deploy(ironic, node, wait=False)
     body = wait_state(ironic, node, ('deploy failed',))
     assert expected in body['last_error']
     assert reservation_of(store, mac) is None
     assert store.get_allocation(f'Node/{node.id}') is None
 
 
-def test_malformed_option_is_skipped(ironic, conn, store):
+def test_malformed_option_is_skipped(ironic, store):
     node, mac = make_node(
-        ironic, conn, properties=dict(NODE_PROPERTIES, cpu_arch=ODD_ARCH))
-    deploy(ironic, conn, node)
+        ironic, properties=dict(NODE_PROPERTIES, cpu_arch=ODD_ARCH))
+    deploy(ironic, node)
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
     res = reservation_of(store, mac)
@@ -291,25 +271,13 @@ def test_malformed_option_is_skipped(ironic, conn, store):
     log = ironic.log_text()
     assert f'vmetal DHCP: node {node.id}: skipping option' in log
     assert ODD_BOOTFILE in log
-    undeploy(conn, node)
+    undeploy(ironic, node)
 
 
-@contextlib.contextmanager
-def store_locked(ironic):
-    """Hold the store's write lock, as a stuck writer would."""
-    db = sqlite3.connect(ironic.vmetal_db, isolation_level=None)
-    db.execute('BEGIN EXCLUSIVE')
-    try:
-        yield
-    finally:
-        db.execute('ROLLBACK')
-        db.close()
-
-
-def test_store_trouble_does_not_crash_the_conductor(ironic, conn, store):
-    node, mac = make_node(ironic, conn)
-    with store_locked(ironic):
-        deploy(ironic, conn, node, wait=False)
+def test_store_trouble_does_not_crash_the_conductor(ironic, store):
+    node, mac = make_node(ironic)
+    with store_lock.held(ironic.vmetal_db):
+        deploy(ironic, node, wait=False)
         body = wait_state(ironic, node, ('deploy failed',))
     assert 'stayed locked' in body['last_error']
     assert f'vmetal: cannot allocate an address for node {node.id}' in (
@@ -317,18 +285,18 @@ def test_store_trouble_does_not_crash_the_conductor(ironic, conn, store):
     assert ironic.alive() and ironic.api_up()
 
     # Once the store answers again the same node deploys.
-    deploy(ironic, conn, node)
+    deploy(ironic, node)
     assert node_json(ironic, node)['provision_state'] == 'active'
     assert reservation_of(store, mac) is not None
 
     # Undeploy while the store is stuck: Ironic records the failure, the
     # process stays up, and a retry withdraws the reservation.
-    with store_locked(ironic):
-        undeploy(conn, node, wait=False)
+    with store_lock.held(ironic.vmetal_db):
+        undeploy(ironic, node, wait=False)
         body = wait_state(ironic, node, ('error',))
     assert 'cannot withdraw the reservations' in body['last_error']
     assert ironic.alive() and ironic.api_up()
-    undeploy(conn, node)
+    undeploy(ironic, node)
     assert node_json(ironic, node)['provision_state'] == 'available'
     assert reservation_of(store, mac) is None
 
@@ -337,24 +305,23 @@ def test_store_trouble_does_not_crash_the_conductor(ironic, conn, store):
                                     'vmetal-manual-management'])
 @pytest.mark.parametrize('flow', ['clean', 'inspect'])
 def test_cleaning_and_inspection_boot_with_reservation(
-        ironic, conn, store, driver, flow):
-    node = conn.baremetal.create_node(
-        driver=driver, name=f'vir-{flow}-{uuid.uuid4().hex[:6]}',
-        boot_interface='ipxe', deploy_interface='direct',
-        power_interface='fake', management_interface='fake',
-        inspect_interface='agent', properties=NODE_PROPERTIES,
-        driver_info={'deploy_kernel': ironic.image_url('kernel'),
-                     'deploy_ramdisk': ironic.image_url('ramdisk')})
+        ironic, store, driver, flow):
     mac = _mac()
-    conn.baremetal.create_port(node_uuid=node.id, address=mac,
-                               pxe_enabled=True)
-    conn.baremetal.set_node_provision_state(node, 'manage', wait=True,
-                                            timeout=WAIT)
+    node = Node(ironic.request('POST', '/nodes', {
+        'driver': driver, 'name': f'vir-{flow}-{uuid.uuid4().hex[:6]}',
+        'boot_interface': 'ipxe', 'deploy_interface': 'direct',
+        'power_interface': 'fake', 'management_interface': 'fake',
+        'inspect_interface': 'agent', 'properties': NODE_PROPERTIES,
+        'driver_info': {'deploy_kernel': ironic.image_url('kernel'),
+                        'deploy_ramdisk': ironic.image_url('ramdisk')}}))
+    ironic.request('POST', '/ports', {'node_uuid': node.id, 'address': mac,
+                                      'pxe_enabled': True})
+    ironic.provision(node.id, 'manage', timeout=WAIT)
     if flow == 'clean':
-        conn.baremetal.set_node_provision_state(node, 'clean', clean_steps=[
+        ironic.provision(node.id, 'clean', clean_steps=[
             {'interface': 'deploy', 'step': 'erase_devices_metadata'}])
     else:
-        conn.baremetal.set_node_provision_state(node, 'inspect')
+        ironic.provision(node.id, 'inspect')
     # The ramdisk would now PXE boot; no agent runs here, so it waits.
     body = wait_state(ironic, node, (f'{flow} wait',))
 
@@ -365,7 +332,7 @@ def test_cleaning_and_inspection_boot_with_reservation(
     assert res.boot.ipxe_script_url == IPXE_SCRIPT_URL
     assert body['network_data'] == document
 
-    conn.baremetal.set_node_provision_state(node, 'abort')
+    ironic.provision(node.id, 'abort')
     wait_state(ironic, node, (f'{flow} failed',))
     if driver.startswith('vmetal-'):
         # The vmetal network interface withdraws when the node leaves the
@@ -374,13 +341,13 @@ def test_cleaning_and_inspection_boot_with_reservation(
     assert store.get_allocation(owner) is not None
 
 
-def test_deleting_a_node_releases_its_address(ironic, conn, store):
-    node, _mac = make_node(ironic, conn)
-    deploy(ironic, conn, node)
+def test_deleting_a_node_releases_its_address(ironic, store):
+    node, _mac = make_node(ironic)
+    deploy(ironic, node)
     owner = f'Node/{node.id}'
     assert store.get_allocation(owner) is not None
-    undeploy(conn, node)
-    conn.baremetal.delete_node(node)
+    undeploy(ironic, node)
+    ironic.request('DELETE', f'/nodes/{node.id}')
     # The conductor's sweep runs every 2 s in this configuration.
     deadline = time.monotonic() + 30
     while store.get_allocation(owner) is not None:

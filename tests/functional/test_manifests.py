@@ -1,15 +1,17 @@
 """Send the shipped Kubernetes manifests to a real kube-apiserver.
 
-Every kustomization of etc/kubernetes is rendered (tests/kustomize.py) and
-created with server-side dry run (``dryRun=All``), so the API server's own
-validation, defaulting and the CRDs' schemas judge each object; Multus's
-NetworkAttachmentDefinition CRD is installed first. The test API server
-(1.20) drops unknown fields instead of rejecting them, so each answer is
-compared with what was sent: a field that vanished is reported as the typo
-it is. Namespaces are created for real (dry-run objects cannot live in a
-dry-run namespace), and so are the ServiceAccounts and RBAC objects, so
-that SubjectAccessReviews and the agent's own token can show what the
-agent's and Ironic's identities may do.
+Every kustomization of etc/kubernetes is rendered by the real tool
+(``kubectl kustomize``, tests/kubectl.py) and applied with ``kubectl apply
+--dry-run=server``, so kubectl's schema validation, then the API server's
+own validation, defaulting and the CRDs' schemas judge each object;
+Multus's NetworkAttachmentDefinition CRD is installed first. The test API
+server (1.20) prunes unknown fields of custom resources instead of
+rejecting them, so each answer is compared with what was sent: a field
+that vanished is reported as the typo it is. Namespaces are applied for
+real (dry-run objects cannot live in a dry-run namespace), and so are the
+ServiceAccounts and RBAC objects, so that SubjectAccessReviews and the
+agent's own token can show what the agent's and Ironic's identities may
+do.
 
 The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
 kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
@@ -27,12 +29,11 @@ import time
 import urllib.request
 
 from kubernetes import client as k8s_client
-from kubernetes import dynamic
 from kubernetes.client import exceptions as k8s_exc
 import pytest
 import yaml
 
-from tests import kustomize
+from tests import kubectl
 from tests.functional import kube
 from vmetal_ironic import exception
 from tests.functional import veth
@@ -84,8 +85,7 @@ def api(cluster):
             except k8s_exc.ApiException as exc:
                 if exc.status != 409:
                     raise
-        # Discovery runs after the CRD is served, so it knows the kind.
-        yield dynamic.DynamicClient(api_client)
+        yield api_client
 
 
 def _dropped(sent, got, path=''):
@@ -108,79 +108,76 @@ def _dropped(sent, got, path=''):
     return []
 
 
-def _submit(api, obj, dry_run=True):
-    """Create ``obj`` (dry run unless told otherwise); an object that exists
-    (the CRDs KubeCluster installed) is replaced instead, also dry.
-
-    :returns: the API server's answer as a dict.
-    """
-    resource = api.resources.get(api_version=obj['apiVersion'], kind=obj['kind'])
-    namespace = obj['metadata'].get('namespace')
-    options = {'dry_run': 'All'} if dry_run else {}
-    try:
-        answer = resource.create(body=obj, namespace=namespace, **options)
-    except k8s_exc.ApiException as exc:
-        if exc.status != 409:
-            raise
-        current = resource.get(name=obj['metadata']['name'], namespace=namespace)
-        body = copy.deepcopy(obj)
-        body['metadata']['resourceVersion'] = current.metadata.resourceVersion
-        answer = resource.replace(body=body, namespace=namespace, dry_run='All')
-    return answer.to_dict()
+def _is_real(obj):
+    return obj['kind'] in ('Namespace', 'ServiceAccount') or obj[
+        'apiVersion'].startswith('rbac.authorization.k8s.io/')
 
 
-def _apply(api, objects):
-    """Namespaces, ServiceAccounts and RBAC for real, everything else as a
-    dry run.
+def _apply(cluster, objects, validate=True):
+    """``kubectl apply``: Namespaces, ServiceAccounts and RBAC for real,
+    everything else as a server-side dry run.
 
     :returns: ``{object id: problems}`` for objects the server changed.
+    :raises tests.kubectl.KubectlError: kubectl or the server refused one.
     """
+    real = [obj for obj in objects if _is_real(obj)]
+    dry = [obj for obj in objects if not _is_real(obj)]
     problems = {}
-    for obj in objects:
-        real = obj['kind'] in ('Namespace', 'ServiceAccount') or obj[
-            'apiVersion'].startswith('rbac.authorization.k8s.io/')
-        answer = _submit(api, obj, dry_run=not real)
-        lost = _dropped(obj, answer)
-        if lost:
-            problems[kustomize.object_id(obj)] = lost
+    for batch, dry_run in ((real, False), (dry, True)):
+        if not batch:
+            continue
+        answers = kubectl.apply(batch, cluster.kubeconfig, dry_run=dry_run,
+                                validate=validate)
+        assert len(answers) == len(batch)
+        for obj, answer in zip(batch, answers, strict=True):
+            assert (answer['kind'], answer['metadata']['name']) == (
+                obj['kind'], obj['metadata']['name'])
+            lost = _dropped(obj, answer)
+            if lost:
+                problems[kubectl.object_id(obj)] = lost
     return problems
 
 
+def _render(name):
+    return kubectl.render(KUBE / name)
+
+
 @pytest.mark.parametrize('name', KUSTOMIZATIONS)
-def test_kustomization_is_accepted_unchanged(api, name):
-    objects = kustomize.render(KUBE / name)
+def test_kustomization_is_accepted_unchanged(api, cluster, name):
+    objects = _render(name)
     assert objects
-    assert _apply(api, objects) == {}
+    assert _apply(cluster, objects) == {}
 
 
-def test_a_typo_is_caught(api):
-    """The comparison above can fail: fields the server does not know are
-    dropped, and reported."""
-    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
+def test_a_typo_is_caught(api, cluster):
+    """The checks above can fail: kubectl refuses an unknown field, of a
+    built-in kind or of a custom resource, and with kubectl's validation
+    off a field the server prunes is still reported."""
+    objects = _render('overlays/macvlan')
     deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
     container = deployment['spec']['template']['spec']['containers'][0]
     container['readinesProbe'] = container.pop('readinessProbe')
+    with pytest.raises(kubectl.KubectlError, match='unknown field "readinesProbe"'):
+        _apply(cluster, [deployment])
     nad = copy.deepcopy(next(o for o in objects
                              if o['kind'] == 'NetworkAttachmentDefinition'))
     nad['spec']['confg'] = nad['spec'].pop('config')
-    assert _apply(api, [deployment, nad]) == {
-        kustomize.object_id(deployment): ['.spec.template.spec.containers[0].readinesProbe'],
-        kustomize.object_id(nad): ['.spec.confg'],
-    }
+    with pytest.raises(kubectl.KubectlError, match='unknown field "confg"'):
+        _apply(cluster, [nad])
+    assert _apply(cluster, [nad], validate=False) == {
+        kubectl.object_id(nad): ['.spec.confg']}
 
 
-def test_an_invalid_value_is_rejected(api):
-    objects = kustomize.render(KUBE / 'agent')
+def test_an_invalid_value_is_rejected(api, cluster):
+    objects = _render('agent')
     deployment = copy.deepcopy(next(o for o in objects if o['kind'] == 'Deployment'))
     deployment['spec']['template']['metadata']['labels'] = {'other': 'labels'}
-    with pytest.raises(k8s_exc.ApiException) as caught:
-        _submit(api, deployment)
-    assert caught.value.status == 422
-    assert 'selector' in caught.value.body
+    with pytest.raises(kubectl.KubectlError, match=r'selector.*does not match'):
+        _apply(cluster, [deployment])
 
 
 def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
-    review = k8s_client.AuthorizationV1Api(api.client).create_subject_access_review({
+    review = k8s_client.AuthorizationV1Api(api).create_subject_access_review({
         'apiVersion': 'authorization.k8s.io/v1', 'kind': 'SubjectAccessReview',
         'spec': {'user': user, 'groups': ['system:serviceaccounts'],
                  'resourceAttributes': {
@@ -189,8 +186,8 @@ def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
     return review.status.allowed
 
 
-def test_agent_identity_reads_reservations_only(api):
-    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+def test_agent_identity_reads_reservations_only(api, cluster):
+    _apply(cluster, _render('overlays/macvlan'))
     for verb in ('get', 'list', 'watch'):
         assert _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system',
                         name='vmetal-dhcp-reservations')
@@ -200,9 +197,9 @@ def test_agent_identity_reads_reservations_only(api):
     assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
 
 
-def test_metal3_ironic_gets_the_store_permissions(api):
-    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
-    _apply(api, kustomize.render(KUBE / 'metal3'))
+def test_metal3_ironic_gets_the_store_permissions(api, cluster):
+    _apply(cluster, _render('overlays/macvlan'))
+    _apply(cluster, _render('metal3'))
     assert _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'vmetal-system')
     assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
                     group='metal3.io')
@@ -211,7 +208,7 @@ def test_metal3_ironic_gets_the_store_permissions(api):
 
 def _token_for(api, namespace, account):
     """A real ServiceAccount token (TokenRequest API) for ``account``."""
-    answer = k8s_client.CoreV1Api(api.client).create_namespaced_service_account_token(
+    answer = k8s_client.CoreV1Api(api).create_namespaced_service_account_token(
         account, namespace, {'spec': {'expirationSeconds': 600}})
     return answer.status.token
 
@@ -219,7 +216,7 @@ def _token_for(api, namespace, account):
 def test_agent_identity_runs_the_agents_store_calls(api, cluster):
     """The shipped Role is enough for what the agent does, and no more:
     the store calls of vmetal-dhcp-agent, made with the agent's own token."""
-    _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
+    _apply(cluster, _render('overlays/macvlan'))
     admin = kube_store.KubernetesStore(kube.store_conf(cluster.settings()))
     agent = kube_store.KubernetesStore(kube.store_conf(cluster.settings(
         token=_token_for(api, 'vmetal-system', 'vmetal-dhcp-agent'),
@@ -281,8 +278,8 @@ def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
     Standing in for the pod: the interface (``net1`` there) and the API
     credentials (in-cluster there) come from OS_* variables.
     """
-    objects = kustomize.render(KUBE / 'overlays' / 'macvlan')
-    _apply(api, objects)
+    objects = _render('overlays/macvlan')
+    _apply(cluster, objects)
     configmap = next(o for o in objects if o['kind'] == 'ConfigMap'
                      and o['metadata']['name'] == 'vmetal-dhcp-agent')
     deployment = next(o for o in objects if o['kind'] == 'Deployment')
@@ -324,15 +321,7 @@ def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
         probe = container['readinessProbe']['httpGet']
         _wait_ready(f'http://{AGENT_ADDRESS}:{port}{probe["path"]}', proc, log)
 
-        dhcp = subprocess.run(
-            ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i', link['client'],
-             '-f', '-q', '-n', '-t', '5', '-T', '2', '-s', '/bin/true'],
-            capture_output=True, text=True, timeout=60, check=False)
-        assert f'lease of {CLIENT_ADDRESS} obtained' in dhcp.stdout + dhcp.stderr, (
-            dhcp.stdout + dhcp.stderr + log.read_text()[-2000:])
-
-        # What udhcpc's script would do with the lease (ours is /bin/true).
-        veth.ip('-n', link['ns'], 'addr', 'add', f'{CLIENT_ADDRESS}/24', 'dev', link['client'])
+        veth.lease(link, CLIENT_ADDRESS, log.read_text()[-2000:])
         # Both bootloaders of the image's TFTP root, one through the
         # /boot symlink that [vmetal_tftp]link_dirs allows.
         for name in ('undionly.kpxe', 'ipxe.efi'):

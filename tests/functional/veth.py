@@ -13,6 +13,25 @@ def ip(*args):
     subprocess.run(['ip', *args], check=True, capture_output=True, timeout=30)
 
 
+def lease(link, address, log_text=''):
+    """The machine asks for an address by DHCP (busybox udhcpc, once) and
+    configures the one it got, as udhcpc's script would.
+
+    :param link: the names :func:`machine_link` gives.
+    :param address: the address the lease must hold.
+    :param log_text: added to the failure message (the server's log).
+    """
+    dhcp = subprocess.run(
+        ['ip', 'netns', 'exec', link['ns'], 'busybox', 'udhcpc', '-i',
+         link['client'], '-f', '-q', '-n', '-t', '5', '-T', '2', '-s',
+         '/bin/true'], capture_output=True, text=True, timeout=60,
+        check=False)
+    output = dhcp.stdout + dhcp.stderr
+    assert f'lease of {address} obtained' in output, output + log_text
+    ip('-n', link['ns'], 'addr', 'add', f'{address}/24', 'dev',
+       link['client'])
+
+
 @contextlib.contextmanager
 def machine_link(tag, client_mac, agent_address=None):
     """Create the pair; remove both ends on exit, also after a failure.

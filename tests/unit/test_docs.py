@@ -83,6 +83,18 @@ def test_named_options_exist():
         pytest.xfail(f'groups not defined on this branch: {sorted(pending)}')
 
 
+def test_named_test_files_exist():
+    # Pages, README and manifest comments point readers at tests.
+    sources = [*PAGES, TOP / 'README.rst',
+               *sorted((TOP / 'etc').rglob('*.yaml'))]
+    named = set()
+    for source in sources:
+        named.update(re.findall(r'\btests/[\w/]+\.py\b', source.read_text()))
+    assert named
+    missing = sorted(name for name in named if not (TOP / name).is_file())
+    assert not missing, missing
+
+
 def test_named_devstack_settings_exist():
     settings = (TOP / 'devstack' / 'settings').read_text()
     defined = set(re.findall(r'^(VMETAL_[A-Z_]+)=', settings, re.M))

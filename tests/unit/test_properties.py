@@ -17,6 +17,17 @@ def test_most_specific_layer_wins_and_blanks_do_not_hide():
                       props.NETWORK_IP_RANGE: '192.0.2.10-192.0.2.20'}
 
 
+def test_origins_name_the_layer_each_value_comes_from():
+    named = [('host', {props.NETWORK_CIDR: '192.0.2.1/24',
+                       props.DNS_SERVERS: ' '}),
+             ('node type', None),
+             ('defaults', {props.NETWORK_CIDR: '198.51.100.1/24',
+                           props.DNS_SERVERS: '192.0.2.53'})]
+    assert props.origins(named) == ('network-cidr from host, '
+                                    'dns-servers from defaults')
+    assert props.origins([('host', {'unrelated': 'x'})]) is None
+
+
 def test_resolve_pool_spec():
     spec = props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
                           props.DNS_SERVERS: '192.0.2.53'})

@@ -147,8 +147,7 @@ def _usage(conf, store, args):
     merged = props.merge(_layer(args), identity.defaults_from_conf(conf))
     merged.pop(props.NETWORK_DATA, None)
     pool = props.resolve(merged).pool
-    used = sum(1 for a in store.list_allocations(pool.key)
-               if pool.contains(a.address))
+    used = pool.count_used(a.address for a in store.list_allocations(pool.key))
     data = {'pool': pool.name, 'size': pool.size, 'used': used,
             'free': pool.size - used}
     if args.json:

@@ -60,9 +60,11 @@ opts = [
     cfg.IntOpt('max_conflict_retries',
                default=50,
                min=1,
-               help='Attempts of one compare-and-swap write (an allocation '
-                    'or release) that keeps losing to concurrent writers '
-                    '(HTTP 409) before giving up with a temporary error.'),
+               help='Attempts of one compare-and-swap write (allocating or '
+                    'releasing an address, publishing or withdrawing a '
+                    'reservation, patching a host, a reconcile pass) that '
+                    'keeps losing to concurrent writers (HTTP 409) before '
+                    'giving up with a temporary error.'),
     cfg.IntOpt('reconcile_interval',
                default=300,
                min=0,

@@ -28,11 +28,6 @@ class Allocator:
         self._next = pool.intervals[0][0]
         self._holes = []
 
-    @property
-    def used_count(self):
-        """Allocated addresses that belong to this pool."""
-        return sum(1 for value in self._used if self.pool.contains(value))
-
     def _behind_cursor(self, value):
         if self._interval >= len(self.pool.intervals):
             return True

@@ -85,6 +85,16 @@ class Pool:
             return False
         return any(first <= value <= last for first, last in self.intervals)
 
+    def count_used(self, addresses):
+        """How many of ``addresses`` this pool could have handed out: the
+        used part of :attr:`size` (others, from an overlapping or older
+        definition of the network, do not count).
+
+        :param addresses: addresses as text, integers or
+            ``netaddr.IPAddress``.
+        """
+        return sum(1 for address in addresses if self.contains(address))
+
     def exhausted_message(self):
         what = 'all ranges exhausted' if self.ranges_text else 'CIDR exhausted'
         return f'pool {self.name}: {what}; no free addresses left'

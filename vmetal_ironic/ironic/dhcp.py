@@ -8,9 +8,10 @@ whatever the node's hardware type, it is also where the provisioning hook
 runs (see :mod:`vmetal_ironic.ironic.provisioning`).
 
 Lifecycle: ``update_dhcp_opts`` (deploy, clean, inspect, rescue) ensures
-the address and publishes; ``clean_dhcp_opts`` (end of deploy, undeploy)
-withdraws the reservation but keeps the address - it belongs to the
-machine, not to one deploy.
+the address and publishes; ``clean_dhcp_opts`` (which Ironic calls when it
+cleans up a deployment: undeploy, a failed or aborted deploy - not at the
+end of a successful one) withdraws the reservation but keeps the address:
+it belongs to the machine, not to one deploy.
 """
 
 import re
@@ -26,8 +27,10 @@ from vmetal_ironic import exception
 from vmetal_ironic import network_data
 from vmetal_ironic import reservation
 from vmetal_ironic.ironic import dhcp_options
+from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.ironic import node_reservations
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -76,39 +79,6 @@ def _address_of(host):
             network_data.services_of(host.network_data, 'dns'))
 
 
-def node_reservations(task):
-    """The node's current reservations: by its MACs or by its UUID."""
-    macs = set(nodes.boot_macs(task))
-    return [res for res in store_access.get_store().list_reservations()
-            if res.mac in macs or res.node == task.node.uuid]
-
-
-def withdraw(task):
-    """Withdraw every reservation of the node, so the agent ignores it.
-
-    Reservations recorded for the node under a MAC it no longer has are
-    withdrawn too. The address stays allocated.
-
-    :returns: the sorted MACs withdrawn.
-    :raises Exception: whatever the store raises; callers translate.
-    """
-    try:
-        store = store_access.get_store()
-        macs = set(nodes.boot_macs(task))
-        macs.update(res.mac for res in node_reservations(task))
-        for mac in sorted(macs):
-            store.withdraw_reservation(mac)
-    except Exception as exc:
-        if not isinstance(exc, (exception.VmetalError,
-                                ironic_exc.IronicException)):
-            LOG.exception('vmetal DHCP: unexpected store error')
-        raise
-    LOG.info('vmetal DHCP: node %(node)s: reservations of %(macs)s '
-             'withdrawn', {'node': task.node.uuid,
-                           'macs': ', '.join(sorted(macs)) or 'no MAC'})
-    return sorted(macs)
-
-
 class VmetalDHCP(base.BaseDHCP):
     """Publishes per-MAC reservations for the vmetal DHCP agent."""
 
@@ -150,11 +120,10 @@ class VmetalDHCP(base.BaseDHCP):
             LOG.warning('vmetal DHCP: node %s has no PXE-enabled port; no '
                         'reservation published', node.uuid)
             return
-        try:
-            address, prefixlen, gateway, dns = _address_of(host)
-        except exception.VmetalError as exc:
-            raise ironic_exc.InvalidParameterValue(
-                err=f'vmetal: node {node.uuid}: {exc}') from None
+        address, prefixlen, gateway, dns = errors.call(
+            task, 'answer DHCP for', _address_of, host,
+            origin=nodes.origin_of_properties(
+                store_access.get_store(), host.owner, node))
         published = []
         # One address per machine: every PXE-enabled NIC is offered it, and
         # whichever one the firmware boots from takes it.
@@ -181,18 +150,9 @@ class VmetalDHCP(base.BaseDHCP):
 
     @staticmethod
     def _publish(task, res):
-        try:
-            store_access.get_store().publish_reservation(res)
-        except ironic_exc.IronicException as exc:
-            raise ironic_exc.FailedToUpdateDHCPOptOnPort(
-                f'vmetal DHCP: cannot publish the reservation of {res.mac} '
-                f'for node {task.node.uuid}: {exc}') from None
-        except Exception as exc:
-            if not isinstance(exc, exception.VmetalError):
-                LOG.exception('vmetal DHCP: unexpected store error')
-            raise ironic_exc.FailedToUpdateDHCPOptOnPort(
-                f'vmetal DHCP: cannot publish the reservation of {res.mac} '
-                f'for node {task.node.uuid}: {exc}') from None
+        errors.call(task, f'publish the reservation of {res.mac} for',
+                    lambda: store_access.get_store().publish_reservation(res),
+                    failure=ironic_exc.FailedToUpdateDHCPOptOnPort)
 
     def clean_dhcp_opts(self, task):
         """Withdraw the node's reservations; the address stays allocated.
@@ -200,12 +160,9 @@ class VmetalDHCP(base.BaseDHCP):
         :raises ironic.common.exception.FailedToCleanDHCPOpts: store
             trouble; the reservations may still be published.
         """
-        try:
-            withdraw(task)
-        except Exception as exc:
-            raise ironic_exc.FailedToCleanDHCPOpts(
-                f'vmetal DHCP: cannot withdraw the reservations of node '
-                f'{task.node.uuid}: {exc}') from None
+        errors.call(task, 'withdraw the reservations of',
+                    node_reservations.withdraw, task,
+                    failure=ironic_exc.FailedToCleanDHCPOpts)
 
     def get_ip_addresses(self, task):
         """The addresses reserved for the node's MACs.
@@ -214,11 +171,7 @@ class VmetalDHCP(base.BaseDHCP):
         treats as "no address known" (it only links PXE config files by
         address with it).
         """
-        try:
-            reservations = node_reservations(task)
-        except Exception as exc:
-            LOG.warning('vmetal DHCP: cannot read the reservations of node '
-                        '%(node)s: %(err)s', {'node': task.node.uuid,
-                                              'err': exc})
-            return []
+        reservations = errors.best_effort(
+            task, 'read the reservations of', node_reservations.find, task,
+            default=[])
         return sorted({res.address for res in reservations})

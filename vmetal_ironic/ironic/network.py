@@ -29,9 +29,10 @@ from ironic import objects
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
-from vmetal_ironic.ironic import dhcp
+from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
+from vmetal_ironic.ironic import node_reservations
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -41,6 +42,14 @@ CONF = vmetal_conf.CONF
 
 def _sweep_interval():
     return CONF.vmetal_ironic.release_deleted_nodes_interval
+
+
+def _release_deleted(store, uuid, owner):
+    for res in store.list_reservations():
+        if res.node == uuid:
+            store.withdraw_reservation(res.mac)
+    store.release(owner)
+    return True
 
 
 class VmetalNetwork(noop.NoopNetwork):
@@ -87,13 +96,8 @@ class VmetalNetwork(noop.NoopNetwork):
         # clean_dhcp_opts when cleaning, inspection or rescue end or are
         # aborted). A failure only leaves a stale reservation behind, so
         # it is logged rather than failing the state change.
-        try:
-            dhcp.withdraw(task)
-        except Exception as exc:
-            LOG.warning('vmetal: node %(node)s left the provisioning '
-                        'network but its reservations could not be '
-                        'withdrawn: %(err)s', {'node': task.node.uuid,
-                                               'err': exc})
+        errors.best_effort(task, 'withdraw the reservations of',
+                           node_reservations.withdraw, task)
 
     def remove_provisioning_network(self, task):
         self._leave_provisioning_network(task)
@@ -123,12 +127,8 @@ class VmetalNetwork(noop.NoopNetwork):
 
         :returns: the document as a dict.
         """
-        node = task.node
-        current = node.network_data or {}
-        ours = (node.driver_internal_info.get(provisioning.FINGERPRINT_KEY)
-                == provisioning.fingerprint(current))
-        if current and not ours:
-            return current
+        if provisioning.supplied_by_caller(task.node):
+            return task.node.network_data
         return nodes.ensure(task).network_data
 
     @periodics.periodic(spacing=_sweep_interval)
@@ -155,16 +155,10 @@ class VmetalNetwork(noop.NoopNetwork):
                 continue
             except ironic_exc.NodeNotFound:
                 pass
-            try:
-                for res in store.list_reservations():
-                    if res.node == uuid:
-                        store.withdraw_reservation(res.mac)
-                store.release(allocation.owner)
-            except Exception as exc:
-                LOG.warning('vmetal: cannot release %(address)s of deleted '
-                            'node %(node)s: %(err)s',
-                            {'address': allocation.address, 'node': uuid,
-                             'err': exc})
+            if not errors.best_effort(
+                    uuid, f'release {allocation.address} of deleted',
+                    _release_deleted, store, uuid, allocation.owner,
+                    default=False):
                 continue
             LOG.info('vmetal: node %(node)s no longer exists; released '
                      '%(address)s', {'node': uuid,

@@ -16,17 +16,19 @@ node (named ``<ns>~<host>`` by baremetal-operator), otherwise
 ``Node/<uuid>``. The boot MAC is the first PXE-enabled port's address.
 
 Errors of the domain and the store are turned into Ironic's own
-exception types here, so Ironic reports them on the node (``last_error``,
-the validate API) instead of logging a traceback.
+exception types by :mod:`vmetal_ironic.ironic.errors`, so Ironic reports
+them on the node (``last_error``, the validate API) instead of logging a
+traceback; a bad property is reported with the layer it came from.
 """
 
-from ironic.common import exception as ironic_exc
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import network_data
+from vmetal_ironic import properties as props
+from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -85,17 +87,23 @@ def property_layers(node):
     return [dict(node.extra or {}), dict(node.properties or {})]
 
 
-def _translate(task, exc, action):
-    """Map a domain or store error to the Ironic exception Ironic handles.
-
-    Bad input becomes ``InvalidParameterValue`` (a 400 from the validate
-    API, ``last_error`` on the node); store trouble becomes
-    ``NetworkError``.
-    """
-    message = f'vmetal: cannot {action} node {task.node.uuid}: {exc}'
-    if isinstance(exc, exception.PermanentError):
-        return ironic_exc.InvalidParameterValue(err=message)
-    return ironic_exc.NetworkError(message)
+def origin_of_properties(store, owner, node):
+    """A callable naming where each of the node's properties comes from,
+    for the message of a bad-input error (``origin`` of
+    :func:`vmetal_ironic.ironic.errors.call`)."""
+    def origin(_exc):
+        try:
+            from_store = store.host_properties(owner)
+        except Exception:
+            # Only enriches the message of an error already raised.
+            from_store = []
+        named = [('node extra', node.extra), ('node properties',
+                                               node.properties)]
+        named += [(f'the store\'s properties of {owner}', layer)
+                  for layer in from_store]
+        named.append(('[vmetal] options', identity.defaults_from_conf(CONF)))
+        return props.origins(named)
+    return origin
 
 
 def resolve(task):
@@ -103,23 +111,16 @@ def resolve(task):
 
     :returns: the :class:`~vmetal_ironic.properties.NetworkSpec`.
     :raises ironic.common.exception.InvalidParameterValue: bad or missing
-        properties (e.g. no network-cidr), with a one-line message.
+        properties (e.g. no network-cidr), with a one-line message naming
+        the layer each property came from.
     :raises ironic.common.exception.NetworkError: store trouble.
     """
     store = store_access.get_store()
     owner = owner_for(task.node)
-    try:
-        return identity.resolve_spec(store, owner,
-                                     property_layers(task.node),
-                                     identity.defaults_from_conf(CONF))
-    except exception.VmetalError as exc:
-        raise _translate(task, exc, 'resolve the network of') from None
-    except Exception as exc:
-        # A store implementation's own error (e.g. a client library's)
-        # must not escape as a traceback into the conductor.
-        LOG.exception('vmetal: unexpected error resolving node %s',
-                      task.node.uuid)
-        raise _translate(task, exc, 'resolve the network of') from None
+    return errors.call(
+        task, 'resolve the network of', identity.resolve_spec, store, owner,
+        property_layers(task.node), identity.defaults_from_conf(CONF),
+        origin=origin_of_properties(store, owner, task.node))
 
 
 def ensure(task):
@@ -133,14 +134,8 @@ def ensure(task):
     store = store_access.get_store()
     owner = owner_for(task.node)
     macs = boot_macs(task)
-    try:
-        return identity.ensure(store, owner, mac=macs[0] if macs else None,
-                               layers=property_layers(task.node),
-                               defaults=identity.defaults_from_conf(CONF),
-                               mtu=CONF.vmetal.mtu)
-    except exception.VmetalError as exc:
-        raise _translate(task, exc, 'allocate an address for') from None
-    except Exception as exc:
-        LOG.exception('vmetal: unexpected error allocating for node %s',
-                      task.node.uuid)
-        raise _translate(task, exc, 'allocate an address for') from None
+    return errors.call(
+        task, 'allocate an address for', identity.ensure, store, owner,
+        mac=macs[0] if macs else None, layers=property_layers(task.node),
+        defaults=identity.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu,
+        origin=origin_of_properties(store, owner, task.node))

@@ -66,6 +66,20 @@ def fingerprint(document):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def supplied_by_caller(node):
+    """Whether ``node.network_data`` is a caller's, never to be replaced.
+
+    It is ours when it is exactly the document this hook wrote last (the
+    fingerprint in ``driver_internal_info`` tells); an empty field is
+    nobody's.
+    """
+    current = node.network_data or {}
+    if not current:
+        return False
+    return node.driver_internal_info.get(FINGERPRINT_KEY) != fingerprint(
+        current)
+
+
 @functools.cache
 def _ironic_schema():
     with open(IRONIC_CONF.api.network_data_schema) as schema_file:
@@ -92,14 +106,9 @@ def acceptable_to_ironic(document):
 
 
 def _inject_node_field(node, document):
-    current = node.network_data or {}
-    if current == document:
+    if (node.network_data or {}) == document:
         return False
-    written_by_us = (
-        current
-        and node.driver_internal_info.get(FINGERPRINT_KEY)
-        == fingerprint(current))
-    if current and not written_by_us:
+    if supplied_by_caller(node):
         LOG.debug('Node %s carries caller-supplied network_data; left as is',
                   node.uuid)
         return False

@@ -195,63 +195,32 @@ class Lab:
 
     # -- Ironic -----------------------------------------------------------
 
-    def _api(self, method, path, body=None, expect=(200, 201, 202, 204)):
-        status, data = self.ironic.api(method, path, body)
-        if status not in expect:
-            raise LabError(f'Ironic {method} {path} answered {status}: {data}')
-        return data
-
-    def _wait_state(self, uuid, target):
-        deadline = time.monotonic() + PROVISION_TIMEOUT
-        while time.monotonic() < deadline:
-            node = self._api('GET', f'/nodes/{uuid}')
-            if node['provision_state'] == target:
-                return node
-            if node['last_error'] and node['provision_state'].endswith(
-                    'failed'):
-                raise LabError(f'node {uuid} {node["provision_state"]}: '
-                               f'{node["last_error"]}')
-            time.sleep(0.3)
-        raise LabError(f'node {uuid} did not reach {target} in '
-                       f'{PROVISION_TIMEOUT:.0f}s')
-
-    def _provision(self, uuid, target, state):
-        self._api('PUT', f'/nodes/{uuid}/states/provision', {'target': target})
-        return self._wait_state(uuid, state)
-
     def _enroll_and_deploy(self):
-        node = self._api('POST', '/nodes', {
-            'name': 'lab-node-0',
-            'driver': 'vmetal-manual-management',
-            'boot_interface': 'ipxe',
-            'deploy_interface': 'ramdisk',
-            'power_interface': 'fake',
-            'management_interface': 'fake',
-            'properties': {props.NETWORK_CIDR: f'{SERVER}/{PREFIX}',
-                           props.NETWORK_IP_RANGE: IP_RANGE,
-                           props.DNS_SERVERS: SERVER},
-        })
+        try:
+            self._enroll_and_deploy_node()
+        except lab_ironic.IronicError as exc:
+            raise LabError(str(exc)) from None
+
+    def _enroll_and_deploy_node(self):
+        node = self.ironic.enroll(
+            self.mac, name='lab-node-0', driver='vmetal-manual-management',
+            boot_interface='ipxe', deploy_interface='ramdisk',
+            power_interface='fake', management_interface='fake',
+            properties={props.NETWORK_CIDR: f'{SERVER}/{PREFIX}',
+                        props.NETWORK_IP_RANGE: IP_RANGE,
+                        props.DNS_SERVERS: SERVER})
         self.node_uuid = node['uuid']
-        self._api('POST', '/ports', {'node_uuid': self.node_uuid,
-                                     'address': self.mac, 'pxe_enabled': True})
         self.report.done('node enrolled',
                          f'{self.node_uuid} (vmetal-manual-management, ipxe '
                          f'boot, ramdisk deploy), port {self.mac}, pool '
                          f'{SERVER}/{PREFIX} range {IP_RANGE}')
-        self._provision(self.node_uuid, 'manage', 'manageable')
-        self._provision(self.node_uuid, 'provide', 'available')
         try:
             lab_ramdisk.build(self.ironic.images, f'{SERVER}:{HTTP_PORT}')
         except lab_ramdisk.RamdiskError as exc:
             raise LabError(str(exc)) from None
-        self._api('PATCH', f'/nodes/{self.node_uuid}', [
-            {'op': 'add', 'path': '/instance_info/kernel',
-             'value': self.ironic.image_url('kernel')},
-            {'op': 'add', 'path': '/instance_info/ramdisk',
-             'value': self.ironic.image_url('ramdisk')},
-            {'op': 'add', 'path': '/instance_info/kernel_append_params',
-             'value': 'console=ttyS0 quiet'}])
-        node = self._provision(self.node_uuid, 'active', 'active')
+        node = self.ironic.deploy(
+            self.node_uuid, {'kernel_append_params': 'console=ttyS0 quiet'},
+            timeout=PROVISION_TIMEOUT)
         allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
         if allocation is None:
             raise LabError('the node is active but holds no address')
@@ -364,7 +333,11 @@ class Lab:
 
     def _undeploy(self):
         netns.Topology.stop(self.vm)
-        self._provision(self.node_uuid, 'deleted', 'available')
+        try:
+            self.ironic.provision(self.node_uuid, 'deleted',
+                                  timeout=PROVISION_TIMEOUT)
+        except lab_ironic.IronicError as exc:
+            raise LabError(str(exc)) from None
         left = [r for r in self.store.list_reservations() if r.mac == self.mac]
         allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
         if left:

@@ -1,10 +1,14 @@
 """A real Ironic in one process (API + conductor, SQLite, noauth).
 
-Used by the lab and the functional tests: it writes an ironic.conf that
-enables the vmetal plugins the way an operator would, creates the schema
-with ``ironic-dbsync``, starts ``ironic`` and waits for its API. Stopping
-sends SIGTERM, then SIGKILL: a conductor that failed to start ignores
-SIGTERM.
+Used by the lab, the functional tests and the benchmarks: it writes an
+ironic.conf that enables the vmetal plugins the way an operator would,
+creates the schema with ``ironic-dbsync``, starts ``ironic`` and waits for
+its API. Stopping sends SIGTERM, then SIGKILL: a conductor that failed to
+start ignores SIGTERM.
+
+Nodes are driven through the REST API only (:meth:`IronicService.enroll`,
+:meth:`~IronicService.deploy`, :meth:`~IronicService.provision`), so the
+shipped lab needs no client library.
 """
 
 import contextlib
@@ -22,6 +26,15 @@ import urllib.request
 BIN = pathlib.Path(sys.executable).parent
 START_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
+PROVISION_TIMEOUT = 90.0
+# Target state -> the state the node settles in.
+SETTLES_IN = {'manage': 'manageable', 'provide': 'available',
+              'active': 'active', 'deleted': 'available',
+              'abort': None, 'clean': None, 'inspect': None}
+
+
+class IronicError(RuntimeError):
+    """Ironic refused a request or a node failed to reach its state."""
 
 
 def free_port():
@@ -196,12 +209,100 @@ class IronicService:
             text, status = exc.read(), exc.code
         return status, (json.loads(text) if text else None)
 
-    def connect(self):
-        """An openstacksdk connection to this Ironic."""
-        import openstack
-        return openstack.connect(auth_type='none',
-                                 baremetal_endpoint_override=self.url,
-                                 baremetal_api_version='1.95')
+    def request(self, method, path, body=None, expect=(200, 201, 202, 204)):
+        """:meth:`api`, for answers that must succeed.
+
+        :returns: the decoded JSON body or ``None``.
+        :raises IronicError: another status, with Ironic's answer.
+        """
+        status, data = self.api(method, path, body)
+        if status not in expect:
+            raise IronicError(f'Ironic {method} {path} answered {status}: '
+                              f'{data}')
+        return data
+
+    def wait_state(self, uuid, states, timeout=PROVISION_TIMEOUT,
+                   interval=0.3):
+        """Wait until the node is in one of ``states`` with no conductor
+        lock held (the work behind the state change is done).
+
+        :returns: the node as the API shows it.
+        :raises IronicError: the node failed (``... failed`` or ``error``
+            when that is not a state waited for) or the time ran out.
+        """
+        states = (states,) if isinstance(states, str) else tuple(states)
+        deadline = time.monotonic() + timeout
+        while True:
+            node = self.request('GET', f'/nodes/{uuid}')
+            state = node['provision_state']
+            if state in states and not node['reservation']:
+                return node
+            if state not in states and (state.endswith('failed')
+                                        or state == 'error'):
+                raise IronicError(f'node {uuid} {state}: '
+                                  f'{node["last_error"]}')
+            if time.monotonic() > deadline:
+                raise IronicError(f'node {uuid} not {"/".join(states)} '
+                                  f'after {timeout:.0f}s: {state} '
+                                  f'{node["last_error"]}')
+            time.sleep(interval)
+
+    def provision(self, uuid, target, wait=True, timeout=PROVISION_TIMEOUT,
+                  interval=0.3, **body):
+        """Ask for the provision ``target`` (``manage``, ``provide``,
+        ``active``, ``deleted``...), with extra ``body`` fields such as
+        ``configdrive`` or ``clean_steps``.
+
+        :returns: the node once settled (see :data:`SETTLES_IN`), or
+            ``None`` without ``wait``.
+        """
+        self.request('PUT', f'/nodes/{uuid}/states/provision',
+                     dict(body, target=target))
+        if not wait or SETTLES_IN.get(target) is None:
+            return None
+        return self.wait_state(uuid, SETTLES_IN[target], timeout, interval)
+
+    def enroll(self, mac=None, **fields):
+        """Enroll a node, give it a PXE port, make it available.
+
+        :param mac: the PXE-enabled port's MAC; no port when ``None``.
+        :param fields: the node's fields (``driver``, ``name``,
+            interfaces, ``properties``...).
+        :returns: the available node as the API shows it.
+        """
+        node = self.request('POST', '/nodes', fields)
+        if mac is not None:
+            self.request('POST', '/ports', {'node_uuid': node['uuid'],
+                                            'address': mac,
+                                            'pxe_enabled': True})
+        self.provision(node['uuid'], 'manage')
+        return self.provision(node['uuid'], 'provide')
+
+    def deploy(self, uuid, instance_info=None, config_drive=None, wait=True,
+               timeout=PROVISION_TIMEOUT, interval=0.3):
+        """A ramdisk deploy of the images in :attr:`images` (kernel,
+        ramdisk), plus ``instance_info``.
+
+        :returns: the active node, or ``None`` without ``wait``.
+        """
+        info = {'kernel': self.image_url('kernel'),
+                'ramdisk': self.image_url('ramdisk'),
+                **(instance_info or {})}
+        self.request('PATCH', f'/nodes/{uuid}', [
+            {'op': 'add', 'path': f'/instance_info/{key}', 'value': value}
+            for key, value in info.items()])
+        extra = {} if config_drive is None else {'configdrive': config_drive}
+        return self.provision(uuid, 'active', wait=wait, timeout=timeout,
+                              interval=interval, **extra)
+
+    def enroll_and_deploy(self, mac, instance_info=None, config_drive=None,
+                          **fields):
+        """:meth:`enroll`, then :meth:`deploy`.
+
+        :returns: the active node.
+        """
+        node = self.enroll(mac, **fields)
+        return self.deploy(node['uuid'], instance_info, config_drive)
 
     def image_url(self, name):
         return f'file://{self.images / name}'

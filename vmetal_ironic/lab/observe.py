@@ -26,12 +26,19 @@ def tftp_reads(text, name):
             if 'TFTP read of' in line and name in line]
 
 
-def wait_for(predicate, timeout, interval=0.1, failed=None):
-    """Poll ``predicate`` until it returns something truthy.
+def wait_for(predicate, timeout=30.0, interval=0.1, failed=None, what=None):
+    """Poll ``predicate`` until it returns something truthy; the one wait
+    of the lab, the functional tests and the benchmarks.
 
+    :param timeout: seconds before giving up.
+    :param interval: seconds between two polls.
     :param failed: optional callable; a truthy result stops the wait early
         (a process died, say).
+    :param what: what is waited for; when given, giving up raises
+        :class:`TimeoutError` naming it (what a test wants) instead of
+        returning ``None`` (what the lab, which reports it, wants).
     :returns: the predicate's result, or ``None`` on timeout / failure.
+    :raises TimeoutError: only with ``what``.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -39,6 +46,8 @@ def wait_for(predicate, timeout, interval=0.1, failed=None):
         if result:
             return result
         if failed is not None and failed():
-            return None
+            break
         time.sleep(interval)
+    if what is not None:
+        raise TimeoutError(f'gave up after {timeout}s waiting for {what}')
     return None

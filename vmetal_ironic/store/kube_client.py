@@ -6,8 +6,11 @@ that are worth retrying: connection errors, timeouts, HTTP 5xx and 429.
 When the retries run out the call raises
 :class:`~vmetal_ironic.exception.StoreUnavailable` with one line saying
 what was tried. Other HTTP errors are returned to the caller as
-:class:`ApiError` (so 404 and 409 can steer the store's logic), and 401/403
-become a permanent error naming the forbidden request.
+:class:`ApiError` (so 404 and 409 can steer the store's logic). What only
+the deployment can fix is a :class:`~vmetal_ironic.exception.DeploymentError`
+saying what to fix: 401/403 (:class:`Forbidden`), a namespace that does not
+exist (:class:`NamespaceNotFound`), a client configuration that is not
+usable.
 """
 
 import json
@@ -49,22 +52,37 @@ class ApiError(exception.PermanentError):
         self.reason = reason
 
 
-class Forbidden(exception.PermanentError):
-    """The credentials may not do what the store needs (RBAC)."""
+class Forbidden(exception.DeploymentError):
+    """The credentials are rejected (401) or may not do what the store
+    needs (403, RBAC)."""
+
+
+class NamespaceNotFound(exception.DeploymentError):
+    """The namespace the store writes into does not exist."""
 
 
 def _describe_api_exception(exc):
-    """Status reason and message from an ApiException body, on one line."""
-    reason, message = exc.reason, ''
+    """Status reason, message and ``details`` from an ApiException body;
+    the message on one line."""
+    reason, message, details = exc.reason, '', {}
     body = getattr(exc, 'body', None)
     if body:
         try:
             status = json.loads(body)
             reason = status.get('reason') or reason
             message = status.get('message') or ''
-        except (TypeError, ValueError):
+            details = status.get('details') or {}
+        except (TypeError, ValueError, AttributeError):
             message = str(body)[:200]
-    return reason, ' '.join(str(message).split())
+    if not isinstance(details, dict):
+        details = {}
+    return reason, ' '.join(str(message).split()), details
+
+
+# What to fix, by status, for the errors only the deployment can fix.
+_FIX_401 = ('check the credentials: [vmetal_kubernetes]token, token_file '
+            'or kubeconfig')
+_FIX_403 = ('grant the store\'s identity the roles of etc/kubernetes/rbac')
 
 
 def build_configuration(group):
@@ -74,7 +92,7 @@ def build_configuration(group):
     service account; the default kubeconfig.
 
     :param group: the ``conf.vmetal_kubernetes`` group.
-    :raises vmetal_ironic.exception.PermanentError: nothing usable.
+    :raises vmetal_ironic.exception.DeploymentError: nothing usable.
     """
     configuration = k8s_client.Configuration()
     if group.api_url:
@@ -85,7 +103,7 @@ def build_configuration(group):
                 with open(group.token_file, encoding='utf-8') as handle:
                     token = handle.read().strip()
             except OSError as exc:
-                raise exception.PermanentError(
+                raise exception.DeploymentError(
                     f'[vmetal_kubernetes]token_file {group.token_file!r} '
                     f'cannot be read: {exc.strerror}') from None
         if token:
@@ -105,7 +123,7 @@ def build_configuration(group):
                 config_file=group.kubeconfig, context=group.context,
                 client_configuration=configuration)
         except (config_exception.ConfigException, OSError) as exc:
-            raise exception.PermanentError(
+            raise exception.DeploymentError(
                 f'[vmetal_kubernetes]kubeconfig {group.kubeconfig!r} is not '
                 f'usable: {exc}') from None
     else:
@@ -117,7 +135,7 @@ def build_configuration(group):
                 k8s_config.load_kube_config(
                     context=group.context, client_configuration=configuration)
             except (config_exception.ConfigException, OSError) as exc:
-                raise exception.PermanentError(
+                raise exception.DeploymentError(
                     'no Kubernetes API configured: set [vmetal_kubernetes]'
                     'api_url or kubeconfig, or run in a pod with a service '
                     f'account ({exc})') from None
@@ -162,6 +180,7 @@ class Api:
         :returns: the call's result.
         :raises ApiError: a non-retryable HTTP error (404, 409, 422...).
         :raises Forbidden: HTTP 401/403.
+        :raises NamespaceNotFound: HTTP 404 for the namespace itself.
         :raises vmetal_ironic.exception.StoreUnavailable: retries exhausted.
         """
         kwargs.setdefault('_request_timeout', self.timeout)
@@ -173,11 +192,20 @@ class Api:
             try:
                 return func(*args, **kwargs)
             except k8s_exceptions.ApiException as exc:
-                reason, message = _describe_api_exception(exc)
+                reason, message, details = _describe_api_exception(exc)
                 if exc.status in (401, 403):
+                    fix = _FIX_401 if exc.status == 401 else _FIX_403
                     raise Forbidden(
                         f'Kubernetes API {self.host} refused to {what}: '
-                        f'{exc.status} {reason}: {message}') from None
+                        f'{exc.status} {reason}: {message}; {fix}') from None
+                if exc.status == 404 and details.get('kind') == 'namespaces':
+                    # Only a create in a missing namespace says so; reads
+                    # of absent objects name the object's own kind.
+                    raise NamespaceNotFound(
+                        f'Kubernetes API {self.host}: {what} failed: '
+                        f'namespace {details.get("name")!r} does not exist; '
+                        'create it (etc/kubernetes/rbac) or set '
+                        '[vmetal_kubernetes]namespace') from None
                 if exc.status not in RETRY_STATUSES:
                     raise ApiError(
                         f'Kubernetes API {self.host}: {what} failed: '

@@ -20,7 +20,6 @@ import hashlib
 import re
 
 from vmetal_ironic import exception
-from vmetal_ironic.ipam import errors as ipam_errors
 
 CONFIGMAP_LIMIT = 1024 * 1024
 # Keep 32 KiB below the API server limit: room for a few more entries than
@@ -50,8 +49,12 @@ _NAME_RE = re.compile(r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$')
 _OWNER_KIND_RE = re.compile(r'^[A-Za-z][A-Za-z0-9]*$')
 
 
-class RecordFull(ipam_errors.PoolExhausted):
-    """An allocation or reservation ConfigMap would outgrow its ceiling."""
+class RecordFull(exception.DeploymentError):
+    """An allocation or reservation ConfigMap would outgrow its ceiling.
+
+    A stated ceiling of the store, not an exhausted pool: it is raised for
+    the reservations ConfigMap too, where no pool is involved.
+    """
 
 
 def parse_owner(owner):
@@ -121,11 +124,6 @@ def network_data_secret_name(owner):
 def mac_key(mac):
     """ConfigMap key of a MAC: keys may not hold colons."""
     return str(mac).lower().replace(':', '-')
-
-
-def key_mac(key):
-    """Inverse of :func:`mac_key`."""
-    return key.replace('-', ':')
 
 
 def data_size(data):

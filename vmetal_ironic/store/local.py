@@ -54,7 +54,7 @@ class LocalStore(base.Store):
     :param conf: an oslo.config object with the ``[vmetal_local_store]``
         group, or ``None`` when ``path`` is given.
     :param path: database path overriding the configuration.
-    :raises vmetal_ironic.exception.PermanentError: the file cannot be
+    :raises vmetal_ironic.exception.DeploymentError: the file cannot be
         opened or is not a vmetal database.
     """
 
@@ -90,8 +90,10 @@ class LocalStore(base.Store):
             db.execute('PRAGMA journal_mode=WAL')
             db.execute('PRAGMA synchronous=NORMAL')
         except (OSError, sqlite3.Error) as exc:
-            raise exception.PermanentError(
-                f'local store {self.path!r} cannot be opened: {exc}') from None
+            raise exception.DeploymentError(
+                f'local store {self.path!r} cannot be opened: {exc}; check '
+                '[vmetal_local_store]database and the permissions of the '
+                'file and its directory') from None
         return db
 
     @property
@@ -124,13 +126,21 @@ class LocalStore(base.Store):
                 raise self._translate(exc) from None
 
     def _translate(self, exc):
+        """The error of whose fault ``exc`` is: a lock held too long is
+        temporary; anything else SQLite refuses (a read-only or damaged
+        file, a full disk) only the deployment can fix."""
         text = str(exc)
         if 'locked' in text or 'busy' in text:
             return exception.StoreUnavailable(
                 f'local store {self.path!r} stayed locked for '
                 f'{self.busy_timeout}s: {text}')
-        return exception.PermanentError(
-            f'local store {self.path!r} failed: {text}')
+        if 'readonly' in text or 'read-only' in text:
+            fix = ('make the file, its directory and its -wal/-shm files '
+                   'writable by this process')
+        else:
+            fix = 'check the file named by [vmetal_local_store]database'
+        return exception.DeploymentError(
+            f'local store {self.path!r} failed: {text}; {fix}')
 
     @staticmethod
     def _row_to_allocation(row):

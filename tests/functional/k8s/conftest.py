@@ -3,7 +3,6 @@ session (see tests/functional/kube.py), a fresh namespace per test."""
 
 import concurrent.futures
 import os
-import time
 
 import pytest
 from kubernetes import client as k8s_client
@@ -142,14 +141,3 @@ def cluster_objects(admin):
     yield create
     for plural, name in created:
         admin.delete_cluster_object(plural, name)
-
-
-def wait_for(predicate, timeout=30.0, interval=0.2, what='condition'):
-    """Poll ``predicate`` until true; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f'{what} not reached within {timeout}s')

@@ -12,13 +12,12 @@ address through the reconciler the conductor hosts.
 import base64
 import json
 import os
-import time
 import uuid
 
 import pytest
 
 from tests.functional import ironic_fixture
-from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import properties as props
 from vmetal_ironic.store import kube_names
 
@@ -54,40 +53,17 @@ def _mac():
     return '52:54:00:' + ':'.join(f'{b:02x}' for b in uuid.uuid4().bytes[:3])
 
 
-def _node_state(ironic, node_id, states):
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        status, body = ironic.api('GET', f'/nodes/{node_id}')
-        assert status == 200, body
-        if body['provision_state'] in states:
-            return body
-        time.sleep(0.3)
-    raise AssertionError(f'{node_id}: {body["provision_state"]} '
-                         f'{body["last_error"]}')
-
-
 def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
     mac = _mac()
     admin.create_host(space, 'host-a', mac, annotations={
         props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS})
-    conn = ironic.connect()
-    node = conn.baremetal.create_node(
-        driver='manual-management', name=f'{space}~host-a',
+    node = ironic.enroll(
+        mac, driver='manual-management', name=f'{space}~host-a',
         boot_interface='ipxe', deploy_interface='ramdisk',
         power_interface='fake', management_interface='fake')
-    conn.baremetal.create_port(node_uuid=node.id, address=mac,
-                               pxe_enabled=True)
-    for target in ('manage', 'provide'):
-        conn.baremetal.set_node_provision_state(node, target, wait=True,
-                                                timeout=WAIT)
-    conn.baremetal.update_node(node, instance_info={
-        'kernel': ironic.image_url('kernel'),
-        'ramdisk': ironic.image_url('ramdisk')})
-    meta = {'uuid': node.id, 'name': node.name}
-    conn.baremetal.set_node_provision_state(
-        node, 'active', config_drive={'meta_data': meta}, wait=True,
-        timeout=WAIT)
-    body = _node_state(ironic, node.id, ('active',))
+    meta = {'uuid': node['uuid'], 'name': node['name']}
+    body = ironic.deploy(node['uuid'], config_drive={'meta_data': meta},
+                         timeout=WAIT)
 
     owner = f'BareMetalHost/{space}/host-a'
     pool = admin.pool_data(space, '198.51.100.0/24')
@@ -104,7 +80,7 @@ def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
     assert document['networks'][0]['ip_address'] == address
     assert document['links'][0]['ethernet_mac_address'] == mac
     assert body['network_data'] == document
-    assert ironic.instance_info_in_db(node.id)['configdrive'][
+    assert ironic.instance_info_in_db(node['uuid'])['configdrive'][
         'network_data'] == document
     assert host['spec']['preprovisioningNetworkDataName'] == \
         secret.metadata.name
@@ -113,11 +89,10 @@ def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
     try:
         reservations = {r.mac: r for r in store.list_reservations()}
         assert reservations[mac].address == address
-        assert reservations[mac].node == node.id
+        assert reservations[mac].node == node['uuid']
         assert reservations[mac].hostname == 'host-a'
 
-        conn.baremetal.set_node_provision_state(node, 'deleted', wait=True,
-                                                timeout=WAIT)
+        ironic.provision(node['uuid'], 'deleted', timeout=WAIT)
         assert mac not in {r.mac for r in store.list_reservations()}
         # The address belongs to the machine, not to the deploy.
         assert admin.pool_data(space, '198.51.100.0/24') == pool

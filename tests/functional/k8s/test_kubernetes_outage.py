@@ -5,7 +5,7 @@ out twice or lost."""
 import threading
 import time
 
-from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import properties as props

@@ -10,7 +10,7 @@ import netaddr
 import pytest
 
 from tests.functional import kube
-from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import properties as props
@@ -472,19 +472,19 @@ def test_store_connects_through_a_kubeconfig(kube_cluster, admin, namespace):
         store.close()
 
 
-def test_unusable_kubeconfig_is_a_one_line_permanent_error(tmp_path):
+def test_unusable_kubeconfig_is_a_one_line_deployment_error(tmp_path):
     missing = tmp_path / 'nope.yaml'
-    with pytest.raises(exception.PermanentError,
+    with pytest.raises(exception.DeploymentError,
                        match=r'\[vmetal_kubernetes\]kubeconfig .*nope.yaml'):
         kube_store.KubernetesStore(kube.store_conf(
             {'kubeconfig': str(missing)}))
 
 
-def test_wrong_token_is_a_permanent_error(kube_cluster, namespace,
-                                          make_store):
+def test_wrong_token_is_a_deployment_error(kube_cluster, namespace,
+                                           make_store):
     store = make_store(token='not-a-token',  # noqa: S106 - a wrong one
                        verify_ssl=False)
-    with pytest.raises(exception.PermanentError,
+    with pytest.raises(exception.DeploymentError,
                        match=r'refused to list ConfigMaps .*401 Unauthorized'):
         store.list_allocations()
 

@@ -108,7 +108,10 @@ def test_matches_a_reference_model_under_random_churn():
         held.add(value)
 
 
-def test_used_count_ignores_addresses_outside_the_pool():
+def test_count_used_ignores_addresses_the_pool_cannot_hand_out():
     pool = ipam_pool.parse_pool('192.0.2.1/24', '192.0.2.10-192.0.2.19')
-    used = [int(netaddr.IPAddress(a)) for a in ('192.0.2.10', '192.0.2.100')]
-    assert allocator.Allocator(pool, used).used_count == 1
+    # Inside the range; outside it; the gateway; as an integer.
+    used = ['192.0.2.10', '192.0.2.100', '192.0.2.1',
+            int(netaddr.IPAddress('192.0.2.19'))]
+    assert pool.count_used(used) == 2
+    assert pool.count_used([]) == 0

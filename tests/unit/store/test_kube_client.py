@@ -76,10 +76,44 @@ def test_conflict_is_returned_at_once():
     assert api.requests == 1
 
 
-def test_forbidden_is_permanent_and_names_the_request():
+def test_forbidden_is_deployment_trouble_and_says_what_to_fix():
     api = make_api()
     func = failing(api_exception(403, 'Forbidden', 'cannot list secrets'))
-    with pytest.raises(kube_client.Forbidden,
-                       match='refused to list Secrets: 403 Forbidden: cannot'):
+    with pytest.raises(kube_client.Forbidden) as info:
         api.call('list Secrets', func)
-    assert issubclass(kube_client.Forbidden, exception.PermanentError)
+    assert str(info.value) == (
+        'Kubernetes API https://192.0.2.1:6443 refused to list Secrets: 403 '
+        'Forbidden: cannot list secrets; grant the store\'s identity the '
+        'roles of etc/kubernetes/rbac')
+    assert api.requests == 1
+    func = failing(api_exception(401, 'Unauthorized'))
+    with pytest.raises(kube_client.Forbidden, match='check the credentials'):
+        api.call('list Secrets', func)
+    assert issubclass(kube_client.Forbidden, exception.DeploymentError)
+    assert not issubclass(kube_client.Forbidden, exception.PermanentError)
+
+
+def _not_found(kind, name):
+    exc = k8s_exceptions.ApiException(status=404, reason='NotFound')
+    exc.body = json.dumps({'reason': 'NotFound', 'message': f'{kind} "{name}" '
+                           'not found', 'details': {'name': name, 'kind': kind}})
+    return exc
+
+
+def test_missing_namespace_is_deployment_trouble():
+    # The body the API server sends for a create in a missing namespace
+    # (tests/functional/k8s/test_kubernetes_deployment.py causes it).
+    api = make_api()
+    with pytest.raises(kube_client.NamespaceNotFound) as info:
+        api.call('create ConfigMap nowhere/x',
+                 failing(_not_found('namespaces', 'nowhere')))
+    assert str(info.value) == (
+        "Kubernetes API https://192.0.2.1:6443: create ConfigMap nowhere/x "
+        "failed: namespace 'nowhere' does not exist; create it "
+        "(etc/kubernetes/rbac) or set [vmetal_kubernetes]namespace")
+    assert isinstance(info.value, exception.DeploymentError)
+    assert api.requests == 1
+    # An absent object is the store's business, not the deployment's.
+    with pytest.raises(kube_client.ApiError) as info:
+        api.call('get ConfigMap ns/x', failing(_not_found('configmaps', 'x')))
+    assert info.value.status == 404

@@ -1,7 +1,10 @@
+import contextlib
 import multiprocessing
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
 
 import pytest
 
@@ -108,7 +111,7 @@ def test_corrupt_reservation_row_is_skipped(store, tmp_path):
 def test_unopenable_database_is_a_clear_error(tmp_path):
     blocker = tmp_path / 'file'
     blocker.write_text('')
-    with pytest.raises(exception.PermanentError) as info:
+    with pytest.raises(exception.DeploymentError) as info:
         local.LocalStore(path=str(blocker / 'vmetal.sqlite'))
     assert f"local store '{blocker}/vmetal.sqlite' cannot be opened" in str(
         info.value)
@@ -117,9 +120,50 @@ def test_unopenable_database_is_a_clear_error(tmp_path):
 def test_not_a_database_is_a_clear_error(tmp_path):
     path = tmp_path / 'junk.sqlite'
     path.write_bytes(b'this is not sqlite' * 100)
-    with pytest.raises(exception.PermanentError) as info:
+    with pytest.raises(exception.DeploymentError) as info:
         local.LocalStore(path=str(path))
     assert str(path) in str(info.value)
+
+
+@contextlib.contextmanager
+def _read_only(path):
+    """Make ``path`` read-only for this process, for real: root ignores
+    file modes, so as root the file is made immutable (ext4 attribute)."""
+    if os.geteuid() == 0:
+        if shutil.which('chattr') is None or subprocess.run(
+                ['chattr', '+i', path], capture_output=True,
+                check=False).returncode:
+            pytest.skip('this file system cannot make a file immutable')
+        try:
+            yield
+        finally:
+            subprocess.run(['chattr', '-i', path], check=True)
+    else:
+        os.chmod(path, 0o444)
+        try:
+            yield
+        finally:
+            os.chmod(path, 0o644)
+
+
+def test_read_only_database_is_deployment_trouble(tmp_path):
+    path = str(tmp_path / 'vmetal.sqlite')
+    local.LocalStore(path=path).close()
+    with _read_only(path):
+        store = local.LocalStore(path=path)
+        try:
+            with pytest.raises(exception.DeploymentError) as info:
+                store.allocate(ipam_pool.parse_pool('192.0.2.1/24', None),
+                               'Node/a')
+            assert not isinstance(info.value, exception.PermanentError)
+            assert str(info.value) == (
+                f'local store {path!r} failed: attempt to write a readonly '
+                'database; make the file, its directory and its -wal/-shm '
+                'files writable by this process')
+            # Reading still works, and nothing was half written.
+            assert store.list_allocations() == []
+        finally:
+            store.close()
 
 
 def test_locked_database_is_a_temporary_error(tmp_path):
