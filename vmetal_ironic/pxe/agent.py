@@ -8,7 +8,6 @@ TFTP, router advertisements and the metrics endpoint on daemon threads.
 
 import fcntl
 import ipaddress
-import logging
 import os
 import socket
 import struct
@@ -171,16 +170,16 @@ class Agent:
             return tftp_mod.TftpService(
                 group.root, group.address or self.server_address, group.port,
                 metrics=self.metrics, timeout=group.timeout,
-                retries=group.retries, link_dirs=group.link_dirs)
+                retries=group.retries, link_dirs=group.link_dirs,
+                single_port=group.single_port,
+                max_sessions=group.max_sessions,
+                max_windowsize=group.max_windowsize)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
     def _start_tftp(self):
         if self._tftp_service is None:
             return
-        # tftpy logs every session at info and every loop at debug; the
-        # service logs each transfer itself.
-        logging.getLogger('tftpy').setLevel(logging.WARNING)
         service = self._tftp_service
         try:
             service.start()

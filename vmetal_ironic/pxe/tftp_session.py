@@ -1,0 +1,213 @@
+"""One TFTP read transfer, and the table of open boot files.
+
+A :class:`Session` is a state machine driven by the server loop: it is told
+each datagram its peer sent and when its deadline passed, and it answers
+through the ``send`` callable it was given. It never raises for what a
+peer sends: a datagram it cannot use is ignored (RFC 1350 leaves a wrong
+or duplicate ACK to the retransmission timer, which is also what keeps
+the Sorcerer's Apprentice syndrome away).
+
+Blocks are counted from 1 without limit and sent with their number
+modulo 65536, so files above 32 MiB at 512-byte blocks roll over the way
+tftp-hpa, iPXE and EDK2 expect.
+"""
+
+import os
+import stat
+
+from vmetal_ironic.pxe import tftp_packet as packet
+
+# Results a session ends with (the ``result`` label of the metric).
+COMPLETED = 'served'
+TIMED_OUT = 'timeout'
+ABORTED = 'aborted'
+
+
+class FileTable:
+    """Open boot files shared by every transfer of the same file.
+
+    A boot storm asks for one or two files thousands of times; sharing the
+    descriptor (read with ``pread``, so no shared offset) keeps the process
+    at one descriptor per distinct file instead of one per transfer.
+    """
+
+    def __init__(self):
+        self._open = {}
+
+    def __len__(self):
+        return len(self._open)
+
+    def acquire(self, path):
+        """Open ``path`` read-only (or share it if it is already open).
+
+        :returns: ``(key, fd, size)``; give ``key`` back to :meth:`release`.
+        :raises OSError: it cannot be opened or is not a regular file.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise IsADirectoryError(f'{path} is not a regular file')
+        except OSError:
+            os.close(fd)
+            raise
+        # A file replaced or rewritten since is a different key.
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+        entry = self._open.get(key)
+        if entry is None:
+            self._open[key] = [fd, 1]
+        else:
+            os.close(fd)
+            entry[1] += 1
+            fd = entry[0]
+        return key, fd, info.st_size
+
+    def release(self, key):
+        entry = self._open.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._open[key]
+            os.close(entry[0])
+
+    def close(self):
+        for fd, _count in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+
+class Session:
+    """One read transfer to one peer.
+
+    :param peer: ``(address, port)`` of the client.
+    :param send: callable taking the bytes of one datagram for the peer.
+    :param fd: descriptor of the file (read with ``pread``).
+    :param size: the file's size.
+    :param transfer: the negotiated :class:`~.tftp_packet.Transfer`.
+    :param retries: resends of one window before giving up.
+    :param now: the current monotonic time.
+    """
+
+    __slots__ = (
+        '_base',
+        '_fd',
+        '_last',
+        '_oack',
+        '_retries_left',
+        '_send',
+        '_sent_upto',
+        '_waiting_oack',
+        'blksize',
+        'deadline',
+        'file_key',
+        'peer',
+        'request',
+        'result',
+        'retries',
+        'size',
+        'sock',
+        'timeout',
+        'windowsize',
+    )
+
+    def __init__(self, peer, send, fd, size, transfer, retries, now):
+        self.peer = peer
+        self.request = None
+        self.file_key = None
+        self.sock = None
+        self._send = send
+        self._fd = fd
+        self.size = size
+        self.blksize = transfer.blksize
+        self.windowsize = transfer.windowsize
+        self.timeout = transfer.timeout
+        self.retries = retries
+        self._retries_left = retries
+        # The last block is the first one shorter than blksize (maybe 0 B).
+        self._last = size // self.blksize + 1
+        self._base = 1
+        self._sent_upto = 0
+        self._oack = transfer.oack
+        self._waiting_oack = transfer.oack is not None
+        self.deadline = now + self.timeout
+        self.result = None
+
+    @property
+    def done(self):
+        return self.result is not None
+
+    def start(self, now):
+        """Send the OACK or the first window."""
+        self._transmit(now)
+
+    def _transmit(self, now):
+        self.deadline = now + self.timeout
+        if self._waiting_oack:
+            self._emit(self._oack)
+            return
+        end = min(self._base + self.windowsize - 1, self._last)
+        for block in range(self._base, end + 1):
+            data = os.pread(self._fd, self.blksize,
+                            (block - 1) * self.blksize)
+            if not self._emit(packet.data_header(block) + data):
+                return
+        self._sent_upto = max(self._sent_upto, end)
+
+    def _emit(self, datagram):
+        try:
+            self._send(datagram)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            # Send buffer full, or an ICMP error from an earlier datagram
+            # (the client may have closed after its last ACK, which may be
+            # waiting to be read): the datagram counts as lost; the timer
+            # resends it, and the server loop ends the session if the
+            # client is really gone.
+            return False
+        except OSError:
+            # Peer unreachable (ICMP), no route: this transfer is over.
+            self.result = ABORTED
+            return False
+        return True
+
+    def on_datagram(self, data, now):
+        """Handle one datagram from the peer.
+
+        :returns: ``True`` if the session finished with it.
+        """
+        block = packet.parse_ack(data)
+        if block is None:
+            if packet.opcode_of(data) == packet.ERROR:
+                # The peer gave up, or it only wanted tsize (EDK2 does).
+                self.result = ABORTED
+            return self.done
+        if self._waiting_oack:
+            if block == 0:
+                self._waiting_oack = False
+                self._retries_left = self.retries
+                self._transmit(now)
+            return self.done
+        # The block this ACK names, counted from 1 without wrapping: the
+        # only candidates are base-1 .. sent_upto, under 65536 apart.
+        acked = self._base - 1 + ((block - self._base + 1) & 0xffff)
+        if acked > self._sent_upto or acked < self._base:
+            return self.done  # stale, duplicate or bogus: leave to timer
+        if acked == self._last:
+            self.result = COMPLETED
+            return True
+        self._base = acked + 1
+        self._retries_left = self.retries
+        self._transmit(now)
+        return self.done
+
+    def on_deadline(self, now):
+        """Resend the window, or give up after the last retry.
+
+        :returns: ``True`` if the session is over.
+        """
+        if self._retries_left <= 0:
+            self.result = TIMED_OUT
+            return True
+        self._retries_left -= 1
+        self._transmit(now)
+        return self.done
