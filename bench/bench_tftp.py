@@ -1,9 +1,16 @@
-"""20 concurrent tftp-hpa downloads of ipxe.efi: agent (tftpy) vs dnsmasq.
+"""Concurrent TFTP downloads: the agent (both modes) vs dnsmasq.
 
-Run as root: ``tox -e bench -- tftp``. Both servers serve the same
-directory from the same namespace; every round starts 20 clients at once
-(512-byte blocks, tftp-hpa's default) and times until the last finished;
-every downloaded file is compared with the original.
+Run as root: ``tox -e bench -- tftp``. The agent with a port per transfer
+(TFTP port 1069), the agent in single-port mode (1070) and dnsmasq (TFTP
+only, port 69) serve the same directory from the same namespace at the
+same time; rounds take turns (agent, single-port, dnsmasq, agent, ...) so
+a change in the machine's load hits all three alike. A round starts the
+clients at once and times until the last finished; every downloaded file
+is compared with the original.
+
+Two cases: 20 tftp-hpa clients fetching ``ipxe.efi`` with 512-byte blocks
+(tftp-hpa's default, the case of the issue), and 20 curl clients asking
+``blksize=1468`` (what firmware asks for) for the same file.
 """
 
 import filecmp
@@ -18,19 +25,30 @@ import time
 import pxe_netns
 
 CLIENTS = 20
-ROUNDS = 3
+ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '7'))
 FILE = 'ipxe.efi'
+SERVERS = (('vmetal-dhcp-agent', 1069), ('vmetal-dhcp-agent single-port',
+                                         1070), ('dnsmasq', 69))
 
 
-def _round(lab, out_dir):
+def _tftp_hpa(port, target):
+    return ['tftp', pxe_netns.SERVER, str(port), '-m', 'binary', '-c', 'get',
+            FILE, str(target)]
+
+
+def _curl(port, target):
+    return ['curl', '-sS', '--max-time', '60', '--tftp-blksize', '1468',
+            '-o', str(target), f'tftp://{pxe_netns.SERVER}:{port}/{FILE}']
+
+
+def _round(lab, client, port, out_dir):
     out_dir.mkdir(exist_ok=True)
     started = time.monotonic()
     procs = [subprocess.Popen(
-        ['ip', 'netns', 'exec', lab.client_ns, 'tftp', pxe_netns.SERVER,
-         '-m', 'binary', '-c', 'get', FILE, str(out_dir / f'{n}.efi')],
+        ['ip', 'netns', 'exec', lab.client_ns,
+         *client(port, out_dir / f'{n}.efi')],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for n in range(CLIENTS)]
-    failures = 0
     for proc in procs:
         try:
             proc.wait(120)
@@ -38,6 +56,7 @@ def _round(lab, out_dir):
             proc.kill()
             proc.wait(5)
     elapsed = time.monotonic() - started
+    failures = 0
     for n in range(CLIENTS):
         path = out_dir / f'{n}.efi'
         if not path.exists() or not filecmp.cmp(path, lab.tftp_file,
@@ -47,15 +66,38 @@ def _round(lab, out_dir):
     return elapsed, failures
 
 
-def _series(lab, name):
-    times = []
-    failed = 0
+def _case(lab, client):
+    times = {name: [] for name, _port in SERVERS}
+    failed = dict.fromkeys(times, 0)
     for number in range(ROUNDS):
-        elapsed, failures = _round(lab, lab.workdir / f'{name}-{number}')
-        times.append(elapsed)
-        failed += failures
-    return (f'min {min(times):5.2f} s  median {statistics.median(times):5.2f}'
-            f' s  failed downloads {failed}/{ROUNDS * CLIENTS}')
+        for name, port in SERVERS:
+            elapsed, failures = _round(lab, client, port,
+                                       lab.workdir / f'round-{number}')
+            times[name].append(elapsed)
+            failed[name] += failures
+    theirs = statistics.median(times['dnsmasq'])
+    for name, _port in SERVERS:
+        median = statistics.median(times[name])
+        print(f'  {name:30} min {min(times[name]):5.2f} s  median '
+              f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq)  failed '
+              f'downloads {failed[name]}/{ROUNDS * CLIENTS}')
+
+
+def _start_dnsmasq(lab, root):
+    argv = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
+            '--port=0', f'--interface={lab.server_if}', '--bind-interfaces',
+            '--user=root', '--group=root',
+            f'--pid-file={lab.workdir}/dnsmasq-tftp.pid', '--enable-tftp',
+            f'--tftp-root={root}']
+    proc = lab.spawn(lab.server_ns, argv, 'dnsmasq-tftp.log')
+    deadline = time.monotonic() + 10
+    while ':69 ' not in pxe_netns.sh('ip', 'netns', 'exec', lab.server_ns,
+                                     'ss', '-lun', check=False).stdout:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError('dnsmasq did not start: ' + (
+                lab.workdir / 'dnsmasq-tftp.log').read_text())
+        time.sleep(0.05)
+    return proc
 
 
 def main():
@@ -68,23 +110,26 @@ def main():
         shutil.copy(os.path.realpath(f'/usr/lib/ipxe/{FILE}'), root / FILE)
         lab = pxe_netns.Lab(tmp)
         lab.tftp_file = root / FILE
+        servers = []
         try:
             size = (root / FILE).stat().st_size
+            # Two agents in one namespace: the second one's DHCP goes to an
+            # unused port (nothing asks it for DHCP here).
+            servers.append(lab.start_agent(
+                [], 'agent-classic', tftp_root=root, tftp_extra='port = 1069'))
+            servers.append(lab.start_agent(
+                [], 'agent-single', extra='port = 1067', tftp_root=root,
+                tftp_extra='port = 1070\nsingle_port = true'))
+            servers.append(_start_dnsmasq(lab, root))
             print(f'{CLIENTS} concurrent tftp-hpa downloads of {FILE} '
-                  f'({size:,} B), {ROUNDS} rounds')
-            agent = lab.start_agent([], 'agent-tftp', tftp_root=root)
-            try:
-                ours = _series(lab, 'agent')
-            finally:
-                lab.stop(agent)
-            dnsmasq = lab.start_dnsmasq([], 'dnsmasq-tftp', tftp_root=root)
-            try:
-                theirs = _series(lab, 'dnsmasq')
-            finally:
-                lab.stop(dnsmasq)
-            print(f'vmetal-dhcp-agent (tftpy) {ours}')
-            print(f'dnsmasq                   {theirs}')
+                  f'({size:,} B, 512-byte blocks), {ROUNDS} rounds each')
+            _case(lab, _tftp_hpa)
+            print(f'{CLIENTS} concurrent curl downloads of {FILE}, '
+                  f'blksize 1468, {ROUNDS} rounds each')
+            _case(lab, _curl)
         finally:
+            for proc in servers:
+                lab.stop(proc)
             lab.close()
 
 

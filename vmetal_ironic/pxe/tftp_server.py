@@ -12,12 +12,13 @@ Two modes:
 The loop owns every socket and session; nothing a peer sends reaches
 another session: a datagram is handled by exactly one session, or it is a
 request, which is parsed in full before anything is opened and refused to
-that peer alone with an ERROR packet. ``selectors`` picks epoll, which has
-no descriptor ceiling (``select()`` stops at 1,023).
+that peer alone with an ERROR packet. The loop waits on epoll, which has
+no descriptor ceiling (``select()`` stops at 1,023) and costs the same
+with 2 or 20,000 idle sessions.
 """
 
 import contextlib
-import selectors
+import select
 import socket
 import time
 
@@ -114,8 +115,9 @@ class TftpServer:
         self.files = session_mod.FileTable()
         self.sessions = {}   # classic: socket fd -> session; single: peer
         self.refusals = RateLimitedLog()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ, None)
+        self._epoll = select.epoll()
+        self._epoll.register(sock.fileno(), select.EPOLLIN)
+        self._listen_fd = sock.fileno()
         self._running = True
         if single_port:
             for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -129,11 +131,13 @@ class TftpServer:
         next_scan = self._clock() + _TICK
         try:
             while self._running:
-                for key, _mask in self._selector.select(_TICK):
-                    if key.data is None:
+                for fd, _mask in self._epoll.poll(_TICK):
+                    if fd == self._listen_fd:
                         self._read_listener()
                     else:
-                        self._read_session(key.data)
+                        session = self.sessions.get(fd)
+                        if session is not None:
+                            self._read_session(session)
                 now = self._clock()
                 if now >= next_scan:
                     next_scan = now + _TICK
@@ -199,7 +203,7 @@ class TftpServer:
                          'refused', request.filename)
             return
         try:
-            file_key, fd, size = self.files.acquire(path)
+            file_key, source, size = self.files.acquire(path)
         except OSError as exc:
             self._refuse(peer, packet.ACCESS_VIOLATION, 'cannot read file',
                          'failed', f'{request.filename} ({exc.strerror})')
@@ -209,7 +213,8 @@ class TftpServer:
                 request, size, self.limits.timeout,
                 max_blksize=self.limits.max_blksize,
                 max_windowsize=self.limits.max_windowsize)
-            self._start(request, data, peer, file_key, fd, size, transfer)
+            self._start(request, data, peer, file_key, source, size,
+                        transfer)
         except packet.BadPacket as exc:
             self.files.release(file_key)
             self._refuse(peer, exc.code, exc.reason, 'bad_option',
@@ -219,7 +224,8 @@ class TftpServer:
             self._refuse(peer, packet.NOT_DEFINED, 'server error', 'failed',
                          f'{request.filename} ({exc.strerror})')
 
-    def _start(self, request, data, peer, file_key, fd, size, transfer):
+    def _start(self, request, data, peer, file_key, source, size,
+               transfer):
         now = self._clock()
         if self.single_port:
             sock = None
@@ -236,7 +242,7 @@ class TftpServer:
                 sock.close()
                 raise
             send = sock.send
-        session = session_mod.Session(peer, send, fd, size, transfer,
+        session = session_mod.Session(peer, send, source, size, transfer,
                                       self.limits.retries, now)
         session.request = data
         session.file_key = file_key
@@ -245,7 +251,7 @@ class TftpServer:
             self.sessions[peer] = session
         else:
             self.sessions[sock.fileno()] = session
-            self._selector.register(sock, selectors.EVENT_READ, session)
+            self._epoll.register(sock.fileno(), select.EPOLLIN)
         LOG.debug('TFTP read of %s by %s:%s, %d B, blksize %d, window %d',
                   request.filename, peer[0], peer[1], size, transfer.blksize,
                   transfer.windowsize)
@@ -263,30 +269,25 @@ class TftpServer:
     # -- transfers -------------------------------------------------------
 
     def _read_session(self, session):
-        sock = session.sock
-        refused = False
-        while True:
+        # One datagram per wake-up: epoll is level-triggered, so anything
+        # still queued wakes the loop again, and the common case (one ACK)
+        # costs no extra failing recv().
+        try:
+            data = session.sock.recv(_RECV)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            # ICMP port unreachable, reported once. Datagrams queued before
+            # it still count (the client's last ACK, sent just before it
+            # closed); with none left, the client is gone.
             try:
-                data = sock.recv(_RECV)
-            except (BlockingIOError, InterruptedError):
-                if refused:
-                    # ICMP port unreachable and nothing left to read from
-                    # the client: it is gone.
-                    session.result = session_mod.ABORTED
-                    self._finish(session)
-                return
+                data = session.sock.recv(_RECV)
             except OSError:
-                # Reported once; datagrams queued before it still count
-                # (the client's last ACK, sent just before it closed).
-                if refused:
-                    session.result = session_mod.ABORTED
-                    self._finish(session)
-                    return
-                refused = True
-                continue
-            if session.on_datagram(data, self._clock()):
+                session.result = session_mod.ABORTED
                 self._finish(session)
                 return
+        if session.on_datagram(data, self._clock()):
+            self._finish(session)
 
     def _expire(self, now):
         late = [s for s in self.sessions.values() if s.deadline <= now]
@@ -302,7 +303,7 @@ class TftpServer:
         else:
             if self.sessions.pop(session.sock.fileno(), None) is None:
                 return
-            self._selector.unregister(session.sock)
+            self._epoll.unregister(session.sock.fileno())
             session.sock.close()
         self.files.release(session.file_key)
         result = session.result or session_mod.ABORTED
@@ -315,4 +316,4 @@ class TftpServer:
             session.result = session.result or session_mod.ABORTED
             self._finish(session)
         self.files.close()
-        self._selector.close()
+        self._epoll.close()

@@ -23,15 +23,65 @@ TIMED_OUT = 'timeout'
 ABORTED = 'aborted'
 
 
-class FileTable:
-    """Open boot files shared by every transfer of the same file.
+class _Cached:
+    """A whole file in memory: no system call per block."""
 
-    A boot storm asks for one or two files thousands of times; sharing the
-    descriptor (read with ``pread``, so no shared offset) keeps the process
-    at one descriptor per distinct file instead of one per transfer.
+    __slots__ = ('_data',)
+
+    def __init__(self, data):
+        self._data = data
+
+    def chunk(self, offset, size):
+        return self._data[offset:offset + size]
+
+    def close(self):
+        self._data = b''
+
+
+class _Open:
+    """A file too large for the cache, read block by block."""
+
+    __slots__ = ('_fd',)
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def chunk(self, offset, size):
+        return os.pread(self._fd, size, offset)
+
+    def close(self):
+        os.close(self._fd)
+
+
+def _read_all(fd, size):
+    parts = []
+    offset = 0
+    while offset < size:
+        part = os.pread(fd, size - offset, offset)
+        if not part:
+            break  # shrank while read: serve what is there
+        parts.append(part)
+        offset += len(part)
+    return b''.join(parts)
+
+
+class FileTable:
+    """Open boot files, shared by every transfer of the same file.
+
+    A boot storm asks for one or two files thousands of times. Each
+    distinct file is read once and kept in memory while transfers use it
+    (up to ``cache_bytes`` in total; larger ones stay open and are read
+    with ``pread``), so the process holds no descriptor per transfer and
+    makes no system call per block. A file rewritten since (other inode,
+    size or modification time) is a new entry; its old content stays
+    consistent for the transfers already reading it.
+
+    :param cache_bytes: memory for file contents.
     """
 
-    def __init__(self):
+    def __init__(self, cache_bytes=256 * 1024 * 1024):
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
         self._open = {}
 
     def __len__(self):
@@ -40,7 +90,8 @@ class FileTable:
     def acquire(self, path):
         """Open ``path`` read-only (or share it if it is already open).
 
-        :returns: ``(key, fd, size)``; give ``key`` back to :meth:`release`.
+        :returns: ``(key, file, size)``; ``file.chunk(offset, size)`` reads;
+            give ``key`` back to :meth:`release`.
         :raises OSError: it cannot be opened or is not a regular file.
         """
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
@@ -48,19 +99,24 @@ class FileTable:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise IsADirectoryError(f'{path} is not a regular file')
+            key = (info.st_dev, info.st_ino, info.st_size,
+                   info.st_mtime_ns)
+            entry = self._open.get(key)
+            if entry is not None:
+                os.close(fd)
+                entry[1] += 1
+                return key, entry[0], info.st_size
+            if self.cached_bytes + info.st_size <= self.cache_bytes:
+                handle = _Cached(_read_all(fd, info.st_size))
+                os.close(fd)
+                self.cached_bytes += info.st_size
+            else:
+                handle = _Open(fd)
         except OSError:
             os.close(fd)
             raise
-        # A file replaced or rewritten since is a different key.
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
-        entry = self._open.get(key)
-        if entry is None:
-            self._open[key] = [fd, 1]
-        else:
-            os.close(fd)
-            entry[1] += 1
-            fd = entry[0]
-        return key, fd, info.st_size
+        self._open[key] = [handle, 1]
+        return key, handle, info.st_size
 
     def release(self, key):
         entry = self._open.get(key)
@@ -69,12 +125,14 @@ class FileTable:
         entry[1] -= 1
         if entry[1] <= 0:
             del self._open[key]
-            os.close(entry[0])
+            if isinstance(entry[0], _Cached):
+                self.cached_bytes -= key[2]
+            entry[0].close()
 
     def close(self):
-        for fd, _count in self._open.values():
-            os.close(fd)
-        self._open.clear()
+        for key in list(self._open):
+            self._open[key][1] = 0
+            self.release(key)
 
 
 class Session:
@@ -82,7 +140,7 @@ class Session:
 
     :param peer: ``(address, port)`` of the client.
     :param send: callable taking the bytes of one datagram for the peer.
-    :param fd: descriptor of the file (read with ``pread``).
+    :param source: the file, from :meth:`FileTable.acquire`.
     :param size: the file's size.
     :param transfer: the negotiated :class:`~.tftp_packet.Transfer`.
     :param retries: resends of one window before giving up.
@@ -91,7 +149,7 @@ class Session:
 
     __slots__ = (
         '_base',
-        '_fd',
+        '_chunk',
         '_last',
         '_oack',
         '_retries_left',
@@ -111,13 +169,13 @@ class Session:
         'windowsize',
     )
 
-    def __init__(self, peer, send, fd, size, transfer, retries, now):
+    def __init__(self, peer, send, source, size, transfer, retries, now):
         self.peer = peer
         self.request = None
         self.file_key = None
         self.sock = None
         self._send = send
-        self._fd = fd
+        self._chunk = source.chunk
         self.size = size
         self.blksize = transfer.blksize
         self.windowsize = transfer.windowsize
@@ -148,8 +206,7 @@ class Session:
             return
         end = min(self._base + self.windowsize - 1, self._last)
         for block in range(self._base, end + 1):
-            data = os.pread(self._fd, self.blksize,
-                            (block - 1) * self.blksize)
+            data = self._chunk((block - 1) * self.blksize, self.blksize)
             if not self._emit(packet.data_header(block) + data):
                 return
         self._sent_upto = max(self._sent_upto, end)

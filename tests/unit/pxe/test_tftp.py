@@ -224,3 +224,27 @@ def test_refusal_log_is_rate_limited(caplog):
         limited.warning('refused %s', 'y')
     assert len(caplog.records) == 5
     assert limited.suppressed == 0
+
+
+def test_file_table_shares_caches_and_falls_back_to_pread(root):
+    from vmetal_ironic.pxe import tftp_session
+
+    path = str(root / 'boot.efi')
+    expected = (root / 'boot.efi').read_bytes()
+    table = tftp_session.FileTable(cache_bytes=6000)
+    key, cached, size = table.acquire(path)
+    again = table.acquire(path)
+    assert again[1] is cached and size == 5000 and len(table) == 1
+    assert cached.chunk(4096, 512) == expected[4096:4608]
+    # Over the budget: served from the file, same bytes.
+    big = str(root / 'big.bin')
+    (root / 'big.bin').write_bytes(os.urandom(2000))
+    big_key, opened, _ = table.acquire(big)
+    assert opened.chunk(1000, 2000) == (root / 'big.bin').read_bytes()[1000:]
+    assert table.cached_bytes == 5000
+    table.release(key)
+    table.release(key)
+    table.release(big_key)
+    assert len(table) == 0 and table.cached_bytes == 0
+    with pytest.raises(OSError):
+        table.acquire(str(root / 'sub'))
