@@ -31,13 +31,24 @@ LOG = log.getLogger(__name__)
 
 # Datagrams read from the listening socket per wake-up, so a flood of
 # requests cannot starve the transfers in progress.
-_BURST = 256
+_BURST = 16
 _RECV = 65536
 # How often deadlines are checked; timeouts are whole seconds.
 _TICK = 0.2
-# Buffers of the shared socket in single-port mode, where every window of
-# every transfer goes through one socket.
-_SHARED_BUFFER = 4 * 1024 * 1024
+# Buffers of the listening socket.
+_SOCKET_BUFFER = 4 * 1024 * 1024
+# Linux <asm-generic/socket.h>; Python's socket module does not name them.
+_SO_SNDBUFFORCE = 32
+_SO_RCVBUFFORCE = 33
+
+
+def _grow_buffer(sock, option, force):
+    # FORCE passes net.core.[rw]mem_max (root, CAP_NET_ADMIN); without the
+    # capability the kernel caps the plain option at that maximum.
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, _SOCKET_BUFFER)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
 
 
 class RateLimitedLog:
@@ -119,9 +130,12 @@ class TftpServer:
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()
         self._running = True
+        # A boot storm sends thousands of requests at once; the default
+        # buffer holds about 300. Single-port mode also sends every window
+        # of every transfer through this socket.
+        _grow_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE)
         if single_port:
-            for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-                sock.setsockopt(socket.SOL_SOCKET, option, _SHARED_BUFFER)
+            _grow_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE)
 
     def stop(self):
         self._running = False
