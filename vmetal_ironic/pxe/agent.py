@@ -20,6 +20,7 @@ from vmetal_ironic import exception
 from vmetal_ironic.pxe import cache as cache_mod
 from vmetal_ironic.pxe import decisions
 from vmetal_ironic.pxe import dynamic as dynamic_mod
+from vmetal_ironic.pxe import http_boot
 from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import ra as ra_mod
 from vmetal_ironic.pxe import server as server_mod
@@ -87,7 +88,8 @@ def settings_from_conf(conf, server_address):
         boot_files=_boot_files(group.boot_files),
         default_boot_file=group.default_boot_file or None,
         ipxe_script_url=_url(group.ipxe_script_url, 'ipxe_script_url'),
-        http_boot_url=_url(group.http_boot_url, 'http_boot_url'),
+        http_boot_url=(_url(group.http_boot_url, 'http_boot_url')
+                       or http_boot.agent_url(conf, server_address)),
         no_pxedhcp=group.no_pxedhcp)
 
 
@@ -139,11 +141,13 @@ class Agent:
         self.metrics = metrics_mod.Metrics()
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
+        self._http_service = self._http_from_conf()
         self.cache = cache_mod.ReservationCache()
         self.poller = cache_mod.RevisionPoller(store, self.cache,
                                                group.poll_interval)
         self.server = None
         self.tftp = None
+        self.http = None
         self.ra = None
         self.metrics_server = None
         self._stop = threading.Event()
@@ -189,6 +193,31 @@ class Agent:
                               f'port {service.port}: {exc.strerror}') from None
         self.tftp = service
 
+    def _http_from_conf(self):
+        group = self.conf.vmetal_tftp
+        if not group.http_port:
+            return None
+        try:
+            return http_boot.HttpBootService(
+                group.root, group.address or self.server_address,
+                group.http_port, link_dirs=group.link_dirs,
+                max_connections=group.http_max_connections,
+                metrics=self.metrics)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _start_http(self):
+        service = self._http_service
+        if service is None:
+            return
+        try:
+            service.start()
+        except OSError as exc:
+            raise ConfigError(f'cannot serve boot files over HTTP on '
+                              f'{service.address} port {service.port}: '
+                              f'{exc.strerror}') from None
+        self.http = service
+
     def _start_ra(self):
         group = self.conf.vmetal_dhcp_agent
         if not group.send_ra:
@@ -230,14 +259,17 @@ class Agent:
             self.metrics.cache_size.set(len(self.cache))
             self.poller.start()
             self._start_tftp()
+            self._start_http()
             self._start_ra()
             self._start_metrics()
         except Exception:
             self.stop()
             raise
         LOG.info('vmetal-dhcp-agent serving on %s (%s), %d reservations, '
-                 'TFTP %s, IPv6 RA %s', self.interface, self.server_address,
-                 len(self.cache), 'on' if self.tftp else 'off',
+                 'TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
+                 self.server_address, len(self.cache),
+                 'on' if self.tftp else 'off',
+                 f'port {self.http.port}' if self.http else 'off',
                  'on' if self.ra else 'off')
 
     def request_stop(self, *_args):
@@ -304,6 +336,9 @@ class Agent:
         if self.tftp is not None:
             self.tftp.stop()
             self.tftp = None
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self.server is not None:
             self.server.sock.close()
             LOG.info('vmetal-dhcp-agent stopped. %s', self.server.summary())

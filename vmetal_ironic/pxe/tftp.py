@@ -23,6 +23,18 @@ LOG = log.getLogger(__name__)
 _SPARE_FDS = 256
 
 
+def real_root(root, option='root'):
+    """:returns: ``root`` with symlinks resolved.
+
+    :raises ValueError: it is not a readable directory.
+    """
+    real = os.path.realpath(root)
+    if not os.path.isdir(real) or not os.access(real, os.R_OK | os.X_OK):
+        raise ValueError(f'[vmetal_tftp]{option} {root!r} is not a readable '
+                         'directory')
+    return real
+
+
 def resolve(root, name, link_dirs=()):
     """Map a requested name to a file inside ``root``.
 
@@ -64,11 +76,7 @@ class TftpService:
     def __init__(self, root, address, port=69, metrics=None, timeout=5,
                  retries=3, link_dirs=(), single_port=False,
                  max_sessions=4096, max_windowsize=64):
-        real = os.path.realpath(root)
-        if not os.path.isdir(real) or not os.access(real, os.R_OK | os.X_OK):
-            raise ValueError(f'[vmetal_tftp]root {root!r} is not a readable '
-                             'directory')
-        self.root = real
+        self.root = real_root(root)
         self.link_dirs = tuple(os.path.realpath(d) for d in link_dirs)
         self.address = address
         self.port = port
