@@ -1,10 +1,11 @@
-"""Concurrent TFTP downloads: the agent (both modes) vs dnsmasq.
+"""Concurrent TFTP downloads: the agent (both modes) vs dnsmasq (and tftpy).
 
 Run as root: ``tox -e bench -- tftp``. The agent with a port per transfer
-(TFTP port 1069), the agent in single-port mode (1070) and dnsmasq (TFTP
-only, port 69) serve the same directory from the same namespace at the
-same time; rounds take turns (agent, single-port, dnsmasq, agent, ...) so
-a change in the machine's load hits all three alike. A round starts the
+(TFTP port 1069), the agent in single-port mode (1070), tftpy's server
+(1071, what the agent used before) and dnsmasq (TFTP only, port 69) serve
+the same directory from the same namespace at the same time; rounds take
+turns (agent, single-port, tftpy, dnsmasq, agent, ...) so a change in the
+machine's load hits all of them alike. A round starts the
 clients at once and times until the last finished; every downloaded file
 is compared with the original.
 
@@ -19,6 +20,7 @@ import pathlib
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -27,8 +29,14 @@ import pxe_netns
 CLIENTS = 20
 ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '7'))
 FILE = 'ipxe.efi'
-SERVERS = (('vmetal-dhcp-agent', 1069), ('vmetal-dhcp-agent single-port',
-                                         1070), ('dnsmasq', 69))
+SERVERS = (('vmetal-dhcp-agent', 1069),
+           ('vmetal-dhcp-agent single-port', 1070),
+           ('tftpy 0.8.7 (the old server)', 1071),
+           ('dnsmasq', 69))
+# tftpy's own server loop, as the agent ran it before (for the record in
+# doc/source/tftp.rst).
+TFTPY = ('import sys, tftpy; '
+         'tftpy.TftpServer(sys.argv[1]).listen(sys.argv[2], 1071)')
 
 
 def _tftp_hpa(port, target):
@@ -83,6 +91,16 @@ def _case(lab, client):
               f'downloads {failed[name]}/{ROUNDS * CLIENTS}')
 
 
+def _wait_listening(lab, port, proc):
+    deadline = time.monotonic() + 10
+    while f':{port} ' not in pxe_netns.sh('ip', 'netns', 'exec',
+                                          lab.server_ns, 'ss', '-lun',
+                                          check=False).stdout:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f'nothing listens on UDP port {port}')
+        time.sleep(0.05)
+
+
 def _start_dnsmasq(lab, root):
     argv = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
             '--port=0', f'--interface={lab.server_if}', '--bind-interfaces',
@@ -90,13 +108,7 @@ def _start_dnsmasq(lab, root):
             f'--pid-file={lab.workdir}/dnsmasq-tftp.pid', '--enable-tftp',
             f'--tftp-root={root}']
     proc = lab.spawn(lab.server_ns, argv, 'dnsmasq-tftp.log')
-    deadline = time.monotonic() + 10
-    while ':69 ' not in pxe_netns.sh('ip', 'netns', 'exec', lab.server_ns,
-                                     'ss', '-lun', check=False).stdout:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError('dnsmasq did not start: ' + (
-                lab.workdir / 'dnsmasq-tftp.log').read_text())
-        time.sleep(0.05)
+    _wait_listening(lab, 69, proc)
     return proc
 
 
@@ -121,6 +133,10 @@ def main():
                 [], 'agent-single', extra='port = 1067', tftp_root=root,
                 tftp_extra='port = 1070\nsingle_port = true'))
             servers.append(_start_dnsmasq(lab, root))
+            servers.append(lab.spawn(lab.server_ns, [
+                sys.executable, '-c', TFTPY, str(root), pxe_netns.SERVER],
+                'tftpy.log'))
+            _wait_listening(lab, 1071, servers[-1])
             print(f'{CLIENTS} concurrent tftp-hpa downloads of {FILE} '
                   f'({size:,} B, 512-byte blocks), {ROUNDS} rounds each')
             _case(lab, _tftp_hpa)
