@@ -124,7 +124,10 @@ class TftpServer:
         self._on_result = on_result or (lambda result, size: None)
         self._clock = clock
         self.files = session_mod.FileTable()
-        self.sessions = {}   # classic: socket fd -> session; single: peer
+        # classic: socket fd -> session; single-port: peer -> session.
+        self.sessions = {}
+        # peer -> session, in both modes (the same dict in single-port).
+        self._by_peer = self.sessions if single_port else {}
         self.refusals = RateLimitedLog()
         self._epoll = select.epoll()
         self._epoll.register(sock.fileno(), select.EPOLLIN)
@@ -171,18 +174,23 @@ class TftpServer:
             except OSError:
                 # An ICMP error for an earlier single-port datagram.
                 continue
-            if self.single_port:
-                current = self.sessions.get(peer)
-                if current is not None:
-                    if data == current.request:
-                        continue  # the client resent its request
-                    opcode = packet.opcode_of(data)
-                    if opcode not in (packet.RRQ, packet.WRQ):
-                        if current.on_datagram(data, self._clock()):
-                            self._finish(current)
-                        continue
-                    # A new request from the same port replaces the old.
-                    self._finish(current)
+            current = self._by_peer.get(peer)
+            if current is not None:
+                if data == current.request:
+                    # The client resent its request: its first packet was
+                    # lost, or it is still on the way.
+                    if current.on_repeated_request(self._clock()):
+                        self._finish(current)
+                    continue
+                if self.single_port and packet.opcode_of(data) not in (
+                        packet.RRQ, packet.WRQ):
+                    if current.on_datagram(data, self._clock()):
+                        self._finish(current)
+                    continue
+                # Another request from the same port: the client gave up
+                # the old transfer.
+                current.result = session_mod.ABORTED
+                self._finish(current)
             self._request(data, peer)
 
     def _reply_error(self, peer, code, reason):
@@ -265,6 +273,7 @@ class TftpServer:
             self.sessions[peer] = session
         else:
             self.sessions[sock.fileno()] = session
+            self._by_peer[peer] = session
             self._epoll.register(sock.fileno(), select.EPOLLIN)
         LOG.debug('TFTP read of %s by %s:%s, %d B, blksize %d, window %d',
                   request.filename, peer[0], peer[1], size, transfer.blksize,
@@ -317,6 +326,8 @@ class TftpServer:
         else:
             if self.sessions.pop(session.sock.fileno(), None) is None:
                 return
+            if self._by_peer.get(session.peer) is session:
+                del self._by_peer[session.peer]
             self._epoll.unregister(session.sock.fileno())
             session.sock.close()
         self.files.release(session.file_key)

@@ -150,6 +150,7 @@ class Session:
     __slots__ = (
         '_base',
         '_chunk',
+        '_heard',
         '_last',
         '_oack',
         '_retries_left',
@@ -190,6 +191,7 @@ class Session:
         self._waiting_oack = transfer.oack is not None
         self.deadline = now + self.timeout
         self.result = None
+        self._heard = False
 
     @property
     def done(self):
@@ -227,6 +229,20 @@ class Session:
             return False
         return True
 
+    def on_repeated_request(self, now):
+        """The client sent its request again.
+
+        Until the client has answered once, this is the only resend: the
+        timer does not resend a first packet nobody acknowledged, so a
+        request with a forged source draws one answer, not one per retry
+        (every client resends its request when the answer is lost).
+
+        :returns: ``True`` if the session is over.
+        """
+        if not self._heard:
+            self._transmit(now)
+        return self.done
+
     def on_datagram(self, data, now):
         """Handle one datagram from the peer.
 
@@ -238,6 +254,7 @@ class Session:
                 # The peer gave up, or it only wanted tsize (EDK2 does).
                 self.result = ABORTED
             return self.done
+        self._heard = True
         if self._waiting_oack:
             if block == 0:
                 self._waiting_oack = False
@@ -266,5 +283,9 @@ class Session:
             self.result = TIMED_OUT
             return True
         self._retries_left -= 1
+        if not self._heard:
+            # See on_repeated_request: wait for the client to ask again.
+            self.deadline = now + self.timeout
+            return False
         self._transmit(now)
         return self.done

@@ -176,14 +176,34 @@ def test_idle_sessions_time_out_after_timeout_and_retries(service):
         started = time.monotonic()
         assert peer.recv()[0] == 6
         assert service.session_count == 1
-        # The OACK comes again after 1 s (one retry), then nothing.
-        assert peer.recv()[0] == 6
         while service.session_count and time.monotonic() - started < 5:
             time.sleep(0.05)
         elapsed = time.monotonic() - started
     assert service.session_count == 0
+    # timeout 1 s x (1 retry + 1)
     assert 1.5 < elapsed < 3.5, elapsed
     assert 'result="timeout"} 1.0' in service.metrics.render()
+
+
+def test_first_packet_is_resent_only_when_the_client_asks_again(service):
+    """One answer per request datagram until the client has answered once
+    (a forged request draws no resends), then resends on the timer."""
+    with tftp_peer.Peer(_server(service), timeout=1.5) as peer:
+        request = tftp_peer.rrq('big.bin')
+        peer.send(request)
+        opcode, first, source = peer.recv()
+        assert opcode == 3
+        with pytest.raises(TimeoutError):
+            peer.recv()  # no resend after the 1 s timeout
+        peer.send(request)
+        opcode, again, again_source = peer.recv()
+        # The same transfer answers again; no second session.
+        assert (opcode, again, again_source) == (3, first, source)
+        assert service.session_count == 1
+        peer.send(tftp_peer.ack(1), source)
+        assert peer.recv()[1][:2] == b'\0\x02'
+        # Now the client has answered: block 2 comes again on the timer.
+        assert peer.recv()[1][:2] == b'\0\x02'
 
 
 def test_sessions_past_the_limit_are_refused_as_busy(service):
