@@ -113,6 +113,14 @@ def _open_fds():
     return len(os.listdir('/proc/self/fd'))
 
 
+def _rss_kib():
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1])
+    return 0
+
+
 def _sessions(count, port):
     """``count`` sessions started and never acknowledged."""
     peers = []
@@ -141,10 +149,15 @@ def test_two_thousand_sessions_then_all_expire(service, root, tmp_path):
     if soft < 5000:
         pytest.skip(f'descriptor limit {soft} < 5000 for 2,000 clients')
     before = _open_fds()
+    rss_before = _rss_kib()
     started = time.monotonic()
     peers = _sessions(2000, service.port)
     try:
         assert service.session_count == 2000
+        # Server and 2,000 client sockets in this process: a few KiB per
+        # transfer (the 8 MiB file is in memory once, not per transfer).
+        grown = _rss_kib() - rss_before
+        assert grown < 48 * 1024, f'RSS grew by {grown} KiB'
         opened = _open_fds() - before - len(peers)
         # Classic: one socket per transfer; the file itself is in memory.
         assert opened <= (2000 if not service.single_port else 0) + 5
