@@ -44,6 +44,9 @@ class Metrics:
         self.tftp_bytes = prometheus_client.Counter(
             'vmetal_tftp_bytes', 'Bytes of files sent whole over TFTP.',
             registry=reg)
+        self.tftp_sessions = prometheus_client.Gauge(
+            'vmetal_tftp_sessions', 'TFTP transfers in progress.',
+            registry=reg)
         self.http_requests = prometheus_client.Counter(
             'vmetal_http_boot_requests', 'Boot-file HTTP requests, by '
             'result.', ['result'], registry=reg)

@@ -139,6 +139,9 @@ class TftpService:
         self._server = tftp_server.TftpServer(
             sock, self.open_file, self.limits, single_port=self.single_port,
             on_result=self._on_result)
+        if self.metrics is not None:
+            self.metrics.tftp_sessions.set_function(
+                lambda: self.session_count)
         self._thread = threading.Thread(target=self._serve, name='tftp',
                                         daemon=True)
         self._thread.start()

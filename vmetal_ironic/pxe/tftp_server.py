@@ -67,7 +67,7 @@ class RateLimitedLog:
         self._lines = 0
         self.suppressed = 0
 
-    def warning(self, message, *args):
+    def warning(self, message, *args, exc_info=False):
         now = self._clock()
         if now - self._window_start >= self.period:
             if self.suppressed:
@@ -78,7 +78,7 @@ class RateLimitedLog:
             self.suppressed = 0
         if self._lines < self.burst:
             self._lines += 1
-            LOG.warning(message, *args)
+            LOG.warning(message, *args, exc_info=exc_info)
         else:
             self.suppressed += 1
 
@@ -150,17 +150,36 @@ class TftpServer:
             while self._running:
                 for fd, _mask in self._epoll.poll(_TICK):
                     if fd == self._listen_fd:
-                        self._read_listener()
+                        self._guarded(self._read_listener)
                     else:
                         session = self.sessions.get(fd)
                         if session is not None:
-                            self._read_session(session)
+                            self._guarded(self._read_session, session)
                 now = self._clock()
                 if now >= next_scan:
                     next_scan = now + _TICK
                     self._expire(now)
         finally:
             self._close_all()
+
+    def _guarded(self, handler, session=None):
+        # The last line of defence, for a bug rather than a bad packet
+        # (those are BadPacket or ignored): the one session (or datagram)
+        # is lost, every other transfer goes on, and the traceback is
+        # logged under the same rate limit as refusals.
+        try:
+            if session is None:
+                handler()
+            else:
+                handler(session)
+        except Exception:
+            self.refusals.warning('TFTP server error; %s dropped',
+                                  'one transfer' if session else
+                                  'one request', exc_info=True)
+            if session is not None:
+                session.result = session.result or 'failed'
+                with contextlib.suppress(Exception):
+                    self._finish(session)
 
     # -- the listening socket -----------------------------------------
 
@@ -315,8 +334,11 @@ class TftpServer:
     def _expire(self, now):
         late = [s for s in self.sessions.values() if s.deadline <= now]
         for session in late:
-            if session.on_deadline(now):
-                self._finish(session)
+            self._guarded(self._deadline, session)
+
+    def _deadline(self, session):
+        if session.on_deadline(self._clock()):
+            self._finish(session)
 
     def _finish(self, session):
         if session.sock is None:

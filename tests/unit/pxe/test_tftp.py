@@ -214,6 +214,7 @@ def test_sessions_past_the_limit_are_refused_as_busy(service):
             assert peer.recv()[0] == 3
         peers[50].send(tftp_peer.rrq('big.bin'))
         assert peers[50].expect_error() == 0
+        assert 'vmetal_tftp_sessions 50.0' in service.metrics.render()
         # One descriptor for the file, however many transfers read it.
         assert len(service._server.files) == 1
     finally:
@@ -268,3 +269,28 @@ def test_file_table_shares_caches_and_falls_back_to_pread(root):
     assert len(table) == 0 and table.cached_bytes == 0
     with pytest.raises(OSError):
         table.acquire(str(root / 'sub'))
+
+
+def test_a_bug_on_one_request_does_not_stop_the_server(root, caplog):
+    """A failure no datagram can cause (the jail itself raising) is put in
+    by hand: that request is lost, the server goes on serving."""
+    service = tftp.TftpService(str(root), '127.0.0.1', 0, timeout=1)
+    real_open = service.open_file
+
+    def open_file(name):
+        if name == 'boom':
+            raise RuntimeError('injected')
+        return real_open(name)
+    service.open_file = open_file
+    service.start()
+    try:
+        with caplog.at_level(logging.WARNING), \
+                tftp_peer.Peer(('127.0.0.1', service.port), timeout=1) as peer:
+            peer.send(tftp_peer.rrq('boom'))
+            with pytest.raises(TimeoutError):
+                peer.recv()
+            data, _ = peer.download('boot.efi')
+            assert data == (root / 'boot.efi').read_bytes()
+        assert any(record.exc_info for record in caplog.records)
+    finally:
+        service.stop()
