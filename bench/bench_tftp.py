@@ -74,21 +74,33 @@ def _round(lab, client, port, out_dir):
     return elapsed, failures
 
 
-def _case(lab, client):
+def _cpu_seconds(pid):
+    # utime + stime of the server process (``ip netns exec`` execs it, so
+    # the PID is the server's); every thread counts.
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)
+    values = fields[1].split()
+    return (int(values[11]) + int(values[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def _case(lab, client, pids):
     times = {name: [] for name, _port in SERVERS}
+    cpu = dict.fromkeys(times, 0.0)
     failed = dict.fromkeys(times, 0)
     for number in range(ROUNDS):
         for name, port in SERVERS:
+            before = _cpu_seconds(pids[name])
             elapsed, failures = _round(lab, client, port,
                                        lab.workdir / f'round-{number}')
+            cpu[name] += _cpu_seconds(pids[name]) - before
             times[name].append(elapsed)
             failed[name] += failures
     theirs = statistics.median(times['dnsmasq'])
     for name, _port in SERVERS:
         median = statistics.median(times[name])
         print(f'  {name:30} min {min(times[name]):5.2f} s  median '
-              f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq)  failed '
-              f'downloads {failed[name]}/{ROUNDS * CLIENTS}')
+              f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq)  server '
+              f'CPU {cpu[name] / ROUNDS:4.2f} s/round  failed downloads '
+              f'{failed[name]}/{ROUNDS * CLIENTS}')
 
 
 def _wait_listening(lab, port, proc):
@@ -132,17 +144,19 @@ def main():
             servers.append(lab.start_agent(
                 [], 'agent-single', extra='port = 1067', tftp_root=root,
                 tftp_extra='port = 1070\nsingle_port = true'))
-            servers.append(_start_dnsmasq(lab, root))
             servers.append(lab.spawn(lab.server_ns, [
                 sys.executable, '-c', TFTPY, str(root), pxe_netns.SERVER],
                 'tftpy.log'))
             _wait_listening(lab, 1071, servers[-1])
+            servers.append(_start_dnsmasq(lab, root))
+            pids = {name: proc.pid for (name, _port), proc
+                    in zip(SERVERS, servers, strict=True)}
             print(f'{CLIENTS} concurrent tftp-hpa downloads of {FILE} '
                   f'({size:,} B, 512-byte blocks), {ROUNDS} rounds each')
-            _case(lab, _tftp_hpa)
+            _case(lab, _tftp_hpa, pids)
             print(f'{CLIENTS} concurrent curl downloads of {FILE}, '
                   f'blksize 1468, {ROUNDS} rounds each')
-            _case(lab, _curl)
+            _case(lab, _curl, pids)
         finally:
             for proc in servers:
                 lab.stop(proc)

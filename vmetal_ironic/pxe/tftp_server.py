@@ -32,7 +32,12 @@ LOG = log.getLogger(__name__)
 # Datagrams read from the listening socket per wake-up, so a flood of
 # requests cannot starve the transfers in progress.
 _BURST = 16
-_RECV = 65536
+# Receive sizes. A request fits in 512 bytes (RFC 1350; RFC 2347 keeps
+# options inside that), a client sends only ACKs and ERRORs inside a
+# transfer; a larger datagram is cut and then refused or ignored. Small
+# buffers matter: recv() allocates its full size for every datagram.
+_RECV_LISTENER = 2048
+_RECV_SESSION = 1024
 # How often deadlines are checked; timeouts are whole seconds.
 _TICK = 0.2
 # Buffers of the listening socket.
@@ -187,7 +192,7 @@ class TftpServer:
         sock = self.sock
         for _ in range(_BURST):
             try:
-                data, peer = sock.recvfrom(_RECV)
+                data, peer = sock.recvfrom(_RECV_LISTENER)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -315,7 +320,7 @@ class TftpServer:
         # still queued wakes the loop again, and the common case (one ACK)
         # costs no extra failing recv().
         try:
-            data = session.sock.recv(_RECV)
+            data = session.sock.recv(_RECV_SESSION)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -323,7 +328,7 @@ class TftpServer:
             # it still count (the client's last ACK, sent just before it
             # closed); with none left, the client is gone.
             try:
-                data = session.sock.recv(_RECV)
+                data = session.sock.recv(_RECV_SESSION)
             except OSError:
                 session.result = session_mod.ABORTED
                 self._finish(session)

@@ -206,12 +206,18 @@ class Session:
         if self._waiting_oack:
             self._emit(self._oack)
             return
-        end = min(self._base + self.windowsize - 1, self._last)
-        for block in range(self._base, end + 1):
-            data = self._chunk((block - 1) * self.blksize, self.blksize)
-            if not self._emit(packet.data_header(block) + data):
+        base = self._base
+        blksize = self.blksize
+        end = min(base + self.windowsize - 1, self._last)
+        chunk = self._chunk
+        for block in range(base, end + 1):
+            # The hot path of every transfer: one datagram per block.
+            datagram = packet.data_header(block) + chunk(
+                (block - 1) * blksize, blksize)
+            if not self._emit(datagram):
                 return
-        self._sent_upto = max(self._sent_upto, end)
+        if end > self._sent_upto:
+            self._sent_upto = end
 
     def _emit(self, datagram):
         try:
