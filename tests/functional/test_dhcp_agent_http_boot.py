@@ -12,8 +12,6 @@ the script request arrived.
 """
 
 import os
-import shutil
-import time
 
 import pytest
 
@@ -26,32 +24,15 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
 SERVER = '198.51.100.1'
 HTTP_PORT = 8080
 BOOT_HTTP_PORT = 8069
-SCRIPT_PATH = '/boot.ipxe'
-OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
-OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
 BOOT_TIMEOUT = 420
 
 
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
-    lab = pxe_lab.Lab(tmp_path_factory.mktemp('vpxhttp'))
+    lab = pxe_lab.script_lab(tmp_path_factory.mktemp('vpxhttp'), SERVER,
+                             HTTP_PORT, tftp_extra=f'http_port = '
+                                                   f'{BOOT_HTTP_PORT}\n')
     try:
-        lab.server_ns, lab.server_if = lab.node('s', f'{SERVER}/24')
-        web = lab.workdir / 'web'
-        web.mkdir()
-        (web / 'boot.ipxe').write_text('#!ipxe\necho vmetal boot script\n'
-                                       'sleep 600\n')
-        lab.http, lab.http_log = pxe_lab.http_server(
-            lab, lab.server_ns, SERVER, HTTP_PORT, web)
-        lab.tftp = pxe_lab.tftp_root(lab.workdir)
-        lab.agent = lab.start_agent(
-            lab.server_ns, lab.server_if,
-            extra=f"""\
-                ipxe_script_url = http://{SERVER}:{HTTP_PORT}{SCRIPT_PATH}
-                [vmetal_tftp]
-                root = {lab.tftp}
-                http_port = {BOOT_HTTP_PORT}
-                """)
         yield lab
     finally:
         lab.close()
@@ -60,38 +41,12 @@ def lab(tmp_path_factory):
 def test_ovmf_http_boots_the_bootloader_from_the_agent(lab):
     mac = '52:54:00:5e:04:01'
     address = '198.51.100.161'
-    lab.reserve(mac, address, gateway=SERVER, dns_servers=(SERVER,),
-                boot=BootOptions(bootfile='no-such-file.efi'))
-    revision = lab.store.reservations_revision()
-    pxe_lab.wait_for(lambda: f'(revision {revision})' in lab.agent.log(), 5,
-                     what='reservation loaded')
-    variables = lab.workdir / 'OVMF_VARS.fd'
-    shutil.copy(OVMF_VARS, variables)
-    tap = lab.tap()
-    serial = lab.workdir / 'http-serial.log'
-    argv = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '512',
-            '-nodefaults', '-display', 'none', '-vga', 'none',
-            '-machine', 'pc,graphics=off', '-no-reboot',
-            '-chardev', f'file,id=s0,path={serial}', '-serial', 'chardev:s0',
-            '-netdev', f'tap,id=n0,ifname={tap},script=no,downscript=no',
-            '-device', f'virtio-net-pci,netdev=n0,mac={mac},romfile=',
-            '-drive', f'if=pflash,format=raw,readonly=on,file={OVMF_CODE}',
-            '-drive', f'if=pflash,format=raw,file={variables}']
-    started = time.monotonic()
-    vm = lab.spawn(lab.hub, argv, 'http-qemu.log')
-    try:
-        requests = pxe_lab.wait_for(
-            lambda: vm.poll() is not None or [
-                request for request in pxe_lab.http_requests(lab.http_log)
-                if request[0] == address],
-            BOOT_TIMEOUT, interval=0.2, what='the VM to fetch the script')
-        elapsed = time.monotonic() - started
-        assert vm.poll() is None, (lab.workdir / 'http-qemu.log').read_text()
-    finally:
-        lab.stop(vm)
-    print(f'OVMF HTTP boot: QEMU start -> script request {elapsed:.1f} s')
-    assert requests == [(address, SCRIPT_PATH)]
-    console = serial.read_text(errors='replace')
+    _elapsed, requests = pxe_lab.boot_to_script(
+        lab, 'http', mac, address, pxe_lab.ovmf(lab, 'http'),
+        'virtio-net-pci,romfile=', BOOT_TIMEOUT,
+        boot=BootOptions(bootfile='no-such-file.efi'))
+    assert requests == [(address, pxe_lab.SCRIPT_PATH)]
+    console = (lab.workdir / 'http-serial.log').read_text(errors='replace')
     assert 'Start HTTP Boot over IPv4' in console, console[-2000:]
     lines = [line for line in lab.agent.log().splitlines()
              if f'from {mac}' in line and 'ACK' in line]

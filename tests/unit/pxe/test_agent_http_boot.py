@@ -1,22 +1,10 @@
 """The agent sends UEFI HTTP boot clients to its own HTTP server."""
 
-import pytest
-from oslo_config import cfg
-
-from vmetal_ironic import conf as vmetal_conf
+from tests.unit.pxe.test_agent import conf  # noqa: F401 - the fixture
 from vmetal_ironic.pxe import agent
 
 
-@pytest.fixture
-def conf():
-    conf = cfg.ConfigOpts()
-    vmetal_conf.dhcp_agent.register_opts(conf)
-    vmetal_conf.tftp.register_opts(conf)
-    conf([], default_config_files=[])
-    return conf
-
-
-def test_http_boot_url_points_at_the_agent_when_it_serves_http(conf):
+def test_http_boot_url_points_at_the_agent_when_it_serves_http(conf):  # noqa: F811
     assert agent.settings_from_conf(conf, '192.0.2.1').http_boot_url is None
     conf.set_override('http_port', 8069, group='vmetal_tftp')
     settings = agent.settings_from_conf(conf, '192.0.2.1')
