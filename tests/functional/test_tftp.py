@@ -24,6 +24,10 @@ BIG = 8 * 1024 * 1024
 CLIENTS = {
     'tftp-hpa': lambda port, out: ['tftp', '127.0.0.1', str(port), '-m',
                                    'binary', '-c', 'get', 'big.bin', out],
+    # tftp-hpa's default mode: the file goes over translated (CR LF, CR
+    # NUL) and the client turns it back into the same bytes.
+    'tftp-hpa-netascii': lambda port, out: ['tftp', '127.0.0.1', str(port),
+                                            '-c', 'get', 'big.bin', out],
     'curl': lambda port, out: ['curl', '-sS', '--max-time', '60',
                                '--tftp-blksize', '1468', '-o', out,
                                f'tftp://127.0.0.1:{port}/big.bin'],

@@ -249,7 +249,8 @@ class TftpServer:
                          'refused', request.filename)
             return
         try:
-            file_key, source, size = self.files.acquire(path)
+            file_key, source, size = self.files.acquire(
+                path, netascii=request.mode == 'netascii')
         except OSError as exc:
             self._refuse(peer, packet.ACCESS_VIOLATION, 'cannot read file',
                          'failed', f'{request.filename} ({exc.strerror})')
@@ -346,22 +347,22 @@ class TftpServer:
             self._finish(session)
 
     def _finish(self, session):
-        if session.sock is None:
-            if self.sessions.get(session.peer) is not session:
-                return
-            del self.sessions[session.peer]
-        else:
-            if self.sessions.pop(session.sock.fileno(), None) is None:
-                return
-            if self._by_peer.get(session.peer) is session:
-                del self._by_peer[session.peer]
-            self._epoll.unregister(session.sock.fileno())
-            session.sock.close()
-        self.files.release(session.file_key)
+        key = session.peer if session.sock is None else session.sock.fileno()
+        if self.sessions.get(key) is not session:
+            return  # already finished
+        # Counted before the session leaves the table, so whoever sees the
+        # session count drop also sees its result.
         result = session.result or session_mod.ABORTED
         self._on_result(result,
                         session.size if result == session_mod.COMPLETED
                         else 0)
+        del self.sessions[key]
+        if session.sock is not None:
+            if self._by_peer.get(session.peer) is session:
+                del self._by_peer[session.peer]
+            self._epoll.unregister(key)
+            session.sock.close()
+        self.files.release(session.file_key)
 
     def _close_all(self):
         for session in list(self.sessions.values()):

@@ -12,6 +12,7 @@ modulo 65536, so files above 32 MiB at 512-byte blocks roll over the way
 tftp-hpa, iPXE and EDK2 expect.
 """
 
+import errno
 import os
 import stat
 
@@ -87,12 +88,18 @@ class FileTable:
     def __len__(self):
         return len(self._open)
 
-    def acquire(self, path):
+    def acquire(self, path, netascii=False):
         """Open ``path`` read-only (or share it if it is already open).
 
+        :param netascii: serve it translated to netascii (RFC 764 line
+            ends: LF as CR LF, CR as CR NUL), which a client asking for
+            that mode turns back into the original bytes; it is always
+            held in memory.
         :returns: ``(key, file, size)``; ``file.chunk(offset, size)`` reads;
-            give ``key`` back to :meth:`release`.
-        :raises OSError: it cannot be opened or is not a regular file.
+            ``size`` is what is served; give ``key`` back to
+            :meth:`release`.
+        :raises OSError: it cannot be opened, is not a regular file, or is
+            too large for netascii.
         """
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         try:
@@ -100,23 +107,32 @@ class FileTable:
             if not stat.S_ISREG(info.st_mode):
                 raise IsADirectoryError(f'{path} is not a regular file')
             key = (info.st_dev, info.st_ino, info.st_size,
-                   info.st_mtime_ns)
+                   info.st_mtime_ns, netascii)
             entry = self._open.get(key)
             if entry is not None:
                 os.close(fd)
                 entry[1] += 1
-                return key, entry[0], info.st_size
-            if self.cached_bytes + info.st_size <= self.cache_bytes:
-                handle = _Cached(_read_all(fd, info.st_size))
+                return key, entry[0], entry[3]
+            if netascii:
+                data = _read_all(fd, info.st_size).replace(
+                    b'\r', b'\r\0').replace(b'\n', b'\r\n')
+                if self.cached_bytes + len(data) > self.cache_bytes:
+                    raise OSError(errno.EFBIG, 'too large for netascii')
+                handle, held = _Cached(data), len(data)
                 os.close(fd)
-                self.cached_bytes += info.st_size
+            elif self.cached_bytes + info.st_size <= self.cache_bytes:
+                handle = _Cached(_read_all(fd, info.st_size))
+                held = info.st_size
+                os.close(fd)
             else:
-                handle = _Open(fd)
+                handle, held = _Open(fd), 0
         except OSError:
             os.close(fd)
             raise
-        self._open[key] = [handle, 1]
-        return key, handle, info.st_size
+        size = held if netascii else info.st_size
+        self.cached_bytes += held
+        self._open[key] = [handle, 1, held, size]
+        return key, handle, size
 
     def release(self, key):
         entry = self._open.get(key)
@@ -125,8 +141,7 @@ class FileTable:
         entry[1] -= 1
         if entry[1] <= 0:
             del self._open[key]
-            if isinstance(entry[0], _Cached):
-                self.cached_bytes -= key[2]
+            self.cached_bytes -= entry[2]
             entry[0].close()
 
     def close(self):

@@ -294,3 +294,21 @@ def test_a_bug_on_one_request_does_not_stop_the_server(root, caplog):
         assert any(record.exc_info for record in caplog.records)
     finally:
         service.stop()
+
+
+def test_netascii_translates_line_ends_and_counts_them(root):
+    from vmetal_ironic.pxe import tftp_session
+
+    (root / 'text').write_bytes(b'a\nb\rc\r\n')
+    table = tftp_session.FileTable(cache_bytes=100)
+    key, handle, size = table.acquire(str(root / 'text'), netascii=True)
+    assert handle.chunk(0, 100) == b'a\r\nb\r\0c\r\0\r\n'
+    assert size == 11 == table.cached_bytes
+    octet = table.acquire(str(root / 'text'))
+    assert octet[1].chunk(0, 100) == b'a\nb\rc\r\n' and octet[2] == 7
+    table.release(key)
+    table.release(octet[0])
+    assert table.cached_bytes == 0
+    (root / 'big.txt').write_bytes(b'\n' * 60)
+    with pytest.raises(OSError, match='too large for netascii'):
+        table.acquire(str(root / 'big.txt'), netascii=True)
