@@ -4,8 +4,9 @@ BIOS: SeaBIOS with the iPXE option ROM of ipxe-qemu, so the first DHCP
 client is already iPXE; it gets the script URL and fetches it over HTTP.
 UEFI: OVMF with a virtio NIC without option ROM, so the firmware's own PXE
 client asks: it must get snponly.efi over TFTP from the agent, chainload
-it, and iPXE then fetches the script. The HTTP server the test runs proves
-the request came from the reserved address. VMs are stopped by PID as soon
+it, and iPXE then fetches the script; once more with the agent's TFTP in
+single-port mode (every transfer from port 69). The HTTP server the test
+runs proves the request came from the reserved address. VMs are stopped by PID as soon
 as the request arrived.
 """
 
@@ -66,3 +67,22 @@ def test_uefi_firmware_pxe_chainloads_snponly_over_tftp(lab):
         'vmetal_tftp_transfers_total{result="served"}') > served
     assert lab.agent.metric('vmetal_tftp_bytes_total') >= os.path.getsize(
         '/usr/lib/ipxe/snponly.efi')
+
+
+@pytest.fixture(scope='module')
+def single_port_lab(tmp_path_factory):
+    lab = pxe_lab.script_lab(tmp_path_factory.mktemp('vpxsingle'), SERVER,
+                             HTTP_PORT, tftp_extra='single_port = true\n')
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_uefi_firmware_pxe_with_single_port_tftp(single_port_lab):
+    lab = single_port_lab
+    mac = '52:54:00:5e:02:03'
+    _boot(lab, 'uefi-single', mac, '198.51.100.152',
+          pxe_lab.ovmf(lab, 'uefi-single'), 'virtio-net-pci,romfile=')
+    assert lab.agent.metric(
+        'vmetal_tftp_transfers_total{result="served"}') >= 1
