@@ -147,7 +147,8 @@ class HttpBootService:
         self.port = port
         self.max_connections = max_connections
         self.metrics = metrics
-        self.refusals = tftp_server.RateLimitedLog()
+        self.refusals = tftp_server.RateLimitedLog(
+            what='refused HTTP boot requests')
         self._server = None
         self._thread = None
 

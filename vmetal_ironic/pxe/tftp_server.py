@@ -61,11 +61,14 @@ class RateLimitedLog:
 
     :param burst: lines allowed per period.
     :param period: seconds.
+    :param what: what the lines are about, for the count.
     :param clock: monotonic clock (tests pass their own).
     """
 
-    def __init__(self, burst=10, period=10.0, clock=time.monotonic):
+    def __init__(self, burst=10, period=10.0, what='refused TFTP requests',
+                 clock=time.monotonic):
         self.burst = burst
+        self.what = what
         self.period = period
         self._clock = clock
         self._window_start = clock()
@@ -76,8 +79,8 @@ class RateLimitedLog:
         now = self._clock()
         if now - self._window_start >= self.period:
             if self.suppressed:
-                LOG.warning('%d more refused TFTP requests were not logged',
-                            self.suppressed)
+                LOG.warning('%d more lines about %s were not logged',
+                            self.suppressed, self.what)
             self._window_start = now
             self._lines = 0
             self.suppressed = 0
