@@ -214,10 +214,6 @@ class TftpServer:
                     if current.on_datagram(data, self._clock()):
                         self._finish(current)
                     continue
-                # Another request from the same port: the client gave up
-                # the old transfer.
-                current.result = session_mod.ABORTED
-                self._finish(current)
             self._request(data, peer)
 
     def _reply_error(self, peer, code, reason):
@@ -238,6 +234,13 @@ class TftpServer:
         except packet.BadPacket as exc:
             self._refuse(peer, exc.code, exc.reason, 'malformed')
             return
+        current = self._by_peer.get(peer)
+        if current is not None:
+            # A new, well-formed request from the same port: the client
+            # gave up its transfer. (Anything else from that address and
+            # port leaves the transfer alone.)
+            current.result = session_mod.ABORTED
+            self._finish(current)
         if request.opcode == packet.WRQ:
             self._refuse(peer, packet.ACCESS_VIOLATION, 'read-only server',
                          'write_refused', request.filename)

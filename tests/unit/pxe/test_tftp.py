@@ -312,3 +312,28 @@ def test_netascii_translates_line_ends_and_counts_them(root):
     (root / 'big.txt').write_bytes(b'\n' * 60)
     with pytest.raises(OSError, match='too large for netascii'):
         table.acquire(str(root / 'big.txt'), netascii=True)
+
+
+def test_garbage_from_a_clients_own_port_leaves_its_transfer_alone(
+        service, root):
+    """What a forger of the client's address and port could send to port
+    69: a truncated ACK, a malformed request. The transfer goes on; only a
+    new well-formed request replaces it."""
+    with tftp_peer.Peer(_server(service)) as peer:
+        peer.send(tftp_peer.rrq('big.bin'))
+        opcode, first, source = peer.recv()
+        peer.send(b'\0\x04\0')
+        if not service.single_port:
+            assert peer.expect_error() == 5  # no transfer on port 69
+        # (single-port: it reaches the transfer, which ignores it)
+        peer.send(b'\0\x01\xffbad\0octet\0')
+        assert peer.expect_error() == 4
+        block, chunks = 1, [first[2:]]
+        while len(chunks[-1]) == 512:
+            peer.send(tftp_peer.ack(block), source)
+            opcode, payload, _ = peer.recv()
+            assert opcode == 3
+            block += 1
+            chunks.append(payload[2:])
+        peer.send(tftp_peer.ack(block), source)
+        assert b''.join(chunks) == (root / 'big.bin').read_bytes()
