@@ -221,18 +221,17 @@ class Session:
         if self._waiting_oack:
             self._emit(self._oack)
             return
-        base = self._base
         blksize = self.blksize
-        end = min(base + self.windowsize - 1, self._last)
+        end = min(self._base + self.windowsize - 1, self._last)
         chunk = self._chunk
-        for block in range(base, end + 1):
+        for block in range(self._base, end + 1):
             # The hot path of every transfer: one datagram per block.
             datagram = packet.data_header(block) + chunk(
                 (block - 1) * blksize, blksize)
             if not self._emit(datagram):
                 return
-        if end > self._sent_upto:
-            self._sent_upto = end
+            if block > self._sent_upto:
+                self._sent_upto = block
 
     def _emit(self, datagram):
         try:
