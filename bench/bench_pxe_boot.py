@@ -5,7 +5,10 @@ the iPXE ROM; UEFI OVMF virtio without ROM, chainloading snponly.efi over
 TFTP) boot through vmetal-dhcp-agent, through dnsmasq in a base
 configuration, and through dnsmasq tuned like the agent (iPXE option
 175.176 no-pxedhcp, no ping, IPv6 router advertisements). Each VM is
-stopped by PID once its request arrived.
+stopped by PID once its request arrived. During the UEFI boots tcpdump
+records the provisioning interface, and the firmware's own TFTP read of
+snponly.efi (EDK2 asks ``blksize 1468 windowsize 4``) is timed from its
+RRQ to the last datagram of the transfer.
 """
 
 import os
@@ -73,15 +76,52 @@ def _once(lab, slug):
                  HOSTS[0][1])
     variables = lab.workdir / f'{slug}-vars.fd'
     shutil.copy(OVMF_VARS, variables)
-    uefi = _boot(lab, f'{slug}-uefi',
-                 ['-drive', f'if=pflash,format=raw,readonly=on,'
-                            f'file={OVMF_CODE}',
-                  '-drive', f'if=pflash,format=raw,file={variables}'],
-                 'virtio-net-pci,romfile=', UEFI_MAC, HOSTS[1][1])
+    capture = lab.workdir / f'{slug}-uefi.tcpdump'
+    tcpdump = lab.spawn(lab.server_ns, ['tcpdump', '-i', lab.server_if,
+                                        '-n', '-tt', '-l', 'udp'],
+                        capture.name)
+    try:
+        time.sleep(0.5)  # tcpdump opens its socket
+        uefi = _boot(lab, f'{slug}-uefi',
+                     ['-drive', f'if=pflash,format=raw,readonly=on,'
+                                f'file={OVMF_CODE}',
+                      '-drive', f'if=pflash,format=raw,file={variables}'],
+                     'virtio-net-pci,romfile=', UEFI_MAC, HOSTS[1][1])
+    finally:
+        lab.stop(tcpdump)
+    fetch = _firmware_fetch(capture, HOSTS[1][1])
     if bios is None or uefi is None:
         for path in sorted(lab.workdir.glob(f'{slug}*.log')):
             print(f'--- {path.name}\n{path.read_text()[-1500:]}')
-    return bios, uefi
+    return bios, uefi, fetch
+
+
+_RRQ = re.compile(r'^(\d+\.\d+) IP (\S+)\.(\d+) > \S+\.69: .*RRQ '
+                  r'"snponly\.efi"(.*)$')
+
+
+def _firmware_fetch(capture, client):
+    """The firmware's TFTP read of snponly.efi in a tcpdump text capture:
+    from its last RRQ to the last datagram of that transfer.
+
+    :returns: ``(seconds, options asked)`` or ``None``.
+    """
+    lines = capture.read_text(errors='replace').splitlines()
+    start = port = asked = None
+    for line in lines:
+        match = _RRQ.match(line)
+        if match and match.group(2) == client:
+            start, port = float(match.group(1)), match.group(3)
+            asked = match.group(4).strip()
+    if start is None:
+        return None
+    end = start
+    endpoint = f'{client}.{port}'
+    for line in lines:
+        stamp = line.split(' ', 1)[0]
+        if endpoint in line and stamp.replace('.', '', 1).isdigit():
+            end = max(end, float(stamp))
+    return end - start, asked
 
 
 def _both(lab, label):
@@ -96,6 +136,14 @@ def _both(lab, label):
                 f'{min(values):4.1f}, {len(values)}/{ROUNDS} booted)')
     print(f'{label:<28} BIOS e1000 iPXE ROM {fmt(r[0] for r in results)}')
     print(f'{"":<28} UEFI virtio chainload {fmt(r[1] for r in results)}')
+    fetches = [r[2] for r in results if r[2] is not None]
+    if fetches:
+        times = [f[0] * 1000 for f in fetches]
+        print(f'{"":<28} UEFI firmware TFTP of snponly.efi median '
+              f'{statistics.median(times):6.1f} ms (min {min(times):.1f}; '
+              f'asked: {fetches[-1][1]})')
+    else:
+        print(f'{"":<28} UEFI firmware TFTP of snponly.efi: not captured')
 
 
 def main():

@@ -52,7 +52,8 @@ class Lab(netns.Topology):
 
     # -- servers ------------------------------------------------------------
 
-    def start_agent(self, hosts, name, extra='', tftp_root=None):
+    def start_agent(self, hosts, name, extra='', tftp_root=None,
+                    tftp_extra=''):
         """vmetal-dhcp-agent with ``hosts`` reserved in a fresh store."""
         from vmetal_ironic import reservation
         from vmetal_ironic.store import local
@@ -67,7 +68,8 @@ class Lab(netns.Topology):
                 gateway=SERVER, dns_servers=(SERVER,)))
         store.close()
         conf = self.workdir / f'{name}.conf'
-        tftp = (f'[vmetal_tftp]\nroot = {tftp_root}\n' if tftp_root
+        tftp = (f'[vmetal_tftp]\nroot = {tftp_root}\n{tftp_extra}\n'
+                if tftp_root
                 else '[vmetal_tftp]\nenabled = false\n')
         conf.write_text(
             f'[vmetal_local_store]\ndatabase = {db}\n'

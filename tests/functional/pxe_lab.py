@@ -11,6 +11,7 @@ import pathlib
 import shutil
 import sys
 import textwrap
+import time
 
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
@@ -302,3 +303,83 @@ def tftp_root(workdir):
     if not link.is_symlink():
         link.symlink_to(secret)
     return root
+
+
+# -- VMs that boot to an iPXE script ----------------------------------------
+
+OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
+OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
+SCRIPT_PATH = '/boot.ipxe'
+
+
+def script_lab(workdir, server, http_port, tftp_extra=''):
+    """A lab whose agent hands iPXE a script on a stand-in for Ironic's
+    http_root (a static server whose access log shows who fetched it).
+
+    :returns: the :class:`Lab` with ``server_ns``, ``http_log``, ``tftp``
+        and ``agent`` set; close it.
+    """
+    lab = Lab(workdir)
+    lab.server_address = server
+    try:
+        lab.server_ns, lab.server_if = lab.node('s', f'{server}/24')
+        web = lab.workdir / 'web'
+        web.mkdir()
+        (web / 'boot.ipxe').write_text('#!ipxe\necho vmetal boot script\n'
+                                       'sleep 600\n')
+        lab.http, lab.http_log = http_server(lab, lab.server_ns, server,
+                                             http_port, web)
+        lab.tftp = tftp_root(lab.workdir)
+        lab.agent = lab.start_agent(
+            lab.server_ns, lab.server_if,
+            extra=f"ipxe_script_url = http://{server}:{http_port}"
+                  f"{SCRIPT_PATH}\n[vmetal_tftp]\nroot = {lab.tftp}\n"
+                  + textwrap.dedent(tftp_extra))
+    except BaseException:
+        lab.close()
+        raise
+    return lab
+
+
+def ovmf(lab, name):
+    """QEMU arguments for OVMF with a private copy of its variables."""
+    variables = lab.workdir / f'{name}-OVMF_VARS.fd'
+    shutil.copy(OVMF_VARS, variables)
+    return ['-drive', f'if=pflash,format=raw,readonly=on,file={OVMF_CODE}',
+            '-drive', f'if=pflash,format=raw,file={variables}']
+
+
+def boot_to_script(lab, name, mac, address, firmware_args, nic, timeout,
+                   boot=None):
+    """Reserve ``address`` for ``mac``, boot a TCG VM on the lab bridge and
+    wait until it fetches the script; the VM is stopped by PID.
+
+    :returns: ``(seconds from QEMU start, [(client, path)] requests)``.
+    """
+    lab.reserve(mac, address, gateway=lab.server_address,
+                dns_servers=(lab.server_address,),
+                **({'boot': boot} if boot is not None else {}))
+    lab.agent.wait_loaded()
+    tap = lab.tap()
+    serial = lab.workdir / f'{name}-serial.log'
+    argv = ['qemu-system-x86_64', '-accel', 'tcg', '-m', '512',
+            '-nodefaults', '-display', 'none', '-vga', 'none',
+            '-machine', 'pc,graphics=off', '-no-reboot',
+            '-chardev', f'file,id=s0,path={serial}', '-serial', 'chardev:s0',
+            '-netdev', f'tap,id=n0,ifname={tap},script=no,downscript=no',
+            '-device', f'{nic},netdev=n0,mac={mac}', *firmware_args]
+    started = time.monotonic()
+    vm = lab.spawn(lab.hub, argv, f'{name}-qemu.log')
+    try:
+        requests = wait_for(
+            lambda: vm.poll() is not None or [
+                request for request in http_requests(lab.http_log)
+                if request[0] == address],
+            timeout, interval=0.1, what=f'{name} VM to fetch the script')
+        elapsed = time.monotonic() - started
+        assert vm.poll() is None, (
+            lab.workdir / f'{name}-qemu.log').read_text()
+    finally:
+        lab.stop(vm)
+    print(f'{name}: QEMU start -> HTTP request {elapsed:.1f} s')
+    return elapsed, requests

@@ -164,9 +164,11 @@ def test_tftp_downloads_are_byte_identical(lab):
         os.path.getsize(plain) + os.path.getsize(big))
 
 
+# Every name the jail refuses gets the same answer, "file not found": a
+# client learns nothing about what lies outside the root.
 @pytest.mark.parametrize('name,error', [
-    ('../secret.txt', 'Error code 4'),
-    ('../../../../etc/passwd', 'Error code 4'),
+    ('../secret.txt', 'Error code 1'),
+    ('../../../../etc/passwd', 'Error code 1'),
     ('/etc/passwd', 'Error code 1'),
     ('escape.txt', 'Error code 1'),
     ('sub/../../secret.txt', 'Error code'),

@@ -1,4 +1,5 @@
-"""Options of the ``[vmetal_tftp]`` group: the read-only TFTP server."""
+"""Options of the ``[vmetal_tftp]`` group: the read-only boot-file servers
+(TFTP, and HTTP for UEFI HTTP boot)."""
 
 from oslo_config import cfg
 
@@ -34,6 +35,41 @@ opts = [
                default=3,
                min=1,
                help='Resends of a block before the transfer is abandoned.'),
+    cfg.BoolOpt('single_port',
+                default=False,
+                help='Send every transfer from the listening port instead '
+                     'of a new port per transfer (RFC 1350). Needed when '
+                     'only that port is reachable: behind NAT, kube-proxy '
+                     'or a firewall without a TFTP helper.'),
+    cfg.IntOpt('max_sessions',
+               default=4096,
+               min=1,
+               help='Transfers served at once; more requests are answered '
+                    'with a "server busy" error. In classic mode each '
+                    'transfer holds one socket: the agent raises its '
+                    'descriptor limit to fit, or lowers this value with a '
+                    'warning if the hard limit is too low.'),
+    cfg.IntOpt('max_windowsize',
+               default=64,
+               min=1,
+               max=65535,
+               help='Largest RFC 7440 window granted: blocks sent before '
+                    'waiting for an acknowledgement (EDK2 asks for 4).'),
+    cfg.PortOpt('http_port',
+                help='Also serve the root read-only over HTTP on this TCP '
+                     'port, and answer UEFI HTTP boot clients (vendor class '
+                     'HTTPClient) with a URL on the agent, unless '
+                     '[vmetal_dhcp_agent]http_boot_url names another. '
+                     'Unset: no HTTP.'),
+    cfg.StrOpt('http_boot_file',
+               default='snponly.efi',
+               help='File under the root that UEFI HTTP boot clients are '
+                    'sent to when [vmetal_tftp]http_port is set.'),
+    cfg.IntOpt('http_max_connections',
+               default=256,
+               min=1,
+               help='HTTP connections served at once; more wait in the '
+                    'listen backlog.'),
 ]
 
 

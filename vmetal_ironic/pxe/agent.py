@@ -6,7 +6,6 @@ then runs the DHCP work loop on the calling thread, the store poller,
 TFTP, router advertisements and the metrics endpoint on daemon threads.
 """
 
-import logging
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic.pxe import cache as cache_mod
+from vmetal_ironic.pxe import http_boot
 from vmetal_ironic.pxe import link as link_mod
 from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import ra as ra_mod
@@ -54,6 +54,7 @@ class Agent:
         self.metrics = metrics_mod.Metrics()
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
+        self._http_service = self._http_from_conf()
         self.cache = cache_mod.ReservationCache()
         self.poller = cache_mod.RevisionPoller(store, self.cache,
                                                group.poll_interval,
@@ -61,6 +62,7 @@ class Agent:
         self.link = None
         self.server = None
         self.tftp = None
+        self.http = None
         self.ra = None
         self.metrics_server = None
         self._stop = threading.Event()
@@ -98,16 +100,16 @@ class Agent:
             return tftp_mod.TftpService(
                 group.root, group.address or self.server_address, group.port,
                 metrics=self.metrics, timeout=group.timeout,
-                retries=group.retries, link_dirs=group.link_dirs)
+                retries=group.retries, link_dirs=group.link_dirs,
+                single_port=group.single_port,
+                max_sessions=group.max_sessions,
+                max_windowsize=group.max_windowsize)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
     def _start_tftp(self):
         if self._tftp_service is None:
             return
-        # tftpy logs every session at info and every loop at debug; the
-        # service logs each transfer itself.
-        logging.getLogger('tftpy').setLevel(logging.WARNING)
         service = self._tftp_service
         try:
             service.start()
@@ -116,6 +118,31 @@ class Agent:
             raise ConfigError(f'cannot listen for TFTP on {service.address} '
                               f'port {service.port}: {exc.strerror}') from None
         self.tftp = service
+
+    def _http_from_conf(self):
+        group = self.conf.vmetal_tftp
+        if not group.http_port:
+            return None
+        try:
+            return http_boot.HttpBootService(
+                group.root, group.address or self.server_address,
+                group.http_port, link_dirs=group.link_dirs,
+                max_connections=group.http_max_connections,
+                metrics=self.metrics)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def _start_http(self):
+        service = self._http_service
+        if service is None:
+            return
+        try:
+            service.start()
+        except OSError as exc:
+            raise ConfigError(f'cannot serve boot files over HTTP on '
+                              f'{service.address} port {service.port}: '
+                              f'{exc.strerror}') from None
+        self.http = service
 
     def _start_ra(self):
         group = self.conf.vmetal_dhcp_agent
@@ -158,14 +185,17 @@ class Agent:
             self.poller.refresh(force=True)
             self.poller.start()
             self._start_tftp()
+            self._start_http()
             self._start_ra()
             self._start_metrics()
         except Exception:
             self.stop()
             raise
         LOG.info('vmetal-dhcp-agent serving on %s (%s), %d reservations, '
-                 'TFTP %s, IPv6 RA %s', self.interface, self.server_address,
-                 len(self.cache), 'on' if self.tftp else 'off',
+                 'TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
+                 self.server_address, len(self.cache),
+                 'on' if self.tftp else 'off',
+                 f'port {self.http.port}' if self.http else 'off',
                  'on' if self.ra else 'off')
 
     def request_stop(self, *_args):
@@ -279,6 +309,9 @@ class Agent:
         if self.tftp is not None:
             self.tftp.stop()
             self.tftp = None
+        if self.http is not None:
+            self.http.stop()
+            self.http = None
         if self.server is not None:
             self.server.sock.close()
             LOG.info('vmetal-dhcp-agent stopped. %s', self.server.summary())

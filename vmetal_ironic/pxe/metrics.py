@@ -38,11 +38,21 @@ class Metrics:
             'vmetal_dhcp_store_unreachable', '1 while the store cannot be '
             'read and the cache serves the last good data.', registry=reg)
         self.tftp_transfers = prometheus_client.Counter(
-            'vmetal_tftp_transfers', 'TFTP read requests, by result.',
+            'vmetal_tftp_transfers', 'TFTP read requests, by result '
+            '(served = sent whole).',
             ['result'], registry=reg)
         self.tftp_bytes = prometheus_client.Counter(
-            'vmetal_tftp_bytes', 'Bytes read from files served over '
-            'TFTP.', registry=reg)
+            'vmetal_tftp_bytes', 'Bytes of files sent whole over TFTP.',
+            registry=reg)
+        self.tftp_sessions = prometheus_client.Gauge(
+            'vmetal_tftp_sessions', 'TFTP transfers in progress.',
+            registry=reg)
+        self.http_requests = prometheus_client.Counter(
+            'vmetal_http_boot_requests', 'Boot-file HTTP requests, by '
+            'result.', ['result'], registry=reg)
+        self.http_bytes = prometheus_client.Counter(
+            'vmetal_http_boot_bytes', 'Bytes of boot files sent over HTTP.',
+            registry=reg)
         self.ra_sent = prometheus_client.Counter(
             'vmetal_ipv6_ra_sent', 'IPv6 router advertisements sent.',
             registry=reg)

@@ -15,6 +15,7 @@ import struct
 from vmetal_ironic import exception
 from vmetal_ironic import reservation
 from vmetal_ironic.pxe import dynamic as dynamic_mod
+from vmetal_ironic.pxe import http_boot
 from vmetal_ironic.pxe import messages
 
 _SIOCGIFADDR = 0x8915
@@ -77,7 +78,8 @@ def settings_from_conf(conf, server_address):
         boot_files=_boot_files(group.boot_files),
         default_boot_file=group.default_boot_file or None,
         ipxe_script_url=_url(group.ipxe_script_url, 'ipxe_script_url'),
-        http_boot_url=_url(group.http_boot_url, 'http_boot_url'),
+        http_boot_url=(_url(group.http_boot_url, 'http_boot_url')
+                       or http_boot.agent_url(conf, server_address)),
         no_pxedhcp=group.no_pxedhcp)
 
 

@@ -1,43 +1,38 @@
-"""Read-only TFTP for the boot files, on tftpy.
+"""Read-only TFTP for the boot files.
 
-tftpy opens any file that exists under its root itself, following
-symlinks wherever they point, and accepts writes. So tftpy is given an
-empty private directory as its root: every read reaches
-:meth:`TftpService.open_file` (tftpy's ``dyn_file_func``), which resolves
-the name inside the real root with ``realpath`` and refuses anything that
-lands outside; every write reaches ``upload_open``, which refuses it (TFTP
-error 2, access violation). tftpy itself already refuses names whose
-``..`` climb out of its root with TFTP error 4.
+:class:`TftpService` binds the listening socket and runs
+:class:`~vmetal_ironic.pxe.tftp_server.TftpServer` on a daemon thread.
+Every name a client asks for goes through :func:`resolve`, which keeps it
+inside the root (no ``..``, no absolute path, no symlink pointing out
+except into ``link_dirs``); writes are refused (TFTP error 2). Why this is
+not tftpy's server loop: ``doc/source/tftp.rst``.
 """
 
-import contextlib
 import os
-import shutil
-import tempfile
+import resource
+import socket
 import threading
 
-import tftpy
 from oslo_log import log
 
+from vmetal_ironic.pxe import tftp_server
+
 LOG = log.getLogger(__name__)
+# Descriptors kept free for the rest of the agent (DHCP, RA, metrics,
+# store connections, the boot files themselves).
+_SPARE_FDS = 256
 
 
-class _CountingFile:
-    """A read-only file that reports the bytes tftpy reads from it."""
+def real_root(root, option='root'):
+    """:returns: ``root`` with symlinks resolved.
 
-    def __init__(self, handle, on_read):
-        self._handle = handle
-        self._on_read = on_read
-
-    def read(self, size=-1):
-        data = self._handle.read(size)
-        if data:
-            self._on_read(len(data))
-        return data
-
-    def __getattr__(self, name):
-        # seek, tell, close, closed, name, fileno: tftpy uses them all.
-        return getattr(self._handle, name)
+    :raises ValueError: it is not a readable directory.
+    """
+    real = os.path.realpath(root)
+    if not os.path.isdir(real) or not os.access(real, os.R_OK | os.X_OK):
+        raise ValueError(f'[vmetal_tftp]{option} {root!r} is not a readable '
+                         'directory')
+    return real
 
 
 def resolve(root, name, link_dirs=()):
@@ -69,117 +64,102 @@ class TftpService:
     :param address: address to listen on.
     :param port: UDP port.
     :param metrics: :class:`~vmetal_ironic.pxe.metrics.Metrics` or ``None``.
+    :param timeout: retransmission timeout (seconds) unless a client asks.
+    :param retries: resends of a window before a transfer is dropped.
+    :param link_dirs: real directories symlinks in ``root`` may point into.
+    :param single_port: send every transfer from ``port``.
+    :param max_sessions: concurrent transfers; more are answered "busy".
+    :param max_windowsize: largest RFC 7440 window granted.
     :raises ValueError: ``root`` is not a readable directory.
     """
 
     def __init__(self, root, address, port=69, metrics=None, timeout=5,
-                 retries=3, link_dirs=()):
-        real = os.path.realpath(root)
-        if not os.path.isdir(real) or not os.access(real, os.R_OK | os.X_OK):
-            raise ValueError(f'[vmetal_tftp]root {root!r} is not a readable '
-                             'directory')
-        self.root = real
+                 retries=3, link_dirs=(), single_port=False,
+                 max_sessions=4096, max_windowsize=64):
+        self.root = real_root(root)
         self.link_dirs = tuple(os.path.realpath(d) for d in link_dirs)
         self.address = address
         self.port = port
         self.metrics = metrics
-        self.timeout = timeout
-        self.retries = retries
-        self._jail = None
+        self.single_port = single_port
+        self.limits = tftp_server.Limits(
+            timeout=timeout, retries=retries, max_sessions=max_sessions,
+            max_windowsize=max_windowsize)
         self._server = None
         self._thread = None
 
-    def _count_bytes(self, size):
-        if self.metrics is not None:
-            self.metrics.tftp_bytes.inc(size)
+    @property
+    def session_count(self):
+        """Transfers in progress (0 when not running)."""
+        return len(self._server.sessions) if self._server else 0
 
-    def _result(self, result):
+    def _on_result(self, result, size):
         if self.metrics is not None:
             self.metrics.tftp_transfers.labels(result).inc()
+            if size:
+                self.metrics.tftp_bytes.inc(size)
 
-    def open_file(self, name, raddress=None, rport=None):
-        """tftpy's ``dyn_file_func``: open ``name`` read-only or refuse."""
-        path = resolve(self.root, name, self.link_dirs)
-        if path is None:
-            LOG.warning('TFTP read of %r from %s refused: outside %s or not '
-                        'a file', name, raddress, self.root)
-            self._result('refused')
-            return None
-        try:
-            handle = open(path, 'rb')  # noqa: SIM115 - tftpy closes it
-        except OSError as exc:
-            LOG.warning('TFTP read of %r from %s failed: %s', name, raddress,
-                        exc)
-            self._result('failed')
-            return None
-        LOG.debug('TFTP read of %s from %s:%s', name, raddress, rport)
-        self._result('served')
-        return _CountingFile(handle, self._count_bytes)
+    def open_file(self, name):
+        """The jail: :returns: the path to serve for ``name``, or ``None``."""
+        return resolve(self.root, name, self.link_dirs)
 
-    def refuse_upload(self, path, context):
-        """tftpy's ``upload_open``: this server is read-only."""
-        LOG.warning('TFTP write of %r refused: read-only server', path)
-        self._result('write_refused')
-        return None
+    def _reserve_descriptors(self):
+        # Classic mode holds one socket per transfer: make sure the process
+        # may open that many, or serve fewer transfers than configured
+        # rather than fail on accept.
+        need = self.limits.max_sessions + _SPARE_FDS
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < need:
+            target = need if hard == resource.RLIM_INFINITY else min(
+                hard, need)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        if (not self.single_port and soft != resource.RLIM_INFINITY
+                and soft < need):
+            allowed = max(1, soft - _SPARE_FDS)
+            LOG.warning('[vmetal_tftp]max_sessions %d lowered to %d: the '
+                        'descriptor limit is %d', self.limits.max_sessions,
+                        allowed, soft)
+            self.limits.max_sessions = allowed
 
     def start(self):
         """Bind and serve on a daemon thread.
 
         :raises OSError: the address/port cannot be bound.
         """
-        self._jail = tempfile.mkdtemp(prefix='vmetal-tftp-')
-        self._server = tftpy.TftpServer(self._jail,
-                                        dyn_file_func=self.open_file,
-                                        upload_open=self.refuse_upload)
-        ready = threading.Event()
-        failure = []
-
-        def serve():
-            while True:
-                try:
-                    self._server.listen(self.address, self.port,
-                                        timeout=self.timeout,
-                                        retries=self.retries)
-                    return
-                except Exception as exc:  # see below
-                    if not self._server.is_running.is_set():
-                        # Bind failed: report it to start().
-                        failure.append(exc)
-                        ready.set()
-                        return
-                    # A transfer broke tftpy's loop: drop its sessions and
-                    # serve again rather than stop serving boot files.
-                    LOG.exception('TFTP server loop failed; restarting')
-                    if not self._restart():
-                        return
-
-        self._thread = threading.Thread(target=serve, name='tftp',
+        if not self.single_port:
+            self._reserve_descriptors()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.address, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        self._server = tftp_server.TftpServer(
+            sock, self.open_file, self.limits, single_port=self.single_port,
+            on_result=self._on_result)
+        if self.metrics is not None:
+            self.metrics.tftp_sessions.set_function(
+                lambda: self.session_count)
+        self._thread = threading.Thread(target=self._serve, name='tftp',
                                         daemon=True)
         self._thread.start()
-        # listen() binds first, then marks itself running.
-        while not ready.is_set() and not self._server.is_running.is_set():
-            ready.wait(0.01)
-        if failure:
-            raise failure[0]
 
-    def _restart(self):
-        old = self._server
-        old.is_running.clear()
-        for session in list(old.sessions.values()):
-            with contextlib.suppress(Exception):
-                session.end()
-        old.sock.close()
-        if old.shutdown_immediately or old.shutdown_gracefully:
-            return False
-        self._server = tftpy.TftpServer(self._jail,
-                                        dyn_file_func=self.open_file,
-                                        upload_open=self.refuse_upload)
-        return True
+    def _serve(self):
+        server = self._server
+        try:
+            server.serve()
+        except Exception:  # the loop's own bug: say so, do not hide it
+            LOG.exception('TFTP server stopped')
+        finally:
+            server.sock.close()
 
     def stop(self):
+        """Stop serving and close every socket and file."""
         if self._server is not None:
-            self._server.stop(now=True)
+            self._server.stop()
         if self._thread is not None:
-            self._thread.join(timeout=1.0)
-        if self._jail is not None:
-            shutil.rmtree(self._jail, ignore_errors=True)
+            self._thread.join(timeout=2.0)
+            self._thread = None
+

@@ -1,10 +1,14 @@
+import logging
 import os
+import time
 
 import pytest
 import tftpy
 
+from tests import tftp_peer
 from vmetal_ironic.pxe import metrics as metrics_mod
 from vmetal_ironic.pxe import tftp
+from vmetal_ironic.pxe import tftp_server
 
 
 @pytest.fixture
@@ -48,7 +52,7 @@ def test_download_and_refusals_over_loopback(root, tmp_path):
                                timeout=1, retries=2)
     service.start()
     try:
-        port = service._server.listenport
+        port = service.port
         client = tftpy.TftpClient('127.0.0.1', port,
                                   options={'blksize': 1428, 'tsize': 0})
         target = tmp_path / 'out.efi'
@@ -62,9 +66,274 @@ def test_download_and_refusals_over_loopback(root, tmp_path):
             tftpy.TftpClient('127.0.0.1', port).upload(
                 'new.bin', str(target))
         assert not (root / 'new.bin').exists()
+        _wait_idle(service)
     finally:
         service.stop()
     text = metrics.render()
     assert 'vmetal_tftp_transfers_total{result="served"} 1.0' in text
     assert 'vmetal_tftp_bytes_total 5000.0' in text
     assert 'vmetal_tftp_transfers_total{result="write_refused"} 1.0' in text
+
+
+def _wait_idle(service, limit=5.0):
+    # The last ACK reaches the server after the client has returned.
+    give_up = time.monotonic() + limit
+    while service.session_count and time.monotonic() < give_up:
+        time.sleep(0.01)
+    assert service.session_count == 0
+
+
+@pytest.fixture(params=[False, True], ids=['classic', 'single-port'])
+def service(request, root):
+    (root / 'big.bin').write_bytes(os.urandom(300_000))
+    metrics = metrics_mod.Metrics()
+    service = tftp.TftpService(str(root), '127.0.0.1', 0, metrics=metrics,
+                               timeout=1, retries=1,
+                               single_port=request.param, max_sessions=50,
+                               max_windowsize=8)
+    service.start()
+    yield service
+    service.stop()
+
+
+def _server(service):
+    return ('127.0.0.1', service.port)
+
+
+def test_windowsize_blksize_tsize_and_the_reply_port(service, root):
+    expected = (root / 'big.bin').read_bytes()
+    with tftp_peer.Peer(_server(service)) as peer:
+        data, granted = peer.download('big.bin', windowsize=16, blksize=1468,
+                                      tsize=0)
+        assert data == expected
+        # Asked 16, the server grants at most 8.
+        assert granted == {'blksize': 1468, 'tsize': 300_000,
+                           'windowsize': 8}
+        single = service.single_port
+        assert (peer.transfer[1] == service.port) is single
+    with tftp_peer.Peer(_server(service)) as peer:
+        # A client that acknowledges every other block of a window of 8
+        # (as after a loss) still gets the whole file.
+        data, _ = peer.download('big.bin', windowsize=8, ack_every=2)
+        assert data == expected
+    _wait_idle(service)
+    text = service.metrics.render()
+    assert 'result="served"} 2.0' in text, [
+        line for line in text.splitlines() if 'transfers_total{' in line]
+
+
+def test_file_of_whole_blocks_ends_with_an_empty_block(service, root):
+    (root / 'even.bin').write_bytes(b'x' * 1024)
+    with tftp_peer.Peer(_server(service)) as peer:
+        assert peer.download('even.bin')[0] == b'x' * 1024
+        assert peer.download('sub/x.bin', windowsize=4)[0] == b'x'
+
+
+@pytest.mark.parametrize('datagram, code', [
+    (b'\0\x04\0', 5),
+    (b'\0\x01\xff\xfeboot.efi\0octet\0', 4),
+    (b'\0\x01boot.efi\0octet\0bl\xffk\x00512\x00', 4),
+    (tftp_peer.rrq('boot.efi', blksize='abc'), 8),
+    (tftp_peer.rrq('boot.efi', blksize=7), 8),
+    (tftp_peer.rrq('../secret'), 1),
+    (tftp_peer.rrq('escape'), 1),
+    (b'\0\x02new.bin\0octet\0', 2),
+])
+def test_a_bad_datagram_gets_an_error_and_harms_no_other_transfer(
+        service, root, datagram, code):
+    expected = (root / 'big.bin').read_bytes()
+    with tftp_peer.Peer(_server(service)) as victim, \
+            tftp_peer.Peer(_server(service)) as attacker:
+        victim.send(tftp_peer.rrq('big.bin'))
+        opcode, first, source = victim.recv()
+        assert opcode == 3
+        attacker.send(datagram)
+        assert attacker.expect_error() == code
+        # Aimed at the victim's transfer port as well: ignored there.
+        attacker.send(datagram, source)
+        chunks = [first[2:]]
+        block = 1
+        while len(chunks[-1]) == 512:
+            victim.send(tftp_peer.ack(block), source)
+            opcode, payload, _ = victim.recv()
+            assert opcode == 3
+            block += 1
+            chunks.append(payload[2:])
+        victim.send(tftp_peer.ack(block), source)
+        assert b''.join(chunks) == expected
+
+
+def test_blksize_65535_is_held_to_the_rfc_maximum(service, root):
+    with tftp_peer.Peer(_server(service)) as peer:
+        data, granted = peer.download('big.bin', blksize=65535)
+    assert granted == {'blksize': 65464}
+    assert data == (root / 'big.bin').read_bytes()
+
+
+def test_idle_sessions_time_out_after_timeout_and_retries(service):
+    with tftp_peer.Peer(_server(service)) as peer:
+        peer.send(tftp_peer.rrq('big.bin', timeout=1))
+        started = time.monotonic()
+        assert peer.recv()[0] == 6
+        assert service.session_count == 1
+        while service.session_count and time.monotonic() - started < 5:
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    assert service.session_count == 0
+    # timeout 1 s x (1 retry + 1)
+    assert 1.5 < elapsed < 3.5, elapsed
+    assert 'result="timeout"} 1.0' in service.metrics.render()
+
+
+def test_first_packet_is_resent_only_when_the_client_asks_again(service):
+    """One answer per request datagram until the client has answered once
+    (a forged request draws no resends), then resends on the timer."""
+    with tftp_peer.Peer(_server(service), timeout=1.5) as peer:
+        request = tftp_peer.rrq('big.bin')
+        peer.send(request)
+        opcode, first, source = peer.recv()
+        assert opcode == 3
+        with pytest.raises(TimeoutError):
+            peer.recv()  # no resend after the 1 s timeout
+        peer.send(request)
+        opcode, again, again_source = peer.recv()
+        # The same transfer answers again; no second session.
+        assert (opcode, again, again_source) == (3, first, source)
+        assert service.session_count == 1
+        peer.send(tftp_peer.ack(1), source)
+        assert peer.recv()[1][:2] == b'\0\x02'
+        # Now the client has answered: block 2 comes again on the timer.
+        assert peer.recv()[1][:2] == b'\0\x02'
+
+
+def test_sessions_past_the_limit_are_refused_as_busy(service):
+    peers = [tftp_peer.Peer(_server(service)) for _ in range(51)]
+    try:
+        for peer in peers[:50]:
+            peer.send(tftp_peer.rrq('big.bin'))
+            assert peer.recv()[0] == 3
+        peers[50].send(tftp_peer.rrq('big.bin'))
+        assert peers[50].expect_error() == 0
+        assert 'vmetal_tftp_sessions 50.0' in service.metrics.render()
+        # One descriptor for the file, however many transfers read it.
+        assert len(service._server.files) == 1
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_a_client_that_gives_up_ends_its_session(service):
+    with tftp_peer.Peer(_server(service)) as peer:
+        # EDK2 asks for tsize first, then aborts with an ERROR.
+        peer.send(tftp_peer.rrq('big.bin', tsize=0))
+        opcode, _payload, source = peer.recv()
+        assert opcode == 6
+        peer.send(b'\0\x05\0\x00size only\0', source)
+        _wait_idle(service)
+    assert 'result="aborted"} 1.0' in service.metrics.render()
+
+
+def test_refusal_log_is_rate_limited(caplog):
+    now = [0.0]
+    limited = tftp_server.RateLimitedLog(burst=3, period=10,
+                                         clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING):
+        for _ in range(100):
+            limited.warning('refused %s', 'x')
+        assert limited.suppressed == 97
+        now[0] = 11.0
+        limited.warning('refused %s', 'y')
+    assert len(caplog.records) == 5
+    assert limited.suppressed == 0
+
+
+def test_file_table_shares_caches_and_falls_back_to_pread(root):
+    from vmetal_ironic.pxe import tftp_session
+
+    path = str(root / 'boot.efi')
+    expected = (root / 'boot.efi').read_bytes()
+    table = tftp_session.FileTable(cache_bytes=6000)
+    key, cached, size = table.acquire(path)
+    again = table.acquire(path)
+    assert again[1] is cached and size == 5000 and len(table) == 1
+    assert cached.chunk(4096, 512) == expected[4096:4608]
+    # Over the budget: served from the file, same bytes.
+    big = str(root / 'big.bin')
+    (root / 'big.bin').write_bytes(os.urandom(2000))
+    big_key, opened, _ = table.acquire(big)
+    assert opened.chunk(1000, 2000) == (root / 'big.bin').read_bytes()[1000:]
+    assert table.cached_bytes == 5000
+    table.release(key)
+    table.release(key)
+    table.release(big_key)
+    assert len(table) == 0 and table.cached_bytes == 0
+    with pytest.raises(OSError):
+        table.acquire(str(root / 'sub'))
+
+
+def test_a_bug_on_one_request_does_not_stop_the_server(root, caplog):
+    """A failure no datagram can cause (the jail itself raising) is put in
+    by hand: that request is lost, the server goes on serving."""
+    service = tftp.TftpService(str(root), '127.0.0.1', 0, timeout=1)
+    real_open = service.open_file
+
+    def open_file(name):
+        if name == 'boom':
+            raise RuntimeError('injected')
+        return real_open(name)
+    service.open_file = open_file
+    service.start()
+    try:
+        with caplog.at_level(logging.WARNING), \
+                tftp_peer.Peer(('127.0.0.1', service.port), timeout=1) as peer:
+            peer.send(tftp_peer.rrq('boom'))
+            with pytest.raises(TimeoutError):
+                peer.recv()
+            data, _ = peer.download('boot.efi')
+            assert data == (root / 'boot.efi').read_bytes()
+        assert any(record.exc_info for record in caplog.records)
+    finally:
+        service.stop()
+
+
+def test_netascii_translates_line_ends_and_counts_them(root):
+    from vmetal_ironic.pxe import tftp_session
+
+    (root / 'text').write_bytes(b'a\nb\rc\r\n')
+    table = tftp_session.FileTable(cache_bytes=100)
+    key, handle, size = table.acquire(str(root / 'text'), netascii=True)
+    assert handle.chunk(0, 100) == b'a\r\nb\r\0c\r\0\r\n'
+    assert size == 11 == table.cached_bytes
+    octet = table.acquire(str(root / 'text'))
+    assert octet[1].chunk(0, 100) == b'a\nb\rc\r\n' and octet[2] == 7
+    table.release(key)
+    table.release(octet[0])
+    assert table.cached_bytes == 0
+    (root / 'big.txt').write_bytes(b'\n' * 60)
+    with pytest.raises(OSError, match='too large for netascii'):
+        table.acquire(str(root / 'big.txt'), netascii=True)
+
+
+def test_garbage_from_a_clients_own_port_leaves_its_transfer_alone(
+        service, root):
+    """What a forger of the client's address and port could send to port
+    69: a truncated ACK, a malformed request. The transfer goes on; only a
+    new well-formed request replaces it."""
+    with tftp_peer.Peer(_server(service)) as peer:
+        peer.send(tftp_peer.rrq('big.bin'))
+        opcode, first, source = peer.recv()
+        peer.send(b'\0\x04\0')
+        if not service.single_port:
+            assert peer.expect_error() == 5  # no transfer on port 69
+        # (single-port: it reaches the transfer, which ignores it)
+        peer.send(b'\0\x01\xffbad\0octet\0')
+        assert peer.expect_error() == 4
+        block, chunks = 1, [first[2:]]
+        while len(chunks[-1]) == 512:
+            peer.send(tftp_peer.ack(block), source)
+            opcode, payload, _ = peer.recv()
+            assert opcode == 3
+            block += 1
+            chunks.append(payload[2:])
+        peer.send(tftp_peer.ack(block), source)
+        assert b''.join(chunks) == (root / 'big.bin').read_bytes()

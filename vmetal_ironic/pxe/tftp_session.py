@@ -1,0 +1,311 @@
+"""One TFTP read transfer, and the table of open boot files.
+
+A :class:`Session` is a state machine driven by the server loop: it is told
+each datagram its peer sent and when its deadline passed, and it answers
+through the ``send`` callable it was given. It never raises for what a
+peer sends: a datagram it cannot use is ignored (RFC 1350 leaves a wrong
+or duplicate ACK to the retransmission timer, which is also what keeps
+the Sorcerer's Apprentice syndrome away).
+
+Blocks are counted from 1 without limit and sent with their number
+modulo 65536, so files above 32 MiB at 512-byte blocks roll over the way
+tftp-hpa, iPXE and EDK2 expect.
+"""
+
+import errno
+import os
+import stat
+
+from vmetal_ironic.pxe import tftp_packet as packet
+
+# Results a session ends with (the ``result`` label of the metric).
+COMPLETED = 'served'
+TIMED_OUT = 'timeout'
+ABORTED = 'aborted'
+
+
+class _Cached:
+    """A whole file in memory: no system call per block."""
+
+    __slots__ = ('_data',)
+
+    def __init__(self, data):
+        self._data = data
+
+    def chunk(self, offset, size):
+        return self._data[offset:offset + size]
+
+    def close(self):
+        self._data = b''
+
+
+class _Open:
+    """A file too large for the cache, read block by block."""
+
+    __slots__ = ('_fd',)
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def chunk(self, offset, size):
+        return os.pread(self._fd, size, offset)
+
+    def close(self):
+        os.close(self._fd)
+
+
+def _read_all(fd, size):
+    parts = []
+    offset = 0
+    while offset < size:
+        part = os.pread(fd, size - offset, offset)
+        if not part:
+            break  # shrank while read: serve what is there
+        parts.append(part)
+        offset += len(part)
+    return b''.join(parts)
+
+
+class FileTable:
+    """Open boot files, shared by every transfer of the same file.
+
+    A boot storm asks for one or two files thousands of times. Each
+    distinct file is read once and kept in memory while transfers use it
+    (up to ``cache_bytes`` in total; larger ones stay open and are read
+    with ``pread``), so the process holds no descriptor per transfer and
+    makes no system call per block. A file rewritten since (other inode,
+    size or modification time) is a new entry; its old content stays
+    consistent for the transfers already reading it.
+
+    :param cache_bytes: memory for file contents.
+    """
+
+    def __init__(self, cache_bytes=256 * 1024 * 1024):
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
+        self._open = {}
+
+    def __len__(self):
+        return len(self._open)
+
+    def acquire(self, path, netascii=False):
+        """Open ``path`` read-only (or share it if it is already open).
+
+        :param netascii: serve it translated to netascii (RFC 764 line
+            ends: LF as CR LF, CR as CR NUL), which a client asking for
+            that mode turns back into the original bytes; it is always
+            held in memory.
+        :returns: ``(key, file, size)``; ``file.chunk(offset, size)`` reads;
+            ``size`` is what is served; give ``key`` back to
+            :meth:`release`.
+        :raises OSError: it cannot be opened, is not a regular file, or is
+            too large for netascii.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise IsADirectoryError(f'{path} is not a regular file')
+            key = (info.st_dev, info.st_ino, info.st_size,
+                   info.st_mtime_ns, netascii)
+            entry = self._open.get(key)
+            if entry is not None:
+                os.close(fd)
+                entry[1] += 1
+                return key, entry[0], entry[3]
+            if netascii:
+                data = _read_all(fd, info.st_size).replace(
+                    b'\r', b'\r\0').replace(b'\n', b'\r\n')
+                if self.cached_bytes + len(data) > self.cache_bytes:
+                    raise OSError(errno.EFBIG, 'too large for netascii')
+                handle, held = _Cached(data), len(data)
+                os.close(fd)
+            elif self.cached_bytes + info.st_size <= self.cache_bytes:
+                handle = _Cached(_read_all(fd, info.st_size))
+                held = info.st_size
+                os.close(fd)
+            else:
+                handle, held = _Open(fd), 0
+        except OSError:
+            os.close(fd)
+            raise
+        size = held if netascii else info.st_size
+        self.cached_bytes += held
+        self._open[key] = [handle, 1, held, size]
+        return key, handle, size
+
+    def release(self, key):
+        entry = self._open.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del self._open[key]
+            self.cached_bytes -= entry[2]
+            entry[0].close()
+
+    def close(self):
+        for key in list(self._open):
+            self._open[key][1] = 0
+            self.release(key)
+
+
+class Session:
+    """One read transfer to one peer.
+
+    :param peer: ``(address, port)`` of the client.
+    :param send: callable taking the bytes of one datagram for the peer.
+    :param source: the file, from :meth:`FileTable.acquire`.
+    :param size: the file's size.
+    :param transfer: the negotiated :class:`~.tftp_packet.Transfer`.
+    :param retries: resends of one window before giving up.
+    :param now: the current monotonic time.
+    """
+
+    __slots__ = (
+        '_base',
+        '_chunk',
+        '_heard',
+        '_last',
+        '_oack',
+        '_retries_left',
+        '_send',
+        '_sent_upto',
+        '_waiting_oack',
+        'blksize',
+        'deadline',
+        'file_key',
+        'peer',
+        'request',
+        'result',
+        'retries',
+        'size',
+        'sock',
+        'timeout',
+        'windowsize',
+    )
+
+    def __init__(self, peer, send, source, size, transfer, retries, now):
+        self.peer = peer
+        self.request = None
+        self.file_key = None
+        self.sock = None
+        self._send = send
+        self._chunk = source.chunk
+        self.size = size
+        self.blksize = transfer.blksize
+        self.windowsize = transfer.windowsize
+        self.timeout = transfer.timeout
+        self.retries = retries
+        self._retries_left = retries
+        # The last block is the first one shorter than blksize (maybe 0 B).
+        self._last = size // self.blksize + 1
+        self._base = 1
+        self._sent_upto = 0
+        self._oack = transfer.oack
+        self._waiting_oack = transfer.oack is not None
+        self.deadline = now + self.timeout
+        self.result = None
+        self._heard = False
+
+    @property
+    def done(self):
+        return self.result is not None
+
+    def start(self, now):
+        """Send the OACK or the first window."""
+        self._transmit(now)
+
+    def _transmit(self, now):
+        self.deadline = now + self.timeout
+        if self._waiting_oack:
+            self._emit(self._oack)
+            return
+        blksize = self.blksize
+        end = min(self._base + self.windowsize - 1, self._last)
+        chunk = self._chunk
+        for block in range(self._base, end + 1):
+            # The hot path of every transfer: one datagram per block.
+            datagram = packet.data_header(block) + chunk(
+                (block - 1) * blksize, blksize)
+            if not self._emit(datagram):
+                return
+            if block > self._sent_upto:
+                self._sent_upto = block
+
+    def _emit(self, datagram):
+        try:
+            self._send(datagram)
+        except (BlockingIOError, InterruptedError, ConnectionRefusedError):
+            # Send buffer full, or an ICMP error from an earlier datagram
+            # (the client may have closed after its last ACK, which may be
+            # waiting to be read): the datagram counts as lost; the timer
+            # resends it, and the server loop ends the session if the
+            # client is really gone.
+            return False
+        except OSError:
+            # Peer unreachable (ICMP), no route: this transfer is over.
+            self.result = ABORTED
+            return False
+        return True
+
+    def on_repeated_request(self, now):
+        """The client sent its request again.
+
+        Until the client has answered once, this is the only resend: the
+        timer does not resend a first packet nobody acknowledged, so a
+        request with a forged source draws one answer, not one per retry
+        (every client resends its request when the answer is lost).
+
+        :returns: ``True`` if the session is over.
+        """
+        if not self._heard:
+            self._transmit(now)
+        return self.done
+
+    def on_datagram(self, data, now):
+        """Handle one datagram from the peer.
+
+        :returns: ``True`` if the session finished with it.
+        """
+        block = packet.parse_ack(data)
+        if block is None:
+            if packet.opcode_of(data) == packet.ERROR:
+                # The peer gave up, or it only wanted tsize (EDK2 does).
+                self.result = ABORTED
+            return self.done
+        self._heard = True
+        if self._waiting_oack:
+            if block == 0:
+                self._waiting_oack = False
+                self._retries_left = self.retries
+                self._transmit(now)
+            return self.done
+        # The block this ACK names, counted from 1 without wrapping: the
+        # only candidates are base-1 .. sent_upto, under 65536 apart.
+        acked = self._base - 1 + ((block - self._base + 1) & 0xffff)
+        if acked > self._sent_upto or acked < self._base:
+            return self.done  # stale, duplicate or bogus: leave to timer
+        if acked == self._last:
+            self.result = COMPLETED
+            return True
+        self._base = acked + 1
+        self._retries_left = self.retries
+        self._transmit(now)
+        return self.done
+
+    def on_deadline(self, now):
+        """Resend the window, or give up after the last retry.
+
+        :returns: ``True`` if the session is over.
+        """
+        if self._retries_left <= 0:
+            self.result = TIMED_OUT
+            return True
+        self._retries_left -= 1
+        if not self._heard:
+            # See on_repeated_request: wait for the client to ask again.
+            self.deadline = now + self.timeout
+            return False
+        self._transmit(now)
+        return self.done
