@@ -10,6 +10,7 @@ import dataclasses
 
 from vmetal_ironic import network_data
 from vmetal_ironic import properties as props
+from vmetal_ironic.store import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,12 +22,17 @@ class HostNetwork:
         network_data document.
     :ivar network_data: the document the host boots with.
     :ivar spec: the resolved :class:`~vmetal_ironic.properties.NetworkSpec`.
+    :ivar ipv4: the :class:`~vmetal_ironic.network_data.PrimaryIPv4` the
+        host boots with, computed here once for every consumer (DHCP
+        reservation, host annotations), or ``None`` when a custom document
+        has no static IPv4 network.
     """
 
     owner: str
-    allocation: object
+    allocation: base.Allocation | None
     network_data: dict
     spec: props.NetworkSpec
+    ipv4: network_data.PrimaryIPv4 | None = None
 
 
 def defaults_from_conf(conf):
@@ -68,23 +74,31 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     if mac:
         mac = network_data.normalize_mac(mac)
     if not spec.uses_ipam:
-        # A custom document replaces IPAM: an address the owner held from
-        # an earlier pool-based definition goes back to the pool.
-        allocation = store.get_allocation(owner)
-        if allocation is not None:
-            store.release(owner)
+        # A custom document replaces IPAM. Its address is held like an
+        # allocation (so no pool hands it to another host), in place of any
+        # address the owner held from an earlier pool-based definition.
         document = spec.custom_network_data
+        ipv4 = network_data.primary(document)
+        if ipv4 is not None:
+            store.hold(owner, ipv4.address,
+                       f'network-data of {owner} (ip_address)')
+        elif store.get_allocation(owner) is not None:
+            # No static address in it (DHCP): the pool address goes back.
+            store.release(owner)
         store.save_network_data(owner, document)
-        return HostNetwork(owner, None, document, spec)
+        return HostNetwork(owner, None, document, spec, ipv4)
     allocation = store.allocate(spec.pool, owner, mac=mac)
     document = network_data.build(mac or allocation.mac, allocation.address,
                                   spec.pool, spec.dns_servers, mtu=mtu)
+    ipv4 = network_data.PrimaryIPv4(
+        allocation.address, spec.pool.prefixlen, str(spec.pool.gateway),
+        tuple(spec.dns_servers), mac or allocation.mac)
     # Always handed to the store, even when its stored copy already
     # matches: saving may span several objects (Secret, then host
     # annotations on Kubernetes), and an earlier attempt cut short between
     # them must be completed now. Stores skip writes that change nothing.
     store.save_network_data(owner, document)
-    return HostNetwork(owner, allocation, document, spec)
+    return HostNetwork(owner, allocation, document, spec, ipv4)
 
 
 def release(store, owner):

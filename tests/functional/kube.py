@@ -242,6 +242,7 @@ class KubeCluster:
             self.start_apiserver()
             self._start_controller_manager()
             self.apply_kustomization(MANIFESTS / 'crds')
+            self.apply_kustomization(MANIFESTS / 'store')
             self._wait_crds()
             time.sleep(0.5)
             self._check_alive('kube-controller-manager')
@@ -292,6 +293,9 @@ class KubeCluster:
             (directory / 'kustomization.yaml').read_text())
         with self.admin_client() as api:
             for resource in kustomization.get('resources') or []:
+                if (directory / resource).is_dir():
+                    self.apply_kustomization(directory / resource)
+                    continue
                 try:
                     k8s_utils.create_from_yaml(api, str(directory / resource))
                 except k8s_utils.FailToCreateError as exc:
@@ -305,7 +309,9 @@ class KubeCluster:
             for group, version, plural in (
                     ('metal3.io', 'v1alpha1', 'baremetalhosts'),
                     ('management.loft.sh', 'v1', 'nodeproviders'),
-                    ('management.loft.sh', 'v1', 'networkenvironments')):
+                    ('management.loft.sh', 'v1', 'networkenvironments'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'addressclaims'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')):
                 while True:
                     try:
                         custom.list_cluster_custom_object(group, version,

@@ -47,7 +47,7 @@ KUSTOMIZATIONS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab', 'metal3
 READY_TIMEOUT = 30
 
 AGENT = 'system:serviceaccount:vmetal-system:vmetal-dhcp-agent'
-METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:default'
+METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:vmetal-ironic'
 
 
 @pytest.fixture(scope='module')
@@ -192,10 +192,13 @@ def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
 def test_agent_identity_reads_reservations_only(api):
     _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
     for verb in ('get', 'list', 'watch'):
-        assert _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system',
-                        name='vmetal-dhcp-reservations')
+        assert _allowed(api, AGENT, verb, 'dhcpreservations', 'vmetal-system',
+                        group='vmetal-ironic.io')
     for verb in ('create', 'patch', 'update', 'delete'):
-        assert not _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system')
+        assert not _allowed(api, AGENT, verb, 'dhcpreservations',
+                            'vmetal-system', group='vmetal-ironic.io')
+    assert not _allowed(api, AGENT, 'get', 'addressclaims', 'vmetal-system',
+                        group='vmetal-ironic.io')
     assert not _allowed(api, AGENT, 'get', 'secrets', 'vmetal-system')
     assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
 
@@ -203,10 +206,15 @@ def test_agent_identity_reads_reservations_only(api):
 def test_metal3_ironic_gets_the_store_permissions(api):
     _apply(api, kustomize.render(KUBE / 'overlays' / 'macvlan'))
     _apply(api, kustomize.render(KUBE / 'metal3'))
-    assert _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'vmetal-system')
+    assert _allowed(api, METAL3_IRONIC, 'create', 'addressclaims',
+                    'vmetal-system', group='vmetal-ironic.io')
     assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
                     group='metal3.io')
-    assert not _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'kube-system')
+    assert not _allowed(api, METAL3_IRONIC, 'create', 'addressclaims',
+                        'kube-system', group='vmetal-ironic.io')
+    # No Secret may be read anywhere, BMC credentials included.
+    assert not _allowed(api, METAL3_IRONIC, 'get', 'secrets', 'metal3')
+    assert not _allowed(api, METAL3_IRONIC, 'get', 'secrets', 'vmetal-system')
 
 
 def _token_for(api, namespace, account):

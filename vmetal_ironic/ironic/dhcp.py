@@ -16,14 +16,12 @@ machine, not to one deploy.
 import re
 import time
 
-import netaddr
 from ironic.common import exception as ironic_exc
 from ironic.dhcp import base
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
-from vmetal_ironic import network_data
 from vmetal_ironic import reservation
 from vmetal_ironic.ironic import dhcp_options
 from vmetal_ironic.ironic import nodes
@@ -51,32 +49,21 @@ def hostname_for(node_name):
 
 
 def _address_of(host):
-    """``(address, prefixlen, gateway, dns)`` for a HostNetwork.
+    """``(address, prefixlen, gateway, dns)`` of a HostNetwork, as the
+    domain computed it (:attr:`~vmetal_ironic.identity.HostNetwork.ipv4`).
 
     :raises vmetal_ironic.exception.InvalidNetworkData: a custom document
         without a static IPv4 network the agent could answer with.
     """
-    if host.allocation is not None:
-        pool = host.spec.pool
-        return (host.allocation.address, pool.prefixlen, str(pool.gateway),
-                tuple(host.spec.dns_servers))
-    primary = network_data.primary_ipv4(host.network_data)
-    if primary is None or not primary[1]:
+    ipv4 = host.ipv4
+    if ipv4 is not None and ipv4.prefixlen is None and ipv4.netmask:
+        raise exception.InvalidNetworkData(
+            f'the custom network-data netmask {ipv4.netmask!r} is not valid')
+    if ipv4 is None or ipv4.prefixlen is None:
         raise exception.InvalidNetworkData(
             'the custom network-data has no IPv4 network with ip_address '
             'and netmask to answer DHCP with')
-    address, netmask, gateway, _mac = primary
-    try:
-        prefixlen = netaddr.IPAddress(netmask).netmask_bits()
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise exception.InvalidNetworkData(
-            f'the custom network-data netmask {netmask!r} is not valid'
-        ) from None
-    dns = tuple(service['address']
-                for service in host.network_data.get('services', [])
-                if isinstance(service, dict) and service.get('type') == 'dns'
-                and service.get('address'))
-    return address, prefixlen, gateway, dns
+    return ipv4.address, ipv4.prefixlen, ipv4.gateway, ipv4.dns_servers
 
 
 def node_reservations(task):
@@ -167,7 +154,7 @@ class VmetalDHCP(base.BaseDHCP):
                 gateway=gateway, dns_servers=dns,
                 hostname=hostname_for(node.name), node=node.uuid,
                 lease_time=CONF.vmetal_ironic.lease_time, boot=parsed.boot)
-            self._publish(task, res)
+            self._publish(task, res, host.owner)
             published.append(mac)
         LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
                  'reserved for %(macs)s, boot %(boot)s (%(ms).1f ms)',
@@ -176,9 +163,9 @@ class VmetalDHCP(base.BaseDHCP):
                   'ms': (time.monotonic() - started) * 1000})
 
     @staticmethod
-    def _publish(task, res):
+    def _publish(task, res, owner=None):
         try:
-            store_access.get_store().publish_reservation(res)
+            store_access.get_store().publish_reservation(res, owner=owner)
         except ironic_exc.IronicException as exc:
             raise ironic_exc.FailedToUpdateDHCPOptOnPort(
                 f'vmetal DHCP: cannot publish the reservation of {res.mac} '

@@ -27,36 +27,20 @@ from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import network_data
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
 
 CONF = vmetal_conf.CONF
 
-NODE_OWNER_KIND = 'Node'
-METAL3_OWNER_KIND = 'BareMetalHost'
-METAL3_SEPARATOR = '~'
+METAL3_SEPARATOR = owner_mod.METAL3_SEPARATOR
 
 
 def owner_for(node):
-    """The owner identity of ``node``'s address.
-
-    :param node: an Ironic node object (``name`` and ``uuid`` are read).
-    :returns: ``BareMetalHost/<ns>/<host>`` or ``Node/<uuid>``.
-    """
-    name = node.name or ''
-    namespace, sep, host = name.partition(METAL3_SEPARATOR)
-    if sep and namespace and host and METAL3_SEPARATOR not in host:
-        return f'{METAL3_OWNER_KIND}/{namespace}/{host}'
-    return f'{NODE_OWNER_KIND}/{node.uuid}'
-
-
-def node_uuid_of(owner):
-    """The node UUID of a ``Node/<uuid>`` owner, else ``None``."""
-    kind, sep, rest = str(owner).partition('/')
-    if kind == NODE_OWNER_KIND and sep and rest and '/' not in rest:
-        return rest
-    return None
+    """The owner identity of ``node``'s address, as text
+    (:func:`vmetal_ironic.owner.of_ironic_node`)."""
+    return str(owner_mod.of_ironic_node(node.name, node.uuid))
 
 
 def boot_macs(task):

@@ -1,0 +1,430 @@
+"""Held addresses: one small ``AddressClaim`` object per address.
+
+An address is held by creating the object named after the L2 scope and
+the address (:func:`~vmetal_ironic.store.kube_names.claim_name`), in
+``[vmetal_kubernetes]namespace``. The name is the uniqueness: the API
+server creates one object per name, so whatever pool, prefix or range two
+writers allocate from, only one of them gets ``192.0.2.7`` and the other
+is told 409 AlreadyExists and tries the next address. Gateways, the
+addresses of custom network-data documents and the infrastructure
+addresses of ``[vmetal]reserved_addresses`` are claims in the same
+namespace of names, so no pool hands them out.
+
+One owner holds at most one address. Two writers for the same owner (a
+property changed while two conductors run) may each create a claim; each
+then lists the owner's claims by label and keeps the oldest (lowest
+``resourceVersion``; claims are never updated, so it is the creation
+order). Both see the same oldest claim, the younger one is deleted by
+whoever created it, and neither returns before that check.
+
+Claims are deleted with a UID precondition, so a release never removes a
+claim someone else created for the same address meanwhile.
+"""
+
+import time
+
+import netaddr
+from oslo_log import log
+
+from vmetal_ironic import owner as owner_mod
+from vmetal_ironic.ipam import allocator as ipam_allocator
+from vmetal_ironic.ipam import errors as ipam_errors
+from vmetal_ironic.store import base
+from vmetal_ironic.store import kube_client
+from vmetal_ironic.store import kube_names as names
+
+LOG = log.getLogger(__name__)
+
+PURPOSE_ALLOCATION = 'allocation'
+PURPOSE_NETWORK_DATA = 'network-data'
+PURPOSE_GATEWAY = 'gateway'
+PURPOSE_RESERVED = 'reserved'
+PAGE = 500
+
+
+def _int(text):
+    try:
+        return int(netaddr.IPAddress(text, flags=netaddr.INET_PTON))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        return None
+
+
+def _age(claim):
+    """Creation order of a claim (claims are immutable once created)."""
+    version = (claim.get('metadata') or {}).get('resourceVersion') or ''
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+def spec_of(claim):
+    return (claim or {}).get('spec') or {}
+
+
+def to_allocation(claim, pool_key=None):
+    spec = spec_of(claim)
+    return base.Allocation(owner=spec.get('owner'),
+                           pool=pool_key or spec.get('pool') or '',
+                           address=spec.get('address'), mac=spec.get('mac'))
+
+
+def host_ref(host):
+    """``<namespace>/<name>`` of a BareMetalHost dict, or ``None``."""
+    if host is None:
+        return None
+    return f'{host["metadata"]["namespace"]}/{host["metadata"]["name"]}'
+
+
+def claim_body(namespace, scope, address, owner, purpose, pool_key=None,
+               mac=None, host=None):
+    """The ``AddressClaim`` object holding ``address`` for ``owner``.
+
+    :param host: the BareMetalHost the address is used on, so that the
+        reconciler can tell when its holder let go of it.
+    """
+    labels = dict(names.MANAGED_BY)
+    labels.update({
+        names.LABEL_COMPONENT: names.COMPONENT_ADDRESS,
+        names.LABEL_SCOPE: scope,
+        names.LABEL_OWNER: owner.label,
+        names.LABEL_OWNER_KIND: owner.kind.lower(),
+        names.LABEL_PURPOSE: purpose,
+    })
+    if pool_key:
+        labels[names.LABEL_POOL] = names.pool_label(pool_key)
+    spec = {'scope': scope, 'address': str(address), 'owner': str(owner),
+            'purpose': purpose}
+    if pool_key:
+        spec['pool'] = pool_key
+    if mac:
+        spec['mac'] = mac
+    if host is not None:
+        spec['host'] = host_ref(host)
+    return {'apiVersion': f'{names.API_GROUP}/{names.API_VERSION}',
+            'kind': names.ADDRESS_KIND,
+            'metadata': {'name': names.claim_name(scope, address),
+                         'namespace': namespace, 'labels': labels},
+            'spec': spec}
+
+
+class Addresses:
+    """The address claims of one scope.
+
+    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param namespace: where the claims live.
+    :param scope: ``[vmetal]address_scope``.
+    :param reserved: ``[vmetal]reserved_addresses``.
+    :param attempts: bound of create attempts per allocation.
+    :param cache_seconds: how long the list of held addresses is trusted
+        before it is read again; an address seen free in it is only a
+        candidate, the create decides.
+    """
+
+    def __init__(self, api, namespace, scope, reserved=(), attempts=50,
+                 cache_seconds=30.0):
+        self.api = api
+        self.namespace = namespace
+        self.scope = scope
+        self.reserved = tuple(str(netaddr.IPAddress(a)) for a in reserved)
+        self.attempts = attempts
+        self.cache_seconds = cache_seconds
+        self._used = None
+        self._used_at = 0.0
+        self._infrastructure = set()
+
+    # -- API calls ----------------------------------------------------------
+
+    def _what(self, name):
+        return f'{names.ADDRESS_KIND} {self.namespace}/{name}'
+
+    def create(self, body):
+        """:returns: the created claim, or ``None`` if the name is taken."""
+        group, version, plural = names.ADDRESS_API
+        try:
+            return self.api.call(
+                f'create {self._what(body["metadata"]["name"])}',
+                self.api.custom.create_namespaced_custom_object,
+                group, version, self.namespace, plural, body)
+        except kube_client.ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def read(self, name):
+        group, version, plural = names.ADDRESS_API
+        try:
+            return self.api.call(
+                f'get {self._what(name)}',
+                self.api.custom.get_namespaced_custom_object,
+                group, version, self.namespace, plural, name)
+        except kube_client.ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def list(self, selector):
+        """Every claim matching ``selector``, page by page."""
+        group, version, plural = names.ADDRESS_API
+        items, token = [], None
+        while True:
+            kwargs = {'label_selector': selector, 'limit': PAGE}
+            if token:
+                kwargs['_continue'] = token
+            page = self.api.call(
+                f'list {plural}.{group} {self.namespace} -l {selector}',
+                self.api.custom.list_namespaced_custom_object,
+                group, version, self.namespace, plural, **kwargs)
+            items.extend(page.get('items') or [])
+            token = (page.get('metadata') or {}).get('continue')
+            if not token:
+                return items
+
+    def delete(self, claim):
+        """Delete exactly this claim (UID precondition); idempotent."""
+        group, version, plural = names.ADDRESS_API
+        metadata = claim['metadata']
+        try:
+            self.api.call(
+                f'delete {self._what(metadata["name"])}',
+                self.api.custom.delete_namespaced_custom_object,
+                group, version, self.namespace, plural, metadata['name'],
+                body={'preconditions': {'uid': metadata['uid']}})
+        except kube_client.ApiError as exc:
+            # 404: gone already; 409: the name was claimed anew by someone
+            # else since, which is theirs to keep.
+            if exc.status not in (404, 409):
+                raise
+
+    # -- lookups -------------------------------------------------------------
+
+    def _scope_selector(self):
+        return (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS},'
+                f'{names.LABEL_SCOPE}={self.scope}')
+
+    def claims_of(self, owner):
+        """The owner's claims, oldest first (label lookup, confirmed
+        against the full owner each claim records)."""
+        selector = f'{self._scope_selector()},{names.LABEL_OWNER}={owner.label}'
+        claims = [claim for claim in self.list(selector)
+                  if spec_of(claim).get('owner') == str(owner)]
+        return sorted(claims, key=_age)
+
+    def all_claims(self):
+        return self.list(self._scope_selector())
+
+    def _used_addresses(self, refresh=False):
+        now = time.monotonic()
+        if (refresh or self._used is None
+                or now - self._used_at > self.cache_seconds):
+            self._used = {value for value in
+                          (_int(spec_of(c).get('address'))
+                           for c in self.all_claims()) if value is not None}
+            self._used_at = now
+        return self._used
+
+    # -- infrastructure -----------------------------------------------------
+
+    def _hold_infrastructure(self, kind, purpose, address, pool):
+        name = names.claim_name(self.scope, address)
+        if name in self._infrastructure:
+            return
+        holder = owner_mod.for_infrastructure(kind, self.scope, address)
+        body = claim_body(self.namespace, self.scope, address, holder, purpose)
+        if self.create(body) is None:
+            existing = self.read(name)
+            owner_text = spec_of(existing).get('owner') if existing else None
+            if existing is not None and not owner_mod.parse(
+                    owner_text).is_infrastructure:
+                what = ('gateway' if purpose == PURPOSE_GATEWAY
+                        else 'reserved address ([vmetal]reserved_addresses)')
+                raise ipam_errors.AddressTaken(
+                    f'{what} {address} of pool {pool.name} is held by '
+                    f'{owner_text}; release that owner or change the pool')
+        self._infrastructure.add(name)
+
+    def hold_infrastructure(self, pool):
+        """Claim the pool's gateway and the reserved addresses inside it
+        (once per process and address)."""
+        self._hold_infrastructure(owner_mod.GATEWAY, PURPOSE_GATEWAY,
+                                  str(pool.gateway), pool)
+        for address in self.reserved:
+            if netaddr.IPAddress(address) in pool.network:
+                self._hold_infrastructure(owner_mod.RESERVED,
+                                          PURPOSE_RESERVED, address, pool)
+
+    # -- allocation -----------------------------------------------------------
+
+    @staticmethod
+    def _held(claim, pool, owner):
+        spec = spec_of(claim)
+        address = spec.get('address')
+        if (spec.get('purpose') == PURPOSE_ALLOCATION
+                and _int(address) is not None and pool.contains(address)):
+            return to_allocation(claim, pool.key)
+        where = (f'pool {spec.get("pool")}' if spec.get('pool')
+                 else 'its network-data document')
+        raise ipam_errors.OwnerElsewhere(
+            f'owner {owner} already holds {address} from {where}, which '
+            f'pool {pool.name} may not hand out; release it first')
+
+    def _settle(self, owner, mine, purpose):
+        """After creating ``mine``: the owner's oldest claim of this
+        purpose stands; ``mine`` is deleted if it is not that one.
+
+        :returns: the claim that stands.
+        """
+        claims = [claim for claim in self.claims_of(owner)
+                  if spec_of(claim).get('purpose') == purpose]
+        winner = claims[0] if claims else mine
+        if winner['metadata']['uid'] != mine['metadata']['uid']:
+            self.delete(mine)
+            if self._used is not None:
+                self._used.discard(_int(spec_of(mine)['address']))
+        return winner
+
+    def _adopt(self, claim, owner, host):
+        """Hand ``claim`` over to ``owner`` (compare-and-swap on the
+        claim's resourceVersion, so it cannot race a release).
+
+        :returns: the adopted claim, or ``None`` if it changed meanwhile.
+        """
+        group, version, plural = names.ADDRESS_API
+        metadata = claim['metadata']
+        patch = {'metadata': {'resourceVersion': metadata['resourceVersion'],
+                              'labels': {
+                                  names.LABEL_OWNER: owner.label,
+                                  names.LABEL_OWNER_KIND: owner.kind.lower()}},
+                 'spec': {'owner': str(owner), 'host': host_ref(host)}}
+        try:
+            return self.api.call(
+                f'update {self._what(metadata["name"])}',
+                self.api.custom.patch_namespaced_custom_object,
+                group, version, self.namespace, plural, metadata['name'],
+                patch, _content_type='application/merge-patch+json')
+        except kube_client.ApiError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+
+    def allocate(self, pool, owner, mac=None, previous=None, host=None):
+        """Give ``owner`` an address from ``pool``, or the one it holds.
+
+        :param previous: an owner whose address in ``pool`` ``owner`` takes
+            over when it holds none itself (the host a Machine claims).
+        :param host: the BareMetalHost the address is used on.
+
+        :raises vmetal_ironic.ipam.PoolExhausted: no free address.
+        :raises vmetal_ironic.ipam.errors.OwnerElsewhere: the owner holds
+            an address this pool may not hand out.
+        :raises vmetal_ironic.exception.StoreConflict: lost every attempt.
+        """
+        claims = self.claims_of(owner)
+        allocations = [c for c in claims
+                       if spec_of(c).get('purpose') == PURPOSE_ALLOCATION]
+        if allocations:
+            return self._held(allocations[0], pool, owner)
+        if previous is not None:
+            for claim in self.claims_of(previous):
+                spec = spec_of(claim)
+                if (spec.get('purpose') == PURPOSE_ALLOCATION
+                        and pool.contains(spec.get('address'))):
+                    adopted = self._adopt(claim, owner, host)
+                    if adopted is not None:
+                        winner = self._settle(owner, adopted,
+                                              PURPOSE_ALLOCATION)
+                        return self._held(winner, pool, owner)
+        self.hold_infrastructure(pool)
+        used = self._used_addresses()
+        refreshed = False
+        allocator = ipam_allocator.Allocator(pool, used)
+        for _ in range(self.attempts):
+            try:
+                value = allocator.allocate()
+            except ipam_errors.PoolExhausted:
+                if refreshed:
+                    raise
+                # The cached view may hold addresses freed since.
+                refreshed = True
+                used = self._used_addresses(refresh=True)
+                allocator = ipam_allocator.Allocator(pool, used)
+                continue
+            address = str(netaddr.IPAddress(value))
+            created = self.create(claim_body(
+                self.namespace, self.scope, address, owner,
+                PURPOSE_ALLOCATION, pool.key, mac, host))
+            used.add(value)
+            if created is None:
+                continue  # taken by someone else: try the next one
+            winner = self._settle(owner, created, PURPOSE_ALLOCATION)
+            if winner['metadata']['uid'] != created['metadata']['uid']:
+                return self._held(winner, pool, owner)
+            # A custom document's address the owner held before goes back
+            # now that the pool gives it one (it holds only one address).
+            for other in claims:
+                self.delete(other)
+            LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
+                     {'address': address, 'pool': pool.name, 'owner': owner})
+            return to_allocation(created, pool.key)
+        raise ipam_errors.PoolExhausted(
+            f'pool {pool.name}: {self.attempts} addresses in a row were '
+            f'taken by concurrent writers while allocating for {owner}; '
+            'try again')
+
+    def hold(self, owner, address, source):
+        """Hold an address named explicitly (a custom network-data
+        document) for ``owner``, instead of any it held.
+
+        :param source: where the address comes from, for the error.
+        :raises vmetal_ironic.ipam.errors.AddressTaken: another owner
+            holds it.
+        """
+        claims = self.claims_of(owner)
+        mine = next((c for c in claims
+                     if spec_of(c).get('address') == address), None)
+        if mine is None:
+            mine = self.create(claim_body(self.namespace, self.scope,
+                                          address, owner,
+                                          PURPOSE_NETWORK_DATA))
+            if mine is None:
+                holder = spec_of(self.read(
+                    names.claim_name(self.scope, address))).get('owner')
+                if holder != str(owner):
+                    raise ipam_errors.AddressTaken(
+                        f'{source} names {address}, which {holder} holds; '
+                        'choose another address')
+                mine = next(c for c in self.claims_of(owner)
+                            if spec_of(c).get('address') == address)
+        for other in self.claims_of(owner):
+            if other['metadata']['uid'] != mine['metadata']['uid']:
+                self.delete(other)
+        return to_allocation(mine)
+
+    def release(self, owner):
+        """Delete every claim of ``owner``.
+
+        :returns: the released allocations, oldest first.
+        """
+        released = []
+        for claim in self.claims_of(owner):
+            self.delete(claim)
+            if self._used is not None:
+                self._used.discard(_int(spec_of(claim).get('address')))
+            released.append(to_allocation(claim))
+        return released
+
+    def get(self, owner):
+        claims = self.claims_of(owner)
+        return to_allocation(claims[0]) if claims else None
+
+    def list_allocations(self, pool_key=None):
+        result = []
+        for claim in self.all_claims():
+            spec = spec_of(claim)
+            if spec.get('purpose') not in (PURPOSE_ALLOCATION,
+                                           PURPOSE_NETWORK_DATA):
+                continue
+            if pool_key is not None and spec.get('pool') != pool_key:
+                continue
+            if _int(spec.get('address')) is None:
+                continue
+            result.append(to_allocation(claim))
+        result.sort(key=lambda a: (a.pool, _int(a.address)))
+        return result
