@@ -38,11 +38,11 @@ class HostNetwork:
 def defaults_from_conf(conf):
     """The ``[vmetal]`` defaults as the least specific property layer."""
     group = conf.vmetal
-    return {
+    return props.Layer({
         props.NETWORK_CIDR: group.network_cidr,
         props.NETWORK_IP_RANGE: group.network_ip_range,
         props.DNS_SERVERS: group.dns_servers,
-    }
+    }, source='[vmetal] defaults')
 
 
 def resolve_spec(store, owner, layers=(), defaults=None):
@@ -53,8 +53,9 @@ def resolve_spec(store, owner, layers=(), defaults=None):
 
     :raises vmetal_ironic.exception.PermanentError: bad or missing values.
     """
-    merged = props.merge(*layers, *store.host_properties(owner), defaults)
-    return props.resolve(merged)
+    everything = (*layers, *store.host_properties(owner), defaults)
+    return props.resolve(props.merge(*everything),
+                         props.sources(*everything))
 
 
 def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):

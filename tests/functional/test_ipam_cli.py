@@ -51,7 +51,7 @@ def test_errors_are_one_line_without_traceback(tmp_path):
     assert result.stdout == ''
     assert result.stderr == (
         "vmetal-ipam: error: network-ip-range '203.0.113.10-203.0.113.20' and "
-        "'203.0.113.15-203.0.113.30' overlap\n")
+        "'203.0.113.15-203.0.113.30' overlap (from the command line)\n")
     assert 'Traceback' not in result.stderr
 
 

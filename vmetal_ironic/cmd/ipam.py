@@ -96,7 +96,8 @@ def build_parser():
 
 
 def _layer(args):
-    layer = props.parse_assignments(args.property)
+    layer = props.Layer(props.parse_assignments(args.property),
+                        'the command line')
     for key, value in ((props.NETWORK_CIDR, args.cidr),
                        (props.NETWORK_IP_RANGE, args.ip_range),
                        (props.DNS_SERVERS, args.dns_servers),

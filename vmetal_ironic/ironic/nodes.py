@@ -28,6 +28,7 @@ from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
+from vmetal_ironic import properties as props
 from vmetal_ironic.ironic import store_access
 
 LOG = log.getLogger(__name__)
@@ -66,7 +67,8 @@ def boot_macs(task):
 
 def property_layers(node):
     """The node's own property layers, most specific first."""
-    return [dict(node.extra or {}), dict(node.properties or {})]
+    return [props.Layer(node.extra, f'node {node.uuid} extra'),
+            props.Layer(node.properties, f'node {node.uuid} properties')]
 
 
 def _translate(task, exc, action):

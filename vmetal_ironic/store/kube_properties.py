@@ -22,6 +22,7 @@ unit tested without a cluster:
 import json
 
 from vmetal_ironic import exception
+from vmetal_ironic import properties as props
 
 ENVIRONMENT_PROPERTY = 'vcluster.com/network-environment'
 DEFAULT_ENVIRONMENT_ANNOTATION = 'machines.vcluster.com/is-default-environment'
@@ -196,14 +197,19 @@ def layers(host, providers, environments, label,
     :returns: ``[host annotations, node type properties, environment
         properties]``; a missing layer is an empty dict.
     """
-    annotations = user_annotations(_meta(host).get('annotations'),
-                                   written_annotation)
+    host_name = f'{_meta(host).get("namespace")}/{name_of(host)}'
+    annotations = props.Layer(
+        user_annotations(_meta(host).get('annotations'), written_annotation),
+        f'BareMetalHost {host_name} annotations')
     found = find_node_type(providers, host, label)
     provider, node_type = found if found else (None, {})
-    type_props = dict(node_type.get('properties') or {})
+    type_props = props.Layer(
+        node_type.get('properties'),
+        f'node type {provider}{TYPE_SEPARATOR}{node_type.get("name")}')
     wanted = annotations.get(ENVIRONMENT_PROPERTY) or type_props.get(
         ENVIRONMENT_PROPERTY)
     environment = find_environment(environments, wanted, provider)
-    env_props = dict(((environment or {}).get('spec') or {}).get('properties')
-                     or {})
+    env_props = props.Layer(
+        ((environment or {}).get('spec') or {}).get('properties'),
+        f'NetworkEnvironment {name_of(environment)}')
     return [annotations, type_props, env_props]

@@ -275,8 +275,11 @@ def test_bad_property_names_the_value_and_writes_nothing(admin, namespace,
     admin.create_host(namespace, 'h', mac_of(8),
                       annotations={props.NETWORK_CIDR: '192.0.2.0/24'})
     store = make_store()
-    with pytest.raises(ipam_errors.InvalidGateway, match=r"'192\.0\.2\.0/24'"):
+    with pytest.raises(ipam_errors.InvalidGateway, match=r"'192\.0\.2\.0/24'") as info:
         identity.ensure(store, owner_of(namespace, 'h'), mac_of(8))
+    # The value and where to fix it (issue 9).
+    assert str(info.value).endswith(
+        f'(from BareMetalHost {namespace}/h annotations)')
     assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is None
     assert store.list_allocations() == []
 

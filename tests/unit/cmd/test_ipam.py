@@ -76,16 +76,17 @@ def test_usage_in_range_mode_counts_only_the_ranges(run):
 @pytest.mark.parametrize('argv, message', [
     (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.0/24'),
      "vmetal-ipam: error: network-cidr '192.0.2.0/24': gateway 192.0.2.0 is "
-     'the network address; give the gateway, e.g. 192.0.2.1/24\n'),
+     'the network address; give the gateway, e.g. 192.0.2.1/24 '
+     '(from the command line)\n'),
     (('allocate', 'Machine/ns/a'),
      'vmetal-ipam: error: network-cidr is not set; expected <gateway>/<prefix>,'
      ' e.g. 192.0.2.1/24\n'),
     (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24', '--ip-range', '192.0.2.9-192.0.2.3'),
      "vmetal-ipam: error: network-ip-range '192.0.2.9-192.0.2.3' is reversed: "
-     '192.0.2.9 comes after 192.0.2.3\n'),
+     '192.0.2.9 comes after 192.0.2.3 (from the command line)\n'),
     (('allocate', 'Machine/ns/a', '--network-data', '{"links": []}'),
      'vmetal-ipam: error: network-data lacks networks, services; links, '
-     'networks and services are all required\n'),
+     'networks and services are all required (from the command line)\n'),
     (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24', '--mac', 'nope'),
      "vmetal-ipam: error: MAC address 'nope' is not valid\n"),
     (('network-data', 'ghost'),

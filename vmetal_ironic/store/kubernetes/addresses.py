@@ -21,11 +21,13 @@ Claims are deleted with a UID precondition, so a release never removes a
 claim someone else created for the same address meanwhile.
 """
 
+import random
 import time
 
 import netaddr
 from oslo_log import log
 
+from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
@@ -103,6 +105,20 @@ def claim_body(namespace, scope, address, owner, purpose, pool_key=None,
             'metadata': {'name': names.claim_name(scope, address),
                          'namespace': namespace, 'labels': labels},
             'spec': spec}
+
+
+def _candidate(allocator, conflicts):
+    """The next address to try: the lowest free one; after ``conflicts``
+    lost creates, one a random few further (another writer that took the
+    address we tried is most likely taking the next ones too, so queueing
+    behind it would lose again).
+
+    :raises vmetal_ironic.ipam.PoolExhausted: nothing left to try.
+    """
+    if conflicts:
+        for _ in range(random.randrange(min(2 ** conflicts, 64))):  # noqa: S311
+            allocator.allocate()
+    return allocator.allocate()
 
 
 class Addresses:
@@ -310,7 +326,6 @@ class Addresses:
         :param previous: an owner whose address in ``pool`` ``owner`` takes
             over when it holds none itself (the host a Machine claims).
         :param host: the BareMetalHost the address is used on.
-
         :raises vmetal_ironic.ipam.PoolExhausted: no free address.
         :raises vmetal_ironic.ipam.errors.OwnerElsewhere: the owner holds
             an address this pool may not hand out.
@@ -335,14 +350,17 @@ class Addresses:
         used = self._used_addresses()
         refreshed = False
         allocator = ipam_allocator.Allocator(pool, used)
+        conflicts = 0
         for _ in range(self.attempts):
             try:
-                value = allocator.allocate()
+                value = _candidate(allocator, conflicts)
             except ipam_errors.PoolExhausted:
-                if refreshed:
+                if refreshed and not conflicts:
                     raise
-                # The cached view may hold addresses freed since.
+                # The cached view may hold addresses freed since, and a
+                # jump ahead may have passed the last free ones.
                 refreshed = True
+                conflicts = 0
                 used = self._used_addresses(refresh=True)
                 allocator = ipam_allocator.Allocator(pool, used)
                 continue
@@ -352,6 +370,7 @@ class Addresses:
                 PURPOSE_ALLOCATION, pool.key, mac, host))
             used.add(value)
             if created is None:
+                conflicts += 1
                 continue  # taken by someone else: try the next one
             winner = self._settle(owner, created, PURPOSE_ALLOCATION)
             if winner['metadata']['uid'] != created['metadata']['uid']:
@@ -363,7 +382,7 @@ class Addresses:
             LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
                      {'address': address, 'pool': pool.name, 'owner': owner})
             return to_allocation(created, pool.key)
-        raise ipam_errors.PoolExhausted(
+        raise exception.StoreConflict(
             f'pool {pool.name}: {self.attempts} addresses in a row were '
             f'taken by concurrent writers while allocating for {owner}; '
             'try again')

@@ -55,6 +55,10 @@ def _old_configmaps(store):
         f'list ConfigMaps {store.namespace} -l {selector}',
         store.api.core.list_namespaced_config_map, store.namespace,
         label_selector=selector).items
+    # Older pools first: where two handed out one address, the first
+    # holder is most likely the one running with it.
+    pools.sort(key=lambda cm: (cm.metadata.creation_timestamp,
+                               int(cm.metadata.resource_version or 0)))
     try:
         reservations = store.api.call(
             f'get ConfigMap {store.namespace}/{names.RESERVATIONS_NAME}',

@@ -18,7 +18,6 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import network_data
-from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import base
 from vmetal_ironic.store import kube_client
@@ -275,6 +274,3 @@ class Reservations:
         finally:
             watcher.stop()
 
-
-def owner_or_none(text):
-    return owner_mod.parse(text) if text else None
