@@ -86,7 +86,7 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
         elif store.get_allocation(owner) is not None:
             # No static address in it (DHCP): the pool address goes back.
             store.release(owner)
-        store.save_network_data(owner, document)
+        store.save_network_data(owner, document, ipv4)
         return HostNetwork(owner, None, document, spec, ipv4)
     allocation = store.allocate(spec.pool, owner, mac=mac)
     document = network_data.build(mac or allocation.mac, allocation.address,
@@ -98,7 +98,7 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     # matches: saving may span several objects (Secret, then host
     # annotations on Kubernetes), and an earlier attempt cut short between
     # them must be completed now. Stores skip writes that change nothing.
-    store.save_network_data(owner, document)
+    store.save_network_data(owner, document, ipv4)
     return HostNetwork(owner, allocation, document, spec, ipv4)
 
 

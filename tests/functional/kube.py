@@ -311,6 +311,7 @@ class KubeCluster:
                     ('management.loft.sh', 'v1', 'nodeproviders'),
                     ('management.loft.sh', 'v1', 'networkenvironments'),
                     ('vmetal-ironic.io', 'v1alpha1', 'addressclaims'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'addressowners'),
                     ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')):
                 while True:
                     try:

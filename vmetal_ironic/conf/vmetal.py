@@ -10,7 +10,8 @@ opts = [
                help='Where allocations, network data and DHCP reservations '
                     'are kept: "local" (an embedded SQLite file, for labs '
                     'and devstack) or "kubernetes" (BareMetalHosts, '
-                    'ConfigMaps and Secrets; for Metal3 and vMetal). Names '
+                    'the store\'s own objects and Secrets; for Metal3 and '
+                    'vMetal). Names '
                     'an entry point of the vmetal_ironic.stores namespace.'),
     cfg.StrOpt('network_cidr',
                help='Default for the metal3.vcluster.com/network-cidr '

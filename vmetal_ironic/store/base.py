@@ -102,8 +102,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def save_network_data(self, owner, document):
-        """Store the owner's network_data document (a dict)."""
+    def save_network_data(self, owner, document, ipv4=None):
+        """Store the owner's network_data document (a dict).
+
+        :param ipv4: the document's
+            :class:`~vmetal_ironic.network_data.PrimaryIPv4` as the domain
+            computed it, for stores that publish it (host annotations);
+            taken from the document when ``None``.
+        """
 
     @abc.abstractmethod
     def get_network_data(self, owner):

@@ -31,12 +31,15 @@ COMPONENT_RESERVATIONS = 'dhcp-reservations'
 COMPONENT_NETWORK_DATA = 'network-data'
 COMPONENT_ADDRESS = 'address'
 COMPONENT_RESERVATION = 'dhcp-reservation'
+COMPONENT_ADDRESS_OWNER = 'address-owner'
 
 # The objects of this project's API group (etc/kubernetes/store).
 API_GROUP = 'vmetal-ironic.io'
 API_VERSION = 'v1alpha1'
 ADDRESS_API = (API_GROUP, API_VERSION, 'addressclaims')
 ADDRESS_KIND = 'AddressClaim'
+OWNER_API = (API_GROUP, API_VERSION, 'addressowners')
+OWNER_KIND = 'AddressOwner'
 RESERVATION_API = (API_GROUP, API_VERSION, 'dhcpreservations')
 RESERVATION_KIND = 'DHCPReservation'
 

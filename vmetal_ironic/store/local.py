@@ -334,7 +334,7 @@ class LocalStore(base.Store):
             rows = db.execute(query + ' ORDER BY pool, address', args).fetchall()
         return [self._row_to_allocation(row) for row in rows]
 
-    def save_network_data(self, owner, document):
+    def save_network_data(self, owner, document, ipv4=None):
         text = json.dumps(document, sort_keys=True)
         with self._transaction() as db:
             db.execute(

@@ -111,7 +111,7 @@ def admin(kube_cluster):
 
 @pytest.fixture
 def namespace(admin):
-    """A namespace of its own: hosts and the store's ConfigMaps live there,
+    """A namespace of its own: hosts and the store's objects live there,
     so tests do not see each other's pools."""
     name = f'vk8s-{os.getpid()}-{os.urandom(3).hex()}'
     admin.create_namespace(name)

@@ -41,7 +41,7 @@ def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
 
 
 def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):
-    """The pool ConfigMap, the host annotations and the Secrets say the
+    """The address claims, the host annotations and the Secrets say the
     same thing as the allocators reported."""
     data = admin.pool_data(namespace, pool_key)
     expected = {address: owner for owner, address, error in results

@@ -151,7 +151,7 @@ class KubernetesStore(base.Store):
         :param also: another identity whose Secret and reservations go too
             (the host identity a caller named).
         """
-        claims = self.addresses.claims_of(holder)
+        held = self.addresses.get(holder)
         identities = {holder, also} - {None}
         host_owner = None
         if host is not None:
@@ -165,16 +165,15 @@ class KubernetesStore(base.Store):
             self.outputs.clear(identity)
         for identity in sorted(identities, key=str):
             self.reservations.withdraw_matching(owner=identity)
-        for claim in claims:
-            self.reservations.withdraw_matching(
-                address=addresses.spec_of(claim).get('address'))
+        if held is not None:
+            self.reservations.withdraw_matching(address=held.address)
         released = self.addresses.release(holder)
-        for allocation in released:
+        if released is not None:
             LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
-                     {'address': allocation.address,
-                      'pool': allocation.pool or 'network-data',
+                     {'address': released.address,
+                      'pool': released.pool or 'network-data',
                       'owner': holder})
-        return released[0] if released else None
+        return released
 
     def get_allocation(self, owner):
         try:
@@ -188,13 +187,13 @@ class KubernetesStore(base.Store):
 
     # -- network data -------------------------------------------------------
 
-    def save_network_data(self, owner, document):
+    def save_network_data(self, owner, document, ipv4=None):
         owner = owner_mod.parse(owner)
         holder, host = self.subject(owner)
         # The Secret is the host's (Metal3 references it by name): it keeps
         # its name whichever Machine holds the host.
         self.outputs.save(owner if host is not None else holder, document,
-                          host)
+                          host, ipv4)
 
     def get_network_data(self, owner):
         owner = owner_mod.parse(owner)

@@ -10,12 +10,14 @@ addresses of custom network-data documents and the infrastructure
 addresses of ``[vmetal]reserved_addresses`` are claims in the same
 namespace of names, so no pool hands them out.
 
-One owner holds at most one address. Two writers for the same owner (a
-property changed while two conductors run) may each create a claim; each
-then lists the owner's claims by label and keeps the oldest (lowest
-``resourceVersion``; claims are never updated, so it is the creation
-order). Both see the same oldest claim, the younger one is deleted by
-whoever created it, and neither returns before that check.
+One owner holds at most one address: its ``AddressOwner`` record
+(:mod:`.owners`) points at its claim and is created once, then changed
+only by compare-and-swap. Two writers for the same owner (a property
+changed while two conductors run) may each create a claim; only one binds
+the owner to it, the other deletes its claim and answers with the winner's
+address. Looking an owner up is two GETs by name (record, claim), never a
+list. A claim no record points at (a crash between the two creates) is
+freed by the reconciler once it is older than a grace period.
 
 Claims are deleted with a UID precondition, so a release never removes a
 claim someone else created for the same address meanwhile.
@@ -34,6 +36,7 @@ from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
@@ -49,12 +52,6 @@ def _int(text):
         return int(netaddr.IPAddress(text, flags=netaddr.INET_PTON))
     except (netaddr.AddrFormatError, ValueError, TypeError):
         return None
-
-
-def _age(claim):
-    """Creation order of a claim (claims are immutable once created)."""
-    version = (claim.get('metadata') or {}).get('resourceVersion') or ''
-    return (0, int(version)) if version.isdigit() else (1, version)
 
 
 def spec_of(claim):
@@ -145,6 +142,7 @@ class Addresses:
         self._used = None
         self._used_at = 0.0
         self._infrastructure = set()
+        self.owners = owners_mod.Owners(api, namespace, scope)
 
     # -- API calls ----------------------------------------------------------
 
@@ -176,12 +174,19 @@ class Addresses:
                 return None
             raise
 
-    def list(self, selector):
-        """Every claim matching ``selector``, page by page."""
+    def list(self, selector, cached=False):
+        """Every claim matching ``selector``, page by page.
+
+        :param cached: read from the API server's watch cache (possibly a
+            moment old, but without reading etcd): for hints only.
+        """
         group, version, plural = names.ADDRESS_API
         items, token = [], None
         while True:
             kwargs = {'label_selector': selector, 'limit': PAGE}
+            if cached:
+                kwargs['resource_version'] = '0'
+                kwargs.pop('limit')
             if token:
                 kwargs['_continue'] = token
             page = self.api.call(
@@ -215,13 +220,19 @@ class Addresses:
         return (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS},'
                 f'{names.LABEL_SCOPE}={self.scope}')
 
-    def claims_of(self, owner):
-        """The owner's claims, oldest first (label lookup, confirmed
-        against the full owner each claim records)."""
-        selector = f'{self._scope_selector()},{names.LABEL_OWNER}={owner.label}'
-        claims = [claim for claim in self.list(selector)
-                  if spec_of(claim).get('owner') == str(owner)]
-        return sorted(claims, key=_age)
+    def current(self, owner):
+        """``(record, claim)`` of ``owner``: its AddressOwner record and the
+        claim it points at, ``claim`` ``None`` when the record is missing
+        or stale (its claim gone or replaced)."""
+        record = self.owners.get(owner)
+        if record is None:
+            return None, None
+        spec = record.get('spec') or {}
+        claim = self.read(spec.get('claim') or '') if spec.get('claim') else None
+        if claim is None or claim['metadata'].get('uid') != spec.get(
+                'claimUID'):
+            return record, None
+        return record, claim
 
     def all_claims(self):
         return self.list(self._scope_selector())
@@ -232,7 +243,9 @@ class Addresses:
                 or now - self._used_at > self.cache_seconds):
             self._used = {value for value in
                           (_int(spec_of(c).get('address'))
-                           for c in self.all_claims()) if value is not None}
+                           for c in self.list(self._scope_selector(),
+                                              cached=True))
+                          if value is not None}
             self._used_at = now
         return self._used
 
@@ -281,44 +294,47 @@ class Addresses:
             f'owner {owner} already holds {address} from {where}, which '
             f'pool {pool.name} may not hand out; release it first')
 
-    def _settle(self, owner, mine, purpose):
-        """After creating ``mine``: the owner's oldest claim of this
-        purpose stands; ``mine`` is deleted if it is not that one.
+    def _bind(self, owner, claim, record):
+        """Bind ``owner`` to the claim just created; if another writer
+        bound it first, give the claim back.
 
-        :returns: the claim that stands.
+        :returns: the claim that stands for the owner, or ``None`` when the
+            other writer's binding is itself stale (try again).
         """
-        claims = [claim for claim in self.claims_of(owner)
-                  if spec_of(claim).get('purpose') == purpose]
-        winner = claims[0] if claims else mine
-        if winner['metadata']['uid'] != mine['metadata']['uid']:
-            self.delete(mine)
-            if self._used is not None:
-                self._used.discard(_int(spec_of(mine)['address']))
-        return winner
+        if self.owners.bind(owner, claim, record):
+            return claim
+        self.delete(claim)
+        if self._used is not None:
+            self._used.discard(_int(spec_of(claim)['address']))
+        return self.current(owner)[1]
 
-    def _adopt(self, claim, owner, host):
-        """Hand ``claim`` over to ``owner`` (compare-and-swap on the
-        claim's resourceVersion, so it cannot race a release).
+    def _adopt(self, previous, owner, pool, host):
+        """Hand ``previous``'s address in ``pool`` over to ``owner`` (the
+        Machine that claimed the host): bind the owner to that claim, then
+        relabel the claim and drop ``previous``'s record.
 
-        :returns: the adopted claim, or ``None`` if it changed meanwhile.
+        :returns: the claim, or ``None`` when there is nothing to adopt.
         """
+        old_record, claim = self.current(previous)
+        if claim is None or spec_of(claim).get('purpose') != (
+                PURPOSE_ALLOCATION) or not pool.contains(
+                    spec_of(claim).get('address')):
+            return None
+        if not self.owners.bind(owner, claim):
+            return self.current(owner)[1]
         group, version, plural = names.ADDRESS_API
-        metadata = claim['metadata']
-        patch = {'metadata': {'resourceVersion': metadata['resourceVersion'],
-                              'labels': {
-                                  names.LABEL_OWNER: owner.label,
-                                  names.LABEL_OWNER_KIND: owner.kind.lower()}},
-                 'spec': {'owner': str(owner), 'host': host_ref(host)}}
-        try:
-            return self.api.call(
-                f'update {self._what(metadata["name"])}',
-                self.api.custom.patch_namespaced_custom_object,
-                group, version, self.namespace, plural, metadata['name'],
-                patch, _content_type='application/merge-patch+json')
-        except kube_client.ApiError as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
+        self.api.call(
+            f'update {self._what(claim["metadata"]["name"])}',
+            self.api.custom.patch_namespaced_custom_object,
+            group, version, self.namespace, plural,
+            claim['metadata']['name'],
+            {'metadata': {'labels': {
+                names.LABEL_OWNER: owner.label,
+                names.LABEL_OWNER_KIND: owner.kind.lower()}},
+             'spec': {'owner': str(owner), 'host': host_ref(host)}},
+            _content_type='application/merge-patch+json')
+        self.owners.delete(old_record)
+        return claim
 
     def allocate(self, pool, owner, mac=None, previous=None, host=None):
         """Give ``owner`` an address from ``pool``, or the one it holds.
@@ -331,21 +347,14 @@ class Addresses:
             an address this pool may not hand out.
         :raises vmetal_ironic.exception.StoreConflict: lost every attempt.
         """
-        claims = self.claims_of(owner)
-        allocations = [c for c in claims
-                       if spec_of(c).get('purpose') == PURPOSE_ALLOCATION]
-        if allocations:
-            return self._held(allocations[0], pool, owner)
-        if previous is not None:
-            for claim in self.claims_of(previous):
-                spec = spec_of(claim)
-                if (spec.get('purpose') == PURPOSE_ALLOCATION
-                        and pool.contains(spec.get('address'))):
-                    adopted = self._adopt(claim, owner, host)
-                    if adopted is not None:
-                        winner = self._settle(owner, adopted,
-                                              PURPOSE_ALLOCATION)
-                        return self._held(winner, pool, owner)
+        record, held = self.current(owner)
+        if held is not None and spec_of(held).get('purpose') == (
+                PURPOSE_ALLOCATION):
+            return self._held(held, pool, owner)
+        if record is None and previous is not None:
+            adopted = self._adopt(previous, owner, pool, host)
+            if adopted is not None:
+                return self._held(adopted, pool, owner)
         self.hold_infrastructure(pool)
         used = self._used_addresses()
         refreshed = False
@@ -372,13 +381,16 @@ class Addresses:
             if created is None:
                 conflicts += 1
                 continue  # taken by someone else: try the next one
-            winner = self._settle(owner, created, PURPOSE_ALLOCATION)
-            if winner['metadata']['uid'] != created['metadata']['uid']:
-                return self._held(winner, pool, owner)
+            standing = self._bind(owner, created, record)
+            if standing is None:
+                record, _ = self.current(owner)
+                continue
+            if standing['metadata']['uid'] != created['metadata']['uid']:
+                return self._held(standing, pool, owner)
             # A custom document's address the owner held before goes back
             # now that the pool gives it one (it holds only one address).
-            for other in claims:
-                self.delete(other)
+            if held is not None:
+                self.delete(held)
             LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
                      {'address': address, 'pool': pool.name, 'owner': owner})
             return to_allocation(created, pool.key)
@@ -395,43 +407,45 @@ class Addresses:
         :raises vmetal_ironic.ipam.errors.AddressTaken: another owner
             holds it.
         """
-        claims = self.claims_of(owner)
-        mine = next((c for c in claims
-                     if spec_of(c).get('address') == address), None)
+        record, held = self.current(owner)
+        if held is not None and spec_of(held).get('address') == address:
+            return to_allocation(held)
+        mine = self.create(claim_body(self.namespace, self.scope, address,
+                                      owner, PURPOSE_NETWORK_DATA))
         if mine is None:
-            mine = self.create(claim_body(self.namespace, self.scope,
-                                          address, owner,
-                                          PURPOSE_NETWORK_DATA))
-            if mine is None:
-                holder = spec_of(self.read(
-                    names.claim_name(self.scope, address))).get('owner')
-                if holder != str(owner):
-                    raise ipam_errors.AddressTaken(
-                        f'{source} names {address}, which {holder} holds; '
-                        'choose another address')
-                mine = next(c for c in self.claims_of(owner)
-                            if spec_of(c).get('address') == address)
-        for other in self.claims_of(owner):
-            if other['metadata']['uid'] != mine['metadata']['uid']:
-                self.delete(other)
+            mine = self.read(names.claim_name(self.scope, address))
+            holder = spec_of(mine).get('owner')
+            if holder != str(owner):
+                raise ipam_errors.AddressTaken(
+                    f'{source} names {address}, which {holder} holds; '
+                    'choose another address')
+        standing = self._bind(owner, mine, record)
+        if standing is None or standing['metadata']['uid'] != (
+                mine['metadata']['uid']):
+            raise exception.StoreConflict(
+                f'{owner} was given another address while {source} was '
+                'saved; try again')
+        if held is not None:
+            self.delete(held)
         return to_allocation(mine)
 
     def release(self, owner):
-        """Delete every claim of ``owner``.
+        """Free the owner's address: the claim, then the record.
 
-        :returns: the released allocations, oldest first.
+        :returns: the released allocation, or ``None``.
         """
-        released = []
-        for claim in self.claims_of(owner):
+        record, claim = self.current(owner)
+        if claim is not None:
             self.delete(claim)
             if self._used is not None:
                 self._used.discard(_int(spec_of(claim).get('address')))
-            released.append(to_allocation(claim))
-        return released
+        if record is not None:
+            self.owners.delete(record)
+        return to_allocation(claim) if claim is not None else None
 
     def get(self, owner):
-        claims = self.claims_of(owner)
-        return to_allocation(claims[0]) if claims else None
+        claim = self.current(owner)[1]
+        return to_allocation(claim) if claim is not None else None
 
     def list_allocations(self, pool_key=None):
         result = []

@@ -163,13 +163,17 @@ class HostOutputs:
                 f'Secret {namespace}/{name} key {SECRET_KEY} is not '
                 'JSON') from None
 
-    def save(self, owner, document, host=None):
-        """Write the Secret, then the outputs on ``host`` (if any)."""
+    def save(self, owner, document, host=None, ipv4=None):
+        """Write the Secret, then the outputs on ``host`` (if any).
+
+        :param ipv4: the primary IPv4 the domain computed; read from the
+            document only when not given.
+        """
         namespace = owner.namespace or self.namespace
         secret_name = self.write_secret(owner, namespace, document, host)
         if host is None:
             return
-        outputs = patches.outputs_of(network_data.primary(document))
+        outputs = patches.outputs_of(ipv4 or network_data.primary(document))
         metadata = host['metadata']
         self.patch_host(
             metadata['namespace'], metadata['name'],

@@ -89,13 +89,15 @@ def _migrate_pool(store, configmap):
         body = addresses.claim_body(store.namespace, book.scope, address,
                                     holder, addresses.PURPOSE_ALLOCATION,
                                     pool_key)
-        if book.create(body) is not None:
-            steps.append(Step(source, address, CREATED))
-            continue
-        existing = book.read(names.claim_name(book.scope, address))
+        created = book.create(body)
+        existing = created or book.read(names.claim_name(book.scope,
+                                                         address))
         held_by = addresses.spec_of(existing).get('owner')
         if held_by == str(holder):
-            steps.append(Step(source, address, PRESENT))
+            if book.owners.get(holder) is None:
+                book.owners.bind(holder, existing)
+            steps.append(Step(source, address,
+                              CREATED if created else PRESENT))
         else:
             steps.append(Step(source, address, CONFLICT,
                               f'{holder} also held it; {held_by} keeps it: '

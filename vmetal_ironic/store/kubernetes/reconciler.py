@@ -21,14 +21,19 @@ The rules (:func:`verdict`, pure):
   ``vmetal-ironic.io/retain``, and is kept even once the host is gone
   (``vmetal-ipam release`` frees it by hand);
 * claims of other owners (``Node/<uuid>``, addresses given by the CLI, the
-  gateways and reserved addresses) are not judged here.
+  gateways and reserved addresses) are not judged here;
+* a claim no AddressOwner record points at (its writer crashed between
+  creating the claim and binding the owner, or lost the bind and crashed
+  before giving it back) is freed once older than :data:`ORPHAN_GRACE`.
 
 The pass runs in a background thread of whichever process hosts the store;
 an error of any kind is logged with its traceback and the loop goes on.
 """
 
+import calendar
 import dataclasses
 import threading
+import time
 
 from oslo_log import log
 
@@ -47,6 +52,10 @@ PAUSED = 'baremetalhost.metal3.io/paused'
 # States in which the server may boot or run with the address.
 IN_USE_STATES = frozenset({'provisioning', 'provisioned', 'deprovisioning',
                            'externally provisioned'})
+
+# Seconds a claim may stay unbound: an allocation binds within a few
+# requests of creating its claim.
+ORPHAN_GRACE = 600
 
 KEEP = 'keep'
 RELEASE = 'release'
@@ -112,6 +121,27 @@ def verdict(claim, hosts):
     return RELEASE
 
 
+def is_orphan(claim, bound, now):
+    """Whether a host's claim is bound to no owner record, past the grace.
+
+    :param bound: the claim UIDs the owner records point at.
+    """
+    spec = addresses.spec_of(claim)
+    if spec.get('purpose') not in (addresses.PURPOSE_ALLOCATION,
+                                   addresses.PURPOSE_NETWORK_DATA):
+        return False
+    metadata = claim.get('metadata') or {}
+    if metadata.get('uid') in bound:
+        return False
+    created = metadata.get('creationTimestamp')
+    try:
+        age = now - calendar.timegm(time.strptime(created,
+                                                  '%Y-%m-%dT%H:%M:%SZ'))
+    except (TypeError, ValueError):
+        return False
+    return age > ORPHAN_GRACE
+
+
 class Reconciler:
     """Runs passes for a :class:`~vmetal_ironic.store.kubernetes.
     KubernetesStore`."""
@@ -163,10 +193,22 @@ class Reconciler:
         :returns: the released :class:`~vmetal_ironic.store.base.Allocation`
             list.
         """
-        claims = self.store.addresses.all_claims()
+        book = self.store.addresses
+        claims = book.all_claims()
+        bound = {(record.get('spec') or {}).get('claimUID')
+                 for record in book.owners.all()}
         hosts = self.hosts()
         released = []
         for claim in claims:
+            if is_orphan(claim, bound, time.time()):
+                LOG.warning('Freeing %(address)s: its claim was never bound '
+                            'to %(owner)s (a writer stopped half way)',
+                            {'address': addresses.spec_of(claim).get(
+                                'address'),
+                             'owner': addresses.spec_of(claim).get('owner')})
+                book.delete(claim)
+                released.append(addresses.to_allocation(claim))
+                continue
             decision = verdict(claim, hosts)
             if decision == RETAIN:
                 self._retain(claim)
