@@ -138,6 +138,17 @@ class Store(abc.ABC):
         The DHCP agent polls it to know when to reload its cache.
         """
 
+    def reservations_of(self, node=None, macs=()):
+        """The reservations of an Ironic node: by its UUID or its MACs.
+
+        The default filters :meth:`list_reservations`; stores that can look
+        them up directly (the Kubernetes store, by label and by name)
+        override it, so a node's withdrawal does not read the whole fleet.
+        """
+        macs = set(macs)
+        return [res for res in self.list_reservations()
+                if res.mac in macs or (node and res.node == node)]
+
     def reservations_snapshot(self):
         """:returns: ``(revision, [Reservation])`` read together."""
         revision = self.reservations_revision()

@@ -183,6 +183,11 @@ def test_item4_reservations_are_one_object_per_mac(admin, namespace,
     assert names == [kube_names.reservation_name(mac_of(i)) for i in range(5)]
     revision, listed = store.reservations_snapshot()
     assert revision and len(listed) == 5
+    # A node's reservations by label and name, not by reading the fleet.
+    store.publish_reservation(_reservation(mac_of(7), '192.0.2.30',
+                                           node='node-7'))
+    found = store.reservations_of(node='node-7', macs=[mac_of(1), mac_of(99)])
+    assert [r.mac for r in found] == [mac_of(1), mac_of(7)]
 
 
 def test_item8_follow_from_the_list_and_relist_after_410(admin, namespace,

@@ -256,6 +256,9 @@ class KubernetesStore(base.Store):
     def reservations_revision(self):
         return self.reservations.revision()
 
+    def reservations_of(self, node=None, macs=()):
+        return self.reservations.of(node, macs)
+
     def reservations_snapshot(self):
         return self.reservations.snapshot()
 

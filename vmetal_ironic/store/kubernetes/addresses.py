@@ -45,6 +45,9 @@ PURPOSE_NETWORK_DATA = 'network-data'
 PURPOSE_GATEWAY = 'gateway'
 PURPOSE_RESERVED = 'reserved'
 PAGE = 500
+# Free addresses above which a writer that lost a race moves elsewhere in
+# the pool (see Addresses.allocate).
+ROOMY = 1024
 
 
 def _int(text):
@@ -104,20 +107,6 @@ def claim_body(namespace, scope, address, owner, purpose, pool_key=None,
             'spec': spec}
 
 
-def _candidate(allocator, conflicts):
-    """The next address to try: the lowest free one; after ``conflicts``
-    lost creates, one a random few further (another writer that took the
-    address we tried is most likely taking the next ones too, so queueing
-    behind it would lose again).
-
-    :raises vmetal_ironic.ipam.PoolExhausted: nothing left to try.
-    """
-    if conflicts:
-        for _ in range(random.randrange(min(2 ** conflicts, 64))):  # noqa: S311
-            allocator.allocate()
-    return allocator.allocate()
-
-
 class Addresses:
     """The address claims of one scope.
 
@@ -142,6 +131,10 @@ class Addresses:
         self._used = None
         self._used_at = 0.0
         self._infrastructure = set()
+        # Per pool, the allocator proposing candidates; rebuilt whenever
+        # the list of held addresses is read again.
+        self._allocators = {}
+        self._generation = 0
         self.owners = owners_mod.Owners(api, namespace, scope)
 
     # -- API calls ----------------------------------------------------------
@@ -247,7 +240,17 @@ class Addresses:
                                               cached=True))
                           if value is not None}
             self._used_at = now
+            self._generation += 1
         return self._used
+
+    def _allocator(self, pool, used):
+        """The pool's candidate allocator, kept between allocations so a
+        process that moved up the pool stays there until the next read."""
+        generation, allocator = self._allocators.get(pool.name, (None, None))
+        if allocator is None or generation != self._generation:
+            allocator = ipam_allocator.Allocator(pool, used)
+            self._allocators[pool.name] = (self._generation, allocator)
+        return allocator
 
     # -- infrastructure -----------------------------------------------------
 
@@ -357,21 +360,20 @@ class Addresses:
                 return self._held(adopted, pool, owner)
         self.hold_infrastructure(pool)
         used = self._used_addresses()
+        allocator = self._allocator(pool, used)
         refreshed = False
-        allocator = ipam_allocator.Allocator(pool, used)
-        conflicts = 0
+        lost = 0
         for _ in range(self.attempts):
             try:
-                value = _candidate(allocator, conflicts)
+                value = allocator.allocate()
             except ipam_errors.PoolExhausted:
-                if refreshed and not conflicts:
+                if refreshed and not lost:
                     raise
                 # The cached view may hold addresses freed since, and a
-                # jump ahead may have passed the last free ones.
-                refreshed = True
-                conflicts = 0
+                # move up the pool passes the free ones below.
+                refreshed, lost = True, 0
                 used = self._used_addresses(refresh=True)
-                allocator = ipam_allocator.Allocator(pool, used)
+                allocator = self._allocator(pool, used)
                 continue
             address = str(netaddr.IPAddress(value))
             created = self.create(claim_body(
@@ -379,8 +381,17 @@ class Addresses:
                 PURPOSE_ALLOCATION, pool.key, mac, host))
             used.add(value)
             if created is None:
-                conflicts += 1
-                continue  # taken by someone else: try the next one
+                # Taken by someone else. Another writer is most likely
+                # taking the next addresses too: rather than queue behind
+                # it, this process moves to a random part of a roomy pool
+                # and goes on upwards from there (lowest first while
+                # alone). In a nearly full pool it learns address by
+                # address instead, so the last free ones are still found.
+                lost += 1
+                if pool.size - allocator.used_count > ROOMY:
+                    allocator.start_at(random.randint(  # noqa: S311
+                        pool.intervals[0][0], pool.intervals[-1][1]))
+                continue
             standing = self._bind(owner, created, record)
             if standing is None:
                 record, _ = self.current(owner)
@@ -437,8 +448,12 @@ class Addresses:
         record, claim = self.current(owner)
         if claim is not None:
             self.delete(claim)
+            value = _int(spec_of(claim).get('address'))
             if self._used is not None:
-                self._used.discard(_int(spec_of(claim).get('address')))
+                self._used.discard(value)
+            # Offered again, lowest first, by this process's allocators.
+            for _, allocator in self._allocators.values():
+                allocator.release(value)
         if record is not None:
             self.owners.delete(record)
         return to_allocation(claim) if claim is not None else None

@@ -12,6 +12,8 @@ so that a quiet collection keeps a fresh position; when the position has
 left the API server's window (410 Gone) it lists again.
 """
 
+import re
+
 from kubernetes import watch as k8s_watch
 from kubernetes.client import exceptions as k8s_exceptions
 from oslo_log import log
@@ -27,6 +29,8 @@ from vmetal_ironic.store.kubernetes import cas
 LOG = log.getLogger(__name__)
 
 PAGE = 500
+# What a label value may be (apimachinery IsValidLabelValue).
+_LABEL_VALUE = re.compile(r'^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
 SELECTOR = f'{names.LABEL_COMPONENT}={names.COMPONENT_RESERVATION}'
 
 
@@ -38,7 +42,7 @@ def reservation_body(namespace, reservation, owner=None):
     if owner is not None:
         labels[names.LABEL_OWNER] = owner.label
         spec['owner'] = str(owner)
-    if reservation.node:
+    if reservation.node and _LABEL_VALUE.match(reservation.node):
         labels[names.LABEL_NODE] = reservation.node
     return {'apiVersion': f'{names.API_GROUP}/{names.API_VERSION}',
             'kind': names.RESERVATION_KIND,
@@ -196,6 +200,24 @@ class Reservations:
                 if self._delete(obj['metadata']['name']):
                     withdrawn.append(_mac_of(obj))
         return withdrawn
+
+    def of(self, node=None, macs=()):
+        """Reservations of ``node`` (label) and of ``macs`` (by name)."""
+        found = {}
+        if node:
+            selector = f'{SELECTOR},{names.LABEL_NODE}={node}'
+            for obj in self._list(selector)[1]:
+                parsed = parse(obj)
+                if parsed is not None:
+                    found[parsed.mac] = parsed
+        for mac in macs:
+            mac = network_data.normalize_mac(mac)
+            if mac not in found:
+                obj = self._read(names.reservation_name(mac))
+                parsed = parse(obj) if obj is not None else None
+                if parsed is not None:
+                    found[mac] = parsed
+        return [found[mac] for mac in sorted(found)]
 
     def snapshot(self):
         """:returns: ``(revision, [Reservation])``, the list's position and
