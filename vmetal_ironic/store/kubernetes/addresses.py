@@ -34,8 +34,8 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
-from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
@@ -44,7 +44,6 @@ PURPOSE_ALLOCATION = 'allocation'
 PURPOSE_NETWORK_DATA = 'network-data'
 PURPOSE_GATEWAY = 'gateway'
 PURPOSE_RESERVED = 'reserved'
-PAGE = 500
 # Free addresses above which a writer that lost a race moves elsewhere in
 # the pool (see Addresses.allocate).
 ROOMY = 1024
@@ -136,76 +135,25 @@ class Addresses:
         self._allocators = {}
         self._generation = 0
         self.owners = owners_mod.Owners(api, namespace, scope)
+        self.claims = collection.Collection(api, names.ADDRESS_API,
+                                            names.ADDRESS_KIND, namespace)
 
     # -- API calls ----------------------------------------------------------
 
-    def _what(self, name):
-        return f'{names.ADDRESS_KIND} {self.namespace}/{name}'
-
     def create(self, body):
         """:returns: the created claim, or ``None`` if the name is taken."""
-        group, version, plural = names.ADDRESS_API
-        try:
-            return self.api.call(
-                f'create {self._what(body["metadata"]["name"])}',
-                self.api.custom.create_namespaced_custom_object,
-                group, version, self.namespace, plural, body)
-        except kube_client.ApiError as exc:
-            if exc.status == 409:
-                return None
-            raise
+        return self.claims.create(body)
 
     def read(self, name):
-        group, version, plural = names.ADDRESS_API
-        try:
-            return self.api.call(
-                f'get {self._what(name)}',
-                self.api.custom.get_namespaced_custom_object,
-                group, version, self.namespace, plural, name)
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self.claims.get(name)
 
     def list(self, selector, cached=False):
-        """Every claim matching ``selector``, page by page.
-
-        :param cached: read from the API server's watch cache (possibly a
-            moment old, but without reading etcd): for hints only.
-        """
-        group, version, plural = names.ADDRESS_API
-        items, token = [], None
-        while True:
-            kwargs = {'label_selector': selector, 'limit': PAGE}
-            if cached:
-                kwargs['resource_version'] = '0'
-                kwargs.pop('limit')
-            if token:
-                kwargs['_continue'] = token
-            page = self.api.call(
-                f'list {plural}.{group} {self.namespace} -l {selector}',
-                self.api.custom.list_namespaced_custom_object,
-                group, version, self.namespace, plural, **kwargs)
-            items.extend(page.get('items') or [])
-            token = (page.get('metadata') or {}).get('continue')
-            if not token:
-                return items
+        """Every claim matching ``selector``, page by page."""
+        return self.claims.list(selector, cached=cached)[1]
 
     def delete(self, claim):
         """Delete exactly this claim (UID precondition); idempotent."""
-        group, version, plural = names.ADDRESS_API
-        metadata = claim['metadata']
-        try:
-            self.api.call(
-                f'delete {self._what(metadata["name"])}',
-                self.api.custom.delete_namespaced_custom_object,
-                group, version, self.namespace, plural, metadata['name'],
-                body={'preconditions': {'uid': metadata['uid']}})
-        except kube_client.ApiError as exc:
-            # 404: gone already; 409: the name was claimed anew by someone
-            # else since, which is theirs to keep.
-            if exc.status not in (404, 409):
-                raise
+        self.claims.delete(claim)
 
     # -- lookups -------------------------------------------------------------
 
@@ -325,17 +273,12 @@ class Addresses:
             return None
         if not self.owners.bind(owner, claim):
             return self.current(owner)[1]
-        group, version, plural = names.ADDRESS_API
-        self.api.call(
-            f'update {self._what(claim["metadata"]["name"])}',
-            self.api.custom.patch_namespaced_custom_object,
-            group, version, self.namespace, plural,
+        self.claims.patch(
             claim['metadata']['name'],
             {'metadata': {'labels': {
                 names.LABEL_OWNER: owner.label,
                 names.LABEL_OWNER_KIND: owner.kind.lower()}},
-             'spec': {'owner': str(owner), 'host': host_ref(host)}},
-            _content_type='application/merge-patch+json')
+             'spec': {'owner': str(owner), 'host': host_ref(host)}})
         self.owners.delete(old_record)
         return claim
 
@@ -391,6 +334,11 @@ class Addresses:
                 if pool.size - allocator.used_count > ROOMY:
                     allocator.start_at(random.randint(  # noqa: S311
                         pool.intervals[0][0], pool.intervals[-1][1]))
+                elif lost % 4 == 0:
+                    # Writers ahead take addresses faster than losing
+                    # one create at a time teaches them: read them again.
+                    used = self._used_addresses(refresh=True)
+                    allocator = self._allocator(pool, used)
                 continue
             standing = self._bind(owner, created, record)
             if standing is None:

@@ -17,8 +17,7 @@ replaces it by compare-and-swap.
 
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
-
-MERGE_PATCH = 'application/merge-patch+json'
+from vmetal_ironic.store.kubernetes import collection
 
 
 def record_name(scope, owner):
@@ -56,27 +55,14 @@ class Owners:
     """
 
     def __init__(self, api, namespace, scope):
-        self.api = api
         self.namespace = namespace
         self.scope = scope
-
-    def _what(self, owner):
-        return (f'{names.OWNER_KIND} {self.namespace}/'
-                f'{record_name(self.scope, owner)} ({owner})')
+        self.records = collection.Collection(api, names.OWNER_API,
+                                             names.OWNER_KIND, namespace)
 
     def get(self, owner):
         """:returns: the owner's record, or ``None``."""
-        group, version, plural = names.OWNER_API
-        try:
-            return self.api.call(
-                f'get {self._what(owner)}',
-                self.api.custom.get_namespaced_custom_object,
-                group, version, self.namespace, plural,
-                record_name(self.scope, owner))
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self.records.get(record_name(self.scope, owner))
 
     def bind(self, owner, claim, record=None):
         """Point ``owner`` at ``claim``: create the record, or replace the
@@ -85,24 +71,14 @@ class Owners:
         :returns: ``True`` if this call bound it, ``False`` if someone else
             wrote the record first (read it again).
         """
-        group, version, plural = names.OWNER_API
+        if record is None:
+            return self.records.create(record_body(
+                self.namespace, self.scope, owner, claim)) is not None
         try:
-            if record is None:
-                self.api.call(
-                    f'create {self._what(owner)}',
-                    self.api.custom.create_namespaced_custom_object,
-                    group, version, self.namespace, plural,
-                    record_body(self.namespace, self.scope, owner, claim))
-            else:
-                self.api.call(
-                    f'update {self._what(owner)}',
-                    self.api.custom.patch_namespaced_custom_object,
-                    group, version, self.namespace, plural,
-                    record['metadata']['name'],
-                    {'metadata': {'resourceVersion':
-                                  record['metadata']['resourceVersion']},
-                     'spec': binding(owner, claim)},
-                    _content_type=MERGE_PATCH)
+            self.records.patch(record['metadata']['name'], {
+                'metadata': {'resourceVersion':
+                             record['metadata']['resourceVersion']},
+                'spec': binding(owner, claim)})
         except kube_client.ApiError as exc:
             if exc.status in (404, 409):
                 return False
@@ -111,34 +87,10 @@ class Owners:
 
     def delete(self, record):
         """Delete exactly this record (UID precondition); idempotent."""
-        group, version, plural = names.OWNER_API
-        metadata = record['metadata']
-        try:
-            self.api.call(
-                f'delete {names.OWNER_KIND} {self.namespace}/'
-                f'{metadata["name"]}',
-                self.api.custom.delete_namespaced_custom_object,
-                group, version, self.namespace, plural, metadata['name'],
-                body={'preconditions': {'uid': metadata['uid']}})
-        except kube_client.ApiError as exc:
-            if exc.status not in (404, 409):
-                raise
+        self.records.delete(record)
 
     def all(self):
         """Every record of the scope, page by page (the reconciler)."""
-        group, version, plural = names.OWNER_API
-        selector = (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS_OWNER},'
-                    f'{names.LABEL_SCOPE}={self.scope}')
-        items, token = [], None
-        while True:
-            kwargs = {'label_selector': selector, 'limit': 500}
-            if token:
-                kwargs['_continue'] = token
-            page = self.api.call(
-                f'list {plural}.{group} {self.namespace}',
-                self.api.custom.list_namespaced_custom_object,
-                group, version, self.namespace, plural, **kwargs)
-            items.extend(page.get('items') or [])
-            token = (page.get('metadata') or {}).get('continue')
-            if not token:
-                return items
+        return self.records.list(
+            f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS_OWNER},'
+            f'{names.LABEL_SCOPE}={self.scope}')[1]

@@ -25,10 +25,10 @@ from vmetal_ironic.store import base
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import cas
+from vmetal_ironic.store.kubernetes import collection
 
 LOG = log.getLogger(__name__)
 
-PAGE = 500
 # What a label value may be (apimachinery IsValidLabelValue).
 _LABEL_VALUE = re.compile(r'^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
 SELECTOR = f'{names.LABEL_COMPONENT}={names.COMPONENT_RESERVATION}'
@@ -89,35 +89,15 @@ class Reservations:
         self.namespace = namespace
         self.attempts = attempts
         self.connect_timeout = connect_timeout
-
-    def _what(self, name):
-        return f'{names.RESERVATION_KIND} {self.namespace}/{name}'
-
-    def _read(self, name):
-        group, version, plural = names.RESERVATION_API
-        try:
-            return self.api.call(
-                f'get {self._what(name)}',
-                self.api.custom.get_namespaced_custom_object,
-                group, version, self.namespace, plural, name)
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        self.objects = collection.Collection(
+            api, names.RESERVATION_API, names.RESERVATION_KIND, namespace)
 
     def publish(self, reservation, owner=None):
         """Create or replace the reservation of ``reservation.mac``."""
-        group, version, plural = names.RESERVATION_API
         body = reservation_body(self.namespace, reservation, owner)
         name = body['metadata']['name']
-        try:
-            self.api.call(f'create {self._what(name)}',
-                          self.api.custom.create_namespaced_custom_object,
-                          group, version, self.namespace, plural, body)
+        if self.objects.create(body) is not None:
             return
-        except kube_client.ApiError as exc:
-            if exc.status != 409:
-                raise
 
         def build(current):
             if current is None:
@@ -136,53 +116,22 @@ class Reservations:
 
         def write(current, replacement):
             if current is None:
-                return self.api.call(
-                    f'create {self._what(name)}',
-                    self.api.custom.create_namespaced_custom_object,
-                    group, version, self.namespace, plural, replacement)
-            return self.api.call(
-                f'replace {self._what(name)}',
-                self.api.custom.replace_namespaced_custom_object,
-                group, version, self.namespace, plural, name, replacement)
+                if self.objects.create(replacement) is None:
+                    raise kube_client.ApiError(
+                        f'{self.objects.what(name)} created meanwhile', 409,
+                        'AlreadyExists')
+                return None
+            return self.objects.replace(name, replacement)
 
-        cas.compare_and_swap(lambda: self._read(name), build, write,
-                             self._what(name), self.attempts)
-
-    def _delete(self, name):
-        group, version, plural = names.RESERVATION_API
-        try:
-            self.api.call(f'delete {self._what(name)}',
-                          self.api.custom.delete_namespaced_custom_object,
-                          group, version, self.namespace, plural, name)
-            return True
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
+        cas.compare_and_swap(lambda: self.objects.get(name), build, write,
+                             self.objects.what(name), self.attempts)
 
     def withdraw(self, mac):
-        return self._delete(names.reservation_name(
+        return self.objects.delete_name(names.reservation_name(
             network_data.normalize_mac(mac)))
 
-    def _list(self, selector, limit=PAGE):
-        group, version, plural = names.RESERVATION_API
-        items, token, revision = [], None, None
-        while True:
-            kwargs = {'label_selector': selector, 'limit': limit}
-            if token:
-                kwargs['_continue'] = token
-            page = self.api.call(
-                f'list {plural}.{group} {self.namespace} -l {selector}',
-                self.api.custom.list_namespaced_custom_object,
-                group, version, self.namespace, plural, **kwargs)
-            items.extend(page.get('items') or [])
-            metadata = page.get('metadata') or {}
-            # Pages after the first are served from the first one's
-            # snapshot: its resourceVersion is the whole list's.
-            revision = revision or metadata.get('resourceVersion')
-            token = metadata.get('continue')
-            if not token:
-                return revision or '0', items
+    def _list(self, selector):
+        return self.objects.list(selector)
 
     def withdraw_matching(self, owner=None, address=None):
         """Withdraw every reservation of ``owner`` and of ``address``.
@@ -197,7 +146,7 @@ class Reservations:
         withdrawn = []
         for selector in selectors:
             for obj in self._list(selector)[1]:
-                if self._delete(obj['metadata']['name']):
+                if self.objects.delete_name(obj['metadata']['name']):
                     withdrawn.append(_mac_of(obj))
         return withdrawn
 
@@ -213,7 +162,7 @@ class Reservations:
         for mac in macs:
             mac = network_data.normalize_mac(mac)
             if mac not in found:
-                obj = self._read(names.reservation_name(mac))
+                obj = self.objects.get(names.reservation_name(mac))
                 parsed = parse(obj) if obj is not None else None
                 if parsed is not None:
                     found[mac] = parsed
@@ -227,13 +176,7 @@ class Reservations:
 
     def revision(self):
         """The collection's current position (one list of one item)."""
-        group, version, plural = names.RESERVATION_API
-        page = self.api.call(
-            f'list {plural}.{group} {self.namespace} -l {SELECTOR}',
-            self.api.custom.list_namespaced_custom_object,
-            group, version, self.namespace, plural,
-            label_selector=SELECTOR, limit=1)
-        return (page.get('metadata') or {}).get('resourceVersion') or '0'
+        return self.objects.position(SELECTOR)
 
     def watch(self, revision, timeout):
         """Changes after ``revision``, for at most ``timeout`` seconds.
