@@ -238,8 +238,13 @@ def test_agent_identity_runs_the_agents_store_calls(api, cluster):
             gateway='198.51.100.1', dns_servers=(), hostname='vdep-0',
             node='vdep-node', lease_time=600)
         admin.publish_reservation(res)
-        assert agent.reservations_revision() == admin.reservations_revision()
-        assert [r.mac for r in agent.list_reservations()] == [res.mac]
+        # What the agent's feed does: list, then follow from the list.
+        revision, listed = agent.reservations_snapshot()
+        assert [r.mac for r in listed] == [res.mac]
+        # The watch is allowed (a Forbidden would raise) and sees only ours.
+        changes = list(agent.follow_reservations(revision, 1))
+        assert all(c.changed is None or c.changed.mac == res.mac
+                   for c in changes)
         with pytest.raises(exception.VmetalError, match='refused'):
             agent.withdraw_reservation(res.mac)
         assert [r.mac for r in admin.list_reservations()] == [res.mac]

@@ -130,3 +130,26 @@ def test_the_shipped_role_is_really_limited(kube_cluster, rbac_store):
         rbac_store.api.call(
             'list ConfigMaps in default',
             rbac_store.api.core.list_namespaced_config_map, 'default')
+
+
+def test_item9_a_release_cut_short_keeps_the_address_held(
+        kube_cluster, admin, namespace, rbac_store):
+    # A real failure half way through a release: this namespace has no
+    # host-namespace binding, so the store's identity may patch the host
+    # but not delete the Secret there. The address must still be held
+    # then: it is freed last, never while a Secret may advertise it.
+    admin.create_host(namespace, 'h', '52:54:00:00:02:0a', annotations={
+        props.NETWORK_CIDR: '203.0.113.1/24'})
+    full = kube_store.KubernetesStore(kube.store_conf(
+        kube_cluster.settings(namespace='vmetal-system')))
+    owner = f'BareMetalHost/{namespace}/h'
+    try:
+        address = identity.ensure(full, owner,
+                                  '52:54:00:00:02:0a').allocation.address
+        with pytest.raises(kube_client.Forbidden, match='403'):
+            rbac_store.release(owner)
+        assert full.get_allocation(owner).address == address
+        assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is not None
+    finally:
+        full.release(owner)
+        full.close()
