@@ -1,25 +1,34 @@
-"""Kubernetes store: allocations per second on a real kube-apiserver.
+"""Kubernetes store at fleet scale on a real kube-apiserver.
 
 Starts the same throw-away control plane as the functional tests (etcd +
 kube-apiserver + kube-controller-manager, tests/functional/kube.py) and
-measures, at 1 and 8 concurrent allocator processes:
+measures, for ``HOSTS`` (10,000) hosts in one /16:
 
-* ``allocate``: the bare IPAM write (list the pool ConfigMaps, one
-  compare-and-swap patch, retried on 409);
-* ``ensure``: the whole per-host flow Ironic runs (host, node type and
-  environment lookup, allocation, network-data Secret, host annotations);
+* allocation: allocations per second at 1 and 8 allocator processes
+  released together, and API requests per allocation (an AddressClaim
+  create per address, the owner's claims listed before and after);
+* reservations: the publish rate of one writer (one DHCPReservation per
+  MAC), the agent's cold load of all of them (paged list into the agent's
+  ReservationCache), the change-to-agent latency (publish returns -> the
+  agent's cache, fed by its list-then-watch follower, holds it; p50/p99
+  over ``CHANGES`` changes) and the memory the loaded cache takes;
+* one reconcile pass over ``HOSTS`` BareMetalHosts and their claims: time
+  and peak Python memory.
 
-reporting allocations per second and API requests per allocation. The peer,
-measured in the same run with the same process counts and flow, is the
-local SQLite store (one file, ``BEGIN IMMEDIATE`` transactions).
+Each figure is printed beside the one of the previous release (the
+ConfigMap store, README "Benchmarks"), and the allocation beside the local
+SQLite store measured in the same run. Every loop is bounded in count and
+in time (``BUDGET`` seconds per case): a case that runs out of time says
+how far it got.
 """
 
+import concurrent.futures
 import os
 import pathlib
-import shutil
+import statistics
 import sys
-import tempfile
 import time
+import tracemalloc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -28,108 +37,254 @@ if str(REPO) not in sys.path:
 from kubernetes import client as k8s_client  # noqa: E402
 
 from tests.functional import kube  # noqa: E402
-from vmetal_ironic import properties as props  # noqa: E402
 
-HOSTS = 160
+HOSTS = int(os.environ.get('VMETAL_BENCH_HOSTS', '10000'))
+CHANGES = int(os.environ.get('VMETAL_BENCH_CHANGES', '200'))
+BUDGET = float(os.environ.get('VMETAL_BENCH_BUDGET', '900'))
 CONCURRENCY = (1, 8)
 CIDR = '198.18.0.1/16'
 
+# The ConfigMap store of the previous release (README, bench_kubernetes
+# with 160 hosts; issue 9 for the reservations ConfigMap).
+PREVIOUS = {
+    ('allocate', 1): '93.0/s, 2.00 req',
+    ('allocate', 8): '47.5/s, 4.86 req',
+    'publish': '~15/s, stops at 2,808 (1 MiB ConfigMap)',
+    'cold load': 'one GET of <= 1 MiB (2,808 max)',
+    'latency': 'watch of one ConfigMap; silent 30 s polling after 410',
+    'reconcile': 'one unpaginated full LIST of every host',
+}
 
-def _local_worker(path, owners, bare, gate):
-    from vmetal_ironic import identity
+
+def _mac(index):
+    return f'52:54:{index >> 24 & 255:02x}:{index >> 16 & 255:02x}:' \
+           f'{index >> 8 & 255:02x}:{index & 255:02x}'
+
+
+def _store(settings):
+    from vmetal_ironic.store import kubernetes as kube_store
+    return kube_store.KubernetesStore(kube.store_conf(settings))
+
+
+def _allocator(settings, namespace, indexes, deadline, gate):
+    """Worker process: claim an address per index, as the Machine of host
+    ``h<index>`` (no host read: the bare IPAM cost)."""
+    from vmetal_ironic import owner as owner_mod
+    from vmetal_ironic.ipam import pool as ipam_pool
+
+    store = _store(settings)
+    pool = ipam_pool.parse_pool(CIDR)
+    done, errors = 0, []
+    try:
+        gate[0].put(os.getpid())
+        gate[1].wait(120)
+        for index in indexes:
+            if time.time() > deadline:
+                break
+            holder = owner_mod.Owner('Metal3Machine', namespace,
+                                     f'm{index:05d}')
+            host = {'metadata': {'namespace': namespace,
+                                 'name': f'h{index:05d}'}}
+            try:
+                store.addresses.allocate(pool, holder, _mac(index),
+                                         host=host)
+                done += 1
+            except Exception as exc:  # reported, not fatal to the run
+                errors.append(f'{type(exc).__name__}: {exc}')
+        return done, store.api.requests, time.time(), errors[:3]
+    finally:
+        store.close()
+
+
+def _local_allocator(path, indexes, gate):
     from vmetal_ironic.ipam import pool as ipam_pool
     from vmetal_ironic.store import local
 
     store = local.LocalStore(path=path)
     pool = ipam_pool.parse_pool(CIDR)
-    layer = {props.NETWORK_CIDR: CIDR}
     gate[0].put(os.getpid())
     gate[1].wait(120)
     try:
-        for owner, mac in owners:
-            if bare:
-                store.allocate(pool, owner, mac)
-            else:
-                identity.ensure(store, owner, mac=mac, layers=[layer])
+        for index in indexes:
+            store.allocate(pool, f'Metal3Machine/bench/m{index:05d}',
+                           _mac(index))
         return time.time()
     finally:
         store.close()
 
 
-def _kube_bare_worker(settings, owners, gate):
-    return kube.ensure_hosts(settings, owners, gate, pool_cidr=CIDR)
+def _namespace(core, name):
+    core.create_namespace({'metadata': {'name': name}})
+    return name
 
 
-def _hosts(prefix, count):
-    return [(f'BareMetalHost/{prefix}/h{i:04d}',
-             f'52:54:00:01:{i >> 8 & 255:02x}:{i & 255:02x}')
-            for i in range(count)]
+def allocation(cluster, core, workers):
+    namespace = _namespace(core, f'vbench-alloc-{workers}-{os.getpid()}')
+    settings = cluster.settings(namespace=namespace)
+    deadline = time.time() + BUDGET
+    results, started = kube.run_together(
+        workers, _allocator,
+        lambda i: (settings, namespace, range(i, HOSTS, workers), deadline),
+        timeout=BUDGET + 120)
+    done = sum(r[0] for r in results)
+    requests = sum(r[1] for r in results)
+    elapsed = max(r[2] for r in results) - started
+    errors = [e for r in results for e in r[3]]
+    import tempfile
+    directory = tempfile.mkdtemp(prefix='vbench-')
+    path = os.path.join(directory, 'vmetal.sqlite')
+    finished, local_started = kube.run_together(
+        workers, _local_allocator,
+        lambda i: (path, range(i, HOSTS, workers)))
+    local_rate = HOSTS / (max(finished) - local_started)
+    return namespace, done, elapsed, requests, errors, local_rate
 
 
-def _kube_case(cluster, core, custom, workers, flow):
-    """:returns: ``(seconds, API requests, errors)``."""
-    namespace = f'vk8s-bench-{os.getpid()}-{workers}-{flow}'
-    core.create_namespace({'metadata': {'name': namespace}})
+def reservations(cluster, core):
+    from vmetal_ironic import reservation as reservation_mod
+    from vmetal_ironic.pxe import cache as cache_mod
+
+    namespace = _namespace(core, f'vbench-res-{os.getpid()}')
+    settings = cluster.settings(namespace=namespace)
+    writer = _store(settings)
+    agent = _store(settings)
+
+    def reservation(index, node='n'):
+        return reservation_mod.Reservation(
+            mac=_mac(index), address=f'198.18.{index >> 8 & 255}.'
+            f'{index & 255}', prefixlen=16, gateway='198.18.0.1',
+            dns_servers=('198.18.0.53',), hostname=f'h{index:05d}',
+            node=f'{node}-{index:05d}', lease_time=3600,
+            boot=reservation_mod.BootOptions(
+                bootfile='snponly.efi', tftp_server='198.18.0.3',
+                ipxe_script_url='http://198.18.0.3:8080/boot.ipxe'))
+
     try:
-        hosts = _hosts(namespace, HOSTS)
-        if flow == 'ensure':
-            for owner, mac in hosts:
-                custom.create_namespaced_custom_object(
-                    'metal3.io', 'v1alpha1', namespace, 'baremetalhosts',
-                    {'apiVersion': 'metal3.io/v1alpha1',
-                     'kind': 'BareMetalHost',
-                     'metadata': {'name': owner.rsplit('/', 1)[1],
-                                  'annotations': {props.NETWORK_CIDR: CIDR}},
-                     'spec': {'bootMACAddress': mac}})
-        settings = cluster.settings(namespace=namespace)
-        func = kube.ensure_hosts if flow == 'ensure' else _kube_bare_worker
-        results, started = kube.run_together(
-            workers, func, lambda i: (settings, hosts[i::workers]))
+        deadline = time.time() + BUDGET
+        started = time.monotonic()
+        published = 0
+        for index in range(HOSTS):
+            if time.time() > deadline:
+                break
+            writer.publish_reservation(reservation(index))
+            published += 1
+        publish_rate = published / (time.monotonic() - started)
+
+        tracemalloc.start()
+        started = time.monotonic()
+        cache = cache_mod.ReservationCache()
+        poller = cache_mod.RevisionPoller(agent, cache, interval=10)
+        poller.refresh(force=True)
+        cold = time.monotonic() - started
+        memory = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        loaded = len(cache)
+
+        poller.start()
+        latencies = []
+        try:
+            for change in range(CHANGES):
+                if time.time() > deadline + 120:
+                    break
+                index = change * 37 % published
+                updated = reservation(index, node=f'c{change}')
+                writer.publish_reservation(updated)
+                written = time.monotonic()
+                limit = written + 30
+                while True:
+                    binding = cache.get(updated.mac)
+                    if binding is not None and binding.node == updated.node:
+                        break
+                    if time.monotonic() > limit:
+                        break
+                    time.sleep(0.001)
+                latencies.append(time.monotonic() - written)
+        finally:
+            poller.stop()
+        return (published, publish_rate, loaded, cold, memory, latencies)
     finally:
+        writer.close()
+        agent.close()
         core.delete_namespace(namespace)
-    elapsed = max(finished for _, _, finished in results) - started
-    errors = [r for chunk, _, _ in results for r in chunk if r[2]]
-    requests = sum(count for _, count, _ in results)
-    return elapsed, requests, errors
 
 
-def _local_case(workers, flow):
-    directory = tempfile.mkdtemp(prefix='vk8s-bench-')
+def _create_hosts(custom, namespace, count):
+    def create(index):
+        custom.create_namespaced_custom_object(
+            'metal3.io', 'v1alpha1', namespace, 'baremetalhosts', {
+                'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
+                'metadata': {'name': f'h{index:05d}'},
+                'spec': {'bootMACAddress': _mac(index), 'consumerRef': {
+                    'kind': 'Metal3Machine', 'name': f'm{index:05d}'}},
+                'status': {'provisioning': {'state': 'provisioned'}}})
+
+    deadline = time.time() + BUDGET
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(create, index) for index in range(count)
+                   if index % 100]           # 1 in 100 hosts was deleted
+        for future in futures:
+            future.result(timeout=max(1, deadline - time.time()))
+
+
+def reconcile(cluster, custom, namespace, claimed):
+    _create_hosts(custom, namespace, claimed)
+    store = _store(cluster.settings(namespace=namespace))
     try:
-        path = os.path.join(directory, 'vmetal.sqlite')
-        hosts = _hosts('local', HOSTS)
-        finished, started = kube.run_together(
-            workers, _local_worker,
-            lambda i: (path, hosts[i::workers], flow == 'allocate'))
-        return max(finished) - started
+        before = store.api.requests
+        tracemalloc.start()
+        started = time.monotonic()
+        released = store.reconcile()
+        elapsed = time.monotonic() - started
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return elapsed, peak, len(released), store.api.requests - before
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
+        store.close()
 
 
 def main():
-    print(f'{HOSTS} hosts per run; pool {CIDR}; each run in a fresh '
-          'namespace / SQLite file; workers are separate processes')
+    print(f'{HOSTS} hosts in {CIDR}; {CHANGES} changes for latency; '
+          f'{BUDGET:.0f} s budget per case; allocators are processes')
     bindir = kube.kube_binaries()
-    rows = []
     with kube.KubeCluster(bindir) as cluster, cluster.admin_client() as api:
+        cluster.apply_kustomization(kube.MANIFESTS / 'rbac')
         core = k8s_client.CoreV1Api(api)
         custom = k8s_client.CustomObjectsApi(api)
+        print(f'\n{"allocation":<12} {"procs":>5} {"done":>7} '
+              f'{"allocs/s":>9} {"API req/alloc":>14} {"SQLite allocs/s":>16}'
+              f'   previous release')
+        rates = {}
+        namespace = None
         for workers in CONCURRENCY:
-            for flow in ('allocate', 'ensure'):
-                elapsed, requests, errors = _kube_case(cluster, core, custom,
-                                                       workers, flow)
-                if errors:
-                    print(f'  kubernetes {flow} x{workers}: {len(errors)} '
-                          f'errors, first: {errors[0]}')
-                local = _local_case(workers, flow)
-                rows.append((flow, workers, HOSTS / elapsed,
-                             requests / HOSTS, HOSTS / local))
-    print(f'{"flow":<9} {"procs":>5} {"kube alloc/s":>13} '
-          f'{"API req/alloc":>14} {"local(SQLite) alloc/s":>22} '
-          f'{"local/kube":>10}')
-    for flow, workers, kube_rate, per_alloc, local_rate in rows:
-        print(f'{flow:<9} {workers:>5} {kube_rate:>13.1f} {per_alloc:>14.2f} '
-              f'{local_rate:>22.1f} {local_rate / kube_rate:>9.1f}x')
+            namespace, done, elapsed, requests, errors, local = allocation(
+                cluster, core, workers)
+            rates[workers] = done / elapsed
+            print(f'{"allocate":<12} {workers:>5} {done:>7} '
+                  f'{done / elapsed:>9.1f} {requests / max(done, 1):>14.2f} '
+                  f'{local:>16.1f}   {PREVIOUS[("allocate", workers)]}')
+            if errors:
+                print(f'  errors, first: {errors[0]}')
+        print(f'  8 allocators / 1: {rates[8] / rates[1]:.2f}x')
+
+        (published, rate, loaded, cold, memory,
+         latencies) = reservations(cluster, core)
+        latencies.sort()
+        p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+        print(f'\nreservations: {published} published at {rate:.0f}/s '
+              f'(previous: {PREVIOUS["publish"]})')
+        print(f'  agent cold load of {loaded}: {cold:.2f} s, '
+              f'{memory / 2 ** 20:.1f} MiB in the cache '
+              f'(previous: {PREVIOUS["cold load"]})')
+        print(f'  change to agent over {len(latencies)} changes: p50 '
+              f'{statistics.median(latencies) * 1000:.0f} ms, p99 '
+              f'{p99 * 1000:.0f} ms (previous: {PREVIOUS["latency"]})')
+
+        elapsed, peak, released, requests = reconcile(cluster, custom,
+                                                      namespace, HOSTS)
+        print(f'\nreconcile pass over {HOSTS} hosts and claims: '
+              f'{elapsed:.1f} s, peak {peak / 2 ** 20:.0f} MiB, '
+              f'{requests} API requests, {released} released (the hosts '
+              f'deleted) (previous: {PREVIOUS["reconcile"]})')
 
 
 if __name__ == '__main__':

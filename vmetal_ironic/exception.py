@@ -70,3 +70,8 @@ class StoreUnavailable(TemporaryError):
 
 class StoreConflict(TemporaryError):
     """Concurrent writers kept winning; the bounded retries ran out."""
+
+
+class RevisionExpired(TemporaryError):
+    """A follower's position in the store's history is too old to resume
+    from (Kubernetes 410 Gone); list again and follow from there."""

@@ -10,6 +10,7 @@ import dataclasses
 
 from vmetal_ironic import network_data
 from vmetal_ironic import properties as props
+from vmetal_ironic.store import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,22 +22,27 @@ class HostNetwork:
         network_data document.
     :ivar network_data: the document the host boots with.
     :ivar spec: the resolved :class:`~vmetal_ironic.properties.NetworkSpec`.
+    :ivar ipv4: the :class:`~vmetal_ironic.network_data.PrimaryIPv4` the
+        host boots with, computed here once for every consumer (DHCP
+        reservation, host annotations), or ``None`` when a custom document
+        has no static IPv4 network.
     """
 
     owner: str
-    allocation: object
+    allocation: base.Allocation | None
     network_data: dict
     spec: props.NetworkSpec
+    ipv4: network_data.PrimaryIPv4 | None = None
 
 
 def defaults_from_conf(conf):
     """The ``[vmetal]`` defaults as the least specific property layer."""
     group = conf.vmetal
-    return {
+    return props.Layer({
         props.NETWORK_CIDR: group.network_cidr,
         props.NETWORK_IP_RANGE: group.network_ip_range,
         props.DNS_SERVERS: group.dns_servers,
-    }
+    }, source='[vmetal] defaults')
 
 
 def resolve_spec(store, owner, layers=(), defaults=None):
@@ -47,8 +53,9 @@ def resolve_spec(store, owner, layers=(), defaults=None):
 
     :raises vmetal_ironic.exception.PermanentError: bad or missing values.
     """
-    merged = props.merge(*layers, *store.host_properties(owner), defaults)
-    return props.resolve(merged)
+    everything = (*layers, *store.host_properties(owner), defaults)
+    return props.resolve(props.merge(*everything),
+                         props.sources(*everything))
 
 
 def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
@@ -70,23 +77,31 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     if mac:
         mac = network_data.normalize_mac(mac)
     if not spec.uses_ipam:
-        # A custom document replaces IPAM: an address the owner held from
-        # an earlier pool-based definition goes back to the pool.
-        allocation = store.get_allocation(owner)
-        if allocation is not None:
-            store.release(owner)
+        # A custom document replaces IPAM. Its address is held like an
+        # allocation (so no pool hands it to another host), in place of any
+        # address the owner held from an earlier pool-based definition.
         document = spec.custom_network_data
-        store.save_network_data(owner, document)
-        return HostNetwork(owner, None, document, spec)
+        ipv4 = network_data.primary(document)
+        if ipv4 is not None:
+            store.hold(owner, ipv4.address,
+                       f'network-data of {owner} (ip_address)')
+        elif store.get_allocation(owner) is not None:
+            # No static address in it (DHCP): the pool address goes back.
+            store.release(owner)
+        store.save_network_data(owner, document, ipv4)
+        return HostNetwork(owner, None, document, spec, ipv4)
     allocation = store.allocate(spec.pool, owner, mac=mac)
     document = network_data.build(mac or allocation.mac, allocation.address,
                                   spec.pool, spec.dns_servers, mtu=mtu)
+    ipv4 = network_data.PrimaryIPv4(
+        allocation.address, spec.pool.prefixlen, str(spec.pool.gateway),
+        tuple(spec.dns_servers), mac or allocation.mac)
     # Always handed to the store, even when its stored copy already
     # matches: saving may span several objects (Secret, then host
     # annotations on Kubernetes), and an earlier attempt cut short between
     # them must be completed now. Stores skip writes that change nothing.
-    store.save_network_data(owner, document)
-    return HostNetwork(owner, allocation, document, spec)
+    store.save_network_data(owner, document, ipv4)
+    return HostNetwork(owner, allocation, document, spec, ipv4)
 
 
 def release(store, owner):

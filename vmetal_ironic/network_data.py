@@ -6,6 +6,7 @@ The format is the one cloud-init and Ironic's config drive read: a list of
 ``services``.
 """
 
+import dataclasses
 import json
 import re
 
@@ -158,6 +159,47 @@ def parse_custom(document):
                 f'network-data networks[{index}] names link '
                 f'{network.get("link")!r}, which is not in links')
     return document
+
+
+@dataclasses.dataclass(frozen=True)
+class PrimaryIPv4:
+    """A host's primary IPv4 configuration, computed once and handed on
+    (to the host annotations, the DHCP reservation) instead of being
+    parsed back out of a document by each consumer.
+
+    :ivar address: the address as text.
+    :ivar prefixlen: its prefix length, or ``None`` when a custom document
+        gives no (valid) netmask.
+    :ivar gateway: the default route's gateway, or ``None``.
+    :ivar dns_servers: tuple of DNS server addresses.
+    :ivar mac: the link's MAC, or ``None``.
+    :ivar netmask: the netmask as the document gave it (for messages).
+    """
+
+    address: str
+    prefixlen: int | None
+    gateway: str | None = None
+    dns_servers: tuple = ()
+    mac: str | None = None
+    netmask: str | None = None
+
+
+def primary(document):
+    """The :class:`PrimaryIPv4` of a document, or ``None`` when it has no
+    static IPv4 network."""
+    found = primary_ipv4(document)
+    if found is None:
+        return None
+    address, netmask, gateway, mac = found
+    try:
+        prefixlen = (netaddr.IPAddress(netmask).netmask_bits() if netmask
+                     else None)
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        prefixlen = None
+    dns = tuple(service.get('address')
+                for service in document.get('services') or []
+                if service.get('type') == 'dns' and service.get('address'))
+    return PrimaryIPv4(str(address), prefixlen, gateway, dns, mac, netmask)
 
 
 def primary_ipv4(document):

@@ -28,6 +28,45 @@ KNOWN_KEYS = (NETWORK_CIDR, NETWORK_IP_RANGE, DNS_SERVERS, NETWORK_DATA,
               NTP_SERVERS)
 
 
+class Layer(dict):
+    """A mapping of properties that knows where it came from, so that an
+    error can name the layer to fix (``BareMetalHost ns/h annotations``,
+    ``node type p_small``, ``NetworkEnvironment default``...).
+
+    :param values: the properties.
+    :param source: the layer's name for people.
+    """
+
+    def __init__(self, values=None, source=None):
+        super().__init__(values or {})
+        self.source = source
+
+
+def sources(*layers):
+    """``{key: source}`` of the layer each merged value comes from, by
+    the rules of :func:`merge`."""
+    found = {}
+    for layer in layers:
+        for key in KNOWN_KEYS:
+            value = (layer or {}).get(key)
+            if key not in found and value is not None and str(value).strip():
+                found[key] = getattr(layer, 'source', None)
+    return found
+
+
+def _from(sources_of, keys, func, *args):
+    """Run a parser; on a bad value add the layer it came from to the
+    one-line message."""
+    try:
+        return func(*args)
+    except exception.VmetalError as exc:
+        where = [sources_of[key] for key in keys if sources_of.get(key)]
+        if where:
+            exc.message = (f'{exc.message} (from '
+                           f'{", ".join(dict.fromkeys(where))})')
+        raise
+
+
 def merge(*layers):
     """Merge property layers, the first (most specific) winning.
 
@@ -51,22 +90,6 @@ def _winners(layers):
                 yield key, str(value).strip(), index
 
 
-def origins(named_layers):
-    """Where each merged value comes from, by the rule of :func:`merge`.
-
-    :param named_layers: ``(name, mapping)`` pairs, most specific first,
-        e.g. ``('node properties', node.properties)``.
-    :returns: one line, e.g. ``network-cidr from node properties,
-        dns-servers from [vmetal] options``; ``None`` when no layer sets a
-        known key.
-    """
-    names = [name for name, _layer in named_layers]
-    found = [f'{key.removeprefix(PREFIX)} from {names[index]}'
-             for key, _value, index in _winners(
-                 [layer for _name, layer in named_layers])]
-    return ', '.join(found) or None
-
-
 @dataclasses.dataclass(frozen=True)
 class NetworkSpec:
     """What a host's properties ask for.
@@ -85,29 +108,36 @@ class NetworkSpec:
         return self.pool is not None
 
 
-def resolve(properties):
+def resolve(properties, sources_of=None):
     """Turn merged properties into a :class:`NetworkSpec`.
 
     A custom ``network-data`` document overrides IPAM: cidr and ranges are
     then ignored, and no address is taken from any pool.
 
     :param properties: a mapping from :func:`merge`.
+    :param sources_of: :func:`sources` of the same layers; errors then name
+        the layer a bad value came from.
     :returns: a :class:`NetworkSpec`.
     :raises vmetal_ironic.ipam.errors.IpamError: bad cidr or ranges.
     :raises vmetal_ironic.exception.InvalidNetworkData: bad custom document.
     :raises vmetal_ironic.exception.InvalidProperty: bad dns or ntp
         servers.
     """
+    sources_of = sources_of or {}
     # NTP servers reach the host in DHCP option 42 whatever the address
     # comes from (Ironic's network_data schema has no ntp service).
-    ntp = network_data.parse_ntp_servers(properties.get(NTP_SERVERS))
+    ntp = _from(sources_of, (NTP_SERVERS,), network_data.parse_ntp_servers,
+                properties.get(NTP_SERVERS))
     custom = properties.get(NETWORK_DATA)
     if custom:
-        return NetworkSpec(custom_network_data=network_data.parse_custom(custom),
-                           ntp_servers=ntp)
-    pool = ipam_pool.parse_pool(properties.get(NETWORK_CIDR),
-                                properties.get(NETWORK_IP_RANGE))
-    dns = network_data.parse_dns_servers(properties.get(DNS_SERVERS))
+        return NetworkSpec(custom_network_data=_from(
+            sources_of, (NETWORK_DATA,), network_data.parse_custom, custom),
+            ntp_servers=ntp)
+    pool = _from(sources_of, (NETWORK_CIDR, NETWORK_IP_RANGE),
+                 ipam_pool.parse_pool, properties.get(NETWORK_CIDR),
+                 properties.get(NETWORK_IP_RANGE))
+    dns = _from(sources_of, (DNS_SERVERS,), network_data.parse_dns_servers,
+                properties.get(DNS_SERVERS))
     return NetworkSpec(pool=pool, dns_servers=dns, ntp_servers=ntp)
 
 

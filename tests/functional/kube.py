@@ -232,6 +232,7 @@ class KubeCluster:
             self.start_apiserver()
             self._start_controller_manager()
             self.apply_kustomization(MANIFESTS / 'crds')
+            self.apply_kustomization(MANIFESTS / 'store')
             self._wait_crds()
             time.sleep(0.5)
             self._check_alive('kube-controller-manager')
@@ -293,7 +294,10 @@ class KubeCluster:
             for group, version, plural in (
                     ('metal3.io', 'v1alpha1', 'baremetalhosts'),
                     ('management.loft.sh', 'v1', 'nodeproviders'),
-                    ('management.loft.sh', 'v1', 'networkenvironments')):
+                    ('management.loft.sh', 'v1', 'networkenvironments'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'addressclaims'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'addressowners'),
+                    ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')):
                 while True:
                     try:
                         custom.list_cluster_custom_object(group, version,

@@ -44,14 +44,14 @@ def test_parallel_cli_processes_share_one_pool(tmp_path):
 
 def test_errors_are_one_line_without_traceback(tmp_path):
     database = str(tmp_path / 'vmetal.sqlite')
-    result = _cli(database, 'allocate', 'a', '--cidr', '203.0.113.1/24',
+    result = _cli(database, 'allocate', 'Machine/lab/a', '--cidr', '203.0.113.1/24',
                   '--ip-range', '203.0.113.10-203.0.113.20,203.0.113.15-203.0.113.30',
                   check=False)
     assert result.returncode == 1
     assert result.stdout == ''
     assert result.stderr == (
         "vmetal-ipam: error: network-ip-range '203.0.113.10-203.0.113.20' and "
-        "'203.0.113.15-203.0.113.30' overlap\n")
+        "'203.0.113.15-203.0.113.30' overlap (from the command line)\n")
     assert 'Traceback' not in result.stderr
 
 
@@ -59,6 +59,7 @@ def test_module_entry_point_matches_console_script(tmp_path):
     database = str(tmp_path / 'vmetal.sqlite')
     result = subprocess.run(
         [sys.executable, '-m', 'vmetal_ironic.cmd.ipam', '--database', database,
-         'allocate', 'x', '--cidr', '198.51.100.1/24'],
+         'allocate', 'Machine/lab/x', '--cidr', '198.51.100.1/24'],
         capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout == 'x: 198.51.100.2/24 gateway 198.51.100.1 (pool 198.51.100.0/24)\n'
+    assert result.stdout == ('Machine/lab/x: 198.51.100.2/24 gateway '
+                             '198.51.100.1 (pool 198.51.100.0/24)\n')

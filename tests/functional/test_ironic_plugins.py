@@ -225,7 +225,10 @@ def test_custom_network_data_overrides_ipam(ironic, store):
     body = node_json(ironic, node)
     assert body['provision_state'] == 'active', body['last_error']
     owner = f'Node/{node.id}'
-    assert store.get_allocation(owner) is None
+    # No pool address: the document's own is held instead, so that no
+    # pool hands it to another host (issue 9 item 11).
+    held = store.get_allocation(owner)
+    assert (held.address, held.pool) == ('198.51.100.20', '')
     assert store.get_network_data(owner) == custom
     assert body['network_data'] == custom
     res = reservation_of(store, mac)

@@ -48,7 +48,7 @@ KUSTOMIZATIONS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab', 'metal3
 READY_TIMEOUT = 30
 
 AGENT = 'system:serviceaccount:vmetal-system:vmetal-dhcp-agent'
-METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:default'
+METAL3_IRONIC = 'system:serviceaccount:baremetal-operator-system:vmetal-ironic'
 
 
 @pytest.fixture(scope='module')
@@ -189,10 +189,13 @@ def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
 def test_agent_identity_reads_reservations_only(api, cluster):
     _apply(cluster, _render('overlays/macvlan'))
     for verb in ('get', 'list', 'watch'):
-        assert _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system',
-                        name='vmetal-dhcp-reservations')
+        assert _allowed(api, AGENT, verb, 'dhcpreservations', 'vmetal-system',
+                        group='vmetal-ironic.io')
     for verb in ('create', 'patch', 'update', 'delete'):
-        assert not _allowed(api, AGENT, verb, 'configmaps', 'vmetal-system')
+        assert not _allowed(api, AGENT, verb, 'dhcpreservations',
+                            'vmetal-system', group='vmetal-ironic.io')
+    assert not _allowed(api, AGENT, 'get', 'addressclaims', 'vmetal-system',
+                        group='vmetal-ironic.io')
     assert not _allowed(api, AGENT, 'get', 'secrets', 'vmetal-system')
     assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
 
@@ -200,10 +203,15 @@ def test_agent_identity_reads_reservations_only(api, cluster):
 def test_metal3_ironic_gets_the_store_permissions(api, cluster):
     _apply(cluster, _render('overlays/macvlan'))
     _apply(cluster, _render('metal3'))
-    assert _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'vmetal-system')
+    assert _allowed(api, METAL3_IRONIC, 'create', 'addressclaims',
+                    'vmetal-system', group='vmetal-ironic.io')
     assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
                     group='metal3.io')
-    assert not _allowed(api, METAL3_IRONIC, 'patch', 'configmaps', 'kube-system')
+    assert not _allowed(api, METAL3_IRONIC, 'create', 'addressclaims',
+                        'kube-system', group='vmetal-ironic.io')
+    # No Secret may be read anywhere, BMC credentials included.
+    assert not _allowed(api, METAL3_IRONIC, 'get', 'secrets', 'metal3')
+    assert not _allowed(api, METAL3_IRONIC, 'get', 'secrets', 'vmetal-system')
 
 
 def _token_for(api, namespace, account):
@@ -227,8 +235,13 @@ def test_agent_identity_runs_the_agents_store_calls(api, cluster):
             gateway='198.51.100.1', dns_servers=(), hostname='vdep-0',
             node='vdep-node', lease_time=600)
         admin.publish_reservation(res)
-        assert agent.reservations_revision() == admin.reservations_revision()
-        assert [r.mac for r in agent.list_reservations()] == [res.mac]
+        # What the agent's feed does: list, then follow from the list.
+        revision, listed = agent.reservations_snapshot()
+        assert [r.mac for r in listed] == [res.mac]
+        # The watch is allowed (a Forbidden would raise) and sees only ours.
+        changes = list(agent.follow_reservations(revision, 1))
+        assert all(c.changed is None or c.changed.mac == res.mac
+                   for c in changes)
         with pytest.raises(exception.VmetalError, match='refused'):
             agent.withdraw_reservation(res.mac)
         assert [r.mac for r in admin.list_reservations()] == [res.mac]

@@ -31,42 +31,42 @@ def test_ensure_allocates_and_stores_network_data(store):
 
 def test_defaults_are_the_least_specific_layer(store):
     result = identity.ensure(
-        store, 'a', layers=[{props.NETWORK_IP_RANGE: '198.51.100.50-198.51.100.60'}],
+        store, 'Machine/t/a', layers=[{props.NETWORK_IP_RANGE: '198.51.100.50-198.51.100.60'}],
         defaults={props.NETWORK_CIDR: '198.51.100.1/24',
                   props.NETWORK_IP_RANGE: '198.51.100.10-198.51.100.20'})
     assert result.allocation.address == '198.51.100.50'
 
 
 def test_custom_network_data_takes_no_address(store):
-    result = identity.ensure(store, 'a', layers=[
+    result = identity.ensure(store, 'Machine/t/a', layers=[
         {props.NETWORK_DATA: CUSTOM, props.NETWORK_CIDR: '192.0.2.1/24'}])
     assert result.allocation is None
     assert store.list_allocations() == []
-    assert store.get_network_data('a')['links'] == [{'id': 'eth0'}]
+    assert store.get_network_data('Machine/t/a')['links'] == [{'id': 'eth0'}]
 
 
 def test_switching_to_custom_network_data_returns_the_address(store):
-    identity.ensure(store, 'a', layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
-    identity.ensure(store, 'a', layers=[{props.NETWORK_DATA: CUSTOM}])
+    identity.ensure(store, 'Machine/t/a', layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
+    identity.ensure(store, 'Machine/t/a', layers=[{props.NETWORK_DATA: CUSTOM}])
     assert store.list_allocations() == []
-    assert store.get_network_data('a')['networks'][0]['type'] == 'ipv4_dhcp'
+    assert store.get_network_data('Machine/t/a')['networks'][0]['type'] == 'ipv4_dhcp'
 
 
 def test_bad_input_writes_nothing(store):
     with pytest.raises(errors.MissingCidr):
-        identity.ensure(store, 'a', layers=[{}])
+        identity.ensure(store, 'Machine/t/a', layers=[{}])
     with pytest.raises(exception.InvalidProperty) as info:
-        identity.ensure(store, 'a', mac='zz', layers=[
+        identity.ensure(store, 'Machine/t/a', mac='zz', layers=[
             {props.NETWORK_CIDR: '192.0.2.1/24'}])
     assert "MAC address 'zz' is not valid" in str(info.value)
     with pytest.raises(exception.InvalidProperty):
-        identity.ensure(store, 'a', layers=[
+        identity.ensure(store, 'Machine/t/a', layers=[
             {props.NETWORK_CIDR: '192.0.2.1/24', props.DNS_SERVERS: 'x'}])
     assert store.list_allocations() == []
-    assert store.get_network_data('a') is None
+    assert store.get_network_data('Machine/t/a') is None
 
 
 def test_release(store):
-    identity.ensure(store, 'a', layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
-    assert identity.release(store, 'a').address == '192.0.2.2'
-    assert identity.release(store, 'a') is None
+    identity.ensure(store, 'Machine/t/a', layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
+    assert identity.release(store, 'Machine/t/a').address == '192.0.2.2'
+    assert identity.release(store, 'Machine/t/a') is None

@@ -133,7 +133,12 @@ def test_overlays_compose_everything_once(name):
     kinds = {o['kind'] for o in objects}
     assert {'Namespace', 'Deployment', 'NetworkAttachmentDefinition', 'ConfigMap',
             'ServiceAccount', 'Role', 'RoleBinding', 'ClusterRole'} <= kinds
-    assert ('CustomResourceDefinition' in kinds) == (name == 'overlays/lab')
+    crds = {o['spec']['group'] for o in objects
+            if o['kind'] == 'CustomResourceDefinition'}
+    # The store's own objects are part of every installation; the trimmed
+    # upstream CRDs only of the lab.
+    assert 'vmetal-ironic.io' in crds
+    assert (crds - {'vmetal-ironic.io'} != set()) == (name == 'overlays/lab')
     # The namespace is created before what lives in it.
     order = [o['kind'] for o in objects]
     assert order.index('Namespace') < order.index('Deployment')
@@ -262,16 +267,38 @@ def test_metal3_tftp_server_is_the_agent(network):
 
 def test_metal3_rbac_binds_the_shared_roles():
     objects = _render('metal3')
+    account = _one(objects, 'ServiceAccount')
+    assert account['metadata'] == {
+        'name': 'vmetal-ironic', 'namespace': 'baremetal-operator-system',
+        'labels': {'app.kubernetes.io/part-of': 'vmetal-ironic'}}
+    objects = [o for o in objects if o['kind'] != 'ServiceAccount']
+    # Its own ServiceAccount, never the namespace's "default".
     for obj in objects:
-        assert obj['roleRef']['name'] == 'vmetal-ironic'
-        assert obj['subjects'] == [{'kind': 'ServiceAccount', 'name': 'default',
+        assert obj['roleRef']['name'] in ('vmetal-ironic',
+                                          'vmetal-ironic-network-data')
+        assert obj['subjects'] == [{'kind': 'ServiceAccount',
+                                    'name': 'vmetal-ironic',
                                     'namespace': 'baremetal-operator-system'}]
+    patch = yaml.safe_load((METAL3 / 'serviceaccount-patch.yaml').read_text())
+    assert patch['spec']['template']['spec']['serviceAccountName'] == (
+        'vmetal-ironic')
     rbac = KUBE / 'rbac'
-    if not rbac.is_dir():
-        pytest.xfail('etc/kubernetes/rbac comes from the k8s branch')
-    roles = {(o['kind'], o['metadata']['name']) for o in kubectl.render(rbac)}
+    shipped = kubectl.render(rbac)
+    roles = {(o['kind'], o['metadata']['name']) for o in shipped}
     for obj in objects:
         assert (obj['roleRef']['kind'], obj['roleRef']['name']) in roles
+    # No identity of the store may read a Secret, and none writes them
+    # cluster-wide.
+    for role in shipped:
+        if role['kind'] not in ('Role', 'ClusterRole'):
+            continue
+        for rule in role['rules']:
+            if 'secrets' in rule['resources']:
+                assert role['metadata']['name'] == 'vmetal-ironic-network-data'
+                assert set(rule['verbs']) == {'create', 'update', 'delete'}
+    bindings = [o for o in shipped + kubectl.render(rbac / 'host-namespace')
+                if o['kind'] == 'ClusterRoleBinding']
+    assert all(b['roleRef']['name'] == 'vmetal-ironic' for b in bindings)
 
 
 def test_metal3_patch_removes_ironics_dnsmasq():

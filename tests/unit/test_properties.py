@@ -17,17 +17,6 @@ def test_most_specific_layer_wins_and_blanks_do_not_hide():
                       props.NETWORK_IP_RANGE: '192.0.2.10-192.0.2.20'}
 
 
-def test_origins_name_the_layer_each_value_comes_from():
-    named = [('host', {props.NETWORK_CIDR: '192.0.2.1/24',
-                       props.DNS_SERVERS: ' '}),
-             ('node type', None),
-             ('defaults', {props.NETWORK_CIDR: '198.51.100.1/24',
-                           props.DNS_SERVERS: '192.0.2.53'})]
-    assert props.origins(named) == ('network-cidr from host, '
-                                    'dns-servers from defaults')
-    assert props.origins([('host', {'unrelated': 'x'})]) is None
-
-
 def test_resolve_pool_spec():
     spec = props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
                           props.DNS_SERVERS: '192.0.2.53'})
@@ -72,3 +61,27 @@ def test_ntp_servers_are_parsed_for_dhcp_option_42():
                              "IPv4 address"):
         props.resolve({props.NETWORK_CIDR: '192.0.2.1/24',
                        props.NTP_SERVERS: 'pool.ntp.org'})
+
+
+def test_a_bad_value_names_the_layer_it_came_from():
+    # Issue 9: one line naming the value and where to fix it.
+    from vmetal_ironic.ipam import errors as ipam_errors
+
+    layers = (props.Layer({}, 'BareMetalHost ns/h annotations'),
+              props.Layer({props.NETWORK_CIDR: '192.0.2.0/24'},
+                          'node type p1_small'),
+              props.Layer({props.NETWORK_CIDR: '198.51.100.1/24',
+                           props.DNS_SERVERS: '192.0.2.999'},
+                          'NetworkEnvironment default'))
+    with pytest.raises(ipam_errors.InvalidGateway) as info:
+        props.resolve(props.merge(*layers), props.sources(*layers))
+    assert str(info.value) == (
+        "network-cidr '192.0.2.0/24': gateway 192.0.2.0 is the network "
+        'address; give the gateway, e.g. 192.0.2.1/24 (from node type '
+        'p1_small)')
+    fixed = (layers[0], props.Layer({props.NETWORK_CIDR: '192.0.2.1/24'},
+                                    'node type p1_small'), layers[2])
+    with pytest.raises(exception.InvalidProperty) as info:
+        props.resolve(props.merge(*fixed), props.sources(*fixed))
+    assert str(info.value).endswith('(from NetworkEnvironment default)')
+    assert len(str(info.value).splitlines()) == 1

@@ -84,11 +84,20 @@ def build_parser():
 
     command('reconcile', 'free the addresses of owners that no longer exist '
                          '(Kubernetes store)')
+
+    migrate = command('migrate', 'move the pool and reservation ConfigMaps '
+                                 'of earlier releases into AddressClaims and '
+                                 'DHCPReservations (Kubernetes store; '
+                                 'idempotent)')
+    migrate.add_argument('--delete', action='store_true',
+                         help='delete each old ConfigMap once all its '
+                              'entries are migrated')
     return parser
 
 
 def _layer(args):
-    layer = props.parse_assignments(args.property)
+    layer = props.Layer(props.parse_assignments(args.property),
+                        'the command line')
     for key, value in ((props.NETWORK_CIDR, args.cidr),
                        (props.NETWORK_IP_RANGE, args.ip_range),
                        (props.DNS_SERVERS, args.dns_servers),
@@ -175,12 +184,9 @@ def _reservations(conf, store, args):
 
 
 def _reconcile(conf, store, args):
-    reconcile = getattr(store, 'reconcile', None)
-    if reconcile is None:
-        raise exception.PermanentError(
-            f'[vmetal]store {conf.vmetal.store!r} cannot tell which owners '
-            'still exist; reconcile needs the kubernetes store')
-    released = reconcile()
+    # Stores whose owners have no lifecycle of their own (local) release
+    # nothing here; standalone Ironic nodes are released by the conductor.
+    released = store.reconcile()
     if args.json:
         return output.render_json(
             [{'owner': a.owner, 'pool': a.pool, 'address': a.address}
@@ -192,6 +198,29 @@ def _reconcile(conf, store, args):
                                 for a in released])
 
 
+def _migrate(conf, store, args):
+    # Imported here: only this command needs the Kubernetes client.
+    from vmetal_ironic.store.kubernetes import migration
+
+    if conf.vmetal.store != 'kubernetes':
+        raise exception.PermanentError(
+            f'migrate moves the ConfigMaps of the Kubernetes store; '
+            f'[vmetal]store is {conf.vmetal.store!r}')
+    steps = migration.migrate(store, delete=args.delete)
+    if args.json:
+        return output.render_json(
+            [{'source': s.source, 'key': s.key, 'outcome': s.outcome,
+              'detail': s.detail} for s in steps])
+    counts = migration.summary(steps)
+    rows = [(s.source, s.key, s.outcome, s.detail) for s in steps
+            if s.outcome not in (migration.CREATED, migration.PRESENT)]
+    text = ', '.join(f'{n} {outcome}' for outcome, n in counts.items())
+    if rows:
+        text += '\n' + output.render_table(('SOURCE', 'ENTRY', 'OUTCOME',
+                                             'DETAIL'), rows)
+    return text
+
+
 COMMANDS = {
     'allocate': _allocate,
     'release': _release,
@@ -200,6 +229,7 @@ COMMANDS = {
     'network-data': _network_data,
     'reservations': _reservations,
     'reconcile': _reconcile,
+    'migrate': _migrate,
 }
 
 

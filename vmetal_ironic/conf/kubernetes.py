@@ -31,9 +31,17 @@ opts = [
                help='kubeconfig context to use; default: its current one.'),
     cfg.StrOpt('namespace',
                default='vmetal-system',
-               help='Namespace holding the allocation ConfigMaps (one per '
-                    'pool), the DHCP reservations ConfigMap and network data '
-                    'Secrets of owners that are not BareMetalHosts.'),
+               help='Namespace holding the AddressClaim objects (one per '
+                    'held address), the DHCPReservation objects (one per '
+                    'MAC) and the network data Secrets of owners that are '
+                    'not BareMetalHosts.'),
+    cfg.FloatOpt('address_cache_seconds',
+                 default=30.0,
+                 min=0.0,
+                 help='How long an allocating process trusts its list of '
+                      'held addresses before listing them again. The list '
+                      'only proposes candidates; creating the claim decides, '
+                      'so a stale list costs retries, never a duplicate.'),
     cfg.FloatOpt('connect_timeout',
                  default=5.0,
                  min=0.1,
@@ -69,13 +77,15 @@ opts = [
                default=300,
                min=0,
                help='Seconds between two passes that free the addresses of '
-                    'owners which no longer exist. A pass also runs when '
-                    'the hosting process starts the reconciler. 0 disables '
-                    'the periodic pass.'),
+                    'Machines that let their host go (once it is '
+                    'deprovisioned) and of deleted hosts. A pass also runs, '
+                    'in the background, when the hosting process starts the '
+                    'reconciler. 0 disables the periodic pass.'),
     cfg.StrOpt('node_type_label',
                default='vmetal-ironic.io/node-type',
                help='Label naming the node type of a BareMetalHost, as '
-                    '<node type> or <node provider>/<node type>. Without it '
+                    '<node type> or <node provider>.<node type> (a label '
+                    'value allows no "/"). Without it '
                     'the node type is the one whose bareMetalHosts.selector '
                     'matches the host\'s labels.'),
     cfg.StrOpt('node_provider_api',

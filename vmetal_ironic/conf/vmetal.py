@@ -10,7 +10,8 @@ opts = [
                help='Where allocations, network data and DHCP reservations '
                     'are kept: "local" (an embedded SQLite file, for labs '
                     'and devstack) or "kubernetes" (BareMetalHosts, '
-                    'ConfigMaps and Secrets; for Metal3 and vMetal). Names '
+                    'the store\'s own objects and Secrets; for Metal3 and '
+                    'vMetal). Names '
                     'an entry point of the vmetal_ironic.stores namespace.'),
     cfg.StrOpt('network_cidr',
                help='Default for the metal3.vcluster.com/network-cidr '
@@ -31,6 +32,23 @@ opts = [
                max=9216,
                help='MTU written into the link of generated '
                     'network_data.json documents.'),
+    cfg.StrOpt('address_scope',
+               default='default',
+               regex=r'^[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?$',
+               help='Name of the layer-2 network the pools of this '
+                    'installation hand out addresses on. An address is held '
+                    'once per scope, whatever pool, prefix or range asked '
+                    'for it, so overlapping pools never share an address. '
+                    'Installations whose pools are on separate L2s with '
+                    'overlapping address spaces give each its own scope (a '
+                    'lowercase DNS label).'),
+    cfg.ListOpt('reserved_addresses',
+                default=[],
+                help='Infrastructure IPv4 addresses no host may be given '
+                     '(the DHCP agent\'s own address, routers, the API '
+                     'virtual IP...), e.g. 192.168.100.3. They are held in '
+                     'the same namespace as allocations, so neither a pool '
+                     'nor a custom network-data document can take them.'),
 ]
 
 

@@ -65,6 +65,24 @@ class Allocator:
         self._used.add(value)
         return value
 
+    def start_at(self, value):
+        """Propose addresses from ``value`` upwards from now on.
+
+        A writer that keeps losing races near the lowest free address to
+        other writers moves to another part of the pool. Free addresses
+        below ``value`` are not proposed again by this allocator (a fresh
+        one, built from the store, finds them).
+
+        :param value: the address as an integer.
+        """
+        self._holes = []
+        for index, (first, last) in enumerate(self.pool.intervals):
+            if value <= last:
+                self._interval = index
+                self._next = max(first, value)
+                return
+        self._interval = len(self.pool.intervals)
+
     def mark_used(self, value):
         """Record an address allocated elsewhere.
 

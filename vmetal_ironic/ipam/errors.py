@@ -49,3 +49,8 @@ class PoolExhausted(IpamError):
 
 class OwnerElsewhere(IpamError):
     """The owner already holds an address outside the pool it asks from."""
+
+
+class AddressTaken(IpamError):
+    """An address named explicitly (a custom network-data document, a
+    gateway) is held by another owner."""

@@ -17,14 +17,12 @@ it belongs to the machine, not to one deploy.
 import re
 import time
 
-import netaddr
 from ironic.common import exception as ironic_exc
 from ironic.dhcp import base
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
-from vmetal_ironic import network_data
 from vmetal_ironic import reservation
 from vmetal_ironic.ironic import dhcp_options
 from vmetal_ironic.ironic import errors
@@ -54,29 +52,21 @@ def hostname_for(node_name):
 
 
 def _address_of(host):
-    """``(address, prefixlen, gateway, dns)`` for a HostNetwork.
+    """``(address, prefixlen, gateway, dns)`` of a HostNetwork, as the
+    domain computed it (:attr:`~vmetal_ironic.identity.HostNetwork.ipv4`).
 
     :raises vmetal_ironic.exception.InvalidNetworkData: a custom document
         without a static IPv4 network the agent could answer with.
     """
-    if host.allocation is not None:
-        pool = host.spec.pool
-        return (host.allocation.address, pool.prefixlen, str(pool.gateway),
-                tuple(host.spec.dns_servers))
-    primary = network_data.primary_ipv4(host.network_data)
-    if primary is None or not primary[1]:
+    ipv4 = host.ipv4
+    if ipv4 is not None and ipv4.prefixlen is None and ipv4.netmask:
+        raise exception.InvalidNetworkData(
+            f'the custom network-data netmask {ipv4.netmask!r} is not valid')
+    if ipv4 is None or ipv4.prefixlen is None:
         raise exception.InvalidNetworkData(
             'the custom network-data has no IPv4 network with ip_address '
             'and netmask to answer DHCP with')
-    address, netmask, gateway, _mac = primary
-    try:
-        prefixlen = netaddr.IPAddress(netmask).netmask_bits()
-    except (netaddr.AddrFormatError, ValueError, TypeError):
-        raise exception.InvalidNetworkData(
-            f'the custom network-data netmask {netmask!r} is not valid'
-        ) from None
-    return (address, prefixlen, gateway,
-            network_data.services_of(host.network_data, 'dns'))
+    return ipv4.address, ipv4.prefixlen, ipv4.gateway, ipv4.dns_servers
 
 
 class VmetalDHCP(base.BaseDHCP):
@@ -121,9 +111,7 @@ class VmetalDHCP(base.BaseDHCP):
                         'reservation published', node.uuid)
             return
         address, prefixlen, gateway, dns = errors.call(
-            task, 'answer DHCP for', _address_of, host,
-            origin=nodes.origin_of_properties(
-                store_access.get_store(), host.owner, node))
+            task, 'answer DHCP for', _address_of, host)
         published = []
         # One address per machine: every PXE-enabled NIC is offered it, and
         # whichever one the firmware boots from takes it.
@@ -140,7 +128,7 @@ class VmetalDHCP(base.BaseDHCP):
                 # A value DHCP cannot carry (a boot URL over 255 bytes...).
                 raise ironic_exc.InvalidParameterValue(
                     err=f'vmetal: node {node.uuid}: {exc}') from None
-            self._publish(task, res)
+            self._publish(task, res, host.owner)
             published.append(mac)
         LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
                  'reserved for %(macs)s, boot %(boot)s (%(ms).1f ms)',
@@ -149,9 +137,10 @@ class VmetalDHCP(base.BaseDHCP):
                   'ms': (time.monotonic() - started) * 1000})
 
     @staticmethod
-    def _publish(task, res):
+    def _publish(task, res, owner=None):
         errors.call(task, f'publish the reservation of {res.mac} for',
-                    lambda: store_access.get_store().publish_reservation(res),
+                    lambda: store_access.get_store().publish_reservation(
+                        res, owner=owner),
                     failure=ironic_exc.FailedToUpdateDHCPOptOnPort)
 
     def clean_dhcp_opts(self, task):

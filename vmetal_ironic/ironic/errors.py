@@ -9,8 +9,8 @@ exception types here and nowhere else:
 
 * bad input (:class:`~vmetal_ironic.exception.PermanentError`: a property,
   a network-data document) becomes ``InvalidParameterValue`` (a 400 from
-  the validate API); the message names the value, and the caller may add
-  where it came from (see :func:`call`'s ``origin``);
+  the validate API); the message names the value and the property layer
+  it came from (:func:`vmetal_ironic.properties.resolve` adds that);
 * deployment trouble (:class:`~vmetal_ironic.exception.DeploymentError`:
   permissions, a missing namespace, an unwritable database) becomes the
   caller's ``failure`` type (``NetworkError`` by default) with the message
@@ -44,8 +44,7 @@ def _uuid(task):
     return task if isinstance(task, str) else task.node.uuid
 
 
-def translate(task, action, exc, failure=ironic_exc.NetworkError,
-              origin=None):
+def translate(task, action, exc, failure=ironic_exc.NetworkError):
     """The Ironic exception to raise for ``exc``.
 
     :param task: the TaskManager of the node, or the node's UUID where no
@@ -54,18 +53,13 @@ def translate(task, action, exc, failure=ironic_exc.NetworkError,
         ``'allocate an address for'``.
     :param exc: the exception raised.
     :param failure: the Ironic exception class for what is not bad input.
-    :param origin: a callable giving, for a bad-input error, where the
-        value came from (e.g. ``'network-cidr from node properties'``), or
-        ``None``.
     :returns: an ``IronicException`` instance.
     """
     prefix = f'vmetal: cannot {action} node {_uuid(task)}'
     if isinstance(exc, ironic_exc.IronicException):
         return exc
     if isinstance(exc, exception.PermanentError):
-        where = origin(exc) if origin is not None else None
-        suffix = f' ({where})' if where else ''
-        return ironic_exc.InvalidParameterValue(err=f'{prefix}: {exc}{suffix}')
+        return ironic_exc.InvalidParameterValue(err=f'{prefix}: {exc}')
     if isinstance(exc, exception.DeploymentError):
         return failure(f'{prefix}: {exc}')
     if isinstance(exc, exception.TemporaryError):
@@ -76,7 +70,7 @@ def translate(task, action, exc, failure=ironic_exc.NetworkError,
 
 
 def call(task, action, func, *args, failure=ironic_exc.NetworkError,
-         origin=None, **kwargs):
+         **kwargs):
     """Run ``func(*args, **kwargs)``, raising only Ironic's exceptions.
 
     Temporary trouble is retried once (see the module docstring).
@@ -85,7 +79,6 @@ def call(task, action, func, *args, failure=ironic_exc.NetworkError,
     :param action: see :func:`translate`.
     :param func: the idempotent work.
     :param failure: see :func:`translate`.
-    :param origin: see :func:`translate`.
     :returns: what ``func`` returns.
     :raises ironic.common.exception.InvalidParameterValue: bad input.
     :raises ironic.common.exception.IronicException: ``failure``, for
@@ -100,9 +93,9 @@ def call(task, action, func, *args, failure=ironic_exc.NetworkError,
                           {'node': _uuid(task), 'err': exc})
                 time.sleep(min(exc.retry_after, RETRY_PAUSE_MAX))
                 continue
-            raise translate(task, action, exc, failure, origin) from None
+            raise translate(task, action, exc, failure) from None
         except Exception as exc:
-            raise translate(task, action, exc, failure, origin) from None
+            raise translate(task, action, exc, failure) from None
     raise AssertionError('unreachable: the last attempt returns or raises')
 
 

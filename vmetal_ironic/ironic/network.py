@@ -29,6 +29,7 @@ from ironic import objects
 from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import nodes
 from vmetal_ironic.ironic import provisioning
@@ -147,7 +148,7 @@ class VmetalNetwork(noop.NoopNetwork):
                         'of deleted nodes: %s', exc)
             return
         for allocation in allocations:
-            uuid = nodes.node_uuid_of(allocation.owner)
+            uuid = owner_mod.node_uuid_of(allocation.owner)
             if uuid is None:
                 continue
             try:

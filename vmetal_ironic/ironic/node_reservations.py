@@ -16,9 +16,8 @@ LOG = log.getLogger(__name__)
 
 def find(task):
     """The node's current reservations: by its MACs or by its UUID."""
-    macs = set(nodes.boot_macs(task))
-    return [res for res in store_access.get_store().list_reservations()
-            if res.mac in macs or res.node == task.node.uuid]
+    return store_access.get_store().reservations_of(
+        node=task.node.uuid, macs=nodes.boot_macs(task))
 
 
 def withdraw(task):

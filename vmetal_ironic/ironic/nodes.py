@@ -27,6 +27,7 @@ from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import network_data
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic.ironic import errors
 from vmetal_ironic.ironic import store_access
@@ -35,30 +36,13 @@ LOG = log.getLogger(__name__)
 
 CONF = vmetal_conf.CONF
 
-NODE_OWNER_KIND = 'Node'
-METAL3_OWNER_KIND = 'BareMetalHost'
-METAL3_SEPARATOR = '~'
+METAL3_SEPARATOR = owner_mod.METAL3_SEPARATOR
 
 
 def owner_for(node):
-    """The owner identity of ``node``'s address.
-
-    :param node: an Ironic node object (``name`` and ``uuid`` are read).
-    :returns: ``BareMetalHost/<ns>/<host>`` or ``Node/<uuid>``.
-    """
-    name = node.name or ''
-    namespace, sep, host = name.partition(METAL3_SEPARATOR)
-    if sep and namespace and host and METAL3_SEPARATOR not in host:
-        return f'{METAL3_OWNER_KIND}/{namespace}/{host}'
-    return f'{NODE_OWNER_KIND}/{node.uuid}'
-
-
-def node_uuid_of(owner):
-    """The node UUID of a ``Node/<uuid>`` owner, else ``None``."""
-    kind, sep, rest = str(owner).partition('/')
-    if kind == NODE_OWNER_KIND and sep and rest and '/' not in rest:
-        return rest
-    return None
+    """The owner identity of ``node``'s address, as text
+    (:func:`vmetal_ironic.owner.of_ironic_node`)."""
+    return str(owner_mod.of_ironic_node(node.name, node.uuid))
 
 
 def boot_macs(task):
@@ -84,26 +68,8 @@ def boot_macs(task):
 
 def property_layers(node):
     """The node's own property layers, most specific first."""
-    return [dict(node.extra or {}), dict(node.properties or {})]
-
-
-def origin_of_properties(store, owner, node):
-    """A callable naming where each of the node's properties comes from,
-    for the message of a bad-input error (``origin`` of
-    :func:`vmetal_ironic.ironic.errors.call`)."""
-    def origin(_exc):
-        try:
-            from_store = store.host_properties(owner)
-        except Exception:
-            # Only enriches the message of an error already raised.
-            from_store = []
-        named = [('node extra', node.extra), ('node properties',
-                                               node.properties)]
-        named += [(f'the store\'s properties of {owner}', layer)
-                  for layer in from_store]
-        named.append(('[vmetal] options', identity.defaults_from_conf(CONF)))
-        return props.origins(named)
-    return origin
+    return [props.Layer(node.extra, f'node {node.uuid} extra'),
+            props.Layer(node.properties, f'node {node.uuid} properties')]
 
 
 def resolve(task):
@@ -112,15 +78,14 @@ def resolve(task):
     :returns: the :class:`~vmetal_ironic.properties.NetworkSpec`.
     :raises ironic.common.exception.InvalidParameterValue: bad or missing
         properties (e.g. no network-cidr), with a one-line message naming
-        the layer each property came from.
+        the layer the bad value came from.
     :raises ironic.common.exception.NetworkError: store trouble.
     """
     store = store_access.get_store()
     owner = owner_for(task.node)
     return errors.call(
         task, 'resolve the network of', identity.resolve_spec, store, owner,
-        property_layers(task.node), identity.defaults_from_conf(CONF),
-        origin=origin_of_properties(store, owner, task.node))
+        property_layers(task.node), identity.defaults_from_conf(CONF))
 
 
 def ensure(task):
@@ -137,5 +102,4 @@ def ensure(task):
     return errors.call(
         task, 'allocate an address for', identity.ensure, store, owner,
         mac=macs[0] if macs else None, layers=property_layers(task.node),
-        defaults=identity.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu,
-        origin=origin_of_properties(store, owner, task.node))
+        defaults=identity.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu)

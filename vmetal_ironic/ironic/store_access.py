@@ -38,12 +38,12 @@ def get_store():
                 raise ironic_exc.NetworkError(
                     f'vmetal store cannot be loaded: {exc}') from None
             # Stores that follow their owners' lifecycle (the Kubernetes
-            # store: BareMetalHosts) release the addresses of owners deleted
-            # while no conductor ran right now, then periodically. The
-            # conductor hosts this because it holds the write permissions;
-            # a failed pass is logged by the store, never raised.
-            start_reconciler = getattr(store, 'start_reconciler', None)
-            if start_reconciler is not None:
-                start_reconciler()
+            # store: Machines and BareMetalHosts) release what was let go
+            # while no conductor ran, then periodically. The conductor
+            # hosts this because it holds the write permissions. It runs
+            # in the store's background thread: this call is made inside a
+            # node task under the lock above, which a full pass over a
+            # fleet must not hold up; a failed pass is logged, never raised.
+            store.start_reconciler()
             _store = store
     return _store

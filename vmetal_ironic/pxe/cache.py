@@ -1,14 +1,16 @@
 """Reservations in memory, fed from the store off the packet path.
 
 The packet path only ever calls :meth:`ReservationCache.get`, a dict
-lookup. A feeder thread keeps the dict current: :class:`RevisionPoller`
-asks the store for its cheap ``reservations_revision()`` token and reloads
-only when it changed. A store that can be told about changes (a Kubernetes
-watch) may also offer ``wait_reservations_change(revision, timeout)``,
-which blocks until the revision differs from ``revision`` or ``timeout``
-seconds passed; the poller then waits on it instead of sleeping, so changes
-arrive as soon as the store sees them. Any other feeder can call
-:meth:`ReservationCache.load` itself. When the store is unreachable the
+lookup. A feeder keeps the dict current the way Kubernetes controllers
+do: :class:`RevisionPoller` reads a snapshot
+(``store.reservations_snapshot()``), then follows the changes after its
+revision (``store.follow_reservations()``: a watch from the list's
+resourceVersion with bookmarks on Kubernetes; a revision poll on the local
+store). When the position expired (410 Gone) it reads a snapshot again;
+when following fails it says so once at WARNING and polls every
+``interval`` until following works again. Changes are applied in batches
+by one thread while another follows, so a burst of thousands of changes
+costs a few swaps, not one rebuild each. When the store is unreachable the
 cache keeps serving the last good data.
 
 Bad data never stops the feed: a reservation that cannot be served is
@@ -17,14 +19,19 @@ any exception (logged with its traceback, counted, retried after a
 backoff).
 """
 
+import queue
 import threading
 import time
 
 from oslo_log import log
 
+from vmetal_ironic import exception
 from vmetal_ironic.pxe import messages
 
 LOG = log.getLogger(__name__)
+
+# Queue marker: the follower lost its position; read a snapshot.
+_RELIST = object()
 
 
 class ReservationCache:
@@ -101,6 +108,52 @@ class ReservationCache:
         self.loaded_at = time.monotonic()
         self.stale = False
 
+    def apply(self, changes):
+        """Apply :class:`~vmetal_ironic.store.base.ReservationChange` items
+        in one swap.
+
+        A changed reservation that cannot be served is skipped and counted
+        in :attr:`skipped` as in :meth:`load`; the others still apply.
+
+        :returns: the number of reservations changed or removed.
+        """
+        bindings = dict(self._bindings)
+        skipped = dict(self.skipped)
+        touched = 0
+        revision = self.revision
+        for change in changes:
+            revision = change.revision or revision
+            if change.removed:
+                skipped.pop(change.removed, None)
+                touched += bindings.pop(change.removed, None) is not None
+            if change.changed is None:
+                continue
+            mac = str(getattr(change.changed, 'mac', None))
+            skipped.pop(mac, None)
+            bindings.pop(mac, None)
+            touched += 1
+            try:
+                binding = messages.Binding.from_reservation(change.changed)
+            except Exception as exc:  # any bad row, whatever the store
+                skipped[mac] = str(exc)
+                continue
+            bindings[binding.mac] = binding
+        if touched:
+            if self.on_load is not None:
+                rejected = self.on_load(list(bindings.values())) or {}
+                for mac, reason in rejected.items():
+                    bindings.pop(mac, None)
+                    skipped[mac] = reason
+            for mac, reason in sorted(skipped.items()):
+                if self.skipped.get(mac) != reason:
+                    LOG.warning('Skipping the reservation of %s: %s', mac,
+                                reason)
+            self._bindings = bindings
+            self._addresses = frozenset(b.address for b in bindings.values())
+            self.skipped = skipped
+        self.revision = revision
+        return touched
+
 
 class RevisionPoller:
     """Reload the cache whenever the store's reservation revision moves.
@@ -131,7 +184,12 @@ class RevisionPoller:
         self._last_traceback = None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._changes = queue.Queue()
+        # The revision the follower follows from; None: snapshot needed.
+        self._position = {'revision': None}
         self._thread = None
+        self._follower = None
+        self.degraded_count = 0
 
     def _state(self, state, error_kind=None):
         if self.metrics is None:
@@ -158,11 +216,11 @@ class RevisionPoller:
         :returns: ``True`` if the cache was reloaded.
         """
         try:
-            revision = self.store.reservations_revision()
             if (not force and self.cache.loaded_at is not None
-                    and revision == self.cache.revision):
+                    and self.store.reservations_revision()
+                    == self.cache.revision):
                 return False
-            reservations = self.store.list_reservations()
+            revision, reservations = self.store.reservations_snapshot()
         except Exception as exc:  # any store failure
             if not self.cache.stale:
                 LOG.warning('Store unreachable, serving the %d cached '
@@ -176,6 +234,7 @@ class RevisionPoller:
             self._failed('load')
             return False
         self.failures = 0
+        self._position['revision'] = revision
         self._loaded(revision)
         LOG.info('Loaded %d reservations (revision %s)', len(self.cache),
                  revision)
@@ -203,23 +262,75 @@ class RevisionPoller:
     def wake(self):
         """Ask for a forced reload on the poller's thread (SIGHUP)."""
         self._wake.set()
+        self._changes.put(None)
 
-    def _wait(self):
-        waiter = getattr(self.store, 'wait_reservations_change', None)
-        if waiter is not None and not self.cache.stale:
+    @property
+    def watch_timeout(self):
+        """Seconds one follow request lasts: short enough for stop() to be
+        prompt, long enough to cost little."""
+        return max(1.0, min(self.interval, 10.0))
+
+    def _follow(self):
+        """Follower thread: put the store's changes on the queue. A
+        ``_RELIST`` marker asks the applier for a new snapshot."""
+        degraded = False
+        while not self._stop.is_set():
+            revision = self._position.get('revision')
+            if revision is None:
+                self._stop.wait(0.05)
+                continue
             try:
-                waiter(self.cache.revision, self.interval)
-                return
-            except Exception as exc:  # the poll below still works
-                LOG.debug('Waiting for reservation changes failed: %s', exc)
-        self._wake.wait(self.backoff() if self.failures else self.interval)
+                for change in self.store.follow_reservations(
+                        revision, self.watch_timeout):
+                    self._changes.put(change)
+                    self._position['revision'] = change.revision or revision
+                    if self._stop.is_set():
+                        return
+                if degraded:
+                    LOG.warning('Following reservation changes works again')
+                    degraded = False
+            except exception.RevisionExpired as exc:
+                LOG.debug('Reservations: %s; reading them again', exc)
+                self._position['revision'] = None
+                self._changes.put(_RELIST)
+            except Exception as exc:  # any store failure, or a bug
+                if not degraded:
+                    LOG.warning('Following reservation changes failed (%s); '
+                                'reading them every %ss until it works again',
+                                exc, self.interval)
+                    degraded = True
+                self.degraded_count += 1
+                self._position['revision'] = None
+                self._changes.put(_RELIST)
+                self._stop.wait(self.interval)
 
     def _round(self):
+        """Read a snapshot when one is needed, else apply the next batch of
+        changes (waiting at most ``interval`` for one)."""
         force = self._wake.is_set()
         self._wake.clear()
-        self.refresh(force=force)
-        if not self._wake.is_set():
-            self._wait()
+        if force or self._position.get('revision') is None:
+            if not self.refresh(force=True):
+                self._stop.wait(self.backoff())
+            return
+        try:
+            first = self._changes.get(timeout=self.interval)
+        except queue.Empty:
+            return
+        batch = [first]
+        while True:
+            try:
+                batch.append(self._changes.get_nowait())
+            except queue.Empty:
+                break
+        if any(item is _RELIST for item in batch):
+            self._position['revision'] = None
+            return
+        changes = [item for item in batch if item is not None]
+        if changes and self.cache.apply(changes):
+            self._loaded(self.cache.revision)
+            LOG.debug('Applied %d reservation changes (revision %s)',
+                      len(changes), self.cache.revision)
 
     def _run(self):
         while not self._stop.is_set():
@@ -227,19 +338,29 @@ class RevisionPoller:
                 self._round()
             except Exception:  # the feed must outlive any bug
                 self._failed('poller')
-                self._wake.wait(self.backoff())
+                # Start over from a snapshot: a change may have been lost.
+                self._position['revision'] = None
+                self._stop.wait(self.backoff())
 
     def start(self):
         self._thread = threading.Thread(target=self._run,
                                         name='reservation-poller',
                                         daemon=True)
+        self._follower = threading.Thread(target=self._follow,
+                                          name='reservation-follower',
+                                          daemon=True)
         self._thread.start()
+        self._follower.start()
 
     def alive(self):
-        return self._thread is not None and self._thread.is_alive()
+        """Whether both feeder threads run."""
+        return all(thread is not None and thread.is_alive()
+                   for thread in (self._thread, self._follower))
 
     def stop(self):
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._changes.put(None)
+        for thread in (self._thread, self._follower):
+            if thread is not None:
+                thread.join(timeout=5)

@@ -2,6 +2,9 @@
 
 import abc
 import dataclasses
+import threading
+
+from vmetal_ironic import exception
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +23,22 @@ class Allocation:
     mac: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ReservationChange:
+    """One step of :meth:`Store.follow_reservations`.
+
+    :ivar revision: the position after this change.
+    :ivar changed: a :class:`~vmetal_ironic.reservation.Reservation`
+        created or replaced, or ``None``.
+    :ivar removed: the MAC whose reservation went, or ``None``. Neither
+        set: only the position moved (a bookmark).
+    """
+
+    revision: object
+    changed: object = None
+    removed: str | None = None
+
+
 class Store(abc.ABC):
     """Persistent state of vmetal-ironic.
 
@@ -27,14 +46,14 @@ class Store(abc.ABC):
     callers in other processes and on other machines: the same address is
     never held by two owners, and an owner never holds two addresses.
 
-    Optional capabilities (not part of the ABC; look them up with
-    ``getattr``): ``watch_reservations(stop=None, timeout=60)``, a
-    generator of ``(revision, [Reservation])`` snapshots, the current one
-    first and then one per change, for a DHCP agent that would rather be
-    told than poll :meth:`reservations_revision` (the Kubernetes store
-    follows a watch); ``reconcile()``, which frees the addresses of owners
-    that no longer exist and returns them, and ``start_reconciler()``, which
-    runs it at once and then periodically (Kubernetes store).
+    No address is held by two owners on one L2 (``[vmetal]address_scope``)
+    whatever pools overlap: the store's own atomic primitive (a
+    name-unique object, a UNIQUE constraint) refuses a second holder.
+
+    Hooks with harmless defaults, overridden where a store can do better:
+    :meth:`reservations_snapshot` and :meth:`follow_reservations` (the
+    DHCP agent's feed; the Kubernetes store lists then watches),
+    :meth:`reconcile` and :meth:`start_reconciler` (automatic release).
     """
 
     @abc.abstractmethod
@@ -49,6 +68,17 @@ class Store(abc.ABC):
         :raises vmetal_ironic.ipam.errors.OwnerElsewhere: the owner holds an
             address that the pool may not hand out.
         :raises vmetal_ironic.exception.TemporaryError: store trouble.
+        """
+
+    @abc.abstractmethod
+    def hold(self, owner, address, source):
+        """Hold an address named explicitly (a custom network-data
+        document) for ``owner``, instead of any address it held.
+
+        :param source: where the address came from, for the error.
+        :returns: an :class:`Allocation`.
+        :raises vmetal_ironic.ipam.errors.AddressTaken: another owner (or
+            a gateway, a reserved address) holds it.
         """
 
     @abc.abstractmethod
@@ -72,16 +102,26 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def save_network_data(self, owner, document):
-        """Store the owner's network_data document (a dict)."""
+    def save_network_data(self, owner, document, ipv4=None):
+        """Store the owner's network_data document (a dict).
+
+        :param ipv4: the document's
+            :class:`~vmetal_ironic.network_data.PrimaryIPv4` as the domain
+            computed it, for stores that publish it (host annotations);
+            taken from the document when ``None``.
+        """
 
     @abc.abstractmethod
     def get_network_data(self, owner):
         """:returns: the owner's network_data dict, or ``None``."""
 
     @abc.abstractmethod
-    def publish_reservation(self, reservation):
-        """Create or replace the DHCP reservation of ``reservation.mac``."""
+    def publish_reservation(self, reservation, owner=None):
+        """Create or replace the DHCP reservation of ``reservation.mac``.
+
+        :param owner: the owner identity the reservation belongs to, so
+            that releasing the owner withdraws it.
+        """
 
     @abc.abstractmethod
     def withdraw_reservation(self, mac):
@@ -97,6 +137,59 @@ class Store(abc.ABC):
 
         The DHCP agent polls it to know when to reload its cache.
         """
+
+    def reservations_of(self, node=None, macs=()):
+        """The reservations of an Ironic node: by its UUID or its MACs.
+
+        The default filters :meth:`list_reservations`; stores that can look
+        them up directly (the Kubernetes store, by label and by name)
+        override it, so a node's withdrawal does not read the whole fleet.
+        """
+        macs = set(macs)
+        return [res for res in self.list_reservations()
+                if res.mac in macs or (node and res.node == node)]
+
+    def reservations_snapshot(self):
+        """:returns: ``(revision, [Reservation])`` read together."""
+        revision = self.reservations_revision()
+        return revision, self.list_reservations()
+
+    def follow_reservations(self, revision, timeout):
+        """Changes after ``revision``, for at most ``timeout`` seconds.
+
+        The default polls: it waits ``timeout`` and, if the revision moved,
+        asks the caller to read a new snapshot.
+
+        :yields: :class:`ReservationChange` items.
+        :raises vmetal_ironic.exception.RevisionExpired: read a new
+            :meth:`reservations_snapshot` and follow from its revision.
+        """
+        self._poll_wait.wait(timeout)
+        if self.reservations_revision() != revision:
+            raise exception.RevisionExpired(
+                f'reservations moved past revision {revision}')
+        return
+        yield  # a generator, like the stores that watch
+
+    @property
+    def _poll_wait(self):
+        # Set by close(), so a follower does not outlive its store.
+        event = self.__dict__.get('_poll_event')
+        if event is None:
+            event = self.__dict__['_poll_event'] = threading.Event()
+        return event
+
+    def reconcile(self):
+        """Release the addresses of owners that let go of them.
+
+        :returns: the released :class:`Allocation` list; stores whose
+            owners have no lifecycle of their own release nothing.
+        """
+        return []
+
+    def start_reconciler(self, interval=None):
+        """Run :meth:`reconcile` in the background now and then every
+        ``interval`` seconds; returns at once. Default: nothing to run."""
 
     def host_properties(self, owner):
         """Property layers the store knows for ``owner``, most specific

@@ -7,7 +7,8 @@ unit tested without a cluster:
 1. the host's own annotations;
 2. the properties of its node type. A host names its node type with the
    label ``[vmetal_kubernetes]node_type_label`` (``<node type>`` or
-   ``<node provider>/<node type>``); without it, the node type is the one
+   ``<node provider>_<node type>``: a label value allows no ``/``, and
+   ``_`` never occurs in a NodeProvider's name); without it, the node type is the one
    whose ``bareMetalHosts.selector`` matches the host's labels, which is
    how vMetal itself assigns hosts to node types. A host matching several
    node types must be labelled, rather than get one picked at random;
@@ -21,10 +22,14 @@ unit tested without a cluster:
 import json
 
 from vmetal_ironic import exception
+from vmetal_ironic import properties as props
 
 ENVIRONMENT_PROPERTY = 'vcluster.com/network-environment'
 DEFAULT_ENVIRONMENT_ANNOTATION = 'machines.vcluster.com/is-default-environment'
 _TRUE = ('true', 'yes', '1')
+# Between provider and node type in the node-type label value: legal in a
+# label value, and never part of a NodeProvider (DNS subdomain) name.
+TYPE_SEPARATOR = '_'
 
 
 def _meta(obj):
@@ -93,7 +98,9 @@ def find_node_type(providers, host, label):
     wanted = labels.get(label)
     host_name = f'{_meta(host).get("namespace")}/{name_of(host)}'
     if wanted:
-        provider_name, _, type_name = wanted.rpartition('/')
+        provider_name, sep, type_name = wanted.partition(TYPE_SEPARATOR)
+        if not sep:
+            provider_name, type_name = '', wanted
         found = [(p, t) for p, t in candidates
                  if t.get('name') == type_name
                  and (not provider_name or p == provider_name)]
@@ -106,16 +113,18 @@ def find_node_type(providers, host, label):
                 f'BareMetalHost {host_name}: label {label}={wanted!r} names '
                 f'node type {type_name!r} of several NodeProviders '
                 f'({", ".join(sorted(p for p, _ in found))}); use '
-                '<provider>/<node type>')
+                f'<provider>{TYPE_SEPARATOR}<node type>')
         return found[0]
     matching = [(p, t) for p, t in candidates
                 if match_selector(((t.get('bareMetalHosts') or {})
                                    .get('selector')), labels)]
     if len(matching) > 1:
-        names = ', '.join(sorted(f'{p}/{t.get("name")}' for p, t in matching))
+        names = ', '.join(sorted(f'{p}{TYPE_SEPARATOR}{t.get("name")}'
+                                 for p, t in matching))
         raise exception.InvalidProperty(
             f'BareMetalHost {host_name} is selected by several node types '
-            f'({names}); label it {label}=<provider>/<node type>')
+            f'({names}); label it '
+            f'{label}=<provider>{TYPE_SEPARATOR}<node type>')
     return matching[0] if matching else None
 
 
@@ -188,14 +197,19 @@ def layers(host, providers, environments, label,
     :returns: ``[host annotations, node type properties, environment
         properties]``; a missing layer is an empty dict.
     """
-    annotations = user_annotations(_meta(host).get('annotations'),
-                                   written_annotation)
+    host_name = f'{_meta(host).get("namespace")}/{name_of(host)}'
+    annotations = props.Layer(
+        user_annotations(_meta(host).get('annotations'), written_annotation),
+        f'BareMetalHost {host_name} annotations')
     found = find_node_type(providers, host, label)
     provider, node_type = found if found else (None, {})
-    type_props = dict(node_type.get('properties') or {})
+    type_props = props.Layer(
+        node_type.get('properties'),
+        f'node type {provider}{TYPE_SEPARATOR}{node_type.get("name")}')
     wanted = annotations.get(ENVIRONMENT_PROPERTY) or type_props.get(
         ENVIRONMENT_PROPERTY)
     environment = find_environment(environments, wanted, provider)
-    env_props = dict(((environment or {}).get('spec') or {}).get('properties')
-                     or {})
+    env_props = props.Layer(
+        ((environment or {}).get('spec') or {}).get('properties'),
+        f'NetworkEnvironment {name_of(environment)}')
     return [annotations, type_props, env_props]

@@ -1,11 +1,16 @@
 """The embedded default store: one SQLite file shared by every process.
 
 Atomicity comes from SQLite transactions, never from Python locks: an
-allocation reads the pool's used addresses and inserts the new one inside a
-single ``BEGIN IMMEDIATE`` transaction, which SQLite serialises across
-processes. A crash at any point rolls the transaction back, so there is no
-half-written allocation. Each thread gets its own connection because an
-sqlite3 connection must not be shared between threads.
+allocation reads the used addresses of its network and inserts the new one
+inside a single ``BEGIN IMMEDIATE`` transaction, which SQLite serialises
+across processes. The table's key is ``(scope, address)``: one address is
+held once per L2 (``[vmetal]address_scope``) whatever pool, prefix or range
+asked for it, and ``owner`` is UNIQUE, so the database itself refuses a
+second holder or a second address. Gateways and
+``[vmetal]reserved_addresses`` are rows of the same table. A crash at any
+point rolls the transaction back, so there is no half-written allocation.
+Each thread gets its own connection because an sqlite3 connection must not
+be shared between threads.
 """
 
 import contextlib
@@ -19,6 +24,8 @@ import netaddr
 from oslo_log import log
 
 from vmetal_ironic import exception
+from vmetal_ironic import network_data
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
@@ -26,14 +33,27 @@ from vmetal_ironic.store import base
 
 LOG = log.getLogger(__name__)
 
-SCHEMA = (
+PURPOSE_ALLOCATION = 'allocation'
+PURPOSE_NETWORK_DATA = 'network-data'
+PURPOSE_GATEWAY = 'gateway'
+PURPOSE_RESERVED = 'reserved'
+
+ALLOCATIONS = (
     'CREATE TABLE IF NOT EXISTS allocations ('
-    ' pool TEXT NOT NULL,'
+    ' scope TEXT NOT NULL,'
     ' address INTEGER NOT NULL,'
+    ' pool TEXT NOT NULL,'
     ' owner TEXT NOT NULL UNIQUE,'
     ' mac TEXT,'
+    " purpose TEXT NOT NULL DEFAULT 'allocation',"
     ' created_at REAL NOT NULL,'
-    ' PRIMARY KEY (pool, address))',
+    ' PRIMARY KEY (scope, address))')
+SELECT_OWNER = ('SELECT pool, address, owner, mac, purpose FROM allocations '
+                'WHERE owner = ?')
+SELECT_HELD = ('SELECT pool, address, owner, mac, purpose FROM allocations '
+               "WHERE purpose IN ('allocation', 'network-data')")
+SCHEMA = (
+    ALLOCATIONS,
     'CREATE TABLE IF NOT EXISTS network_data ('
     ' owner TEXT PRIMARY KEY,'
     ' document TEXT NOT NULL,'
@@ -41,6 +61,8 @@ SCHEMA = (
     'CREATE TABLE IF NOT EXISTS reservations ('
     ' mac TEXT PRIMARY KEY,'
     ' document TEXT NOT NULL,'
+    ' owner TEXT,'
+    ' address TEXT,'
     ' updated_at REAL NOT NULL)',
     'CREATE TABLE IF NOT EXISTS counters ('
     ' name TEXT PRIMARY KEY,'
@@ -58,11 +80,17 @@ class LocalStore(base.Store):
         opened or is not a vmetal database.
     """
 
-    def __init__(self, conf=None, path=None, busy_timeout=None):
+    def __init__(self, conf=None, path=None, busy_timeout=None,
+                 scope=None, reserved=None):
         group = conf.vmetal_local_store if conf is not None else None
+        vmetal = getattr(conf, 'vmetal', None) if conf is not None else None
         self.path = path or group.database
         self.busy_timeout = busy_timeout or (
             group.busy_timeout if group is not None else 30.0)
+        self.scope = scope or (vmetal.address_scope if vmetal else 'default')
+        self.reserved = tuple(int(netaddr.IPAddress(a)) for a in (
+            reserved if reserved is not None
+            else (vmetal.reserved_addresses if vmetal else ())))
         self._local = threading.local()
         #: Rows the last list_reservations() left out as invalid.
         self.skipped_reservations = 0
@@ -70,16 +98,49 @@ class LocalStore(base.Store):
 
     def _create_schema(self):
         # Readers must not need the write lock, so the schema is only
-        # written when a table is missing.
+        # written when a table is missing or older.
         with self._transaction(write=False) as db:
             present = {name for (name,) in db.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if {'allocations', 'network_data', 'reservations',
-                'counters'} <= present:
+            columns = {row[1] for row in db.execute(
+                'PRAGMA table_info(allocations)')}
+            reservation_columns = {row[1] for row in db.execute(
+                'PRAGMA table_info(reservations)')}
+        if ({'allocations', 'network_data', 'reservations',
+                'counters'} <= present and 'scope' in columns
+                and 'owner' in reservation_columns):
             return
         with self._transaction() as db:
+            if 'allocations' in present and 'scope' not in columns:
+                self._upgrade_allocations(db)
+            if 'reservations' in present and (
+                    'owner' not in reservation_columns):
+                db.execute('ALTER TABLE reservations ADD COLUMN owner TEXT')
+                db.execute('ALTER TABLE reservations ADD COLUMN address TEXT')
             for statement in SCHEMA:
                 db.execute(statement)
+
+    def _upgrade_allocations(self, db):
+        """Move rows keyed by (pool, address) to (scope, address). Rows an
+        older version gave twice (overlapping pools) keep the first
+        holder; the others are named in a warning for the operator."""
+        db.execute('ALTER TABLE allocations RENAME TO allocations_v1')
+        db.execute(ALLOCATIONS)
+        rows = db.execute('SELECT pool, address, owner, mac, created_at '
+                          'FROM allocations_v1 ORDER BY created_at').fetchall()
+        for pool, address, owner, mac, created in rows:
+            try:
+                db.execute(
+                    'INSERT INTO allocations (scope, address, pool, owner, '
+                    'mac, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+                    (self.scope, address, pool, owner, mac, created))
+            except sqlite3.IntegrityError:
+                LOG.warning('Local store %(path)s: %(owner)s held %(address)s '
+                            'also held by an earlier owner (overlapping '
+                            'pools); release and allocate it again',
+                            {'path': self.path, 'owner': owner,
+                             'address': netaddr.IPAddress(address)})
+        db.execute('DROP TABLE allocations_v1')
 
     def _connect(self):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -142,23 +203,56 @@ class LocalStore(base.Store):
         return exception.DeploymentError(
             f'local store {self.path!r} failed: {text}; {fix}')
 
+
     @staticmethod
     def _row_to_allocation(row):
-        pool, address, owner, mac = row
+        pool, address, owner, mac = row[:4]
         return base.Allocation(owner=owner, pool=pool,
                                address=str(netaddr.IPAddress(address)),
                                mac=mac)
 
-    def allocate(self, pool, owner, mac=None):
+    @staticmethod
+    def _check_owner(owner):
         if not owner or not str(owner).strip():
             raise exception.InvalidProperty('owner must not be empty')
+        return str(owner_mod.parse(owner))
+
+    def _holder_of(self, db, value):
+        row = db.execute('SELECT owner FROM allocations WHERE scope = ? AND '
+                         'address = ?', (self.scope, value)).fetchone()
+        return None if row is None else row[0]
+
+    def _hold_infrastructure(self, db, pool):
+        """Rows for the pool's gateway and the reserved addresses in it."""
+        wanted = [(owner_mod.GATEWAY, PURPOSE_GATEWAY, int(pool.gateway))]
+        wanted += [(owner_mod.RESERVED, PURPOSE_RESERVED, value)
+                   for value in self.reserved
+                   if pool.network.first <= value <= pool.network.last]
+        for kind, purpose, value in wanted:
+            address = netaddr.IPAddress(value)
+            holder = self._holder_of(db, value)
+            if holder is None:
+                db.execute(
+                    'INSERT INTO allocations (scope, address, pool, owner, '
+                    'purpose, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+                    (self.scope, value, pool.key,
+                     str(owner_mod.for_infrastructure(kind, self.scope,
+                                                      address)),
+                     purpose, time.time()))
+            elif purpose == PURPOSE_GATEWAY and not owner_mod.parse(
+                    holder).is_infrastructure:
+                raise ipam_errors.AddressTaken(
+                    f'gateway {address} of pool {pool.name} is held by '
+                    f'{holder}; release that owner or change the pool')
+
+    def allocate(self, pool, owner, mac=None):
+        owner = self._check_owner(owner)
         with self._transaction() as db:
             row = db.execute(
-                'SELECT pool, address, owner, mac FROM allocations '
-                'WHERE owner = ?', (owner,)).fetchone()
-            if row is not None:
+                SELECT_OWNER, (owner,)).fetchone()
+            if row is not None and row[4] == PURPOSE_ALLOCATION:
                 held = self._row_to_allocation(row)
-                if held.pool != pool.key or not pool.contains(held.address):
+                if not pool.contains(held.address):
                     raise ipam_errors.OwnerElsewhere(
                         f'owner {owner!r} already holds {held.address} in pool '
                         f'{held.pool}, which pool {pool.name} may not hand '
@@ -168,13 +262,23 @@ class LocalStore(base.Store):
                                (mac, owner))
                     held = base.Allocation(owner, held.pool, held.address, mac)
                 return held
-            used = (value for (value,) in db.execute(
-                'SELECT address FROM allocations WHERE pool = ?', (pool.key,)))
+            self._hold_infrastructure(db, pool)
+            # Every address held in the network, whatever pool (prefix,
+            # range) it came from: overlapping pools share them.
+            network = pool.network
+            used = [value for (value,) in db.execute(
+                'SELECT address FROM allocations WHERE scope = ? AND '
+                'address BETWEEN ? AND ?',
+                (self.scope, network.first, network.last))]
+            used += list(self.reserved)
             value = ipam_allocator.Allocator(pool, used).allocate()
+            if row is not None:
+                # A custom document's address gives way to the pool's.
+                db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
             db.execute(
-                'INSERT INTO allocations (pool, address, owner, mac, '
-                'created_at) VALUES (?, ?, ?, ?, ?)',
-                (pool.key, value, owner, mac, time.time()))
+                'INSERT INTO allocations (scope, address, pool, owner, mac, '
+                'created_at) VALUES (?, ?, ?, ?, ?, ?)',
+                (self.scope, value, pool.key, owner, mac, time.time()))
         allocation = base.Allocation(owner=owner, pool=pool.key,
                                      address=str(netaddr.IPAddress(value)),
                                      mac=mac)
@@ -183,13 +287,43 @@ class LocalStore(base.Store):
                   'owner': owner})
         return allocation
 
+    def hold(self, owner, address, source):
+        owner = self._check_owner(owner)
+        value = int(netaddr.IPAddress(address))
+        with self._transaction() as db:
+            holder = self._holder_of(db, value)
+            if holder == owner:
+                row = db.execute(SELECT_OWNER, (owner,)).fetchone()
+                return self._row_to_allocation(row)
+            if holder is not None or value in self.reserved:
+                raise ipam_errors.AddressTaken(
+                    f'{source} names {address}, which '
+                    f'{holder or "[vmetal]reserved_addresses"} holds; '
+                    'choose another address')
+            db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
+            db.execute(
+                'INSERT INTO allocations (scope, address, pool, owner, '
+                'purpose, created_at) VALUES (?, ?, ?, ?, ?, ?)',
+                (self.scope, value, '', owner, PURPOSE_NETWORK_DATA,
+                 time.time()))
+        return base.Allocation(owner=owner, pool='', address=str(address))
+
     def release(self, owner):
+        """Network data and reservations first, the address last (one
+        transaction here, so the order only matters for readers)."""
         with self._transaction() as db:
             row = db.execute(
-                'SELECT pool, address, owner, mac FROM allocations '
-                'WHERE owner = ?', (owner,)).fetchone()
-            db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
+                SELECT_OWNER, (owner,)).fetchone()
             db.execute('DELETE FROM network_data WHERE owner = ?', (owner,))
+            withdrawn = db.execute('DELETE FROM reservations WHERE owner = ?',
+                                   (owner,)).rowcount
+            if row is not None:
+                withdrawn += db.execute(
+                    'DELETE FROM reservations WHERE address = ?',
+                    (str(netaddr.IPAddress(row[1])),)).rowcount
+            if withdrawn:
+                self._bump_reservations(db)
+            db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
         if row is None:
             return None
         allocation = self._row_to_allocation(row)
@@ -201,21 +335,18 @@ class LocalStore(base.Store):
     def get_allocation(self, owner):
         with self._transaction(write=False) as db:
             row = db.execute(
-                'SELECT pool, address, owner, mac FROM allocations '
-                'WHERE owner = ?', (owner,)).fetchone()
+                SELECT_OWNER, (owner,)).fetchone()
         return None if row is None else self._row_to_allocation(row)
 
     def list_allocations(self, pool_key=None):
-        query = 'SELECT pool, address, owner, mac FROM allocations'
-        args = ()
+        query, args = SELECT_HELD, ()
         if pool_key is not None:
-            query += ' WHERE pool = ?'
-            args = (pool_key,)
+            query, args = SELECT_HELD + ' AND pool = ?', (pool_key,)
         with self._transaction(write=False) as db:
             rows = db.execute(query + ' ORDER BY pool, address', args).fetchall()
         return [self._row_to_allocation(row) for row in rows]
 
-    def save_network_data(self, owner, document):
+    def save_network_data(self, owner, document, ipv4=None):
         text = json.dumps(document, sort_keys=True)
         with self._transaction() as db:
             db.execute(
@@ -235,16 +366,21 @@ class LocalStore(base.Store):
             "INSERT INTO counters (name, value) VALUES ('reservations', 1) "
             'ON CONFLICT(name) DO UPDATE SET value = value + 1')
 
-    def publish_reservation(self, reservation):
+    def publish_reservation(self, reservation, owner=None):
         with self._transaction() as db:
             db.execute(
-                'INSERT INTO reservations (mac, document, updated_at) '
-                'VALUES (?, ?, ?) ON CONFLICT(mac) DO UPDATE SET '
-                'document = excluded.document, updated_at = excluded.updated_at',
-                (reservation.mac, reservation.to_json(), time.time()))
+                'INSERT INTO reservations (mac, document, owner, address, '
+                'updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT(mac) DO '
+                'UPDATE SET document = excluded.document, owner = '
+                'excluded.owner, address = excluded.address, updated_at = '
+                'excluded.updated_at',
+                (reservation.mac, reservation.to_json(),
+                 str(owner) if owner else None, reservation.address,
+                 time.time()))
             self._bump_reservations(db)
 
     def withdraw_reservation(self, mac):
+        mac = network_data.normalize_mac(mac)
         with self._transaction() as db:
             deleted = db.execute('DELETE FROM reservations WHERE mac = ?',
                                  (mac,)).rowcount
@@ -277,6 +413,7 @@ class LocalStore(base.Store):
         return 0 if row is None else row[0]
 
     def close(self):
+        self._poll_wait.set()
         db = getattr(self._local, 'db', None)
         if db is not None:
             db.close()

@@ -11,6 +11,8 @@ from tests.functional import kube
 from vmetal_ironic.store import kubernetes as kube_store
 
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
+ADDRESS_CLAIMS = ('vmetal-ironic.io', 'v1alpha1', 'addressclaims')
+RESERVATIONS = ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')
 
 
 @pytest.fixture(scope='session')
@@ -62,16 +64,21 @@ class Admin:
         return self.custom.list_namespaced_custom_object(
             *BMH[:2], namespace, BMH[2])['items']
 
+    def claims(self, namespace):
+        """Every AddressClaim of the namespace (the store's records)."""
+        return self.custom.list_namespaced_custom_object(
+            *ADDRESS_CLAIMS[:2], namespace, ADDRESS_CLAIMS[2])['items']
+
     def pool_data(self, namespace, pool_key):
-        from vmetal_ironic.store import kube_names
-        try:
-            configmap = self.core.read_namespaced_config_map(
-                kube_names.pool_configmap_name(pool_key), namespace)
-        except k8s_client.ApiException as exc:
-            if exc.status == 404:
-                return {}
-            raise
-        return dict(configmap.data or {})
+        """``{address: owner}`` of the allocations from one pool."""
+        return {claim['spec']['address']: claim['spec']['owner']
+                for claim in self.claims(namespace)
+                if claim['spec'].get('pool') == pool_key
+                and claim['spec']['purpose'] == 'allocation'}
+
+    def reservations(self, namespace):
+        return self.custom.list_namespaced_custom_object(
+            *RESERVATIONS[:2], namespace, RESERVATIONS[2])['items']
 
     def secret(self, namespace, name):
         try:
@@ -103,7 +110,7 @@ def admin(kube_cluster):
 
 @pytest.fixture
 def namespace(admin):
-    """A namespace of its own: hosts and the store's ConfigMaps live there,
+    """A namespace of its own: hosts and the store's objects live there,
     so tests do not see each other's pools."""
     name = f'vk8s-{os.getpid()}-{os.urandom(3).hex()}'
     admin.create_namespace(name)

@@ -2,7 +2,7 @@
 
 A Metal3-style node (Ironic name ``<namespace>~<host>``) on the STOCK
 manual-management hardware type, whose BareMetalHost carries the network
-properties as annotations: the deploy must allocate in the pool ConfigMap,
+properties as annotations: the deploy must claim an address (AddressClaim),
 write the network-data Secret and the host annotations, publish the DHCP
 reservation, and fill the node's and the config drive's network_data —
 all visible through the Kubernetes API. Deleting the host must release its

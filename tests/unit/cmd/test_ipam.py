@@ -45,9 +45,9 @@ def test_allocate_list_usage_release(run):
 
 
 def test_network_data_output(run):
-    run('allocate', 'a', '--cidr', '192.0.2.1/24', '--dns-servers', '192.0.2.53',
+    run('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24', '--dns-servers', '192.0.2.53',
         '--mac', '52:54:00:00:00:01')
-    code, out, _ = run('network-data', 'a')
+    code, out, _ = run('network-data', 'Machine/ns/a')
     assert code == 0
     document = json.loads(out)
     assert document['networks'][0]['ip_address'] == '192.0.2.2'
@@ -55,7 +55,7 @@ def test_network_data_output(run):
 
 
 def test_custom_network_data_via_property(run):
-    code, out, _ = run('allocate', 'a', '-p',
+    code, out, _ = run('allocate', 'Machine/ns/a', '-p',
                        'network-data={"links":[],"networks":[],"services":[]}',
                        '--json')
     assert code == 0
@@ -64,8 +64,8 @@ def test_custom_network_data_via_property(run):
 
 
 def test_usage_in_range_mode_counts_only_the_ranges(run):
-    run('allocate', 'a', '--cidr', '192.0.2.1/24')
-    run('allocate', 'b', '--cidr', '192.0.2.1/24', '--ip-range',
+    run('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24')
+    run('allocate', 'Machine/ns/b', '--cidr', '192.0.2.1/24', '--ip-range',
         '192.0.2.100-192.0.2.101')
     _code, out, _ = run('usage', '--cidr', '192.0.2.1/24', '--ip-range',
                        '192.0.2.100-192.0.2.101')
@@ -74,19 +74,20 @@ def test_usage_in_range_mode_counts_only_the_ranges(run):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (('allocate', 'a', '--cidr', '192.0.2.0/24'),
+    (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.0/24'),
      "vmetal-ipam: error: network-cidr '192.0.2.0/24': gateway 192.0.2.0 is "
-     'the network address; give the gateway, e.g. 192.0.2.1/24\n'),
-    (('allocate', 'a'),
+     'the network address; give the gateway, e.g. 192.0.2.1/24 '
+     '(from the command line)\n'),
+    (('allocate', 'Machine/ns/a'),
      'vmetal-ipam: error: network-cidr is not set; expected <gateway>/<prefix>,'
      ' e.g. 192.0.2.1/24\n'),
-    (('allocate', 'a', '--cidr', '192.0.2.1/24', '--ip-range', '192.0.2.9-192.0.2.3'),
+    (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24', '--ip-range', '192.0.2.9-192.0.2.3'),
      "vmetal-ipam: error: network-ip-range '192.0.2.9-192.0.2.3' is reversed: "
-     '192.0.2.9 comes after 192.0.2.3\n'),
-    (('allocate', 'a', '--network-data', '{"links": []}'),
+     '192.0.2.9 comes after 192.0.2.3 (from the command line)\n'),
+    (('allocate', 'Machine/ns/a', '--network-data', '{"links": []}'),
      'vmetal-ipam: error: network-data lacks networks, services; links, '
-     'networks and services are all required\n'),
-    (('allocate', 'a', '--cidr', '192.0.2.1/24', '--mac', 'nope'),
+     'networks and services are all required (from the command line)\n'),
+    (('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/24', '--mac', 'nope'),
      "vmetal-ipam: error: MAC address 'nope' is not valid\n"),
     (('network-data', 'ghost'),
      "vmetal-ipam: error: owner 'ghost' has no network data; allocate first\n"),
@@ -100,8 +101,8 @@ def test_bad_input_is_one_line_and_exit_1(run, argv, message):
 
 
 def test_exhaustion_message(run):
-    run('allocate', 'a', '--cidr', '192.0.2.1/30')
-    code, _, err = run('allocate', 'b', '--cidr', '192.0.2.1/30')
+    run('allocate', 'Machine/ns/a', '--cidr', '192.0.2.1/30')
+    code, _, err = run('allocate', 'Machine/ns/b', '--cidr', '192.0.2.1/30')
     assert (code, err) == (1, 'vmetal-ipam: error: pool 192.0.2.0/30: CIDR '
                               'exhausted; no free addresses left\n')
 
@@ -118,7 +119,7 @@ def test_config_defaults_apply(run, tmp_path):
     conf = tmp_path / 'vmetal.conf'
     conf.write_text('[vmetal]\nnetwork_cidr = 198.51.100.1/24\n'
                     'network_ip_range = 198.51.100.200-198.51.100.210\n')
-    code, out, _ = run('--config-file', str(conf), 'allocate', 'a', '--json')
+    code, out, _ = run('--config-file', str(conf), 'allocate', 'Machine/ns/a', '--json')
     assert code == 0
     assert json.loads(out)['address'] == '198.51.100.200'
 

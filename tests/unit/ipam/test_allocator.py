@@ -115,3 +115,17 @@ def test_count_used_ignores_addresses_the_pool_cannot_hand_out():
             int(netaddr.IPAddress('192.0.2.19'))]
     assert pool.count_used(used) == 2
     assert pool.count_used([]) == 0
+
+
+def test_start_at_moves_the_cursor_and_leaves_lower_addresses():
+    pool = ipam_pool.parse_pool('192.0.2.1/24', '192.0.2.10-192.0.2.20,'
+                                '192.0.2.100-192.0.2.110')
+    allocator_ = allocator.Allocator(
+        pool, used=[int(netaddr.IPAddress('192.0.2.16'))])
+    allocator_.start_at(int(netaddr.IPAddress('192.0.2.15')))
+    got = [str(netaddr.IPAddress(allocator_.allocate())) for _ in range(7)]
+    assert got == ['192.0.2.15', '192.0.2.17', '192.0.2.18', '192.0.2.19',
+                   '192.0.2.20', '192.0.2.100', '192.0.2.101']
+    allocator_.start_at(int(netaddr.IPAddress('192.0.2.200')))
+    with pytest.raises(errors.PoolExhausted):
+        allocator_.allocate()

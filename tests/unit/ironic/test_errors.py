@@ -29,14 +29,14 @@ def raising(*excs, result='done'):
     return func
 
 
-def test_bad_input_is_an_invalid_parameter_naming_its_origin():
-    func = raising(exception.InvalidProperty("network-cidr 'x' is bad"))
+def test_bad_input_is_an_invalid_parameter_naming_the_value():
+    func = raising(exception.InvalidProperty(
+        "network-cidr 'x' is bad (from node extra)"))
     with pytest.raises(ironic_exc.InvalidParameterValue) as info:
-        errors.call(TASK, 'resolve the network of', func, 1, key='v',
-                    origin=lambda exc: 'network-cidr from node extra')
+        errors.call(TASK, 'resolve the network of', func, 1, key='v')
     assert str(info.value) == (
         f"vmetal: cannot resolve the network of node {UUID}: network-cidr "
-        "'x' is bad (network-cidr from node extra)")
+        "'x' is bad (from node extra)")
     # Bad input is not retried.
     assert func.calls == [((1,), {'key': 'v'})]
 

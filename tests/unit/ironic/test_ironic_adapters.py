@@ -10,6 +10,7 @@ from stevedore import driver as stevedore_driver
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import network_data
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic.ipam import pool as ipam_pool
 from vmetal_ironic.ironic import dhcp
@@ -58,7 +59,7 @@ def test_owner_for(name, owner):
     ('Machine/x', None),
 ])
 def test_node_uuid_of(owner, uuid):
-    assert nodes.node_uuid_of(owner) == uuid
+    assert owner_mod.node_uuid_of(owner) == uuid
 
 
 def test_property_layers_extra_before_properties():
@@ -179,8 +180,17 @@ def test_dhcp_provider_supports_ipxe_tag():
 
 
 def _host(doc, allocation=None, spec=None):
+    # As identity.ensure computes it: from the pool for an allocation, from
+    # the document for a custom one.
+    if allocation is not None:
+        ipv4 = network_data.PrimaryIPv4(
+            allocation.address, spec.pool.prefixlen, str(spec.pool.gateway),
+            tuple(spec.dns_servers))
+    else:
+        ipv4 = network_data.primary(doc)
     return identity.HostNetwork('Node/x', allocation, doc,
-                                spec or props.NetworkSpec(custom_network_data=doc))
+                                spec or props.NetworkSpec(custom_network_data=doc),
+                                ipv4)
 
 
 def test_address_of_custom_document():

@@ -49,8 +49,8 @@ class VmetalNetworkTestCase(base.PluginTestCase):
             self.assertEqual(
                 f'vmetal: cannot resolve the network of node {node.uuid}: '
                 "network-cidr '192.0.2.0/24': gateway 192.0.2.0 is the network "
-                'address; give the gateway, e.g. 192.0.2.1/24 (network-cidr '
-                'from node extra)', str(error))
+                'address; give the gateway, e.g. 192.0.2.1/24 (from node '
+                f'{node.uuid} extra)', str(error))
 
     def test_adding_a_network_gives_the_node_its_identity(self):
         for index, method in enumerate(ADD):

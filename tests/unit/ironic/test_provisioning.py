@@ -64,7 +64,7 @@ class PrepareTestCase(base.PluginTestCase):
             f"vmetal: cannot allocate an address for node {node.uuid}: "
             "network-cidr 'not-a-cidr' is not <gateway>/<prefix>, e.g. "
             "192.0.2.1/24 "
-            "(network-cidr from node properties)", str(error))
+            f"(from node {node.uuid} properties)", str(error))
         self.assertEqual([], self.store.list_allocations())
         node.refresh()
         self.assertEqual({}, node.network_data)

@@ -1,6 +1,7 @@
 """Property layering of the Kubernetes store (pure part)."""
 
 import json
+import re
 
 import pytest
 
@@ -81,8 +82,26 @@ def test_layers_order_host_then_node_type_then_default_environment():
 def test_label_names_node_type_over_selectors():
     providers = [provider('p1', node_type('a', {}, x='a'),
                           node_type('b', None, x='b'))]
-    found = kp.find_node_type(providers, host({LABEL: 'p1/b'}), LABEL)
+    found = kp.find_node_type(providers, host({LABEL: 'p1_b'}), LABEL)
     assert found[1]['name'] == 'b'
+
+
+_LABEL_VALUE = re.compile(r'^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$')
+
+
+def test_the_advised_label_value_is_a_legal_label_value():
+    # Issue 9 item 15: the value the error advises must be one the API
+    # server accepts (apimachinery IsValidLabelValue).
+    providers = [provider('p1', node_type('a', {}), node_type('b', {}))]
+    with pytest.raises(exception.InvalidProperty) as info:
+        kp.find_node_type(providers, host(), LABEL)
+    advised = str(info.value).rsplit('=', 1)[1]
+    assert advised == '<provider>_<node type>'
+    assert _LABEL_VALUE.match('p1_b') and len('p1_b') <= 63
+    found = kp.find_node_type(
+        [provider('p1', node_type('b')), provider('p2', node_type('b'))],
+        host({LABEL: 'p2_b'}), LABEL)
+    assert found[0] == 'p2'
 
 
 def test_unknown_node_type_label_is_an_error():
@@ -93,7 +112,7 @@ def test_unknown_node_type_label_is_an_error():
 
 def test_several_matching_node_types_is_an_error():
     providers = [provider('p1', node_type('a', {}), node_type('b', {}))]
-    with pytest.raises(exception.InvalidProperty, match='p1/a, p1/b'):
+    with pytest.raises(exception.InvalidProperty, match='p1_a, p1_b'):
         kp.find_node_type(providers, host(), LABEL)
 
 

@@ -1,0 +1,281 @@
+"""The Kubernetes store: the API server is the single source of truth.
+
+Objects (all labelled ``app.kubernetes.io/managed-by: vmetal-ironic``; see
+``doc/source/kubernetes-store.rst``):
+
+* one ``AddressClaim`` per held address, named ``<scope>.<address>``
+  (:mod:`.addresses`): creating it is the claim, so an address is never
+  held twice on one L2 whatever pools overlap or writers race;
+* one ``DHCPReservation`` per MAC (:mod:`.reservations`), followed by the
+  DHCP agent with list-then-watch;
+* per host, a network-data Secret and outputs on the BareMetalHost
+  (:mod:`.host_outputs`, with the pure patch builders of :mod:`.patches`);
+* the owner of a host's address is the Machine that claims the host
+  (``spec.consumerRef``, any kind); an unclaimed host holds it as
+  ``BareMetalHost/<ns>/<name>``. :mod:`.reconciler` releases addresses
+  whose holder let go of the host once the host is deprovisioned.
+
+Every object other processes write too is changed by compare-and-swap
+(:mod:`.cas`); no in-process lock is involved, so any number of processes
+on any number of machines may share the store.
+"""
+
+import threading
+
+from oslo_log import log
+
+from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
+from vmetal_ironic.conf import kubernetes as kube_conf
+from vmetal_ironic.conf import vmetal as vmetal_conf
+from vmetal_ironic.store import base
+from vmetal_ironic.store import kube_client
+from vmetal_ironic.store import kube_properties
+from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import host_outputs
+from vmetal_ironic.store.kubernetes import patches
+from vmetal_ironic.store.kubernetes import reconciler
+from vmetal_ironic.store.kubernetes import reservations
+
+LOG = log.getLogger(__name__)
+
+BMH_KIND = host_outputs.BMH_KIND
+
+
+def _parse_api(text, option):
+    parts = str(text).strip('/').split('/')
+    if len(parts) != 3 or not all(parts):
+        raise exception.DeploymentError(
+            f'[vmetal_kubernetes]{option} {text!r} is not group/version/plural')
+    return tuple(parts)
+
+
+def consumer_of(host):
+    """The owner standing for the Machine that claims ``host``
+    (``spec.consumerRef``), or ``None`` while no Machine does."""
+    ref = ((host or {}).get('spec') or {}).get('consumerRef') or {}
+    kind, name = ref.get('kind'), ref.get('name')
+    if not kind or not name:
+        return None
+    namespace = ref.get('namespace') or host['metadata']['namespace']
+    return owner_mod.parse(f'{kind}/{namespace}/{name}')
+
+
+class KubernetesStore(base.Store):
+    """:class:`~vmetal_ironic.store.base.Store` on the Kubernetes API.
+
+    :param conf: an oslo.config object; ``[vmetal_kubernetes]`` and
+        ``[vmetal]`` are registered on it when missing.
+    :param api: a prepared :class:`~vmetal_ironic.store.kube_client.Api`
+        (tests and benchmarks); built from the options when ``None``.
+    :raises vmetal_ironic.exception.DeploymentError: no usable API
+        configuration.
+    """
+
+    def __init__(self, conf, api=None):
+        kube_conf.register_opts(conf)
+        vmetal_conf.register_opts(conf)
+        self.conf = conf
+        self.group = conf.vmetal_kubernetes
+        self.namespace = self.group.namespace
+        self.api = api or kube_client.Api(self.group)
+        self._providers_api = _parse_api(self.group.node_provider_api,
+                                         'node_provider_api')
+        self._environments_api = _parse_api(
+            self.group.network_environment_api, 'network_environment_api')
+        attempts = self.group.max_conflict_retries
+        self.addresses = addresses.Addresses(
+            self.api, self.namespace, conf.vmetal.address_scope,
+            conf.vmetal.reserved_addresses, attempts,
+            self.group.address_cache_seconds)
+        self.reservations = reservations.Reservations(
+            self.api, self.namespace, attempts, self.group.connect_timeout)
+        self.outputs = host_outputs.HostOutputs(self.api, self.namespace,
+                                                attempts)
+        self.reconciler = reconciler.Reconciler(self)
+        self._stop = threading.Event()
+
+    # -- who holds a host's address ----------------------------------------
+
+    def subject(self, owner):
+        """``(holder, host)`` of an owner.
+
+        For ``BareMetalHost/<ns>/<name>`` the host is read: the holder is
+        the Machine in its ``spec.consumerRef``, or the host itself while
+        none claims it. Other owners hold their address themselves and
+        have no host here.
+
+        :raises vmetal_ironic.exception.NotFound: the host does not exist.
+        """
+        owner = owner_mod.parse(owner)
+        if owner.kind != BMH_KIND or owner.namespace is None:
+            return owner, None
+        host = self.outputs.get_host(owner.namespace, owner.name)
+        if host is None:
+            raise exception.NotFound(
+                f'BareMetalHost {owner.namespace}/{owner.name} does not exist')
+        return consumer_of(host) or owner, host
+
+    # -- allocations --------------------------------------------------------
+
+    def allocate(self, pool, owner, mac=None):
+        holder, host = self.subject(owner)
+        previous = None
+        if host is not None and holder.kind != BMH_KIND:
+            # The Machine takes over the address its host was inspected
+            # with, so the server keeps one address from inspection on.
+            previous = owner_mod.for_host(host['metadata']['namespace'],
+                                          host['metadata']['name'])
+        return self.addresses.allocate(pool, holder, mac, previous=previous,
+                                       host=host)
+
+    def hold(self, owner, address, source):
+        holder, _ = self.subject(owner)
+        return self.addresses.hold(holder, address, source)
+
+    def release(self, owner):
+        """Outputs and Secret first, then every reservation of the owner
+        and of its addresses, the address claims last: a failure half way
+        never leaves a live host advertising a free address."""
+        owner = owner_mod.parse(owner)
+        try:
+            holder, host = self.subject(owner)
+        except exception.NotFound:
+            holder, host = owner, None
+        return self.release_holder(holder, host, also=owner)
+
+    def release_holder(self, holder, host, also=None):
+        """Release ``holder``'s addresses (see :meth:`release`).
+
+        :param host: the host its outputs are on, or ``None``.
+        :param also: another identity whose Secret and reservations go too
+            (the host identity a caller named).
+        """
+        held = self.addresses.get(holder)
+        identities = {holder, also} - {None}
+        host_owner = None
+        if host is not None:
+            metadata = host['metadata']
+            host_owner = owner_mod.for_host(metadata['namespace'],
+                                            metadata['name'])
+            identities.add(host_owner)
+            self.outputs.clear(host_owner, metadata['namespace'],
+                               metadata['name'])
+        for identity in identities - {host_owner}:
+            self.outputs.clear(identity)
+        for identity in sorted(identities, key=str):
+            self.reservations.withdraw_matching(owner=identity)
+        if held is not None:
+            self.reservations.withdraw_matching(address=held.address)
+        released = self.addresses.release(holder)
+        if released is not None:
+            LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
+                     {'address': released.address,
+                      'pool': released.pool or 'network-data',
+                      'owner': holder})
+        return released
+
+    def get_allocation(self, owner):
+        try:
+            holder, _ = self.subject(owner)
+        except exception.NotFound:
+            holder = owner_mod.parse(owner)
+        return self.addresses.get(holder)
+
+    def list_allocations(self, pool_key=None):
+        return self.addresses.list_allocations(pool_key)
+
+    # -- network data -------------------------------------------------------
+
+    def save_network_data(self, owner, document, ipv4=None):
+        owner = owner_mod.parse(owner)
+        holder, host = self.subject(owner)
+        # The Secret is the host's (Metal3 references it by name): it keeps
+        # its name whichever Machine holds the host.
+        self.outputs.save(owner if host is not None else holder, document,
+                          host, ipv4)
+
+    def get_network_data(self, owner):
+        owner = owner_mod.parse(owner)
+        return self.outputs.read_secret(owner, owner.namespace
+                                        or self.namespace)
+
+    # -- properties ---------------------------------------------------------
+
+    def _list_cluster_objects(self, api, what):
+        group, version, plural = api
+        try:
+            result = self.api.call(
+                f'list {plural}.{group}',
+                self.api.custom.list_cluster_custom_object,
+                group, version, plural)
+        except kube_client.ApiError as exc:
+            if exc.status == 404:
+                LOG.debug('%s: %s is not served; no such layer', what, plural)
+                return []
+            raise
+        return result.get('items') or []
+
+    def host_properties(self, owner):
+        """Layers of a BareMetalHost owner: its annotations, its node
+        type's properties, the (default) Network Environment's properties.
+        Other kinds of owner have none here.
+
+        :raises vmetal_ironic.exception.NotFound: the host does not exist.
+        :raises vmetal_ironic.exception.InvalidProperty: ambiguous or
+            unknown node type or environment.
+        """
+        _, host = self.subject(owner)
+        if host is None:
+            return []
+        providers = self._list_cluster_objects(self._providers_api,
+                                               'node types')
+        environments = self._list_cluster_objects(self._environments_api,
+                                                  'network environments')
+        return kube_properties.layers(
+            host, providers, environments, self.group.node_type_label,
+            written_annotation=patches.WRITTEN_ANNOTATION)
+
+    # -- reservations -------------------------------------------------------
+
+    def publish_reservation(self, reservation, owner=None):
+        holder = None
+        if owner is not None:
+            try:
+                holder = owner_mod.parse(owner)
+            except exception.InvalidProperty:
+                holder = None
+        self.reservations.publish(reservation, holder)
+
+    def withdraw_reservation(self, mac):
+        return self.reservations.withdraw(mac)
+
+    def list_reservations(self):
+        return self.reservations.snapshot()[1]
+
+    def reservations_revision(self):
+        return self.reservations.revision()
+
+    def reservations_of(self, node=None, macs=()):
+        return self.reservations.of(node, macs)
+
+    def reservations_snapshot(self):
+        return self.reservations.snapshot()
+
+    def follow_reservations(self, revision, timeout):
+        return self.reservations.watch(revision, timeout)
+
+    # -- automatic release --------------------------------------------------
+
+    def reconcile(self):
+        return self.reconciler.run_once()
+
+    def start_reconciler(self, interval=None):
+        interval = (self.group.reconcile_interval if interval is None
+                    else interval)
+        self.reconciler.start(interval, self._stop)
+
+    def close(self):
+        self._stop.set()
+        self.reconciler.join(self.group.request_timeout + 5)
+        self.api.close()

@@ -1,0 +1,141 @@
+"""One namespaced kind of the store's objects, with the answers the store
+relies on turned into values: 404 on a read is ``None``, 409 on a create
+is ``None`` (the name is taken), a delete is of exactly the object read
+(UID precondition) and idempotent, a list is read page by page."""
+
+from vmetal_ironic.store import kube_client
+
+MERGE_PATCH = 'application/merge-patch+json'
+PAGE = 500
+
+
+class Collection:
+    """The objects of ``api`` (group, version, plural) named ``kind`` in
+    one namespace.
+
+    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    """
+
+    def __init__(self, api, resource, kind, namespace):
+        self.api = api
+        self.group, self.version, self.plural = resource
+        self.kind = kind
+        self.namespace = namespace
+
+    def what(self, name):
+        return f'{self.kind} {self.namespace}/{name}'
+
+    def _args(self):
+        return self.group, self.version, self.namespace, self.plural
+
+    def get(self, name):
+        """:returns: the object, or ``None`` when there is none."""
+        try:
+            return self.api.call(
+                f'get {self.what(name)}',
+                self.api.custom.get_namespaced_custom_object,
+                *self._args(), name)
+        except kube_client.ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def create(self, body):
+        """:returns: the created object, or ``None`` if the name is taken."""
+        try:
+            return self.api.call(
+                f'create {self.what(body["metadata"]["name"])}',
+                self.api.custom.create_namespaced_custom_object,
+                *self._args(), body)
+        except kube_client.ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    def patch(self, name, body):
+        """Merge patch; a ``metadata.resourceVersion`` in ``body`` makes it
+        a compare-and-swap (409 when the object moved)."""
+        return self.api.call(
+            f'update {self.what(name)}',
+            self.api.custom.patch_namespaced_custom_object,
+            *self._args(), name, body, _content_type=MERGE_PATCH)
+
+    def replace(self, name, body):
+        return self.api.call(
+            f'replace {self.what(name)}',
+            self.api.custom.replace_namespaced_custom_object,
+            *self._args(), name, body)
+
+    def delete(self, obj):
+        """Delete exactly ``obj`` (its UID); idempotent.
+
+        :returns: ``True`` if this call deleted it.
+        """
+        metadata = obj['metadata']
+        try:
+            self.api.call(
+                f'delete {self.what(metadata["name"])}',
+                self.api.custom.delete_namespaced_custom_object,
+                *self._args(), metadata['name'],
+                body={'preconditions': {'uid': metadata['uid']}})
+        except kube_client.ApiError as exc:
+            # 404: gone already; 409: the name was taken anew by someone
+            # else since, which is theirs to keep.
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    def delete_name(self, name):
+        """Delete whatever object has this name; idempotent.
+
+        :returns: ``True`` if this call deleted one.
+        """
+        try:
+            self.api.call(
+                f'delete {self.what(name)}',
+                self.api.custom.delete_namespaced_custom_object,
+                *self._args(), name)
+        except kube_client.ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    def position(self, selector):
+        """The collection's current resourceVersion (a list of one item)."""
+        page = self.api.call(
+            f'list {self.plural}.{self.group} {self.namespace} '
+            f'-l {selector} (position)',
+            self.api.custom.list_namespaced_custom_object,
+            *self._args(), label_selector=selector, limit=1)
+        return (page.get('metadata') or {}).get('resourceVersion') or '0'
+
+    def list(self, selector, cached=False, limit=PAGE):
+        """``(revision, items)`` of every object matching ``selector``.
+
+        :param cached: read the API server's watch cache (possibly a moment
+            old, but without reading etcd): for hints only.
+        :param limit: objects per page (pages after the first come from the
+            first one's snapshot, so its resourceVersion is the list's).
+        """
+        items, token, revision = [], None, None
+        while True:
+            kwargs = {'label_selector': selector}
+            if cached:
+                kwargs['resource_version'] = '0'
+            else:
+                kwargs['limit'] = limit
+            if token:
+                kwargs['_continue'] = token
+            page = self.api.call(
+                f'list {self.plural}.{self.group} {self.namespace} '
+                f'-l {selector}',
+                self.api.custom.list_namespaced_custom_object,
+                *self._args(), **kwargs)
+            items.extend(page.get('items') or [])
+            metadata = page.get('metadata') or {}
+            revision = revision or metadata.get('resourceVersion')
+            token = metadata.get('continue')
+            if not token:
+                return revision or '0', items

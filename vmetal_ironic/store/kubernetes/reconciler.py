@@ -1,0 +1,268 @@
+"""Automatic release: addresses go back once their holder let go of the
+host and the host no longer runs with them.
+
+A pass lists the address claims first and the BareMetalHosts after, both
+page by page; every claim judged was therefore created before the host
+listing, and its host (which must exist before an address is given for
+it) is in that listing unless it was deleted. Releasing deletes exactly
+the claim listed (UID precondition), so a claim created meanwhile for the
+same address is never touched.
+
+The rules (:func:`verdict`, pure):
+
+* a claim held by a host itself (``BareMetalHost/<ns>/<name>``, no
+  Machine claimed it) goes when the host is gone;
+* a claim held by a Machine (any kind) goes when the host it is used on no
+  longer names that Machine in ``spec.consumerRef`` and is not
+  provisioned, being provisioned or deprovisioned; or when the host is
+  gone;
+* a host that is detached or paused keeps its address: its server may be
+  running without Metal3 watching. The claim is labelled
+  ``vmetal-ironic.io/retain``, and is kept even once the host is gone
+  (``vmetal-ipam release`` frees it by hand);
+* claims of other owners (``Node/<uuid>``, addresses given by the CLI, the
+  gateways and reserved addresses) are not judged here;
+* a claim no AddressOwner record points at (its writer crashed between
+  creating the claim and binding the owner, or lost the bind and crashed
+  before giving it back) is freed once older than :data:`ORPHAN_GRACE`.
+
+The pass runs in a background thread of whichever process hosts the store;
+an error of any kind is logged with its traceback and the loop goes on.
+"""
+
+import calendar
+import dataclasses
+import threading
+import time
+
+from oslo_log import log
+
+from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
+from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import host_outputs
+
+LOG = log.getLogger(__name__)
+
+PAGE = 500
+LABEL_RETAIN = names.LABEL_PREFIX + 'retain'
+DETACHED = 'baremetalhost.metal3.io/detached'
+PAUSED = 'baremetalhost.metal3.io/paused'
+# States in which the server may boot or run with the address.
+IN_USE_STATES = frozenset({'provisioning', 'provisioned', 'deprovisioning',
+                           'externally provisioned'})
+
+# Seconds a claim may stay unbound: an allocation binds within a few
+# requests of creating its claim.
+ORPHAN_GRACE = 600
+
+KEEP = 'keep'
+RELEASE = 'release'
+RETAIN = 'retain'
+
+
+@dataclasses.dataclass(frozen=True)
+class HostView:
+    """What a pass keeps of one BareMetalHost (not the whole object)."""
+
+    consumer: str | None
+    state: str
+    detached: bool
+
+
+def view_of(host):
+    metadata = host.get('metadata') or {}
+    annotations = metadata.get('annotations') or {}
+    ref = (host.get('spec') or {}).get('consumerRef') or {}
+    consumer = None
+    if ref.get('kind') and ref.get('name'):
+        consumer = (f'{ref["kind"]}/'
+                    f'{ref.get("namespace") or metadata.get("namespace")}/'
+                    f'{ref["name"]}')
+    state = (((host.get('status') or {}).get('provisioning') or {})
+             .get('state') or '')
+    return HostView(consumer, state,
+                    DETACHED in annotations or PAUSED in annotations)
+
+
+def verdict(claim, hosts):
+    """What to do with one claim.
+
+    :param claim: an ``AddressClaim`` dict.
+    :param hosts: ``{"<ns>/<name>": HostView}`` of every host.
+    :returns: :data:`KEEP`, :data:`RELEASE` or :data:`RETAIN` (keep, and
+        label the claim so it is kept once the host is gone).
+    """
+    spec = addresses.spec_of(claim)
+    retained = LABEL_RETAIN in ((claim.get('metadata') or {}).get('labels')
+                                or {})
+    try:
+        owner = owner_mod.parse(spec.get('owner'))
+    except exception.InvalidProperty:
+        return KEEP
+    if owner.is_infrastructure or owner.kind == owner_mod.NODE:
+        return KEEP
+    if owner.kind == owner_mod.BAREMETALHOST:
+        where = f'{owner.namespace}/{owner.name}'
+    else:
+        where = spec.get('host')
+        if not where:
+            return KEEP
+    host = hosts.get(where)
+    if host is None:
+        return KEEP if retained else RELEASE
+    if host.detached:
+        return KEEP if retained else RETAIN
+    if owner.kind == owner_mod.BAREMETALHOST:
+        return KEEP
+    if host.consumer == str(owner) or host.state in IN_USE_STATES:
+        return KEEP
+    return RELEASE
+
+
+def is_orphan(claim, bound, now):
+    """Whether a host's claim is bound to no owner record, past the grace.
+
+    :param bound: the claim UIDs the owner records point at.
+    """
+    spec = addresses.spec_of(claim)
+    if spec.get('purpose') not in (addresses.PURPOSE_ALLOCATION,
+                                   addresses.PURPOSE_NETWORK_DATA):
+        return False
+    metadata = claim.get('metadata') or {}
+    if metadata.get('uid') in bound:
+        return False
+    created = metadata.get('creationTimestamp')
+    try:
+        age = now - calendar.timegm(time.strptime(created,
+                                                  '%Y-%m-%dT%H:%M:%SZ'))
+    except (TypeError, ValueError):
+        return False
+    return age > ORPHAN_GRACE
+
+
+class Reconciler:
+    """Runs passes for a :class:`~vmetal_ironic.store.kubernetes.
+    KubernetesStore`."""
+
+    def __init__(self, store):
+        self.store = store
+        self._thread = None
+        self.passes = 0
+        self.failures = 0
+
+    def hosts(self):
+        """``{"<ns>/<name>": HostView}``, listed page by page so memory
+        holds one page of full objects at a time."""
+        group, version, plural = host_outputs.BMH_API
+        api = self.store.api
+        views, token = {}, None
+        while True:
+            kwargs = {'limit': PAGE}
+            if token:
+                kwargs['_continue'] = token
+            page = api.call(f'list {plural}.{group}',
+                            api.custom.list_cluster_custom_object,
+                            group, version, plural, **kwargs)
+            for host in page.get('items') or []:
+                metadata = host.get('metadata') or {}
+                views[f'{metadata.get("namespace")}/{metadata.get("name")}'] = (
+                    view_of(host))
+            token = (page.get('metadata') or {}).get('continue')
+            if not token:
+                return views
+
+    def _retain(self, claim):
+        group, version, plural = names.ADDRESS_API
+        api = self.store.api
+        name = claim['metadata']['name']
+        try:
+            api.call(f'label {names.ADDRESS_KIND} {name}',
+                     api.custom.patch_namespaced_custom_object,
+                     group, version, self.store.namespace, plural, name,
+                     {'metadata': {'labels': {LABEL_RETAIN: 'detached'}}},
+                     _content_type='application/merge-patch+json')
+        except exception.VmetalError as exc:
+            LOG.warning('Cannot mark %(name)s retained: %(err)s',
+                        {'name': name, 'err': exc})
+
+    def run_once(self):
+        """One pass.
+
+        :returns: the released :class:`~vmetal_ironic.store.base.Allocation`
+            list.
+        """
+        book = self.store.addresses
+        claims = book.all_claims()
+        bound = {(record.get('spec') or {}).get('claimUID')
+                 for record in book.owners.all()}
+        hosts = self.hosts()
+        released = []
+        for claim in claims:
+            if is_orphan(claim, bound, time.time()):
+                LOG.warning('Freeing %(address)s: its claim was never bound '
+                            'to %(owner)s (a writer stopped half way)',
+                            {'address': addresses.spec_of(claim).get(
+                                'address'),
+                             'owner': addresses.spec_of(claim).get('owner')})
+                book.delete(claim)
+                released.append(addresses.to_allocation(claim))
+                continue
+            decision = verdict(claim, hosts)
+            if decision == RETAIN:
+                self._retain(claim)
+                continue
+            if decision != RELEASE:
+                continue
+            spec = addresses.spec_of(claim)
+            holder = owner_mod.parse(spec['owner'])
+            host = None
+            where = spec.get('host') or (
+                f'{holder.namespace}/{holder.name}'
+                if holder.kind == owner_mod.BAREMETALHOST else None)
+            if where and where in hosts:
+                namespace, _, name = where.partition('/')
+                host = self.store.outputs.get_host(namespace, name)
+            LOG.info('Releasing %(address)s of %(owner)s: its host %(host)s '
+                     'is no longer held by it',
+                     {'address': spec.get('address'), 'owner': holder,
+                      'host': where})
+            allocation = self.store.release_holder(holder, host)
+            if allocation is not None:
+                released.append(allocation)
+        return released
+
+    def run_logged(self):
+        """A pass that never raises: errors are logged with traceback."""
+        self.passes += 1
+        try:
+            return self.run_once()
+        except exception.VmetalError as exc:
+            self.failures += 1
+            LOG.warning('Reconcile pass failed: %s', exc)
+        except Exception:
+            self.failures += 1
+            LOG.exception('Reconcile pass failed unexpectedly; the next '
+                          'pass runs as planned')
+        return []
+
+    def start(self, interval, stop):
+        """Run a pass now and then every ``interval`` seconds, all in a
+        daemon thread (the caller is not held up by the first pass)."""
+        if self._thread is not None:
+            return
+
+        def loop():
+            self.run_logged()
+            while interval and not stop.wait(interval):
+                self.run_logged()
+
+        self._thread = threading.Thread(target=loop, name='vmetal-reconcile',
+                                        daemon=True)
+        self._thread.start()
+
+    def join(self, timeout):
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+            self._thread = None

@@ -1,0 +1,241 @@
+"""DHCP reservations: one small ``DHCPReservation`` object per MAC.
+
+A reservation is named after its MAC (``52-54-00-00-00-01``) in
+``[vmetal_kubernetes]namespace`` and labelled with its address and owner,
+so that a release withdraws every reservation of the owner and of the
+address with two label-selected lists. No object grows with the fleet, and
+a publish writes only its own object.
+
+The DHCP agent follows them the way Kubernetes controllers do: list (page
+by page), then watch from the list's ``resourceVersion`` with bookmarks,
+so that a quiet collection keeps a fresh position; when the position has
+left the API server's window (410 Gone) it lists again.
+"""
+
+import re
+
+from kubernetes import watch as k8s_watch
+from kubernetes.client import exceptions as k8s_exceptions
+from oslo_log import log
+
+from vmetal_ironic import exception
+from vmetal_ironic import network_data
+from vmetal_ironic import reservation as reservation_mod
+from vmetal_ironic.store import base
+from vmetal_ironic.store import kube_client
+from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import cas
+from vmetal_ironic.store.kubernetes import collection
+
+LOG = log.getLogger(__name__)
+
+# What a label value may be (apimachinery IsValidLabelValue).
+_LABEL_VALUE = re.compile(r'^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
+SELECTOR = f'{names.LABEL_COMPONENT}={names.COMPONENT_RESERVATION}'
+
+
+def reservation_body(namespace, reservation, owner=None):
+    labels = dict(names.MANAGED_BY)
+    labels.update({names.LABEL_COMPONENT: names.COMPONENT_RESERVATION,
+                   names.LABEL_ADDRESS: reservation.address})
+    spec = reservation.to_dict()
+    if owner is not None:
+        labels[names.LABEL_OWNER] = owner.label
+        spec['owner'] = str(owner)
+    if reservation.node and _LABEL_VALUE.match(reservation.node):
+        labels[names.LABEL_NODE] = reservation.node
+    return {'apiVersion': f'{names.API_GROUP}/{names.API_VERSION}',
+            'kind': names.RESERVATION_KIND,
+            'metadata': {'name': names.reservation_name(reservation.mac),
+                         'namespace': namespace, 'labels': labels},
+            'spec': spec}
+
+
+def parse(obj):
+    """The :class:`~vmetal_ironic.reservation.Reservation` of an object,
+    or ``None`` (logged) when it is malformed: one bad object must not
+    stop the agent serving the others."""
+    spec = dict((obj or {}).get('spec') or {})
+    spec.pop('owner', None)
+    try:
+        return reservation_mod.Reservation.from_dict(spec)
+    except exception.InvalidProperty as exc:
+        LOG.warning('Skipping reservation %(name)s: %(err)s',
+                    {'name': ((obj or {}).get('metadata') or {}).get('name'),
+                     'err': exc})
+        return None
+
+
+def _mac_of(obj):
+    spec = (obj or {}).get('spec') or {}
+    try:
+        return network_data.normalize_mac(spec.get('mac') or names.key_mac(
+            obj['metadata']['name']))
+    except (exception.InvalidProperty, KeyError, TypeError):
+        return None
+
+
+class Reservations:
+    """The reservation objects of one namespace.
+
+    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param namespace: where they live.
+    :param attempts: bound of compare-and-swap attempts.
+    :param connect_timeout: seconds, for watch requests.
+    """
+
+    def __init__(self, api, namespace, attempts=50, connect_timeout=5.0):
+        self.api = api
+        self.namespace = namespace
+        self.attempts = attempts
+        self.connect_timeout = connect_timeout
+        self.objects = collection.Collection(
+            api, names.RESERVATION_API, names.RESERVATION_KIND, namespace)
+
+    def publish(self, reservation, owner=None):
+        """Create or replace the reservation of ``reservation.mac``."""
+        body = reservation_body(self.namespace, reservation, owner)
+        name = body['metadata']['name']
+        if self.objects.create(body) is not None:
+            return
+
+        def build(current):
+            if current is None:
+                return dict(body)
+            same = (current.get('spec') == body['spec']
+                    and all((current['metadata'].get('labels') or {}).get(k)
+                            == v for k, v in
+                            body['metadata']['labels'].items()))
+            if same:
+                return None
+            replacement = dict(body)
+            replacement['metadata'] = dict(
+                body['metadata'],
+                resourceVersion=current['metadata']['resourceVersion'])
+            return replacement
+
+        def write(current, replacement):
+            if current is None:
+                if self.objects.create(replacement) is None:
+                    raise kube_client.ApiError(
+                        f'{self.objects.what(name)} created meanwhile', 409,
+                        'AlreadyExists')
+                return None
+            return self.objects.replace(name, replacement)
+
+        cas.compare_and_swap(lambda: self.objects.get(name), build, write,
+                             self.objects.what(name), self.attempts)
+
+    def withdraw(self, mac):
+        return self.objects.delete_name(names.reservation_name(
+            network_data.normalize_mac(mac)))
+
+    def _list(self, selector):
+        return self.objects.list(selector)
+
+    def withdraw_matching(self, owner=None, address=None):
+        """Withdraw every reservation of ``owner`` and of ``address``.
+
+        :returns: the MACs withdrawn.
+        """
+        selectors = []
+        if owner is not None:
+            selectors.append(f'{SELECTOR},{names.LABEL_OWNER}={owner.label}')
+        if address:
+            selectors.append(f'{SELECTOR},{names.LABEL_ADDRESS}={address}')
+        withdrawn = []
+        for selector in selectors:
+            for obj in self._list(selector)[1]:
+                if self.objects.delete_name(obj['metadata']['name']):
+                    withdrawn.append(_mac_of(obj))
+        return withdrawn
+
+    def of(self, node=None, macs=()):
+        """Reservations of ``node`` (label) and of ``macs`` (by name)."""
+        found = {}
+        if node:
+            selector = f'{SELECTOR},{names.LABEL_NODE}={node}'
+            for obj in self._list(selector)[1]:
+                parsed = parse(obj)
+                if parsed is not None:
+                    found[parsed.mac] = parsed
+        for mac in macs:
+            mac = network_data.normalize_mac(mac)
+            if mac not in found:
+                obj = self.objects.get(names.reservation_name(mac))
+                parsed = parse(obj) if obj is not None else None
+                if parsed is not None:
+                    found[mac] = parsed
+        return [found[mac] for mac in sorted(found)]
+
+    def snapshot(self):
+        """:returns: ``(revision, [Reservation])``, the list's position and
+        content."""
+        revision, items = self._list(SELECTOR)
+        return revision, [r for r in map(parse, items) if r is not None]
+
+    def revision(self):
+        """The collection's current position (one list of one item)."""
+        return self.objects.position(SELECTOR)
+
+    def watch(self, revision, timeout):
+        """Changes after ``revision``, for at most ``timeout`` seconds.
+
+        :yields: :class:`~vmetal_ironic.store.base.ReservationChange`;
+            bookmarks carry only a new revision.
+        :raises vmetal_ironic.exception.RevisionExpired: the position left
+            the API server's window (410): list again.
+        :raises vmetal_ironic.exception.StoreUnavailable: the watch failed.
+        """
+        group, version, plural = names.RESERVATION_API
+        seconds = max(1, int(timeout))
+        watcher = k8s_watch.Watch()
+        kwargs = {'label_selector': SELECTOR, 'timeout_seconds': seconds,
+                  'allow_watch_bookmarks': True,
+                  '_request_timeout': (self.connect_timeout, seconds + 5)}
+        if revision and revision != '0':
+            kwargs['resource_version'] = revision
+        try:
+            for event in watcher.stream(
+                    self.api.custom.list_namespaced_custom_object,
+                    group, version, self.namespace, plural, **kwargs):
+                kind, obj = event['type'], event['object']
+                if kind == 'ERROR':
+                    if (obj or {}).get('code') == 410:
+                        raise exception.RevisionExpired(
+                            f'reservations watch from {revision}: 410 Gone')
+                    raise exception.StoreUnavailable(
+                        f'reservations watch: {obj}')
+                position = (obj.get('metadata') or {}).get('resourceVersion')
+                if kind == 'BOOKMARK':
+                    yield base.ReservationChange(position)
+                elif kind == 'DELETED':
+                    yield base.ReservationChange(position,
+                                                 removed=_mac_of(obj))
+                elif kind in ('ADDED', 'MODIFIED'):
+                    found = parse(obj)
+                    if found is None:
+                        yield base.ReservationChange(position,
+                                                     removed=_mac_of(obj))
+                    else:
+                        yield base.ReservationChange(position, changed=found)
+        except k8s_exceptions.ApiException as exc:
+            if exc.status == 410:
+                raise exception.RevisionExpired(
+                    f'reservations watch from {revision}: 410 Gone') from None
+            if exc.status in (401, 403):
+                raise kube_client.Forbidden(
+                    f'Kubernetes API {self.api.host} refused to watch '
+                    f'{plural}.{group} in {self.namespace}: {exc.status}'
+                ) from None
+            raise exception.StoreUnavailable(
+                f'reservations watch failed: {exc.status} {exc.reason}'
+            ) from None
+        except (exception.VmetalError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise exception.StoreUnavailable(
+                f'reservations watch failed: {exc}') from None
+        finally:
+            watcher.stop()
+
