@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.functional import kube
-from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import identity
 from vmetal_ironic import properties as props
