@@ -130,6 +130,11 @@ class Addresses:
         self._used = None
         self._used_at = 0.0
         self._infrastructure = set()
+        # Owner -> name of a claim this process was creating or binding
+        # when the API server stopped answering: the claim may exist, and a
+        # retry takes it back instead of leaving it unbound until the
+        # reconciler's grace period frees it.
+        self._uncertain = {}
         # Per pool, the allocator proposing candidates; rebuilt whenever
         # the list of held addresses is read again.
         self._allocators = {}
@@ -245,6 +250,20 @@ class Addresses:
             f'owner {owner} already holds {address} from {where}, which '
             f'pool {pool.name} may not hand out; release it first')
 
+    def _recover(self, owner, record):
+        """The claim an interrupted allocation of ``owner`` left behind,
+        bound to it now; ``None`` when there is none."""
+        name = self._uncertain.get(str(owner))
+        if name is None:
+            return None
+        claim = self.read(name)
+        self._uncertain.pop(str(owner), None)
+        spec = spec_of(claim) if claim is not None else {}
+        if (spec.get('owner') != str(owner)
+                or spec.get('purpose') != PURPOSE_ALLOCATION):
+            return None
+        return self._bind(owner, claim, record)
+
     def _bind(self, owner, claim, record):
         """Bind ``owner`` to the claim just created; if another writer
         bound it first, give the claim back.
@@ -301,6 +320,9 @@ class Addresses:
             adopted = self._adopt(previous, owner, pool, host)
             if adopted is not None:
                 return self._held(adopted, pool, owner)
+        recovered = self._recover(owner, record)
+        if recovered is not None:
+            return self._held(recovered, pool, owner)
         self.hold_infrastructure(pool)
         used = self._used_addresses()
         allocator = self._allocator(pool, used)
@@ -319,11 +341,14 @@ class Addresses:
                 allocator = self._allocator(pool, used)
                 continue
             address = str(netaddr.IPAddress(value))
+            self._uncertain[str(owner)] = names.claim_name(self.scope,
+                                                           address)
             created = self.create(claim_body(
                 self.namespace, self.scope, address, owner,
                 PURPOSE_ALLOCATION, pool.key, mac, host))
             used.add(value)
             if created is None:
+                self._uncertain.pop(str(owner), None)
                 # Taken by someone else. Another writer is most likely
                 # taking the next addresses too: rather than queue behind
                 # it, this process moves to a random part of a roomy pool
@@ -341,6 +366,7 @@ class Addresses:
                     allocator = self._allocator(pool, used)
                 continue
             standing = self._bind(owner, created, record)
+            self._uncertain.pop(str(owner), None)
             if standing is None:
                 record, _ = self.current(owner)
                 continue
