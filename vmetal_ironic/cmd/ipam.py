@@ -13,7 +13,7 @@ from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import store as store_mod
 from vmetal_ironic.cmd import output
@@ -108,10 +108,10 @@ def _layer(args):
 
 
 def _allocate(conf, store, args):
-    result = identity.ensure(store, args.owner, mac=args.mac,
-                             layers=[_layer(args)],
-                             defaults=identity.defaults_from_conf(conf),
-                             mtu=conf.vmetal.mtu)
+    result = host_network.ensure(store, args.owner, mac=args.mac,
+                                 layers=[_layer(args)],
+                                 defaults=host_network.defaults_from_conf(conf),
+                                 mtu=conf.vmetal.mtu)
     allocation = result.allocation
     data = {
         'owner': args.owner,
@@ -131,7 +131,7 @@ def _allocate(conf, store, args):
 
 
 def _release(conf, store, args):
-    allocation = identity.release(store, args.owner)
+    allocation = host_network.release(store, args.owner)
     if args.json:
         return output.render_json(
             {'owner': args.owner,
@@ -153,7 +153,7 @@ def _list(conf, store, args):
 
 
 def _usage(conf, store, args):
-    merged = props.merge(_layer(args), identity.defaults_from_conf(conf))
+    merged = props.merge(_layer(args), host_network.defaults_from_conf(conf))
     merged.pop(props.NETWORK_DATA, None)
     pool = props.resolve(merged).pool
     used = pool.count_used(a.address for a in store.list_allocations(pool.key))
