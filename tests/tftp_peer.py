@@ -1,6 +1,6 @@
 """A TFTP peer for tests: sends exactly the datagrams a test asks for.
 
-Independent of ``vmetal_ironic.pxe.tftp_packet`` (it packs with ``struct``
+Independent of ``vmetal_ironic.dhcp_agent.tftp_packet`` (it packs with ``struct``
 itself) so the server is checked against a second encoder. It also knows
 how to receive a whole file with a window (RFC 7440), which none of the
 packaged command-line clients do.

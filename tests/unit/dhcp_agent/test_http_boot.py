@@ -7,8 +7,8 @@ import pytest
 from oslo_config import cfg
 
 from vmetal_ironic import conf as vmetal_conf
-from vmetal_ironic.pxe import http_boot
-from vmetal_ironic.pxe import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import http_boot
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 
 
 @pytest.fixture

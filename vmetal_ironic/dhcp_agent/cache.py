@@ -26,7 +26,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic import exception
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _RELIST = object()
 
 
 class ReservationCache:
-    """MAC -> :class:`~vmetal_ironic.pxe.decisions.Binding`.
+    """MAC -> :class:`~vmetal_ironic.dhcp_agent.decisions.Binding`.
 
     :param on_load: optional callable given the new bindings (a list)
         before they go live, e.g. to build reply templates; runs on the
@@ -166,7 +166,7 @@ class RevisionPoller:
     :param store: a :class:`vmetal_ironic.store.base.Store`.
     :param cache: the :class:`ReservationCache` to feed.
     :param interval: seconds between revision checks.
-    :param metrics: optional :class:`~vmetal_ironic.pxe.metrics.Metrics`.
+    :param metrics: optional :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
     """
 
     #: Longest wait between two attempts after failures, seconds.

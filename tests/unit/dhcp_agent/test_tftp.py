@@ -6,9 +6,9 @@ import pytest
 import tftpy
 
 from tests import tftp_peer
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import tftp
-from vmetal_ironic.pxe import tftp_server
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import tftp
+from vmetal_ironic.dhcp_agent import tftp_server
 
 
 @pytest.fixture
@@ -248,7 +248,7 @@ def test_refusal_log_is_rate_limited(caplog):
 
 
 def test_file_table_shares_caches_and_falls_back_to_pread(root):
-    from vmetal_ironic.pxe import tftp_session
+    from vmetal_ironic.dhcp_agent import tftp_session
 
     path = str(root / 'boot.efi')
     expected = (root / 'boot.efi').read_bytes()
@@ -297,7 +297,7 @@ def test_a_bug_on_one_request_does_not_stop_the_server(root, caplog):
 
 
 def test_netascii_translates_line_ends_and_counts_them(root):
-    from vmetal_ironic.pxe import tftp_session
+    from vmetal_ironic.dhcp_agent import tftp_session
 
     (root / 'text').write_bytes(b'a\nb\rc\r\n')
     table = tftp_session.FileTable(cache_bytes=100)
