@@ -115,7 +115,7 @@ def _allocate(conf, store, args):
     allocation = result.allocation
     data = {
         'owner': args.owner,
-        'pool': allocation.pool if allocation else None,
+        'pool': allocation.pool_key if allocation else None,
         'address': allocation.address if allocation else None,
         'prefixlen': result.spec.pool.prefixlen if allocation else None,
         'gateway': str(result.spec.pool.gateway) if allocation else None,
@@ -127,7 +127,7 @@ def _allocate(conf, store, args):
     if allocation is None:
         return f'{args.owner}: custom network-data stored; no pool address taken'
     return (f'{args.owner}: {allocation.address}/{data["prefixlen"]} '
-            f'gateway {data["gateway"]} (pool {allocation.pool})')
+            f'gateway {data["gateway"]} (pool {allocation.pool_key})')
 
 
 def _release(conf, store, args):
@@ -139,12 +139,12 @@ def _release(conf, store, args):
     if allocation is None:
         return f'{args.owner}: held no address; nothing to release'
     return (f'{args.owner}: released {allocation.address} '
-            f'(pool {allocation.pool})')
+            f'(pool {allocation.pool_key})')
 
 
 def _list(conf, store, args):
     allocations = store.list_allocations(args.pool)
-    rows = [(a.pool, a.address, a.owner, a.mac or '-') for a in allocations]
+    rows = [(a.pool_key, a.address, a.owner, a.mac or '-') for a in allocations]
     if args.json:
         return output.render_json(
             [dict(zip(('pool', 'address', 'owner', 'mac'), row, strict=True))
@@ -189,12 +189,12 @@ def _reconcile(conf, store, args):
     released = store.reconcile()
     if args.json:
         return output.render_json(
-            [{'owner': a.owner, 'pool': a.pool, 'address': a.address}
+            [{'owner': a.owner, 'pool': a.pool_key, 'address': a.address}
              for a in released])
     if not released:
         return 'nothing to release'
     return output.render_table(('POOL', 'ADDRESS', 'OWNER'),
-                               [(a.pool, a.address, a.owner)
+                               [(a.pool_key, a.address, a.owner)
                                 for a in released])
 
 
