@@ -61,6 +61,25 @@ class Peer:
         assert opcode == 5, (opcode, payload)
         return struct.unpack('!H', payload[:2])[0]
 
+    def read_rest(self, first, source):
+        """Finish a plain transfer (512-byte blocks, one per ACK) whose first
+        DATA, block 1, came from ``source``: acknowledge each block, the
+        last one too, asserting every answer is DATA.
+
+        :param first: the payload of that first DATA (block number and
+            data).
+        :returns: the whole file.
+        """
+        chunks, block = [first[2:]], 1
+        while len(chunks[-1]) == 512:
+            self.send(ack(block), source)
+            opcode, payload, _source = self.recv()
+            assert opcode == 3, (opcode, payload)
+            block += 1
+            chunks.append(payload[2:])
+        self.send(ack(block), source)
+        return b''.join(chunks)
+
     def download(self, name, windowsize=1, blksize=512, deadline=60.0,
                  ack_every=None, **options):
         """Receive ``name`` whole, acknowledging each window (RFC 7440).
