@@ -30,6 +30,22 @@ def owner_of(namespace, name):
     return f'BareMetalHost/{namespace}/{name}'
 
 
+def pooled_hosts(admin, namespace, make_store, count):
+    """Create hosts ``h0``.. in the pool 192.0.2.0/24, then give each its
+    address through a new store.
+
+    :returns: that store.
+    """
+    for index in range(count):
+        admin.create_host(namespace, f'h{index}', mac_of(index),
+                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    store = make_store()
+    for index in range(count):
+        host_network.ensure(store, owner_of(namespace, f'h{index}'),
+                            mac_of(index))
+    return store
+
+
 def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
     """Split the hosts over ``workers`` processes that start together."""
     chunks = [owners_and_macs[i::workers] for i in range(workers)]
@@ -295,13 +311,7 @@ def test_missing_host_is_not_found(namespace, make_store):
 
 def test_deleting_a_host_releases_address_and_secret(admin, namespace,
                                                      make_store):
-    for index in range(2):
-        admin.create_host(namespace, f'h{index}', mac_of(index),
-                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    store = make_store()
-    for index in range(2):
-        host_network.ensure(store, owner_of(namespace, f'h{index}'),
-                            mac_of(index))
+    store = pooled_hosts(admin, namespace, make_store, 2)
     store.start_reconciler(interval=1)
     admin.delete_host(namespace, 'h0')
 
@@ -318,13 +328,7 @@ def test_deleting_a_host_releases_address_and_secret(admin, namespace,
 
 def test_host_deleted_while_stopped_is_released_on_next_start(
         admin, namespace, make_store):
-    for index in range(3):
-        admin.create_host(namespace, f'h{index}', mac_of(index),
-                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    first = make_store()
-    for index in range(3):
-        host_network.ensure(first, owner_of(namespace, f'h{index}'),
-                            mac_of(index))
+    first = pooled_hosts(admin, namespace, make_store, 3)
     first.close()
     admin.delete_host(namespace, 'h1')
 

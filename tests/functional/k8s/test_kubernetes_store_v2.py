@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.functional import kube
-from tests.functional.k8s.conftest import wait_for
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
@@ -34,6 +34,16 @@ def _patch_host(admin, namespace, name, body):
     return admin.custom.patch_namespaced_custom_object(
         *BMH[:2], namespace, BMH[2], name, body,
         _content_type='application/merge-patch+json')
+
+
+def _custom_document(mac, address):
+    """A user's own network_data: one link, one static /24 address."""
+    return {'links': [{'id': 'nic0', 'type': 'phy',
+                       'ethernet_mac_address': mac}],
+            'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
+                          'ip_address': address,
+                          'netmask': '255.255.255.0'}],
+            'services': []}
 
 
 def _reservation(mac, address, node=None):
@@ -114,12 +124,7 @@ def test_item7_one_owner_racing_two_pools_holds_one_address(
 
 def test_item11_custom_document_address_is_held(admin, namespace, make_store):
     store = make_store()
-    custom = {'links': [{'id': 'nic0', 'type': 'phy',
-                         'ethernet_mac_address': mac_of(1)}],
-              'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
-                            'ip_address': '192.0.2.2',
-                            'netmask': '255.255.255.0'}],
-              'services': []}
+    custom = _custom_document(mac_of(1), '192.0.2.2')
     admin.create_host(namespace, 'custom', mac_of(1), annotations={
         props.NETWORK_DATA: json.dumps(custom)})
     admin.create_host(namespace, 'pooled', mac_of(2), annotations={
@@ -245,12 +250,7 @@ def test_item3_release_restores_the_users_annotations(admin, namespace,
 
 def test_item3_custom_document_keeps_the_users_annotations(
         admin, namespace, make_store):
-    custom = {'links': [{'id': 'nic0', 'type': 'phy',
-                         'ethernet_mac_address': mac_of(2)}],
-              'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
-                            'ip_address': '203.0.113.7',
-                            'netmask': '255.255.255.0'}],
-              'services': []}
+    custom = _custom_document(mac_of(2), '203.0.113.7')
     admin.create_host(namespace, 'h', mac_of(2), annotations={
         props.NETWORK_DATA: json.dumps(custom),
         props.DNS_SERVERS: '9.9.9.9', props.GATEWAY: '203.0.113.1'})
