@@ -17,11 +17,11 @@ import time
 from scapy.layers import dhcp as scapy_dhcp
 
 from vmetal_ironic import reservation as res
-from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import dynamic
-from vmetal_ironic.pxe import messages
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import server as server_mod
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import dynamic
+from vmetal_ironic.dhcp_agent import messages
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import server as server_mod
 
 SERVER = '198.18.0.1'
 RESERVED = 10000

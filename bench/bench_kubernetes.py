@@ -142,7 +142,7 @@ def allocation(cluster, core, workers):
 
 def reservations(cluster, core):
     from vmetal_ironic import reservation as reservation_mod
-    from vmetal_ironic.pxe import cache as cache_mod
+    from vmetal_ironic.dhcp_agent import cache as cache_mod
 
     namespace = _namespace(core, f'vbench-res-{os.getpid()}')
     settings = cluster.settings(namespace=namespace)

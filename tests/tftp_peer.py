@@ -1,6 +1,6 @@
 """A TFTP peer for tests: sends exactly the datagrams a test asks for.
 
-Independent of ``vmetal_ironic.pxe.tftp_packet`` (it packs with ``struct``
+Independent of ``vmetal_ironic.dhcp_agent.tftp_packet`` (it packs with ``struct``
 itself) so the server is checked against a second encoder. It also knows
 how to receive a whole file with a window (RFC 7440), which none of the
 packaged command-line clients do.
@@ -60,6 +60,25 @@ class Peer:
         opcode, payload, _source = self.recv()
         assert opcode == 5, (opcode, payload)
         return struct.unpack('!H', payload[:2])[0]
+
+    def read_rest(self, first, source):
+        """Finish a plain transfer (512-byte blocks, one per ACK) whose first
+        DATA, block 1, came from ``source``: acknowledge each block, the
+        last one too, asserting every answer is DATA.
+
+        :param first: the payload of that first DATA (block number and
+            data).
+        :returns: the whole file.
+        """
+        chunks, block = [first[2:]], 1
+        while len(chunks[-1]) == 512:
+            self.send(ack(block), source)
+            opcode, payload, _source = self.recv()
+            assert opcode == 3, (opcode, payload)
+            block += 1
+            chunks.append(payload[2:])
+        self.send(ack(block), source)
+        return b''.join(chunks)
 
     def download(self, name, windowsize=1, blksize=512, deadline=60.0,
                  ack_every=None, **options):

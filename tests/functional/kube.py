@@ -362,7 +362,7 @@ def ensure_hosts(settings, owners_and_macs, gate=None, pool_cidr=None):
     """
     # Imported here: this runs in freshly spawned worker processes.
     from vmetal_ironic import exception
-    from vmetal_ironic import identity
+    from vmetal_ironic import host_network
     from vmetal_ironic.ipam import pool as ipam_pool
     from vmetal_ironic.store import kubernetes as kube_store
 
@@ -378,7 +378,7 @@ def ensure_hosts(settings, owners_and_macs, gate=None, pool_cidr=None):
                 if pool is not None:
                     address = store.allocate(pool, owner, mac).address
                 else:
-                    result = identity.ensure(store, owner, mac=mac)
+                    result = host_network.ensure(store, owner, mac=mac)
                     address = (result.allocation.address
                                if result.allocation else None)
                 results.append((owner, address, None))

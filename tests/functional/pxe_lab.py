@@ -13,6 +13,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
 # The one wait (tests pass ``what=`` and get a TimeoutError naming it).
@@ -310,6 +312,9 @@ def tftp_root(workdir):
 OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd'
 OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd'
 SCRIPT_PATH = '/boot.ipxe'
+# Where script_lab_fixture's stand-in for Ironic's http_root listens.
+SCRIPT_SERVER = '198.51.100.1'
+SCRIPT_HTTP_PORT = 8080
 
 
 def script_lab(workdir, server, http_port, tftp_extra=''):
@@ -338,6 +343,25 @@ def script_lab(workdir, server, http_port, tftp_extra=''):
     except BaseException:
         lab.close()
         raise
+    return lab
+
+
+def script_lab_fixture(prefix, tftp_extra=''):
+    """A module-scoped pytest fixture: a :func:`script_lab` on
+    :data:`SCRIPT_SERVER` and :data:`SCRIPT_HTTP_PORT`, closed after the
+    module.
+
+    :param prefix: the name of its work directory.
+    :param tftp_extra: more ``[vmetal_tftp]`` options for the agent.
+    """
+    @pytest.fixture(scope='module')
+    def lab(tmp_path_factory):
+        lab = script_lab(tmp_path_factory.mktemp(prefix), SCRIPT_SERVER,
+                         SCRIPT_HTTP_PORT, tftp_extra=tftp_extra)
+        try:
+            yield lab
+        finally:
+            lab.close()
     return lab
 
 

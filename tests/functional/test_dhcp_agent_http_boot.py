@@ -21,21 +21,12 @@ from vmetal_ironic.reservation import BootOptions
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='needs root for network namespaces')
 
-SERVER = '198.51.100.1'
-HTTP_PORT = 8080
+SERVER = pxe_lab.SCRIPT_SERVER
 BOOT_HTTP_PORT = 8069
 BOOT_TIMEOUT = 420
 
-
-@pytest.fixture(scope='module')
-def lab(tmp_path_factory):
-    lab = pxe_lab.script_lab(tmp_path_factory.mktemp('vpxhttp'), SERVER,
-                             HTTP_PORT, tftp_extra=f'http_port = '
-                                                   f'{BOOT_HTTP_PORT}\n')
-    try:
-        yield lab
-    finally:
-        lab.close()
+lab = pxe_lab.script_lab_fixture('vpxhttp',
+                                 tftp_extra=f'http_port = {BOOT_HTTP_PORT}\n')
 
 
 def test_ovmf_http_boots_the_bootloader_from_the_agent(lab):

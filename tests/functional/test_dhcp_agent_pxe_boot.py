@@ -19,19 +19,9 @@ from tests.functional import pxe_lab
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='needs root for network namespaces')
 
-SERVER = '198.51.100.1'
-HTTP_PORT = 8080
 BOOT_TIMEOUT = 150
 
-
-@pytest.fixture(scope='module')
-def lab(tmp_path_factory):
-    lab = pxe_lab.script_lab(tmp_path_factory.mktemp('vpxboot'), SERVER,
-                             HTTP_PORT)
-    try:
-        yield lab
-    finally:
-        lab.close()
+lab = pxe_lab.script_lab_fixture('vpxboot')
 
 
 def _boot(lab, name, mac, address, firmware_args, nic):
@@ -69,14 +59,8 @@ def test_uefi_firmware_pxe_chainloads_snponly_over_tftp(lab):
         '/usr/lib/ipxe/snponly.efi')
 
 
-@pytest.fixture(scope='module')
-def single_port_lab(tmp_path_factory):
-    lab = pxe_lab.script_lab(tmp_path_factory.mktemp('vpxsingle'), SERVER,
-                             HTTP_PORT, tftp_extra='single_port = true\n')
-    try:
-        yield lab
-    finally:
-        lab.close()
+single_port_lab = pxe_lab.script_lab_fixture(
+    'vpxsingle', tftp_extra='single_port = true\n')
 
 
 def test_uefi_firmware_pxe_with_single_port_tftp(single_port_lab):

@@ -228,7 +228,7 @@ def test_custom_network_data_overrides_ipam(ironic, store):
     # No pool address: the document's own is held instead, so that no
     # pool hands it to another host (issue 9 item 11).
     held = store.get_allocation(owner)
-    assert (held.address, held.pool) == ('198.51.100.20', '')
+    assert (held.address, held.pool_key) == ('198.51.100.20', '')
     assert store.get_network_data(owner) == custom
     assert body['network_data'] == custom
     res = reservation_of(store, mac)

@@ -17,8 +17,8 @@ import time
 import pytest
 
 from tests import tftp_peer
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import tftp
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import tftp
 
 BIG = 8 * 1024 * 1024
 CLIENTS = {

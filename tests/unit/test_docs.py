@@ -105,9 +105,9 @@ def test_named_devstack_settings_exist():
 
 def test_named_metrics_exist():
     try:
-        metrics = importlib.import_module('vmetal_ironic.pxe.metrics')
+        metrics = importlib.import_module('vmetal_ironic.dhcp_agent.metrics')
     except ImportError:
-        pytest.xfail('vmetal_ironic.pxe (the agent) is not on this branch')
+        pytest.xfail('vmetal_ironic.dhcp_agent (the agent) is not on this branch')
     exported = metrics.Metrics().render()
     named = set(_METRIC.findall(_text()))
     assert named

@@ -15,7 +15,7 @@ from oslo_log import log
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
 from vmetal_ironic import store as store_mod
-from vmetal_ironic.pxe import agent as agent_mod
+from vmetal_ironic.dhcp_agent import agent as agent_mod
 
 PROG = 'vmetal-dhcp-agent'
 

@@ -13,7 +13,7 @@ from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import store as store_mod
 from vmetal_ironic.cmd import output
@@ -108,14 +108,14 @@ def _layer(args):
 
 
 def _allocate(conf, store, args):
-    result = identity.ensure(store, args.owner, mac=args.mac,
-                             layers=[_layer(args)],
-                             defaults=identity.defaults_from_conf(conf),
-                             mtu=conf.vmetal.mtu)
+    result = host_network.ensure(store, args.owner, mac=args.mac,
+                                 layers=[_layer(args)],
+                                 defaults=host_network.defaults_from_conf(conf),
+                                 mtu=conf.vmetal.mtu)
     allocation = result.allocation
     data = {
         'owner': args.owner,
-        'pool': allocation.pool if allocation else None,
+        'pool': allocation.pool_key if allocation else None,
         'address': allocation.address if allocation else None,
         'prefixlen': result.spec.pool.prefixlen if allocation else None,
         'gateway': str(result.spec.pool.gateway) if allocation else None,
@@ -127,11 +127,11 @@ def _allocate(conf, store, args):
     if allocation is None:
         return f'{args.owner}: custom network-data stored; no pool address taken'
     return (f'{args.owner}: {allocation.address}/{data["prefixlen"]} '
-            f'gateway {data["gateway"]} (pool {allocation.pool})')
+            f'gateway {data["gateway"]} (pool {allocation.pool_key})')
 
 
 def _release(conf, store, args):
-    allocation = identity.release(store, args.owner)
+    allocation = host_network.release(store, args.owner)
     if args.json:
         return output.render_json(
             {'owner': args.owner,
@@ -139,12 +139,12 @@ def _release(conf, store, args):
     if allocation is None:
         return f'{args.owner}: held no address; nothing to release'
     return (f'{args.owner}: released {allocation.address} '
-            f'(pool {allocation.pool})')
+            f'(pool {allocation.pool_key})')
 
 
 def _list(conf, store, args):
     allocations = store.list_allocations(args.pool)
-    rows = [(a.pool, a.address, a.owner, a.mac or '-') for a in allocations]
+    rows = [(a.pool_key, a.address, a.owner, a.mac or '-') for a in allocations]
     if args.json:
         return output.render_json(
             [dict(zip(('pool', 'address', 'owner', 'mac'), row, strict=True))
@@ -153,7 +153,7 @@ def _list(conf, store, args):
 
 
 def _usage(conf, store, args):
-    merged = props.merge(_layer(args), identity.defaults_from_conf(conf))
+    merged = props.merge(_layer(args), host_network.defaults_from_conf(conf))
     merged.pop(props.NETWORK_DATA, None)
     pool = props.resolve(merged).pool
     used = pool.count_used(a.address for a in store.list_allocations(pool.key))
@@ -189,12 +189,12 @@ def _reconcile(conf, store, args):
     released = store.reconcile()
     if args.json:
         return output.render_json(
-            [{'owner': a.owner, 'pool': a.pool, 'address': a.address}
+            [{'owner': a.owner, 'pool': a.pool_key, 'address': a.address}
              for a in released])
     if not released:
         return 'nothing to release'
     return output.render_table(('POOL', 'ADDRESS', 'OWNER'),
-                               [(a.pool, a.address, a.owner)
+                               [(a.pool_key, a.address, a.owner)
                                 for a in released])
 
 

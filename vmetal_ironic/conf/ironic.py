@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import group
+
 GROUP = 'vmetal_ironic'
 
 opts = [
@@ -30,10 +32,4 @@ opts = [
                     'touched: their addresses follow the BareMetalHost.'),
 ]
 
-
-def register_opts(conf):
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts():
-    return {GROUP: opts}
+register_opts, list_opts = group.hooks(GROUP, opts)

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import group
+
 GROUP = 'vmetal_kubernetes'
 
 opts = [
@@ -100,10 +102,4 @@ opts = [
                     'least specific property layer.'),
 ]
 
-
-def register_opts(conf):
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts():
-    return {GROUP: opts}
+register_opts, list_opts = group.hooks(GROUP, opts)

@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import group
+
 GROUP = 'vmetal_local_store'
 
 opts = [
@@ -20,10 +22,4 @@ opts = [
                       'error.'),
 ]
 
-
-def register_opts(conf):
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts():
-    return {GROUP: opts}
+register_opts, list_opts = group.hooks(GROUP, opts)

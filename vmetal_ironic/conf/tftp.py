@@ -3,6 +3,8 @@
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import group
+
 GROUP = 'vmetal_tftp'
 
 opts = [
@@ -72,10 +74,4 @@ opts = [
                     'listen backlog.'),
 ]
 
-
-def register_opts(conf):
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts():
-    return {GROUP: opts}
+register_opts, list_opts = group.hooks(GROUP, opts)

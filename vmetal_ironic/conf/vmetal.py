@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import group
+
 GROUP = 'vmetal'
 
 opts = [
@@ -51,10 +53,4 @@ opts = [
                      'nor a custom network-data document can take them.'),
 ]
 
-
-def register_opts(conf):
-    conf.register_opts(opts, group=GROUP)
-
-
-def list_opts():
-    return {GROUP: opts}
+register_opts, list_opts = group.hooks(GROUP, opts)

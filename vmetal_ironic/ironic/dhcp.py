@@ -53,7 +53,7 @@ def hostname_for(node_name):
 
 def _address_of(host):
     """``(address, prefixlen, gateway, dns)`` of a HostNetwork, as the
-    domain computed it (:attr:`~vmetal_ironic.identity.HostNetwork.ipv4`).
+    domain computed it (:attr:`~vmetal_ironic.host_network.HostNetwork.ipv4`).
 
     :raises vmetal_ironic.exception.InvalidNetworkData: a custom document
         without a static IPv4 network the agent could answer with.

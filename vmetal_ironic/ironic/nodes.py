@@ -25,7 +25,7 @@ from oslo_log import log
 
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
@@ -84,14 +84,14 @@ def resolve(task):
     store = store_access.get_store()
     owner = owner_for(task.node)
     return errors.call(
-        task, 'resolve the network of', identity.resolve_spec, store, owner,
-        property_layers(task.node), identity.defaults_from_conf(CONF))
+        task, 'resolve the network of', host_network.resolve_spec, store, owner,
+        property_layers(task.node), host_network.defaults_from_conf(CONF))
 
 
 def ensure(task):
     """Give the node its address and network_data; idempotent.
 
-    :returns: a :class:`vmetal_ironic.identity.HostNetwork`.
+    :returns: a :class:`vmetal_ironic.host_network.HostNetwork`.
     :raises ironic.common.exception.InvalidParameterValue: bad properties
         or an exhausted pool.
     :raises ironic.common.exception.NetworkError: store trouble.
@@ -100,6 +100,6 @@ def ensure(task):
     owner = owner_for(task.node)
     macs = boot_macs(task)
     return errors.call(
-        task, 'allocate an address for', identity.ensure, store, owner,
+        task, 'allocate an address for', host_network.ensure, store, owner,
         mac=macs[0] if macs else None, layers=property_layers(task.node),
-        defaults=identity.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu)
+        defaults=host_network.defaults_from_conf(CONF), mtu=CONF.vmetal.mtu)

@@ -156,7 +156,7 @@ def prepare(task):
     """The hook: ensure the allocation, then inject the network data.
 
     :param task: a TaskManager holding an exclusive lock on the node.
-    :returns: the :class:`vmetal_ironic.identity.HostNetwork`.
+    :returns: the :class:`vmetal_ironic.host_network.HostNetwork`.
     :raises ironic.common.exception.InvalidParameterValue: bad properties.
     :raises ironic.common.exception.NetworkError: store trouble.
     """

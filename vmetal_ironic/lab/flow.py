@@ -227,7 +227,7 @@ class Lab:
         self.address = allocation.address
         self.report.done('address allocated',
                          f'{allocation.address}/{PREFIX} from pool '
-                         f'{allocation.pool} for {allocation.owner}')
+                         f'{allocation.pool_key} for {allocation.owner}')
         reservations = [r for r in self.store.list_reservations()
                         if r.mac == self.mac]
         if not reservations:

@@ -12,13 +12,13 @@ class Allocation:
     """One owner's address.
 
     :ivar owner: who holds it, ``<Kind>/<namespace>/<name>`` by convention.
-    :ivar pool: the pool key (the network, e.g. ``192.0.2.0/24``).
+    :ivar pool_key: the pool key (the network, e.g. ``192.0.2.0/24``).
     :ivar address: the address as text.
     :ivar mac: the owner's boot MAC when known.
     """
 
     owner: str
-    pool: str
+    pool_key: str
     address: str
     mac: str | None = None
 

@@ -207,7 +207,7 @@ class LocalStore(base.Store):
     @staticmethod
     def _row_to_allocation(row):
         pool, address, owner, mac = row[:4]
-        return base.Allocation(owner=owner, pool=pool,
+        return base.Allocation(owner=owner, pool_key=pool,
                                address=str(netaddr.IPAddress(address)),
                                mac=mac)
 
@@ -255,12 +255,12 @@ class LocalStore(base.Store):
                 if not pool.contains(held.address):
                     raise ipam_errors.OwnerElsewhere(
                         f'owner {owner!r} already holds {held.address} in pool '
-                        f'{held.pool}, which pool {pool.name} may not hand '
+                        f'{held.pool_key}, which pool {pool.name} may not hand '
                         'out; release it first')
                 if mac and mac != held.mac:
                     db.execute('UPDATE allocations SET mac = ? WHERE owner = ?',
                                (mac, owner))
-                    held = base.Allocation(owner, held.pool, held.address, mac)
+                    held = base.Allocation(owner, held.pool_key, held.address, mac)
                 return held
             self._hold_infrastructure(db, pool)
             # Every address held in the network, whatever pool (prefix,
@@ -279,7 +279,7 @@ class LocalStore(base.Store):
                 'INSERT INTO allocations (scope, address, pool, owner, mac, '
                 'created_at) VALUES (?, ?, ?, ?, ?, ?)',
                 (self.scope, value, pool.key, owner, mac, time.time()))
-        allocation = base.Allocation(owner=owner, pool=pool.key,
+        allocation = base.Allocation(owner=owner, pool_key=pool.key,
                                      address=str(netaddr.IPAddress(value)),
                                      mac=mac)
         LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
@@ -306,7 +306,7 @@ class LocalStore(base.Store):
                 'purpose, created_at) VALUES (?, ?, ?, ?, ?, ?)',
                 (self.scope, value, '', owner, PURPOSE_NETWORK_DATA,
                  time.time()))
-        return base.Allocation(owner=owner, pool='', address=str(address))
+        return base.Allocation(owner=owner, pool_key='', address=str(address))
 
     def release(self, owner):
         """Network data and reservations first, the address last (one
@@ -328,7 +328,7 @@ class LocalStore(base.Store):
             return None
         allocation = self._row_to_allocation(row)
         LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
-                 {'address': allocation.address, 'pool': allocation.pool,
+                 {'address': allocation.address, 'pool': allocation.pool_key,
                   'owner': owner})
         return allocation
 

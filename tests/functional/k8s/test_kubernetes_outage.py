@@ -7,7 +7,7 @@ import time
 
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 
 HOSTS = 60
@@ -33,7 +33,7 @@ def test_apiserver_outage_mid_run(kube_cluster, admin, namespace, make_store):
         while pending and time.monotonic() < deadline:
             owner, mac = pending[0]
             try:
-                result = identity.ensure(store, owner, mac)
+                result = host_network.ensure(store, owner, mac)
             except exception.TemporaryError as exc:
                 failures.append(exc)
                 time.sleep(0.2)

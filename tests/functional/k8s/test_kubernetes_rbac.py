@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.functional import kube
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import kube_client
@@ -61,11 +61,11 @@ def test_store_runs_with_the_shipped_role_only(admin, host_namespace,
                           labels={'tier': namespace})
     store = rbac_store
     owners = [f'BareMetalHost/{namespace}/h{index}' for index in range(2)]
-    results = [identity.ensure(store, owner, f'52:54:00:00:02:0{index}')
+    results = [host_network.ensure(store, owner, f'52:54:00:00:02:0{index}')
                for index, owner in enumerate(owners)]
     assert [r.allocation.address for r in results] == ['198.51.100.130',
                                                        '198.51.100.131']
-    identity.ensure(store, owners[0], '52:54:00:00:02:00')   # replace path
+    host_network.ensure(store, owners[0], '52:54:00:00:02:00')   # replace path
     assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h0') is not None
     assert store.get_allocation(owners[1]).address == '198.51.100.131'
     assert len(store.list_allocations('198.51.100.128/25')) == 2
@@ -115,7 +115,7 @@ def test_a_foreign_secret_is_forbidden_and_the_store_still_works(
     admin.create_host(namespace, 'h', '52:54:00:00:02:09', annotations={
         props.NETWORK_CIDR: '198.51.100.1/24'})
     owner = f'BareMetalHost/{namespace}/h'
-    identity.ensure(rbac_store, owner, '52:54:00:00:02:09')
+    host_network.ensure(rbac_store, owner, '52:54:00:00:02:09')
     assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is not None
     rbac_store.release(owner)
     assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h') is None
@@ -144,8 +144,8 @@ def test_item9_a_release_cut_short_keeps_the_address_held(
         kube_cluster.settings(namespace='vmetal-system')))
     owner = f'BareMetalHost/{namespace}/h'
     try:
-        address = identity.ensure(full, owner,
-                                  '52:54:00:00:02:0a').allocation.address
+        address = host_network.ensure(full, owner,
+                                      '52:54:00:00:02:0a').allocation.address
         with pytest.raises(kube_client.Forbidden, match='403'):
             rbac_store.release(owner)
         assert full.get_allocation(owner).address == address

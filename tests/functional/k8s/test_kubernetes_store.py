@@ -11,7 +11,7 @@ import pytest
 from tests.functional import kube
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
@@ -28,6 +28,22 @@ def mac_of(index):
 
 def owner_of(namespace, name):
     return f'BareMetalHost/{namespace}/{name}'
+
+
+def pooled_hosts(admin, namespace, make_store, count):
+    """Create hosts ``h0``.. in the pool 192.0.2.0/24, then give each its
+    address through a new store.
+
+    :returns: that store.
+    """
+    for index in range(count):
+        admin.create_host(namespace, f'h{index}', mac_of(index),
+                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
+    store = make_store()
+    for index in range(count):
+        host_network.ensure(store, owner_of(namespace, f'h{index}'),
+                            mac_of(index))
+    return store
 
 
 def run_workers(kube_cluster, namespace, owners_and_macs, workers=WORKERS):
@@ -156,7 +172,7 @@ def test_host_annotations_win_over_node_type_and_environment(
     admin.create_host(namespace, 'h', mac_of(1), labels=layered,
                       annotations={props.NETWORK_CIDR: '203.0.113.1/24'})
     store = make_store()
-    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(1))
+    result = host_network.ensure(store, owner_of(namespace, 'h'), mac_of(1))
     assert result.allocation.address == '203.0.113.2'
     # dns-servers is not set on the host: the node type's value applies.
     assert result.spec.dns_servers == ('198.51.100.53',)
@@ -166,7 +182,7 @@ def test_node_type_wins_over_default_environment(admin, namespace,
                                                  make_store, layered):
     admin.create_host(namespace, 'h', mac_of(2), labels=layered)
     store = make_store()
-    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(2))
+    result = host_network.ensure(store, owner_of(namespace, 'h'), mac_of(2))
     assert result.allocation.address == '198.51.100.2'
     assert result.spec.dns_servers == ('198.51.100.53',)
 
@@ -175,7 +191,7 @@ def test_default_environment_applies_when_nothing_else_does(
         admin, namespace, make_store, layered):
     admin.create_host(namespace, 'h', mac_of(3))     # no node type label
     store = make_store()
-    result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(3))
+    result = host_network.ensure(store, owner_of(namespace, 'h'), mac_of(3))
     assert result.allocation.address == '192.0.2.2'
     assert result.spec.dns_servers == ('192.0.2.53',)
     host = admin.get_host(namespace, 'h')
@@ -195,7 +211,7 @@ def test_two_default_environments_are_a_clear_error(
     with pytest.raises(exception.InvalidProperty,
                        match='several Network Environments are marked '
                              'default'):
-        identity.ensure(store, owner_of(namespace, 'h'), mac_of(4))
+        host_network.ensure(store, owner_of(namespace, 'h'), mac_of(4))
     assert admin.pool_data(namespace, '203.0.113.0/24') == {}
 
 
@@ -207,7 +223,7 @@ def test_outputs_and_idempotence(admin, namespace, make_store):
         props.DNS_SERVERS: '192.0.2.53,198.51.100.53'})
     store = make_store()
     owner = owner_of(namespace, 'h')
-    first = identity.ensure(store, owner, mac_of(5))
+    first = host_network.ensure(store, owner, mac_of(5))
     host = admin.get_host(namespace, 'h')
     secret_name = 'vmetal-nd-baremetalhost-h'  # noqa: S105 - a name
     annotations = host['metadata']['annotations']
@@ -221,7 +237,7 @@ def test_outputs_and_idempotence(admin, namespace, make_store):
     assert first.network_data['links'][0]['ethernet_mac_address'] == mac_of(5)
 
     # A second pass changes nothing, not even the host's resourceVersion.
-    second = identity.ensure(store, owner, mac_of(5))
+    second = host_network.ensure(store, owner, mac_of(5))
     assert second.allocation.address == first.allocation.address
     again = admin.get_host(namespace, 'h')
     assert (again['metadata']['resourceVersion']
@@ -237,7 +253,7 @@ def test_users_network_data_references_are_never_replaced(admin, namespace,
                       spec={'networkData': {'name': 'mine'},
                             'preprovisioningNetworkDataName': 'mine-too'})
     store = make_store()
-    identity.ensure(store, owner_of(namespace, 'h'), mac_of(6))
+    host_network.ensure(store, owner_of(namespace, 'h'), mac_of(6))
     host = admin.get_host(namespace, 'h')
     assert host['spec']['networkData'] == {'name': 'mine'}
     assert host['spec']['preprovisioningNetworkDataName'] == 'mine-too'
@@ -260,7 +276,7 @@ def test_custom_network_data_is_written_as_is_without_pool_address(
         props.NETWORK_DATA: json.dumps(document)})
     store = make_store()
     owner = owner_of(namespace, 'h')
-    result = identity.ensure(store, owner, mac_of(7))
+    result = host_network.ensure(store, owner, mac_of(7))
     assert result.allocation is None
     assert admin.pool_data(namespace, '192.0.2.0/24') == {}
     secret = admin.secret(namespace, 'vmetal-nd-baremetalhost-h')
@@ -276,7 +292,7 @@ def test_bad_property_names_the_value_and_writes_nothing(admin, namespace,
                       annotations={props.NETWORK_CIDR: '192.0.2.0/24'})
     store = make_store()
     with pytest.raises(ipam_errors.InvalidGateway, match=r"'192\.0\.2\.0/24'") as info:
-        identity.ensure(store, owner_of(namespace, 'h'), mac_of(8))
+        host_network.ensure(store, owner_of(namespace, 'h'), mac_of(8))
     # The value and where to fix it (issue 9).
     assert str(info.value).endswith(
         f'(from BareMetalHost {namespace}/h annotations)')
@@ -288,20 +304,14 @@ def test_missing_host_is_not_found(namespace, make_store):
     store = make_store()
     with pytest.raises(exception.NotFound,
                        match=f'BareMetalHost {namespace}/ghost does not'):
-        identity.ensure(store, owner_of(namespace, 'ghost'), mac_of(9))
+        host_network.ensure(store, owner_of(namespace, 'ghost'), mac_of(9))
 
 
 # -- automatic release --------------------------------------------------
 
 def test_deleting_a_host_releases_address_and_secret(admin, namespace,
                                                      make_store):
-    for index in range(2):
-        admin.create_host(namespace, f'h{index}', mac_of(index),
-                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    store = make_store()
-    for index in range(2):
-        identity.ensure(store, owner_of(namespace, f'h{index}'),
-                        mac_of(index))
+    store = pooled_hosts(admin, namespace, make_store, 2)
     store.start_reconciler(interval=1)
     admin.delete_host(namespace, 'h0')
 
@@ -318,13 +328,7 @@ def test_deleting_a_host_releases_address_and_secret(admin, namespace,
 
 def test_host_deleted_while_stopped_is_released_on_next_start(
         admin, namespace, make_store):
-    for index in range(3):
-        admin.create_host(namespace, f'h{index}', mac_of(index),
-                          annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    first = make_store()
-    for index in range(3):
-        identity.ensure(first, owner_of(namespace, f'h{index}'),
-                        mac_of(index))
+    first = pooled_hosts(admin, namespace, make_store, 3)
     first.close()
     admin.delete_host(namespace, 'h1')
 
@@ -340,7 +344,7 @@ def test_host_deleted_while_stopped_is_released_on_next_start(
     assert second.reconcile() == []
     admin.create_host(namespace, 'h3', mac_of(3),
                       annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    result = identity.ensure(second, owner_of(namespace, 'h3'), mac_of(3))
+    result = host_network.ensure(second, owner_of(namespace, 'h3'), mac_of(3))
     assert result.allocation.address == '192.0.2.3'
 
 
@@ -349,7 +353,7 @@ def test_release_clears_outputs_of_a_live_host(admin, namespace, make_store):
                       annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
     store = make_store()
     owner = owner_of(namespace, 'h')
-    identity.ensure(store, owner, mac_of(1))
+    host_network.ensure(store, owner, mac_of(1))
     released = store.release(owner)
     assert released.address == '192.0.2.2'
     host = admin.get_host(namespace, 'h')
@@ -404,7 +408,7 @@ def test_node_type_change_is_not_pinned_by_written_annotations(
     admin.create_host(namespace, 'h', mac_of(10), labels=layered)
     store = make_store()
     owner = owner_of(namespace, 'h')
-    identity.ensure(store, owner, mac_of(10))
+    host_network.ensure(store, owner, mac_of(10))
     provider = admin.custom.get_cluster_custom_object(
         'management.loft.sh', 'v1', 'nodeproviders', f'prov-{namespace}')
     provider['spec']['metal3']['nodeTypes'][0]['properties'][
@@ -412,7 +416,7 @@ def test_node_type_change_is_not_pinned_by_written_annotations(
     admin.custom.replace_cluster_custom_object(
         'management.loft.sh', 'v1', 'nodeproviders', f'prov-{namespace}',
         provider)
-    result = identity.ensure(store, owner, mac_of(10))
+    result = host_network.ensure(store, owner, mac_of(10))
     assert result.spec.dns_servers == ('198.51.100.54',)
     annotations = admin.get_host(namespace, 'h')['metadata']['annotations']
     assert annotations[props.DNS_SERVERS] == '198.51.100.54'
@@ -424,7 +428,7 @@ def test_vmetal_ipam_reconcile_on_the_kubernetes_store(
 
     admin.create_host(namespace, 'h', mac_of(11),
                       annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-    identity.ensure(make_store(), owner_of(namespace, 'h'), mac_of(11))
+    host_network.ensure(make_store(), owner_of(namespace, 'h'), mac_of(11))
     admin.delete_host(namespace, 'h')
     settings = kube_cluster.settings(namespace=namespace)
     config = tmp_path / 'vmetal.conf'
@@ -445,8 +449,8 @@ def test_owner_without_host_object(admin, namespace, make_store):
     # or annotate; the Secret lives in the store's namespace.
     store = make_store()
     owner = 'Node/1be26c0b-03f2-4d2e-ae87-c02d7f33c123'
-    result = identity.ensure(store, owner, mac_of(12),
-                             layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
+    result = host_network.ensure(store, owner, mac_of(12),
+                                 layers=[{props.NETWORK_CIDR: '192.0.2.1/24'}])
     assert result.allocation.address == '192.0.2.2'
     assert store.get_network_data(owner) == result.network_data
     secret_name = kube_names.network_data_secret_name(owner)
@@ -464,7 +468,7 @@ def test_store_connects_through_a_kubeconfig(kube_cluster, admin, namespace):
     try:
         admin.create_host(namespace, 'h', mac_of(13),
                           annotations={props.NETWORK_CIDR: '192.0.2.1/24'})
-        result = identity.ensure(store, owner_of(namespace, 'h'), mac_of(13))
+        result = host_network.ensure(store, owner_of(namespace, 'h'), mac_of(13))
         assert result.allocation.address == '192.0.2.2'
         assert store.api.host == kube_cluster.url
     finally:
@@ -496,14 +500,14 @@ def test_ensure_completes_a_save_cut_short_after_the_secret(admin, namespace,
     admin.create_host(namespace, 'cut', mac_of(7), annotations={
         props.NETWORK_CIDR: '192.0.2.1/24'})
     owner = f'BareMetalHost/{namespace}/cut'
-    first = identity.ensure(store, owner, mac_of(7))
+    first = host_network.ensure(store, owner, mac_of(7))
     admin.custom.patch_namespaced_custom_object(
         'metal3.io', 'v1alpha1', namespace, 'baremetalhosts', 'cut',
         {'metadata': {'annotations': {props.IP_ADDRESS: None,
                                       props.GATEWAY: None}}})
     assert props.IP_ADDRESS not in admin.get_host(namespace, 'cut')[
         'metadata']['annotations']
-    again = identity.ensure(store, owner, mac_of(7))
+    again = host_network.ensure(store, owner, mac_of(7))
     assert again.allocation.address == first.allocation.address
     annotations = admin.get_host(namespace, 'cut')['metadata']['annotations']
     assert annotations[props.IP_ADDRESS] == f'{first.allocation.address}/24'

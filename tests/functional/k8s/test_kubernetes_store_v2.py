@@ -15,7 +15,7 @@ import pytest
 from tests.functional import kube
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
@@ -34,6 +34,16 @@ def _patch_host(admin, namespace, name, body):
     return admin.custom.patch_namespaced_custom_object(
         *BMH[:2], namespace, BMH[2], name, body,
         _content_type='application/merge-patch+json')
+
+
+def _custom_document(mac, address):
+    """A user's own network_data: one link, one static /24 address."""
+    return {'links': [{'id': 'nic0', 'type': 'phy',
+                       'ethernet_mac_address': mac}],
+            'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
+                          'ip_address': address,
+                          'netmask': '255.255.255.0'}],
+            'services': []}
 
 
 def _reservation(mac, address, node=None):
@@ -114,19 +124,14 @@ def test_item7_one_owner_racing_two_pools_holds_one_address(
 
 def test_item11_custom_document_address_is_held(admin, namespace, make_store):
     store = make_store()
-    custom = {'links': [{'id': 'nic0', 'type': 'phy',
-                         'ethernet_mac_address': mac_of(1)}],
-              'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
-                            'ip_address': '192.0.2.2',
-                            'netmask': '255.255.255.0'}],
-              'services': []}
+    custom = _custom_document(mac_of(1), '192.0.2.2')
     admin.create_host(namespace, 'custom', mac_of(1), annotations={
         props.NETWORK_DATA: json.dumps(custom)})
     admin.create_host(namespace, 'pooled', mac_of(2), annotations={
         props.NETWORK_CIDR: '192.0.2.1/24'})
-    identity.ensure(store, f'BareMetalHost/{namespace}/custom', mac_of(1))
-    pooled = identity.ensure(store, f'BareMetalHost/{namespace}/pooled',
-                             mac_of(2))
+    host_network.ensure(store, f'BareMetalHost/{namespace}/custom', mac_of(1))
+    pooled = host_network.ensure(store, f'BareMetalHost/{namespace}/pooled',
+                                 mac_of(2))
     assert pooled.allocation.address == '192.0.2.3'
     # Another document naming it is refused, naming value and source.
     with pytest.raises(ipam_errors.AddressTaken) as info:
@@ -161,7 +166,7 @@ def test_item2_release_withdraws_every_reservation_of_owner_and_address(
         props.NETWORK_CIDR: '192.0.2.1/24'})
     store = make_store()
     owner = f'BareMetalHost/{namespace}/old'
-    address = identity.ensure(store, owner, mac_of(1)).allocation.address
+    address = host_network.ensure(store, owner, mac_of(1)).allocation.address
     store.publish_reservation(_reservation(mac_of(1), address), owner=owner)
     # A stale one for the same address under another MAC.
     store.publish_reservation(_reservation(mac_of(9), address))
@@ -228,7 +233,7 @@ def test_item3_release_restores_the_users_annotations(admin, namespace,
         props.GATEWAY: '192.0.2.254'})
     store = make_store()
     owner = f'BareMetalHost/{namespace}/h'
-    identity.ensure(store, owner, mac_of(1))
+    host_network.ensure(store, owner, mac_of(1))
     annotations = admin.get_host(namespace, 'h')['metadata']['annotations']
     # The user's dns-servers is the user's input; the gateway output
     # replaced the user's value (recorded to come back).
@@ -245,17 +250,12 @@ def test_item3_release_restores_the_users_annotations(admin, namespace,
 
 def test_item3_custom_document_keeps_the_users_annotations(
         admin, namespace, make_store):
-    custom = {'links': [{'id': 'nic0', 'type': 'phy',
-                         'ethernet_mac_address': mac_of(2)}],
-              'networks': [{'id': 'n', 'link': 'nic0', 'type': 'ipv4',
-                            'ip_address': '203.0.113.7',
-                            'netmask': '255.255.255.0'}],
-              'services': []}
+    custom = _custom_document(mac_of(2), '203.0.113.7')
     admin.create_host(namespace, 'h', mac_of(2), annotations={
         props.NETWORK_DATA: json.dumps(custom),
         props.DNS_SERVERS: '9.9.9.9', props.GATEWAY: '203.0.113.1'})
     store = make_store()
-    identity.ensure(store, f'BareMetalHost/{namespace}/h', mac_of(2))
+    host_network.ensure(store, f'BareMetalHost/{namespace}/h', mac_of(2))
     annotations = admin.get_host(namespace, 'h')['metadata']['annotations']
     assert annotations[props.IP_ADDRESS] == '203.0.113.7/24'
     assert annotations[props.DNS_SERVERS] == '9.9.9.9'
@@ -271,14 +271,14 @@ def test_item16_the_machine_owns_the_address_and_it_follows_the_claim(
     store = make_store()
     host_owner = f'BareMetalHost/{namespace}/h'
     # Inspection: no Machine yet, the host holds it.
-    inspected = identity.ensure(store, host_owner, mac_of(1))
+    inspected = host_network.ensure(store, host_owner, mac_of(1))
     assert store.get_allocation(host_owner).owner == host_owner
     # A Machine claims the host: it takes over the same address.
     _patch_host(admin, namespace, 'h', {'spec': {'consumerRef': {
         'kind': 'Metal3Machine', 'name': 'worker-0',
         'apiVersion': 'infrastructure.cluster.x-k8s.io/v1beta1'}},
         'status': {'provisioning': {'state': 'provisioning'}}})
-    deployed = identity.ensure(store, host_owner, mac_of(1))
+    deployed = host_network.ensure(store, host_owner, mac_of(1))
     assert deployed.allocation.address == inspected.allocation.address
     machine = f'Metal3Machine/{namespace}/worker-0'
     assert [c['spec']['owner'] for c in admin.claims(namespace)
@@ -305,7 +305,7 @@ def test_item13_a_detached_host_deleted_keeps_its_address(
         'baremetalhost.metal3.io/detached': ''})
     store = make_store()
     owner = f'BareMetalHost/{namespace}/h'
-    address = identity.ensure(store, owner, mac_of(1)).allocation.address
+    address = host_network.ensure(store, owner, mac_of(1)).allocation.address
     assert store.reconcile() == []   # marks it retained
     admin.delete_host(namespace, 'h')
     assert store.reconcile() == []
@@ -313,7 +313,7 @@ def test_item13_a_detached_host_deleted_keeps_its_address(
     # The next host does not get it.
     admin.create_host(namespace, 'next', mac_of(2), annotations={
         props.NETWORK_CIDR: '192.0.2.1/24'})
-    got = identity.ensure(store, f'BareMetalHost/{namespace}/next', mac_of(2))
+    got = host_network.ensure(store, f'BareMetalHost/{namespace}/next', mac_of(2))
     assert got.allocation.address != address
 
 
@@ -341,8 +341,8 @@ def test_item6_reconcile_never_frees_a_host_created_during_the_pass(
             admin.create_host(namespace, f'h{index}', mac_of(index),
                               annotations={props.NETWORK_CIDR:
                                            '192.0.2.1/24'})
-            identity.ensure(writer, f'BareMetalHost/{namespace}/h{index}',
-                            mac_of(index))
+            host_network.ensure(writer, f'BareMetalHost/{namespace}/h{index}',
+                                mac_of(index))
     finally:
         done.set()
         thread.join(timeout=60)
@@ -357,7 +357,7 @@ def test_item14_first_pass_runs_in_the_background(admin, namespace,
     admin.create_host(namespace, 'gone', mac_of(1), annotations={
         props.NETWORK_CIDR: '192.0.2.1/24'})
     store = make_store()
-    identity.ensure(store, f'BareMetalHost/{namespace}/gone', mac_of(1))
+    host_network.ensure(store, f'BareMetalHost/{namespace}/gone', mac_of(1))
     admin.delete_host(namespace, 'gone')
     hosting = make_store(reconcile_interval=0)
     started = time.monotonic()

@@ -8,7 +8,7 @@ from ironic import objects
 from stevedore import driver as stevedore_driver
 
 from vmetal_ironic import exception
-from vmetal_ironic import identity
+from vmetal_ironic import host_network
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
@@ -180,7 +180,7 @@ def test_dhcp_provider_supports_ipxe_tag():
 
 
 def _host(doc, allocation=None, spec=None):
-    # As identity.ensure computes it: from the pool for an allocation, from
+    # As host_network.ensure computes it: from the pool for an allocation, from
     # the document for a custom one.
     if allocation is not None:
         ipv4 = network_data.PrimaryIPv4(
@@ -188,9 +188,9 @@ def _host(doc, allocation=None, spec=None):
             tuple(spec.dns_servers))
     else:
         ipv4 = network_data.primary(doc)
-    return identity.HostNetwork('Node/x', allocation, doc,
-                                spec or props.NetworkSpec(custom_network_data=doc),
-                                ipv4)
+    return host_network.HostNetwork('Node/x', allocation, doc,
+                                    spec or props.NetworkSpec(custom_network_data=doc),
+                                    ipv4)
 
 
 def test_address_of_custom_document():

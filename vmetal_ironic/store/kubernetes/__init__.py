@@ -171,7 +171,7 @@ class KubernetesStore(base.Store):
         if released is not None:
             LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
                      {'address': released.address,
-                      'pool': released.pool or 'network-data',
+                      'pool': released.pool_key or 'network-data',
                       'owner': holder})
         return released
 

@@ -63,7 +63,7 @@ def spec_of(claim):
 def to_allocation(claim, pool_key=None):
     spec = spec_of(claim)
     return base.Allocation(owner=spec.get('owner'),
-                           pool=pool_key or spec.get('pool') or '',
+                           pool_key=pool_key or spec.get('pool') or '',
                            address=spec.get('address'), mac=spec.get('mac'))
 
 
@@ -448,5 +448,5 @@ class Addresses:
             if _int(spec.get('address')) is None:
                 continue
             result.append(to_allocation(claim))
-        result.sort(key=lambda a: (a.pool, _int(a.address)))
+        result.sort(key=lambda a: (a.pool_key, _int(a.address)))
         return result

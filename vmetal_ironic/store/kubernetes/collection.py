@@ -28,29 +28,36 @@ class Collection:
     def _args(self):
         return self.group, self.version, self.namespace, self.plural
 
+    def _call(self, verb, name, method, *args, refused=(), **kwargs):
+        """One request about the object ``name`` of this collection.
+
+        :param refused: HTTP statuses that are an answer here (absent, name
+            taken), not an error.
+        :returns: ``(True, response)``, or ``(False, None)`` when the API
+            server answered with a status in ``refused``.
+        """
+        try:
+            return True, self.api.call(f'{verb} {self.what(name)}', method,
+                                       *self._args(), *args, **kwargs)
+        except kube_client.ApiError as exc:
+            if exc.status in refused:
+                return False, None
+            raise
+
     def get(self, name):
         """:returns: the object, or ``None`` when there is none."""
-        try:
-            return self.api.call(
-                f'get {self.what(name)}',
-                self.api.custom.get_namespaced_custom_object,
-                *self._args(), name)
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return None
-            raise
+        _done, found = self._call(
+            'get', name, self.api.custom.get_namespaced_custom_object, name,
+            refused=(404,))
+        return found
 
     def create(self, body):
         """:returns: the created object, or ``None`` if the name is taken."""
-        try:
-            return self.api.call(
-                f'create {self.what(body["metadata"]["name"])}',
-                self.api.custom.create_namespaced_custom_object,
-                *self._args(), body)
-        except kube_client.ApiError as exc:
-            if exc.status == 409:
-                return None
-            raise
+        _done, created = self._call(
+            'create', body['metadata']['name'],
+            self.api.custom.create_namespaced_custom_object, body,
+            refused=(409,))
+        return created
 
     def patch(self, name, body):
         """Merge patch; a ``metadata.resourceVersion`` in ``body`` makes it
@@ -72,35 +79,24 @@ class Collection:
         :returns: ``True`` if this call deleted it.
         """
         metadata = obj['metadata']
-        try:
-            self.api.call(
-                f'delete {self.what(metadata["name"])}',
-                self.api.custom.delete_namespaced_custom_object,
-                *self._args(), metadata['name'],
-                body={'preconditions': {'uid': metadata['uid']}})
-        except kube_client.ApiError as exc:
-            # 404: gone already; 409: the name was taken anew by someone
-            # else since, which is theirs to keep.
-            if exc.status in (404, 409):
-                return False
-            raise
-        return True
+        # 404: gone already; 409: the name was taken anew by someone else
+        # since, which is theirs to keep.
+        deleted, _ = self._call(
+            'delete', metadata['name'],
+            self.api.custom.delete_namespaced_custom_object, metadata['name'],
+            body={'preconditions': {'uid': metadata['uid']}},
+            refused=(404, 409))
+        return deleted
 
     def delete_name(self, name):
         """Delete whatever object has this name; idempotent.
 
         :returns: ``True`` if this call deleted one.
         """
-        try:
-            self.api.call(
-                f'delete {self.what(name)}',
-                self.api.custom.delete_namespaced_custom_object,
-                *self._args(), name)
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                return False
-            raise
-        return True
+        deleted, _ = self._call(
+            'delete', name, self.api.custom.delete_namespaced_custom_object,
+            name, refused=(404,))
+        return deleted
 
     def position(self, selector):
         """The collection's current resourceVersion (a list of one item)."""

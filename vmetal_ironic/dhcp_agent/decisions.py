@@ -1,6 +1,6 @@
 """What the agent answers to a DHCP message: pure logic, no I/O.
 
-The server hands :func:`decide` a parsed :class:`~vmetal_ironic.pxe.messages.Request`, the
+The server hands :func:`decide` a parsed :class:`~vmetal_ironic.dhcp_agent.messages.Request`, the
 :class:`Binding` it found in memory for the client's MAC (or ``None``) and
 the agent's :class:`Settings`; it gets back a :class:`Decision` that the
 codec turns into bytes and :func:`destination` tells where to send them.
@@ -24,7 +24,7 @@ RFC 2131 rules kept here:
 
 import socket
 
-from vmetal_ironic.pxe import messages as m
+from vmetal_ironic.dhcp_agent import messages as m
 
 
 def choose_boot(request, binding, settings):
@@ -33,7 +33,7 @@ def choose_boot(request, binding, settings):
     An OS's DHCP client (no PXE vendor class, no architecture, not iPXE) gets
     none. The reservation's own boot options win over the agent's defaults.
 
-    :returns: a :class:`~vmetal_ironic.pxe.messages.BootReply` or ``None``.
+    :returns: a :class:`~vmetal_ironic.dhcp_agent.messages.BootReply` or ``None``.
     """
     next_server = binding.tftp_server or settings.server_address_text
     if request.is_ipxe:
@@ -76,7 +76,7 @@ def decide(request, binding, settings):
     :param request: a :class:`Request`.
     :param binding: the :class:`Binding` for ``request.mac``, or ``None``.
     :param settings: the agent's :class:`Settings`.
-    :returns: a :class:`~vmetal_ironic.pxe.messages.Decision`.
+    :returns: a :class:`~vmetal_ironic.dhcp_agent.messages.Decision`.
     """
     kind = request.message_type
     foreign = (request.server_id is not None

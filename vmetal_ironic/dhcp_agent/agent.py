@@ -12,14 +12,14 @@ import time
 
 from oslo_log import log
 
-from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import http_boot
-from vmetal_ironic.pxe import link as link_mod
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import ra as ra_mod
-from vmetal_ironic.pxe import settings as settings_mod
-from vmetal_ironic.pxe import server as server_mod
-from vmetal_ironic.pxe import tftp as tftp_mod
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import http_boot
+from vmetal_ironic.dhcp_agent import link as link_mod
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import ra as ra_mod
+from vmetal_ironic.dhcp_agent import settings as settings_mod
+from vmetal_ironic.dhcp_agent import server as server_mod
+from vmetal_ironic.dhcp_agent import tftp as tftp_mod
 
 LOG = log.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class Agent:
     def check_interface(self):
         """Re-open the sockets when the interface was re-created.
 
-        :returns: the :class:`~vmetal_ironic.pxe.link.Change` seen.
+        :returns: the :class:`~vmetal_ironic.dhcp_agent.link.Change` seen.
         """
         change = self.link.check()
         if change is link_mod.Change.GONE:

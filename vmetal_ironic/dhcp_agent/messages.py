@@ -1,8 +1,8 @@
 """The DHCP message types the agent works with: plain data, no policy.
 
-The wire codec (:mod:`~vmetal_ironic.pxe.codec`) turns bytes into a
+The wire codec (:mod:`~vmetal_ironic.dhcp_agent.codec`) turns bytes into a
 :class:`Request` and a :class:`Decision` into bytes; the policy
-(:mod:`~vmetal_ironic.pxe.decisions`) maps a :class:`Request` and a
+(:mod:`~vmetal_ironic.dhcp_agent.decisions`) maps a :class:`Request` and a
 :class:`Binding` to a :class:`Decision`. Both import this module and
 neither imports the other.
 """

@@ -1,7 +1,7 @@
 """Read-only TFTP for the boot files.
 
 :class:`TftpService` binds the listening socket and runs
-:class:`~vmetal_ironic.pxe.tftp_server.TftpServer` on a daemon thread.
+:class:`~vmetal_ironic.dhcp_agent.tftp_server.TftpServer` on a daemon thread.
 Every name a client asks for goes through :func:`resolve`, which keeps it
 inside the root (no ``..``, no absolute path, no symlink pointing out
 except into ``link_dirs``); writes are refused (TFTP error 2). Why this is
@@ -15,7 +15,7 @@ import threading
 
 from oslo_log import log
 
-from vmetal_ironic.pxe import tftp_server
+from vmetal_ironic.dhcp_agent import tftp_server
 
 LOG = log.getLogger(__name__)
 # Descriptors kept free for the rest of the agent (DHCP, RA, metrics,
@@ -63,7 +63,7 @@ class TftpService:
     :param root: directory to serve.
     :param address: address to listen on.
     :param port: UDP port.
-    :param metrics: :class:`~vmetal_ironic.pxe.metrics.Metrics` or ``None``.
+    :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics` or ``None``.
     :param timeout: retransmission timeout (seconds) unless a client asks.
     :param retries: resends of a window before a transfer is dropped.
     :param link_dirs: real directories symlinks in ``root`` may point into.

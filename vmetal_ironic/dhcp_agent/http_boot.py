@@ -4,7 +4,7 @@ A UEFI HTTP boot client (DHCP vendor class ``HTTPClient``) is answered
 with a URL instead of a TFTP file name; pointing it at the agent itself
 means the bootloader needs no web server besides the agent. The server is
 read-only: ``GET`` and ``HEAD`` of a regular file under the root (the same
-jail as TFTP, :func:`~vmetal_ironic.pxe.tftp.resolve`); no listings, no
+jail as TFTP, :func:`~vmetal_ironic.dhcp_agent.tftp.resolve`); no listings, no
 other methods, a bounded number of connections, a timeout on each.
 """
 
@@ -14,8 +14,8 @@ import urllib.parse
 
 from oslo_log import log
 
-from vmetal_ironic.pxe import tftp
-from vmetal_ironic.pxe import tftp_server
+from vmetal_ironic.dhcp_agent import tftp
+from vmetal_ironic.dhcp_agent import tftp_server
 
 LOG = log.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class HttpBootService:
     :param port: TCP port.
     :param link_dirs: real directories symlinks in ``root`` may point into.
     :param max_connections: connections served at once.
-    :param metrics: :class:`~vmetal_ironic.pxe.metrics.Metrics` or ``None``.
+    :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics` or ``None``.
     :raises ValueError: ``root`` is not a readable directory.
     """
 

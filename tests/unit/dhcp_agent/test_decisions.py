@@ -2,8 +2,8 @@ import socket
 
 import pytest
 
-from vmetal_ironic.pxe import decisions as d
-from vmetal_ironic.pxe import messages as m
+from vmetal_ironic.dhcp_agent import decisions as d
+from vmetal_ironic.dhcp_agent import messages as m
 
 SERVER = socket.inet_aton('192.0.2.1')
 OTHER = socket.inet_aton('192.0.2.2')

@@ -2,7 +2,7 @@ import socket
 
 import pytest
 
-from vmetal_ironic.pxe import settings
+from vmetal_ironic.dhcp_agent import settings
 
 
 def test_settings_from_conf(conf):

@@ -6,13 +6,13 @@ import socket
 
 import pytest
 
-from tests.unit.pxe import helpers
+from tests.unit.dhcp_agent import helpers
 from vmetal_ironic import reservation as res
-from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import dynamic
-from vmetal_ironic.pxe import messages as m
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import server as server_mod
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import dynamic
+from vmetal_ironic.dhcp_agent import messages as m
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import server as server_mod
 
 SERVER = '192.0.2.1'
 FIRST = '192.0.2.100'

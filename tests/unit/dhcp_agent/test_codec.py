@@ -5,10 +5,10 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.unit.pxe import helpers
-from vmetal_ironic.pxe import codec
-from vmetal_ironic.pxe import decisions as d
-from vmetal_ironic.pxe import messages as m
+from tests.unit.dhcp_agent import helpers
+from vmetal_ironic.dhcp_agent import codec
+from vmetal_ironic.dhcp_agent import decisions as d
+from vmetal_ironic.dhcp_agent import messages as m
 import contextlib
 
 SERVER = socket.inet_aton('192.0.2.1')

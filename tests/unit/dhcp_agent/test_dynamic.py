@@ -2,7 +2,7 @@ import ipaddress
 
 import pytest
 
-from vmetal_ironic.pxe import dynamic
+from vmetal_ironic.dhcp_agent import dynamic
 
 
 def ip(text):

@@ -2,8 +2,8 @@ import json
 
 from vmetal_ironic import exception
 from vmetal_ironic import reservation as res
-from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.store import local
 
 
@@ -179,8 +179,8 @@ def _raw_row(store, mac, document):
 
 
 def _fed(store):
-    from vmetal_ironic.pxe import server as server_mod
-    from vmetal_ironic.pxe import messages
+    from vmetal_ironic.dhcp_agent import server as server_mod
+    from vmetal_ironic.dhcp_agent import messages
     metrics = metrics_mod.Metrics()
     cache = cache_mod.ReservationCache()
     server = server_mod.DhcpServer(
@@ -304,7 +304,7 @@ def test_failing_follow_is_reported_and_degrades_to_polling(caplog):
     store.fail = True
     cache = cache_mod.ReservationCache()
     poller = cache_mod.RevisionPoller(store, cache, interval=0.05)
-    with caplog.at_level('WARNING', logger='vmetal_ironic.pxe.cache'):
+    with caplog.at_level('WARNING', logger='vmetal_ironic.dhcp_agent.cache'):
         poller.start()
         try:
             store.items = [_reservation('52:54:00:00:00:06', '192.0.2.16')]

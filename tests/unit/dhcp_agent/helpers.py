@@ -1,5 +1,5 @@
-"""Requests built with scapy, the independent encoder the codec is checked
-against."""
+"""Helpers of the DHCP agent's unit tests: requests built with scapy (the
+independent encoder the codec is checked against) and boot-file roots."""
 
 from scapy.layers import dhcp as scapy_dhcp
 
@@ -23,3 +23,20 @@ def options_of(data):
         if isinstance(option, tuple):
             result[option[0]] = option[1] if len(option) == 2 else option[1:]
     return reply, result
+
+
+def boot_root(tmp_path, files):
+    """A boot-file root ``tmp_path/root`` holding ``files``, and ``escape``
+    in it: a link to the file ``tmp_path/secret`` outside the root.
+
+    :param files: ``{relative path: bytes}``.
+    :returns: the root's path.
+    """
+    base = tmp_path / 'root'
+    base.mkdir()
+    for name, content in files.items():
+        (base / name).parent.mkdir(parents=True, exist_ok=True)
+        (base / name).write_bytes(content)
+    (tmp_path / 'secret').write_text('secret')
+    (base / 'escape').symlink_to(tmp_path / 'secret')
+    return base

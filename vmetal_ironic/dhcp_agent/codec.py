@@ -20,7 +20,7 @@ import struct
 
 from scapy.layers import dhcp as scapy_dhcp
 
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import messages
 
 BOOTREQUEST = 1
 HTYPE_ETHERNET = 1
@@ -72,7 +72,7 @@ def parse(data):
     """Parse a client message.
 
     :param data: the UDP payload.
-    :returns: a :class:`vmetal_ironic.pxe.messages.Request`.
+    :returns: a :class:`vmetal_ironic.dhcp_agent.messages.Request`.
     :raises Malformed: truncated, oversize, not a BOOTREQUEST over
         Ethernet, no magic cookie, an option overrunning the packet, no end
         option, or a missing/invalid message type.

@@ -12,7 +12,7 @@ import heapq
 import ipaddress
 import itertools
 
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import messages
 
 
 def parse_range(text):
@@ -168,7 +168,7 @@ class DynamicPool:
         returned and :meth:`revoked` says so until the client starts over.
 
         :param reserved: packed addresses held by reservations, skipped.
-        :returns: a :class:`~vmetal_ironic.pxe.messages.Binding` or
+        :returns: a :class:`~vmetal_ironic.dhcp_agent.messages.Binding` or
             ``None`` (no lease and not allocating, or range full).
         """
         self._expire(now)
@@ -193,7 +193,7 @@ class DynamicPool:
         (leases are not persisted) keeps it.
 
         :param address: packed address.
-        :returns: a :class:`~vmetal_ironic.pxe.messages.Binding` or
+        :returns: a :class:`~vmetal_ironic.dhcp_agent.messages.Binding` or
             ``None``.
         """
         self._expire(now)

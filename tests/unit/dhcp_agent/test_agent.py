@@ -4,15 +4,15 @@ import socket
 import pytest
 from oslo_config import cfg
 
-from tests.unit.pxe import helpers
+from tests.unit.dhcp_agent import helpers
 from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic import reservation as res
 from vmetal_ironic.cmd import dhcp_agent
-from vmetal_ironic.pxe import agent
-from vmetal_ironic.pxe import cache as cache_mod
-from vmetal_ironic.pxe import messages as m
-from vmetal_ironic.pxe import metrics as metrics_mod
-from vmetal_ironic.pxe import server as server_mod
+from vmetal_ironic.dhcp_agent import agent
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import messages as m
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import server as server_mod
 
 
 def test_agent_refuses_missing_or_unknown_interface(conf):
@@ -71,7 +71,7 @@ def test_handle_counts_everything():
 
 
 def test_dynamic_range_serves_unknown_macs():
-    from vmetal_ironic.pxe import dynamic
+    from vmetal_ironic.dhcp_agent import dynamic
     pool = dynamic.DynamicPool(int.from_bytes(socket.inet_aton('192.0.2.100'),
                                               'big'),
                                int.from_bytes(socket.inet_aton('192.0.2.101'),
@@ -187,7 +187,7 @@ def test_sighup_reloads_dynamic_gateway_dns_and_lease_time(tmp_path):
 
 
 def test_interface_watch_tells_gone_back_and_same():
-    from vmetal_ironic.pxe import link
+    from vmetal_ironic.dhcp_agent import link
     watch = link.InterfaceWatch('lo')
     assert watch.check() is link.Change.SAME
     watch.bound_index = -1          # as if bound to an older 'lo'

@@ -16,7 +16,7 @@ import errno
 import os
 import stat
 
-from vmetal_ironic.pxe import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_packet as packet
 
 # Results a session ends with (the ``result`` label of the metric).
 COMPLETED = 'served'

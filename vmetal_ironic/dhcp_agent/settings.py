@@ -1,6 +1,6 @@
 """The agent's configuration, read and checked: ``[vmetal_dhcp_agent]``
-turned into :class:`~vmetal_ironic.pxe.messages.Settings` and an optional
-:class:`~vmetal_ironic.pxe.dynamic.DynamicPool`.
+turned into :class:`~vmetal_ironic.dhcp_agent.messages.Settings` and an optional
+:class:`~vmetal_ironic.dhcp_agent.dynamic.DynamicPool`.
 
 Every problem is one :class:`ConfigError` line naming the option and the
 value, raised before anything is opened.
@@ -14,9 +14,9 @@ import struct
 
 from vmetal_ironic import exception
 from vmetal_ironic import reservation
-from vmetal_ironic.pxe import dynamic as dynamic_mod
-from vmetal_ironic.pxe import http_boot
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import dynamic as dynamic_mod
+from vmetal_ironic.dhcp_agent import http_boot
+from vmetal_ironic.dhcp_agent import messages
 
 _SIOCGIFADDR = 0x8915
 
@@ -67,7 +67,7 @@ def _url(value, name):
 
 
 def settings_from_conf(conf, server_address):
-    """:returns: :class:`~vmetal_ironic.pxe.messages.Settings`.
+    """:returns: :class:`~vmetal_ironic.dhcp_agent.messages.Settings`.
 
     :raises ConfigError: on a bad value.
     """
@@ -84,7 +84,7 @@ def settings_from_conf(conf, server_address):
 
 
 def dynamic_from_conf(conf):
-    """:returns: a :class:`~vmetal_ironic.pxe.dynamic.DynamicPool` or
+    """:returns: a :class:`~vmetal_ironic.dhcp_agent.dynamic.DynamicPool` or
     ``None`` when no range is configured.
 
     :raises ConfigError: on a bad range.

@@ -1,6 +1,6 @@
 """The agent sends UEFI HTTP boot clients to its own HTTP server."""
 
-from vmetal_ironic.pxe import settings
+from vmetal_ironic.dhcp_agent import settings
 
 
 def test_http_boot_url_points_at_the_agent_when_it_serves_http(conf):

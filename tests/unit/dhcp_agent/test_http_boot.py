@@ -6,20 +6,16 @@ import time
 import pytest
 from oslo_config import cfg
 
+from tests.unit.dhcp_agent import helpers
 from vmetal_ironic import conf as vmetal_conf
-from vmetal_ironic.pxe import http_boot
-from vmetal_ironic.pxe import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import http_boot
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 
 
 @pytest.fixture
 def root(tmp_path):
-    base = tmp_path / 'root'
-    (base / 'sub').mkdir(parents=True)
-    (base / 'snponly.efi').write_bytes(os.urandom(300_000))
-    (base / 'sub' / 'a b.efi').write_bytes(b'spaced')
-    (tmp_path / 'secret').write_text('secret')
-    (base / 'escape').symlink_to(tmp_path / 'secret')
-    return base
+    return helpers.boot_root(tmp_path, {'snponly.efi': os.urandom(300_000),
+                                        'sub/a b.efi': b'spaced'})
 
 
 @pytest.fixture

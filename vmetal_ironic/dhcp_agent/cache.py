@@ -26,7 +26,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic import exception
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
 
@@ -35,7 +35,7 @@ _RELIST = object()
 
 
 class ReservationCache:
-    """MAC -> :class:`~vmetal_ironic.pxe.decisions.Binding`.
+    """MAC -> :class:`~vmetal_ironic.dhcp_agent.decisions.Binding`.
 
     :param on_load: optional callable given the new bindings (a list)
         before they go live, e.g. to build reply templates; runs on the
@@ -85,25 +85,8 @@ class ReservationCache:
         bindings = {}
         skipped = {}
         for reservation in reservations:
-            mac = getattr(reservation, 'mac', None)
-            try:
-                binding = messages.Binding.from_reservation(reservation)
-            except Exception as exc:  # any bad row, whatever the store
-                skipped[str(mac)] = str(exc)
-                continue
-            bindings[binding.mac] = binding
-        if self.on_load is not None:
-            rejected = self.on_load(list(bindings.values())) or {}
-            for mac, reason in rejected.items():
-                bindings.pop(mac, None)
-                skipped[mac] = reason
-        for mac, reason in sorted(skipped.items()):
-            if self.skipped.get(mac) != reason:
-                LOG.warning('Skipping the reservation of %s: %s', mac,
-                            reason)
-        self._bindings = bindings
-        self._addresses = frozenset(b.address for b in bindings.values())
-        self.skipped = skipped
+            _bind(reservation, bindings, skipped)
+        self._swap_in(bindings, skipped)
         self.revision = revision
         self.loaded_at = time.monotonic()
         self.stale = False
@@ -128,31 +111,50 @@ class ReservationCache:
                 touched += bindings.pop(change.removed, None) is not None
             if change.changed is None:
                 continue
-            mac = str(getattr(change.changed, 'mac', None))
+            mac = _mac_of(change.changed)
             skipped.pop(mac, None)
             bindings.pop(mac, None)
             touched += 1
-            try:
-                binding = messages.Binding.from_reservation(change.changed)
-            except Exception as exc:  # any bad row, whatever the store
-                skipped[mac] = str(exc)
-                continue
-            bindings[binding.mac] = binding
+            _bind(change.changed, bindings, skipped)
         if touched:
-            if self.on_load is not None:
-                rejected = self.on_load(list(bindings.values())) or {}
-                for mac, reason in rejected.items():
-                    bindings.pop(mac, None)
-                    skipped[mac] = reason
-            for mac, reason in sorted(skipped.items()):
-                if self.skipped.get(mac) != reason:
-                    LOG.warning('Skipping the reservation of %s: %s', mac,
-                                reason)
-            self._bindings = bindings
-            self._addresses = frozenset(b.address for b in bindings.values())
-            self.skipped = skipped
+            self._swap_in(bindings, skipped)
         self.revision = revision
         return touched
+
+    def _swap_in(self, bindings, skipped):
+        """Let :attr:`on_load` reject some of ``bindings``, log each newly
+        skipped reservation once, and serve the result.
+
+        :param bindings: the new ``{mac: Binding}``; rejected ones go.
+        :param skipped: the new ``{mac: reason}``; rejected ones join it.
+        """
+        if self.on_load is not None:
+            rejected = self.on_load(list(bindings.values())) or {}
+            for mac, reason in rejected.items():
+                bindings.pop(mac, None)
+                skipped[mac] = reason
+        for mac, reason in sorted(skipped.items()):
+            if self.skipped.get(mac) != reason:
+                LOG.warning('Skipping the reservation of %s: %s', mac,
+                            reason)
+        self._bindings = bindings
+        self._addresses = frozenset(b.address for b in bindings.values())
+        self.skipped = skipped
+
+
+def _mac_of(reservation):
+    return str(getattr(reservation, 'mac', None))
+
+
+def _bind(reservation, bindings, skipped):
+    """Add ``reservation``'s binding to ``bindings``, or the reason it
+    cannot be served to ``skipped``, keyed by its MAC."""
+    try:
+        binding = messages.Binding.from_reservation(reservation)
+    except Exception as exc:  # any bad row, whatever the store
+        skipped[_mac_of(reservation)] = str(exc)
+        return
+    bindings[binding.mac] = binding
 
 
 class RevisionPoller:
@@ -166,7 +168,7 @@ class RevisionPoller:
     :param store: a :class:`vmetal_ironic.store.base.Store`.
     :param cache: the :class:`ReservationCache` to feed.
     :param interval: seconds between revision checks.
-    :param metrics: optional :class:`~vmetal_ironic.pxe.metrics.Metrics`.
+    :param metrics: optional :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
     """
 
     #: Longest wait between two attempts after failures, seconds.

@@ -17,9 +17,9 @@ import time
 
 from oslo_log import log
 
-from vmetal_ironic.pxe import codec
-from vmetal_ironic.pxe import decisions
-from vmetal_ironic.pxe import messages
+from vmetal_ironic.dhcp_agent import codec
+from vmetal_ironic.dhcp_agent import decisions
+from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
 
@@ -89,11 +89,11 @@ class DhcpServer:
 
     :param sock: the socket from :func:`open_socket` (``None`` to use
         :meth:`handle` alone).
-    :param settings: :class:`~vmetal_ironic.pxe.messages.Settings`.
-    :param cache: :class:`~vmetal_ironic.pxe.cache.ReservationCache`.
-    :param metrics: :class:`~vmetal_ironic.pxe.metrics.Metrics`.
+    :param settings: :class:`~vmetal_ironic.dhcp_agent.messages.Settings`.
+    :param cache: :class:`~vmetal_ironic.dhcp_agent.cache.ReservationCache`.
+    :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
     :param dynamic: optional
-        :class:`~vmetal_ironic.pxe.dynamic.DynamicPool`.
+        :class:`~vmetal_ironic.dhcp_agent.dynamic.DynamicPool`.
     """
 
     def __init__(self, sock, settings, cache, metrics, dynamic=None,

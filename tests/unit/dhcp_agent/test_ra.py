@@ -2,7 +2,7 @@ import struct
 
 from scapy.layers import inet6
 
-from vmetal_ironic.pxe import ra
+from vmetal_ironic.dhcp_agent import ra
 
 
 def test_advertisement_has_no_prefix_and_no_lifetime():

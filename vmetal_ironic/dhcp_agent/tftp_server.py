@@ -24,8 +24,8 @@ import time
 
 from oslo_log import log
 
-from vmetal_ironic.pxe import tftp_packet as packet
-from vmetal_ironic.pxe import tftp_session as session_mod
+from vmetal_ironic.dhcp_agent import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_session as session_mod
 
 LOG = log.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from tests import tftp_peer
-from vmetal_ironic.pxe import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_packet as packet
 
 
 def test_parse_request_with_options():

@@ -1,0 +1,104 @@
+"""Prometheus metrics of the DHCP agent.
+
+Each agent gets its own registry so two agents in one process (tests) do
+not collide on metric names.
+"""
+
+import prometheus_client
+
+_COUNTER = prometheus_client.Counter
+_GAUGE = prometheus_client.Gauge
+
+# (attribute, type, metric name, help, labels): one row a metric, so adding
+# one is one line and every metric is declared the same way.
+_DECLARED = (
+    ('requests', _COUNTER, 'vmetal_dhcp_requests',
+     'DHCP requests received, by message type.', ('type',)),
+    ('replies', _COUNTER, 'vmetal_dhcp_replies',
+     'DHCP replies sent, by message type.', ('type',)),
+    ('ignored', _COUNTER, 'vmetal_dhcp_ignored',
+     'Requests not answered, by reason.', ('reason',)),
+    ('unknown', _COUNTER, 'vmetal_dhcp_unknown_mac',
+     'Requests from MACs without a reservation that were ignored.', ()),
+    ('malformed', _COUNTER, 'vmetal_dhcp_malformed',
+     'Packets dropped as malformed, truncated or hostile.', ()),
+    ('send_errors', _COUNTER, 'vmetal_dhcp_send_errors',
+     'Replies the kernel refused to send.', ()),
+    ('cache_size', _GAUGE, 'vmetal_dhcp_reservations',
+     'Reservations in the in-memory cache.', ()),
+    ('cache_stale', _GAUGE, 'vmetal_dhcp_store_unreachable',
+     '1 while the store cannot be read and the cache serves the last good '
+     'data.', ()),
+    ('tftp_transfers', _COUNTER, 'vmetal_tftp_transfers',
+     'TFTP read requests, by result (served = sent whole).', ('result',)),
+    ('tftp_bytes', _COUNTER, 'vmetal_tftp_bytes',
+     'Bytes of files sent whole over TFTP.', ()),
+    ('tftp_sessions', _GAUGE, 'vmetal_tftp_sessions',
+     'TFTP transfers in progress.', ()),
+    ('http_requests', _COUNTER, 'vmetal_http_boot_requests',
+     'Boot-file HTTP requests, by result.', ('result',)),
+    ('http_bytes', _COUNTER, 'vmetal_http_boot_bytes',
+     'Bytes of boot files sent over HTTP.', ()),
+    ('ra_sent', _COUNTER, 'vmetal_ipv6_ra_sent',
+     'IPv6 router advertisements sent.', ()),
+    ('destinations', _COUNTER, 'vmetal_dhcp_reply_destinations',
+     'Replies by where they went: broadcast, client (unicast to ciaddr) or '
+     'relay (giaddr).', ('to',)),
+    ('oversize', _COUNTER, 'vmetal_dhcp_replies_oversize',
+     'Replies still above the client\'s size limit (576 bytes or option 57) '
+     'with every optional option dropped.', ()),
+    ('internal_errors', _COUNTER, 'vmetal_dhcp_internal_errors',
+     'Packets whose handling raised; the packet was dropped.', ()),
+    ('log_suppressed', _COUNTER, 'vmetal_dhcp_log_lines_suppressed',
+     'Log lines left out by a rate limit (floods of ignored, released or '
+     'failing packets).', ()),
+    ('dynamic_revoked', _COUNTER, 'vmetal_dhcp_dynamic_revoked',
+     'REQUESTs NAKed because a reservation took the address of their '
+     'dynamic lease.', ()),
+    ('reservations_skipped', _GAUGE, 'vmetal_dhcp_reservations_skipped',
+     'Reservations of the last load left out as invalid (by the store or '
+     'the cache).', ()),
+    ('reservation_loads', _COUNTER, 'vmetal_dhcp_reservation_loads',
+     'Reservation loads from the store.', ()),
+    ('store_revision', prometheus_client.Info, 'vmetal_dhcp_store',
+     'Store revision of the reservations being served.', ()),
+    ('store_feed_errors', _COUNTER, 'vmetal_dhcp_store_feed_errors',
+     'Failures of the store feed, by kind.', ('kind',)),
+    ('interface_up', _GAUGE, 'vmetal_dhcp_interface_up',
+     '1 while the provisioning interface exists and the sockets are bound '
+     'to it.', ()),
+    ('interface_rebinds', _COUNTER, 'vmetal_dhcp_interface_rebinds',
+     'Times the sockets were opened again on a re-created provisioning '
+     'interface.', ()),
+    ('config_reloads', _COUNTER, 'vmetal_dhcp_config_reloads',
+     'Configuration reloads (SIGHUP), by result.', ('result',)),
+)
+
+
+class Metrics:
+    """The agent's counters and gauges: one attribute a row of
+    ``_DECLARED``, plus :attr:`store_feed`."""
+
+    def __init__(self):
+        self.registry = prometheus_client.CollectorRegistry()
+        for attribute, kind, name, documentation, labels in _DECLARED:
+            setattr(self, attribute, kind(name, documentation, labels,
+                                          registry=self.registry))
+        # The one metric with more than labels to declare.
+        self.store_feed = prometheus_client.Enum(
+            'vmetal_dhcp_store_feed', 'State of the store feed: ok, '
+            'unreachable (serving the cached data) or failing (the poller '
+            'raised; retried with backoff).',
+            states=['ok', 'unreachable', 'failing'], registry=self.registry)
+
+    def serve(self, host, port):
+        """Start the HTTP endpoint on a daemon thread.
+
+        :returns: the server object (``shutdown()`` stops it).
+        """
+        server, _thread = prometheus_client.start_http_server(
+            port, addr=host, registry=self.registry)
+        return server
+
+    def render(self):
+        return prometheus_client.generate_latest(self.registry).decode()
