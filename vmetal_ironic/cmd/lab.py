@@ -6,13 +6,17 @@ only when every step was observed.
 """
 
 import argparse
+import json
 import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_flow
+from vmetal_ironic.lab import full_setup
 
 PROG = 'vmetal-lab'
 
@@ -28,15 +32,33 @@ def main(argv=None):
                         '(default: a temporary directory, removed after)')
     parser.add_argument('--boot-timeout', type=float, default=240.0,
                         help='seconds from power on to the last boot step')
+    parser.add_argument('--full', action='store_true',
+                        help='the whole flow with Ironic in charge: Redfish '
+                        'power, IPA inspection and deploy, boot from disk, '
+                        'the installed OS on its allocated address')
+    parser.add_argument('--faults', action='store_true',
+                        help='with --full: also check that a wrong BMC '
+                        'password and a missing image fail readably')
+    parser.add_argument('--phase-timeout', type=float,
+                        default=full_flow.PHASE_TIMEOUT,
+                        help='with --full: seconds each phase may take')
+    parser.add_argument('--json', action='store_true',
+                        help='with --full: end with one JSON line (ok, '
+                        'seconds, addresses, per-phase steps)')
     args = parser.parse_args(argv)
     try:
-        flow.preflight()
+        (full_setup if args.full else flow).preflight()
     except flow.LabError as exc:
         sys.stderr.write(f'{PROG}: error: {exc}\n')
         return 1
     workdir = args.workdir or tempfile.mkdtemp(prefix='vmetal-lab-')
     report = flow.Report()
-    lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
+    if args.full:
+        lab = full_flow.FullLab(workdir, report, faults=args.faults,
+                                phase_timeout=args.phase_timeout)
+    else:
+        lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
+    started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)
     failure = None
     try:
@@ -52,12 +74,16 @@ def main(argv=None):
         failure = f'unexpected {exc.__class__.__name__}: {exc}'
     finally:
         lab.close()
+    if args.json and args.full:
+        sys.stdout.write(json.dumps(lab.summary(
+            not failure, time.monotonic() - started)) + '\n')
     if failure:
         sys.stderr.write(f'{PROG}: FAILED after {len(report.steps)} steps: '
                          f'{failure}\n  logs: {workdir}\n')
         return 1
-    sys.stdout.write(f'\nAll {len(report.steps)} steps observed; '
-                     'processes stopped, namespaces removed.\n')
+    if not args.json:
+        sys.stdout.write(f'\nAll {len(report.steps)} steps observed; '
+                         'processes stopped, namespaces removed.\n')
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
