@@ -73,6 +73,9 @@ def main(argv=None):
             traceback.print_exc(file=log)
         failure = f'unexpected {exc.__class__.__name__}: {exc}'
     finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         lab.close()
     if args.json and args.full:
         sys.stdout.write(json.dumps(lab.summary(

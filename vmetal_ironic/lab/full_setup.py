@@ -35,7 +35,7 @@ API_PORT = 6385
 API_URL = f'http://{flow.SERVER}:{API_PORT}'
 IMAGE_PATH = 'lab-images'
 REQUIRED = ('virsh', 'qemu-img', 'debootstrap', 'mkfs.vfat', 'mcopy',
-            'sgdisk', 'grub-mkimage', 'zstd', 'cpio')
+            'sgdisk', 'grub-mkimage', 'zstd', 'cpio', 'genisoimage')
 
 
 def preflight():

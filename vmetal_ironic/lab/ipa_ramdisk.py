@@ -34,7 +34,9 @@ MODULES = (
     'virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_scsi', 'virtio_rng',
     'e1000', 'e1000e', 'ahci', 'nvme', 'sd_mod', 'sr_mod', 'ext4', 'xfs',
     'vfat', 'isofs', 'dm_mod', 'raid1', 'efivarfs', '8021q', 'nls_cp437',
-    'nls_iso8859_1',
+    # vfat mounts with iocharset "ascii" by Debian's default; UTF-8 for
+    # long names.
+    'nls_ascii', 'nls_utf8', 'nls_iso8859_1',
 )
 NETWORK = """\
 [Match]

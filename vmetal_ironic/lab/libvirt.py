@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from xml.etree import ElementTree
 from xml.sax import saxutils
 
 from vmetal_ironic.lab import netns
@@ -76,6 +77,28 @@ def domain_xml(**values):
     quotes = {"'": '&apos;', '"': '&quot;'}
     return DOMAIN.format(**{key: saxutils.escape(str(value), quotes)
                             for key, value in values.items()})
+
+
+def boot_devices(xml):
+    """Boot devices of a domain definition, first first: ``hd``, ``network``.
+
+    sushy-tools writes per-device ``<boot order=…/>`` (a disk or NIC
+    left out is not booted); ``<os><boot dev=…/>`` is the older form.
+    """
+    try:
+        # Our own libvirtd's dump of the domain we defined.
+        root = ElementTree.fromstring(xml)  # noqa: S314
+    except ElementTree.ParseError:
+        return []
+    ordered = []
+    for kind, name in (('disk', 'hd'), ('interface', 'network')):
+        for device in root.findall(f'devices/{kind}'):
+            boot = device.find('boot')
+            if boot is not None and boot.get('order', '').isdigit():
+                ordered.append((int(boot.get('order')), name))
+    if ordered:
+        return [name for _order, name in sorted(ordered)]
+    return [boot.get('dev') for boot in root.findall('os/boot')]
 
 
 class LibvirtError(Exception):
@@ -231,9 +254,8 @@ class Domain:
 
     def boot_devices(self):
         """The boot devices of the domain's definition, in order."""
-        xml = virsh('dumpxml', '--inactive', self.name, check=False)
-        return [part.split("'")[0] for part in
-                xml.split("<boot dev='")[1:]]
+        return boot_devices(virsh('dumpxml', '--inactive', self.name,
+                                  check=False))
 
     def serial_text(self):
         return self.serial.read_text(errors='replace')

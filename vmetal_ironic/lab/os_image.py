@@ -44,6 +44,8 @@ ESP_MIB = 64
 REPORT_MARK = 'vmetal-lab-os:'
 CLOUD_CFG = """\
 datasource_list: [ ConfigDrive, None ]
+# No locales are installed; cc_locale would fail cloud-config.service.
+locale: false
 system_info:
   network:
     renderers: [ networkd ]
@@ -69,6 +71,9 @@ datasource=$(python3 -c 'import json; print(json.load(open(
 echo "{REPORT_MARK} iface=$iface address=$address source=$source" \\
     "gateway=$gateway dns=$dns datasource=$datasource" > /dev/ttyS0
 """
+# cloud-final.service runs after multi-user.target: a unit wanted by
+# multi-user.target and ordered after cloud-final would be a cycle that
+# systemd breaks by dropping the ordering, so it hangs off cloud-init.target.
 UNIT = """\
 [Unit]
 Description=Report the configured address on the serial console
@@ -80,7 +85,7 @@ Type=oneshot
 ExecStart=/usr/local/sbin/vmetal-report
 
 [Install]
-WantedBy=multi-user.target
+WantedBy=cloud-init.target
 """
 GRUB_CFG = """\
 search --no-floppy --fs-uuid --set=root {uuid}
@@ -106,7 +111,7 @@ def _configure(root, root_uuid):
     root.write('etc/systemd/system/vmetal-report.service', UNIT)
     root.write('etc/fstab', f'UUID={root_uuid} / ext4 defaults 0 1\n')
     root.write('etc/hostname', 'vmetal-lab-os\n')
-    root.enable('vmetal-report.service')
+    root.enable('vmetal-report.service', 'cloud-init.target')
     root.enable('systemd-networkd.service')
     root.enable('systemd-resolved.service')
 

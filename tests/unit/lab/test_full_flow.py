@@ -66,7 +66,7 @@ def test_domain_definition_is_escaped_and_boots_uefi():
         name="vlab<1>", uuid='u', memory=1024, code=libvirt.OVMF_CODE,
         vars=libvirt.OVMF_VARS, nvram='/w/vars.fd', disk='/w/d.qcow2',
         bridge='vlabb', mac='52:54:00:00:00:01', serial="/w/it's.log")
-    root = ElementTree.fromstring(xml)
+    root = ElementTree.fromstring(xml)  # noqa: S314 - our own template
     assert root.get('type') == 'qemu'
     assert root.findtext('name') == 'vlab<1>'
     assert root.find('os/loader').text == str(libvirt.OVMF_CODE)
@@ -91,3 +91,20 @@ def test_summary_has_the_documented_shape(tmp_path):
     assert summary['os_address'] == '192.0.2.100'
     assert summary['os_address_source'] == 'static'
     assert summary['steps'] == [{'name': 'power_on', 'seconds': 5.0}]
+
+
+def test_boot_devices_follow_per_device_order():
+    # What sushy-tools leaves after a Redfish "Hdd" boot override.
+    xml = ("<domain><os><type>hvm</type></os><devices>"
+           "<disk><boot order='1'/></disk><interface/></devices></domain>")
+    assert libvirt.boot_devices(xml) == ['hd']
+    xml = ("<domain><devices><disk><boot order='2'/></disk>"
+           "<interface><boot order='1'/></interface></devices></domain>")
+    assert libvirt.boot_devices(xml) == ['network', 'hd']
+
+
+def test_boot_devices_from_the_os_element():
+    xml = ("<domain><os><boot dev='network'/><boot dev='hd'/></os>"
+           "<devices/></domain>")
+    assert libvirt.boot_devices(xml) == ['network', 'hd']
+    assert libvirt.boot_devices('not xml') == []

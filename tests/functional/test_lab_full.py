@@ -1,0 +1,64 @@
+"""vmetal-lab --full as a newcomer runs it: Ironic drives a Redfish BMC,
+IPA inspects and deploys, the installed OS comes up on its allocated
+address from the config drive, and nothing is left behind.
+
+One run covers the faults too (``--faults``): a node enrolled with a
+wrong BMC password must fail with a readable ``last_error``, and a deploy
+of an image URL that 404s must be refused readably while the address
+stays allocated. On a fresh machine the run builds the IPA ramdisk and
+the deploy image first (about 2.5 minutes; cached afterwards).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='the lab needs root')
+
+LAB = str(pathlib.Path(sys.executable).parent / 'vmetal-lab')
+PHASES = ('enroll', 'power_on', 'inspection', 'deploy', 'boot_from_disk',
+          'os_network', 'undeploy_cleaning')
+
+
+def _ours(argv, prefix='vlab'):
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         check=False).stdout
+    return {word for word in out.split() if word.startswith(prefix)}
+
+
+def _leftovers():
+    return (_ours(['ip', 'netns', 'list'])
+            | _ours(['ip', '-o', 'link', 'show'])
+            | _ours(['virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
+                     '--name']))
+
+
+def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):
+    before = _leftovers()
+    result = subprocess.run(
+        [LAB, '--full', '--faults', '--json', '--workdir', str(tmp_path)],
+        capture_output=True, text=True, timeout=3000)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['ok'] is True
+    assert tuple(step['name'] for step in summary['steps']) == PHASES
+    assert summary['allocated_address'].startswith('192.0.2.')
+    assert summary['os_address'] == summary['allocated_address']
+    assert summary['os_address_source'] == 'static'
+    assert 'bad BMC credentials: enrolment refused' in result.stdout
+    assert 'Incorrect username or password' in result.stdout
+    missing = next(line for line in result.stdout.splitlines()
+                   if 'missing image' in line)
+    assert '404' in missing
+    assert f'address {summary["allocated_address"]} still allocated' \
+        in missing
+    installed = next(line for line in result.stdout.splitlines()
+                     if 'installed OS' in line)
+    assert 'datasource DataSourceConfigDrive' in installed
+    assert _leftovers() == before
