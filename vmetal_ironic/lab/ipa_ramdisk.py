@@ -26,7 +26,7 @@ PACKAGES = (
     'systemd', 'systemd-sysv', 'udev', 'kmod', 'iproute2', 'python3',
     'python3-venv', 'ca-certificates', 'qemu-utils', 'util-linux', 'parted',
     'gdisk', 'lshw', 'dmidecode', 'e2fsprogs', 'dosfstools', 'efibootmgr',
-    'mdadm', 'hdparm', 'pciutils', 'xfsprogs', 'procps',
+    'mdadm', 'hdparm', 'pciutils', 'xfsprogs', 'procps', 'psmisc',
 )
 # What a QEMU (virtio, e1000, AHCI, NVMe) or a plain server needs; their
 # dependencies come along through ``modprobe --show-depends``.
