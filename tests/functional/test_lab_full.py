@@ -12,6 +12,8 @@ the deploy image first (about 2.5 minutes; cached afterwards).
 import json
 import os
 import pathlib
+import re
+import signal
 import subprocess
 import sys
 
@@ -62,3 +64,33 @@ def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):
                      if 'installed OS' in line)
     assert 'datasource DataSourceConfigDrive' in installed
     assert _leftovers() == before
+
+
+def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
+    before = _leftovers()
+    proc = subprocess.Popen(
+        [LAB, '--full', '--workdir', str(tmp_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ''
+        while 'powered on by Ironic' not in seen:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert 'powered on by Ironic' in seen, seen + proc.stderr.read()
+        # The machine is running under libvirt, the BMC and Ironic too.
+        assert len(_leftovers() - before) >= 4
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 1
+    assert re.search(r'FAILED after \d+ steps: interrupted', err), err
+    assert 'Traceback' not in err
+    assert _leftovers() == before
+    leftovers = subprocess.run(['pgrep', '-f', str(tmp_path)],
+                               capture_output=True, text=True).stdout
+    assert leftovers == ''
