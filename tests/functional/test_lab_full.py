@@ -85,8 +85,13 @@ def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
         _out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+            # SIGTERM still cleans up; SIGKILL would leave the domain.
+            proc.terminate()
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
     assert proc.returncode == 1
     assert re.search(r'FAILED after \d+ steps: interrupted', err), err
     assert 'Traceback' not in err

@@ -60,6 +60,9 @@ def main(argv=None):
         lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
     started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)
+    # Started from a background job, a process inherits SIGINT ignored and
+    # Python keeps it so; Ctrl-C must still reach the clean-up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     failure = None
     try:
         lab.run()
