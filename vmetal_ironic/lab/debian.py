@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import tempfile
 import time
 
 SUITE = 'bookworm'
@@ -175,6 +176,33 @@ class Root:
 
     def size(self):
         return int(run(['du', '-sb', str(self.path)], 'du').split()[0])
+
+
+def cached_build(final, marker, make, force=False):
+    """Run ``make(staging)`` unless ``final/marker`` is already cached.
+
+    The build happens in a fresh directory beside ``final`` and is moved
+    into place only when ``make`` returned, so a failed or interrupted
+    build never leaves a half-made cache entry.
+
+    :returns: ``(directory, seconds, cached)``.
+    """
+    final = pathlib.Path(final)
+    if (final / marker).exists() and not force:
+        return final, 0.0, True
+    if force:
+        shutil.rmtree(final, ignore_errors=True)
+    started = time.monotonic()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix='.build-',
+                                            dir=final.parent))
+    try:
+        make(staging)
+        final = publish(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final, time.monotonic() - started, False
 
 
 def publish(staging, final):

@@ -15,8 +15,6 @@ digest of this recipe, so a second build is a cache hit.
 import pathlib
 import shutil
 import subprocess
-import tempfile
-import time
 
 from vmetal_ironic.lab import debian
 
@@ -147,16 +145,7 @@ def build(log=print, force=False):
         ``kernel`` and ``ramdisk``.
     :raises vmetal_ironic.lab.debian.BuildError: a step failed.
     """
-    final = cache_dir()
-    if (final / 'ramdisk').exists() and not force:
-        return final, 0.0, True
-    if force:
-        shutil.rmtree(final, ignore_errors=True)
-    started = time.monotonic()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix='.build-',
-                                            dir=final.parent))
-    try:
+    def make(staging):
         root = debian.Root(staging / 'root', log)
         root.bootstrap()
         root.install(PACKAGES)
@@ -170,8 +159,5 @@ def build(log=print, force=False):
         shutil.copy(kernel, staging / 'kernel')
         root._done('packed the initramfs (zstd)')
         shutil.rmtree(root.path)
-        final = debian.publish(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final, time.monotonic() - started, False
+
+    return debian.cached_build(cache_dir(), 'ramdisk', make, force)

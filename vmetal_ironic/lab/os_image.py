@@ -20,10 +20,7 @@ with ``mkfs.ext4 -d``; the result is a compressed qcow2, cached under
 """
 
 import hashlib
-import pathlib
 import shutil
-import tempfile
-import time
 import uuid
 
 from vmetal_ironic.lab import debian
@@ -201,16 +198,7 @@ def build(log=print, force=False):
         ``image.qcow2`` and ``image.qcow2.sha256``.
     :raises vmetal_ironic.lab.debian.BuildError: a step failed.
     """
-    final = cache_dir()
-    if (final / 'image.qcow2').exists() and not force:
-        return final, 0.0, True
-    if force:
-        shutil.rmtree(final, ignore_errors=True)
-    started = time.monotonic()
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = pathlib.Path(tempfile.mkdtemp(prefix='.build-',
-                                            dir=final.parent))
-    try:
+    def make(staging):
         root_uuid = str(uuid.uuid4())
         root = debian.Root(staging / 'root', log)
         root.bootstrap()
@@ -231,11 +219,8 @@ def build(log=print, force=False):
                 digest.update(block)
         (staging / 'image.qcow2.sha256').write_text(digest.hexdigest() + '\n')
         root._done('disk image (GPT, ESP + ext4) as compressed qcow2')
-        final = debian.publish(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final, time.monotonic() - started, False
+
+    return debian.cached_build(cache_dir(), 'image.qcow2', make, force)
 
 
 def parse_report(text):

@@ -4,6 +4,8 @@ import configparser
 import io
 from xml.etree import ElementTree
 
+import pytest
+
 from vmetal_ironic.lab import debian
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_flow
@@ -108,3 +110,31 @@ def test_boot_devices_from_the_os_element():
            "<devices/></domain>")
     assert libvirt.boot_devices(xml) == ['network', 'hd']
     assert libvirt.boot_devices('not xml') == []
+
+
+def test_cached_build_builds_once_and_publishes_whole(tmp_path):
+    final = tmp_path / 'cache' / 'key'
+    calls = []
+
+    def make(staging):
+        calls.append(staging)
+        (staging / 'artefact').write_text('x')
+
+    directory, _seconds, cached = debian.cached_build(final, 'artefact', make)
+    assert (directory, cached) == (final, False)
+    assert (final / 'artefact').read_text() == 'x'
+    assert debian.cached_build(final, 'artefact', make)[2] is True
+    assert len(calls) == 1
+    assert sorted(p.name for p in final.parent.iterdir()) == ['key']
+
+
+def test_failed_build_leaves_no_cache_entry(tmp_path):
+    final = tmp_path / 'cache' / 'key'
+
+    def make(staging):
+        (staging / 'half').write_text('x')
+        raise debian.BuildError('debootstrap failed')
+
+    with pytest.raises(debian.BuildError):
+        debian.cached_build(final, 'artefact', make)
+    assert list(final.parent.iterdir()) == []
