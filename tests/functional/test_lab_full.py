@@ -5,8 +5,10 @@ address from the config drive, and nothing is left behind.
 One run covers the faults too (``--faults``): a node enrolled with a
 wrong BMC password must fail with a readable ``last_error``, and a deploy
 of an image URL that 404s must be refused readably while the address
-stays allocated. On a fresh machine the run builds the IPA ramdisk and
-the deploy image first (about 2.5 minutes; cached afterwards).
+stays allocated, and so must one whose checksum does not match (that
+one fails only once IPA is up, as ``deploy failed``). On a fresh machine
+the run builds the IPA ramdisk and the deploy image first (2-4 minutes;
+cached afterwards).
 """
 
 import json
@@ -60,6 +62,12 @@ def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):
     assert '404' in missing
     assert f'address {summary["allocated_address"]} still allocated' \
         in missing
+    checksum = next(line for line in result.stdout.splitlines()
+                    if 'wrong checksum' in line)
+    assert 'deploy failed, last_error:' in checksum
+    assert 'checksum' in checksum.split('last_error:', 1)[1].lower()
+    assert f'address {summary["allocated_address"]} still allocated' \
+        in checksum
     installed = next(line for line in result.stdout.splitlines()
                      if 'installed OS' in line)
     assert 'datasource DataSourceConfigDrive' in installed

@@ -160,42 +160,60 @@ class FullLab(flow.Lab):
         self._phase('inspection', powered)
         self.report.done('inspected', describe(inventory['inventory']))
 
-    def _bad_image(self):
+    def _failing_deploy(self, title, url, sha256):
+        """Deploy ``url`` with ``sha256`` and expect a readable failure.
+
+        :returns: the error Ironic gave: the API's refusal or the node's
+            ``last_error`` after ``deploy failed``.
+        :raises vmetal_ironic.lab.flow.LabError: the deploy succeeded, or
+            the address was lost.
+        """
         allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
         self._api('PATCH', f'/nodes/{self.node_uuid}', [
             {'op': 'add', 'path': '/instance_info/image_source',
-             'value': self.services.image_url('missing.qcow2')},
+             'value': url},
             {'op': 'add', 'path': '/instance_info/image_os_hash_algo',
              'value': 'sha256'},
             {'op': 'add', 'path': '/instance_info/image_os_hash_value',
-             'value': '0' * 64}])
+             'value': sha256}])
         status, body = self.ironic.api(
             'PUT', f'/nodes/{self.node_uuid}/states/provision',
             {'target': 'active'})
-        error = None
         if status >= 400:
-            error = f'HTTP {status}: ' + str(
-                (body or {}).get('error_message', body))
+            outcome = 'deploy refused (HTTP {}: {})'.format(
+                status, (body or {}).get('error_message', body))
         else:
-            node = self._wait('deploy of a missing image', lambda node: node
+            node = self._wait(title, lambda node: node
                               if node['provision_state'] == 'deploy failed'
-                              else None)
-            error = node['last_error']
+                              else None if node['provision_state'] != 'active'
+                              else {'provision_state': 'active'})
+            if node['provision_state'] == 'active':
+                raise flow.LabError(f'{title}: the deploy succeeded')
+            outcome = f'deploy failed, last_error: {node["last_error"]}'
             self._provision(self.node_uuid, 'deleted', 'available')
         after = self.store.get_allocation(f'Node/{self.node_uuid}')
         if allocation is not None and (after is None or after.address
                                        != allocation.address):
-            raise flow.LabError('the failed deploy lost the address')
+            raise flow.LabError(f'{title}: the failed deploy lost the '
+                                'address')
         held = after.address if after else 'none yet'
-        self.report.done('missing image', f'deploy refused ({error}); '
-                         f'address {held} still allocated')
+        self.report.done(title, f'{outcome}; address {held} still '
+                         'allocated')
+
+    def _bad_images(self):
+        self._failing_deploy('missing image',
+                             self.services.image_url('missing.qcow2'),
+                             self.services.image_sha256())
+        # The conductor downloads the image and checks it once IPA is up.
+        self._failing_deploy('wrong checksum', self.services.image_url(),
+                             '0' * 64)
 
     def _deploy(self):
         self._api('PATCH', f'/nodes/{self.node_uuid}', [
             {'op': 'replace', 'path': '/automated_clean', 'value': False}])
         self._provision(self.node_uuid, 'provide', 'available')
         if self.faults:
-            self._bad_image()
+            self._bad_images()
         started = time.monotonic()
         self._api('PATCH', f'/nodes/{self.node_uuid}', [
             {'op': 'add', 'path': '/instance_info/image_source',
