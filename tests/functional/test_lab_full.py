@@ -6,7 +6,8 @@ One run covers the faults too (``--faults``): a node enrolled with a
 wrong BMC password must fail with a readable ``last_error``, and a deploy
 of an image URL that 404s must be refused readably while the address
 stays allocated, and so must one whose checksum does not match (that
-one fails only once IPA is up, as ``deploy failed``). On a fresh machine
+one fails only once IPA is up, as ``deploy failed``); vmetal-dhcp-agent
+is restarted while IPA deploys, which must change nothing. On a fresh machine
 the run builds the IPA ramdisk and the deploy image first (2-4 minutes;
 cached afterwards).
 """
@@ -68,6 +69,8 @@ def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):
     assert 'checksum' in checksum.split('last_error:', 1)[1].lower()
     assert f'address {summary["allocated_address"]} still allocated' \
         in checksum
+    assert 'agent restarted: vmetal-dhcp-agent stopped and started again' \
+        in result.stdout
     installed = next(line for line in result.stdout.splitlines()
                      if 'installed OS' in line)
     assert 'datasource DataSourceConfigDrive' in installed

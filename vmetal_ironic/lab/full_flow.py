@@ -15,6 +15,7 @@ import time
 from vmetal_ironic import properties as props
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_setup
+from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
 from vmetal_ironic.lab import os_image
 
@@ -208,6 +209,22 @@ class FullLab(flow.Lab):
         self._failing_deploy('wrong checksum', self.services.image_url(),
                              '0' * 64)
 
+    def _restart_agent(self):
+        """Stop and start vmetal-dhcp-agent while IPA is deploying."""
+        before = self._agent_text().count('serving on')
+        netns.Topology.stop(self.agent)
+        self.agent = self.topology.spawn(
+            self.server_ns, [str(flow.AGENT), '--config-file',
+                             str(self.workdir / 'vmetal-dhcp-agent.conf')],
+            'agent.log')
+        if not observe.wait_for(
+                lambda: self._agent_text().count('serving on') > before, 30,
+                failed=lambda: self.agent.poll() is not None):
+            raise flow.LabError('vmetal-dhcp-agent did not come back after '
+                                'its restart')
+        self.report.done('agent restarted', 'vmetal-dhcp-agent stopped and '
+                         'started again while IPA deploys; the deploy goes on')
+
     def _deploy(self):
         self._api('PATCH', f'/nodes/{self.node_uuid}', [
             {'op': 'replace', 'path': '/automated_clean', 'value': False}])
@@ -238,6 +255,8 @@ class FullLab(flow.Lab):
                          f'pool {allocation.pool} for {allocation.owner}; '
                          f'network_data with {len(networks)} network(s); '
                          'IPA runs write_image (config drive from Ironic)')
+        if self.faults:
+            self._restart_agent()
         self._wait('image written', lambda node: (
             node.get('deploy_step') or {}).get('step') not in (
                 None, 'deploy', 'write_image')

@@ -19,6 +19,7 @@ and ``[dhcp]dhcp_provider = vmetal`` answered by vmetal-dhcp-agent.
 """
 
 import os
+import pathlib
 import shutil
 
 from vmetal_ironic.lab import build as lab_build
@@ -53,6 +54,7 @@ def preflight():
 
 
 def ironic_sections(work, vmetal_db):
+    work = pathlib.Path(work)
     """ironic.conf of the full flow, on top of the quick lab's."""
     sections = lab_ironic.default_sections(work, API_PORT, flow.SERVER,
                                            flow.HTTP_URL, vmetal_db)
@@ -92,7 +94,16 @@ def ironic_sections(work, vmetal_db):
         'erase_devices_priority': '0',
         'erase_devices_metadata_priority': '10',
     })
-    sections['agent'] = {'image_download_source': 'local'}
+    # Ironic keeps caches and agent certificates under /var/lib/ironic by
+    # default: the lab keeps them in its own work directory, so that no
+    # run reuses another's image cache (a cache hit skips the checksum).
+    sections['agent'] = {'image_download_source': 'local',
+                         'certificates_path': str(work / 'certificates')}
+    sections['pxe'].update({
+        'images_path': str(work / 'pxe-images'),
+        'instance_master_path': str(work / 'master-images'),
+    })
+    sections['deploy']['iso_master_path'] = str(work / 'master-iso')
     sections['pxe']['kernel_append_params'] = 'console=ttyS0,115200'
     sections['inspector'] = {'power_off': 'true'}
     return sections

@@ -61,6 +61,12 @@ def test_ironic_runs_stock_redfish_with_the_vmetal_dhcp_provider(tmp_path):
         f'http://{flow.SERVER}:{full_setup.API_PORT}'
     assert parser['api']['host_ip'] == flow.SERVER
     assert parser['deploy']['erase_devices_priority'] == '0'
+    # Nothing of Ironic's state outside the lab's work directory.
+    for section, option in (('pxe', 'images_path'),
+                            ('pxe', 'instance_master_path'),
+                            ('agent', 'certificates_path'),
+                            ('deploy', 'iso_master_path')):
+        assert parser[section][option].startswith(str(tmp_path))
 
 
 def test_domain_definition_is_escaped_and_boots_uefi():
