@@ -5,8 +5,8 @@ address from the config drive, and nothing is left behind.
 One run covers the faults too (``--faults``): a node enrolled with a
 wrong BMC password must fail with a readable ``last_error``, and a deploy
 of an image URL that 404s must be refused readably while the address
-stays allocated, and so must one whose checksum does not match (that
-one fails only once IPA is up, as ``deploy failed``); vmetal-dhcp-agent
+stays allocated, and so must one whose checksum does not match (the
+conductor checks it as it caches the image); vmetal-dhcp-agent
 is restarted while IPA deploys, which must change nothing. On a fresh machine
 the run builds the IPA ramdisk and the deploy image first (2-4 minutes;
 cached afterwards).

@@ -205,7 +205,8 @@ class FullLab(flow.Lab):
         self._failing_deploy('missing image',
                              self.services.image_url('missing.qcow2'),
                              self.services.image_sha256())
-        # The conductor downloads the image and checks it once IPA is up.
+        # The conductor downloads and checks the image before it powers
+        # the machine on ([agent]image_download_source = local).
         self._failing_deploy('wrong checksum', self.services.image_url(),
                              '0' * 64)
 
