@@ -1,8 +1,10 @@
 """``vmetal-lab``: boot a QEMU machine through Ironic and vmetal-ironic.
 
-Runs the whole flow on the embedded store in network namespaces it creates
-and removes again (also on Ctrl-C or failure), printing each step. Exits 0
-only when every step was observed.
+``--full`` runs the whole provisioning flow with Ironic in charge (see
+:mod:`vmetal_ironic.lab.full_flow`), otherwise the quick flow; both on the
+embedded store in network namespaces it creates and removes again (also
+on Ctrl-C or failure), printing each step. Exits 0 only when every step
+was observed.
 """
 
 import argparse
@@ -38,7 +40,8 @@ def main(argv=None):
                         'the installed OS on its allocated address')
     parser.add_argument('--faults', action='store_true',
                         help='with --full: also check that a wrong BMC '
-                        'password and a missing image fail readably')
+                        'password, a missing image and a wrong checksum fail '
+                        'readably, and restart the DHCP agent mid-deploy')
     parser.add_argument('--phase-timeout', type=float,
                         default=full_flow.PHASE_TIMEOUT,
                         help='with --full: seconds each phase may take')
