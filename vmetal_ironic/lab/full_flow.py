@@ -288,9 +288,9 @@ class FullLab(flow.Lab):
         self._phase('os_network', self.disk_boot)
         self.os_fields = fields
         address = fields.get('address', '').split('/')[0]
-        if address != self.address:
+        if address != self.address or fields.get('source') != 'static':
             raise flow.LabError(f'the installed OS runs with {fields}, '
-                                f'allocated {self.address}')
+                                f'allocated {self.address} (static)')
         self.report.done('installed OS', 'configured ' + ', '.join(
             f'{key} {value}' for key, value in fields.items()))
 
