@@ -1,18 +1,24 @@
 """``vmetal-lab``: boot a QEMU machine through Ironic and vmetal-ironic.
 
-Runs the whole flow on the embedded store in network namespaces it creates
-and removes again (also on Ctrl-C or failure), printing each step. Exits 0
-only when every step was observed.
+``--full`` runs the whole provisioning flow with Ironic in charge (see
+:mod:`vmetal_ironic.lab.full_flow`), otherwise the quick flow; both on the
+embedded store in network namespaces it creates and removes again (also
+on Ctrl-C or failure), printing each step. Exits 0 only when every step
+was observed.
 """
 
 import argparse
+import json
 import shutil
 import signal
 import sys
 import tempfile
+import time
 import traceback
 
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_flow
+from vmetal_ironic.lab import full_setup
 
 PROG = 'vmetal-lab'
 
@@ -28,16 +34,38 @@ def main(argv=None):
                         '(default: a temporary directory, removed after)')
     parser.add_argument('--boot-timeout', type=float, default=240.0,
                         help='seconds from power on to the last boot step')
+    parser.add_argument('--full', action='store_true',
+                        help='the whole flow with Ironic in charge: Redfish '
+                        'power, IPA inspection and deploy, boot from disk, '
+                        'the installed OS on its allocated address')
+    parser.add_argument('--faults', action='store_true',
+                        help='with --full: also check that a wrong BMC '
+                        'password, a missing image and a wrong checksum fail '
+                        'readably, and restart the DHCP agent mid-deploy')
+    parser.add_argument('--phase-timeout', type=float,
+                        default=full_flow.PHASE_TIMEOUT,
+                        help='with --full: seconds each phase may take')
+    parser.add_argument('--json', action='store_true',
+                        help='with --full: end with one JSON line (ok, '
+                        'seconds, addresses, per-phase steps)')
     args = parser.parse_args(argv)
     try:
-        flow.preflight()
+        (full_setup if args.full else flow).preflight()
     except flow.LabError as exc:
         sys.stderr.write(f'{PROG}: error: {exc}\n')
         return 1
     workdir = args.workdir or tempfile.mkdtemp(prefix='vmetal-lab-')
     report = flow.Report()
-    lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
+    if args.full:
+        lab = full_flow.FullLab(workdir, report, faults=args.faults,
+                                phase_timeout=args.phase_timeout)
+    else:
+        lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
+    started = time.monotonic()
     signal.signal(signal.SIGTERM, _interrupt)
+    # Started from a background job, a process inherits SIGINT ignored and
+    # Python keeps it so; Ctrl-C must still reach the clean-up.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     failure = None
     try:
         lab.run()
@@ -51,13 +79,20 @@ def main(argv=None):
             traceback.print_exc(file=log)
         failure = f'unexpected {exc.__class__.__name__}: {exc}'
     finally:
+        # A second Ctrl-C must not cut the clean-up short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         lab.close()
+    if args.json and args.full:
+        sys.stdout.write(json.dumps(lab.summary(
+            not failure, time.monotonic() - started)) + '\n')
     if failure:
         sys.stderr.write(f'{PROG}: FAILED after {len(report.steps)} steps: '
                          f'{failure}\n  logs: {workdir}\n')
         return 1
-    sys.stdout.write(f'\nAll {len(report.steps)} steps observed; '
-                     'processes stopped, namespaces removed.\n')
+    if not args.json:
+        sys.stdout.write(f'\nAll {len(report.steps)} steps observed; '
+                         'processes stopped, namespaces removed.\n')
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -119,10 +119,14 @@ class IronicService:
     :param sections: the full ironic.conf as ``{section: {option: value}}``
         (see :func:`default_sections`).
     :param port: the API port the sections configure.
+    :param command_prefix: argv put before ``ironic`` (e.g. ``ip netns
+        exec <ns>`` to run it in a namespace); :attr:`url` must still
+        reach its API.
     """
 
-    def __init__(self, workdir, sections, port):
+    def __init__(self, workdir, sections, port, command_prefix=()):
         self.workdir = pathlib.Path(workdir)
+        self.command_prefix = list(command_prefix)
         self.sections = sections
         self.port = port
         self.url = f'http://127.0.0.1:{port}'
@@ -145,7 +149,8 @@ class IronicService:
                        check=True, capture_output=True, timeout=120)
         with open(self.workdir / 'ironic.out', 'wb') as out:
             self.proc = subprocess.Popen(
-                [str(BIN / 'ironic'), '--config-file', str(self.conf_path)],
+                [*self.command_prefix, str(BIN / 'ironic'), '--config-file',
+                 str(self.conf_path)],
                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -1,0 +1,112 @@
+"""vmetal-lab --full as a newcomer runs it: Ironic drives a Redfish BMC,
+IPA inspects and deploys, the installed OS comes up on its allocated
+address from the config drive, and nothing is left behind.
+
+One run covers the faults too (``--faults``): a node enrolled with a
+wrong BMC password must fail with a readable ``last_error``, and a deploy
+of an image URL that 404s must be refused readably while the address
+stays allocated, and so must one whose checksum does not match (the
+conductor checks it as it caches the image); vmetal-dhcp-agent
+is restarted while IPA deploys, which must change nothing. On a fresh machine
+the run builds the IPA ramdisk and the deploy image first (2-4 minutes;
+cached afterwards).
+"""
+
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='the lab needs root')
+
+LAB = str(pathlib.Path(sys.executable).parent / 'vmetal-lab')
+PHASES = ('enroll', 'power_on', 'inspection', 'deploy', 'boot_from_disk',
+          'os_network', 'undeploy_cleaning')
+
+
+def _ours(argv, prefix='vlab'):
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         check=False).stdout
+    return {word for word in out.split() if word.startswith(prefix)}
+
+
+def _leftovers():
+    return (_ours(['ip', 'netns', 'list'])
+            | _ours(['ip', '-o', 'link', 'show'])
+            | _ours(['virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
+                     '--name']))
+
+
+def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):
+    before = _leftovers()
+    result = subprocess.run(
+        [LAB, '--full', '--faults', '--json', '--workdir', str(tmp_path)],
+        capture_output=True, text=True, timeout=3000)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary['ok'] is True
+    assert tuple(step['name'] for step in summary['steps']) == PHASES
+    assert summary['allocated_address'].startswith('192.0.2.')
+    assert summary['os_address'] == summary['allocated_address']
+    assert summary['os_address_source'] == 'static'
+    assert 'bad BMC credentials: enrolment refused' in result.stdout
+    assert 'Incorrect username or password' in result.stdout
+    missing = next(line for line in result.stdout.splitlines()
+                   if 'missing image' in line)
+    assert '404' in missing
+    assert f'address {summary["allocated_address"]} still allocated' \
+        in missing
+    checksum = next(line for line in result.stdout.splitlines()
+                    if 'wrong checksum' in line)
+    assert 'deploy failed, last_error:' in checksum
+    assert 'checksum' in checksum.split('last_error:', 1)[1].lower()
+    assert f'address {summary["allocated_address"]} still allocated' \
+        in checksum
+    assert 'agent restarted: vmetal-dhcp-agent stopped and started again' \
+        in result.stdout
+    installed = next(line for line in result.stdout.splitlines()
+                     if 'installed OS' in line)
+    assert 'datasource DataSourceConfigDrive' in installed
+    assert _leftovers() == before
+
+
+def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
+    before = _leftovers()
+    proc = subprocess.Popen(
+        [LAB, '--full', '--workdir', str(tmp_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        seen = ''
+        while 'powered on by Ironic' not in seen:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen += line
+        assert 'powered on by Ironic' in seen, seen + proc.stderr.read()
+        # The machine is running under libvirt, the BMC and Ironic too.
+        assert len(_leftovers() - before) >= 4
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            # SIGTERM still cleans up; SIGKILL would leave the domain.
+            proc.terminate()
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 1
+    assert re.search(r'FAILED after \d+ steps: interrupted', err), err
+    assert 'Traceback' not in err
+    assert _leftovers() == before
+    leftovers = subprocess.run(['pgrep', '-f', str(tmp_path)],
+                               capture_output=True, text=True).stdout
+    assert leftovers == ''

@@ -1,0 +1,146 @@
+"""The full lab flow's pure parts: configuration, parsing, reporting."""
+
+import configparser
+import io
+from xml.etree import ElementTree
+
+import pytest
+
+from vmetal_ironic.lab import debian
+from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_flow
+from vmetal_ironic.lab import full_setup
+from vmetal_ironic.lab import ironic as lab_ironic
+from vmetal_ironic.lab import libvirt
+from vmetal_ironic.lab import os_image
+
+
+def test_report_line_is_parsed_from_a_serial_log():
+    log = ('[  OK  ] Started foo\n'
+           'vmetal-lab-os: iface=enp1s0 address=192.0.2.100/24 '
+           'source=static gateway=192.0.2.1 dns=192.0.2.1 '
+           'datasource=DataSourceConfigDrive\n')
+    fields = os_image.parse_report(log)
+    assert fields == {'iface': 'enp1s0', 'address': '192.0.2.100/24',
+                      'source': 'static', 'gateway': '192.0.2.1',
+                      'dns': '192.0.2.1',
+                      'datasource': 'DataSourceConfigDrive'}
+
+
+def test_no_report_line_gives_none():
+    assert os_image.parse_report('Booting Linux\nlogin:\n') is None
+
+
+def test_the_report_script_echo_is_not_taken_for_a_report():
+    # systemd may print the unit's command line; only the output counts.
+    assert os_image.parse_report(
+        'echo "vmetal-lab-os: iface=$iface address=$address"\n') is None
+
+
+def test_inventory_is_described_in_one_line():
+    inventory = {
+        'cpu': {'count': 1, 'model_name': 'QEMU Virtual CPU'},
+        'memory': {'physical_mb': 1024},
+        'disks': [{'name': '/dev/vda', 'size': 4 * 2**30}],
+        'interfaces': [{'name': 'enp1s0', 'mac_address': '52:54:00:aa:bb:cc'}],
+    }
+    assert full_flow.describe(inventory) == (
+        '1 CPU (QEMU Virtual CPU), memory 1024 MiB, disks [/dev/vda 4 GiB], '
+        'NICs [enp1s0 52:54:00:aa:bb:cc]')
+
+
+def test_ironic_runs_stock_redfish_with_the_vmetal_dhcp_provider(tmp_path):
+    sections = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
+    parser = configparser.ConfigParser()
+    parser.read_file(io.StringIO(lab_ironic.render_conf(sections)))
+    assert parser['DEFAULT']['enabled_hardware_types'] == 'redfish'
+    assert parser['DEFAULT']['enabled_network_interfaces'] == 'noop'
+    assert parser['dhcp']['dhcp_provider'] == 'vmetal'
+    # The ramdisk reaches the API on the lab L2, never the host loopback.
+    assert parser['service_catalog']['endpoint_override'] == \
+        f'http://{flow.SERVER}:{full_setup.API_PORT}'
+    assert parser['api']['host_ip'] == flow.SERVER
+    assert parser['deploy']['erase_devices_priority'] == '0'
+    # Nothing of Ironic's state outside the lab's work directory.
+    for section, option in (('pxe', 'images_path'),
+                            ('pxe', 'instance_master_path'),
+                            ('agent', 'certificates_path'),
+                            ('deploy', 'iso_master_path')):
+        assert parser[section][option].startswith(str(tmp_path))
+
+
+def test_domain_definition_is_escaped_and_boots_uefi():
+    xml = libvirt.domain_xml(
+        name="vlab<1>", uuid='u', memory=1024, code=libvirt.OVMF_CODE,
+        vars=libvirt.OVMF_VARS, nvram='/w/vars.fd', disk='/w/d.qcow2',
+        bridge='vlabb', mac='52:54:00:00:00:01', serial="/w/it's.log")
+    root = ElementTree.fromstring(xml)  # noqa: S314 - our own template
+    assert root.get('type') == 'qemu'
+    assert root.findtext('name') == 'vlab<1>'
+    assert root.find('os/loader').text == str(libvirt.OVMF_CODE)
+    assert root.find('devices/serial/source').get('append') == 'on'
+    assert root.find('devices/interface/source').get('bridge') == 'vlabb'
+
+
+def test_recipe_key_changes_with_any_part():
+    assert debian.recipe_key('a', 'b') != debian.recipe_key('a', 'c')
+    assert debian.recipe_key('ab', '') != debian.recipe_key('a', 'b')
+    assert len(debian.recipe_key('a')) == 12
+
+
+def test_summary_has_the_documented_shape(tmp_path):
+    lab = full_flow.FullLab(tmp_path, flow.Report(io.StringIO()))
+    lab.address = '192.0.2.100'
+    lab.os_fields = {'address': '192.0.2.100/24', 'source': 'static'}
+    lab.phases = [full_flow.Phase('power_on', 5.0)]
+    summary = lab.summary(True, 12.34)
+    assert summary['ok'] is True
+    assert summary['seconds'] == 12.3
+    assert summary['os_address'] == '192.0.2.100'
+    assert summary['os_address_source'] == 'static'
+    assert summary['steps'] == [{'name': 'power_on', 'seconds': 5.0}]
+
+
+def test_boot_devices_follow_per_device_order():
+    # What sushy-tools leaves after a Redfish "Hdd" boot override.
+    xml = ("<domain><os><type>hvm</type></os><devices>"
+           "<disk><boot order='1'/></disk><interface/></devices></domain>")
+    assert libvirt.boot_devices(xml) == ['hd']
+    xml = ("<domain><devices><disk><boot order='2'/></disk>"
+           "<interface><boot order='1'/></interface></devices></domain>")
+    assert libvirt.boot_devices(xml) == ['network', 'hd']
+
+
+def test_boot_devices_from_the_os_element():
+    xml = ("<domain><os><boot dev='network'/><boot dev='hd'/></os>"
+           "<devices/></domain>")
+    assert libvirt.boot_devices(xml) == ['network', 'hd']
+    assert libvirt.boot_devices('not xml') == []
+
+
+def test_cached_build_builds_once_and_publishes_whole(tmp_path):
+    final = tmp_path / 'cache' / 'key'
+    calls = []
+
+    def make(staging):
+        calls.append(staging)
+        (staging / 'artefact').write_text('x')
+
+    directory, _seconds, cached = debian.cached_build(final, 'artefact', make)
+    assert (directory, cached) == (final, False)
+    assert (final / 'artefact').read_text() == 'x'
+    assert debian.cached_build(final, 'artefact', make)[2] is True
+    assert len(calls) == 1
+    assert sorted(p.name for p in final.parent.iterdir()) == ['key']
+
+
+def test_failed_build_leaves_no_cache_entry(tmp_path):
+    final = tmp_path / 'cache' / 'key'
+
+    def make(staging):
+        (staging / 'half').write_text('x')
+        raise debian.BuildError('debootstrap failed')
+
+    with pytest.raises(debian.BuildError):
+        debian.cached_build(final, 'artefact', make)
+    assert list(final.parent.iterdir()) == []
