@@ -21,7 +21,7 @@ from vmetal_ironic.dhcp_agent import messages
 _SIOCGIFADDR = 0x8915
 
 
-class ConfigError(exception.PermanentError):
+class ConfigError(exception.DeploymentError):
     """The agent cannot start with this configuration."""
 
 

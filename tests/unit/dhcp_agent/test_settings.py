@@ -38,3 +38,9 @@ def test_dynamic_from_conf(conf):
                       group='vmetal_dhcp_agent')
     assert settings.dynamic_from_conf(conf).last - \
         settings.dynamic_from_conf(conf).first == 100
+
+
+def test_a_configuration_error_is_the_deployments_to_fix():
+    from vmetal_ironic import exception
+    assert issubclass(settings.ConfigError, exception.DeploymentError)
+    assert not issubclass(settings.ConfigError, exception.PermanentError)
