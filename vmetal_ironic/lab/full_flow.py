@@ -15,6 +15,7 @@ import time
 from vmetal_ironic import properties as props
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_setup
+from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
 from vmetal_ironic.lab import os_image
@@ -50,6 +51,16 @@ class FullLab(flow.Lab):
 
     def _phase(self, name, since):
         self.phases.append(Phase(name, round(time.monotonic() - since, 1)))
+
+    def _api(self, method, path, body=None):
+        """Ironic's answer to a request that must succeed.
+
+        :raises vmetal_ironic.lab.flow.LabError: Ironic refused it.
+        """
+        try:
+            return self.ironic.request(method, path, body)
+        except lab_ironic.IronicError as exc:
+            raise flow.LabError(str(exc)) from None
 
     def _node(self):
         return self._api('GET', f'/nodes/{self.node_uuid}')
