@@ -6,12 +6,14 @@ Metal3's stock hardware types needs (it never calls the DHCP provider).
 
 import base64
 import json
+import time
 
 import pytest
 
 from tests.functional import kube
 from vmetal_ironic import properties as props
 from vmetal_ironic.ipam import pool as ipam_pool
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store import kubernetes as kube_store
 
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
@@ -212,3 +214,39 @@ def test_passes_racing_each_other_give_each_machine_one_address(
         address = host['metadata']['annotations'][props.IP_ADDRESS]
         assert (f'Metal3Machine/{namespace}/m{index}',
                 address.split('/')[0]) in held
+
+
+def test_a_claim_is_followed_within_seconds_not_one_interval_later(
+        admin, namespace, make_store):
+    # No periodic pass (interval 0): only the first pass, before the claim,
+    # and the watch. The host is claimed after both started.
+    admin.create_host(namespace, 'h', mac_of(6), annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'})
+    store = make_store(reconcile_interval=0)
+    before = store.reconciler.last_follow
+    store.start_reconciler()
+    # Replaced at the end of a pass: the first pass is over.
+    wait_for(lambda: store.reconciler.last_follow is not before, timeout=30,
+             what='the first pass')
+    # The watch is running once it has seen an event: touch the host.
+    deadline = time.monotonic() + 30
+    while store.reconciler.watch.events == 0:
+        assert time.monotonic() < deadline, 'the watch saw no event'
+        admin.custom.patch_namespaced_custom_object(
+            *BMH[:2], namespace, BMH[2], 'h',
+            {'metadata': {'labels': {'touched': str(time.monotonic_ns())}}},
+            _content_type='application/merge-patch+json')
+        time.sleep(0.5)
+    claimed = time.monotonic()
+    claim_host(admin, namespace, 'h', 'worker-6')
+    host = wait_for(lambda: (lambda h: h if props.IP_ADDRESS in (
+        h['metadata'].get('annotations') or {}) else None)(
+            admin.get_host(namespace, 'h')), timeout=20,
+        what='the claimed host\'s outputs')
+    assert time.monotonic() - claimed < 20
+    assert host['spec']['preprovisioningNetworkDataName'] == (
+        'vmetal-nd-baremetalhost-h')
+    assert [c['spec']['owner'] for c in admin.claims(namespace)
+            if c['spec']['purpose'] == 'allocation'] == [
+        f'Metal3Machine/{namespace}/worker-6']
+    assert store.reconciler.passes == 1

@@ -45,6 +45,7 @@ from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import claim_watch
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 
@@ -161,6 +162,7 @@ class Reconciler:
         self.store = store
         self._thread = None
         self.follower = claims_mod.Follower(store)
+        self.watch = claim_watch.ClaimWatch(store, self.follower, view_of)
         self.passes = 0
         self.failures = 0
         # Claimed hosts given their network / rejected, over all passes.
@@ -298,3 +300,7 @@ class Reconciler:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             self._thread = None
+        # The watch may sit in a read until its window ends: it is not
+        # waited for; closing the API client ends the read, and with the
+        # stop set the thread leaves quietly.
+        self.watch.join(min(timeout, 1.0))
