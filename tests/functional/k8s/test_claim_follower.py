@@ -8,8 +8,6 @@ import base64
 import json
 import time
 
-import pytest
-
 from tests.functional import kube
 from vmetal_ironic import properties as props
 from vmetal_ironic.ipam import pool as ipam_pool
@@ -38,28 +36,6 @@ def network_document(admin, namespace, name):
     secret = admin.secret(namespace, name)
     assert secret is not None, f'Secret {name} not written'
     return json.loads(base64.b64decode(secret.data[SECRET_KEY]))
-
-
-@pytest.fixture
-def layered(namespace, cluster_objects):
-    """A node type for hosts labelled ``tier=<namespace>`` and a default
-    Network Environment with another network (the node type wins)."""
-    cluster_objects('nodeproviders', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
-        'metadata': {'name': f'prov-{namespace}'},
-        'spec': {'metal3': {'nodeTypes': [{
-            'name': 'small',
-            'bareMetalHosts': {'selector': {'matchLabels': {
-                'tier': namespace}}},
-            'properties': {props.NETWORK_CIDR: '198.51.100.1/24',
-                           props.DNS_SERVERS: '198.51.100.53'}}]}}})
-    cluster_objects('networkenvironments', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
-        'metadata': {'name': f'env-{namespace}', 'annotations': {
-            'machines.vcluster.com/is-default-environment': 'true'}},
-        'spec': {'providerRef': f'prov-{namespace}', 'properties': {
-            props.NETWORK_CIDR: '192.0.2.1/24'}}})
-    return {'tier': namespace}
 
 
 def _versions(admin, namespace):
