@@ -271,7 +271,9 @@ class KubeCluster:
     def settings(self, namespace='vmetal-system', token=None, **extra):
         """``[vmetal_kubernetes]`` values for a store on this cluster."""
         values = {'api_url': self.url, 'token': token or self.admin_token,
-                  'ca_file': self.ca_file, 'namespace': namespace}
+                  'ca_file': self.ca_file, 'namespace': namespace,
+                  # Hosts of other tests' namespaces are not this store's.
+                  'follow_claims_namespaces': [namespace]}
         values.update(extra)
         return values
 

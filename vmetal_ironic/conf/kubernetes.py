@@ -83,6 +83,17 @@ opts = [
                     'deprovisioned) and of deleted hosts. A pass also runs, '
                     'in the background, when the hosting process starts the '
                     'reconciler. 0 disables the periodic pass.'),
+    cfg.ListOpt('follow_claims_namespaces',
+                default=['*'],
+                help='Namespaces whose BareMetalHosts a reconcile pass gives '
+                     'their address, network-data Secret and annotations '
+                     'once a Machine claims them (spec.consumerRef), '
+                     'without waiting for Ironic to prepare a PXE boot (a '
+                     'virtual-media boot never does). "*" is every '
+                     'namespace; an empty value turns it off. When several '
+                     'Ironic deployments share one cluster, name the '
+                     'namespaces of the hosts this one manages '
+                     '(baremetal-operator\'s WATCH_NAMESPACE).'),
     cfg.StrOpt('node_type_label',
                default='vmetal-ironic.io/node-type',
                help='Label naming the node type of a BareMetalHost, as '

@@ -46,10 +46,13 @@ class ApiError(exception.PermanentError):
         ``AlreadyExists``, ``NotFound``.
     """
 
-    def __init__(self, message, status, reason):
+    def __init__(self, message, status, reason, details=None):
         super().__init__(message)
         self.status = status
         self.reason = reason
+        # The Status ``details``: a 404 of an absent object names it; a
+        # 404 without a name is the resource itself not being served.
+        self.details = details or {}
 
 
 class Forbidden(exception.DeploymentError):
@@ -210,7 +213,7 @@ class Api:
                     raise ApiError(
                         f'Kubernetes API {self.host}: {what} failed: '
                         f'{exc.status} {reason}: {message}',
-                        exc.status, reason) from None
+                        exc.status, reason, details) from None
                 last = f'HTTP {exc.status} {reason}'
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 # Connection refused/reset, TLS failures and timeouts all

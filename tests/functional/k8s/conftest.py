@@ -8,6 +8,7 @@ import pytest
 from kubernetes import client as k8s_client
 
 from tests.functional import kube
+from vmetal_ironic import properties as props
 from vmetal_ironic.store import kubernetes as kube_store
 
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
@@ -148,3 +149,31 @@ def cluster_objects(admin):
     yield create
     for plural, name in created:
         admin.delete_cluster_object(plural, name)
+
+
+@pytest.fixture
+def layered(admin, namespace, cluster_objects):
+    """A node type selecting hosts labelled ``tier=<namespace>`` and a
+    default Network Environment (plus a non-default one that must be
+    ignored), each giving a different network."""
+    cluster_objects('nodeproviders', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+        'metadata': {'name': f'prov-{namespace}'},
+        'spec': {'metal3': {'nodeTypes': [{
+            'name': 'small',
+            'bareMetalHosts': {'selector': {'matchLabels': {
+                'tier': namespace}}},
+            'properties': {props.NETWORK_CIDR: '198.51.100.1/24',
+                           props.DNS_SERVERS: '198.51.100.53'}}]}}})
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'env-{namespace}', 'annotations': {
+            'machines.vcluster.com/is-default-environment': 'true'}},
+        'spec': {'providerRef': f'prov-{namespace}', 'properties': {
+            props.NETWORK_CIDR: '192.0.2.1/24',
+            props.DNS_SERVERS: '192.0.2.53'}}})
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'other-{namespace}'},
+        'spec': {'properties': {props.NETWORK_CIDR: '203.0.113.1/24'}}})
+    return {'tier': namespace}

@@ -30,6 +30,8 @@ def test_missing_namespace_fails_at_once_saying_so(store_in_missing_namespace):
     pool = ipam_pool.parse_pool('198.51.100.1/24', None)
     started = time.monotonic()
     with pytest.raises(kube_client.NamespaceNotFound) as info:
+        # A Machine's address: a host owner would first be read (and be
+        # missing here, a NotFound of its own).
         store.allocate(pool, 'Machine/lab/m0', '52:54:00:00:0e:01')
     # Not 50 compare-and-swap rounds ending in "lost to concurrent writers".
     assert store.api.requests <= 3

@@ -139,34 +139,6 @@ def test_pool_of_exactly_400_and_the_401st_host(kube_cluster, admin,
 
 # -- property precedence -------------------------------------------------
 
-@pytest.fixture
-def layered(admin, namespace, cluster_objects):
-    """A node type selecting hosts labelled ``tier=<namespace>`` and a
-    default Network Environment (plus a non-default one that must be
-    ignored), each giving a different network."""
-    cluster_objects('nodeproviders', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
-        'metadata': {'name': f'prov-{namespace}'},
-        'spec': {'metal3': {'nodeTypes': [{
-            'name': 'small',
-            'bareMetalHosts': {'selector': {'matchLabels': {
-                'tier': namespace}}},
-            'properties': {props.NETWORK_CIDR: '198.51.100.1/24',
-                           props.DNS_SERVERS: '198.51.100.53'}}]}}})
-    cluster_objects('networkenvironments', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
-        'metadata': {'name': f'env-{namespace}', 'annotations': {
-            'machines.vcluster.com/is-default-environment': 'true'}},
-        'spec': {'providerRef': f'prov-{namespace}', 'properties': {
-            props.NETWORK_CIDR: '192.0.2.1/24',
-            props.DNS_SERVERS: '192.0.2.53'}}})
-    cluster_objects('networkenvironments', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
-        'metadata': {'name': f'other-{namespace}'},
-        'spec': {'properties': {props.NETWORK_CIDR: '203.0.113.1/24'}}})
-    return {'tier': namespace}
-
-
 def test_host_annotations_win_over_node_type_and_environment(
         admin, namespace, make_store, layered):
     admin.create_host(namespace, 'h', mac_of(1), labels=layered,

@@ -13,13 +13,13 @@ import time
 import pytest
 
 from tests.functional import kube
-from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.ipam import pool as ipam_pool
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store import kube_names
 from vmetal_ironic.store import kubernetes as kube_store
 

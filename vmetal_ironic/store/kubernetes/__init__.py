@@ -274,6 +274,9 @@ class KubernetesStore(base.Store):
         interval = (self.group.reconcile_interval if interval is None
                     else interval)
         self.reconciler.start(interval, self._stop)
+        if self.group.follow_claims_namespaces:
+            # Claims followed as they are made, not one interval later.
+            self.reconciler.watch.start(self._stop)
 
     def close(self):
         self._stop.set()

@@ -75,8 +75,15 @@ class HostOutputs:
                 self.api.custom.get_namespaced_custom_object,
                 group, version, namespace, plural, name)
         except kube_client.ApiError as exc:
-            if exc.status == 404:
+            if exc.status == 404 and exc.details.get('name'):
                 return None
+            if exc.status == 404:
+                # The resource is not served: an API server that has just
+                # started serves its CRDs a moment later (or the CRD is
+                # missing). Not "the host is gone".
+                raise exception.StoreUnavailable(
+                    f'{exc} (BareMetalHosts are not served)',
+                    retry_after=1.0) from None
             raise
 
     def patch_host(self, namespace, name, build, host=None):

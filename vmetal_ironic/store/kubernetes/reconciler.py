@@ -26,6 +26,10 @@ The rules (:func:`verdict`, pure):
   creating the claim and binding the owner, or lost the bind and crashed
   before giving it back) is freed once older than :data:`ORPHAN_GRACE`.
 
+After the releases the pass follows the claims (:mod:`.claims`): a host
+a Machine claims whose Machine holds no address yet, or that lacks the
+store's outputs, is given them as Ironic would give them at a PXE boot.
+
 The pass runs in a background thread of whichever process hosts the store;
 an error of any kind is logged with its traceback and the loop goes on.
 """
@@ -41,6 +45,8 @@ from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import claim_watch
+from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 
 LOG = log.getLogger(__name__)
@@ -69,6 +75,9 @@ class HostView:
     consumer: str | None
     state: str
     detached: bool
+    mac: str | None = None
+    deleting: bool = False
+    outputs_missing: bool = True
 
 
 def view_of(host):
@@ -83,7 +92,10 @@ def view_of(host):
     state = (((host.get('status') or {}).get('provisioning') or {})
              .get('state') or '')
     return HostView(consumer, state,
-                    DETACHED in annotations or PAUSED in annotations)
+                    DETACHED in annotations or PAUSED in annotations,
+                    mac=(host.get('spec') or {}).get('bootMACAddress'),
+                    deleting=bool(metadata.get('deletionTimestamp')),
+                    outputs_missing=claims_mod.outputs_missing(host))
 
 
 def verdict(claim, hosts):
@@ -149,8 +161,14 @@ class Reconciler:
     def __init__(self, store):
         self.store = store
         self._thread = None
+        self.follower = claims_mod.Follower(store)
+        self.watch = claim_watch.ClaimWatch(store, self.follower, view_of)
         self.passes = 0
         self.failures = 0
+        # Claimed hosts given their network / rejected, over all passes.
+        self.claims_followed = 0
+        self.claims_rejected = 0
+        self.last_follow = claims_mod.FollowReport()
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -195,8 +213,8 @@ class Reconciler:
         """
         book = self.store.addresses
         claims = book.all_claims()
-        bound = {(record.get('spec') or {}).get('claimUID')
-                 for record in book.owners.all()}
+        records = [record.get('spec') or {} for record in book.owners.all()]
+        bound = {record.get('claimUID') for record in records}
         hosts = self.hosts()
         released = []
         for claim in claims:
@@ -231,7 +249,23 @@ class Reconciler:
             allocation = self.store.release_holder(holder, host)
             if allocation is not None:
                 released.append(allocation)
+        live = {claim['metadata'].get('uid') for claim in claims}
+        self._follow(hosts, records, live, released)
         return released
+
+    def _follow(self, hosts, records, live, released):
+        """Give claimed hosts their network (see :mod:`.claims`).
+
+        :param live: UIDs of the claims listed; a record pointing at none
+            of them is stale and its owner holds nothing.
+        """
+        gone = {allocation.owner for allocation in released}
+        held = {record.get('owner') for record in records
+                if record.get('claimUID') in live} - gone
+        report = self.follower.follow(hosts, held)
+        self.claims_followed += len(report.given)
+        self.claims_rejected += len(report.rejected)
+        self.last_follow = report
 
     def run_logged(self):
         """A pass that never raises: errors are logged with traceback."""
@@ -266,3 +300,7 @@ class Reconciler:
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             self._thread = None
+        # The watch may sit in a read until its window ends: it is not
+        # waited for; closing the API client ends the read, and with the
+        # stop set the thread leaves quietly.
+        self.watch.join(min(timeout, 1.0))
