@@ -16,13 +16,13 @@ followed: the Machines seen holding an address are remembered (one GET of
 the owner record the first time), so such an event costs no request.
 """
 
-import threading
 
 from kubernetes import watch as k8s_watch
 from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
+from vmetal_ironic.store.kubernetes import background
 from vmetal_ironic.store.kubernetes import claims
 from vmetal_ironic.store.kubernetes import host_outputs
 
@@ -31,7 +31,7 @@ LOG = log.getLogger(__name__)
 WINDOW = 60     # seconds of one watch request (and of a close at most)
 
 
-class ClaimWatch:
+class ClaimWatch(background.BackgroundJob):
     """Watches BareMetalHosts and follows their claims.
 
     :param store: a :class:`~vmetal_ironic.store.kubernetes.KubernetesStore`.
@@ -39,6 +39,8 @@ class ClaimWatch:
         Follower`.
     :param view_of: ``host -> HostView`` (the reconciler's).
     """
+
+    thread_name = 'vmetal-claim-watch'
 
     def __init__(self, store, follower, view_of, retry=5.0):
         self.store = store
@@ -48,7 +50,6 @@ class ClaimWatch:
         self.held = set()
         self.given = 0
         self.events = 0
-        self._thread = None
 
     def _position(self):
         group, version, plural = host_outputs.BMH_API
@@ -134,14 +135,4 @@ class ClaimWatch:
                 stop.wait(self.retry)
 
     def start(self, stop):
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self.run, args=(stop,),
-                                        name='vmetal-claim-watch',
-                                        daemon=True)
-        self._thread.start()
-
-    def join(self, timeout):
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
+        self._start_thread(self.run, stop)

@@ -36,7 +36,6 @@ an error of any kind is logged with its traceback and the loop goes on.
 
 import calendar
 import dataclasses
-import threading
 import time
 
 from oslo_log import log
@@ -45,6 +44,7 @@ from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import background
 from vmetal_ironic.store.kubernetes import claim_watch
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
@@ -154,13 +154,14 @@ def is_orphan(claim, bound, now):
     return age > ORPHAN_GRACE
 
 
-class Reconciler:
+class Reconciler(background.BackgroundJob):
     """Runs passes for a :class:`~vmetal_ironic.store.kubernetes.
     KubernetesStore`."""
 
+    thread_name = 'vmetal-reconcile'
+
     def __init__(self, store):
         self.store = store
-        self._thread = None
         self.follower = claims_mod.Follower(store)
         self.watch = claim_watch.ClaimWatch(store, self.follower, view_of)
         self.passes = 0
@@ -284,22 +285,15 @@ class Reconciler:
     def start(self, interval, stop):
         """Run a pass now and then every ``interval`` seconds, all in a
         daemon thread (the caller is not held up by the first pass)."""
-        if self._thread is not None:
-            return
-
         def loop():
             self.run_logged()
             while interval and not stop.wait(interval):
                 self.run_logged()
 
-        self._thread = threading.Thread(target=loop, name='vmetal-reconcile',
-                                        daemon=True)
-        self._thread.start()
+        self._start_thread(loop)
 
     def join(self, timeout):
-        if self._thread is not None:
-            self._thread.join(timeout=timeout)
-            self._thread = None
+        super().join(timeout)
         # The watch may sit in a read until its window ends: it is not
         # waited for; closing the API client ends the read, and with the
         # stop set the thread leaves quietly.
