@@ -15,12 +15,13 @@ cached afterwards).
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
 
 import pytest
+
+from tests.functional import lab_checks
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='the lab needs root')
@@ -103,10 +104,5 @@ def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
-    assert proc.returncode == 1
-    assert re.search(r'FAILED after \d+ steps: interrupted', err), err
-    assert 'Traceback' not in err
-    assert _leftovers() == before
-    leftovers = subprocess.run(['pgrep', '-f', str(tmp_path)],
-                               capture_output=True, text=True).stdout
-    assert leftovers == ''
+    lab_checks.assert_interrupted_cleanly(proc, err, tmp_path, _leftovers,
+                                          before)

@@ -1,0 +1,23 @@
+"""What every interrupted lab run must show, quick flow or full."""
+
+import re
+import subprocess
+
+
+def assert_interrupted_cleanly(proc, err, workdir, leftovers, before):
+    """The lab stopped by SIGINT said so in one line and left nothing.
+
+    :param proc: the finished ``vmetal-lab`` process.
+    :param err: its standard error.
+    :param workdir: its ``--workdir``; no process may still name it.
+    :param leftovers: callable listing what the lab makes (namespaces,
+        links, domains...).
+    :param before: what ``leftovers()`` listed before the run.
+    """
+    assert proc.returncode == 1
+    assert re.search(r'FAILED after \d+ steps: interrupted', err), err
+    assert 'Traceback' not in err
+    assert leftovers() == before
+    stray = subprocess.run(['pgrep', '-f', str(workdir)],
+                           capture_output=True, text=True).stdout
+    assert stray == ''
