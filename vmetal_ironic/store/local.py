@@ -1,16 +1,20 @@
 """The embedded default store: one SQLite file shared by every process.
 
 Atomicity comes from SQLite transactions, never from Python locks: an
-allocation reads the used addresses of its network and inserts the new one
-inside a single ``BEGIN IMMEDIATE`` transaction, which SQLite serialises
-across processes. The table's key is ``(scope, address)``: one address is
-held once per L2 (``[vmetal]address_scope``) whatever pool, prefix or range
+allocation picks a free address of its network and inserts it inside a
+single ``BEGIN IMMEDIATE`` transaction, which SQLite serialises across
+processes. The table's key is ``(scope, address)``: one address is held
+once per L2 (``[vmetal]address_scope``) whatever pool, prefix or range
 asked for it, and ``owner`` is UNIQUE, so the database itself refuses a
 second holder or a second address. Gateways and
 ``[vmetal]reserved_addresses`` are rows of the same table. A crash at any
 point rolls the transaction back, so there is no half-written allocation.
-Each thread gets its own connection because an sqlite3 connection must not
-be shared between threads.
+The free address comes from the process's copy of the held addresses
+(:mod:`~vmetal_ironic.store.held_addresses`), trusted only while the
+``allocations`` counter, bumped by every write to the table in the same
+transaction, shows that no other process wrote since. Each thread gets its
+own connection because an sqlite3 connection must not be shared between
+threads.
 """
 
 import contextlib
@@ -27,9 +31,9 @@ from vmetal_ironic import exception
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation as reservation_mod
-from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
+from vmetal_ironic.store import held_addresses
 
 LOG = log.getLogger(__name__)
 
@@ -92,6 +96,7 @@ class LocalStore(base.Store):
             reserved if reserved is not None
             else (vmetal.reserved_addresses if vmetal else ())))
         self._local = threading.local()
+        self._held = held_addresses.HeldAddresses(self.reserved)
         #: Rows the last list_reservations() left out as invalid.
         self.skipped_reservations = 0
         self._create_schema()
@@ -119,6 +124,8 @@ class LocalStore(base.Store):
                 db.execute('ALTER TABLE reservations ADD COLUMN address TEXT')
             for statement in SCHEMA:
                 db.execute(statement)
+            # Copies of the table other processes hold are stale now.
+            self._bump(db, 'allocations')
 
     def _upgrade_allocations(self, db):
         """Move rows keyed by (pool, address) to (scope, address). Rows an
@@ -223,7 +230,11 @@ class LocalStore(base.Store):
         return None if row is None else row[0]
 
     def _hold_infrastructure(self, db, pool):
-        """Rows for the pool's gateway and the reserved addresses in it."""
+        """Rows for the pool's gateway and the reserved addresses in it.
+
+        :returns: whether a row was added.
+        """
+        added = False
         wanted = [(owner_mod.GATEWAY, PURPOSE_GATEWAY, int(pool.gateway))]
         wanted += [(owner_mod.RESERVED, PURPOSE_RESERVED, value)
                    for value in self.reserved
@@ -239,11 +250,48 @@ class LocalStore(base.Store):
                      str(owner_mod.for_infrastructure(kind, self.scope,
                                                       address)),
                      purpose, time.time()))
+                added = True
             elif purpose == PURPOSE_GATEWAY and not owner_mod.parse(
                     holder).is_infrastructure:
                 raise ipam_errors.AddressTaken(
                     f'gateway {address} of pool {pool.name} is held by '
                     f'{holder}; release that owner or change the pool')
+        return added
+
+    def _scope_addresses(self, db):
+        return [value for (value,) in db.execute(
+            'SELECT address FROM allocations WHERE scope = ?', (self.scope,))]
+
+    def _candidate(self, db, pool):
+        """A free address of ``pool`` from the process's copy, read again
+        first when another writer changed the table since.
+
+        :returns: ``(address, counter)``.
+        """
+        generation = self._counter(db, 'allocations')
+        if not self._held.current(generation):
+            self._held.load(generation, self._scope_addresses(db))
+        return self._held.candidate(pool), generation
+
+    def _insert_allocation(self, db, pool, owner, mac):
+        """Insert the owner's row at a free address of ``pool``.
+
+        :returns: ``(address, counter before, counter after)``.
+        """
+        value, before = self._candidate(db, pool)
+        row = (self.scope, value, pool.key, owner, mac, time.time())
+        insert = ('INSERT INTO allocations (scope, address, pool, owner, mac, '
+                  'created_at) VALUES (?, ?, ?, ?, ?, ?)')
+        try:
+            db.execute(insert, row)
+        except sqlite3.IntegrityError:
+            # A writer that does not count its writes (an older version)
+            # took it: the table decides, the copy is read again and is
+            # exact for the rest of this transaction.
+            self._held.load(before, self._scope_addresses(db))
+            value = self._held.candidate(pool)
+            db.execute(insert, (self.scope, value, *row[2:]))
+        return value, before, self._bump(db, 'allocations')
 
     def allocate(self, pool, owner, mac=None):
         owner = self._check_owner(owner)
@@ -262,23 +310,23 @@ class LocalStore(base.Store):
                                (mac, owner))
                     held = base.Allocation(owner, held.pool_key, held.address, mac)
                 return held
-            self._hold_infrastructure(db, pool)
-            # Every address held in the network, whatever pool (prefix,
-            # range) it came from: overlapping pools share them.
-            network = pool.network
-            used = [value for (value,) in db.execute(
-                'SELECT address FROM allocations WHERE scope = ? AND '
-                'address BETWEEN ? AND ?',
-                (self.scope, network.first, network.last))]
-            used += list(self.reserved)
-            value = ipam_allocator.Allocator(pool, used).allocate()
+            if self._hold_infrastructure(db, pool):
+                self._bump(db, 'allocations')
             if row is not None:
                 # A custom document's address gives way to the pool's.
                 db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
-            db.execute(
-                'INSERT INTO allocations (scope, address, pool, owner, mac, '
-                'created_at) VALUES (?, ?, ?, ?, ?, ?)',
-                (self.scope, value, pool.key, owner, mac, time.time()))
+                self._bump(db, 'allocations')
+            # Every address held in the scope counts, whatever pool
+            # (prefix, range) it came from: overlapping pools share them.
+            try:
+                value, before, after = self._insert_allocation(
+                    db, pool, owner, mac)
+            except BaseException:
+                # It may have proposed an address this transaction, now
+                # rolled back, never took.
+                self._held.forget()
+                raise
+        self._held.taken(before, after)
         allocation = base.Allocation(owner=owner, pool_key=pool.key,
                                      address=str(netaddr.IPAddress(value)),
                                      mac=mac)
@@ -306,6 +354,9 @@ class LocalStore(base.Store):
                 'purpose, created_at) VALUES (?, ?, ?, ?, ?, ?)',
                 (self.scope, value, '', owner, PURPOSE_NETWORK_DATA,
                  time.time()))
+            self._bump(db, 'allocations')
+        # Rare: read the table again rather than follow both changes.
+        self._held.forget()
         return base.Allocation(owner=owner, pool_key='', address=str(address))
 
     def release(self, owner):
@@ -322,10 +373,14 @@ class LocalStore(base.Store):
                     'DELETE FROM reservations WHERE address = ?',
                     (str(netaddr.IPAddress(row[1])),)).rowcount
             if withdrawn:
-                self._bump_reservations(db)
-            db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
+                self._bump(db, 'reservations')
+            if row is not None:
+                before = self._counter(db, 'allocations')
+                db.execute('DELETE FROM allocations WHERE owner = ?', (owner,))
+                after = self._bump(db, 'allocations')
         if row is None:
             return None
+        self._held.released(before, after, row[1])
         allocation = self._row_to_allocation(row)
         LOG.info('Released %(address)s of pool %(pool)s from %(owner)s',
                  {'address': allocation.address, 'pool': allocation.pool_key,
@@ -361,10 +416,21 @@ class LocalStore(base.Store):
                              (owner,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def _bump_reservations(self, db):
-        db.execute(
-            "INSERT INTO counters (name, value) VALUES ('reservations', 1) "
-            'ON CONFLICT(name) DO UPDATE SET value = value + 1')
+    @staticmethod
+    def _counter(db, name):
+        row = db.execute('SELECT value FROM counters WHERE name = ?',
+                         (name,)).fetchone()
+        return 0 if row is None else row[0]
+
+    def _bump(self, db, name):
+        """Count one change of ``name`` inside the caller's transaction.
+
+        :returns: the counter's new value.
+        """
+        db.execute('INSERT INTO counters (name, value) VALUES (?, 1) '
+                   'ON CONFLICT(name) DO UPDATE SET value = value + 1',
+                   (name,))
+        return self._counter(db, name)
 
     def publish_reservation(self, reservation, owner=None):
         with self._transaction() as db:
@@ -377,7 +443,7 @@ class LocalStore(base.Store):
                 (reservation.mac, reservation.to_json(),
                  str(owner) if owner else None, reservation.address,
                  time.time()))
-            self._bump_reservations(db)
+            self._bump(db, 'reservations')
 
     def withdraw_reservation(self, mac):
         mac = network_data.normalize_mac(mac)
@@ -385,7 +451,7 @@ class LocalStore(base.Store):
             deleted = db.execute('DELETE FROM reservations WHERE mac = ?',
                                  (mac,)).rowcount
             if deleted:
-                self._bump_reservations(db)
+                self._bump(db, 'reservations')
         return bool(deleted)
 
     def list_reservations(self):
@@ -407,10 +473,7 @@ class LocalStore(base.Store):
 
     def reservations_revision(self):
         with self._transaction(write=False) as db:
-            row = db.execute(
-                "SELECT value FROM counters WHERE name = 'reservations'"
-            ).fetchone()
-        return 0 if row is None else row[0]
+            return self._counter(db, 'reservations')
 
     def close(self):
         self._poll_wait.set()

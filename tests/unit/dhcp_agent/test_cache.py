@@ -175,7 +175,7 @@ def _raw_row(store, mac, document):
         db.execute('INSERT INTO reservations (mac, document, updated_at) '
                    'VALUES (?, ?, 0) ON CONFLICT(mac) DO UPDATE SET '
                    'document = excluded.document', (mac, document))
-        store._bump_reservations(db)
+        store._bump(db, 'reservations')
 
 
 def _fed(store):

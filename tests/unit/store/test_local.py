@@ -369,3 +369,61 @@ def test_a_24_and_a_23_pool_racing_never_share_an_address(tmp_path):
             pairs = [pair for job in jobs for pair in job.get(timeout=120)]
     addresses = [address for _, address in pairs]
     assert len(addresses) == 160 == len(set(addresses))
+
+
+def test_two_writers_interleaved_see_each_others_changes(tmp_path):
+    # Two store objects on one file are two processes' copies of the held
+    # addresses: each write of one must make the other read them again.
+    path = str(tmp_path / 'vmetal.sqlite')
+    first, second = local.LocalStore(path=path), local.LocalStore(path=path)
+    try:
+        assert first.allocate(POOL, 'Machine/t/a').address == '192.0.2.2'
+        assert second.allocate(POOL, 'Machine/t/b').address == '192.0.2.3'
+        assert first.allocate(POOL, 'Machine/t/c').address == '192.0.2.4'
+        second.release('Machine/t/a')
+        # The address the other one freed is offered again, lowest first.
+        assert first.allocate(POOL, 'Machine/t/d').address == '192.0.2.2'
+        first.release('Machine/t/b')
+        assert first.allocate(POOL, 'Machine/t/e').address == '192.0.2.3'
+        assert second.allocate(POOL, 'Machine/t/f').address == '192.0.2.5'
+        held = [a.address for a in first.list_allocations()]
+        assert len(held) == len(set(held)) == 4
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_writer_that_does_not_count_its_writes_is_still_refused(tmp_path):
+    # An older version writing to the same file bumps no counter: the
+    # table's key refuses the stale candidate and the copy is read again.
+    path = str(tmp_path / 'vmetal.sqlite')
+    store = local.LocalStore(path=path)
+    try:
+        assert store.allocate(POOL, 'Machine/t/a').address == '192.0.2.2'
+        with contextlib.closing(sqlite3.connect(path)) as raw:
+            raw.execute("INSERT INTO allocations (scope, address, pool, owner,"
+                        " created_at) VALUES ('default', ?, '192.0.2.0/24', "
+                        "'Machine/t/old', 0)", (3221225987,))  # 192.0.2.3
+            raw.commit()
+        assert store.allocate(POOL, 'Machine/t/b').address == '192.0.2.4'
+        assert store.allocate(POOL, 'Machine/t/c').address == '192.0.2.5'
+    finally:
+        store.close()
+
+
+def test_an_allocation_rolled_back_leaves_its_address_free(store):
+    # The copy proposed 192.0.2.2 inside a transaction that then failed:
+    # the next allocation must be offered it again.
+    real = store._bump
+
+    def failing_bump(db, name):
+        if name == 'allocations':
+            raise sqlite3.OperationalError('disk I/O error')
+        return real(db, name)
+
+    store._bump = failing_bump
+    with pytest.raises(exception.DeploymentError):
+        store.allocate(POOL, 'Machine/t/a')
+    store._bump = real
+    assert store.list_allocations() == []
+    assert store.allocate(POOL, 'Machine/t/b').address == '192.0.2.2'
