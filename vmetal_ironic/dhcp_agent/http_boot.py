@@ -15,7 +15,7 @@ import urllib.parse
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import tftp
-from vmetal_ironic.dhcp_agent import tftp_server
+from vmetal_ironic.dhcp_agent import log_limit
 
 LOG = log.getLogger(__name__)
 
@@ -147,8 +147,8 @@ class HttpBootService:
         self.port = port
         self.max_connections = max_connections
         self.metrics = metrics
-        self.refusals = tftp_server.RateLimitedLog(
-            what='refused HTTP boot requests')
+        self.refusals = log_limit.LogLimiter(
+            10, 10.0, what='refused HTTP boot requests')
         self._server = None
         self._thread = None
 

@@ -19,6 +19,7 @@ from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import codec
 from vmetal_ironic.dhcp_agent import decisions
+from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
@@ -33,35 +34,6 @@ _QUIET_LOG_RATE = 20
 _EVENT_LOG_RATE = 20
 #: Tracebacks of failed packets allowed per minute.
 _TRACEBACK_RATE = 5
-
-
-class LogLimiter:
-    """Allow at most ``lines`` log lines per ``period`` seconds.
-
-    :param on_suppress: optional callable run for each line suppressed
-        (e.g. a metric's ``inc``).
-    """
-
-    def __init__(self, lines, period=1.0, on_suppress=None):
-        self.lines = lines
-        self.period = period
-        self.on_suppress = on_suppress
-        self.suppressed = 0
-        self._window = None
-        self._count = 0
-
-    def allow(self, now):
-        window = int(now // self.period)
-        if window != self._window:
-            self._window = window
-            self._count = 0
-        self._count += 1
-        if self._count <= self.lines:
-            return True
-        self.suppressed += 1
-        if self.on_suppress is not None:
-            self.on_suppress()
-        return False
 
 
 def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
@@ -120,10 +92,10 @@ class DhcpServer:
         self._ignored = {}
         self._destinations = {}
         suppressed = metrics.log_suppressed.inc
-        self._quiet = LogLimiter(_QUIET_LOG_RATE, on_suppress=suppressed)
-        self._events = LogLimiter(_EVENT_LOG_RATE, on_suppress=suppressed)
-        self._tracebacks = LogLimiter(_TRACEBACK_RATE, 60.0,
-                                      on_suppress=suppressed)
+        self._quiet = log_limit.LogLimiter(_QUIET_LOG_RATE, on_suppress=suppressed)
+        self._events = log_limit.LogLimiter(_EVENT_LOG_RATE, on_suppress=suppressed)
+        self._tracebacks = log_limit.LogLimiter(_TRACEBACK_RATE, 60.0,
+                                                on_suppress=suppressed)
 
     def _may_log_quiet(self, now):
         """Rate limit for debug lines about ignored and malformed packets."""

@@ -24,6 +24,7 @@ import time
 
 from oslo_log import log
 
+from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
 from vmetal_ironic.dhcp_agent import tftp_session as session_mod
 
@@ -54,41 +55,6 @@ def _grow_buffer(sock, option, force):
         sock.setsockopt(socket.SOL_SOCKET, force, _SOCKET_BUFFER)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
-
-
-class RateLimitedLog:
-    """At most ``burst`` lines per ``period`` seconds, then one count.
-
-    :param burst: lines allowed per period.
-    :param period: seconds.
-    :param what: what the lines are about, for the count.
-    :param clock: monotonic clock (tests pass their own).
-    """
-
-    def __init__(self, burst=10, period=10.0, what='refused TFTP requests',
-                 clock=time.monotonic):
-        self.burst = burst
-        self.what = what
-        self.period = period
-        self._clock = clock
-        self._window_start = clock()
-        self._lines = 0
-        self.suppressed = 0
-
-    def warning(self, message, *args, exc_info=False):
-        now = self._clock()
-        if now - self._window_start >= self.period:
-            if self.suppressed:
-                LOG.warning('%d more lines about %s were not logged',
-                            self.suppressed, self.what)
-            self._window_start = now
-            self._lines = 0
-            self.suppressed = 0
-        if self._lines < self.burst:
-            self._lines += 1
-            LOG.warning(message, *args, exc_info=exc_info)
-        else:
-            self.suppressed += 1
 
 
 class Limits:
@@ -136,7 +102,8 @@ class TftpServer:
         self.sessions = {}
         # peer -> session, in both modes (the same dict in single-port).
         self._by_peer = self.sessions if single_port else {}
-        self.refusals = RateLimitedLog()
+        self.refusals = log_limit.LogLimiter(
+            10, 10.0, what='refused TFTP requests')
         self._epoll = select.epoll()
         self._epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()

@@ -9,7 +9,6 @@ from tests import tftp_peer
 from tests.unit.dhcp_agent import helpers
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import tftp
-from vmetal_ironic.dhcp_agent import tftp_server
 
 
 @pytest.fixture
@@ -219,20 +218,6 @@ def test_a_client_that_gives_up_ends_its_session(service):
         peer.send(b'\0\x05\0\x00size only\0', source)
         _wait_idle(service)
     assert 'result="aborted"} 1.0' in service.metrics.render()
-
-
-def test_refusal_log_is_rate_limited(caplog):
-    now = [0.0]
-    limited = tftp_server.RateLimitedLog(burst=3, period=10,
-                                         clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING):
-        for _ in range(100):
-            limited.warning('refused %s', 'x')
-        assert limited.suppressed == 97
-        now[0] = 11.0
-        limited.warning('refused %s', 'y')
-    assert len(caplog.records) == 5
-    assert limited.suppressed == 0
 
 
 def test_file_table_shares_caches_and_falls_back_to_pread(root):
