@@ -21,3 +21,17 @@ def assert_interrupted_cleanly(proc, err, workdir, leftovers, before):
     stray = subprocess.run(['pgrep', '-f', str(workdir)],
                            capture_output=True, text=True).stdout
     assert stray == ''
+
+
+def stop_if_running(proc, grace):
+    """End a lab the test gave up on: SIGTERM first, which still cleans
+    up (SIGKILL would leave its namespaces, domains and processes), and
+    SIGKILL only after ``grace`` seconds."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -68,8 +68,6 @@ def test_interrupted_lab_removes_everything(tmp_path):
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        lab_checks.stop_if_running(proc, 60)
     lab_checks.assert_interrupted_cleanly(proc, err, tmp_path, _lab_namespaces,
                                           before)

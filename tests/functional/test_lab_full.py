@@ -96,13 +96,6 @@ def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
         proc.send_signal(signal.SIGINT)
         _out, err = proc.communicate(timeout=120)
     finally:
-        if proc.poll() is None:
-            # SIGTERM still cleans up; SIGKILL would leave the domain.
-            proc.terminate()
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        lab_checks.stop_if_running(proc, 120)
     lab_checks.assert_interrupted_cleanly(proc, err, tmp_path, _leftovers,
                                           before)
