@@ -98,6 +98,7 @@ def test_post_config_writes_the_agent_config(stack):
     assert dict(agent['vmetal_tftp']) == {
         'enabled': 'False',
         'root': str(stack.tmp / 'tftpboot'),
+        'single_port': 'False',
     }
     # Ironic's own TFTP server stays the one clients are sent to.
     assert not ironic.has_section('pxe')
@@ -107,6 +108,18 @@ def test_post_config_agent_tftp_takes_over_ironics(stack):
     stack.ok('stack', 'post-config', VMETAL_TFTP_ENABLED='true')
     assert read_ini(stack.vmetal_conf)['vmetal_tftp']['enabled'] == 'True'
     assert read_ini(stack.ironic_conf)['pxe']['tftp_server'] == '192.0.2.1'
+
+
+def test_post_config_single_port_tftp_and_http_boot(stack):
+    stack.ok('stack', 'post-config', VMETAL_TFTP_ENABLED='true',
+             VMETAL_TFTP_SINGLE_PORT='true', VMETAL_HTTP_BOOT_PORT='8069')
+    tftp = read_ini(stack.vmetal_conf)['vmetal_tftp']
+    assert (tftp['single_port'], tftp['http_port']) == ('True', '8069')
+    # Taken out of local.conf again: HTTP is off after re-stacking.
+    stack.ok('stack', 'post-config')
+    tftp = read_ini(stack.vmetal_conf)['vmetal_tftp']
+    assert tftp['single_port'] == 'False'
+    assert 'http_port' not in tftp
 
 
 def test_post_config_power_and_management_lists(stack):
@@ -162,6 +175,10 @@ def test_post_config_kubernetes_store(stack):
      'VMETAL_NETWORK_CIDR=192.0.2.0: expected <gateway>/<prefix>'),
     ({'VMETAL_STORE': 'etcd'},
      "VMETAL_STORE=etcd: expected 'local' or 'kubernetes'"),
+    ({'VMETAL_HTTP_BOOT_PORT': '80a'},
+     'VMETAL_HTTP_BOOT_PORT=80a: expected a TCP port'),
+    ({'VMETAL_HTTP_BOOT_PORT': '70000'},
+     'VMETAL_HTTP_BOOT_PORT=70000: expected a TCP port'),
     ({'VMETAL_STORE': 'kubernetes'},
      'VMETAL_STORE=kubernetes needs VMETAL_KUBECONFIG'),
 ])
