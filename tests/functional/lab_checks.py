@@ -4,6 +4,20 @@ import re
 import subprocess
 
 
+def _ours(argv, prefix='vlab'):
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         check=False).stdout
+    return {word for word in out.split() if word.startswith(prefix)}
+
+
+def full_lab_leftovers():
+    """Namespaces, links and libvirt domains a full lab run makes."""
+    return (_ours(['ip', 'netns', 'list'])
+            | _ours(['ip', '-o', 'link', 'show'])
+            | _ours(['virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
+                     '--name']))
+
+
 def assert_interrupted_cleanly(proc, err, workdir, leftovers, before):
     """The lab stopped by SIGINT said so in one line and left nothing.
 

@@ -31,17 +31,7 @@ PHASES = ('enroll', 'power_on', 'inspection', 'deploy', 'boot_from_disk',
           'os_network', 'undeploy_cleaning')
 
 
-def _ours(argv, prefix='vlab'):
-    out = subprocess.run(argv, capture_output=True, text=True,
-                         check=False).stdout
-    return {word for word in out.split() if word.startswith(prefix)}
-
-
-def _leftovers():
-    return (_ours(['ip', 'netns', 'list'])
-            | _ours(['ip', '-o', 'link', 'show'])
-            | _ours(['virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
-                     '--name']))
+_leftovers = lab_checks.full_lab_leftovers
 
 
 def test_full_flow_deploys_an_os_on_its_allocated_address(tmp_path):

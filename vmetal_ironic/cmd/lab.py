@@ -3,7 +3,9 @@
 ``--full`` runs the whole provisioning flow with Ironic in charge (see
 :mod:`vmetal_ironic.lab.full_flow`), otherwise the quick flow; both on the
 embedded store in network namespaces it creates and removes again (also
-on Ctrl-C or failure), printing each step. Exits 0 only when every step
+on Ctrl-C or failure), printing each step. The full flow can also run
+on a Kubernetes store (``--store-config``) or with Ironic's dnsmasq
+provider (``--dhcp dnsmasq``). Exits 0 only when every step
 was observed.
 """
 
@@ -17,6 +19,7 @@ import time
 import traceback
 
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_dhcp
 from vmetal_ironic.lab import full_flow
 from vmetal_ironic.lab import full_setup
 
@@ -48,6 +51,19 @@ def main(argv=None):
     parser.add_argument('--json', action='store_true',
                         help='with --full: end with one JSON line (ok, '
                         'seconds, addresses, per-phase steps)')
+    parser.add_argument('--dhcp', choices=sorted(full_dhcp.PROVIDERS),
+                        default=full_dhcp.VmetalDhcp.name,
+                        help='with --full: the DHCP provider (dnsmasq = '
+                        "Ironic's own, for comparison)")
+    parser.add_argument('--store-config', metavar='FILE',
+                        help='with --full: an ini file with [vmetal] store = '
+                        'kubernetes and [vmetal_kubernetes] (api_url on '
+                        '127.0.0.1); default: a local store')
+    parser.add_argument('--node-name', default='lab-node-0',
+                        help='with --full: the Ironic node name '
+                        '(<namespace>~<host> for a Metal3 host)')
+    parser.add_argument('--mac', help='with --full: the machine\'s MAC '
+                        '(default: random)')
     args = parser.parse_args(argv)
     try:
         (full_setup if args.full else flow).preflight()
@@ -57,8 +73,15 @@ def main(argv=None):
     workdir = args.workdir or tempfile.mkdtemp(prefix='vmetal-lab-')
     report = flow.Report()
     if args.full:
-        lab = full_flow.FullLab(workdir, report, faults=args.faults,
-                                phase_timeout=args.phase_timeout)
+        try:
+            lab = full_flow.FullLab(
+                workdir, report, faults=args.faults,
+                phase_timeout=args.phase_timeout, dhcp=args.dhcp,
+                store_config=args.store_config, node_name=args.node_name,
+                mac=args.mac)
+        except flow.LabError as exc:
+            sys.stderr.write(f'{PROG}: error: {exc}\n')
+            return 1
     else:
         lab = flow.Lab(workdir, report, boot_timeout=args.boot_timeout)
     started = time.monotonic()

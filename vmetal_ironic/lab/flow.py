@@ -109,6 +109,9 @@ class Lab:
         self.topology = None
         self.ironic = None
         self.store = None
+        # The store's ironic.conf sections, shared by the agent; the local
+        # store in the work directory unless a subclass sets them.
+        self.store_sections = None
         self.mac = random_mac()
 
     # -- set-up -----------------------------------------------------------
@@ -157,13 +160,12 @@ class Lab:
             if source.exists():
                 shutil.copy(source.resolve(), tftp_root / name)
         conf = self.workdir / 'vmetal-dhcp-agent.conf'
-        conf.write_text(textwrap.dedent(f"""\
+        store = self.store_sections or {
+            'vmetal': {'store': 'local'},
+            'vmetal_local_store': {'database': self.vmetal_db}}
+        conf.write_text(lab_ironic.render_conf(store) + textwrap.dedent(f"""\
             [DEFAULT]
             debug = true
-            [vmetal]
-            store = local
-            [vmetal_local_store]
-            database = {self.vmetal_db}
             [vmetal_dhcp_agent]
             interface = {self.server_if}
             server_address = {SERVER}

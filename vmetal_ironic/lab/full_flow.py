@@ -6,14 +6,18 @@ deploy (allocation, network data, config drive, IPA writes the image) ->
 Ironic sets the boot device to disk through Redfish and reboots it -> the
 installed OS reports on its serial console the address it configured from
 the config drive -> undeploy and cleaning. See
-:mod:`vmetal_ironic.lab.full_setup` for the topology.
+:mod:`vmetal_ironic.lab.full_setup` for the topology and the store,
+:mod:`vmetal_ironic.lab.full_dhcp` for the DHCP providers (vmetal, or
+Ironic's dnsmasq one for comparison).
 """
 
 import dataclasses
 import time
 
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_dhcp
 from vmetal_ironic.lab import full_setup
 from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import netns
@@ -34,14 +38,31 @@ class FullLab(flow.Lab):
 
     :param faults: also check that bad BMC credentials and a missing
         image fail readably.
+    :param dhcp: ``vmetal`` or ``dnsmasq`` (:mod:`.full_dhcp`).
+    :param store_config: a Kubernetes store's configuration file, or
+        ``None`` for the local store (:mod:`.full_setup`).
+    :param node_name: the Ironic node's name; ``<namespace>~<host>`` is a
+        Metal3 host, whose properties come from the store.
+    :param mac: the machine's MAC (random when ``None``).
+    :raises vmetal_ironic.lab.flow.LabError: options that do not go
+        together, or an unusable store configuration.
     """
 
     def __init__(self, workdir, report, faults=False,
-                 phase_timeout=PHASE_TIMEOUT):
+                 phase_timeout=PHASE_TIMEOUT, dhcp='vmetal',
+                 store_config=None, node_name='lab-node-0', mac=None):
         super().__init__(workdir, report)
+        if faults and dhcp != full_dhcp.VmetalDhcp.name:
+            raise flow.LabError('--faults checks the vmetal DHCP provider '
+                                'only')
         self.faults = faults
         self.phase_timeout = phase_timeout
-        self.services = full_setup.Services(self)
+        self.node_name = node_name
+        self.node_uuid = None
+        if mac:
+            self.mac = mac
+        self.dhcp = full_dhcp.PROVIDERS[dhcp](self)
+        self.services = full_setup.Services(self, store_config)
         self.phases = []
         self.address = None
         self.os_fields = None
@@ -93,16 +114,20 @@ class FullLab(flow.Lab):
                   {'target': target, **(body or {})})
         return self._wait(f'{target} -> {state}', self._state_is(state))
 
-    def _reservations(self):
-        return [r for r in self.store.list_reservations() if r.mac == self.mac]
-
-    def _acked(self):
-        return [line for line in observe.agent_exchanges(
-            self._agent_text(), self.mac) if ' ACK ' in line]
+    def owner(self):
+        """The owner the node's address is asked for (a Metal3 name stands
+        for its BareMetalHost, the store finds the Machine claiming it)."""
+        return str(owner_mod.of_ironic_node(self.node_name, self.node_uuid))
 
     # -- phases -----------------------------------------------------------
 
     def _enroll_body(self, name, password=None):
+        # baremetal-operator registers no network properties: on the
+        # Kubernetes store they come from the host's layers.
+        properties = {} if self.services.kube_sections else {
+            props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
+            props.NETWORK_IP_RANGE: flow.IP_RANGE,
+            props.DNS_SERVERS: flow.SERVER}
         return {
             'name': name, 'driver': 'redfish',
             'boot_interface': 'ipxe', 'deploy_interface': 'direct',
@@ -111,10 +136,7 @@ class FullLab(flow.Lab):
                 **self.services.bmc.driver_info(password),
                 'deploy_kernel': self.ironic.image_url('ipa-kernel'),
                 'deploy_ramdisk': self.ironic.image_url('ipa-ramdisk')},
-            'properties': {props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
-                           props.NETWORK_IP_RANGE: flow.IP_RANGE,
-                           props.DNS_SERVERS: flow.SERVER,
-                           'capabilities': 'boot_mode:uefi'},
+            'properties': {**properties, 'capabilities': 'boot_mode:uefi'},
         }
 
     def _bad_credentials(self):
@@ -141,14 +163,15 @@ class FullLab(flow.Lab):
 
     def _enroll(self):
         started = time.monotonic()
-        node = self._api('POST', '/nodes', self._enroll_body('lab-node-0'))
+        node = self._api('POST', '/nodes', self._enroll_body(self.node_name))
         self.node_uuid = node['uuid']
         self._api('POST', '/ports', {'node_uuid': self.node_uuid,
                                      'address': self.mac, 'pxe_enabled': True})
         node = self._provision(self.node_uuid, 'manage', 'manageable')
         self._phase('enroll', started)
         self.report.done('enrolled through Redfish',
-                         f'{self.node_uuid} driver redfish, manageable, '
+                         f'{self.node_uuid} ({self.node_name}) driver '
+                         'redfish, manageable, '
                          f'power {node["power_state"]} read from the BMC')
 
     def _inspect(self):
@@ -164,8 +187,9 @@ class FullLab(flow.Lab):
                          f'Redfish Reset seen by the BMC ({len(resets)} '
                          f'request(s)), domain {domain.state()}')
         powered = time.monotonic()
-        self._wait('DHCP answer from the agent', lambda node: self._acked())
-        self.report.note(f'agent ACKed {self.mac} '
+        self._wait(f'DHCP answer from {self.dhcp.name}',
+                   lambda node: self.dhcp.acked())
+        self.report.note(f'{self.dhcp.name} ACKed {self.mac} '
                          f'{time.monotonic() - powered:.0f}s after power on')
         self._wait('inspection', self._state_is('manageable'))
         inventory = self._api('GET', f'/nodes/{self.node_uuid}/inventory')
@@ -180,7 +204,7 @@ class FullLab(flow.Lab):
         :raises vmetal_ironic.lab.flow.LabError: the deploy succeeded, or
             the address was lost.
         """
-        allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
+        allocation = self.store.get_allocation(self.owner())
         self._api('PATCH', f'/nodes/{self.node_uuid}', [
             {'op': 'add', 'path': '/instance_info/image_source',
              'value': url},
@@ -203,7 +227,7 @@ class FullLab(flow.Lab):
                 raise flow.LabError(f'{title}: the deploy succeeded')
             outcome = f'deploy failed, last_error: {node["last_error"]}'
             self._provision(self.node_uuid, 'deleted', 'available')
-        after = self.store.get_allocation(f'Node/{self.node_uuid}')
+        after = self.store.get_allocation(self.owner())
         if allocation is not None and (after is None or after.address
                                        != allocation.address):
             raise flow.LabError(f'{title}: the failed deploy lost the '
@@ -251,22 +275,23 @@ class FullLab(flow.Lab):
              'value': 'sha256'},
             {'op': 'add', 'path': '/instance_info/image_os_hash_value',
              'value': self.services.image_sha256()}])
+        config_drive = {'meta_data': {'hostname': 'lab-os',
+                                      'uuid': self.node_uuid}}
+        given = self.dhcp.config_drive_network_data()
+        if given is not None:
+            config_drive['network_data'] = given
         self._api('PUT', f'/nodes/{self.node_uuid}/states/provision', {
-            'target': 'active',
-            'configdrive': {'meta_data': {'hostname': 'lab-os',
-                                          'uuid': self.node_uuid}}})
+            'target': 'active', 'configdrive': config_drive})
         self._wait('IPA writing the image', lambda node: (
             node.get('deploy_step') or {}).get('step') == 'write_image')
-        allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
-        if allocation is None:
-            raise flow.LabError('the node is deploying but holds no address')
-        self.address = allocation.address
+        self.address, where = self.dhcp.os_address()
         node = self._node()
-        networks = (node.get('network_data') or {}).get('networks', [])
-        self.report.done('deploying', f'{self.address}/{flow.PREFIX} from '
-                         f'pool {allocation.pool_key} for {allocation.owner}; '
-                         f'network_data with {len(networks)} network(s); '
-                         'IPA runs write_image (config drive from Ironic)')
+        networks = ((given or node.get('network_data') or {})
+                    .get('networks', []))
+        self.report.done('deploying', f'{self.address}/{flow.PREFIX} '
+                         f'{where}; network_data with {len(networks)} '
+                         'network(s); IPA runs write_image (config drive '
+                         'from Ironic)')
         if self.faults:
             self._restart_agent()
         self._wait('image written', lambda node: (
@@ -284,7 +309,7 @@ class FullLab(flow.Lab):
         self._wait('boot from disk', lambda node: domain.state() == 'running'
                    and domain.boot_devices()[:1] == ['hd'])
         self._phase('boot_from_disk', self.written)
-        published = 'published' if self._reservations() else 'withdrawn'
+        published = 'published' if self.dhcp.published() else 'withdrawn'
         self.report.done('booting from disk',
                          f'node active; Redfish boot device '
                          f'{domain.boot_devices()}, domain {domain.state()}; '
@@ -320,18 +345,22 @@ class FullLab(flow.Lab):
         self._phase('undeploy_cleaning', started)
         if not seen & {'cleaning', 'clean wait'}:
             raise flow.LabError(f'no cleaning seen, only {sorted(seen)}')
-        allocation = self.store.get_allocation(f'Node/{self.node_uuid}')
-        if allocation is None or allocation.address != self.address:
-            raise flow.LabError('the undeploy lost the machine\'s address')
+        kept = f'{self.address} was the lab\'s (dnsmasq allocates none)'
+        if self.dhcp.name == full_dhcp.VmetalDhcp.name:
+            allocation = self.store.get_allocation(self.owner())
+            if allocation is None or allocation.address != self.address:
+                raise flow.LabError('the undeploy lost the machine\'s '
+                                    'address')
+            kept = f'{self.address} stays allocated to {allocation.owner}'
         # Ironic withdraws DHCP options at the end of a deploy only: after
         # cleaning a stock hardware type calls no clean_dhcp_opts (the
         # vmetal network interface would, in remove_cleaning_network), so
         # the reservation cleaning published stays, as dnsmasq's host
         # entry does. Reported, not hidden.
         left = 'still published (Ironic withdraws none after cleaning)' \
-            if self._reservations() else 'withdrawn'
+            if self.dhcp.published() else 'withdrawn'
         self.report.done('undeployed and cleaned', f'states {sorted(seen)}; '
-                         f'{self.address} stays allocated; reservation '
+                         f'{kept}; reservation '
                          f'{left}')
 
     def run(self):
@@ -340,7 +369,7 @@ class FullLab(flow.Lab):
         self.services.start_bmc()
         self.services.start_ironic()
         self._start_http()
-        self._start_agent()
+        self.dhcp.start()
         if self.faults:
             self._bad_credentials()
         self._enroll()
@@ -353,6 +382,7 @@ class FullLab(flow.Lab):
     def summary(self, ok, seconds):
         fields = self.os_fields or {}
         return {'ok': ok, 'seconds': round(seconds, 1),
+                'dhcp': self.dhcp.name, 'node': self.node_name,
                 'allocated_address': self.address,
                 'os_address': fields.get('address', '').split('/')[0] or None,
                 'os_address_source': fields.get('source'),
@@ -360,6 +390,7 @@ class FullLab(flow.Lab):
                 'steps': [dataclasses.asdict(p) for p in self.phases]}
 
     def close(self):
+        self.dhcp.close()
         super().close()
         self.services.close()
 

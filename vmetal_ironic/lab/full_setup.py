@@ -15,12 +15,21 @@ Topology (namespaces and links named with the lab's random prefix):
 Ironic runs the stock ``redfish`` hardware type as baremetal-operator
 registers it: Redfish power and management, iPXE boot, the built-in
 ``agent`` inspection, ``direct`` deploy, the ``noop`` network interface,
-and ``[dhcp]dhcp_provider = vmetal`` answered by vmetal-dhcp-agent.
+and ``[dhcp]dhcp_provider = vmetal`` answered by vmetal-dhcp-agent (or
+Ironic's dnsmasq provider, see :mod:`vmetal_ironic.lab.full_dhcp`).
+
+The store is the local one in the work directory, or a Kubernetes store
+given by ``--store-config`` (:func:`load_store_config`): its API server on
+the host's 127.0.0.1 is relayed into the server namespace on the same
+address and port (:func:`vmetal_ironic.lab.proxy.start_outward`), where
+the conductor and the agent reach it with the configuration unchanged.
 """
 
+import configparser
 import os
 import pathlib
 import shutil
+import urllib.parse
 
 from vmetal_ironic.lab import build as lab_build
 from vmetal_ironic.lab import debian
@@ -31,6 +40,9 @@ from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import proxy
 from vmetal_ironic.lab import redfish
 from vmetal_ironic.store import local
+
+STORE_SECTIONS = ('vmetal', 'vmetal_kubernetes')
+LOOPBACK = ('127.0.0.1', 'localhost')
 
 API_PORT = 6385
 API_URL = f'http://{flow.SERVER}:{API_PORT}'
@@ -53,9 +65,50 @@ def preflight():
                             'tools/install-deps lab')
 
 
+def load_store_config(path):
+    """The ``[vmetal]`` and ``[vmetal_kubernetes]`` sections of ``path``.
+
+    :returns: ``{section: {option: value}}`` as written.
+    :raises vmetal_ironic.lab.flow.LabError: unreadable, not a Kubernetes
+        store, or an API server the lab cannot relay (not on loopback).
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        if not parser.read(path):
+            raise flow.LabError(f'--store-config {path}: cannot read it')
+    except configparser.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise flow.LabError(f'--store-config {path}: {first}') from None
+    sections = {name: dict(parser[name]) for name in STORE_SECTIONS
+                if parser.has_section(name)}
+    store = sections.get('vmetal', {}).get('store')
+    if store != 'kubernetes':
+        raise flow.LabError(f'--store-config {path}: [vmetal]store is '
+                            f'{store!r}; only kubernetes is supported')
+    url = sections.get('vmetal_kubernetes', {}).get('api_url', '')
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.hostname not in LOOPBACK or not parsed.port:
+        raise flow.LabError(
+            f'--store-config {path}: [vmetal_kubernetes]api_url {url!r} '
+            'must be on 127.0.0.1 with a port (it is relayed into the '
+            "lab's namespace on the same address)")
+    return sections
+
+
+def kubernetes_store(path):
+    """A KubernetesStore configured from the file at ``path``."""
+    # Imported here: the local flow needs no Kubernetes client.
+    from oslo_config import cfg
+
+    from vmetal_ironic.store import kubernetes
+    conf = cfg.ConfigOpts()
+    conf([], project='vmetal-ironic', default_config_files=[str(path)])
+    return kubernetes.KubernetesStore(conf)
+
+
 def ironic_sections(work, vmetal_db):
-    work = pathlib.Path(work)
     """ironic.conf of the full flow, on top of the quick lab's."""
+    work = pathlib.Path(work)
     sections = lab_ironic.default_sections(work, API_PORT, flow.SERVER,
                                            flow.HTTP_URL, vmetal_db)
     sections['DEFAULT'].update({
@@ -113,12 +166,18 @@ class Services:
     """Builds the images, then starts the lab's services in order.
 
     :param lab: the :class:`~vmetal_ironic.lab.full_flow.FullLab` (its
-        ``workdir``, ``report``, ``mac``; this object sets its
-        ``topology``, ``server_ns``, ``server_if``, ``ironic``, ``store``).
+        ``workdir``, ``report``, ``mac``, ``dhcp``; this object sets its
+        ``topology``, ``server_ns``, ``server_if``, ``ironic``, ``store``,
+        ``store_sections``).
+    :param store_config: path of a Kubernetes store's configuration
+        (:func:`load_store_config`), or ``None`` for the local store.
     """
 
-    def __init__(self, lab):
+    def __init__(self, lab, store_config=None):
         self.lab = lab
+        self.store_config = store_config
+        self.kube_sections = (load_store_config(store_config)
+                              if store_config else None)
         self.daemons = libvirt.Daemons(lab.workdir / 'libvirt')
         self.bridge = None
         self.domain = None
@@ -184,6 +243,14 @@ class Services:
         work.mkdir(parents=True, exist_ok=True)
         lab.vmetal_db = lab.workdir / 'vmetal.sqlite'
         sections = ironic_sections(work, lab.vmetal_db)
+        if self.kube_sections:
+            self._relay_kubernetes()
+            sections.pop('vmetal_local_store')
+            sections.update(self.kube_sections)
+        lab.store_sections = {name: sections[name] for name in (
+            'vmetal', 'vmetal_local_store', 'vmetal_kubernetes')
+            if name in sections}
+        lab.dhcp.configure(sections, work)
         port, _relay = proxy.start(lab.topology, lab.server_ns, flow.SERVER,
                                    API_PORT)
         lab.ironic = lab_ironic.IronicService(
@@ -193,16 +260,29 @@ class Services:
             lab.ironic.start()
         except RuntimeError as exc:
             raise flow.LabError(f'Ironic did not start: {exc}') from None
-        lab.store = local.LocalStore(path=str(lab.vmetal_db))
+        lab.store = (kubernetes_store(self.store_config) if self.store_config
+                     else local.LocalStore(path=str(lab.vmetal_db)))
         images = lab.ironic.images
         for name in ('kernel', 'ramdisk'):
             shutil.copy(self.ipa_dir / name, images / f'ipa-{name}')
         served = work / 'http' / IMAGE_PATH
         served.mkdir(parents=True, exist_ok=True)
         os.symlink(self.image_dir / 'image.qcow2', served / 'image.qcow2')
+        store = (f'Kubernetes store {self.api_url()} (relayed into '
+                 f'{lab.server_ns})' if self.kube_sections else 'local store')
         lab.report.done('Ironic', f'API {API_URL} (host: {lab.ironic.url}), '
                         'hardware type redfish, ipxe boot, agent inspect, '
-                        'direct deploy, [dhcp]dhcp_provider = vmetal')
+                        f'direct deploy, {lab.dhcp.description}, {store}')
+
+    def api_url(self):
+        return self.kube_sections['vmetal_kubernetes']['api_url']
+
+    def _relay_kubernetes(self):
+        port = urllib.parse.urlsplit(self.api_url()).port
+        try:
+            proxy.start_outward(self.lab.topology, self.lab.server_ns, port)
+        except OSError as exc:
+            raise flow.LabError(f'relay of {self.api_url()}: {exc}') from None
 
     def image_url(self, name='image.qcow2'):
         return f'{flow.HTTP_URL}/{IMAGE_PATH}/{name}'

@@ -87,10 +87,13 @@ class Topology:
     def spawn(self, namespace, argv, log_name, **kwargs):
         """Start ``argv`` inside ``namespace``, output to a log file.
 
+        :param namespace: a namespace name, or ``None`` for the host's
+            (the process is still the lab's: :meth:`close` stops it).
         :returns: the ``subprocess.Popen``.
         """
+        prefix = ['ip', 'netns', 'exec', namespace] if namespace else []
         with open(self.workdir / log_name, 'ab') as log:
-            proc = subprocess.Popen(['ip', 'netns', 'exec', namespace, *argv],
+            proc = subprocess.Popen([*prefix, *argv],
                                     stdout=log, stderr=subprocess.STDOUT,
                                     **kwargs)
         self.processes.append(proc)

@@ -1,0 +1,160 @@
+"""The whole flow as Metal3 runs it, on the Kubernetes store (issue 10, 5).
+
+``vmetal-lab --full`` with a node named ``<namespace>~<host>`` on the
+stock ``redfish`` hardware type and ``[dhcp]dhcp_provider = vmetal`` on a
+Kubernetes store in the real kube-apiserver of the test session: the
+conductor and vmetal-dhcp-agent run in the lab's server namespace and
+reach the API server through the lab's outward relay (same address and
+port inside the namespace). The node carries no network properties, as
+baremetal-operator registers it: they come from the host's node type.
+
+As in Metal3, the host is inspected while nobody claims it (its address
+is the BareMetalHost's), then a Metal3Machine claims it
+(``spec.consumerRef``, as cluster-api-provider-metal3 does) and the deploy
+follows: the Machine takes the address over and owns it. While the
+installed OS runs, its address, the host's network-data Secret (key
+``networkData``) and its annotations are read through the API, and the
+Machine still holds the address after undeploy and cleaning.
+"""
+
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from tests.functional import lab_checks
+from tests.functional.k8s.conftest import BMH
+from vmetal_ironic import owner as owner_mod
+from vmetal_ironic import properties as props
+from vmetal_ironic.lab import flow
+from vmetal_ironic.store import kube_names
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='the lab needs root')
+
+LAB = str(pathlib.Path(sys.executable).parent / 'vmetal-lab')
+HOST = 'host-0'
+MACHINE = 'worker-0'
+POOL = '192.0.2.0/24'
+RUN_TIMEOUT = 3000
+
+
+def _store_config(path, kube_cluster, namespace):
+    settings = kube_cluster.settings(namespace=namespace,
+                                     reconcile_interval=5)
+    lines = ['[vmetal]', 'store = kubernetes', '[vmetal_kubernetes]']
+    for key, value in settings.items():
+        if isinstance(value, list):
+            value = ','.join(value)
+        lines.append(f'{key} = {value}')
+    path.write_text('\n'.join(lines) + '\n')
+    return path
+
+
+def _claim(admin, namespace):
+    """What CAPM3 does when a Metal3Machine takes the host."""
+    admin.custom.patch_namespaced_custom_object(
+        *BMH[:2], namespace, BMH[2], HOST,
+        {'spec': {'consumerRef': {
+            'apiVersion': 'infrastructure.cluster.x-k8s.io/v1beta1',
+            'kind': 'Metal3Machine', 'name': MACHINE,
+            'namespace': namespace}}},
+        _content_type='application/merge-patch+json')
+
+
+def _seen_while_os_runs(admin, namespace):
+    """The store's view through the API, taken while the OS is up."""
+    host = admin.get_host(namespace, HOST)
+    secret_name = host['spec'].get('preprovisioningNetworkDataName')
+    secret = admin.secret(namespace, secret_name) if secret_name else None
+    document = (json.loads(base64.b64decode(secret.data['networkData']))
+                if secret is not None else None)
+    return {'pool': admin.pool_data(namespace, POOL),
+            'annotations': host['metadata'].get('annotations') or {},
+            'secret_name': secret_name, 'document': document}
+
+
+def test_metal3_host_deploys_on_the_kubernetes_store(
+        tmp_path, kube_cluster, admin, namespace, cluster_objects):
+    cluster_objects('nodeproviders', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+        'metadata': {'name': f'prov-{namespace}'},
+        'spec': {'metal3': {'nodeTypes': [{
+            'name': 'lab',
+            'bareMetalHosts': {'selector': {'matchLabels': {
+                'tier': namespace}}},
+            'properties': {props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
+                           props.NETWORK_IP_RANGE: flow.IP_RANGE,
+                           props.DNS_SERVERS: flow.SERVER}}]}}})
+    # The default environment's network must lose to the node type's.
+    cluster_objects('networkenvironments', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
+        'metadata': {'name': f'env-{namespace}', 'annotations': {
+            'machines.vcluster.com/is-default-environment': 'true'}},
+        'spec': {'providerRef': f'prov-{namespace}', 'properties': {
+            props.NETWORK_CIDR: '198.51.100.1/24'}}})
+    mac = flow.random_mac()
+    admin.create_host(namespace, HOST, mac, labels={'tier': namespace})
+    config = _store_config(tmp_path / 'store.conf', kube_cluster, namespace)
+    workdir = tmp_path / 'lab'
+    before = lab_checks.full_lab_leftovers()
+
+    proc = subprocess.Popen(
+        [LAB, '--full', '--json', '--workdir', str(workdir),
+         '--store-config', str(config), '--node-name', f'{namespace}~{HOST}',
+         '--mac', mac], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    # A run that hangs is stopped (SIGTERM: the lab still cleans up).
+    timer = threading.Timer(RUN_TIMEOUT, proc.terminate)
+    timer.start()
+    lines, seen, at_inspection = [], None, None
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if 'ok ' in line and '. inspected:' in line:
+                at_inspection = admin.pool_data(namespace, POOL)
+                _claim(admin, namespace)
+            elif 'ok ' in line and '. installed OS:' in line:
+                seen = _seen_while_os_runs(admin, namespace)
+        err = proc.stderr.read()
+        proc.wait(120)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(120)
+    output = ''.join(lines) + err
+    assert proc.returncode == 0, output
+    summary = json.loads(lines[-1])
+    address = summary['allocated_address']
+    assert summary['ok'] is True
+    assert summary['os_address'] == address
+    assert summary['os_address_source'] == 'static'
+    assert summary['node'] == f'{namespace}~{HOST}'
+
+    host_owner = str(owner_mod.for_host(namespace, HOST))
+    machine = f'Metal3Machine/{namespace}/{MACHINE}'
+    # Inspected unclaimed: the host held the address, from the node
+    # type's pool; the Machine took it over and the OS runs with it.
+    assert at_inspection == {address: host_owner}, output
+    assert seen is not None, output
+    assert seen['pool'] == {address: machine}
+    annotations = seen['annotations']
+    assert annotations[props.IP_ADDRESS] == f'{address}/{flow.PREFIX}'
+    assert annotations[props.GATEWAY] == flow.SERVER
+    assert seen['secret_name'] == kube_names.network_data_secret_name(
+        host_owner)
+    network = seen['document']['networks'][0]
+    assert network['ip_address'] == address
+    assert network['routes'][0]['gateway'] == flow.SERVER
+    assert seen['document']['links'][0]['ethernet_mac_address'] == mac
+    assert [s['address'] for s in seen['document']['services']] == [
+        flow.SERVER]
+    # Undeploy and cleaning leave the address with the Machine.
+    assert admin.pool_data(namespace, POOL) == {address: machine}
+    assert lab_checks.full_lab_leftovers() == before
