@@ -125,9 +125,7 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
         proc.wait(120)
     finally:
         timer.cancel()
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(120)
+        lab_checks.stop_if_running(proc, 120)
     output = ''.join(lines) + err
     assert proc.returncode == 0, output
     summary = json.loads(lines[-1])
