@@ -19,6 +19,7 @@ from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import ra as ra_mod
 from vmetal_ironic.dhcp_agent import settings as settings_mod
 from vmetal_ironic.dhcp_agent import server as server_mod
+from vmetal_ironic.dhcp_agent import shared_range
 from vmetal_ironic.dhcp_agent import tftp as tftp_mod
 
 LOG = log.getLogger(__name__)
@@ -51,6 +52,8 @@ class Agent:
                                or settings_mod.interface_address(self.interface))
         self.settings = settings_mod.settings_from_conf(conf, self.server_address)
         self.dynamic = settings_mod.dynamic_from_conf(conf)
+        self.inspection_range = settings_mod.inspection_from_conf(conf)
+        self.shared = None
         self.metrics = metrics_mod.Metrics()
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
@@ -77,8 +80,33 @@ class Agent:
         return server_mod.open_socket(self.interface, group.port,
                                       group.receive_buffer)
 
+    def _shared_range(self):
+        """The shared inspection range, or ``None`` when not configured.
+
+        :raises ConfigError: the store cannot share leases.
+        """
+        if self.inspection_range is None:
+            return None
+        leases = self.store.inspection_leases()
+        if leases is None:
+            raise ConfigError(
+                f'[vmetal_dhcp_agent]inspection_range needs a store that '
+                f'shares leases between agents; [vmetal]store '
+                f'{self.conf.vmetal.store!r} does not: use [vmetal]store = '
+                f'kubernetes, or dynamic_range on one agent only')
+        group = self.conf.vmetal_dhcp_agent
+        first, last = self.inspection_range
+        return shared_range.SharedRange(
+            leases, first, last, self.cache, self.metrics,
+            prefixlen=group.dynamic_prefixlen, gateway=group.dynamic_gateway,
+            dns_servers=group.dynamic_dns_servers,
+            lease_time=group.dynamic_lease_time,
+            clock_skew=group.inspection_clock_skew,
+            poll_interval=group.poll_interval)
+
     def _open_dhcp(self):
         group = self.conf.vmetal_dhcp_agent
+        self.shared = self._shared_range()
         self.link = link_mod.InterfaceWatch(self.interface)
         try:
             sock = self._dhcp_socket()
@@ -88,7 +116,8 @@ class Agent:
         self.server = server_mod.DhcpServer(
             sock, self.settings, self.cache, self.metrics,
             dynamic=self.dynamic, client_port=group.client_port,
-            server_port=group.port, batch_size=group.batch_size)
+            server_port=group.port, batch_size=group.batch_size,
+            shared=self.shared)
         self.cache.on_load = self.server.prepare
         self.metrics.interface_up.set(1)
 
@@ -184,6 +213,8 @@ class Agent:
             # good rows are served.
             self.poller.refresh(force=True)
             self.poller.start()
+            if self.shared is not None:
+                self.shared.start()
             self._start_tftp()
             self._start_http()
             self._start_ra()
@@ -303,6 +334,8 @@ class Agent:
             self.ra.stop()
             self.ra = None
         self.poller.stop()
+        if self.shared is not None:
+            self.shared.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server = None
@@ -313,6 +346,6 @@ class Agent:
             self.http.stop()
             self.http = None
         if self.server is not None:
-            self.server.sock.close()
+            self.server.close()
             LOG.info('vmetal-dhcp-agent stopped. %s', self.server.summary())
             self.server = None
