@@ -270,7 +270,13 @@ class DhcpServer:
             waiting = self._pending.pop(mac, None)
             if waiting is None or now - waiting[1] > _PENDING_SECONDS:
                 continue
-            result = self._respond(waiting[0], now)
+            try:
+                result = self._respond(waiting[0], now)
+            except Exception:  # one packet never stops all
+                self.metrics.internal_errors.inc()
+                if self._tracebacks.allow(now):
+                    LOG.exception('Failed to answer the DISCOVER of %s', mac)
+                continue
             if result is not None:
                 self._send(*result)
                 sent += 1

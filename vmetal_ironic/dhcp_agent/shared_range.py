@@ -38,6 +38,13 @@ LOG = log.getLogger(__name__)
 MAX_QUEUED = 1024
 #: Candidate addresses one claim tries against the store at most.
 MAX_CANDIDATES = 64
+#: Seconds an address found held by someone else (a pool allocation, a
+#: gateway) is not tried again, and a MAC refused (range full) is not
+#: claimed for again: a full range costs no API request per DISCOVER.
+FOREIGN_SECONDS = 30.0
+REFUSED_SECONDS = 5.0
+#: Entries of those two memories at most.
+MEMORY_MAX = 4096
 
 
 def _int(address):
@@ -380,6 +387,8 @@ class SharedRange:
         self.on_ready = None
         self.ready = collections.deque()
         self._last_traceback = 0.0
+        self._foreign = {}          # int address -> monotonic until
+        self._refused = {}          # mac -> monotonic until
 
     # -- the packet path (never blocks) ------------------------------------
 
@@ -395,7 +404,11 @@ class SharedRange:
         return self.cache.get(mac)
 
     def want(self, mac):
-        """``mac`` sent a DISCOVER and has no lease: claim one."""
+        """``mac`` sent a DISCOVER and has no lease: claim one (unless it
+        was refused a moment ago)."""
+        until = self._refused.get(mac)
+        if until is not None and until > time.monotonic():
+            return
         if not self.claimer.put('claim', mac):
             self.metrics.inspection_leases.labels('refused').inc()
 
@@ -435,26 +448,45 @@ class SharedRange:
                 LOG.warning('Inspection lease %s for %s failed: %s', kind,
                             mac or 'the sweep', exc)
 
+    @staticmethod
+    def _remember(memory, key, until):
+        if len(memory) >= MEMORY_MAX:
+            now = time.monotonic()
+            for old in [k for k, t in memory.items() if t <= now]:
+                del memory[old]
+            if len(memory) >= MEMORY_MAX:
+                memory.pop(next(iter(memory)))
+        memory[key] = until
+
+    def _refuse(self, mac, why):
+        self.metrics.inspection_leases.labels('refused').inc()
+        self._remember(self._refused, mac, time.monotonic() + REFUSED_SECONDS)
+        LOG.warning('No inspection lease for %s: %s', mac, why)
+
     def _do_claim(self, mac, _lease):
         if self.reservations.get(mac) is not None or self.cache.get(mac):
             return
+        now = time.monotonic()
         held = set(self.cache.held)
         held.update(int.from_bytes(packed, 'big')
                     for packed in self.reservations.addresses)
+        held.update(value for value, until in list(self._foreign.items())
+                    if until > now)
         tries = candidates(mac, self.first, self.last, held)
         if not tries:
-            self.metrics.inspection_leases.labels('refused').inc()
-            LOG.warning('Inspection range full: no address for %s', mac)
+            self._refuse(mac, 'the inspection range is full')
             return
         lease, taken, created = self.leases.claim(
             mac, tries, self.clock() + self.lease_time)
+        for address in taken:
+            self._remember(self._foreign, _int(address),
+                           now + FOREIGN_SECONDS)
         if taken:
-            self.metrics.inspection_candidates_taken.inc(taken)
+            self.metrics.inspection_candidates_taken.inc(len(taken))
         if lease is None:
-            self.metrics.inspection_leases.labels('refused').inc()
-            LOG.warning('No inspection lease for %s: the %d addresses tried '
-                        'are held', mac, len(tries))
+            self._refuse(mac, f'the {len(tries)} addresses tried are held')
             return
+        self._refused.pop(mac, None)
         self.metrics.inspection_leases.labels(
             'claimed' if created else 'adopted').inc()
         LOG.info('Inspection lease %s for %s until %d', lease.address, mac,

@@ -93,17 +93,17 @@ class LocalLeases:
         """See :meth:`vmetal_ironic.store.kubernetes.inspection.
         InspectionLeases.claim`."""
         owner = f'{INSPECTION}/{mac}'
-        taken = 0
+        taken = []
         with self.store._transaction() as db:
             row = db.execute(SELECT_OWNER, (owner,)).fetchone()
             if row is not None:
-                return _lease(self.scope, row), 0, False
+                return _lease(self.scope, row), [], False
             for address in candidates:
                 value = int(netaddr.IPAddress(address))
                 if value in self.store.reserved or db.execute(
                         'SELECT 1 FROM allocations WHERE scope = ? AND '
                         'address = ?', (self.scope, value)).fetchone():
-                    taken += 1
+                    taken.append(address)
                     continue
                 db.execute(
                     'INSERT INTO allocations (scope, address, pool, owner, '

@@ -22,7 +22,7 @@ def test_claim_renew_remove_compare_versions(tmp_path):
     lease, taken, created = book.claim('52:54:00:00:10:01',
                                        ['192.0.2.200', '192.0.2.201'],
                                        time.time() + 60)
-    assert (lease.address, taken, created) == ('192.0.2.200', 0, True)
+    assert (lease.address, taken, created) == ('192.0.2.200', [], True)
     # The same MAC again (another agent heard its DISCOVER): same lease.
     again, _, created = book.claim('52:54:00:00:10:01', ['192.0.2.201'],
                                    time.time() + 60)
@@ -30,7 +30,7 @@ def test_claim_renew_remove_compare_versions(tmp_path):
     other, taken, _ = book.claim('52:54:00:00:10:02',
                                  ['192.0.2.200', '192.0.2.201'],
                                  time.time() + 60)
-    assert (other.address, taken) == ('192.0.2.201', 1)
+    assert (other.address, taken) == ('192.0.2.201', ['192.0.2.200'])
     renewed = book.renew(lease, time.time() + 600)
     assert renewed.version != lease.version
     assert book.remove(lease) is False          # renewed since
@@ -52,7 +52,7 @@ def test_a_pool_allocation_goes_around_leases_and_leases_around_it(tmp_path):
     refused, taken, _ = book.claim('52:54:00:00:10:02',
                                    ['192.0.2.200', '192.0.2.201'],
                                    time.time() + 60)
-    assert refused is None and taken == 2
+    assert refused is None and taken == ['192.0.2.200', '192.0.2.201']
     # Leases are not allocations.
     assert [a.owner for a in store.list_allocations()] == ['Machine/ns/m']
     assert lease.address == '192.0.2.200'
@@ -92,7 +92,7 @@ def test_an_old_database_gains_the_lease_columns(tmp_path):
     store = _store(path)
     lease, taken, _ = store.inspection_leases().claim(
         '52:54:00:00:10:01', ['192.0.2.200', '192.0.2.201'], time.time() + 9)
-    assert (lease.address, taken) == ('192.0.2.201', 1)
+    assert (lease.address, taken) == ('192.0.2.201', ['192.0.2.200'])
     assert [a.owner for a in store.list_allocations()] == ['Machine/ns/m']
     store.close()
 

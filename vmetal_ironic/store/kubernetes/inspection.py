@@ -175,12 +175,12 @@ class InspectionLeases:
             bounds them.
         :param expires: epoch seconds of a new lease.
         :returns: ``(lease, taken, created)``: the lease, or ``None`` when
-            every candidate was taken; ``taken`` counts the candidates
-            refused; ``created`` whether this call made the lease (rather
+            every candidate was taken; ``taken`` lists the candidates
+            held by others; ``created`` whether this call made the lease (rather
             than finding another agent's).
         """
         owner = owner_of(mac)
-        taken = 0
+        taken = []
         for address in candidates:
             body = addresses.claim_body(self.namespace, self.scope, address,
                                         owner, PURPOSE_INSPECTION, mac=mac)
@@ -191,7 +191,7 @@ class InspectionLeases:
                 # it for this MAC: then it is ours to bind too.
                 existing = self.claims.get(body['metadata']['name'])
                 if addresses.spec_of(existing).get('owner') != str(owner):
-                    taken += 1
+                    taken.append(address)
                     continue
                 created = existing
                 mine = False
