@@ -137,34 +137,45 @@ class InspectionLeases:
 
     # -- claiming -------------------------------------------------------------
 
-    def _bound(self, owner):
+    def _bound(self, owner, known=None):
         """``(record, claim)``: the owner's record and the claim it is
-        bound to, ``claim`` ``None`` when the record is stale."""
+        bound to, ``claim`` ``None`` when the record is stale.
+
+        :param known: a claim just read; not read again when the record
+            points at it.
+        """
         record = self.owners.get(owner)
         if record is None:
             return None, None
         spec = record.get('spec') or {}
+        if known is not None and known['metadata'].get('uid') == spec.get(
+                'claimUID'):
+            return record, known
         claim = self.claims.get(spec['claim']) if spec.get('claim') else None
         if claim is None or claim['metadata'].get('uid') != spec.get(
                 'claimUID'):
             return record, None
         return record, claim
 
-    def _bind(self, owner, claim):
+    def _bind(self, owner, claim, read_first=False):
         """Bind ``owner`` to ``claim`` unless it is bound already.
 
+        :param read_first: read the record before writing it (``claim``
+            is another agent's, which has most likely bound it already).
         :returns: the claim the owner is bound to, or ``None`` (raced
             again; the caller moves on).
         """
         record = None
+        if read_first:
+            record, standing = self._bound(owner, claim)
+            if standing is not None:
+                return standing
         for _attempt in range(3):
             if self.owners.bind(owner, claim, record):
                 return claim
-            record, standing = self._bound(owner)
+            record, standing = self._bound(owner, claim)
             if standing is not None:
                 return standing
-            if record is None:
-                continue
         return None
 
     def claim(self, mac, candidates, expires):
@@ -176,8 +187,8 @@ class InspectionLeases:
         :param expires: epoch seconds of a new lease.
         :returns: ``(lease, taken, created)``: the lease, or ``None`` when
             every candidate was taken; ``taken`` lists the candidates
-            held by others; ``created`` whether this call made the lease (rather
-            than finding another agent's).
+            held by others; ``created`` whether this call made the lease
+            (rather than finding another agent's).
         """
         owner = owner_of(mac)
         taken = []
@@ -197,7 +208,7 @@ class InspectionLeases:
                 mine = False
             else:
                 mine = True
-            standing = self._bind(owner, created)
+            standing = self._bind(owner, created, read_first=not mine)
             if standing is None:
                 continue
             if standing['metadata']['uid'] != created['metadata']['uid']:
