@@ -11,6 +11,7 @@ which address to which MAC. Each test uses an address scope of its own.
 import concurrent.futures
 import os
 import random
+import signal
 import sys
 import time
 
@@ -111,7 +112,7 @@ def start_pair(lab, scope, first, last, lease_time=600, skew=30):
         lab.count += 1
         ns, interface = lab.node(f'a{lab.count}', f'{address}/24')
         _relay_into(lab, ns)
-        agents.append(lab.start_agent(
+        agent = lab.start_agent(
             ns, interface, name=f'{scope}-{index}',
             metrics_port=9600 + index, extra=f"""\
                 inspection_range = {first}-{last}
@@ -128,13 +129,17 @@ def start_pair(lab, scope, first, last, lease_time=600, skew=30):
                 ca_file = {lab.cluster.ca_file}
                 token = {lab.token}
                 namespace = {NAMESPACE}
-                """))
+                """)
+        agent.interface = interface
+        agents.append(agent)
     return agents
 
 
 def stop_pair(lab, agents):
     for agent in agents:
         lab.stop(agent.proc)
+        # The next pair uses the same addresses on the bridge.
+        lab.ns_run(agent.ns, 'ip', 'addr', 'flush', 'dev', agent.interface)
     for agent in agents:
         assert agent.proc.returncode == 0, agent.log()[-3000:]
 
@@ -176,6 +181,17 @@ def _dhcp(lab, client, tries=6):
                           vendor_class='PXEClient:Arch:00000')
 
 
+def _dhclient(lab, client):
+    """ISC dhclient's lease, in udhcpc's terms (ip, serverid)."""
+    _mac, ns, interface, name = client
+    env = pxe_lab.dhclient(lab, ns, interface, name)
+    if env is None:
+        return None
+    return {'ip': env['new_ip_address'],
+            'serverid': env['new_dhcp_server_identifier'],
+            'router': env.get('new_routers')}
+
+
 def _total(agents, key):
     return sum(agent.metric(key) for agent in agents)
 
@@ -189,16 +205,21 @@ def test_two_agents_give_simultaneous_unknown_hosts_one_address_each(
     scope = f'si{os.urandom(3).hex()}'
     agents = start_pair(site, scope, '198.51.100.200', '198.51.100.209')
     try:
-        clients = [_client(site, 'u') for _ in range(6)]
+        clients = [_client(site, 'u') for _ in range(8)]
+        # Half busybox udhcpc as a PXE ROM, half ISC dhclient, all at once.
         with concurrent.futures.ThreadPoolExecutor(len(clients)) as pool:
-            envs = list(pool.map(lambda c: _dhcp(site, c), clients))
+            envs = list(pool.map(
+                lambda ic: (_dhcp if ic[0] % 2 else _dhclient)(site, ic[1]),
+                enumerate(clients)))
         got = {}
-        for client, env in zip(clients, envs, strict=True):
+        for index, (client, env) in enumerate(
+                zip(clients, envs, strict=True)):
             assert env is not None, [a.log()[-3000:] for a in agents]
             got[client[0]] = env['ip']
             assert env['router'] == GATEWAY
             assert env['serverid'] in AGENTS
-            assert env['boot_file'] == 'undionly.kpxe'
+            if index % 2:
+                assert env['boot_file'] == 'undionly.kpxe'
         # Every client has an address of the range, none shared.
         assert len(set(got.values())) == len(clients)
         assert {int(a.rsplit('.', 1)[1]) for a in got.values()} <= set(
@@ -222,31 +243,48 @@ def test_two_agents_give_simultaneous_unknown_hosts_one_address_each(
 
 
 def test_a_lease_expires_and_its_address_is_claimed_again(site, admin):
+    """Range of two, 20 s leases: a host that keeps renewing keeps its
+    address, one that left loses it, and a host refused while the range
+    was full gets that one."""
     scope = f'si{os.urandom(3).hex()}'
     agents = start_pair(site, scope, '198.51.100.220', '198.51.100.221',
-                        lease_time=10, skew=1)
+                        lease_time=20, skew=1)
+    keeper_mac, ns, interface, name = _client(site, 'k')
+    keeper, keeper_env = pxe_lab.udhcpc_daemon(site, ns, interface, name)
     try:
-        first = [_client(site, 'e') for _ in range(2)]
-        envs = [_dhcp(site, client) for client in first]
-        assert all(envs), [a.log()[-3000:] for a in agents]
-        assert {env['ip'] for env in envs} == {'198.51.100.220',
-                                               '198.51.100.221'}
+        wait_for(keeper_env.exists, 20, what='the renewing host bound')
+        kept = pxe_lab.read_env(keeper_env)['ip']
+        gone = _client(site, 'e')
+        env = _dhcp(site, gone)
+        assert env is not None, [a.log()[-3000:] for a in agents]
+        assert {kept, env['ip']} == {'198.51.100.220', '198.51.100.221'}
         # The range is full: a third host is refused, not given a taken
         # address.
         late = _client(site, 'e')
         assert _dhcp(site, late, tries=2) is None
         assert _total(agents, _event('refused')) >= 1
-        # Nobody renews (udhcpc -q exits once bound): both leases expire
-        # and an agent takes them back.
-        wait_for(lambda: _total(agents, _event('expired')) >= 2, 40,
-                 interval=0.5, what='two leases expired')
-        wait_for(lambda: leases(admin, scope) == {}, 10, interval=0.2,
-                 what='the store to hold no lease')
+        # The one-shot client (udhcpc -q exits once bound) does not renew:
+        # its lease expires and an agent takes it back; the keeper's
+        # renewals (unicast REQUESTs at half lease) move its expiry.
+        # Past half the lease: the keeper renews now (udhcpc on SIGUSR1).
+        time.sleep(max(0.0, 11 - (time.time() - keeper_env.stat().st_mtime)))
+        keeper.send_signal(signal.SIGUSR1)
+        renewed = keeper_env.with_name(keeper_env.name + '.renew')
+        wait_for(renewed.exists, 15, what='the keeper renewed')
+        assert pxe_lab.read_env(renewed)['ip'] == kept
+        wait_for(lambda: _total(agents, _event('expired')) >= 1, 40,
+                 interval=0.5, what='the lease of the host gone expired')
+        wait_for(lambda: leases(admin, scope) == {keeper_mac: kept}, 10,
+                 interval=0.2, what='the store to hold the keeper only')
+        assert _total(agents, _event('renewed')) >= 1
         env = _dhcp(site, late)
-        assert env is not None and env['ip'] in ('198.51.100.220',
-                                                 '198.51.100.221')
-        assert leases(admin, scope) == {late[0]: env['ip']}
+        assert env is not None and env['ip'] == (
+            {'198.51.100.220', '198.51.100.221'} - {kept}).pop()
+        assert leases(admin, scope) == {keeper_mac: kept,
+                                        late[0]: env['ip']}
+        assert keeper.poll() is None
     finally:
+        site.stop(keeper)
         stop_pair(site, agents)
 
 
