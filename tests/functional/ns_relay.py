@@ -1,97 +1,57 @@
 """Reach the test's kube-apiserver (loopback of this namespace) from a
 network namespace the test made.
 
-Network namespaces share the filesystem, so a Unix socket crosses them:
-inside the namespace ``python ns_relay.py <port> <socket>`` listens on
-``127.0.0.1:<port>`` and carries every connection to the socket; here, a
-:class:`UnixToTcp` thread carries each one on to ``127.0.0.1:<port>``.
-With the same port on both sides the API URL and its certificate
-(``IP:127.0.0.1``) are the same inside and out. Bytes are copied as they
-are (TLS end to end); nothing leaves the machine.
+A socket keeps the namespace it was made in: a short helper run inside
+the namespace makes a listening socket on its ``127.0.0.1:<port>`` and
+hands it back over a Unix socket pair (SCM_RIGHTS); here the lab's relay
+(:func:`vmetal_ironic.lab.proxy.relay`) accepts on it and connects each
+client to this namespace's ``127.0.0.1:<port>``. With the same port on
+both sides the API URL and its certificate (``IP:127.0.0.1``) are the
+same inside and out; bytes are copied as they are (TLS end to end) and
+nothing leaves the machine.
 """
 
 import contextlib
-import os
 import socket
+import subprocess
 import sys
 import threading
 
+from vmetal_ironic.lab import proxy
 
-def _pipe(source, target):
-    try:
-        while True:
-            data = source.recv(65536)
-            if not data:
-                break
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
+_LISTEN = '''
+import socket, sys
+channel = socket.socket(fileno=int(sys.argv[1]))
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(('127.0.0.1', int(sys.argv[2])))
+listener.listen(64)
+socket.send_fds(channel, [b'.'], [listener.fileno()])
+'''
 
 
-def _join(one, other):
-    for source, target in ((one, other), (other, one)):
-        threading.Thread(target=_pipe, args=(source, target),
-                         daemon=True).start()
+def listen_in(namespace, port):
+    """A listening socket on ``127.0.0.1:port`` of ``namespace``."""
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        subprocess.run(['ip', 'netns', 'exec', namespace, sys.executable,
+                        '-c', _LISTEN, str(theirs.fileno()), str(port)],
+                       pass_fds=(theirs.fileno(),), check=True, timeout=30,
+                       capture_output=True)
+        _data, fds, _flags, _address = socket.recv_fds(ours, 1, 1)
+    return socket.socket(fileno=fds[0])
 
 
-def _serve(listener, connect, stop=None):
-    while stop is None or not stop.is_set():
-        try:
-            client, _ = listener.accept()
-        except OSError:
-            return
-        try:
-            upstream = connect()
-        except OSError:
-            client.close()
-            continue
-        _join(client, upstream)
+def _relay(listener, port):
+    # Closing the listener ends the relay.
+    with contextlib.suppress(OSError):
+        proxy.relay(listener, ('127.0.0.1', port))
 
 
-class UnixToTcp:
-    """Listen on the Unix socket ``path``; connect each client to
-    ``127.0.0.1:port`` of this namespace. Stopped by :meth:`close`."""
-
-    def __init__(self, path, port):
-        self.path = str(path)
-        self.port = port
-        self.stop = threading.Event()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(64)
-        self.thread = threading.Thread(
-            target=_serve, args=(self.listener, self._connect, self.stop),
-            daemon=True)
-        self.thread.start()
-
-    def _connect(self):
-        return socket.create_connection(('127.0.0.1', self.port), timeout=10)
-
-    def close(self):
-        self.stop.set()
-        self.listener.close()
-        os.unlink(self.path)
-
-
-def main(port, path):
-    """Inside the namespace: 127.0.0.1:port -> the Unix socket."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind(('127.0.0.1', int(port)))
-    listener.listen(64)
-
-    def connect():
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(path)
-        return sock
-
-    print('listening', flush=True)
-    _serve(listener, connect)
-
-
-if __name__ == '__main__':
-    main(*sys.argv[1:3])
+def relay_into(namespace, port):
+    """Carry connections to ``127.0.0.1:port`` inside ``namespace`` to the
+    same address here, until the returned listener is closed."""
+    listener = listen_in(namespace, port)
+    threading.Thread(target=_relay, args=(listener, port),
+                     daemon=True).start()
+    return listener

@@ -7,7 +7,8 @@ it offer the same address, and no address ever goes to two MACs.
 
 Threads, so the packet loop never waits for the API server:
 
-* the packet loop only reads :class:`LeaseCache` (dict lookups) and puts
+* the packet loop only reads the
+  :class:`~vmetal_ironic.dhcp_agent.lease_cache.LeaseCache` (dict lookups) and puts
   work on the claimer's queue (:meth:`SharedRange.want`, ``renew_due``,
   ``release``), never blocking;
 * :class:`LeaseFeed` follows the store's leases (list, then watch) into
@@ -24,11 +25,11 @@ import collections
 import queue
 import threading
 import time
-import zlib
 
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
@@ -36,8 +37,6 @@ LOG = log.getLogger(__name__)
 #: Claims, renewals and removals waiting for the store thread at most; a
 #: flood of new MACs beyond it is refused (counted) rather than queued.
 MAX_QUEUED = 1024
-#: Candidate addresses one claim tries against the store at most.
-MAX_CANDIDATES = 64
 #: Seconds an address found held by someone else (a pool allocation, a
 #: gateway) is not tried again, and a MAC refused (range full) is not
 #: claimed for again: a full range costs no API request per DISCOVER.
@@ -47,211 +46,9 @@ REFUSED_SECONDS = 5.0
 MEMORY_MAX = 4096
 
 
-def _int(address):
-    return int.from_bytes(bytes(int(part) for part in address.split('.')),
-                          'big')
-
-
-def _text(value):
-    return '.'.join(str(b) for b in value.to_bytes(4, 'big'))
-
-
-def candidates(mac, first, last, held, limit=MAX_CANDIDATES):
-    """Addresses of the range to try for ``mac``, in order.
-
-    Every agent starts at the same place for one MAC (a hash of it), so
-    two agents answering one DISCOVER try the same address first and the
-    second finds the first one's claim; different MACs start apart, so
-    agents claiming for many new hosts at once rarely collide.
-
-    :param held: ints known held (leases, reservations), skipped.
-    :returns: a list of at most ``limit`` addresses (text).
-    """
-    size = last - first + 1
-    start = zlib.crc32(mac.encode()) % size
-    found = []
-    for step in range(size):
-        value = first + (start + step) % size
-        if value not in held:
-            found.append(_text(value))
-            if len(found) >= limit:
-                break
-    return found
-
-
-def _newer(lease, than):
-    """Whether ``lease`` is a later version than ``than`` (versions are
-    the API server's resourceVersions, increasing integers in etcd)."""
-    try:
-        return int(lease.version) > int(than.version)
-    except (TypeError, ValueError):
-        return lease.version != than.version
-
-
-class LeaseCache:
-    """The scope's inspection leases, by MAC, for the packet path.
-
-    A MAC with two leases (two agents created one each before one bound
-    the MAC; the loser's goes within milliseconds) is served only the one
-    a claim here confirmed, or none until one is left: agents never offer
-    two addresses to one MAC.
-
-    :param binding_of: callable making the
-        :class:`~vmetal_ironic.dhcp_agent.messages.Binding` of a lease.
-    """
-
-    def __init__(self, binding_of):
-        self._binding_of = binding_of
-        self._lock = threading.Lock()
-        self._leases = {}            # key -> InspectionLease
-        self._by_mac = {}            # mac -> frozenset of keys
-        self._bindings = {}          # mac -> Binding served
-        self._served = {}            # mac -> its address in _bindings
-        self._confirmed = {}         # mac -> key a claim returned
-        self.held = frozenset()      # ints of every lease's address
-        self.skipped = {}            # key -> reason (bad data)
-        self.revision = None
-        self.loaded_at = None
-        self.stale = False
-        #: Called with the MACs whose lease appeared, off the packet path.
-        self.on_change = None
-
-    def get(self, mac):
-        """The binding to serve ``mac``, or ``None``."""
-        return self._bindings.get(mac)
-
-    def lease(self, mac):
-        """The served lease of ``mac``, or ``None``."""
-        key = self._served_key(mac)
-        return self._leases.get(key) if key else None
-
-    def leases(self):
-        return list(self._leases.values())
-
-    def __len__(self):
-        return len(self._leases)
-
-    def _served_key(self, mac):
-        keys = self._by_mac.get(mac, frozenset())
-        if len(keys) == 1:
-            return next(iter(keys))
-        confirmed = self._confirmed.get(mac)
-        return confirmed if confirmed in keys else None
-
-    def _put(self, lease):
-        old = self._leases.get(lease.key)
-        if old is not None and old.mac != lease.mac:
-            self._drop(lease.key)
-        self._leases[lease.key] = lease
-        self._by_mac[lease.mac] = self._by_mac.get(
-            lease.mac, frozenset()) | {lease.key}
-
-    def _drop(self, key):
-        old = self._leases.pop(key, None)
-        if old is None:
-            return None
-        keys = self._by_mac.get(old.mac, frozenset()) - {key}
-        if keys:
-            self._by_mac[old.mac] = keys
-        else:
-            self._by_mac.pop(old.mac, None)
-            self._confirmed.pop(old.mac, None)
-        return old.mac
-
-    def _publish(self, macs):
-        """Rebuild the served bindings of ``macs``; report the MACs that
-        now have one."""
-        bindings = dict(self._bindings)
-        ready = []
-        for mac in macs:
-            key = self._served_key(mac)
-            if key is None:
-                bindings.pop(mac, None)
-                self._served.pop(mac, None)
-                continue
-            lease = self._leases[key]
-            if self._served.get(mac) != lease.address:
-                bindings[mac] = self._binding_of(lease)
-                self._served[mac] = lease.address
-                ready.append(mac)
-        self._bindings = bindings
-        self.held = frozenset(_int(lease.address)
-                              for lease in self._leases.values())
-        if ready and self.on_change is not None:
-            self.on_change(ready)
-
-    def load(self, content, revision=None):
-        """Replace everything with a snapshot.
-
-        :param content: ``(leases, rejected)`` as the store lists them.
-        """
-        leases, rejected = content
-        with self._lock:
-            self._log_skipped(rejected)
-            old_macs = set(self._by_mac)
-            self._leases, self._by_mac = {}, {}
-            for lease in leases:
-                self._put(lease)
-            self.skipped = dict(rejected)
-            self._publish(old_macs | set(self._by_mac))
-        self.revision = revision
-        self.loaded_at = time.monotonic()
-        self.stale = False
-
-    def apply(self, changes):
-        """Apply :class:`~vmetal_ironic.store.base.LeaseChange` items.
-
-        :returns: how many leases changed.
-        """
-        touched = set()
-        count = 0
-        with self._lock:
-            skipped = dict(self.skipped)
-            for change in changes:
-                self.revision = change.revision or self.revision
-                if change.removed:
-                    skipped.pop(change.removed, None)
-                    mac = self._drop(change.removed)
-                    if mac:
-                        touched.add(mac)
-                    if change.rejected:
-                        skipped[change.removed] = change.rejected
-                    count += 1
-                if change.changed is not None:
-                    self._put(change.changed)
-                    skipped.pop(change.changed.key, None)
-                    touched.add(change.changed.mac)
-                    count += 1
-            self._log_skipped(skipped)
-            self.skipped = skipped
-            self._publish(touched)
-        return count
-
-    def confirm(self, lease):
-        """A claim here returned ``lease``: serve it for its MAC now, before
-        the feed shows it."""
-        with self._lock:
-            current = self._leases.get(lease.key)
-            if current is None or _newer(lease, current):
-                self._put(lease)
-            self._confirmed[lease.mac] = lease.key
-            self._publish([lease.mac])
-
-    def forget(self, lease):
-        """This agent removed ``lease``."""
-        with self._lock:
-            if self._leases.get(lease.key) == lease:
-                self._publish([self._drop(lease.key)])
-
-    def _log_skipped(self, skipped):
-        for key, reason in sorted(skipped.items()):
-            if self.skipped.get(key) != reason:
-                LOG.warning('Skipping the inspection lease %s: %s', key,
-                            reason)
-
-
 class LeaseFeed(cache_mod.RevisionPoller):
-    """Follow the store's inspection leases into a :class:`LeaseCache`:
+    """Follow the store's inspection leases into a
+    :class:`~vmetal_ironic.dhcp_agent.lease_cache.LeaseCache`:
     list, then watch; relist on 410; poll while watching fails.
 
     :param leases: the store's ``inspection_leases()`` object.
@@ -378,7 +175,7 @@ class SharedRange:
         self.lease_time = lease_time
         self.clock_skew = clock_skew
         self.clock = clock
-        self.cache = LeaseCache(self._binding)
+        self.cache = lease_cache.LeaseCache(self._binding)
         self.cache.on_change = self._ready
         self.feed = LeaseFeed(leases, self.cache, poll_interval, metrics)
         self.claimer = Claimer(self, sweep_interval)
@@ -394,7 +191,8 @@ class SharedRange:
 
     def _binding(self, lease):
         return messages.Binding(
-            mac=lease.mac, address=_int(lease.address).to_bytes(4, 'big'),
+            mac=lease.mac,
+            address=lease_cache.address_int(lease.address).to_bytes(4, 'big'),
             prefixlen=self.prefixlen, gateway=self.gateway,
             dns_servers=self.dns_servers, lease_time=self.lease_time,
             dynamic=True)
@@ -472,14 +270,15 @@ class SharedRange:
                     for packed in self.reservations.addresses)
         held.update(value for value, until in list(self._foreign.items())
                     if until > now)
-        tries = candidates(mac, self.first, self.last, held)
+        tries = lease_cache.candidates(mac, self.first, self.last, held)
         if not tries:
             self._refuse(mac, 'the inspection range is full')
             return
         lease, taken, created = self.leases.claim(
             mac, tries, self.clock() + self.lease_time)
         for address in taken:
-            self._remember(self._foreign, _int(address),
+            self._remember(self._foreign,
+                           lease_cache.address_int(address),
                            now + FOREIGN_SECONDS)
         if taken:
             self.metrics.inspection_candidates_taken.inc(len(taken))

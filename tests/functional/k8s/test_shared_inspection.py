@@ -79,12 +79,10 @@ def site(kube_cluster, admin, tmp_path_factory):
     """A lab bridge, the relay to the API server, an OFFER observer and a
     factory of agent pairs."""
     lab = pxe_lab.Lab(tmp_path_factory.mktemp('vsi'))
-    socket_path = lab.workdir / 'api.sock'
-    relay = ns_relay.UnixToTcp(socket_path, kube_cluster.port)
+    lab.relays = []
     try:
         lab.token = _agent_token(kube_cluster, admin)
         lab.cluster = kube_cluster
-        lab.socket_path = socket_path
         lab.count = 0
         obs_ns, _ = lab.node('obs', '198.51.100.250/24')
         lab.seen = lab.workdir / 'replies.txt'
@@ -92,17 +90,9 @@ def site(kube_cluster, admin, tmp_path_factory):
                   'observer.log')
         yield lab
     finally:
+        for listener in lab.relays:
+            listener.close()
         lab.close()
-        relay.close()
-
-
-def _relay_into(lab, ns):
-    proc = lab.spawn(ns, [sys.executable, ns_relay.__file__,
-                          str(lab.cluster.port), str(lab.socket_path)],
-                     f'{ns}-relay.log')
-    wait_for(lambda: 'listening' in (lab.workdir / f'{ns}-relay.log')
-             .read_text(), 10, interval=0.1, what='relay')
-    return proc
 
 
 def start_pair(lab, scope, first, last, lease_time=600, skew=30):
@@ -111,7 +101,7 @@ def start_pair(lab, scope, first, last, lease_time=600, skew=30):
     for index, address in enumerate(AGENTS):
         lab.count += 1
         ns, interface = lab.node(f'a{lab.count}', f'{address}/24')
-        _relay_into(lab, ns)
+        lab.relays.append(ns_relay.relay_into(ns, lab.cluster.port))
         agent = lab.start_agent(
             ns, interface, name=f'{scope}-{index}',
             metrics_port=9600 + index, extra=f"""\
@@ -361,7 +351,7 @@ def claim_worker(settings, scope, macs, pool_owners, gate):
     allocate from a pool covering the range for each pool owner, once the
     barrier opens. :returns: ``(leases [(mac, address, created)],
     allocations [(owner, address)])``."""
-    from vmetal_ironic.dhcp_agent import shared_range
+    from vmetal_ironic.dhcp_agent import lease_cache
     from vmetal_ironic.ipam import pool as ipam_pool
     conf = kube.store_conf(settings)
     conf.set_override('address_scope', scope, group='vmetal')
@@ -375,7 +365,7 @@ def claim_worker(settings, scope, macs, pool_owners, gate):
         got, allocated = [], []
         for mac in macs:
             lease, _taken, created = store.inspection_leases().claim(
-                mac, shared_range.candidates(mac, first, first + 15, set()),
+                mac, lease_cache.candidates(mac, first, first + 15, set()),
                 time.time() + 600)
             got.append((mac, lease.address if lease else None, created))
         for owner in pool_owners:

@@ -13,6 +13,7 @@ from vmetal_ironic.dhcp_agent import cache as cache_mod
 from vmetal_ironic.dhcp_agent import messages as m
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import server as server_mod
+from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.dhcp_agent import shared_range
 from vmetal_ironic.store import base
 from vmetal_ironic.store import local
@@ -56,16 +57,16 @@ def _type(result):
 
 
 def test_candidates_start_at_the_macs_place_and_skip_held_addresses():
-    one = shared_range.candidates(MAC, FIRST, FIRST + 9, set())
-    assert one == shared_range.candidates(MAC, FIRST, FIRST + 9, set())
+    one = lease_cache.candidates(MAC, FIRST, FIRST + 9, set())
+    assert one == lease_cache.candidates(MAC, FIRST, FIRST + 9, set())
     assert len(one) == 10 and len(set(one)) == 10
     first = int.from_bytes(socket.inet_aton(one[0]), 'big')
     assert first not in {int.from_bytes(socket.inet_aton(a), 'big')
-                         for a in shared_range.candidates(
+                         for a in lease_cache.candidates(
                              MAC, FIRST, FIRST + 9, {first})}
-    assert len(shared_range.candidates(MAC, FIRST, FIRST + 999, set(),
+    assert len(lease_cache.candidates(MAC, FIRST, FIRST + 999, set(),
                                        limit=5)) == 5
-    assert shared_range.candidates(MAC, FIRST, FIRST, {FIRST}) == []
+    assert lease_cache.candidates(MAC, FIRST, FIRST, {FIRST}) == []
 
 
 def _lease(key, mac, address, version='1'):
@@ -74,7 +75,7 @@ def _lease(key, mac, address, version='1'):
 
 
 def test_a_mac_with_two_leases_is_served_only_the_confirmed_one():
-    cache = shared_range.LeaseCache(lambda lease: lease.address)
+    cache = lease_cache.LeaseCache(lambda lease: lease.address)
     seen = []
     cache.on_change = seen.extend
     cache.load(([_lease('a', MAC, '192.0.2.200'),

@@ -5,7 +5,7 @@ import multiprocessing
 import sqlite3
 import time
 
-from vmetal_ironic.dhcp_agent import shared_range
+from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.ipam import pool as ipam_pool
 from vmetal_ironic.store import local
 
@@ -104,7 +104,7 @@ def _claim_all(path, macs, ready, go, queue):
     got = []
     for mac in macs:
         lease, _, created = store.inspection_leases().claim(
-            mac, shared_range.candidates(mac, FIRST, FIRST + 15, set()),
+            mac, lease_cache.candidates(mac, FIRST, FIRST + 15, set()),
             time.time() + 60)
         got.append((mac, lease.address if lease else None, created))
     queue.put(got)
