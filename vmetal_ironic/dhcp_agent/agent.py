@@ -223,8 +223,11 @@ class Agent:
             self.stop()
             raise
         LOG.info('vmetal-dhcp-agent serving on %s (%s), %d reservations, '
-                 'TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
+                 '%s, TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
                  self.server_address, len(self.cache),
+                 f'shared inspection range, {len(self.shared.cache)} '
+                 'leases' if self.shared else
+                 'dynamic range' if self.dynamic else 'no range',
                  'on' if self.tftp else 'off',
                  f'port {self.http.port}' if self.http else 'off',
                  'on' if self.ra else 'off')
@@ -247,6 +250,7 @@ class Agent:
             settings = settings_mod.settings_from_conf(
                 self.conf, group.server_address or self.server_address)
             dynamic = settings_mod.dynamic_from_conf(self.conf)
+            inspection = settings_mod.inspection_from_conf(self.conf)
         except Exception as exc:  # keep serving
             LOG.error('Reload failed, keeping the running configuration: '
                       '%s', exc)
@@ -256,6 +260,16 @@ class Agent:
             # New gateway, DNS, prefix or lease time apply to every reply
             # from now on; the clients keep their addresses.
             dynamic.take_over(self.dynamic, time.monotonic())
+        if inspection != self.inspection_range:
+            LOG.warning('[vmetal_dhcp_agent]inspection_range changes when '
+                        'the agent restarts; serving the running one until '
+                        'then')
+        if self.shared is not None:
+            self.shared.update_options(
+                group.dynamic_prefixlen, group.dynamic_gateway,
+                group.dynamic_dns_servers, group.dynamic_lease_time)
+            self.shared.clock_skew = group.inspection_clock_skew
+            dynamic = None
         self.settings = settings
         self.dynamic = dynamic
         self.server.update_settings(settings, dynamic)

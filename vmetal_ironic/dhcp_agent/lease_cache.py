@@ -196,6 +196,13 @@ class LeaseCache:
             self._publish(touched)
         return count
 
+    def rebuild(self):
+        """Build every served binding again (the lease options changed)."""
+        with self._lock:
+            self._served = {}
+            self._bindings = {}
+            self._publish(list(self._by_mac))
+
     def confirm(self, lease):
         """A claim here returned ``lease``: serve it for its MAC now, before
         the feed shows it."""

@@ -187,6 +187,13 @@ class SharedRange:
         self._foreign = {}          # int address -> monotonic until
         self._refused = {}          # mac -> monotonic until
 
+    def update_options(self, prefixlen, gateway, dns_servers, lease_time):
+        """New lease options (SIGHUP): every reply from now on carries
+        them; the leases stay."""
+        self.prefixlen, self.gateway = prefixlen, gateway
+        self.dns_servers, self.lease_time = tuple(dns_servers), lease_time
+        self.cache.rebuild()
+
     # -- the packet path (never blocks) ------------------------------------
 
     def _binding(self, lease):
