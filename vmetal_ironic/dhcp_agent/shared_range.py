@@ -300,6 +300,10 @@ class SharedRange:
         self.cache.confirm(lease)
 
     def _do_renew(self, mac, lease):
+        # The feed may hold a later version (another agent renewed it).
+        current = self.cache.lease(mac)
+        if current is not None and current.key == lease.key:
+            lease = current
         if lease.expires - self.clock() >= self.lease_time / 2:
             return
         renewed = self.leases.renew(lease, self.clock() + self.lease_time)
