@@ -31,6 +31,7 @@ from oslo_log import log
 from vmetal_ironic.dhcp_agent import cache as cache_mod
 from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.dhcp_agent import messages
+from vmetal_ironic.dhcp_agent import server as server_mod
 
 LOG = log.getLogger(__name__)
 
@@ -186,6 +187,10 @@ class SharedRange:
         self._last_traceback = 0.0
         self._foreign = {}          # int address -> monotonic until
         self._refused = {}          # mac -> monotonic until
+        # Refusals are anyone's to cause (new MACs on the L2): a few lines
+        # a second, the rest counted in vmetal_dhcp_log_lines_suppressed.
+        self._refusal_log = server_mod.LogLimiter(
+            5, on_suppress=metrics.log_suppressed.inc)
 
     def update_options(self, prefixlen, gateway, dns_servers, lease_time):
         """New lease options (SIGHUP): every reply from now on carries
@@ -265,8 +270,10 @@ class SharedRange:
 
     def _refuse(self, mac, why):
         self.metrics.inspection_leases.labels('refused').inc()
-        self._remember(self._refused, mac, time.monotonic() + REFUSED_SECONDS)
-        LOG.warning('No inspection lease for %s: %s', mac, why)
+        now = time.monotonic()
+        self._remember(self._refused, mac, now + REFUSED_SECONDS)
+        if self._refusal_log.allow(now):
+            LOG.warning('No inspection lease for %s: %s', mac, why)
 
     def _do_claim(self, mac, _lease):
         if self.reservations.get(mac) is not None or self.cache.get(mac):
