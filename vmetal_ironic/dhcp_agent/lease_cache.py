@@ -101,7 +101,8 @@ class LeaseCache:
         return len(self._leases)
 
     def _served_key(self, mac):
-        keys = self._by_mac.get(mac, frozenset())
+        keys = {key for key in self._by_mac.get(mac, ())
+                if not self._leases[key].declined}
         if len(keys) == 1:
             return next(iter(keys))
         confirmed = self._confirmed.get(mac)

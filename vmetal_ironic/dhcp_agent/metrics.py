@@ -59,8 +59,9 @@ _DECLARED = (
      'Shared inspection-range leases, by event: claimed (created by this '
      'agent), adopted (another agent had bound the MAC), renewed, lost (a '
      'renewal found it changed or gone), expired, withdrawn (the MAC has a '
-     'reservation), released (RELEASE), refused (range full or too many '
-     'waiting).', ('event',)),
+     'reservation), released (RELEASE), declined (DECLINE: held for nobody '
+     'until it expires), refused (range full or too many waiting).',
+     ('event',)),
     ('inspection_cached', _GAUGE, 'vmetal_dhcp_inspection_leases_cached',
      'Shared inspection-range leases of the scope in the agent\'s cache.',
      ()),

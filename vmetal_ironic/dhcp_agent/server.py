@@ -301,6 +301,8 @@ class DhcpServer:
                 self.shared.acknowledged(request.mac)
             elif request.message_type == messages.RELEASE:
                 self.shared.release(request.mac)
+            elif request.message_type == messages.DECLINE:
+                self.shared.decline(request.mac)
             return
         if self.dynamic is None:
             return

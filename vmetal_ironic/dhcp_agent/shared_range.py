@@ -229,6 +229,12 @@ class SharedRange:
                                   < self.lease_time / 2):
             self.claimer.put('renew', mac, lease)
 
+    def decline(self, mac):
+        """``mac`` found its address in use."""
+        lease = self.cache.lease(mac)
+        if lease is not None:
+            self.claimer.put('decline', mac, lease)
+
     def release(self, mac):
         """``mac`` released its address."""
         lease = self.cache.lease(mac)
@@ -327,6 +333,14 @@ class SharedRange:
                      lease.address, lease.mac, event)
             self.cache.forget(lease)
 
+    def _do_decline(self, _mac, lease):
+        declined = self.leases.decline(lease, self.clock() + self.lease_time)
+        if declined is not None:
+            self.metrics.inspection_leases.labels('declined').inc()
+            LOG.warning('%s declined %s (in use on the link): held for '
+                        'nobody until it expires', lease.mac, lease.address)
+            self.cache.confirm(declined)
+
     def _do_release(self, _mac, lease):
         self._remove(lease, 'released')
 
@@ -334,7 +348,8 @@ class SharedRange:
         """Take back expired leases and those of MACs with a reservation."""
         deadline = self.clock() - self.clock_skew
         for lease in self.cache.leases():
-            if self.reservations.get(lease.mac) is not None:
+            if (not lease.declined
+                    and self.reservations.get(lease.mac) is not None):
                 self._remove(lease, 'withdrawn')
             elif lease.expires < deadline:
                 self._remove(lease, 'expired')

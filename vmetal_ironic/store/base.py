@@ -49,6 +49,9 @@ class InspectionLease:
     :ivar version: the store's version of the lease; a renewal or a
         removal succeeds only against the version it read.
     :ivar key: the store's name of the lease (stable across renewals).
+    :ivar declined: the client found the address in use (DECLINE): it is
+        held until ``expires`` but served to nobody, and the MAC may get
+        another lease.
     """
 
     mac: str
@@ -56,6 +59,7 @@ class InspectionLease:
     expires: float
     version: str
     key: str
+    declined: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +239,8 @@ class Store(abc.ABC):
 
         :returns: an object with ``snapshot()``, ``follow(revision,
             timeout)``, ``claim(mac, candidates, expires)``,
-            ``renew(lease, expires)`` and ``remove(lease)``, or ``None``.
+            ``renew(lease, expires)``, ``decline(lease, expires)`` and
+            ``remove(lease)``, or ``None``.
         """
         return None
 

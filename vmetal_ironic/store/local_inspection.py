@@ -22,6 +22,8 @@ from vmetal_ironic.store import base
 
 PURPOSE_INSPECTION = 'inspection'
 INSPECTION = 'Inspection'
+# Owner of a declined lease's row: frees the MAC's owner slot.
+DECLINED = 'Declined'
 SELECT_SCOPE = ('SELECT address, owner, mac, expires, version FROM '
                 'allocations WHERE scope = ? AND purpose = ?')
 SELECT_OWNER = ('SELECT address, owner, mac, expires, version FROM '
@@ -42,11 +44,13 @@ def _lease(scope, row):
         mac = network_data.normalize_mac(mac)
     except exception.InvalidProperty as exc:
         raise exception.InvalidProperty(f'{where}: mac: {exc}') from None
-    if owner != f'{INSPECTION}/{mac}' or expires is None:
+    declined = owner == f'{DECLINED}/{scope}.{text}'
+    if (owner != f'{INSPECTION}/{mac}' and not declined) or expires is None:
         raise exception.InvalidProperty(
             f'{where}: owner {owner!r} / expires {expires!r} is no lease')
     return base.InspectionLease(mac=mac, address=text, expires=expires,
-                                version=str(version), key=f'{scope}.{text}')
+                                version=str(version), key=f'{scope}.{text}',
+                                declined=declined)
 
 
 class LocalLeases:
@@ -116,9 +120,32 @@ class LocalLeases:
                                            0)), taken, True
         return None, taken, False
 
+    def _owner(self, lease):
+        if lease.declined:
+            return f'{DECLINED}/{self.scope}.{lease.address}'
+        return f'{INSPECTION}/{lease.mac}'
+
     def _where(self, lease):
         return (self.scope, int(netaddr.IPAddress(lease.address)),
-                f'{INSPECTION}/{lease.mac}', int(lease.version))
+                self._owner(lease), int(lease.version))
+
+    def decline(self, lease, expires):
+        """:returns: the declined lease (held for nobody until
+        ``expires``; the MAC's owner slot free), or ``None``."""
+        declined = base.InspectionLease(
+            mac=lease.mac, address=lease.address, expires=float(expires),
+            version=str(int(lease.version) + 1), key=lease.key,
+            declined=True)
+        with self.store._transaction() as db:
+            changed = db.execute(
+                'UPDATE allocations SET owner = ?, expires = ?, version = '
+                'version + 1 WHERE scope = ? AND address = ? AND owner = ? '
+                'AND version = ?', (self._owner(declined), float(expires),
+                                    *self._where(lease))).rowcount
+            if not changed:
+                return None
+            _bump(db)
+        return declined
 
     def renew(self, lease, expires):
         """:returns: the renewed lease, or ``None`` if it changed or went."""

@@ -23,6 +23,7 @@ from tests.functional import ns_relay
 from tests.functional import pxe_lab
 from tests.functional.pxe_lab import wait_for
 from vmetal_ironic import reservation
+from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.store import kubernetes as kube_store
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -303,6 +304,34 @@ def test_a_reservation_published_later_wins(site, admin, kube_cluster):
         stop_pair(site, agents)
 
 
+def test_a_declined_address_is_held_and_the_host_gets_another(site, admin):
+    """udhcpc checks the offered address by ARP (-a): a squatter holds the
+    first address the agents offer it, so it DECLINEs; the agents keep
+    that address for nobody and offer it the next one."""
+    scope = f'si{os.urandom(3).hex()}'
+    first = int.from_bytes(bytes([198, 51, 100, 246]), 'big')
+    agents = start_pair(site, scope, '198.51.100.246', '198.51.100.248')
+    client = _client(site, 'd')
+    squatted = lease_cache.candidates(client[0], first, first + 2, set())[0]
+    site.count += 1
+    site.node(f'q{site.count}', f'{squatted}/24')
+    try:
+        _mac, ns, interface, name = client
+        env = pxe_lab.udhcpc(site, ns, interface, name, tries=8,
+                             timeout=60, extra=('-a1000',))
+        assert env is not None, [a.log()[-3000:] for a in agents]
+        assert env['ip'] != squatted
+        assert _total(agents, _event('declined')) >= 1
+        items = admin.custom.list_namespaced_custom_object(
+            *CLAIMS[:2], NAMESPACE, CLAIMS[2],
+            label_selector=f'vmetal-ironic.io/scope={scope}')['items']
+        held = {c['spec']['address']: c['spec'].get('declined', False)
+                for c in items}
+        assert held == {squatted: True, env['ip']: False}
+    finally:
+        stop_pair(site, agents)
+
+
 def _bad_claim(admin, scope, address, mac, owner=None):
     name = f'{scope}.{address}'
     admin.custom.create_namespaced_custom_object(
@@ -351,7 +380,6 @@ def claim_worker(settings, scope, macs, pool_owners, gate):
     allocate from a pool covering the range for each pool owner, once the
     barrier opens. :returns: ``(leases [(mac, address, created)],
     allocations [(owner, address)])``."""
-    from vmetal_ironic.dhcp_agent import lease_cache
     from vmetal_ironic.ipam import pool as ipam_pool
     conf = kube.store_conf(settings)
     conf.set_override('address_scope', scope, group='vmetal')

@@ -210,3 +210,22 @@ def test_a_bad_lease_in_the_store_is_skipped_and_counted(tmp_path):
     assert shared.cache.get('52:54:00:00:30:09') is None
     assert _value(metrics, 'vmetal_dhcp_inspection_leases_skipped') == 1
     store.close()
+
+
+def test_a_decline_holds_the_address_and_the_host_gets_another(tmp_path):
+    store, shared, server, metrics = _agent(tmp_path)
+    shared.run_safely('claim', MAC, None)
+    lease = shared.cache.lease(MAC)
+    server.handle(helpers.packet('decline', mac=MAC, options=[
+        ('server_id', SERVER), ('requested_addr', lease.address)]))
+    kind, mac, queued = shared.claimer._queue.get_nowait()
+    assert kind == 'decline'
+    shared.run_safely(kind, mac, queued)
+    assert _value(metrics, 'vmetal_dhcp_inspection_leases_total',
+                  event='declined') == 1
+    # Not served any more; the next DISCOVER claims another address.
+    assert server.handle(helpers.packet('discover', mac=MAC)) is None
+    shared.run_safely('claim', MAC, None)
+    assert shared.cache.lease(MAC).address != lease.address
+    assert lease_cache.address_int(lease.address) in shared.cache.held
+    store.close()

@@ -140,3 +140,25 @@ def test_agents_racing_on_one_database_never_share_an_address(tmp_path):
     assert len(set(addresses)) == len(macs)
     created = sorted(mac for got in results for mac, _, made in got if made)
     assert created == sorted(macs)
+
+
+def test_a_declined_address_is_held_for_nobody_and_the_mac_moves(tmp_path):
+    store = _store(tmp_path / 'v.sqlite')
+    book = store.inspection_leases()
+    mac = '52:54:00:00:10:01'
+    lease, _, _ = book.claim(mac, ['192.0.2.200', '192.0.2.201'],
+                             time.time() + 60)
+    declined = book.decline(lease, time.time() + 60)
+    assert declined.declined and declined.address == '192.0.2.200'
+    assert book.decline(lease, time.time() + 60) is None    # old version
+    # The MAC gets another address; the declined one is nobody's.
+    again, taken, created = book.claim(mac, ['192.0.2.200', '192.0.2.201'],
+                                       time.time() + 60)
+    assert (again.address, taken, created) == ('192.0.2.201',
+                                               ['192.0.2.200'], True)
+    _, leases, rejected = book.snapshot()
+    assert rejected == {}
+    assert sorted((lease.address, lease.declined) for lease in leases) == [
+        ('192.0.2.200', True), ('192.0.2.201', False)]
+    assert book.remove(declined) is True
+    store.close()

@@ -66,7 +66,8 @@ def lease_of(claim):
     return base.InspectionLease(mac=mac, address=str(address),
                                 expires=float(expires),
                                 version=str(metadata.get('resourceVersion')),
-                                key=str(metadata.get('name')))
+                                key=str(metadata.get('name')),
+                                declined=spec.get('declined') is True)
 
 
 class InspectionLeases:
@@ -150,10 +151,14 @@ class InspectionLeases:
         spec = record.get('spec') or {}
         if known is not None and known['metadata'].get('uid') == spec.get(
                 'claimUID'):
-            return record, known
-        claim = self.claims.get(spec['claim']) if spec.get('claim') else None
+            claim = known
+        else:
+            claim = (self.claims.get(spec['claim']) if spec.get('claim')
+                     else None)
         if claim is None or claim['metadata'].get('uid') != spec.get(
-                'claimUID'):
+                'claimUID') or addresses.spec_of(claim).get('declined'):
+            # Stale: the claim went, or its address was declined (a record
+            # left by a decline cut short).
             return record, None
         return record, claim
 
@@ -201,7 +206,8 @@ class InspectionLeases:
                 # Maybe another agent answering the same DISCOVER created
                 # it for this MAC: then it is ours to bind too.
                 existing = self.claims.get(body['metadata']['name'])
-                if addresses.spec_of(existing).get('owner') != str(owner):
+                spec = addresses.spec_of(existing)
+                if spec.get('owner') != str(owner) or spec.get('declined'):
                     taken.append(address)
                     continue
                 created = existing
@@ -237,6 +243,33 @@ class InspectionLeases:
             raise
         return self._parse(renewed)[0]
 
+    def decline(self, lease, expires):
+        """The client found ``lease``'s address in use: keep the address
+        held until ``expires`` for nobody, and free the MAC to get another
+        (its record goes).
+
+        :returns: the declined lease, or ``None`` if it changed or went.
+        """
+        try:
+            declined = self.claims.patch(lease.key, {
+                'metadata': {'resourceVersion': lease.version},
+                'spec': {'declined': True, 'expires': int(expires)}})
+        except kube_client.ApiError as exc:
+            if exc.status in (404, 409):
+                return None
+            raise
+        self._unbind(lease)
+        return self._parse(declined)[0]
+
+    def _unbind(self, lease):
+        """Delete the MAC's record while it points at ``lease``'s claim."""
+        record = self.owners.get(owner_of(lease.mac))
+        if record is not None and (record.get('spec') or {}).get(
+                'claim') == lease.key:
+            self.owners.records.delete_version(
+                record['metadata']['name'],
+                record['metadata']['resourceVersion'])
+
     def remove(self, lease):
         """Take ``lease`` back (expired, or its MAC has a reservation).
 
@@ -245,10 +278,6 @@ class InspectionLeases:
         """
         if not self.claims.delete_version(lease.key, lease.version):
             return False
-        record = self.owners.get(owner_of(lease.mac))
-        if record is not None and (record.get('spec') or {}).get(
-                'claim') == lease.key:
-            self.owners.records.delete_version(
-                record['metadata']['name'],
-                record['metadata']['resourceVersion'])
+        if not lease.declined:
+            self._unbind(lease)
         return True
