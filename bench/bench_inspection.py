@@ -75,6 +75,9 @@ class Split:
     def renew(self, *args):
         return self.claims.renew(*args)
 
+    def decline(self, *args):
+        return self.claims.decline(*args)
+
     def remove(self, *args):
         return self.claims.remove(*args)
 
