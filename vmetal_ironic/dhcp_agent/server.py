@@ -248,9 +248,12 @@ class DhcpServer:
     def wake(self):
         """Ask the packet loop to look at :attr:`shared`'s ready MACs (any
         thread)."""
-        # Full: a wake-up is pending already; closed: stopping.
+        fd = self._wake_w
+        if fd is None:
+            return      # closed: stopping
+        # Full: a wake-up is pending already.
         with contextlib.suppress(OSError):
-            os.write(self._wake_w, b'!')
+            os.write(fd, b'!')
 
     def answer_ready(self):
         """Answer the waiting DISCOVERs of MACs that got a lease.
@@ -286,10 +289,14 @@ class DhcpServer:
         """Close the socket and the wake-up pipe."""
         if self.sock is not None:
             self.sock.close()
-        for fd in (self._wake_r, self._wake_w):
+        if self.shared is not None:
+            self.shared.on_ready = None
+        # Forgotten before closed, so a late wake-up never writes to a
+        # descriptor number reused by then.
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+        for fd in fds:
             if fd is not None:
                 os.close(fd)
-        self._wake_r = self._wake_w = None
 
     def _after(self, request, decision, now):
         """Record what the dynamic or shared range must remember."""
