@@ -20,10 +20,14 @@ burst of ``BURST`` (50) new MACs at once:
 
 Cases: the shared range on the Kubernetes store (2 agents); the shared
 range on the local SQLite store (2 agents on one file); the peer, the
-per-agent ``dynamic_range`` (memory only, 1 agent). No retransmission: an
+per-agent ``dynamic_range`` (memory only, 1 agent). Then at scale:
+``SCALE`` (10,000) leases held in one scope, the agent's cold load of
+them (paged list into its cache: time, peak memory) and the same cases
+with new MACs among them. No retransmission: an
 exchange without an OFFER within ``TIMEOUT`` seconds counts as lost.
 """
 
+import concurrent.futures
 import os
 import pathlib
 import select
@@ -34,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -42,6 +47,7 @@ if str(REPO) not in sys.path:
 from tests.functional import kube  # noqa: E402
 from vmetal_ironic.dhcp_agent import cache as cache_mod  # noqa: E402
 from vmetal_ironic.dhcp_agent import dynamic  # noqa: E402
+from vmetal_ironic.dhcp_agent import lease_cache  # noqa: E402
 from vmetal_ironic.dhcp_agent import messages  # noqa: E402
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod  # noqa: E402
 from vmetal_ironic.dhcp_agent import server as server_mod  # noqa: E402
@@ -50,6 +56,7 @@ from vmetal_ironic.store import local  # noqa: E402
 
 N = int(os.environ.get('VMETAL_BENCH_INSPECTION_N', '200'))
 BURST = int(os.environ.get('VMETAL_BENCH_INSPECTION_BURST', '50'))
+SCALE = int(os.environ.get('VMETAL_BENCH_INSPECTION_SCALE', '10000'))
 TIMEOUT = 5.0
 FIRST = int.from_bytes(socket.inet_aton('198.18.10.1'), 'big')
 SIZE = 4000
@@ -220,6 +227,63 @@ def _run_case(label, make_agents, count_requests=None):
         client.close()
 
 
+def _scoped_store(settings, scope):
+    from vmetal_ironic.store import kubernetes as kube_store
+    conf = kube.store_conf(settings)
+    conf.set_override('address_scope', scope, group='vmetal')
+    return kube_store.KubernetesStore(conf)
+
+
+def _scale_case(settings):
+    """``SCALE`` leases held in one scope: the agent's cold load of them,
+    then new MACs among them."""
+    global FIRST, SIZE
+    scope = 'scale'
+    filler = _scoped_store(settings, scope)
+    book = filler.inspection_leases()
+    base = int.from_bytes(socket.inet_aton('198.18.64.1'), 'big')
+    expires = time.time() + 3600
+
+    def fill(index):
+        text = socket.inet_ntoa((base + index).to_bytes(4, 'big'))
+        return book.claim(_mac(250, index), [text], expires)[0] is not None
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        held = sum(pool.map(fill, range(SCALE)))
+    filled = time.monotonic() - started
+    print(f'\nscale: {held} leases held in one scope (made at '
+          f'{held / filled:.0f}/s by 8 threads)')
+    cache = lease_cache.LeaseCache(lambda lease: lease.address)
+    feed = shared_range.LeaseFeed(filler.inspection_leases(), cache)
+    tracemalloc.start()
+    started = time.monotonic()
+    feed.refresh(force=True)
+    cold = time.monotonic() - started
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f'  agent cold load of {len(cache)} leases: {cold:.2f} s, peak '
+          f'{peak / 2 ** 20:.1f} MiB')
+    FIRST, SIZE = base, SCALE + 1000
+    stores = [_scoped_store(settings, scope) for _ in range(4)]
+    try:
+        def count():
+            return (sum(s.api.requests for s in stores[:2]),
+                    sum(s.api.requests for s in stores[2:]))
+
+        print(f'\n{"case":<46} {"MACs":>5} {"lost":>5} {"p50 ms":>8} '
+              f'{"p99 ms":>8} {"both":>5} {"same":>5} {"req/lease":>8} '
+              f'{"feed":>5}')
+        _run_case(f'shared, Kubernetes, {held} held, 2 agents',
+                  lambda port: [Agent(f'198.18.0.{2 + i}', port, leases=Split(
+                      stores[i].inspection_leases(),
+                      stores[2 + i].inspection_leases()))
+                      for i in range(2)], count)
+    finally:
+        for store in [filler, *stores]:
+            store.close()
+
+
 def main():
     print(f'{N} new MACs one after the other, then {BURST} at once; range '
           f'of {SIZE}; each DISCOVER sent to every agent of the case; '
@@ -263,6 +327,7 @@ def main():
         finally:
             for store in stores:
                 store.close()
+        _scale_case(settings)
     print('\nreq/lease: API requests of the claim path (both agents) per '
           'MAC offered; feed: requests of the two list-then-watch feeds '
           'during the case.')
