@@ -77,13 +77,20 @@ class LeaseCache:
         self._bindings = {}          # mac -> Binding served
         self._served = {}            # mac -> its address in _bindings
         self._confirmed = {}         # mac -> key a claim returned
-        self.held = frozenset()      # ints of every lease's address
+        self._held = {}              # key -> int of its address
         self.skipped = {}            # key -> reason (bad data)
         self.revision = None
         self.loaded_at = None
         self.stale = False
         #: Called with the MACs whose lease appeared, off the packet path.
         self.on_change = None
+
+    @property
+    def held(self):
+        """Ints of every lease's address (a copy; O(leases), for claims
+        only: the packet path never needs it)."""
+        with self._lock:
+            return frozenset(self._held.values())
 
     def get(self, mac):
         """The binding to serve ``mac``, or ``None``."""
@@ -113,6 +120,7 @@ class LeaseCache:
         if old is not None and old.mac != lease.mac:
             self._drop(lease.key)
         self._leases[lease.key] = lease
+        self._held[lease.key] = address_int(lease.address)
         self._by_mac[lease.mac] = self._by_mac.get(
             lease.mac, frozenset()) | {lease.key}
 
@@ -120,6 +128,7 @@ class LeaseCache:
         old = self._leases.pop(key, None)
         if old is None:
             return None
+        self._held.pop(key, None)
         keys = self._by_mac.get(old.mac, frozenset()) - {key}
         if keys:
             self._by_mac[old.mac] = keys
@@ -145,8 +154,6 @@ class LeaseCache:
                 self._served[mac] = lease.address
                 ready.append(mac)
         self._bindings = bindings
-        self.held = frozenset(address_int(lease.address)
-                              for lease in self._leases.values())
         if ready and self.on_change is not None:
             self.on_change(ready)
 
@@ -159,7 +166,7 @@ class LeaseCache:
         with self._lock:
             self._log_skipped(rejected)
             old_macs = set(self._by_mac)
-            self._leases, self._by_mac = {}, {}
+            self._leases, self._by_mac, self._held = {}, {}, {}
             for lease in leases:
                 self._put(lease)
             self.skipped = dict(rejected)
