@@ -186,7 +186,8 @@ def _allowed(api, user, verb, resource, namespace=None, group='', name=None):
     return review.status.allowed
 
 
-def test_agent_identity_reads_reservations_only(api, cluster):
+def test_agent_identity_reads_reservations_and_holds_inspection_leases(
+        api, cluster):
     _apply(cluster, _render('overlays/macvlan'))
     for verb in ('get', 'list', 'watch'):
         assert _allowed(api, AGENT, verb, 'dhcpreservations', 'vmetal-system',
@@ -194,8 +195,21 @@ def test_agent_identity_reads_reservations_only(api, cluster):
     for verb in ('create', 'patch', 'update', 'delete'):
         assert not _allowed(api, AGENT, verb, 'dhcpreservations',
                             'vmetal-system', group='vmetal-ironic.io')
-    assert not _allowed(api, AGENT, 'get', 'addressclaims', 'vmetal-system',
+    # The shared inspection range: leases are AddressClaims bound by
+    # AddressOwner records, in the store's namespace only.
+    for verb in ('get', 'list', 'watch', 'create', 'patch', 'delete'):
+        assert _allowed(api, AGENT, verb, 'addressclaims', 'vmetal-system',
                         group='vmetal-ironic.io')
+        assert not _allowed(api, AGENT, verb, 'addressclaims', 'default',
+                            group='vmetal-ironic.io')
+    for verb in ('get', 'create', 'patch', 'delete'):
+        assert _allowed(api, AGENT, verb, 'addressowners', 'vmetal-system',
+                        group='vmetal-ironic.io')
+    for verb in ('list', 'watch', 'update'):
+        assert not _allowed(api, AGENT, verb, 'addressowners',
+                            'vmetal-system', group='vmetal-ironic.io')
+    assert not _allowed(api, AGENT, 'update', 'addressclaims',
+                        'vmetal-system', group='vmetal-ironic.io')
     assert not _allowed(api, AGENT, 'get', 'secrets', 'vmetal-system')
     assert not _allowed(api, AGENT, 'get', 'configmaps', 'kube-system')
 

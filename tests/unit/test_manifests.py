@@ -202,12 +202,23 @@ def test_agent_configuration_uses_real_options(agent_conf, container):
         assert option in _vmetal_group_options(group), env['name']
 
 
-def test_agent_identity_is_read_only(agent, deployment):
+def test_agent_identity_reads_and_holds_only_inspection_leases(agent,
+                                                               deployment):
     account = deployment['spec']['template']['spec']['serviceAccountName']
     _one(agent, 'ServiceAccount', account)
     role = _one(agent, 'Role')
-    for rule in role['rules']:
-        assert set(rule['verbs']) <= {'get', 'list', 'watch'}
+    verbs = {resource: set(rule['verbs']) for rule in role['rules']
+             for resource in rule['resources']}
+    # Reservations read-only; writes only for the shared inspection range
+    # (AddressClaims and their AddressOwner records), never update (a
+    # renewal is a patch with a resourceVersion).
+    assert verbs == {
+        'dhcpreservations': {'get', 'list', 'watch'},
+        'addressclaims': {'get', 'list', 'watch', 'create', 'patch',
+                          'delete'},
+        'addressowners': {'get', 'create', 'patch', 'delete'}}
+    assert all(rule['apiGroups'] == ['vmetal-ironic.io']
+               for rule in role['rules'])
     binding = _one(agent, 'RoleBinding')
     assert binding['roleRef']['name'] == role['metadata']['name']
     assert binding['subjects'] == [{

@@ -58,8 +58,27 @@ opts = [
     cfg.StrOpt('dynamic_range',
                help='Optional first-last IPv4 range (e.g. '
                     '192.0.2.100-192.0.2.150) leased to MACs without a '
-                    'reservation, for inspection of unknown hosts. Unset: '
-                    'unknown MACs are ignored.'),
+                    'reservation, for inspection of unknown hosts, held in '
+                    'this agent\'s memory only: run it on one agent per '
+                    'L2, or use inspection_range. Unset (and no '
+                    'inspection_range): unknown MACs are ignored.'),
+    cfg.StrOpt('inspection_range',
+               help='Optional first-last IPv4 range leased to MACs without '
+                    'a reservation, shared by every agent of the scope '
+                    '([vmetal]address_scope) through the store: each lease '
+                    'is an AddressClaim, so any agent answers an unknown '
+                    'host with the same address and no address goes to two '
+                    'MACs. Needs a store that shares leases (kubernetes); '
+                    'excludes dynamic_range. The dynamic_prefixlen, '
+                    'dynamic_gateway, dynamic_dns_servers and '
+                    'dynamic_lease_time options apply to its leases. Every '
+                    'agent of a scope names the same range.'),
+    cfg.FloatOpt('inspection_clock_skew',
+                 default=30.0,
+                 min=0.0,
+                 help='Seconds past a shared inspection lease\'s expiry '
+                      'before an agent takes it back: room for agents '
+                      'whose clocks differ.'),
     cfg.IntOpt('dynamic_prefixlen',
                default=24,
                min=1,
@@ -73,8 +92,11 @@ opts = [
                 help='DNS servers sent with dynamic-range leases.'),
     cfg.IntOpt('dynamic_lease_time',
                default=600,
-               min=60,
-               help='Lease time of dynamic-range leases in seconds.'),
+               min=10,
+               help='Lease time of dynamic-range and inspection-range '
+                    'leases in seconds. A shared inspection lease is '
+                    'renewed in the store (one write) once half of it has '
+                    'passed.'),
     cfg.BoolOpt('no_pxedhcp',
                 default=True,
                 help='Send iPXE clients encapsulated option 175 sub-option '

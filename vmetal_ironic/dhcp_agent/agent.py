@@ -19,6 +19,7 @@ from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import ra as ra_mod
 from vmetal_ironic.dhcp_agent import settings as settings_mod
 from vmetal_ironic.dhcp_agent import server as server_mod
+from vmetal_ironic.dhcp_agent import shared_range
 from vmetal_ironic.dhcp_agent import tftp as tftp_mod
 
 LOG = log.getLogger(__name__)
@@ -51,6 +52,8 @@ class Agent:
                                or settings_mod.interface_address(self.interface))
         self.settings = settings_mod.settings_from_conf(conf, self.server_address)
         self.dynamic = settings_mod.dynamic_from_conf(conf)
+        self.inspection_range = settings_mod.inspection_from_conf(conf)
+        self.shared = None
         self.metrics = metrics_mod.Metrics()
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
@@ -77,8 +80,33 @@ class Agent:
         return server_mod.open_socket(self.interface, group.port,
                                       group.receive_buffer)
 
+    def _shared_range(self):
+        """The shared inspection range, or ``None`` when not configured.
+
+        :raises ConfigError: the store cannot share leases.
+        """
+        if self.inspection_range is None:
+            return None
+        leases = self.store.inspection_leases()
+        if leases is None:
+            raise ConfigError(
+                f'[vmetal_dhcp_agent]inspection_range needs a store that '
+                f'shares leases between agents; [vmetal]store '
+                f'{self.conf.vmetal.store!r} does not: use [vmetal]store = '
+                f'kubernetes, or dynamic_range on one agent only')
+        group = self.conf.vmetal_dhcp_agent
+        first, last = self.inspection_range
+        return shared_range.SharedRange(
+            leases, first, last, self.cache, self.metrics,
+            prefixlen=group.dynamic_prefixlen, gateway=group.dynamic_gateway,
+            dns_servers=group.dynamic_dns_servers,
+            lease_time=group.dynamic_lease_time,
+            clock_skew=group.inspection_clock_skew,
+            poll_interval=group.poll_interval)
+
     def _open_dhcp(self):
         group = self.conf.vmetal_dhcp_agent
+        self.shared = self._shared_range()
         self.link = link_mod.InterfaceWatch(self.interface)
         try:
             sock = self._dhcp_socket()
@@ -88,7 +116,8 @@ class Agent:
         self.server = server_mod.DhcpServer(
             sock, self.settings, self.cache, self.metrics,
             dynamic=self.dynamic, client_port=group.client_port,
-            server_port=group.port, batch_size=group.batch_size)
+            server_port=group.port, batch_size=group.batch_size,
+            shared=self.shared)
         self.cache.on_load = self.server.prepare
         self.metrics.interface_up.set(1)
 
@@ -184,6 +213,8 @@ class Agent:
             # good rows are served.
             self.poller.refresh(force=True)
             self.poller.start()
+            if self.shared is not None:
+                self.shared.start()
             self._start_tftp()
             self._start_http()
             self._start_ra()
@@ -192,8 +223,11 @@ class Agent:
             self.stop()
             raise
         LOG.info('vmetal-dhcp-agent serving on %s (%s), %d reservations, '
-                 'TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
+                 '%s, TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
                  self.server_address, len(self.cache),
+                 f'shared inspection range, {len(self.shared.cache)} '
+                 'leases' if self.shared else
+                 'dynamic range' if self.dynamic else 'no range',
                  'on' if self.tftp else 'off',
                  f'port {self.http.port}' if self.http else 'off',
                  'on' if self.ra else 'off')
@@ -216,6 +250,7 @@ class Agent:
             settings = settings_mod.settings_from_conf(
                 self.conf, group.server_address or self.server_address)
             dynamic = settings_mod.dynamic_from_conf(self.conf)
+            inspection = settings_mod.inspection_from_conf(self.conf)
         except Exception as exc:  # keep serving
             LOG.error('Reload failed, keeping the running configuration: '
                       '%s', exc)
@@ -225,6 +260,16 @@ class Agent:
             # New gateway, DNS, prefix or lease time apply to every reply
             # from now on; the clients keep their addresses.
             dynamic.take_over(self.dynamic, time.monotonic())
+        if inspection != self.inspection_range:
+            LOG.warning('[vmetal_dhcp_agent]inspection_range changes when '
+                        'the agent restarts; serving the running one until '
+                        'then')
+        if self.shared is not None:
+            self.shared.update_options(
+                group.dynamic_prefixlen, group.dynamic_gateway,
+                group.dynamic_dns_servers, group.dynamic_lease_time)
+            self.shared.clock_skew = group.inspection_clock_skew
+            dynamic = None
         self.settings = settings
         self.dynamic = dynamic
         self.server.update_settings(settings, dynamic)
@@ -303,6 +348,8 @@ class Agent:
             self.ra.stop()
             self.ra = None
         self.poller.stop()
+        if self.shared is not None:
+            self.shared.stop()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server = None
@@ -313,6 +360,6 @@ class Agent:
             self.http.stop()
             self.http = None
         if self.server is not None:
-            self.server.sock.close()
+            self.server.close()
             LOG.info('vmetal-dhcp-agent stopped. %s', self.server.summary())
             self.server = None

@@ -171,6 +171,8 @@ class RevisionPoller:
     :param metrics: optional :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
     """
 
+    #: What is fed, for messages and thread names.
+    what = 'reservations'
     #: Longest wait between two attempts after failures, seconds.
     MAX_BACKOFF = 30.0
     #: Seconds between two tracebacks of a failing feed.
@@ -212,6 +214,18 @@ class RevisionPoller:
             self.metrics.store_revision.info({'revision': str(revision)})
         self._state('ok')
 
+    # -- what is read: overridden by feeds of other collections -----------
+
+    def _revision(self):
+        return self.store.reservations_revision()
+
+    def _snapshot(self):
+        """:returns: ``(revision, content)`` for ``cache.load``."""
+        return self.store.reservations_snapshot()
+
+    def _changes_after(self, revision, timeout):
+        return self.store.follow_reservations(revision, timeout)
+
     def refresh(self, force=False):
         """Check once and reload if needed; never raises.
 
@@ -219,14 +233,13 @@ class RevisionPoller:
         """
         try:
             if (not force and self.cache.loaded_at is not None
-                    and self.store.reservations_revision()
-                    == self.cache.revision):
+                    and self._revision() == self.cache.revision):
                 return False
-            revision, reservations = self.store.reservations_snapshot()
+            revision, reservations = self._snapshot()
         except Exception as exc:  # any store failure
             if not self.cache.stale:
                 LOG.warning('Store unreachable, serving the %d cached '
-                            'reservations: %s', len(self.cache), exc)
+                            '%s: %s', len(self.cache), self.what, exc)
             self.cache.stale = True
             self._state('unreachable', 'store')
             return False
@@ -238,7 +251,7 @@ class RevisionPoller:
         self.failures = 0
         self._position['revision'] = revision
         self._loaded(revision)
-        LOG.info('Loaded %d reservations (revision %s)', len(self.cache),
+        LOG.info('Loaded %d %s (revision %s)', len(self.cache), self.what,
                  revision)
         return True
 
@@ -250,8 +263,8 @@ class RevisionPoller:
         if (self._last_traceback is None
                 or now - self._last_traceback >= self.TRACEBACK_EVERY):
             self._last_traceback = now
-            LOG.exception('Reservation feed failed (%d in a row); serving '
-                          'the %d cached reservations and retrying',
+            LOG.exception('Feed of %s failed (%d in a row); serving '
+                          'the %d cached ones and retrying', self.what,
                           self.failures, len(self.cache))
 
     def backoff(self):
@@ -282,24 +295,25 @@ class RevisionPoller:
                 self._stop.wait(0.05)
                 continue
             try:
-                for change in self.store.follow_reservations(
-                        revision, self.watch_timeout):
+                for change in self._changes_after(revision,
+                                                  self.watch_timeout):
                     self._changes.put(change)
                     self._position['revision'] = change.revision or revision
                     if self._stop.is_set():
                         return
                 if degraded:
-                    LOG.warning('Following reservation changes works again')
+                    LOG.warning('Following %s changes works again',
+                                self.what)
                     degraded = False
             except exception.RevisionExpired as exc:
-                LOG.debug('Reservations: %s; reading them again', exc)
+                LOG.debug('%s: %s; reading them again', self.what, exc)
                 self._position['revision'] = None
                 self._changes.put(_RELIST)
             except Exception as exc:  # any store failure, or a bug
                 if not degraded:
-                    LOG.warning('Following reservation changes failed (%s); '
+                    LOG.warning('Following %s changes failed (%s); '
                                 'reading them every %ss until it works again',
-                                exc, self.interval)
+                                self.what, exc, self.interval)
                     degraded = True
                 self.degraded_count += 1
                 self._position['revision'] = None
@@ -331,8 +345,8 @@ class RevisionPoller:
         changes = [item for item in batch if item is not None]
         if changes and self.cache.apply(changes):
             self._loaded(self.cache.revision)
-            LOG.debug('Applied %d reservation changes (revision %s)',
-                      len(changes), self.cache.revision)
+            LOG.debug('Applied %d %s changes (revision %s)',
+                      len(changes), self.what, self.cache.revision)
 
     def _run(self):
         while not self._stop.is_set():
@@ -345,12 +359,11 @@ class RevisionPoller:
                 self._stop.wait(self.backoff())
 
     def start(self):
+        tag = self.what.replace(' ', '-')
         self._thread = threading.Thread(target=self._run,
-                                        name='reservation-poller',
-                                        daemon=True)
+                                        name=f'{tag}-poller', daemon=True)
         self._follower = threading.Thread(target=self._follow,
-                                          name='reservation-follower',
-                                          daemon=True)
+                                          name=f'{tag}-follower', daemon=True)
         self._thread.start()
         self._follower.start()
 

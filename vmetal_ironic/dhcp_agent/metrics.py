@@ -55,6 +55,27 @@ _DECLARED = (
     ('dynamic_revoked', _COUNTER, 'vmetal_dhcp_dynamic_revoked',
      'REQUESTs NAKed because a reservation took the address of their '
      'dynamic lease.', ()),
+    ('inspection_leases', _COUNTER, 'vmetal_dhcp_inspection_leases',
+     'Shared inspection-range leases, by event: claimed (created by this '
+     'agent), adopted (another agent had bound the MAC), renewed, lost (a '
+     'renewal found it changed or gone), expired, withdrawn (the MAC has a '
+     'reservation), released (RELEASE), declined (DECLINE: held for nobody '
+     'until it expires), refused (range full or too many waiting).',
+     ('event',)),
+    ('inspection_cached', _GAUGE, 'vmetal_dhcp_inspection_leases_cached',
+     'Shared inspection-range leases of the scope in the agent\'s cache.',
+     ()),
+    ('inspection_skipped', _GAUGE, 'vmetal_dhcp_inspection_leases_skipped',
+     'Inspection claims of the store left out as invalid (bad data).', ()),
+    ('inspection_candidates_taken', _COUNTER,
+     'vmetal_dhcp_inspection_candidates_taken',
+     'Addresses of the inspection range a claim found held by someone '
+     'else (one refused create each).', ()),
+    ('inspection_store_errors', _COUNTER,
+     'vmetal_dhcp_inspection_store_errors',
+     'Failed store calls of the inspection range, by work (claim, renew, '
+     'release, sweep); the work is retried by the client\'s next packet '
+     'or the next sweep.', ('kind',)),
     ('reservations_skipped', _GAUGE, 'vmetal_dhcp_reservations_skipped',
      'Reservations of the last load left out as invalid (by the store or '
      'the cache).', ()),

@@ -9,8 +9,10 @@ decision, template patch, send.
 """
 
 import collections
+import contextlib
 import errno
 import logging
+import os
 import select
 import socket
 import time
@@ -34,6 +36,11 @@ _QUIET_LOG_RATE = 20
 _EVENT_LOG_RATE = 20
 #: Tracebacks of failed packets allowed per minute.
 _TRACEBACK_RATE = 5
+#: DISCOVERs waiting for a shared inspection lease, answered as soon as the
+#: store thread has one, at most; and how long one may wait (the client
+#: sends another after a few seconds anyway).
+_PENDING_MAX = 4096
+_PENDING_SECONDS = 4.0
 
 
 def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
@@ -66,14 +73,26 @@ class DhcpServer:
     :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
     :param dynamic: optional
         :class:`~vmetal_ironic.dhcp_agent.dynamic.DynamicPool`.
+    :param shared: optional
+        :class:`~vmetal_ironic.dhcp_agent.shared_range.SharedRange`.
     """
 
     def __init__(self, sock, settings, cache, metrics, dynamic=None,
-                 client_port=68, server_port=67, batch_size=256):
+                 client_port=68, server_port=67, batch_size=256,
+                 shared=None):
         self.sock = sock
         self.cache = cache
         self.metrics = metrics
         self.dynamic = dynamic
+        self.shared = shared
+        # MAC -> (request, received) of DISCOVERs waiting for a lease.
+        self._pending = {}
+        self._wake_r = self._wake_w = None
+        if shared is not None:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            shared.on_ready = self.wake
         self.client_port = client_port
         self.server_port = server_port
         self.batch_size = batch_size
@@ -147,6 +166,8 @@ class DhcpServer:
         :returns: ``(binding_or_None, decision_or_None)``.
         """
         binding = self.cache.get(request.mac)
+        if binding is None and self.shared is not None:
+            return self._shared_lookup(request, now)
         pool = self.dynamic
         if binding is not None or pool is None:
             return binding, None
@@ -175,10 +196,94 @@ class DhcpServer:
             return None, None
         return pool.adopt(mac, wanted, now, reserved), None
 
+    def _shared_lookup(self, request, now):
+        """The client's lease of the shared range; an unknown MAC's
+        DISCOVER is handed to the store thread and answered once it has a
+        lease (:meth:`answer_ready`), never waited for here.
+
+        :returns: ``(binding_or_None, decision_or_None)``.
+        """
+        mac = request.mac
+        binding = self.shared.binding(mac)
+        if binding is not None or request.message_type != messages.DISCOVER:
+            # No lease and not a DISCOVER: silence, the client may hold a
+            # lease of another server.
+            return binding, None
+        pending = self._pending
+        if mac not in pending and len(pending) >= _PENDING_MAX:
+            pending.pop(next(iter(pending)))
+        pending[mac] = (request, now)
+        self.shared.want(mac)
+        return None, messages.Decision(messages.Action.IGNORE,
+                                       'claiming inspection lease')
+
+    def wake(self):
+        """Ask the packet loop to look at :attr:`shared`'s ready MACs (any
+        thread)."""
+        fd = self._wake_w
+        if fd is None:
+            return      # closed: stopping
+        # Full: a wake-up is pending already.
+        with contextlib.suppress(OSError):
+            os.write(fd, b'!')
+
+    def answer_ready(self):
+        """Answer the waiting DISCOVERs of MACs that got a lease.
+
+        :returns: how many replies were sent.
+        """
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        now = time.monotonic()
+        sent = 0
+        ready = self.shared.ready
+        while ready:
+            mac = ready.popleft()
+            waiting = self._pending.pop(mac, None)
+            if waiting is None or now - waiting[1] > _PENDING_SECONDS:
+                continue
+            try:
+                result = self._respond(waiting[0], now)
+            except Exception:  # one packet never stops all
+                self.metrics.internal_errors.inc()
+                if self._tracebacks.allow(now):
+                    LOG.exception('Failed to answer the DISCOVER of %s', mac)
+                continue
+            if result is not None:
+                self._send(*result)
+                sent += 1
+        return sent
+
+    def close(self):
+        """Close the socket and the wake-up pipe."""
+        if self.sock is not None:
+            self.sock.close()
+        if self.shared is not None:
+            self.shared.on_ready = None
+        # Forgotten before closed, so a late wake-up never writes to a
+        # descriptor number reused by then.
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
     def _after(self, request, decision, now):
-        """Record what the dynamic range must remember."""
+        """Record what the dynamic or shared range must remember."""
         binding = decision.binding
-        if self.dynamic is None or binding is None or not binding.dynamic:
+        if binding is None or not binding.dynamic:
+            return
+        if self.shared is not None:
+            if decision.action is messages.Action.ACK:
+                self.shared.acknowledged(request.mac)
+            elif request.message_type == messages.RELEASE:
+                self.shared.release(request.mac)
+            elif request.message_type == messages.DECLINE:
+                self.shared.decline(request.mac)
+            return
+        if self.dynamic is None:
             return
         if decision.action is messages.Action.ACK:
             self.dynamic.commit(request.mac, now)
@@ -205,6 +310,11 @@ class DhcpServer:
         kind = messages.message_name(request.message_type)
         self.stats[kind] += 1
         self._count(self._requests, self.metrics.requests, kind)
+        return self._respond(request, now)
+
+    def _respond(self, request, now):
+        """The reply to a parsed request, or ``None``."""
+        kind = messages.message_name(request.message_type)
         binding, decision = self._lookup(request, now)
         if decision is None:
             decision = decisions.decide(request, binding, self.settings)
@@ -277,9 +387,16 @@ class DhcpServer:
         :returns: how many datagrams were read.
         :raises OSError: the socket failed (e.g. its interface is gone).
         """
-        ready, _, _ = select.select([self.sock], [], [], timeout)
+        waiting = [self.sock]
+        if self._wake_r is not None:
+            waiting.append(self._wake_r)
+        ready, _, _ = select.select(waiting, [], [], timeout)
         if not ready:
             return 0
+        if self._wake_r is not None and self._wake_r in ready:
+            self.answer_ready()
+            if self.sock not in ready:
+                return 0
         count = 0
         while count < self.batch_size:
             try:

@@ -102,3 +102,26 @@ def dynamic_from_conf(conf):
         first, last, group.dynamic_prefixlen, gateway=group.dynamic_gateway,
         dns_servers=group.dynamic_dns_servers,
         lease_time=group.dynamic_lease_time)
+
+
+def inspection_from_conf(conf):
+    """:returns: ``(first, last)`` of the shared inspection range, or
+    ``None`` when none is configured.
+
+    :raises ConfigError: a bad range, or both ranges set.
+    """
+    group = conf.vmetal_dhcp_agent
+    if not group.inspection_range:
+        return None
+    if group.dynamic_range:
+        raise ConfigError('[vmetal_dhcp_agent]inspection_range and '
+                          'dynamic_range are both set: choose the shared '
+                          'range or the per-agent one')
+    try:
+        first, last = dynamic_mod.parse_range(group.inspection_range)
+        for server in group.dynamic_dns_servers:
+            ipaddress.IPv4Address(server)
+    except ValueError as exc:
+        message = str(exc).replace('dynamic range', 'inspection_range')
+        raise ConfigError(f'[vmetal_dhcp_agent]{message}') from None
+    return first, last

@@ -39,6 +39,46 @@ class ReservationChange:
     removed: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class InspectionLease:
+    """An address of the shared inspection range held for one MAC.
+
+    :ivar mac: the client's MAC (lower case, colons).
+    :ivar address: the address as text.
+    :ivar expires: epoch seconds after which any agent may take it back.
+    :ivar version: the store's version of the lease; a renewal or a
+        removal succeeds only against the version it read.
+    :ivar key: the store's name of the lease (stable across renewals).
+    :ivar declined: the client found the address in use (DECLINE): it is
+        held until ``expires`` but served to nobody, and the MAC may get
+        another lease.
+    """
+
+    mac: str
+    address: str
+    expires: float
+    version: str
+    key: str
+    declined: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaseChange:
+    """One step of following the inspection leases.
+
+    :ivar revision: the position after this change.
+    :ivar changed: an :class:`InspectionLease` created or renewed.
+    :ivar removed: the key of a lease that went. Neither set: a bookmark.
+    :ivar rejected: why the object of ``removed`` is no valid lease (bad
+        data in the store), or ``None``.
+    """
+
+    revision: object
+    changed: InspectionLease | None = None
+    removed: str | None = None
+    rejected: str | None = None
+
+
 class Store(abc.ABC):
     """Persistent state of vmetal-ironic.
 
@@ -190,6 +230,19 @@ class Store(abc.ABC):
     def start_reconciler(self, interval=None):
         """Run :meth:`reconcile` in the background now and then every
         ``interval`` seconds; returns at once. Default: nothing to run."""
+
+    def inspection_leases(self):
+        """The inspection leases every agent of the scope shares (see
+        ``doc/source/kubernetes-store.rst``), or ``None`` when this store
+        cannot share them (then an agent may only use its own
+        ``dynamic_range``).
+
+        :returns: an object with ``snapshot()``, ``follow(revision,
+            timeout)``, ``claim(mac, candidates, expires)``,
+            ``renew(lease, expires)``, ``decline(lease, expires)`` and
+            ``remove(lease)``, or ``None``.
+        """
+        return None
 
     def host_properties(self, owner):
         """Property layers the store knows for ``owner``, most specific

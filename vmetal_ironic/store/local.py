@@ -51,6 +51,10 @@ ALLOCATIONS = (
     ' mac TEXT,'
     " purpose TEXT NOT NULL DEFAULT 'allocation',"
     ' created_at REAL NOT NULL,'
+    # Inspection leases only (see local_inspection): expiry, epoch
+    # seconds, and a version a renewal or removal compares.
+    ' expires REAL,'
+    ' version INTEGER NOT NULL DEFAULT 0,'
     ' PRIMARY KEY (scope, address))')
 SELECT_OWNER = ('SELECT pool, address, owner, mac, purpose FROM allocations '
                 'WHERE owner = ?')
@@ -112,12 +116,16 @@ class LocalStore(base.Store):
             reservation_columns = {row[1] for row in db.execute(
                 'PRAGMA table_info(reservations)')}
         if ({'allocations', 'network_data', 'reservations',
-                'counters'} <= present and 'scope' in columns
+                'counters'} <= present and 'expires' in columns
                 and 'owner' in reservation_columns):
             return
         with self._transaction() as db:
             if 'allocations' in present and 'scope' not in columns:
                 self._upgrade_allocations(db)
+            elif 'allocations' in present and 'expires' not in columns:
+                db.execute('ALTER TABLE allocations ADD COLUMN expires REAL')
+                db.execute('ALTER TABLE allocations ADD COLUMN version '
+                           'INTEGER NOT NULL DEFAULT 0')
             if 'reservations' in present and (
                     'owner' not in reservation_columns):
                 db.execute('ALTER TABLE reservations ADD COLUMN owner TEXT')
@@ -474,6 +482,14 @@ class LocalStore(base.Store):
     def reservations_revision(self):
         with self._transaction(write=False) as db:
             return self._counter(db, 'reservations')
+
+    def inspection_leases(self):
+        # Imported here: the leases use this module's transactions.
+        from vmetal_ironic.store import local_inspection
+        leases = self.__dict__.get('_inspection')
+        if leases is None:
+            leases = self._inspection = local_inspection.LocalLeases(self)
+        return leases
 
     def close(self):
         self._poll_wait.set()

@@ -13,6 +13,7 @@ from vmetal_ironic.dhcp_agent import cache as cache_mod
 from vmetal_ironic.dhcp_agent import messages as m
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import server as server_mod
+from vmetal_ironic.store import local
 
 
 def test_agent_refuses_missing_or_unknown_interface(conf):
@@ -184,6 +185,46 @@ def test_sighup_reloads_dynamic_gateway_dns_and_lease_time(tmp_path):
     # Same client, same address: the leases were carried over.
     assert reply.yiaddr == '192.0.2.100'
     assert built.metrics.config_reloads.labels('ok')._value.get() == 1
+
+
+def test_sighup_reloads_the_shared_range_lease_options(tmp_path):
+    path = tmp_path / 'agent.conf'
+
+    def write(gateway):
+        path.write_text('[vmetal]\nstore = local\n'
+                        '[vmetal_dhcp_agent]\n'
+                        'inspection_range = 192.0.2.100-192.0.2.110\n'
+                        f'dynamic_gateway = {gateway}\n'
+                        'server_address = 192.0.2.1\n'
+                        '[vmetal_tftp]\nenabled = false\n')
+
+    write('192.0.2.254')
+    conf = cfg.ConfigOpts()
+    vmetal_conf.vmetal.register_opts(conf)
+    vmetal_conf.dhcp_agent.register_opts(conf)
+    vmetal_conf.tftp.register_opts(conf)
+    conf(['--config-file', str(path)])
+    store = local.LocalStore(path=str(tmp_path / 'v.sqlite'))
+    built = agent.Agent(conf, store, interface='lo')
+    built.shared = built._shared_range()
+    built.server = server_mod.DhcpServer(None, built.settings, built.cache,
+                                         built.metrics, shared=built.shared)
+    mac = '52:54:00:00:00:99'
+    assert built.server.handle(helpers.packet(mac=mac)) is None
+    built.shared.run_safely('claim', mac, None)
+    _, before = helpers.options_of(built.server.handle(
+        helpers.packet(mac=mac))[0])
+    assert before['router'] == '192.0.2.254'
+    write('192.0.2.1')
+    built.reload()
+    reply, after = helpers.options_of(built.server.handle(
+        helpers.packet(mac=mac))[0])
+    assert after['router'] == '192.0.2.1'
+    # The lease stays.
+    assert reply.yiaddr == built.shared.cache.lease(mac).address
+    assert built.metrics.config_reloads.labels('ok')._value.get() == 1
+    built.server.close()
+    store.close()
 
 
 def test_interface_watch_tells_gone_back_and_same():

@@ -44,3 +44,23 @@ def test_a_configuration_error_is_the_deployments_to_fix():
     from vmetal_ironic import exception
     assert issubclass(settings.ConfigError, exception.DeploymentError)
     assert not issubclass(settings.ConfigError, exception.PermanentError)
+
+
+def test_inspection_from_conf(conf):
+    assert settings.inspection_from_conf(conf) is None
+    conf.set_override('inspection_range', '192.0.2.100-192.0.2.109',
+                      group='vmetal_dhcp_agent')
+    first, last = settings.inspection_from_conf(conf)
+    assert last - first == 9
+    conf.set_override('inspection_range', '192.0.2.100-192.0.2.300',
+                      group='vmetal_dhcp_agent')
+    with pytest.raises(settings.ConfigError,
+                       match=r"\[vmetal_dhcp_agent\]inspection_range "
+                             r"'192.0.2.100-192.0.2.300'"):
+        settings.inspection_from_conf(conf)
+    conf.set_override('inspection_range', '192.0.2.100-192.0.2.109',
+                      group='vmetal_dhcp_agent')
+    conf.set_override('dynamic_range', '192.0.2.200-192.0.2.209',
+                      group='vmetal_dhcp_agent')
+    with pytest.raises(settings.ConfigError, match='both set'):
+        settings.inspection_from_conf(conf)

@@ -33,6 +33,7 @@ from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_properties
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import host_outputs
+from vmetal_ironic.store.kubernetes import inspection
 from vmetal_ironic.store.kubernetes import patches
 from vmetal_ironic.store.kubernetes import reconciler
 from vmetal_ironic.store.kubernetes import reservations
@@ -93,6 +94,9 @@ class KubernetesStore(base.Store):
         self.outputs = host_outputs.HostOutputs(self.api, self.namespace,
                                                 attempts)
         self.reconciler = reconciler.Reconciler(self)
+        self.inspection = inspection.InspectionLeases(
+            self.api, self.namespace, conf.vmetal.address_scope,
+            self.group.connect_timeout)
         self._stop = threading.Event()
 
     # -- who holds a host's address ----------------------------------------
@@ -264,6 +268,9 @@ class KubernetesStore(base.Store):
 
     def follow_reservations(self, revision, timeout):
         return self.reservations.watch(revision, timeout)
+
+    def inspection_leases(self):
+        return self.inspection
 
     # -- automatic release --------------------------------------------------
 

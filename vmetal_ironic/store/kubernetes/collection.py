@@ -88,6 +88,19 @@ class Collection:
             refused=(404, 409))
         return deleted
 
+    def delete_version(self, name, version):
+        """Delete ``name`` only as it was at ``version`` (resourceVersion
+        precondition): a writer that changed it since keeps it.
+
+        :returns: ``True`` if this call deleted it; ``False`` when it is
+            gone already or moved on.
+        """
+        deleted, _ = self._call(
+            'delete', name, self.api.custom.delete_namespaced_custom_object,
+            name, body={'preconditions': {'resourceVersion': version}},
+            refused=(404, 409))
+        return deleted
+
     def delete_name(self, name):
         """Delete whatever object has this name; idempotent.
 

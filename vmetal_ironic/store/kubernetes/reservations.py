@@ -14,8 +14,6 @@ left the API server's window (410 Gone) it lists again.
 
 import re
 
-from kubernetes import watch as k8s_watch
-from kubernetes.client import exceptions as k8s_exceptions
 from oslo_log import log
 
 from vmetal_ironic import exception
@@ -26,6 +24,7 @@ from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import cas
 from vmetal_ironic.store.kubernetes import collection
+from vmetal_ironic.store.kubernetes import follow
 
 LOG = log.getLogger(__name__)
 
@@ -187,55 +186,17 @@ class Reservations:
             the API server's window (410): list again.
         :raises vmetal_ironic.exception.StoreUnavailable: the watch failed.
         """
-        group, version, plural = names.RESERVATION_API
-        seconds = max(1, int(timeout))
-        watcher = k8s_watch.Watch()
-        kwargs = {'label_selector': SELECTOR, 'timeout_seconds': seconds,
-                  'allow_watch_bookmarks': True,
-                  '_request_timeout': (self.connect_timeout, seconds + 5)}
-        if revision and revision != '0':
-            kwargs['resource_version'] = revision
-        try:
-            for event in watcher.stream(
-                    self.api.custom.list_namespaced_custom_object,
-                    group, version, self.namespace, plural, **kwargs):
-                kind, obj = event['type'], event['object']
-                if kind == 'ERROR':
-                    if (obj or {}).get('code') == 410:
-                        raise exception.RevisionExpired(
-                            f'reservations watch from {revision}: 410 Gone')
-                    raise exception.StoreUnavailable(
-                        f'reservations watch: {obj}')
-                position = (obj.get('metadata') or {}).get('resourceVersion')
-                if kind == 'BOOKMARK':
-                    yield base.ReservationChange(position)
-                elif kind == 'DELETED':
+        for kind, obj, position in follow.watch(
+                self.api, names.RESERVATION_API, self.namespace, SELECTOR,
+                revision, timeout, self.connect_timeout, 'reservations'):
+            if kind == 'BOOKMARK':
+                yield base.ReservationChange(position)
+            elif kind == 'DELETED':
+                yield base.ReservationChange(position, removed=_mac_of(obj))
+            elif kind in ('ADDED', 'MODIFIED'):
+                found = parse(obj)
+                if found is None:
                     yield base.ReservationChange(position,
                                                  removed=_mac_of(obj))
-                elif kind in ('ADDED', 'MODIFIED'):
-                    found = parse(obj)
-                    if found is None:
-                        yield base.ReservationChange(position,
-                                                     removed=_mac_of(obj))
-                    else:
-                        yield base.ReservationChange(position, changed=found)
-        except k8s_exceptions.ApiException as exc:
-            if exc.status == 410:
-                raise exception.RevisionExpired(
-                    f'reservations watch from {revision}: 410 Gone') from None
-            if exc.status in (401, 403):
-                raise kube_client.Forbidden(
-                    f'Kubernetes API {self.api.host} refused to watch '
-                    f'{plural}.{group} in {self.namespace}: {exc.status}'
-                ) from None
-            raise exception.StoreUnavailable(
-                f'reservations watch failed: {exc.status} {exc.reason}'
-            ) from None
-        except (exception.VmetalError, GeneratorExit):
-            raise
-        except Exception as exc:
-            raise exception.StoreUnavailable(
-                f'reservations watch failed: {exc}') from None
-        finally:
-            watcher.stop()
-
+                else:
+                    yield base.ReservationChange(position, changed=found)

@@ -1,0 +1,369 @@
+"""The inspection range every agent of a scope shares through the store.
+
+A MAC without a reservation that sends a DISCOVER gets an address of
+``[vmetal_dhcp_agent]inspection_range`` held in the store (see
+:mod:`vmetal_ironic.store.kubernetes.inspection`): whichever agents hear
+it offer the same address, and no address ever goes to two MACs.
+
+Threads, so the packet loop never waits for the API server:
+
+* the packet loop only reads the
+  :class:`~vmetal_ironic.dhcp_agent.lease_cache.LeaseCache` (dict lookups) and puts
+  work on the claimer's queue (:meth:`SharedRange.want`, ``renew_due``,
+  ``release``), never blocking;
+* :class:`LeaseFeed` follows the store's leases (list, then watch) into
+  the cache, like the reservations feed;
+* :class:`Claimer` claims, renews and removes leases, and every
+  ``sweep_interval`` takes back the leases past ``expires`` plus the
+  clock-skew grace and those whose MAC now has a reservation. When a
+  lease for a MAC with a DISCOVER waiting appears (claimed here, or seen
+  from another agent), :attr:`SharedRange.on_ready` tells the packet loop,
+  which answers it at once instead of at the client's retransmission.
+"""
+
+import collections
+import queue
+import threading
+import time
+
+from oslo_log import log
+
+from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import lease_cache
+from vmetal_ironic.dhcp_agent import messages
+from vmetal_ironic.dhcp_agent import server as server_mod
+
+LOG = log.getLogger(__name__)
+
+#: Claims, renewals and removals waiting for the store thread at most; a
+#: flood of new MACs beyond it is refused (counted) rather than queued.
+MAX_QUEUED = 1024
+#: Seconds an address found held by someone else (a pool allocation, a
+#: gateway) is not tried again, and a MAC refused (range full) is not
+#: claimed for again: a full range costs no API request per DISCOVER.
+FOREIGN_SECONDS = 30.0
+REFUSED_SECONDS = 5.0
+#: Entries of those two memories at most.
+MEMORY_MAX = 4096
+
+
+class LeaseFeed(cache_mod.RevisionPoller):
+    """Follow the store's inspection leases into a
+    :class:`~vmetal_ironic.dhcp_agent.lease_cache.LeaseCache`:
+    list, then watch; relist on 410; poll while watching fails.
+
+    :param leases: the store's ``inspection_leases()`` object.
+    """
+
+    what = 'inspection leases'
+
+    def __init__(self, leases, cache, interval=1.0, metrics=None):
+        super().__init__(None, cache, interval, metrics=None)
+        self.leases = leases
+        self.lease_metrics = metrics
+
+    def _revision(self):
+        return None     # always read: the feed is forced anyway
+
+    def _snapshot(self):
+        revision, leases, rejected = self.leases.snapshot()
+        return revision, (leases, rejected)
+
+    def _changes_after(self, revision, timeout):
+        return self.leases.follow(revision, timeout)
+
+    def _loaded(self, revision):
+        metrics = self.lease_metrics
+        if metrics is not None:
+            metrics.inspection_cached.set(len(self.cache))
+            metrics.inspection_skipped.set(len(self.cache.skipped))
+
+    def _failed(self, kind):
+        if self.lease_metrics is not None:
+            self.lease_metrics.store_feed_errors.labels(
+                f'inspection-{kind}').inc()
+        super()._failed(kind)
+
+
+class Claimer:
+    """The store thread of the shared range: claims, renewals, removals.
+
+    :param shared: the :class:`SharedRange`.
+    """
+
+    def __init__(self, shared, sweep_interval=1.0):
+        self.shared = shared
+        self.sweep_interval = sweep_interval
+        self._queue = queue.Queue()
+        self._queued = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def put(self, kind, mac, lease=None):
+        """Queue work; never blocks. :returns: ``False`` if refused."""
+        with self._lock:
+            if (kind, mac) in self._queued:
+                return True
+            if len(self._queued) >= MAX_QUEUED:
+                return False
+            self._queued.add((kind, mac))
+        self._queue.put((kind, mac, lease))
+        return True
+
+    def _run(self):
+        next_sweep = time.monotonic() + self.sweep_interval
+        while not self._stop.is_set():
+            timeout = max(0.0, next_sweep - time.monotonic())
+            try:
+                kind, mac, lease = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                kind = None
+            if kind is not None:
+                with self._lock:
+                    self._queued.discard((kind, mac))
+                self.shared.run_safely(kind, mac, lease)
+            if time.monotonic() >= next_sweep:
+                next_sweep = time.monotonic() + self.sweep_interval
+                self.shared.run_safely('sweep', None, None)
+
+    def start(self):
+        self._thread = threading.Thread(target=self._run,
+                                        name='inspection-claimer',
+                                        daemon=True)
+        self._thread.start()
+
+    def alive(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self):
+        self._stop.set()
+        self._queue.put((None, None, None))
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class SharedRange:
+    """The agent's side of the shared inspection range.
+
+    :param leases: the store's ``inspection_leases()`` object.
+    :param first: first address of the range (int).
+    :param last: last address (int).
+    :param reservations: the agent's
+        :class:`~vmetal_ironic.dhcp_agent.cache.ReservationCache` (a MAC
+        with a reservation gives its lease back; reserved addresses are
+        never claimed).
+    :param metrics: the agent's
+        :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics`.
+    :param clock_skew: seconds past ``expires`` before a lease is taken
+        back, for agents whose clocks differ.
+    :param clock: epoch seconds (``time.time``); leases expire by the wall
+        clock since several machines compare them.
+    """
+
+    def __init__(self, leases, first, last, reservations, metrics,
+                 prefixlen=24, gateway=None, dns_servers=(), lease_time=600,
+                 clock_skew=30.0, poll_interval=1.0, sweep_interval=1.0,
+                 clock=time.time):
+        self.leases = leases
+        self.first = first
+        self.last = last
+        self.reservations = reservations
+        self.metrics = metrics
+        self.prefixlen = prefixlen
+        self.gateway = gateway
+        self.dns_servers = tuple(dns_servers)
+        self.lease_time = lease_time
+        self.clock_skew = clock_skew
+        self.clock = clock
+        self.cache = lease_cache.LeaseCache(self._binding)
+        self.cache.on_change = self._ready
+        self.feed = LeaseFeed(leases, self.cache, poll_interval, metrics)
+        self.claimer = Claimer(self, sweep_interval)
+        #: Called (from a store thread) when MACs got a lease; set by the
+        #: server to answer their waiting DISCOVER.
+        self.on_ready = None
+        self.ready = collections.deque()
+        self._last_traceback = 0.0
+        self._foreign = {}          # int address -> monotonic until
+        self._refused = {}          # mac -> monotonic until
+        # Refusals are anyone's to cause (new MACs on the L2): a few lines
+        # a second, the rest counted in vmetal_dhcp_log_lines_suppressed.
+        self._refusal_log = server_mod.LogLimiter(
+            5, on_suppress=metrics.log_suppressed.inc)
+
+    def update_options(self, prefixlen, gateway, dns_servers, lease_time):
+        """New lease options (SIGHUP): every reply from now on carries
+        them; the leases stay."""
+        self.prefixlen, self.gateway = prefixlen, gateway
+        self.dns_servers, self.lease_time = tuple(dns_servers), lease_time
+        self.cache.rebuild()
+
+    # -- the packet path (never blocks) ------------------------------------
+
+    def _binding(self, lease):
+        return messages.Binding(
+            mac=lease.mac,
+            address=lease_cache.address_int(lease.address).to_bytes(4, 'big'),
+            prefixlen=self.prefixlen, gateway=self.gateway,
+            dns_servers=self.dns_servers, lease_time=self.lease_time,
+            dynamic=True)
+
+    def binding(self, mac):
+        """The binding of ``mac``'s lease, or ``None``."""
+        return self.cache.get(mac)
+
+    def want(self, mac):
+        """``mac`` sent a DISCOVER and has no lease: claim one (unless it
+        was refused a moment ago)."""
+        until = self._refused.get(mac)
+        if until is not None and until > time.monotonic():
+            return
+        if not self.claimer.put('claim', mac):
+            self.metrics.inspection_leases.labels('refused').inc()
+
+    def acknowledged(self, mac):
+        """An ACK went to ``mac``: renew its lease once half has passed."""
+        lease = self.cache.lease(mac)
+        if lease is not None and (lease.expires - self.clock()
+                                  < self.lease_time / 2):
+            self.claimer.put('renew', mac, lease)
+
+    def decline(self, mac):
+        """``mac`` found its address in use."""
+        lease = self.cache.lease(mac)
+        if lease is not None:
+            self.claimer.put('decline', mac, lease)
+
+    def release(self, mac):
+        """``mac`` released its address."""
+        lease = self.cache.lease(mac)
+        if lease is not None:
+            self.claimer.put('release', mac, lease)
+
+    def _ready(self, macs):
+        self.ready.extend(macs)
+        if self.on_ready is not None:
+            self.on_ready()
+
+    # -- the store thread ----------------------------------------------------
+
+    def run_safely(self, kind, mac, lease):
+        """One piece of store work; any failure is logged and counted, the
+        thread goes on."""
+        try:
+            getattr(self, f'_do_{kind}')(mac, lease)
+        except Exception as exc:  # the store thread outlives anything
+            self.metrics.inspection_store_errors.labels(kind).inc()
+            now = time.monotonic()
+            if now - self._last_traceback > 60:
+                self._last_traceback = now
+                LOG.exception('Inspection lease %s for %s failed', kind,
+                              mac or 'the sweep')
+            else:
+                LOG.warning('Inspection lease %s for %s failed: %s', kind,
+                            mac or 'the sweep', exc)
+
+    @staticmethod
+    def _remember(memory, key, until):
+        if len(memory) >= MEMORY_MAX:
+            now = time.monotonic()
+            for old in [k for k, t in memory.items() if t <= now]:
+                del memory[old]
+            if len(memory) >= MEMORY_MAX:
+                memory.pop(next(iter(memory)))
+        memory[key] = until
+
+    def _refuse(self, mac, why):
+        self.metrics.inspection_leases.labels('refused').inc()
+        now = time.monotonic()
+        self._remember(self._refused, mac, now + REFUSED_SECONDS)
+        if self._refusal_log.allow(now):
+            LOG.warning('No inspection lease for %s: %s', mac, why)
+
+    def _do_claim(self, mac, _lease):
+        if self.reservations.get(mac) is not None or self.cache.get(mac):
+            return
+        now = time.monotonic()
+        held = set(self.cache.held)
+        held.update(int.from_bytes(packed, 'big')
+                    for packed in self.reservations.addresses)
+        held.update(value for value, until in list(self._foreign.items())
+                    if until > now)
+        tries = lease_cache.candidates(mac, self.first, self.last, held)
+        if not tries:
+            self._refuse(mac, 'the inspection range is full')
+            return
+        lease, taken, created = self.leases.claim(
+            mac, tries, self.clock() + self.lease_time)
+        for address in taken:
+            self._remember(self._foreign,
+                           lease_cache.address_int(address),
+                           now + FOREIGN_SECONDS)
+        if taken:
+            self.metrics.inspection_candidates_taken.inc(len(taken))
+        if lease is None:
+            self._refuse(mac, f'the {len(tries)} addresses tried are held')
+            return
+        self._refused.pop(mac, None)
+        self.metrics.inspection_leases.labels(
+            'claimed' if created else 'adopted').inc()
+        LOG.info('Inspection lease %s for %s until %d', lease.address, mac,
+                 lease.expires)
+        self.cache.confirm(lease)
+
+    def _do_renew(self, mac, lease):
+        # The feed may hold a later version (another agent renewed it).
+        current = self.cache.lease(mac)
+        if current is not None and current.key == lease.key:
+            lease = current
+        if lease.expires - self.clock() >= self.lease_time / 2:
+            return
+        renewed = self.leases.renew(lease, self.clock() + self.lease_time)
+        if renewed is None:
+            self.metrics.inspection_leases.labels('lost').inc()
+            return
+        self.metrics.inspection_leases.labels('renewed').inc()
+        self.cache.confirm(renewed)
+
+    def _remove(self, lease, event):
+        if self.leases.remove(lease):
+            self.metrics.inspection_leases.labels(event).inc()
+            LOG.info('Inspection lease %s of %s taken back (%s)',
+                     lease.address, lease.mac, event)
+            self.cache.forget(lease)
+
+    def _do_decline(self, _mac, lease):
+        declined = self.leases.decline(lease, self.clock() + self.lease_time)
+        if declined is not None:
+            self.metrics.inspection_leases.labels('declined').inc()
+            LOG.warning('%s declined %s (in use on the link): held for '
+                        'nobody until it expires', lease.mac, lease.address)
+            self.cache.confirm(declined)
+
+    def _do_release(self, _mac, lease):
+        self._remove(lease, 'released')
+
+    def _do_sweep(self, _mac, _lease):
+        """Take back expired leases and those of MACs with a reservation."""
+        deadline = self.clock() - self.clock_skew
+        for lease in self.cache.leases():
+            if (not lease.declined
+                    and self.reservations.get(lease.mac) is not None):
+                self._remove(lease, 'withdrawn')
+            elif lease.expires < deadline:
+                self._remove(lease, 'expired')
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self):
+        self.feed.refresh(force=True)
+        self.feed.start()
+        self.claimer.start()
+
+    def alive(self):
+        return self.feed.alive() and self.claimer.alive()
+
+    def stop(self):
+        self.claimer.stop()
+        self.feed.stop()
