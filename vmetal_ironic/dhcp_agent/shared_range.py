@@ -30,8 +30,8 @@ from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import cache as cache_mod
 from vmetal_ironic.dhcp_agent import lease_cache
+from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import messages
-from vmetal_ironic.dhcp_agent import server as server_mod
 
 LOG = log.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class SharedRange:
         self._refused = {}          # mac -> monotonic until
         # Refusals are anyone's to cause (new MACs on the L2): a few lines
         # a second, the rest counted in vmetal_dhcp_log_lines_suppressed.
-        self._refusal_log = server_mod.LogLimiter(
+        self._refusal_log = log_limit.LogLimiter(
             5, on_suppress=metrics.log_suppressed.inc)
 
     def update_options(self, prefixlen, gateway, dns_servers, lease_time):
