@@ -80,7 +80,7 @@ class ClaimWatch(background.BackgroundJob):
         held = {view.consumer} if self._holds(view.consumer) else set()
         if not claims.needs_network(view, held):
             return
-        report = self.follower.follow({where: view}, held)
+        report = self.follower.follow({where: view}, held, {where: host})
         if report.given:
             self.held.add(view.consumer)
             self.given += 1

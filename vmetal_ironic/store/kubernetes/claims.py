@@ -105,7 +105,7 @@ class Follower:
         namespaces = self.store.conf.vmetal_kubernetes.follow_claims_namespaces
         return '*' in namespaces or where.partition('/')[0] in namespaces
 
-    def _ensure(self, where, view):
+    def _ensure(self, where, view, host=None):
         namespace, _, name = where.partition('/')
         mac = None
         if view.mac:
@@ -116,15 +116,21 @@ class Follower:
                     f'{exc} (from BareMetalHost {where} '
                     'spec.bootMACAddress)') from None
         conf = self.store.conf
-        return host_network.ensure(
-            self.store, str(owner_mod.for_host(namespace, name)), mac=mac,
-            defaults=host_network.defaults_from_conf(conf), mtu=conf.vmetal.mtu)
+        owner = str(owner_mod.for_host(namespace, name))
+        # The host as the watch just delivered it serves the flow's reads.
+        with self.store.session(owner, host):
+            return host_network.ensure(
+                self.store, owner, mac=mac,
+                defaults=host_network.defaults_from_conf(conf),
+                mtu=conf.vmetal.mtu)
 
-    def follow(self, views, held):
+    def follow(self, views, held, hosts=None):
         """Give every claimed host in ``views`` that needs it its network.
 
         :param views: ``{"<ns>/<name>": HostView}`` of the pass.
         :param held: the owners (as text) holding an address.
+        :param hosts: ``{"<ns>/<name>": host}`` of hosts just read in full
+            (a watch event), read again otherwise.
         :returns: a :class:`FollowReport`.
         """
         report = FollowReport()
@@ -133,7 +139,7 @@ class Follower:
             if not self.follows(where) or not needs_network(view, held):
                 continue
             try:
-                result = self._ensure(where, view)
+                result = self._ensure(where, view, (hosts or {}).get(where))
             except exception.NotFound:
                 # Deleted since the listing: nothing to give.
                 continue

@@ -73,19 +73,23 @@ class Collection:
             self.api.custom.replace_namespaced_custom_object,
             *self._args(), name, body)
 
-    def delete(self, obj):
+    def delete(self, obj, exact=False):
         """Delete exactly ``obj`` (its UID); idempotent.
 
+        :param exact: only as read (its resourceVersion too): not if it
+            changed since.
         :returns: ``True`` if this call deleted it.
         """
         metadata = obj['metadata']
+        preconditions = {'uid': metadata['uid']}
+        if exact:
+            preconditions['resourceVersion'] = metadata['resourceVersion']
         # 404: gone already; 409: the name was taken anew by someone else
-        # since, which is theirs to keep.
+        # since, which is theirs to keep (or, exact, it changed).
         deleted, _ = self._call(
             'delete', metadata['name'],
             self.api.custom.delete_namespaced_custom_object, metadata['name'],
-            body={'preconditions': {'uid': metadata['uid']}},
-            refused=(404, 409))
+            body={'preconditions': preconditions}, refused=(404, 409))
         return deleted
 
     def delete_name(self, name):
