@@ -137,6 +137,20 @@ def verdict(claim, hosts):
     return RELEASE
 
 
+def _host_of(claim):
+    """``<ns>/<name>`` of the host a claim's address is used on."""
+    spec = addresses.spec_of(claim)
+    if spec.get('host'):
+        return spec['host']
+    try:
+        holder = owner_mod.parse(spec.get('owner'))
+    except exception.InvalidProperty:
+        return None
+    if holder.kind == owner_mod.BAREMETALHOST:
+        return f'{holder.namespace}/{holder.name}'
+    return None
+
+
 def binding_of(obj):
     """``(claim name, owner)`` a record binds, or a claim stands for."""
     spec = addresses.spec_of(obj)
@@ -189,6 +203,8 @@ class Reconciler(background.BackgroundJob):
         self.claims_followed = 0
         self.claims_rejected = 0
         self.last_follow = claims_mod.FollowReport()
+        # Addresses the watch released between passes.
+        self.watch_released = 0
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -236,6 +252,9 @@ class Reconciler(background.BackgroundJob):
         records = book.owners.all()
         bound = {binding_of(record) for record in records}
         hosts = self.hosts()
+        # The watch judges a host again when its Machine lets go of it: it
+        # must know who held it, also for hosts it saw no event of.
+        self.watch.remember(hosts)
         released = []
         for claim in claims:
             if is_orphan(claim, bound, time.time()):
@@ -256,9 +275,7 @@ class Reconciler(background.BackgroundJob):
             spec = addresses.spec_of(claim)
             holder = owner_mod.parse(spec['owner'])
             host = None
-            where = spec.get('host') or (
-                f'{holder.namespace}/{holder.name}'
-                if holder.kind == owner_mod.BAREMETALHOST else None)
+            where = _host_of(claim)
             if where and where in hosts:
                 namespace, _, name = where.partition('/')
                 host = self.store.outputs.get_host(namespace, name)
@@ -273,6 +290,57 @@ class Reconciler(background.BackgroundJob):
         self._drop_stale(records, live)
         self._follow(hosts, records, live, released)
         return released
+
+    def settle_host(self, where, owners, gone=None):
+        """Judge now the claims that ``owners`` hold for host ``where``
+        (a watch event: the host went, or its Machine let go), by the
+        pass's rules and in the pass's order: the claims are read first,
+        then the host, so a claim made after the host was read is never
+        judged against it.
+
+        :param owners: owner identities (text) that may hold an address
+            used on the host.
+        :param gone: the host's last :class:`HostView` when the event said
+            it was deleted: detached or paused then, its addresses are
+            retained as a pass that saw it so would have.
+        :returns: ``(released, kept)``: the released allocations and the
+            owners still holding an address used on the host.
+        """
+        book = self.store.addresses
+        judged = []
+        for text in sorted(owners):
+            try:
+                holder = owner_mod.parse(text)
+            except exception.InvalidProperty:
+                continue
+            claim = book.current(holder)[1]
+            if claim is not None and _host_of(claim) == where:
+                judged.append((holder, claim))
+        if not judged:
+            return [], set()
+        namespace, _, name = where.partition('/')
+        host = self.store.outputs.get_host(namespace, name)
+        if host is not None:
+            hosts = {where: view_of(host)}
+        else:
+            hosts = {where: gone} if gone is not None and gone.detached else {}
+        released, kept = [], set()
+        for holder, claim in judged:
+            decision = verdict(claim, hosts)
+            if decision == RELEASE:
+                LOG.info('Releasing %(address)s of %(owner)s: its host '
+                         '%(host)s is no longer held by it (seen by the '
+                         'watch)', {'address': addresses.spec_of(claim).get(
+                             'address'), 'owner': holder, 'host': where})
+                freed = self.store.release_holder(holder, host)
+                if freed is not None:
+                    released.append(freed)
+                continue
+            if decision == RETAIN:
+                self._retain(claim)
+            kept.add(str(holder))
+        self.watch_released += len(released)
+        return released, kept
 
     def _drop_stale(self, records, live):
         """Delete the records that hold nothing, left by writers that
