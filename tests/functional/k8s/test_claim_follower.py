@@ -237,30 +237,29 @@ def test_a_claim_is_followed_within_seconds_not_one_interval_later(
     assert store.reconciler.passes == 1
 
 
-def test_a_followed_host_costs_seven_requests(admin, namespace, make_store,
-                                              layered):
+def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
+        admin, namespace, make_store, layered):
     store = make_store()
-    for index, name in enumerate(('warm', 'next')):
+    names = ('warm', 'next-1', 'next-2')
+    for index, name in enumerate(names):
         admin.create_host(namespace, name, mac_of(20 + index), labels=layered)
-        claim_host(admin, namespace, name, f'machine-{name}')
     # The warm-up host: the process reads the held addresses once and
     # claims the pool's gateway, as every process does once.
-    admin.custom.patch_namespaced_custom_object(
-        *BMH[:2], namespace, BMH[2], 'next',
-        {'spec': {'consumerRef': None}},
-        _content_type='application/merge-patch+json')
+    claim_host(admin, namespace, 'warm', 'machine-warm')
     store.reconcile()
     before = store.api.requests
     store.reconcile()
     idle = store.api.requests - before
-    claim_host(admin, namespace, 'next', 'machine-next')
+    for name in names[1:]:
+        claim_host(admin, namespace, name, f'machine-{name}')
     before = store.api.requests
     store.reconcile()
-    # The pass's lists, then: the host once; node types and environments;
-    # the owner record and the claim (two creates); the Secret; the host
-    # patch.
-    assert store.api.requests - before - idle == 7
-    assert wait_outputs(admin, namespace, 'next')
+    # Per pass: the node types and environments, listed once. Per host:
+    # the host once, the owner record and the claim (two creates), the
+    # Secret, the host patch.
+    assert store.api.requests - before - idle == 2 + 2 * 5
+    for name in names[1:]:
+        assert wait_outputs(admin, namespace, name)
 
 
 def test_the_watch_releases_as_hosts_go_not_one_interval_later(

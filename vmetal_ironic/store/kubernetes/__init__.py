@@ -236,7 +236,29 @@ class KubernetesStore(base.Store):
 
     # -- properties ---------------------------------------------------------
 
+    @contextlib.contextmanager
+    def layers_read_once(self):
+        """Within it, this thread lists the node types and Network
+        Environments once, not once per host (a pass following many
+        claims; a change made meanwhile is seen by the next pass)."""
+        outer = getattr(self._local, 'layers', None)
+        if outer is None:
+            self._local.layers = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._local.layers = None
+
     def _list_cluster_objects(self, api, what):
+        shared = getattr(self._local, 'layers', None)
+        if shared is not None:
+            if api not in shared:
+                shared[api] = self._list_cluster_layer(api, what)
+            return shared[api]
+        return self._list_cluster_layer(api, what)
+
+    def _list_cluster_layer(self, api, what):
         group, version, plural = api
         try:
             result = self.api.call(
