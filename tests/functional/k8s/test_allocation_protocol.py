@@ -207,3 +207,31 @@ def test_one_owner_from_six_writers_in_one_pool_holds_one_address(
     records = admin.owner_records(namespace)
     assert {owner: records[owner]['spec']['address'] for owner in owners} == {
         owner: _held(admin, namespace, owner)[0] for owner in owners}
+
+
+def test_a_claim_create_whose_answer_was_lost_is_recognised(
+        admin, namespace, make_store):
+    # The API server creates the claim, the answer never arrives, the
+    # client sends the create again and gets 409: the claim is the
+    # owner's own, not a taken address. A lost answer cannot be caused on
+    # demand, so the first answer is dropped here (a stand-in for the
+    # network, the create itself is real).
+    import urllib3
+
+    store = make_store(retry_backoff=0.01)
+    store.allocate(POOL, 'Machine/ns/warm')
+    custom = store.api.custom
+    real = custom.create_namespaced_custom_object
+    dropped = []
+
+    def create(group, version, ns, plural, body, **kwargs):
+        answer = real(group, version, ns, plural, body, **kwargs)
+        if plural == 'addressclaims' and not dropped:
+            dropped.append(body['metadata']['name'])
+            raise urllib3.exceptions.ReadTimeoutError(None, '', 'read timed out')
+        return answer
+
+    custom.create_namespaced_custom_object = create
+    got = store.allocate(POOL, OWNER).address
+    assert dropped == [f'default.{got}']
+    assert _held(admin, namespace, OWNER) == [got]

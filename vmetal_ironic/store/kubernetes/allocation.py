@@ -304,6 +304,7 @@ class Allocation:
             spec = record.get('spec') or {}
             mine = spec.get('binder') == self.token
             if mine:
+                sent = book.api.requests
                 claim = book.create(book.claim_body(
                     spec.get('address'), self.owner, spec.get('pool'),
                     spec.get('mac'), spec.get('host'), spec.get('purpose')))
@@ -313,7 +314,11 @@ class Allocation:
                         self.made = True
                         return claim
                     continue
-                if record['metadata']['resourceVersion'] == self.written:
+                # A create sent more than once (its first answer lost) may
+                # have made the claim itself: then the 409 is its own.
+                once = book.api.requests - sent == 1
+                if once and record['metadata']['resourceVersion'] == (
+                        self.written):
                     # Nobody marked the record since this call bound it,
                     # so no one else made that claim for the owner: the
                     # address is someone else's (or an orphan of the
