@@ -155,9 +155,10 @@ class Addresses:
     def read(self, name):
         return self.claims.get(name) if name else None
 
-    def list(self, selector, cached=False):
-        """Every claim matching ``selector``, page by page."""
-        return self.claims.list(selector, cached=cached)[1]
+    def list(self, selector, cached=False, slim=False):
+        """Every claim matching ``selector``, page by page (``slim``: see
+        :meth:`~.collection.Collection.list`)."""
+        return self.claims.list(selector, cached=cached, slim=slim)[1]
 
     def delete(self, claim):
         """Delete exactly this claim (UID precondition); idempotent."""
@@ -204,8 +205,8 @@ class Addresses:
             return record, None
         return record, claim
 
-    def all_claims(self):
-        return self.list(self._scope_selector())
+    def all_claims(self, slim=False):
+        return self.list(self._scope_selector(), slim=slim)
 
     def used_addresses(self, refresh=False):
         """The addresses the cached view says are held (integers)."""

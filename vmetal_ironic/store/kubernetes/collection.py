@@ -111,13 +111,17 @@ class Collection:
             *self._args(), label_selector=selector, limit=1)
         return (page.get('metadata') or {}).get('resourceVersion') or '0'
 
-    def list(self, selector, cached=False, limit=PAGE):
+    def list(self, selector, cached=False, limit=PAGE, slim=False):
         """``(revision, items)`` of every object matching ``selector``.
 
         :param cached: read the API server's watch cache (possibly a moment
             old, but without reading etcd): for hints only.
         :param limit: objects per page (pages after the first come from the
             first one's snapshot, so its resourceVersion is the list's).
+        :param slim: drop each object's ``metadata.managedFields`` as its
+            page arrives (bookkeeping of the API server's, often the
+            largest part of a small object): for lists kept in memory
+            whole, such as a reconcile pass's.
         """
         items, token, revision = [], None, None
         while True:
@@ -133,7 +137,11 @@ class Collection:
                 f'-l {selector}',
                 self.api.custom.list_namespaced_custom_object,
                 *self._args(), **kwargs)
-            items.extend(page.get('items') or [])
+            found = page.get('items') or []
+            if slim:
+                for item in found:
+                    (item.get('metadata') or {}).pop('managedFields', None)
+            items.extend(found)
             metadata = page.get('metadata') or {}
             revision = revision or metadata.get('resourceVersion')
             token = metadata.get('continue')

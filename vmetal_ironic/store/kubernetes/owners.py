@@ -192,8 +192,9 @@ class Owners:
         """
         return self.records.delete(record, exact=True)
 
-    def all(self):
-        """Every record of the scope, page by page (the reconciler)."""
+    def all(self, slim=False):
+        """Every record of the scope, page by page (the reconciler;
+        ``slim``: see :meth:`~.collection.Collection.list`)."""
         return self.records.list(
             f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS_OWNER},'
-            f'{names.LABEL_SCOPE}={self.scope}')[1]
+            f'{names.LABEL_SCOPE}={self.scope}', slim=slim)[1]

@@ -248,8 +248,10 @@ class Reconciler(background.BackgroundJob):
             list.
         """
         book = self.store.addresses
-        claims = book.all_claims()
-        records = book.owners.all()
+        # Both kept whole for the pass: without the API server's
+        # managedFields, which would be most of their memory.
+        claims = book.all_claims(slim=True)
+        records = book.owners.all(slim=True)
         bound = {binding_of(record) for record in records}
         hosts = self.hosts()
         # The watch judges a host again when its Machine lets go of it: it
