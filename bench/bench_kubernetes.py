@@ -47,8 +47,8 @@ CIDR = '198.18.0.1/16'
 # The ConfigMap store of the previous release (README, bench_kubernetes
 # with 160 hosts; issue 9 for the reservations ConfigMap).
 PREVIOUS = {
-    ('allocate', 1): '93.0/s, 2.00 req',
-    ('allocate', 8): '47.5/s, 4.86 req',
+    ('allocate', 1): '93.0/s, 2.00 req; v2 before this: 157.5/s, 3.00 req',
+    ('allocate', 8): '47.5/s, 4.86 req; v2 before this: 141.6/s, 3.01 req',
     'publish': '~15/s, stops at 2,808 (1 MiB ConfigMap)',
     'cold load': 'one GET of <= 1 MiB (2,808 max)',
     'latency': 'watch of one ConfigMap; silent 30 s polling after 410',
@@ -78,6 +78,8 @@ def _allocator(settings, namespace, indexes, deadline, gate):
     try:
         gate[0].put(os.getpid())
         gate[1].wait(120)
+        # CPU from here on: the allocations, not the process's start.
+        cpu_start = time.process_time()
         for index in indexes:
             if time.time() > deadline:
                 break
@@ -91,7 +93,8 @@ def _allocator(settings, namespace, indexes, deadline, gate):
                 done += 1
             except Exception as exc:  # reported, not fatal to the run
                 errors.append(f'{type(exc).__name__}: {exc}')
-        return done, store.api.requests, time.time(), errors[:3]
+        return (done, store.api.requests, time.time(), errors[:3],
+                time.process_time() - cpu_start)
     finally:
         store.close()
 
@@ -122,14 +125,20 @@ def allocation(cluster, core, workers):
     namespace = _namespace(core, f'vbench-alloc-{workers}-{os.getpid()}')
     settings = cluster.settings(namespace=namespace)
     deadline = time.time() + BUDGET
+    cpu_before = cluster.cpu_seconds()
     results, started = kube.run_together(
         workers, _allocator,
         lambda i: (settings, namespace, range(i, HOSTS, workers), deadline),
         timeout=BUDGET + 120)
+    cpu_after = cluster.cpu_seconds()
     done = sum(r[0] for r in results)
     requests = sum(r[1] for r in results)
     elapsed = max(r[2] for r in results) - started
     errors = [e for r in results for e in r[3]]
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0)
+           for name in cpu_after}
+    cpu['allocators'] = sum(r[4] for r in results)
+    cpu['wall'] = elapsed
     import tempfile
     directory = tempfile.mkdtemp(prefix='vbench-')
     path = os.path.join(directory, 'vmetal.sqlite')
@@ -137,7 +146,26 @@ def allocation(cluster, core, workers):
         workers, _local_allocator,
         lambda i: (path, range(i, HOSTS, workers)))
     local_rate = HOSTS / (max(finished) - local_started)
-    return namespace, done, elapsed, requests, errors, local_rate
+    return namespace, done, elapsed, requests, errors, local_rate, cpu
+
+
+def _cpu_line(cpu, done):
+    """Where the CPU went: seconds per 1000 allocations by process, and
+    how many of the machine's cores they kept busy together."""
+    per = 1000 / max(done, 1)
+    parts = [f'{name} {cpu.get(name, 0.0) * per:.1f} s'
+             for name in ('kube-apiserver', 'etcd', 'allocators')]
+    total = sum(cpu.get(name, 0.0) for name in
+                ('kube-apiserver', 'etcd', 'kube-controller-manager',
+                 'allocators'))
+    busy = total / max(cpu['wall'], 1e-9)
+    # With every core doing nothing else, the rate this CPU per
+    # allocation allows.
+    ceiling = os.cpu_count() / max(total / max(done, 1), 1e-9)
+    return (f'  CPU per 1000 allocations: {", ".join(parts)}; together '
+            f'{busy:.2f} of {os.cpu_count()} cores busy over the run '
+            f'(load average {os.getloadavg()[0]:.1f}); {os.cpu_count()} '
+            f'cores at this CPU per allocation: {ceiling:.0f}/s at most')
 
 
 def reservations(cluster, core):
@@ -209,13 +237,22 @@ def reservations(cluster, core):
 
 
 def _create_hosts(custom, namespace, count):
+    from vmetal_ironic import owner as owner_mod
+    from vmetal_ironic.store import kube_names
+
     def create(index):
+        # Provisioned, claimed, with the store's outputs: a pass has
+        # nothing to give them (as in a fleet whose claims were followed).
+        secret = kube_names.network_data_secret_name(
+            owner_mod.for_host(namespace, f'h{index:05d}'))
         custom.create_namespaced_custom_object(
             'metal3.io', 'v1alpha1', namespace, 'baremetalhosts', {
                 'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
                 'metadata': {'name': f'h{index:05d}'},
                 'spec': {'bootMACAddress': _mac(index), 'consumerRef': {
-                    'kind': 'Metal3Machine', 'name': f'm{index:05d}'}},
+                    'kind': 'Metal3Machine', 'name': f'm{index:05d}'},
+                    'networkData': {'name': secret},
+                    'preprovisioningNetworkDataName': secret},
                 'status': {'provisioning': {'state': 'provisioned'}}})
 
     deadline = time.time() + BUDGET
@@ -256,12 +293,13 @@ def main():
         rates = {}
         namespace = None
         for workers in CONCURRENCY:
-            namespace, done, elapsed, requests, errors, local = allocation(
-                cluster, core, workers)
+            (namespace, done, elapsed, requests, errors, local,
+             cpu) = allocation(cluster, core, workers)
             rates[workers] = done / elapsed
             print(f'{"allocate":<12} {workers:>5} {done:>7} '
                   f'{done / elapsed:>9.1f} {requests / max(done, 1):>14.2f} '
                   f'{local:>16.1f}   {PREVIOUS[("allocate", workers)]}')
+            print(_cpu_line(cpu, done))
             if errors:
                 print(f'  errors, first: {errors[0]}')
         print(f'  8 allocators / 1: {rates[8] / rates[1]:.2f}x')

@@ -73,6 +73,13 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
         after the allocation leaves the address allocated (the next call
         completes the network_data, see below).
     """
+    # The store reads what the calls below share once (on Kubernetes the
+    # BareMetalHost: for its properties, its holder, its outputs).
+    with store.session(owner):
+        return _ensure(store, owner, mac, layers, defaults, mtu)
+
+
+def _ensure(store, owner, mac, layers, defaults, mtu):
     spec = resolve_spec(store, owner, layers, defaults)
     if mac:
         mac = network_data.normalize_mac(mac)

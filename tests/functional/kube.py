@@ -100,6 +100,22 @@ class KubeCluster:
         self._procs[name] = proc
         return proc
 
+    def cpu_seconds(self):
+        """``{name: CPU seconds}`` (user + system) each control-plane
+        process has used so far (``/proc/<pid>/stat``), for benchmarks."""
+        ticks = os.sysconf('SC_CLK_TCK')
+        used = {}
+        for name, proc in self._procs.items():
+            try:
+                with open(f'/proc/{proc.pid}/stat') as stat:
+                    fields = stat.read().rsplit(')', 1)[1].split()
+            except OSError:
+                continue
+            # Fields 14 and 15 of proc(5): utime, stime (after the name,
+            # which may hold spaces, they are the 12th and 13th).
+            used[name] = (int(fields[11]) + int(fields[12])) / ticks
+        return used
+
     def log_tail(self, name, lines=20):
         try:
             text = (self.workdir / f'{name}.log').read_text(errors='replace')

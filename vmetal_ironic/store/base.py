@@ -1,6 +1,7 @@
 """The store interface shared by the local and Kubernetes stores."""
 
 import abc
+import contextlib
 import dataclasses
 import threading
 
@@ -93,8 +94,14 @@ class Store(abc.ABC):
     Hooks with harmless defaults, overridden where a store can do better:
     :meth:`reservations_snapshot` and :meth:`follow_reservations` (the
     DHCP agent's feed; the Kubernetes store lists then watches),
-    :meth:`reconcile` and :meth:`start_reconciler` (automatic release).
+    :meth:`reconcile` and :meth:`start_reconciler` (automatic release),
+    :meth:`session` (one read of what the owner's calls share),
+    :attr:`skipped_reservations`.
     """
+
+    #: Reservations the last read of them left out as invalid (bad rows or
+    #: objects); the DHCP agent reports it in its metrics.
+    skipped_reservations = 0
 
     @abc.abstractmethod
     def allocate(self, pool, owner, mac=None):
@@ -243,6 +250,17 @@ class Store(abc.ABC):
             ``remove(lease)``, or ``None``.
         """
         return None
+
+    def session(self, owner, host=None):
+        """A context in which the calls about ``owner`` on this thread
+        share one read of what they all need (the Kubernetes store reads
+        the owner's BareMetalHost once, or uses ``host``, just read by the
+        caller). Default: nothing shared.
+
+        :param owner: the owner identity.
+        :param host: the owner's object as the caller just read it.
+        """
+        return contextlib.nullcontext()
 
     def host_properties(self, owner):
         """Property layers the store knows for ``owner``, most specific

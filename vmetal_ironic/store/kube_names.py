@@ -33,6 +33,12 @@ COMPONENT_ADDRESS = 'address'
 COMPONENT_RESERVATION = 'dhcp-reservation'
 COMPONENT_ADDRESS_OWNER = 'address-owner'
 
+# What an AddressClaim holds its address for (label and spec value).
+PURPOSE_ALLOCATION = 'allocation'
+PURPOSE_NETWORK_DATA = 'network-data'
+PURPOSE_GATEWAY = 'gateway'
+PURPOSE_RESERVED = 'reserved'
+
 # The objects of this project's API group (etc/kubernetes/store).
 API_GROUP = 'vmetal-ironic.io'
 API_VERSION = 'v1alpha1'

@@ -14,6 +14,7 @@ from vmetal_ironic.store import kubernetes as kube_store
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
 ADDRESS_CLAIMS = ('vmetal-ironic.io', 'v1alpha1', 'addressclaims')
 RESERVATIONS = ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')
+OWNER_RECORDS = ('vmetal-ironic.io', 'v1alpha1', 'addressowners')
 
 
 @pytest.fixture(scope='session')
@@ -69,6 +70,12 @@ class Admin:
         """Every AddressClaim of the namespace (the store's records)."""
         return self.custom.list_namespaced_custom_object(
             *ADDRESS_CLAIMS[:2], namespace, ADDRESS_CLAIMS[2])['items']
+
+    def owner_records(self, namespace):
+        """Every AddressOwner of the namespace, by owner."""
+        return {record['spec']['owner']: record for record in
+                self.custom.list_namespaced_custom_object(
+                    *OWNER_RECORDS[:2], namespace, OWNER_RECORDS[2])['items']}
 
     def pool_data(self, namespace, pool_key):
         """``{address: owner}`` of the allocations from one pool."""

@@ -235,3 +235,73 @@ def test_a_claim_is_followed_within_seconds_not_one_interval_later(
             if c['spec']['purpose'] == 'allocation'] == [
         f'Metal3Machine/{namespace}/worker-6']
     assert store.reconciler.passes == 1
+
+
+def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
+        admin, namespace, make_store, layered):
+    store = make_store()
+    names = ('warm', 'next-1', 'next-2')
+    for index, name in enumerate(names):
+        admin.create_host(namespace, name, mac_of(20 + index), labels=layered)
+    # The warm-up host: the process reads the held addresses once and
+    # claims the pool's gateway, as every process does once.
+    claim_host(admin, namespace, 'warm', 'machine-warm')
+    store.reconcile()
+    before = store.api.requests
+    store.reconcile()
+    idle = store.api.requests - before
+    for name in names[1:]:
+        claim_host(admin, namespace, name, f'machine-{name}')
+    before = store.api.requests
+    store.reconcile()
+    # Per pass: the node types and environments, listed once. Per host:
+    # the host once, the owner record and the claim (two creates), the
+    # Secret, the host patch.
+    assert store.api.requests - before - idle == 2 + 2 * 5
+    for name in names[1:]:
+        assert wait_outputs(admin, namespace, name)
+
+
+def test_the_watch_releases_as_hosts_go_not_one_interval_later(
+        admin, namespace, make_store):
+    # No periodic pass (interval 0): the first pass gives the three
+    # claimed hosts their addresses; from then on only the watch acts.
+    for index, name in enumerate(('gone', 'let-go', 'detached')):
+        admin.create_host(namespace, name, mac_of(30 + index), annotations={
+            props.NETWORK_CIDR: '192.0.2.1/24'})
+        claim_host(admin, namespace, name, f'machine-{name}')
+    store = make_store(reconcile_interval=0)
+    before = store.reconciler.last_follow
+    store.start_reconciler()
+    wait_for(lambda: store.reconciler.last_follow is not before, timeout=30,
+             what='the first pass')
+
+    def holders():
+        return {c['spec']['owner'].rsplit('/', 1)[1]: c
+                for c in admin.claims(namespace)
+                if c['spec']['purpose'] == 'allocation'}
+
+    assert sorted(holders()) == ['machine-detached', 'machine-gone',
+                                 'machine-let-go']
+    wait_watching(admin, store, namespace, 'gone')
+    admin.delete_host(namespace, 'gone')
+    # The Machine lets go of a host that is not provisioned.
+    admin.custom.patch_namespaced_custom_object(
+        *BMH[:2], namespace, BMH[2], 'let-go', {'spec': {'consumerRef': None}},
+        _content_type='application/merge-patch+json')
+    # Detached, then deleted: its server may still run with the address.
+    admin.custom.patch_namespaced_custom_object(
+        *BMH[:2], namespace, BMH[2], 'detached',
+        {'metadata': {'annotations': {
+            'baremetalhost.metal3.io/detached': ''}}},
+        _content_type='application/merge-patch+json')
+    admin.delete_host(namespace, 'detached')
+    wait_for(lambda: sorted(holders()) == ['machine-detached'], timeout=20,
+             what='the addresses of the gone and let-go hosts released')
+    kept = holders()['machine-detached']
+    wait_for(lambda: 'vmetal-ironic.io/retain' in (
+        holders()['machine-detached']['metadata'].get('labels') or {}),
+        timeout=10, what='the detached host\'s address retained')
+    assert kept['spec']['host'] == f'{namespace}/detached'
+    assert store.reconciler.passes == 1
+    assert store.reconciler.watch_released == 2

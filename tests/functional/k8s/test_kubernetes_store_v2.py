@@ -411,3 +411,47 @@ def test_migrate_from_the_old_configmaps_is_idempotent(
     left = {c.metadata.name for c in admin.core.list_namespaced_config_map(
         namespace).items if c.metadata.name.startswith('vmetal-')}
     assert left == {kube_names.pool_configmap_name('192.0.2.0/23')}
+
+
+def test_malformed_reservations_reach_the_agents_skipped_metric(
+        admin, namespace, make_store):
+    from vmetal_ironic.dhcp_agent import cache as cache_mod
+    from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+
+    writer, agent = make_store(), make_store()
+    writer.publish_reservation(_reservation(mac_of(1), '192.0.2.10'))
+    # Passes the CRD's schema, not the store's reading of it.
+    bad_mac = mac_of(2)
+    admin.custom.create_namespaced_custom_object(
+        *kube_names.RESERVATION_API[:2], namespace,
+        kube_names.RESERVATION_API[2], {
+            'apiVersion': 'vmetal-ironic.io/v1alpha1',
+            'kind': 'DHCPReservation',
+            'metadata': {'name': kube_names.reservation_name(bad_mac),
+                         'labels': dict(kube_names.MANAGED_BY, **{
+                             kube_names.LABEL_COMPONENT:
+                             kube_names.COMPONENT_RESERVATION})},
+            'spec': {'mac': bad_mac, 'address': '192.0.2.300',
+                     'prefixlen': 24}})
+    metrics = metrics_mod.Metrics()
+    cache = cache_mod.ReservationCache()
+    poller = cache_mod.RevisionPoller(agent, cache, interval=0.2,
+                                      metrics=metrics)
+
+    def skipped():
+        return metrics.registry.get_sample_value(
+            'vmetal_dhcp_reservations_skipped')
+
+    poller.refresh(force=True)
+    assert len(cache) == 1
+    assert agent.skipped_reservations == 1
+    assert skipped() == 1
+    # Followed: the bad object fixed, the metric falls back to 0.
+    poller.start()
+    try:
+        writer.publish_reservation(_reservation(bad_mac, '192.0.2.11'))
+        wait_for(lambda: cache.get(bad_mac) is not None, timeout=10,
+                 what='the fixed reservation in the cache')
+        wait_for(lambda: skipped() == 0, timeout=10, what='skipped back to 0')
+    finally:
+        poller.stop()

@@ -20,6 +20,7 @@ Every object other processes write too is changed by compare-and-swap
 on any number of machines may share the store.
 """
 
+import contextlib
 import threading
 
 from oslo_log import log
@@ -98,6 +99,39 @@ class KubernetesStore(base.Store):
             self.api, self.namespace, conf.vmetal.address_scope,
             self.group.connect_timeout)
         self._stop = threading.Event()
+        # The host of the session this thread is in (see session()).
+        self._local = threading.local()
+
+    # -- one read of the host per flow ---------------------------------------
+
+    @contextlib.contextmanager
+    def session(self, owner, host=None):
+        """Within it, ``owner``'s BareMetalHost is read at most once by
+        this thread (or ``host`` is used, as the caller just read it): the
+        flow reads it for the properties, the holder and the outputs. Host
+        patches stay compare-and-swap, so a host changed meanwhile is read
+        again where it is written. A session inside one for the same owner
+        is the outer one."""
+        owner = owner_mod.parse(owner)
+        key = ((owner.namespace, owner.name) if owner.kind == BMH_KIND
+               else None)
+        outer = getattr(self._local, 'session', None)
+        if outer is not None and outer[0] == key:
+            yield
+            return
+        self._local.session = [key, host]
+        try:
+            yield
+        finally:
+            self._local.session = outer
+
+    def _host(self, namespace, name):
+        session = getattr(self._local, 'session', None)
+        if session is None or session[0] != (namespace, name):
+            return self.outputs.get_host(namespace, name)
+        if session[1] is None:
+            session[1] = self.outputs.get_host(namespace, name)
+        return session[1]
 
     # -- who holds a host's address ----------------------------------------
 
@@ -114,7 +148,7 @@ class KubernetesStore(base.Store):
         owner = owner_mod.parse(owner)
         if owner.kind != BMH_KIND or owner.namespace is None:
             return owner, None
-        host = self.outputs.get_host(owner.namespace, owner.name)
+        host = self._host(owner.namespace, owner.name)
         if host is None:
             raise exception.NotFound(
                 f'BareMetalHost {owner.namespace}/{owner.name} does not exist')
@@ -206,7 +240,29 @@ class KubernetesStore(base.Store):
 
     # -- properties ---------------------------------------------------------
 
+    @contextlib.contextmanager
+    def layers_read_once(self):
+        """Within it, this thread lists the node types and Network
+        Environments once, not once per host (a pass following many
+        claims; a change made meanwhile is seen by the next pass)."""
+        outer = getattr(self._local, 'layers', None)
+        if outer is None:
+            self._local.layers = {}
+        try:
+            yield
+        finally:
+            if outer is None:
+                self._local.layers = None
+
     def _list_cluster_objects(self, api, what):
+        shared = getattr(self._local, 'layers', None)
+        if shared is not None:
+            if api not in shared:
+                shared[api] = self._list_cluster_layer(api, what)
+            return shared[api]
+        return self._list_cluster_layer(api, what)
+
+    def _list_cluster_layer(self, api, what):
         group, version, plural = api
         try:
             result = self.api.call(
@@ -250,6 +306,12 @@ class KubernetesStore(base.Store):
             except exception.InvalidProperty:
                 holder = None
         self.reservations.publish(reservation, holder)
+
+    @property
+    def skipped_reservations(self):
+        """Reservation objects left out as malformed by the last snapshot
+        and the changes followed since."""
+        return len(self.reservations.skipped)
 
     def withdraw_reservation(self, mac):
         return self.reservations.withdraw(mac)

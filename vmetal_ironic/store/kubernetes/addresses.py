@@ -11,19 +11,19 @@ addresses of ``[vmetal]reserved_addresses`` are claims in the same
 namespace of names, so no pool hands them out.
 
 One owner holds at most one address: its ``AddressOwner`` record
-(:mod:`.owners`) points at its claim and is created once, then changed
-only by compare-and-swap. Two writers for the same owner (a property
-changed while two conductors run) may each create a claim; only one binds
-the owner to it, the other deletes its claim and answers with the winner's
-address. Looking an owner up is two GETs by name (record, claim), never a
-list. A claim no record points at (a crash between the two creates) is
-freed by the reconciler once it is older than a grace period.
+(:mod:`.owners`) names its claim and is created once, then changed only
+by compare-and-swap. The record is written first and the claim second
+(:mod:`.allocation`): a new owner's allocation is two creates, and the
+rules for a record whose claim is not there yet keep both "one address,
+one owner" and "one owner, one address" under any interleaving. Looking an
+owner up is two GETs by name (record, claim), never a list. A claim no
+record names (a writer stopped half way) is freed by the reconciler once
+older than a grace period.
 
 Claims are deleted with a UID precondition, so a release never removes a
 claim someone else created for the same address meanwhile.
 """
 
-import random
 import time
 
 import netaddr
@@ -35,18 +35,16 @@ from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
 from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import allocation as allocation_mod
 from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
-PURPOSE_ALLOCATION = 'allocation'
-PURPOSE_NETWORK_DATA = 'network-data'
-PURPOSE_GATEWAY = 'gateway'
-PURPOSE_RESERVED = 'reserved'
-# Free addresses above which a writer that lost a race moves elsewhere in
-# the pool (see Addresses.allocate).
-ROOMY = 1024
+PURPOSE_ALLOCATION = names.PURPOSE_ALLOCATION
+PURPOSE_NETWORK_DATA = names.PURPOSE_NETWORK_DATA
+PURPOSE_GATEWAY = names.PURPOSE_GATEWAY
+PURPOSE_RESERVED = names.PURPOSE_RESERVED
 
 
 def _int(text):
@@ -68,9 +66,10 @@ def to_allocation(claim, pool_key=None):
 
 
 def host_ref(host):
-    """``<namespace>/<name>`` of a BareMetalHost dict, or ``None``."""
-    if host is None:
-        return None
+    """``<namespace>/<name>`` of a BareMetalHost dict (or that text
+    itself), or ``None``."""
+    if host is None or isinstance(host, str):
+        return host
     return f'{host["metadata"]["namespace"]}/{host["metadata"]["name"]}'
 
 
@@ -97,7 +96,7 @@ def claim_body(namespace, scope, address, owner, purpose, pool_key=None,
         spec['pool'] = pool_key
     if mac:
         spec['mac'] = mac
-    if host is not None:
+    if host:
         spec['host'] = host_ref(host)
     return {'apiVersion': f'{names.API_GROUP}/{names.API_VERSION}',
             'kind': names.ADDRESS_KIND,
@@ -113,10 +112,12 @@ class Addresses:
     :param namespace: where the claims live.
     :param scope: ``[vmetal]address_scope``.
     :param reserved: ``[vmetal]reserved_addresses``.
-    :param attempts: bound of create attempts per allocation.
+    :param attempts: bound of attempts per allocation.
     :param cache_seconds: how long the list of held addresses is trusted
         before it is read again; an address seen free in it is only a
-        candidate, the create decides.
+        candidate, the create decides, and an owner seen holding nothing
+        in it is only a hint (its record is created rather than read
+        first; a 409 says otherwise).
     """
 
     def __init__(self, api, namespace, scope, reserved=(), attempts=50,
@@ -129,12 +130,9 @@ class Addresses:
         self.cache_seconds = cache_seconds
         self._used = None
         self._used_at = 0.0
+        # Owner (text) -> claim name, of the same cached view.
+        self._holders = {}
         self._infrastructure = set()
-        # Owner -> name of a claim this process was creating or binding
-        # when the API server stopped answering: the claim may exist, and a
-        # retry takes it back instead of leaving it unbound until the
-        # reconciler's grace period frees it.
-        self._uncertain = {}
         # Per pool, the allocator proposing candidates; rebuilt whenever
         # the list of held addresses is read again.
         self._allocators = {}
@@ -145,20 +143,43 @@ class Addresses:
 
     # -- API calls ----------------------------------------------------------
 
+    def claim_body(self, address, owner, pool_key=None, mac=None, host=None,
+                   purpose=PURPOSE_ALLOCATION):
+        return claim_body(self.namespace, self.scope, address, owner,
+                          purpose or PURPOSE_ALLOCATION, pool_key, mac, host)
+
     def create(self, body):
         """:returns: the created claim, or ``None`` if the name is taken."""
         return self.claims.create(body)
 
     def read(self, name):
-        return self.claims.get(name)
+        return self.claims.get(name) if name else None
 
-    def list(self, selector, cached=False):
-        """Every claim matching ``selector``, page by page."""
-        return self.claims.list(selector, cached=cached)[1]
+    def list(self, selector, cached=False, slim=False):
+        """Every claim matching ``selector``, page by page (``slim``: see
+        :meth:`~.collection.Collection.list`)."""
+        return self.claims.list(selector, cached=cached, slim=slim)[1]
 
     def delete(self, claim):
         """Delete exactly this claim (UID precondition); idempotent."""
         self.claims.delete(claim)
+
+    def hand_over(self, claim, owner, host):
+        """Make ``claim`` (as read) ``owner``'s, by compare-and-swap.
+
+        :raises vmetal_ironic.store.kube_client.ApiError: 409 when it
+            changed since it was read, 404 when it is gone.
+        """
+        return self.claims.patch(claim['metadata']['name'], {
+            'metadata': {
+                'resourceVersion': claim['metadata']['resourceVersion'],
+                'labels': {names.LABEL_OWNER: owner.label,
+                           names.LABEL_OWNER_KIND: owner.kind.lower()}},
+            'spec': {'owner': str(owner), 'host': host_ref(host)}})
+
+    @staticmethod
+    def value_of(address):
+        return _int(address)
 
     # -- lookups -------------------------------------------------------------
 
@@ -166,37 +187,50 @@ class Addresses:
         return (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS},'
                 f'{names.LABEL_SCOPE}={self.scope}')
 
-    def current(self, owner):
-        """``(record, claim)`` of ``owner``: its AddressOwner record and the
-        claim it points at, ``claim`` ``None`` when the record is missing
-        or stale (its claim gone or replaced)."""
+    def look(self, owner):
+        """``(record, claim)``: the owner's record and the claim it names
+        as they are, each ``None`` when absent."""
         record = self.owners.get(owner)
         if record is None:
             return None, None
-        spec = record.get('spec') or {}
-        claim = self.read(spec.get('claim') or '') if spec.get('claim') else None
-        if claim is None or claim['metadata'].get('uid') != spec.get(
-                'claimUID'):
+        return record, self.read((record.get('spec') or {}).get('claim'))
+
+    def current(self, owner):
+        """``(record, claim)`` of ``owner``: its AddressOwner record and the
+        claim it holds, ``claim`` ``None`` when the record is missing or
+        not held (see :func:`~.owners.standing`)."""
+        record, claim = self.look(owner)
+        if record is None or claim is None or owners_mod.standing(
+                record, claim) != owners_mod.HELD:
             return record, None
         return record, claim
 
-    def all_claims(self):
-        return self.list(self._scope_selector())
+    def all_claims(self, slim=False):
+        return self.list(self._scope_selector(), slim=slim)
 
-    def _used_addresses(self, refresh=False):
+    def used_addresses(self, refresh=False):
+        """The addresses the cached view says are held (integers)."""
         now = time.monotonic()
         if (refresh or self._used is None
                 or now - self._used_at > self.cache_seconds):
-            self._used = {value for value in
-                          (_int(spec_of(c).get('address'))
-                           for c in self.list(self._scope_selector(),
-                                              cached=True))
-                          if value is not None}
+            used, holders = set(), {}
+            for claim in self.list(self._scope_selector(), cached=True):
+                spec = spec_of(claim)
+                value = _int(spec.get('address'))
+                if value is not None:
+                    used.add(value)
+                    holders[spec.get('owner')] = claim['metadata']['name']
+            self._used, self._holders = used, holders
             self._used_at = now
             self._generation += 1
         return self._used
 
-    def _allocator(self, pool, used):
+    def may_hold(self, owner):
+        """Whether the cached view has ``owner`` holding an address."""
+        self.used_addresses()
+        return str(owner) in self._holders
+
+    def allocator(self, pool, used):
         """The pool's candidate allocator, kept between allocations so a
         process that moved up the pool stays there until the next read."""
         generation, allocator = self._allocators.get(pool.name, (None, None))
@@ -204,6 +238,23 @@ class Addresses:
             allocator = ipam_allocator.Allocator(pool, used)
             self._allocators[pool.name] = (self._generation, allocator)
         return allocator
+
+    def _learn(self, owner, claim):
+        """Keep the cached view in step with what this process did."""
+        if self._used is None:
+            return
+        value = _int(spec_of(claim).get('address'))
+        if value is None:
+            return
+        if owner is not None:
+            self._used.add(value)
+            self._holders[str(owner)] = claim['metadata']['name']
+            return
+        self._used.discard(value)
+        self._holders.pop(spec_of(claim).get('owner'), None)
+        # Offered again, lowest first, by this process's allocators.
+        for _, allocator in self._allocators.values():
+            allocator.release(value)
 
     # -- infrastructure -----------------------------------------------------
 
@@ -250,59 +301,9 @@ class Addresses:
             f'owner {owner} already holds {address} from {where}, which '
             f'pool {pool.name} may not hand out; release it first')
 
-    def _recover(self, owner, record):
-        """The claim an interrupted allocation of ``owner`` left behind,
-        bound to it now; ``None`` when there is none."""
-        name = self._uncertain.get(str(owner))
-        if name is None:
-            return None
-        claim = self.read(name)
-        self._uncertain.pop(str(owner), None)
-        spec = spec_of(claim) if claim is not None else {}
-        if (spec.get('owner') != str(owner)
-                or spec.get('purpose') != PURPOSE_ALLOCATION):
-            return None
-        return self._bind(owner, claim, record)
-
-    def _bind(self, owner, claim, record):
-        """Bind ``owner`` to the claim just created; if another writer
-        bound it first, give the claim back.
-
-        :returns: the claim that stands for the owner, or ``None`` when the
-            other writer's binding is itself stale (try again).
-        """
-        if self.owners.bind(owner, claim, record):
-            return claim
-        self.delete(claim)
-        if self._used is not None:
-            self._used.discard(_int(spec_of(claim)['address']))
-        return self.current(owner)[1]
-
-    def _adopt(self, previous, owner, pool, host):
-        """Hand ``previous``'s address in ``pool`` over to ``owner`` (the
-        Machine that claimed the host): bind the owner to that claim, then
-        relabel the claim and drop ``previous``'s record.
-
-        :returns: the claim, or ``None`` when there is nothing to adopt.
-        """
-        old_record, claim = self.current(previous)
-        if claim is None or spec_of(claim).get('purpose') != (
-                PURPOSE_ALLOCATION) or not pool.contains(
-                    spec_of(claim).get('address')):
-            return None
-        if not self.owners.bind(owner, claim):
-            return self.current(owner)[1]
-        self.claims.patch(
-            claim['metadata']['name'],
-            {'metadata': {'labels': {
-                names.LABEL_OWNER: owner.label,
-                names.LABEL_OWNER_KIND: owner.kind.lower()}},
-             'spec': {'owner': str(owner), 'host': host_ref(host)}})
-        self.owners.delete(old_record)
-        return claim
-
     def allocate(self, pool, owner, mac=None, previous=None, host=None):
-        """Give ``owner`` an address from ``pool``, or the one it holds.
+        """Give ``owner`` an address from ``pool``, or the one it holds
+        (see :mod:`.allocation`).
 
         :param previous: an owner whose address in ``pool`` ``owner`` takes
             over when it holds none itself (the host a Machine claims).
@@ -312,77 +313,22 @@ class Addresses:
             an address this pool may not hand out.
         :raises vmetal_ironic.exception.StoreConflict: lost every attempt.
         """
-        record, held = self.current(owner)
-        if held is not None and spec_of(held).get('purpose') == (
-                PURPOSE_ALLOCATION):
-            return self._held(held, pool, owner)
-        if record is None and previous is not None:
-            adopted = self._adopt(previous, owner, pool, host)
-            if adopted is not None:
-                return self._held(adopted, pool, owner)
-        recovered = self._recover(owner, record)
-        if recovered is not None:
-            return self._held(recovered, pool, owner)
         self.hold_infrastructure(pool)
-        used = self._used_addresses()
-        allocator = self._allocator(pool, used)
-        refreshed = False
-        lost = 0
-        for _ in range(self.attempts):
-            try:
-                value = allocator.allocate()
-            except ipam_errors.PoolExhausted:
-                if refreshed and not lost:
-                    raise
-                # The cached view may hold addresses freed since, and a
-                # move up the pool passes the free ones below.
-                refreshed, lost = True, 0
-                used = self._used_addresses(refresh=True)
-                allocator = self._allocator(pool, used)
-                continue
-            address = str(netaddr.IPAddress(value))
-            self._uncertain[str(owner)] = names.claim_name(self.scope,
-                                                           address)
-            created = self.create(claim_body(
-                self.namespace, self.scope, address, owner,
-                PURPOSE_ALLOCATION, pool.key, mac, host))
-            used.add(value)
-            if created is None:
-                self._uncertain.pop(str(owner), None)
-                # Taken by someone else. Another writer is most likely
-                # taking the next addresses too: rather than queue behind
-                # it, this process moves to a random part of a roomy pool
-                # and goes on upwards from there (lowest first while
-                # alone). In a nearly full pool it learns address by
-                # address instead, so the last free ones are still found.
-                lost += 1
-                if pool.size - pool.count_used(used) > ROOMY:
-                    allocator.start_at(random.randint(  # noqa: S311
-                        pool.intervals[0][0], pool.intervals[-1][1]))
-                elif lost % 4 == 0:
-                    # Writers ahead take addresses faster than losing
-                    # one create at a time teaches them: read them again.
-                    used = self._used_addresses(refresh=True)
-                    allocator = self._allocator(pool, used)
-                continue
-            standing = self._bind(owner, created, record)
-            self._uncertain.pop(str(owner), None)
-            if standing is None:
-                record, _ = self.current(owner)
-                continue
-            if standing['metadata']['uid'] != created['metadata']['uid']:
-                return self._held(standing, pool, owner)
+        attempt = allocation_mod.Allocation(self, pool, owner, mac, previous,
+                                            host)
+        claim = attempt.run()
+        self._learn(owner, claim)
+        if attempt.replaced is not None and attempt.replaced[
+                'metadata']['uid'] != claim['metadata']['uid']:
             # A custom document's address the owner held before goes back
             # now that the pool gives it one (it holds only one address).
-            if held is not None:
-                self.delete(held)
+            self.delete(attempt.replaced)
+            self._learn(None, attempt.replaced)
+        if attempt.made:
             LOG.info('Allocated %(address)s from pool %(pool)s to %(owner)s',
-                     {'address': address, 'pool': pool.name, 'owner': owner})
-            return to_allocation(created, pool.key)
-        raise exception.StoreConflict(
-            f'pool {pool.name}: {self.attempts} addresses in a row were '
-            f'taken by concurrent writers while allocating for {owner}; '
-            'try again')
+                     {'address': spec_of(claim).get('address'),
+                      'pool': pool.name, 'owner': owner})
+        return self._held(claim, pool, owner)
 
     def hold(self, owner, address, source):
         """Hold an address named explicitly (a custom network-data
@@ -391,12 +337,26 @@ class Addresses:
         :param source: where the address comes from, for the error.
         :raises vmetal_ironic.ipam.errors.AddressTaken: another owner
             holds it.
+        :raises vmetal_ironic.exception.StoreConflict: an allocation for
+            the owner is being made meanwhile.
         """
-        record, held = self.current(owner)
+        record, found = self.look(owner)
+        held = None
+        if record is not None:
+            state = owners_mod.standing(record, found)
+            if state == owners_mod.HELD:
+                held = found
+            elif not owners_mod.settled(record, time.time(),
+                                        allocation_mod.SETTLE_GRACE):
+                raise exception.StoreConflict(
+                    f'{owner} is being given an address by another writer '
+                    f'while {source} is saved; try again')
         if held is not None and spec_of(held).get('address') == address:
             return to_allocation(held)
-        mine = self.create(claim_body(self.namespace, self.scope, address,
-                                      owner, PURPOSE_NETWORK_DATA))
+        body = claim_body(self.namespace, self.scope, address, owner,
+                          PURPOSE_NETWORK_DATA)
+        mine = self.create(body)
+        made = mine is not None
         if mine is None:
             mine = self.read(names.claim_name(self.scope, address))
             holder = spec_of(mine).get('owner')
@@ -404,33 +364,42 @@ class Addresses:
                 raise ipam_errors.AddressTaken(
                     f'{source} names {address}, which {holder} holds; '
                     'choose another address')
-        standing = self._bind(owner, mine, record)
-        if standing is None or standing['metadata']['uid'] != (
-                mine['metadata']['uid']):
+        spec = owners_mod.binding(owner, spec_of(mine), binder=None)
+        written = (self.owners.create(owner, spec) if record is None
+                   else self.owners.rebind(record, spec))
+        if written is None:
+            if made:
+                self.delete(mine)
             raise exception.StoreConflict(
                 f'{owner} was given another address while {source} was '
                 'saved; try again')
         if held is not None:
             self.delete(held)
+            self._learn(None, held)
+        self._learn(owner, mine)
         return to_allocation(mine)
 
     def release(self, owner):
-        """Free the owner's address: the claim, then the record.
+        """Free the owner's address: the record (exactly as read), then
+        the claim. A record that holds nothing is left alone: an
+        allocation is being made for the owner, and it wins.
 
         :returns: the released allocation, or ``None``.
         """
-        record, claim = self.current(owner)
-        if claim is not None:
+        for attempt in range(self.attempts):
+            if attempt:
+                time.sleep(0.01 * attempt)
+            record, claim = self.current(owner)
+            if claim is None:
+                return None
+            if not self.owners.delete(record):
+                continue    # rebound meanwhile: judge it again
             self.delete(claim)
-            value = _int(spec_of(claim).get('address'))
-            if self._used is not None:
-                self._used.discard(value)
-            # Offered again, lowest first, by this process's allocators.
-            for _, allocator in self._allocators.values():
-                allocator.release(value)
-        if record is not None:
-            self.owners.delete(record)
-        return to_allocation(claim) if claim is not None else None
+            self._learn(None, claim)
+            return to_allocation(claim)
+        raise exception.StoreConflict(
+            f'{owner}: its address record changed {self.attempts} times '
+            'while it was released; try again')
 
     def get(self, owner):
         claim = self.current(owner)[1]

@@ -1,4 +1,5 @@
-"""Follow the claims as they are made: a watch of the BareMetalHosts.
+"""Follow the claims as they are made, and release as hosts go: a watch
+of the BareMetalHosts.
 
 The reconcile pass follows the claims every ``reconcile_interval``
 seconds; a host claimed and booted by virtual media within one interval
@@ -14,6 +15,13 @@ and waits ``retry`` seconds after any other failure, logging one WARNING
 while it is broken. Most events are status updates of hosts already
 followed: the Machines seen holding an address are remembered (one GET of
 the owner record the first time), so such an event costs no request.
+
+The same events apply the reconciler's verdict to one host as soon as it
+matters (:meth:`~.reconciler.Reconciler.settle_host`): a host deleted, or
+no longer naming a Machine that held an address on it (and, when it was
+in use, each later event of the host until it is deprovisioned). The
+watch remembers, per host, the Machines seen naming it (the pass hands it
+every host's), so a host that still names its Machine costs no request.
 """
 
 
@@ -50,6 +58,45 @@ class ClaimWatch(background.BackgroundJob):
         self.held = set()
         self.given = 0
         self.events = 0
+        # "<ns>/<name>" -> owners (text) seen naming the host that may
+        # still hold an address used on it.
+        self.holders = {}
+
+    def remember(self, views):
+        """Learn every host's Machine from a pass's
+        ``{"<ns>/<name>": HostView}``."""
+        for where, view in views.items():
+            if view.consumer is not None:
+                self.holders.setdefault(where, set()).add(view.consumer)
+
+    def settle(self, host, deleted=False):
+        """Judge the claims of the owners that let go of ``host``."""
+        metadata = host.get('metadata') or {}
+        where = f'{metadata.get("namespace")}/{metadata.get("name")}'
+        view = self.view_of(host)
+        known = self.holders.pop(where, set())
+        if deleted:
+            candidates = known | {str(owner_mod.for_host(
+                metadata.get('namespace'), metadata.get('name')))}
+            if view.consumer is not None:
+                candidates.add(view.consumer)
+        else:
+            candidates = known - {view.consumer}
+        kept = set()
+        if candidates:
+            try:
+                _, kept = self.store.reconciler.settle_host(
+                    where, candidates, gone=view if deleted else None)
+            except Exception as exc:
+                # The pass is the safety net; later events try again.
+                LOG.warning('Judging BareMetalHost %(host)s on its event '
+                            'failed (%(err)s); the reconcile pass will',
+                            {'host': where, 'err': exc})
+                kept = candidates
+        if not deleted:
+            kept |= {view.consumer} - {None}
+            if kept:
+                self.holders[where] = kept
 
     def _position(self):
         group, version, plural = host_outputs.BMH_API
@@ -80,7 +127,7 @@ class ClaimWatch(background.BackgroundJob):
         held = {view.consumer} if self._holds(view.consumer) else set()
         if not claims.needs_network(view, held):
             return
-        report = self.follower.follow({where: view}, held)
+        report = self.follower.follow({where: view}, held, {where: host})
         if report.given:
             self.held.add(view.consumer)
             self.given += 1
@@ -107,7 +154,11 @@ class ClaimWatch(background.BackgroundJob):
                             or revision)
                 if kind in ('ADDED', 'MODIFIED'):
                     self.events += 1
+                    self.settle(obj)
                     self.handle(obj)
+                elif kind == 'DELETED':
+                    self.events += 1
+                    self.settle(obj, deleted=True)
         finally:
             watcher.stop()
         return revision

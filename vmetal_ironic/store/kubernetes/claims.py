@@ -105,7 +105,7 @@ class Follower:
         namespaces = self.store.conf.vmetal_kubernetes.follow_claims_namespaces
         return '*' in namespaces or where.partition('/')[0] in namespaces
 
-    def _ensure(self, where, view):
+    def _ensure(self, where, view, host=None):
         namespace, _, name = where.partition('/')
         mac = None
         if view.mac:
@@ -116,44 +116,54 @@ class Follower:
                     f'{exc} (from BareMetalHost {where} '
                     'spec.bootMACAddress)') from None
         conf = self.store.conf
-        return host_network.ensure(
-            self.store, str(owner_mod.for_host(namespace, name)), mac=mac,
-            defaults=host_network.defaults_from_conf(conf), mtu=conf.vmetal.mtu)
+        owner = str(owner_mod.for_host(namespace, name))
+        # The host as the watch just delivered it serves the flow's reads.
+        with self.store.session(owner, host):
+            return host_network.ensure(
+                self.store, owner, mac=mac,
+                defaults=host_network.defaults_from_conf(conf),
+                mtu=conf.vmetal.mtu)
 
-    def follow(self, views, held):
+    def follow(self, views, held, hosts=None):
         """Give every claimed host in ``views`` that needs it its network.
 
         :param views: ``{"<ns>/<name>": HostView}`` of the pass.
         :param held: the owners (as text) holding an address.
+        :param hosts: ``{"<ns>/<name>": host}`` of hosts just read in full
+            (a watch event), read again otherwise.
         :returns: a :class:`FollowReport`.
         """
         report = FollowReport()
-        for where in sorted(views):
-            view = views[where]
-            if not self.follows(where) or not needs_network(view, held):
-                continue
-            try:
-                result = self._ensure(where, view)
-            except exception.NotFound:
-                # Deleted since the listing: nothing to give.
-                continue
-            except exception.VmetalError as exc:
-                LOG.warning('BareMetalHost %(host)s, claimed by %(machine)s, '
-                            'gets no network data: %(err)s',
-                            {'host': where, 'machine': view.consumer,
-                             'err': exc})
-                report.rejected.append((where, str(exc)))
-                continue
-            except Exception as exc:
-                LOG.exception('BareMetalHost %s: giving its network failed '
-                              'unexpectedly; the other hosts go on', where)
-                report.rejected.append((where, repr(exc)))
-                continue
-            address = (result.ipv4.address if result.ipv4 is not None
-                       else 'no static address')
-            LOG.info('BareMetalHost %(host)s claimed by %(machine)s: '
-                     'network data with %(address)s',
-                     {'host': where, 'machine': view.consumer,
-                      'address': address})
-            report.given.append(where)
+        wanted = [where for where in sorted(views)
+                  if self.follows(where) and needs_network(views[where], held)]
+        with self.store.layers_read_once():
+            for where in wanted:
+                self._follow_one(where, views[where], hosts, report)
         return report
+
+    def _follow_one(self, where, view, hosts, report):
+        """Give one host its network; the outcome goes into ``report``."""
+        try:
+            result = self._ensure(where, view, (hosts or {}).get(where))
+        except exception.NotFound:
+            # Deleted since the listing: nothing to give.
+            return
+        except exception.VmetalError as exc:
+            LOG.warning('BareMetalHost %(host)s, claimed by %(machine)s, '
+                        'gets no network data: %(err)s',
+                        {'host': where, 'machine': view.consumer,
+                         'err': exc})
+            report.rejected.append((where, str(exc)))
+            return
+        except Exception as exc:
+            LOG.exception('BareMetalHost %s: giving its network failed '
+                          'unexpectedly; the other hosts go on', where)
+            report.rejected.append((where, repr(exc)))
+            return
+        address = (result.ipv4.address if result.ipv4 is not None
+                   else 'no static address')
+        LOG.info('BareMetalHost %(host)s claimed by %(machine)s: '
+                 'network data with %(address)s',
+                 {'host': where, 'machine': view.consumer,
+                  'address': address})
+        report.given.append(where)

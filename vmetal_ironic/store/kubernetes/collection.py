@@ -73,19 +73,23 @@ class Collection:
             self.api.custom.replace_namespaced_custom_object,
             *self._args(), name, body)
 
-    def delete(self, obj):
+    def delete(self, obj, exact=False):
         """Delete exactly ``obj`` (its UID); idempotent.
 
+        :param exact: only as read (its resourceVersion too): not if it
+            changed since.
         :returns: ``True`` if this call deleted it.
         """
         metadata = obj['metadata']
+        preconditions = {'uid': metadata['uid']}
+        if exact:
+            preconditions['resourceVersion'] = metadata['resourceVersion']
         # 404: gone already; 409: the name was taken anew by someone else
-        # since, which is theirs to keep.
+        # since, which is theirs to keep (or, exact, it changed).
         deleted, _ = self._call(
             'delete', metadata['name'],
             self.api.custom.delete_namespaced_custom_object, metadata['name'],
-            body={'preconditions': {'uid': metadata['uid']}},
-            refused=(404, 409))
+            body={'preconditions': preconditions}, refused=(404, 409))
         return deleted
 
     def delete_version(self, name, version):
@@ -120,13 +124,17 @@ class Collection:
             *self._args(), label_selector=selector, limit=1)
         return (page.get('metadata') or {}).get('resourceVersion') or '0'
 
-    def list(self, selector, cached=False, limit=PAGE):
+    def list(self, selector, cached=False, limit=PAGE, slim=False):
         """``(revision, items)`` of every object matching ``selector``.
 
         :param cached: read the API server's watch cache (possibly a moment
             old, but without reading etcd): for hints only.
         :param limit: objects per page (pages after the first come from the
             first one's snapshot, so its resourceVersion is the list's).
+        :param slim: drop each object's ``metadata.managedFields`` as its
+            page arrives (bookkeeping of the API server's, often the
+            largest part of a small object): for lists kept in memory
+            whole, such as a reconcile pass's.
         """
         items, token, revision = [], None, None
         while True:
@@ -142,7 +150,11 @@ class Collection:
                 f'-l {selector}',
                 self.api.custom.list_namespaced_custom_object,
                 *self._args(), **kwargs)
-            items.extend(page.get('items') or [])
+            found = page.get('items') or []
+            if slim:
+                for item in found:
+                    (item.get('metadata') or {}).pop('managedFields', None)
+            items.extend(found)
             metadata = page.get('metadata') or {}
             revision = revision or metadata.get('resourceVersion')
             token = metadata.get('continue')

@@ -23,6 +23,7 @@ from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
@@ -95,7 +96,8 @@ def _migrate_pool(store, configmap):
         held_by = addresses.spec_of(existing).get('owner')
         if held_by == str(holder):
             if book.owners.get(holder) is None:
-                book.owners.bind(holder, existing)
+                book.owners.create(holder, owners_mod.binding(
+                    holder, addresses.spec_of(existing), binder=None))
             steps.append(Step(source, address,
                               CREATED if created else PRESENT))
         else:

@@ -22,9 +22,12 @@ The rules (:func:`verdict`, pure):
   (``vmetal-ipam release`` frees it by hand);
 * claims of other owners (``Node/<uuid>``, addresses given by the CLI, the
   gateways and reserved addresses) are not judged here;
-* a claim no AddressOwner record points at (its writer crashed between
-  creating the claim and binding the owner, or lost the bind and crashed
-  before giving it back) is freed once older than :data:`ORPHAN_GRACE`.
+* a claim no AddressOwner record names (a release stopped between the
+  record and the claim, a writer stopped before giving back a claim it
+  made for a record that had moved on) is freed once older than
+  :data:`ORPHAN_GRACE`; a record that holds nothing and has not been
+  bound for as long (its writer stopped between the two creates and the
+  owner never asked again) is deleted.
 
 After the releases the pass follows the claims (:mod:`.claims`): a host
 a Machine claims whose Machine holds no address yet, or that lacks the
@@ -34,7 +37,6 @@ The pass runs in a background thread of whichever process hosts the store;
 an error of any kind is logged with its traceback and the loop goes on.
 """
 
-import calendar
 import dataclasses
 import time
 
@@ -44,10 +46,12 @@ from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
+from vmetal_ironic.store.kubernetes import allocation
 from vmetal_ironic.store.kubernetes import background
 from vmetal_ironic.store.kubernetes import claim_watch
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
+from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
@@ -59,9 +63,9 @@ PAUSED = 'baremetalhost.metal3.io/paused'
 IN_USE_STATES = frozenset({'provisioning', 'provisioned', 'deprovisioning',
                            'externally provisioned'})
 
-# Seconds a claim may stay unbound: an allocation binds within a few
-# requests of creating its claim.
-ORPHAN_GRACE = 600
+# Seconds a claim may stay named by no record (and a record hold
+# nothing): by then every create a writer sent has been answered.
+ORPHAN_GRACE = allocation.SETTLE_GRACE
 
 KEEP = 'keep'
 RELEASE = 'release'
@@ -133,25 +137,54 @@ def verdict(claim, hosts):
     return RELEASE
 
 
-def is_orphan(claim, bound, now):
-    """Whether a host's claim is bound to no owner record, past the grace.
+def _host_of(claim):
+    """``<ns>/<name>`` of the host a claim's address is used on."""
+    spec = addresses.spec_of(claim)
+    if spec.get('host'):
+        return spec['host']
+    try:
+        holder = owner_mod.parse(spec.get('owner'))
+    except exception.InvalidProperty:
+        return None
+    if holder.kind == owner_mod.BAREMETALHOST:
+        return f'{holder.namespace}/{holder.name}'
+    return None
 
-    :param bound: the claim UIDs the owner records point at.
+
+def binding_of(obj):
+    """``(claim name, owner)`` a record binds, or a claim stands for."""
+    spec = addresses.spec_of(obj)
+    if obj.get('kind') == names.OWNER_KIND or 'claim' in spec:
+        return spec.get('claim'), spec.get('owner')
+    return (obj.get('metadata') or {}).get('name'), spec.get('owner')
+
+
+def is_orphan(claim, bound, now):
+    """Whether a host's claim is named by no owner record, past the grace.
+
+    :param bound: the ``(claim name, owner)`` pairs the owner records
+        name (:func:`binding_of`).
     """
     spec = addresses.spec_of(claim)
     if spec.get('purpose') not in (addresses.PURPOSE_ALLOCATION,
                                    addresses.PURPOSE_NETWORK_DATA):
         return False
-    metadata = claim.get('metadata') or {}
-    if metadata.get('uid') in bound:
+    if binding_of(claim) in bound:
         return False
-    created = metadata.get('creationTimestamp')
-    try:
-        age = now - calendar.timegm(time.strptime(created,
-                                                  '%Y-%m-%dT%H:%M:%SZ'))
-    except (TypeError, ValueError):
-        return False
-    return age > ORPHAN_GRACE
+    created = owners_mod.parse_time(
+        (claim.get('metadata') or {}).get('creationTimestamp'))
+    return created is not None and now - created > ORPHAN_GRACE
+
+
+def is_stale(record, live, now):
+    """Whether an owner record holds nothing (its claim gone or someone
+    else's) and nobody can still be binding it.
+
+    :param live: the ``(claim name, owner)`` pairs of the claims listed
+        before the records.
+    """
+    return binding_of(record) not in live and owners_mod.settled(
+        record, now, ORPHAN_GRACE)
 
 
 class Reconciler(background.BackgroundJob):
@@ -170,6 +203,8 @@ class Reconciler(background.BackgroundJob):
         self.claims_followed = 0
         self.claims_rejected = 0
         self.last_follow = claims_mod.FollowReport()
+        # Addresses the watch released between passes.
+        self.watch_released = 0
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -213,10 +248,15 @@ class Reconciler(background.BackgroundJob):
             list.
         """
         book = self.store.addresses
-        claims = book.all_claims()
-        records = [record.get('spec') or {} for record in book.owners.all()]
-        bound = {record.get('claimUID') for record in records}
+        # Both kept whole for the pass: without the API server's
+        # managedFields, which would be most of their memory.
+        claims = book.all_claims(slim=True)
+        records = book.owners.all(slim=True)
+        bound = {binding_of(record) for record in records}
         hosts = self.hosts()
+        # The watch judges a host again when its Machine lets go of it: it
+        # must know who held it, also for hosts it saw no event of.
+        self.watch.remember(hosts)
         released = []
         for claim in claims:
             if is_orphan(claim, bound, time.time()):
@@ -237,9 +277,7 @@ class Reconciler(background.BackgroundJob):
             spec = addresses.spec_of(claim)
             holder = owner_mod.parse(spec['owner'])
             host = None
-            where = spec.get('host') or (
-                f'{holder.namespace}/{holder.name}'
-                if holder.kind == owner_mod.BAREMETALHOST else None)
+            where = _host_of(claim)
             if where and where in hosts:
                 namespace, _, name = where.partition('/')
                 host = self.store.outputs.get_host(namespace, name)
@@ -247,22 +285,83 @@ class Reconciler(background.BackgroundJob):
                      'is no longer held by it',
                      {'address': spec.get('address'), 'owner': holder,
                       'host': where})
-            allocation = self.store.release_holder(holder, host)
-            if allocation is not None:
-                released.append(allocation)
-        live = {claim['metadata'].get('uid') for claim in claims}
+            freed = self.store.release_holder(holder, host)
+            if freed is not None:
+                released.append(freed)
+        live = {binding_of(claim) for claim in claims}
+        self._drop_stale(records, live)
         self._follow(hosts, records, live, released)
         return released
+
+    def settle_host(self, where, owners, gone=None):
+        """Judge now the claims that ``owners`` hold for host ``where``
+        (a watch event: the host went, or its Machine let go), by the
+        pass's rules and in the pass's order: the claims are read first,
+        then the host, so a claim made after the host was read is never
+        judged against it.
+
+        :param owners: owner identities (text) that may hold an address
+            used on the host.
+        :param gone: the host's last :class:`HostView` when the event said
+            it was deleted: detached or paused then, its addresses are
+            retained as a pass that saw it so would have.
+        :returns: ``(released, kept)``: the released allocations and the
+            owners still holding an address used on the host.
+        """
+        book = self.store.addresses
+        judged = []
+        for text in sorted(owners):
+            try:
+                holder = owner_mod.parse(text)
+            except exception.InvalidProperty:
+                continue
+            claim = book.current(holder)[1]
+            if claim is not None and _host_of(claim) == where:
+                judged.append((holder, claim))
+        if not judged:
+            return [], set()
+        namespace, _, name = where.partition('/')
+        host = self.store.outputs.get_host(namespace, name)
+        if host is not None:
+            hosts = {where: view_of(host)}
+        else:
+            hosts = {where: gone} if gone is not None and gone.detached else {}
+        released, kept = [], set()
+        for holder, claim in judged:
+            decision = verdict(claim, hosts)
+            if decision == RELEASE:
+                LOG.info('Releasing %(address)s of %(owner)s: its host '
+                         '%(host)s is no longer held by it (seen by the '
+                         'watch)', {'address': addresses.spec_of(claim).get(
+                             'address'), 'owner': holder, 'host': where})
+                freed = self.store.release_holder(holder, host)
+                if freed is not None:
+                    released.append(freed)
+                continue
+            if decision == RETAIN:
+                self._retain(claim)
+            kept.add(str(holder))
+        self.watch_released += len(released)
+        return released, kept
+
+    def _drop_stale(self, records, live):
+        """Delete the records that hold nothing, left by writers that
+        stopped half way long ago (exactly as listed: one bound since
+        stays)."""
+        now = time.time()
+        for record in records:
+            if is_stale(record, live, now):
+                self.store.addresses.owners.delete(record)
 
     def _follow(self, hosts, records, live, released):
         """Give claimed hosts their network (see :mod:`.claims`).
 
-        :param live: UIDs of the claims listed; a record pointing at none
-            of them is stale and its owner holds nothing.
+        :param live: ``(claim name, owner)`` of the claims listed; a
+            record naming none of them holds nothing.
         """
-        gone = {allocation.owner for allocation in released}
-        held = {record.get('owner') for record in records
-                if record.get('claimUID') in live} - gone
+        gone = {freed.owner for freed in released}
+        held = {binding_of(record)[1] for record in records
+                if binding_of(record) in live} - gone
         report = self.follower.follow(hosts, held)
         self.claims_followed += len(report.given)
         self.claims_rejected += len(report.rejected)

@@ -65,6 +65,10 @@ def parse(obj):
         return None
 
 
+def _name_of(obj):
+    return ((obj or {}).get('metadata') or {}).get('name')
+
+
 def _mac_of(obj):
     spec = (obj or {}).get('spec') or {}
     try:
@@ -90,6 +94,9 @@ class Reservations:
         self.connect_timeout = connect_timeout
         self.objects = collection.Collection(
             api, names.RESERVATION_API, names.RESERVATION_KIND, namespace)
+        # Names of the objects the last snapshot and the changes followed
+        # since left out as malformed (the agent's skipped metric).
+        self.skipped = frozenset()
 
     def publish(self, reservation, owner=None):
         """Create or replace the reservation of ``reservation.mac``."""
@@ -171,7 +178,15 @@ class Reservations:
         """:returns: ``(revision, [Reservation])``, the list's position and
         content."""
         revision, items = self._list(SELECTOR)
-        return revision, [r for r in map(parse, items) if r is not None]
+        result, skipped = [], set()
+        for item in items:
+            parsed = parse(item)
+            if parsed is None:
+                skipped.add(_name_of(item))
+            else:
+                result.append(parsed)
+        self.skipped = frozenset(skipped)
+        return revision, result
 
     def revision(self):
         """The collection's current position (one list of one item)."""
@@ -192,11 +207,15 @@ class Reservations:
             if kind == 'BOOKMARK':
                 yield base.ReservationChange(position)
             elif kind == 'DELETED':
+                self.skipped = self.skipped - {_name_of(obj)}
                 yield base.ReservationChange(position, removed=_mac_of(obj))
             elif kind in ('ADDED', 'MODIFIED'):
                 found = parse(obj)
                 if found is None:
+                    self.skipped = self.skipped | {_name_of(obj)}
                     yield base.ReservationChange(position,
                                                  removed=_mac_of(obj))
                 else:
+                    self.skipped = self.skipped - {_name_of(obj)}
                     yield base.ReservationChange(position, changed=found)
+

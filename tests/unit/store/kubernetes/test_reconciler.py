@@ -92,12 +92,16 @@ def test_any_error_is_logged_and_the_loop_goes_on(caplog):
 
 def test_an_unbound_claim_is_an_orphan_only_after_the_grace():
     unbound = claim('Machine/ns/m', 'ns/h')
-    unbound['metadata'].update(uid='u1',
+    unbound['metadata'].update(uid='u1', name='default.192.0.2.2',
                                creationTimestamp='2026-12-01T09:00:00Z')
     created = 1796115600  # 2026-12-01T09:00:00Z
     assert not rec.is_orphan(unbound, set(), created + rec.ORPHAN_GRACE - 1)
     assert rec.is_orphan(unbound, set(), created + rec.ORPHAN_GRACE + 1)
-    assert not rec.is_orphan(unbound, {'u1'}, created + 10 ** 6)
+    assert not rec.is_orphan(unbound, {(unbound['metadata']['name'],
+                                        'Machine/ns/m')}, created + 10 ** 6)
+    # A record naming the address for another owner does not bind it.
+    assert rec.is_orphan(unbound, {(unbound['metadata']['name'],
+                                    'Machine/ns/other')}, created + 10 ** 6)
     gateway = claim('Gateway/default.192.0.2.1', purpose='gateway')
     gateway['metadata'].update(uid='g', creationTimestamp='2020-01-01T00:00:00Z')
     assert not rec.is_orphan(gateway, set(), created)
