@@ -155,17 +155,10 @@ class Owners:
         # A merge patch keeps the keys it does not name: the ones the new
         # binding lacks are removed (null), so no field of the old claim
         # outlives it.
-        change = dict.fromkeys((*BINDING_KEYS, 'claimUID', 'binder', 'completer'))
+        change = dict.fromkeys((*BINDING_KEYS, 'claimUID', 'binder',
+                                'completer'))
         change.update(spec)
-        try:
-            return self.records.patch(record['metadata']['name'], {
-                'metadata': {'resourceVersion':
-                             record['metadata']['resourceVersion']},
-                'spec': change})
-        except kube_client.ApiError as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
+        return self._swap(record, change)
 
     def touch(self, record, token):
         """Mark ``record`` (as read) as being completed by ``token``, by
@@ -173,11 +166,16 @@ class Owners:
 
         :returns: the record written, or ``None`` when it moved or went.
         """
+        return self._swap(record, {'completer': token})
+
+    def _swap(self, record, spec_change):
+        """Merge ``spec_change`` into ``record`` (as read) by
+        compare-and-swap; ``None`` when it moved or went since."""
         try:
             return self.records.patch(record['metadata']['name'], {
                 'metadata': {'resourceVersion':
                              record['metadata']['resourceVersion']},
-                'spec': {'completer': token}})
+                'spec': spec_change})
         except kube_client.ApiError as exc:
             if exc.status in (404, 409):
                 return None
