@@ -35,7 +35,7 @@ from vmetal_ironic.dhcp_agent import server as server_mod
 
 LOG = log.getLogger(__name__)
 
-#: Claims, renewals and removals waiting for the store thread at most; a
+#: Claims, renewals and removals waiting for the store threads at most; a
 #: flood of new MACs beyond it is refused (counted) rather than queued.
 MAX_QUEUED = 1024
 #: Seconds an address found held by someone else (a pool allocation, a
