@@ -3,6 +3,7 @@ the candidates a claim tries and :class:`LeaseCache`, the scope's leases
 by MAC, fed by :class:`~vmetal_ironic.dhcp_agent.shared_range.LeaseFeed`.
 """
 
+import math
 import threading
 import time
 import zlib
@@ -28,23 +29,34 @@ def _text(value):
 def candidates(mac, first, last, held, limit=MAX_CANDIDATES):
     """Addresses of the range to try for ``mac``, in order.
 
-    Every agent starts at the same place for one MAC (a hash of it), so
-    two agents answering one DISCOVER try the same address first and the
-    second finds the first one's claim; different MACs start apart, so
-    agents claiming for many new hosts at once rarely collide.
+    The order depends on the MAC alone (a start and a stride, both hashes
+    of it; the stride shares no factor with the range's size, so the walk
+    visits every address once): two agents answering one DISCOVER try the
+    same addresses in the same order, whatever each knows to be held, so
+    the second finds the first one's claim. Different MACs start apart and
+    walk apart, so agents claiming for many new hosts at once rarely
+    collide, even where a long run of the range is held (a walk by +1
+    would bring every MAC starting in it to the same first free address).
 
     :param held: ints known held (leases, reservations), skipped.
     :returns: a list of at most ``limit`` addresses (text).
     """
     size = last - first + 1
-    start = zlib.crc32(mac.encode()) % size
+    digest = zlib.crc32(mac.encode())
+    start = digest % size
+    stride = 1
+    if size > 2:
+        stride = 1 + zlib.crc32(mac.encode() + b'/stride') % (size - 1)
+        while math.gcd(stride, size) != 1:
+            stride = stride % (size - 1) + 1
     found = []
-    for step in range(size):
-        value = first + (start + step) % size
-        if value not in held:
-            found.append(_text(value))
+    value = start
+    for _step in range(size):
+        if first + value not in held:
+            found.append(_text(first + value))
             if len(found) >= limit:
                 break
+        value = (value + stride) % size
     return found
 
 

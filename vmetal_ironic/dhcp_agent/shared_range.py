@@ -35,7 +35,7 @@ from vmetal_ironic.dhcp_agent import messages
 
 LOG = log.getLogger(__name__)
 
-#: Claims, renewals and removals waiting for the store thread at most; a
+#: Claims, renewals and removals waiting for the store threads at most; a
 #: flood of new MACs beyond it is refused (counted) rather than queued.
 MAX_QUEUED = 1024
 #: Seconds an address found held by someone else (a pool allocation, a
@@ -86,19 +86,25 @@ class LeaseFeed(cache_mod.RevisionPoller):
 
 
 class Claimer:
-    """The store thread of the shared range: claims, renewals, removals.
+    """The store threads of the shared range: claims, renewals, removals.
+
+    ``workers`` threads take the queued work, so a burst of new hosts is
+    claimed with that many API requests in flight; one piece of work per
+    MAC and kind at a time (queued or running); the first thread also
+    sweeps.
 
     :param shared: the :class:`SharedRange`.
     """
 
-    def __init__(self, shared, sweep_interval=1.0):
+    def __init__(self, shared, sweep_interval=1.0, workers=4):
         self.shared = shared
         self.sweep_interval = sweep_interval
+        self.workers = workers
         self._queue = queue.Queue()
         self._queued = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._thread = None
+        self._threads = []
 
     def put(self, kind, mac, lease=None):
         """Queue work; never blocks. :returns: ``False`` if refused."""
@@ -111,36 +117,43 @@ class Claimer:
         self._queue.put((kind, mac, lease))
         return True
 
-    def _run(self):
+    def _run(self, sweeps):
         next_sweep = time.monotonic() + self.sweep_interval
         while not self._stop.is_set():
-            timeout = max(0.0, next_sweep - time.monotonic())
+            timeout = (max(0.0, next_sweep - time.monotonic()) if sweeps
+                       else self.sweep_interval)
             try:
                 kind, mac, lease = self._queue.get(timeout=timeout)
             except queue.Empty:
                 kind = None
             if kind is not None:
-                with self._lock:
-                    self._queued.discard((kind, mac))
-                self.shared.run_safely(kind, mac, lease)
-            if time.monotonic() >= next_sweep:
+                try:
+                    self.shared.run_safely(kind, mac, lease)
+                finally:
+                    with self._lock:
+                        self._queued.discard((kind, mac))
+            if sweeps and time.monotonic() >= next_sweep:
                 next_sweep = time.monotonic() + self.sweep_interval
                 self.shared.run_safely('sweep', None, None)
 
     def start(self):
-        self._thread = threading.Thread(target=self._run,
-                                        name='inspection-claimer',
-                                        daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, args=(index == 0,),
+                             name=f'inspection-claimer-{index}', daemon=True)
+            for index in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
 
     def alive(self):
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(
+            thread.is_alive() for thread in self._threads)
 
     def stop(self):
         self._stop.set()
-        self._queue.put((None, None, None))
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        for _thread in self._threads:
+            self._queue.put((None, None, None))
+        for thread in self._threads:
+            thread.join(timeout=10)
 
 
 class SharedRange:
@@ -187,6 +200,7 @@ class SharedRange:
         self._last_traceback = 0.0
         self._foreign = {}          # int address -> monotonic until
         self._refused = {}          # mac -> monotonic until
+        self._memory_lock = threading.Lock()
         # Refusals are anyone's to cause (new MACs on the L2): a few lines
         # a second, the rest counted in vmetal_dhcp_log_lines_suppressed.
         self._refusal_log = log_limit.LogLimiter(
@@ -264,15 +278,15 @@ class SharedRange:
                 LOG.warning('Inspection lease %s for %s failed: %s', kind,
                             mac or 'the sweep', exc)
 
-    @staticmethod
-    def _remember(memory, key, until):
-        if len(memory) >= MEMORY_MAX:
-            now = time.monotonic()
-            for old in [k for k, t in memory.items() if t <= now]:
-                del memory[old]
+    def _remember(self, memory, key, until):
+        with self._memory_lock:
             if len(memory) >= MEMORY_MAX:
-                memory.pop(next(iter(memory)))
-        memory[key] = until
+                now = time.monotonic()
+                for old in [k for k, t in memory.items() if t <= now]:
+                    del memory[old]
+                if len(memory) >= MEMORY_MAX:
+                    memory.pop(next(iter(memory)))
+            memory[key] = until
 
     def _refuse(self, mac, why):
         self.metrics.inspection_leases.labels('refused').inc()
@@ -288,8 +302,9 @@ class SharedRange:
         held = set(self.cache.held)
         held.update(int.from_bytes(packed, 'big')
                     for packed in self.reservations.addresses)
-        held.update(value for value, until in list(self._foreign.items())
-                    if until > now)
+        with self._memory_lock:
+            held.update(value for value, until in self._foreign.items()
+                        if until > now)
         tries = lease_cache.candidates(mac, self.first, self.last, held)
         if not tries:
             self._refuse(mac, 'the inspection range is full')
