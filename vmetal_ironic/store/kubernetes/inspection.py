@@ -162,6 +162,19 @@ class InspectionLeases:
             return record, None
         return record, claim
 
+    def _write_record(self, owner, claim, record):
+        """Point the MAC's record at ``claim``, which exists already (a
+        lease's claim is made first, so no binder is in flight): create it,
+        or replace ``record`` (as read) by compare-and-swap.
+
+        :returns: whether this call wrote it.
+        """
+        spec = owners_mod.binding(owner, addresses.spec_of(claim), None)
+        spec['claimUID'] = claim['metadata']['uid']
+        if record is None:
+            return self.owners.create(owner, spec) is not None
+        return self.owners.rebind(record, spec) is not None
+
     def _bind(self, owner, claim, read_first=False):
         """Bind ``owner`` to ``claim`` unless it is bound already.
 
@@ -176,7 +189,7 @@ class InspectionLeases:
             if standing is not None:
                 return standing
         for _attempt in range(3):
-            if self.owners.bind(owner, claim, record):
+            if self._write_record(owner, claim, record):
                 return claim
             record, standing = self._bound(owner, claim)
             if standing is not None:
