@@ -10,12 +10,22 @@ def _ours(argv, prefix='vlab'):
     return {word for word in out.split() if word.startswith(prefix)}
 
 
-def full_lab_leftovers():
-    """Namespaces, links and libvirt domains a full lab run makes."""
-    return (_ours(['ip', 'netns', 'list'])
-            | _ours(['ip', '-o', 'link', 'show'])
+def full_lab_leftovers(prefix):
+    """Namespaces, links and libvirt domains of the full lab run whose
+    names start with ``prefix`` (see :func:`run_prefix`): other labs may
+    run on the machine at the same time, with prefixes of their own."""
+    return (_ours(['ip', 'netns', 'list'], prefix)
+            | _ours(['ip', '-o', 'link', 'show'], prefix)
             | _ours(['virsh', '-q', '-c', 'qemu:///system', 'list', '--all',
-                     '--name']))
+                     '--name'], prefix))
+
+
+def run_prefix(output):
+    """The random name prefix a lab run printed (its server namespace is
+    ``<prefix>s``)."""
+    found = re.search(r' in (vlab[0-9a-f]{4})s[;,]', output)
+    assert found, f'no lab prefix in:\n{output}'
+    return found.group(1)
 
 
 def assert_interrupted_cleanly(proc, err, workdir, leftovers, before):

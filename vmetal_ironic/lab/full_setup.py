@@ -178,7 +178,7 @@ class Services:
         self.store_config = store_config
         self.kube_sections = (load_store_config(store_config)
                               if store_config else None)
-        self.daemons = libvirt.Daemons(lab.workdir / 'libvirt')
+        self.daemons = libvirt.Daemons()
         self.bridge = None
         self.domain = None
         self.bmc = None

@@ -1,8 +1,8 @@
 """libvirt for the lab: the daemons, a bridge and one QEMU domain.
 
 There is no systemd here, so when libvirtd does not answer the lab starts
-``virtlogd`` and ``libvirtd`` itself and stops them again (by PID) when it
-is done. The domain's NIC sits on a bridge libvirt can reach: one in the
+``virtlogd`` and ``libvirtd`` itself, and the last lab running stops them
+again by PID (:class:`Daemons`). The domain's NIC sits on a bridge libvirt can reach: one in the
 root namespace, named with the lab's random prefix and carrying no address
 at all (IPv6 is switched off on it, so not even a link-local one: the
 host's own network must never see lab traffic), with a veth pair into the
@@ -14,9 +14,11 @@ private work directory need no relabelling.
 """
 
 import contextlib
+import fcntl
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import time
 import uuid
@@ -29,6 +31,9 @@ URI = 'qemu:///system'
 OVMF_CODE = pathlib.Path('/usr/share/OVMF/OVMF_CODE_4M.fd')
 OVMF_VARS = pathlib.Path('/usr/share/OVMF/OVMF_VARS_4M.fd')
 READY_TIMEOUT = 60.0
+# Shared by every lab on the machine (see Daemons); libvirtd first.
+SHARED_STATE = pathlib.Path('/run/vmetal-ironic-lab/libvirt')
+DAEMONS = ('libvirtd', 'virtlogd')
 
 DOMAIN = """\
 <domain type='qemu'>
@@ -123,14 +128,47 @@ def virsh(*argv, timeout=60, check=True):
 
 
 class Daemons:
-    """virtlogd and libvirtd, started only when libvirtd does not answer.
+    """virtlogd and libvirtd, started by the first lab that needs them and
+    stopped by the last one.
 
-    :param workdir: directory for their PID files.
+    Labs run side by side (several test runs on one machine) and share the
+    one system libvirtd. Each lab registers itself in ``state_dir`` (a file
+    named by its PID, under an flock); the daemons a lab started (their PID
+    files are in ``state_dir`` too) are stopped only when no live lab is
+    registered any more, so the end of one lab never takes libvirtd away
+    from another lab's running domain. A libvirtd no lab started (the
+    system's own) is never stopped. A lab killed without clean-up leaves a
+    dead PID, which the next registration ignores.
+
+    :param state_dir: where registrations and PID files live (tmpfs).
     """
 
-    def __init__(self, workdir):
-        self.workdir = pathlib.Path(workdir)
-        self.started = []
+    def __init__(self, state_dir=SHARED_STATE):
+        self.state = pathlib.Path(state_dir)
+        self.users = self.state / 'users'
+        self.registered = False
+
+    @contextlib.contextmanager
+    def _locked(self):
+        self.users.mkdir(parents=True, exist_ok=True)
+        with open(self.state / 'lock', 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def live_users(self):
+        """PIDs of the labs registered and still running."""
+        live = []
+        for path in self.users.iterdir():
+            try:
+                pid = int(path.name)
+                os.kill(pid, 0)
+            except (ValueError, ProcessLookupError):
+                path.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                pass
+            live.append(pid)
+        return live
 
     def answering(self):
         try:
@@ -140,43 +178,73 @@ class Daemons:
         return True
 
     def ensure(self):
-        """Make libvirtd answer.
+        """Register this lab and make libvirtd answer.
 
-        :returns: ``True`` when the lab started the daemons.
+        :returns: ``True`` when this lab started the daemons.
         :raises LibvirtError: not installed or not ready in time.
         """
-        if self.answering():
-            return False
-        for daemon in ('virtlogd', 'libvirtd'):
+        with self._locked():
+            (self.users / str(os.getpid())).touch()
+            self.registered = True
+            if self.answering():
+                return False
+            self._start()
+            return True
+
+    def _start(self):
+        for daemon in DAEMONS:
             if shutil.which(daemon) is None and not os.path.exists(
                     f'/usr/sbin/{daemon}'):
                 raise LibvirtError(f'{daemon} is not installed; run '
                                    'tools/install-deps lab')
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        for daemon in ('virtlogd', 'libvirtd'):
-            pid_file = self.workdir / f'{daemon}.pid'
+        for daemon in reversed(DAEMONS):
             subprocess.run([f'/usr/sbin/{daemon}', '-d', '--pid-file',
-                            str(pid_file)], check=True, capture_output=True,
-                           timeout=30)
-            self.started.append(pid_file)
+                            str(self.state / f'{daemon}.pid')], check=True,
+                           capture_output=True, timeout=30)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             if self.answering():
-                return True
+                return
             time.sleep(1)
         raise LibvirtError(f'libvirtd did not answer within '
                            f'{READY_TIMEOUT:.0f}s of its start')
 
     def stop(self):
-        """Stop the daemons this object started (libvirtd first)."""
-        for pid_file in reversed(self.started):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pid_file.read_text().strip())
-                os.kill(pid, 15)
-                for _ in range(50):
-                    os.kill(pid, 0)
-                    time.sleep(0.1)
-        self.started = []
+        """Unregister; the last lab out stops the daemons a lab started
+        (libvirtd first).
+
+        :returns: ``True`` when it stopped them.
+        """
+        if not self.registered:
+            return False
+        with self._locked():
+            (self.users / str(os.getpid())).unlink(missing_ok=True)
+            self.registered = False
+            if self.live_users():
+                return False
+            stopped = False
+            for daemon in DAEMONS:
+                stopped |= self._stop_daemon(daemon)
+            return stopped
+
+    def _stop_daemon(self, daemon):
+        pid_file = self.state / f'{daemon}.pid'
+        try:
+            pid = int(pid_file.read_text().strip())
+            # A stale file may name a reused PID: only ever kill the daemon.
+            comm = pathlib.Path(f'/proc/{pid}/comm').read_text().strip()
+        except (OSError, ValueError):
+            pid_file.unlink(missing_ok=True)
+            return False
+        pid_file.unlink(missing_ok=True)
+        if comm != daemon:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+        return True
 
 
 class RootBridge:
