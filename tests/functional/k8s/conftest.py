@@ -158,20 +158,27 @@ def cluster_objects(admin):
         admin.delete_cluster_object(plural, name)
 
 
+def node_provider(namespace, type_name, properties):
+    """A NodeProvider ``prov-<namespace>`` with one node type selecting
+    the hosts labelled ``tier=<namespace>``."""
+    return {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+        'metadata': {'name': f'prov-{namespace}'},
+        'spec': {'metal3': {'nodeTypes': [{
+            'name': type_name,
+            'bareMetalHosts': {'selector': {'matchLabels': {
+                'tier': namespace}}},
+            'properties': properties}]}}}
+
+
 @pytest.fixture
 def layered(admin, namespace, cluster_objects):
     """A node type selecting hosts labelled ``tier=<namespace>`` and a
     default Network Environment (plus a non-default one that must be
     ignored), each giving a different network."""
-    cluster_objects('nodeproviders', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
-        'metadata': {'name': f'prov-{namespace}'},
-        'spec': {'metal3': {'nodeTypes': [{
-            'name': 'small',
-            'bareMetalHosts': {'selector': {'matchLabels': {
-                'tier': namespace}}},
-            'properties': {props.NETWORK_CIDR: '198.51.100.1/24',
-                           props.DNS_SERVERS: '198.51.100.53'}}]}}})
+    cluster_objects('nodeproviders', node_provider(namespace, 'small', {
+        props.NETWORK_CIDR: '198.51.100.1/24',
+        props.DNS_SERVERS: '198.51.100.53'}))
     cluster_objects('networkenvironments', {
         'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',
         'metadata': {'name': f'env-{namespace}', 'annotations': {

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.functional import kube
+from tests.functional.k8s.conftest import node_provider
 from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
@@ -49,13 +50,8 @@ def rbac_store(kube_cluster):
 def test_store_runs_with_the_shipped_role_only(admin, host_namespace,
                                                rbac_store, cluster_objects):
     namespace = host_namespace
-    cluster_objects('nodeproviders', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
-        'metadata': {'name': f'prov-{namespace}'},
-        'spec': {'metal3': {'nodeTypes': [{
-            'name': 'rbac', 'bareMetalHosts': {'selector': {
-                'matchLabels': {'tier': namespace}}},
-            'properties': {props.NETWORK_CIDR: '198.51.100.129/25'}}]}}})
+    cluster_objects('nodeproviders', node_provider(
+        namespace, 'rbac', {props.NETWORK_CIDR: '198.51.100.129/25'}))
     for index in range(2):
         admin.create_host(namespace, f'h{index}', f'52:54:00:00:02:0{index}',
                           labels={'tier': namespace})

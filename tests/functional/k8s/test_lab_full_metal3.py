@@ -29,6 +29,7 @@ import pytest
 
 from tests.functional import lab_checks
 from tests.functional.k8s.conftest import BMH
+from tests.functional.k8s.conftest import node_provider
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic.lab import flow
@@ -81,16 +82,10 @@ def _seen_while_os_runs(admin, namespace):
 
 def test_metal3_host_deploys_on_the_kubernetes_store(
         tmp_path, kube_cluster, admin, namespace, cluster_objects):
-    cluster_objects('nodeproviders', {
-        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
-        'metadata': {'name': f'prov-{namespace}'},
-        'spec': {'metal3': {'nodeTypes': [{
-            'name': 'lab',
-            'bareMetalHosts': {'selector': {'matchLabels': {
-                'tier': namespace}}},
-            'properties': {props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
-                           props.NETWORK_IP_RANGE: flow.IP_RANGE,
-                           props.DNS_SERVERS: flow.SERVER}}]}}})
+    cluster_objects('nodeproviders', node_provider(namespace, 'lab', {
+        props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
+        props.NETWORK_IP_RANGE: flow.IP_RANGE,
+        props.DNS_SERVERS: flow.SERVER}))
     # The default environment's network must lose to the node type's.
     cluster_objects('networkenvironments', {
         'apiVersion': 'management.loft.sh/v1', 'kind': 'NetworkEnvironment',

@@ -21,9 +21,9 @@ from tests import kubectl
 from tests.functional import kube
 from tests.functional import ns_relay
 from tests.functional import pxe_lab
-from tests.functional.pxe_lab import wait_for
 from vmetal_ironic import reservation
 from vmetal_ironic.dhcp_agent import lease_cache
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store import kubernetes as kube_store
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
