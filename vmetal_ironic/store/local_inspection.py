@@ -24,15 +24,12 @@ PURPOSE_INSPECTION = 'inspection'
 INSPECTION = 'Inspection'
 # Owner of a declined lease's row: frees the MAC's owner slot.
 DECLINED = 'Declined'
+# The counter the agents' feed polls.
+INSPECTION_COUNTER = 'inspection'
 SELECT_SCOPE = ('SELECT address, owner, mac, expires, version FROM '
                 'allocations WHERE scope = ? AND purpose = ?')
 SELECT_OWNER = ('SELECT address, owner, mac, expires, version FROM '
                 'allocations WHERE owner = ?')
-
-
-def _bump(db):
-    db.execute("INSERT INTO counters (name, value) VALUES ('inspection', 1) "
-               'ON CONFLICT(name) DO UPDATE SET value = value + 1')
 
 
 def _lease(scope, row):
@@ -62,9 +59,7 @@ class LocalLeases:
         self.scope = store.scope
 
     def _revision(self, db):
-        row = db.execute("SELECT value FROM counters WHERE name = "
-                         "'inspection'").fetchone()
-        return 0 if row is None else row[0]
+        return self.store._counter(db, INSPECTION_COUNTER)
 
     def snapshot(self):
         """:returns: ``(revision, leases, rejected)``."""
@@ -115,7 +110,7 @@ class LocalLeases:
                     '?, ?, ?, ?)', (self.scope, value, PURPOSE_INSPECTION,
                                     owner, mac, PURPOSE_INSPECTION,
                                     time.time(), float(expires)))
-                _bump(db)
+                self.store._bump(db, INSPECTION_COUNTER)
                 # Pool allocations keep a copy of the held addresses.
                 self.store._bump(db, 'allocations')
                 return _lease(self.scope, (value, owner, mac, float(expires),
@@ -146,7 +141,7 @@ class LocalLeases:
                                     *self._where(lease))).rowcount
             if not changed:
                 return None
-            _bump(db)
+            self.store._bump(db, INSPECTION_COUNTER)
         return declined
 
     def renew(self, lease, expires):
@@ -158,7 +153,7 @@ class LocalLeases:
                 'version = ?', (float(expires), *self._where(lease))).rowcount
             if not changed:
                 return None
-            _bump(db)
+            self.store._bump(db, INSPECTION_COUNTER)
         return base.InspectionLease(
             mac=lease.mac, address=lease.address, expires=float(expires),
             version=str(int(lease.version) + 1), key=lease.key)
@@ -170,6 +165,6 @@ class LocalLeases:
                 'DELETE FROM allocations WHERE scope = ? AND address = ? AND '
                 'owner = ? AND version = ?', self._where(lease)).rowcount
             if deleted:
-                _bump(db)
+                self.store._bump(db, INSPECTION_COUNTER)
                 self.store._bump(db, 'allocations')
         return bool(deleted)
