@@ -99,10 +99,16 @@ class LocalLeases:
                 return _lease(self.scope, row), [], False
             for address in candidates:
                 value = int(netaddr.IPAddress(address))
-                if value in self.store.reserved or db.execute(
-                        'SELECT 1 FROM allocations WHERE scope = ? AND '
-                        'address = ?', (self.scope, value)).fetchone():
+                if value in self.store.reserved:
                     taken.append(address)
+                    continue
+                holder = db.execute(
+                    'SELECT purpose FROM allocations WHERE scope = ? AND '
+                    'address = ?', (self.scope, value)).fetchone()
+                if holder is not None:
+                    # Another MAC's lease is in the feed already.
+                    if holder[0] != PURPOSE_INSPECTION:
+                        taken.append(address)
                     continue
                 db.execute(
                     'INSERT INTO allocations (scope, address, pool, owner, '

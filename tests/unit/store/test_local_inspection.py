@@ -30,7 +30,8 @@ def test_claim_renew_remove_compare_versions(tmp_path):
     other, taken, _ = book.claim('52:54:00:00:10:02',
                                  ['192.0.2.200', '192.0.2.201'],
                                  time.time() + 60)
-    assert (other.address, taken) == ('192.0.2.201', ['192.0.2.200'])
+    # Another MAC's lease is not "taken": the agents' feed shows it.
+    assert (other.address, taken) == ('192.0.2.201', [])
     renewed = book.renew(lease, time.time() + 600)
     assert renewed.version != lease.version
     assert book.remove(lease) is False          # renewed since
@@ -52,7 +53,8 @@ def test_a_pool_allocation_goes_around_leases_and_leases_around_it(tmp_path):
     refused, taken, _ = book.claim('52:54:00:00:10:02',
                                    ['192.0.2.200', '192.0.2.201'],
                                    time.time() + 60)
-    assert refused is None and taken == ['192.0.2.200', '192.0.2.201']
+    # Only the pool allocation is reported: the lease is in the feed.
+    assert refused is None and taken == ['192.0.2.201']
     # Leases are not allocations.
     assert [a.owner for a in store.list_allocations()] == ['Machine/ns/m']
     assert lease.address == '192.0.2.200'
@@ -154,8 +156,7 @@ def test_a_declined_address_is_held_for_nobody_and_the_mac_moves(tmp_path):
     # The MAC gets another address; the declined one is nobody's.
     again, taken, created = book.claim(mac, ['192.0.2.200', '192.0.2.201'],
                                        time.time() + 60)
-    assert (again.address, taken, created) == ('192.0.2.201',
-                                               ['192.0.2.200'], True)
+    assert (again.address, taken, created) == ('192.0.2.201', [], True)
     _, leases, rejected = book.snapshot()
     assert rejected == {}
     assert sorted((lease.address, lease.declined) for lease in leases) == [

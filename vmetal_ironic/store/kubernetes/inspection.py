@@ -204,41 +204,64 @@ class InspectionLeases:
             bounds them.
         :param expires: epoch seconds of a new lease.
         :returns: ``(lease, taken, created)``: the lease, or ``None`` when
-            every candidate was taken; ``taken`` lists the candidates
-            held by others; ``created`` whether this call made the lease
-            (rather than finding another agent's).
+            every candidate was taken; ``taken`` lists the candidates held
+            by something other than an inspection lease (a pool
+            allocation, a gateway), which the caller's feed cannot show;
+            ``created`` whether this call made the lease (rather than
+            finding another agent's).
         """
         owner = owner_of(mac)
         taken = []
         for address in candidates:
-            body = addresses.claim_body(self.namespace, self.scope, address,
-                                        owner, PURPOSE_INSPECTION, mac=mac)
-            body['spec']['expires'] = int(expires)
-            created = self.claims.create(body)
-            if created is None:
-                # Maybe another agent answering the same DISCOVER created
-                # it for this MAC: then it is ours to bind too.
-                existing = self.claims.get(body['metadata']['name'])
-                spec = addresses.spec_of(existing)
-                if spec.get('owner') != str(owner) or spec.get('declined'):
-                    taken.append(address)
-                    continue
-                created = existing
-                mine = False
-            else:
-                mine = True
-            standing = self._bind(owner, created, read_first=not mine)
-            if standing is None:
+            claim, mine = self._claim_at(owner, mac, address, expires, taken)
+            if claim is None:
                 continue
-            if standing['metadata']['uid'] != created['metadata']['uid']:
-                # Another agent bound the MAC first: its lease stands.
-                self.claims.delete(created)
+            standing = self._bind(owner, claim, read_first=not mine)
+            if standing is None:
+                if mine:
+                    # Nobody's record points at it: left, it would hold
+                    # the address for nobody until it expired.
+                    self.claims.delete(claim)
+                continue
+            if standing['metadata']['uid'] != claim['metadata']['uid']:
+                # Another agent bound the MAC first: its lease stands,
+                # and this one (ours or an agent's) is bound to nobody.
+                self.claims.delete(claim)
                 mine = False
             lease, reason = self._parse(standing)
             if lease is None:
                 raise exception.InvalidProperty(reason)
             return lease, taken, mine
         return None, taken, False
+
+    def _claim_at(self, owner, mac, address, expires, taken):
+        """The claim of ``address`` for ``owner``: made here, or made by
+        another agent answering the same DISCOVER.
+
+        :param taken: appended ``address`` when a pool allocation or an
+            infrastructure address holds it.
+        :returns: ``(claim, mine)``; ``claim`` ``None`` when the address
+            is someone else's.
+        """
+        body = addresses.claim_body(self.namespace, self.scope, address,
+                                    owner, PURPOSE_INSPECTION, mac=mac)
+        body['spec']['expires'] = int(expires)
+        # Twice: a claim deleted between our create and our read (a
+        # duplicate lease withdrawn, an expiry) left the address free.
+        for _attempt in range(2):
+            created = self.claims.create(body)
+            if created is not None:
+                return created, True
+            existing = self.claims.get(body['metadata']['name'])
+            if existing is None:
+                continue
+            spec = addresses.spec_of(existing)
+            if spec.get('owner') == str(owner) and not spec.get('declined'):
+                return existing, False
+            if spec.get('purpose') != PURPOSE_INSPECTION:
+                taken.append(address)
+            return None, False
+        return None, False
 
     def renew(self, lease, expires):
         """Move ``lease``'s expiry to ``expires`` if nobody changed it.
