@@ -153,6 +153,13 @@ class AgentProcess:
     def metric(self, key):
         return self.metrics().get(key, 0.0)
 
+    def wait_metric(self, key, minimum, timeout=10):
+        """Wait until ``key`` reaches ``minimum``: a count the agent makes
+        once a transfer or a store write is answered, which may come a
+        moment after the client saw the result."""
+        wait_for(lambda: self.metric(key) >= minimum, timeout, interval=0.1,
+                 what=f'{key} >= {minimum}')
+
     def serves_revision(self, revision):
         """The agent loaded the store's ``revision`` (a metric, not log
         text)."""

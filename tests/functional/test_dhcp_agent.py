@@ -158,10 +158,11 @@ def test_tftp_downloads_are_byte_identical(lab):
                '-l', str(big), SERVER, timeout=60)
     assert filecmp.cmp(big, os.path.realpath('/usr/lib/ipxe/ipxe.efi'),
                        shallow=False)
-    served = lab.agent.metric('vmetal_tftp_transfers_total{result="served"}')
-    assert served >= 2
-    assert lab.agent.metric('vmetal_tftp_bytes_total') >= (
-        os.path.getsize(plain) + os.path.getsize(big))
+    # The server counts a transfer when the last ACK comes in, after the
+    # client has its file.
+    lab.agent.wait_metric('vmetal_tftp_transfers_total{result="served"}', 2)
+    lab.agent.wait_metric('vmetal_tftp_bytes_total',
+                          os.path.getsize(plain) + os.path.getsize(big))
 
 
 # Every name the jail refuses gets the same answer, "file not found": a

@@ -338,7 +338,10 @@ def test_a_declined_address_is_held_and_the_host_gets_another(site, admin):
                              timeout=60, extra=('-a1000',))
         assert env is not None, [a.log()[-3000:] for a in agents]
         assert env['ip'] != squatted
-        assert _total(agents, _event('declined')) >= 1
+        # The decline and the next claim are separate store work, done in
+        # either order.
+        wait_for(lambda: _total(agents, _event('declined')) >= 1, 10,
+                 interval=0.2, what='the decline counted')
         items = admin.custom.list_namespaced_custom_object(
             *CLAIMS[:2], NAMESPACE, CLAIMS[2],
             label_selector=f'vmetal-ironic.io/scope={scope}')['items']
