@@ -2,8 +2,11 @@
 dnsmasq in the same run.
 
 Run as root: ``tox -e bench -- full_flow``. Runs ``vmetal-lab --full
---json`` twice, one after the other on the same machine, images from the
-cache (a fresh machine builds them first; their time is printed apart):
+--json`` for each provider, ``VMETAL_BENCH_FULL_ROUNDS`` times (default
+1), the order swapped every round (vmetal, dnsmasq; dnsmasq, vmetal; ...)
+so that neither always runs second on a machine warmed or loaded by the
+first; images from the cache (a fresh machine builds them first; their
+time is printed apart):
 
 * ``[dhcp]dhcp_provider = vmetal`` with vmetal-dhcp-agent (the product);
 * ``[dhcp]dhcp_provider = dnsmasq`` with dnsmasq serving the host and
@@ -11,15 +14,16 @@ cache (a fresh machine builds them first; their time is printed apart):
   OS given its address in the config drive by the lab.
 
 Same Ironic, sushy-tools, OVMF, IPA ramdisk and image; each run has its
-own Ironic caches. Prints each phase's seconds side by side and the ratio
-vmetal / dnsmasq (the goal: every phase within 1.0x). One run of each: on
-a shared machine a phase can move by tens of seconds between runs, so
-read a ratio near 1 as "the same".
+own Ironic caches. Prints each phase's median seconds side by side, the
+ratio vmetal / dnsmasq (the goal: every phase within 1.0x), and with
+several rounds each phase's spread (slowest minus fastest of one provider)
+so a ratio can be read against the noise.
 """
 
 import json
 import os
 import pathlib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,6 +31,7 @@ import tempfile
 LAB = pathlib.Path(sys.executable).parent / 'vmetal-lab'
 PROVIDERS = ('vmetal', 'dnsmasq')
 RUN_TIMEOUT = 3600
+ROUNDS = int(os.environ.get('VMETAL_BENCH_FULL_ROUNDS', '1'))
 
 
 def run(provider):
@@ -54,40 +59,59 @@ def ratio(ours, theirs):
     return f'{ours / theirs:5.2f}x' if theirs else '    -'
 
 
+def _order(round_index):
+    return PROVIDERS if round_index % 2 == 0 else PROVIDERS[::-1]
+
+
+def _phases(summary):
+    """``{phase: seconds}`` of one run, with the two spans the goal names
+    and the whole flow."""
+    steps = {step['name']: step['seconds'] for step in summary['steps']}
+    to_active = steps.get('deploy', 0.0) + steps.get('boot_from_disk', 0.0)
+    steps['deploy request->active'] = to_active
+    steps['deploy request->OS up'] = to_active + steps.get('os_network', 0.0)
+    steps['whole flow'] = summary['seconds']
+    return steps
+
+
 def main():
     if os.geteuid() != 0:
         print('full_flow: skipped (needs root)')
         return
-    summaries = {}
-    for provider in PROVIDERS:
-        summary = run(provider)
-        if summary is None:
-            return
-        summaries[provider] = summary
-    ours, theirs = (summaries[name] for name in PROVIDERS)
-    print(f'image builds {ours["build_seconds"]:.0f}s (0 = cached); '
-          f'runs in this order: {", ".join(PROVIDERS)}')
-    print(f'{"phase":<22} {"vmetal":>8} {"dnsmasq":>8}  vmetal/dnsmasq')
-    steps = {name: {step['name']: step['seconds'] for step in s['steps']}
-             for name, s in summaries.items()}
-    rows = list(steps['vmetal'])
-    to_active = ['deploy', 'boot_from_disk']
-    for name in rows:
-        a, b = steps['vmetal'][name], steps['dnsmasq'].get(name, 0.0)
-        print(f'{name:<22} {a:7.1f}s {b:7.1f}s  {ratio(a, b)}')
-    for label, names in (('deploy request->active', to_active),
-                         ('deploy request->OS up',
-                          [*to_active, 'os_network'])):
-        a = sum(steps['vmetal'][n] for n in names)
-        b = sum(steps['dnsmasq'][n] for n in names)
-        print(f'{label:<22} {a:7.1f}s {b:7.1f}s  {ratio(a, b)}')
-    print(f'{"whole flow":<22} {ours["seconds"]:7.1f}s '
-          f'{theirs["seconds"]:7.1f}s  '
-          f'{ratio(ours["seconds"], theirs["seconds"])}')
-    for name, summary in summaries.items():
-        print(f'{name}: OS address {summary["os_address"]} '
-              f'({summary["os_address_source"]}), expected '
-              f'{summary["allocated_address"]}')
+    runs = {name: [] for name in PROVIDERS}
+    builds = None
+    for round_index in range(max(1, ROUNDS)):
+        for provider in _order(round_index):
+            summary = run(provider)
+            if summary is None:
+                return
+            if builds is None:
+                builds = summary['build_seconds']
+            runs[provider].append(summary)
+    rounds = len(runs['vmetal'])
+    orders = '; '.join(', '.join(_order(i)) for i in range(rounds))
+    print(f'image builds {builds:.0f}s (0 = cached); {rounds} round(s), '
+          f'runs in this order: {orders}')
+    phases = {name: [_phases(s) for s in summaries]
+              for name, summaries in runs.items()}
+    spread = rounds > 1
+    print(f'{"phase (median)":<24} {"vmetal":>8} {"dnsmasq":>8}  '
+          f'vmetal/dnsmasq' + ('   spread vmetal / dnsmasq' if spread
+                               else ''))
+    for phase in phases['vmetal'][0]:
+        mine = [p[phase] for p in phases['vmetal']]
+        theirs = [p.get(phase, 0.0) for p in phases['dnsmasq']]
+        a, b = statistics.median(mine), statistics.median(theirs)
+        line = f'{phase:<24} {a:7.1f}s {b:7.1f}s  {ratio(a, b)}'
+        if spread:
+            line += (f'        {max(mine) - min(mine):5.1f}s / '
+                     f'{max(theirs) - min(theirs):5.1f}s')
+        print(line)
+    for name, summaries in runs.items():
+        for summary in summaries:
+            print(f'{name}: OS address {summary["os_address"]} '
+                  f'({summary["os_address_source"]}), expected '
+                  f'{summary["allocated_address"]}')
 
 
 if __name__ == '__main__':

@@ -5,6 +5,7 @@ import concurrent.futures
 import os
 
 import pytest
+import yaml
 from kubernetes import client as k8s_client
 
 from tests.functional import kube
@@ -15,6 +16,8 @@ BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
 ADDRESS_CLAIMS = ('vmetal-ironic.io', 'v1alpha1', 'addressclaims')
 RESERVATIONS = ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')
 OWNER_RECORDS = ('vmetal-ironic.io', 'v1alpha1', 'addressowners')
+HOST_NAMESPACE_BINDING = (kube.MANIFESTS / 'rbac' / 'host-namespace'
+                          / 'rolebinding.yaml')
 
 
 @pytest.fixture(scope='session')
@@ -124,6 +127,17 @@ def namespace(admin):
     admin.create_namespace(name)
     yield name
     admin.core.delete_namespace(name)
+
+
+@pytest.fixture
+def host_namespace(admin, namespace):
+    """The test namespace bound as the shipped kustomization binds a hosts'
+    namespace (etc/kubernetes/rbac/host-namespace)."""
+    binding = yaml.safe_load(HOST_NAMESPACE_BINDING.read_text())
+    binding['metadata']['namespace'] = namespace
+    k8s_client.RbacAuthorizationV1Api(
+        admin.client).create_namespaced_role_binding(namespace, binding)
+    return namespace
 
 
 @pytest.fixture

@@ -4,10 +4,7 @@ namespace): any call the roles do not allow raises Forbidden and fails
 this test. And that RBAC is least privilege: a Secret the store did not
 write cannot be read (issue 9 item 5)."""
 
-import pathlib
-
 import pytest
-import yaml
 
 from tests.functional import kube
 from tests.functional.k8s.conftest import node_provider
@@ -16,24 +13,6 @@ from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kubernetes as kube_store
-
-HOST_NAMESPACE_BINDING = (pathlib.Path(__file__).resolve().parents[3] / 'etc'
-                          / 'kubernetes' / 'rbac' / 'host-namespace'
-                          / 'rolebinding.yaml')
-
-
-@pytest.fixture
-def host_namespace(admin, namespace):
-    """The test namespace bound as the shipped kustomization binds one."""
-    binding = yaml.safe_load(HOST_NAMESPACE_BINDING.read_text())
-    binding['metadata']['namespace'] = namespace
-    k8s_rbac(admin).create_namespaced_role_binding(namespace, binding)
-    return namespace
-
-
-def k8s_rbac(admin):
-    from kubernetes import client
-    return client.RbacAuthorizationV1Api(admin.client)
 
 
 @pytest.fixture

@@ -15,6 +15,11 @@ follows: the Machine takes the address over and owns it. While the
 installed OS runs, its address, the host's network-data Secret (key
 ``networkData``) and its annotations are read through the API, and the
 Machine still holds the address after undeploy and cleaning.
+
+The conductor and the agent authenticate as the store's ServiceAccount,
+bound by the shipped RBAC only (etc/kubernetes/rbac in ``vmetal-system``,
+rbac/host-namespace in the hosts' namespace): a call those roles do not
+allow fails the flow.
 """
 
 import base64
@@ -43,18 +48,32 @@ HOST = 'host-0'
 MACHINE = 'worker-0'
 POOL = '192.0.2.0/24'
 RUN_TIMEOUT = 3000
+STORE_NAMESPACE = 'vmetal-system'
 
 
-def _store_config(path, kube_cluster, namespace):
-    settings = kube_cluster.settings(namespace=namespace,
-                                     reconcile_interval=5)
-    lines = ['[vmetal]', 'store = kubernetes', '[vmetal_kubernetes]']
+def _store_config(path, kube_cluster, namespace, scope):
+    """The conductor's and the agent's store: the store's own token, its
+    objects in ``vmetal-system`` under an address scope of this test."""
+    settings = kube_cluster.settings(
+        token=kube_cluster.store_token, reconcile_interval=5,
+        follow_claims_namespaces=[namespace])
+    lines = ['[vmetal]', 'store = kubernetes', f'address_scope = {scope}',
+             '[vmetal_kubernetes]']
     for key, value in settings.items():
         if isinstance(value, list):
             value = ','.join(value)
         lines.append(f'{key} = {value}')
     path.write_text('\n'.join(lines) + '\n')
     return path
+
+
+def _pool(admin, scope):
+    """``{address: owner}`` of the scope's allocations from the pool."""
+    return {claim['spec']['address']: claim['spec']['owner']
+            for claim in admin.claims(STORE_NAMESPACE)
+            if claim['metadata']['labels'].get(kube_names.LABEL_SCOPE)
+            == scope and claim['spec'].get('pool') == POOL
+            and claim['spec']['purpose'] == 'allocation'}
 
 
 def _claim(admin, namespace):
@@ -68,20 +87,22 @@ def _claim(admin, namespace):
         _content_type='application/merge-patch+json')
 
 
-def _seen_while_os_runs(admin, namespace):
+def _seen_while_os_runs(admin, namespace, scope):
     """The store's view through the API, taken while the OS is up."""
     host = admin.get_host(namespace, HOST)
     secret_name = host['spec'].get('preprovisioningNetworkDataName')
     secret = admin.secret(namespace, secret_name) if secret_name else None
     document = (json.loads(base64.b64decode(secret.data['networkData']))
                 if secret is not None else None)
-    return {'pool': admin.pool_data(namespace, POOL),
+    return {'pool': _pool(admin, scope),
             'annotations': host['metadata'].get('annotations') or {},
             'secret_name': secret_name, 'document': document}
 
 
 def test_metal3_host_deploys_on_the_kubernetes_store(
-        tmp_path, kube_cluster, admin, namespace, cluster_objects):
+        tmp_path, kube_cluster, admin, host_namespace, cluster_objects):
+    namespace = host_namespace
+    scope = f'm3{os.urandom(3).hex()}'
     cluster_objects('nodeproviders', node_provider(namespace, 'lab', {
         props.NETWORK_CIDR: f'{flow.SERVER}/{flow.PREFIX}',
         props.NETWORK_IP_RANGE: flow.IP_RANGE,
@@ -95,7 +116,8 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
             props.NETWORK_CIDR: '198.51.100.1/24'}}})
     mac = flow.random_mac()
     admin.create_host(namespace, HOST, mac, labels={'tier': namespace})
-    config = _store_config(tmp_path / 'store.conf', kube_cluster, namespace)
+    config = _store_config(tmp_path / 'store.conf', kube_cluster, namespace,
+                           scope)
     workdir = tmp_path / 'lab'
 
     proc = subprocess.Popen(
@@ -111,15 +133,21 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
         for line in proc.stdout:
             lines.append(line)
             if 'ok ' in line and '. inspected:' in line:
-                at_inspection = admin.pool_data(namespace, POOL)
+                at_inspection = _pool(admin, scope)
                 _claim(admin, namespace)
             elif 'ok ' in line and '. installed OS:' in line:
-                seen = _seen_while_os_runs(admin, namespace)
+                seen = _seen_while_os_runs(admin, namespace, scope)
         err = proc.stderr.read()
         proc.wait(120)
+        after_cleaning = _pool(admin, scope)
     finally:
         timer.cancel()
         lab_checks.stop_if_running(proc, 120)
+        # The scope's objects live in the shared store namespace.
+        for plural in ('addressclaims', 'addressowners'):
+            admin.custom.delete_collection_namespaced_custom_object(
+                'vmetal-ironic.io', 'v1alpha1', STORE_NAMESPACE, plural,
+                label_selector=f'{kube_names.LABEL_SCOPE}={scope}')
     output = ''.join(lines) + err
     assert proc.returncode == 0, output
     summary = json.loads(lines[-1])
@@ -148,6 +176,6 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     assert [s['address'] for s in seen['document']['services']] == [
         flow.SERVER]
     # Undeploy and cleaning leave the address with the Machine.
-    assert admin.pool_data(namespace, POOL) == {address: machine}
+    assert after_cleaning == {address: machine}
     prefix = lab_checks.run_prefix(output)
     assert lab_checks.full_lab_leftovers(prefix) == set()
