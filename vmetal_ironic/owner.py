@@ -25,7 +25,8 @@ INFRASTRUCTURE_KINDS = frozenset({GATEWAY, RESERVED})
 
 METAL3_SEPARATOR = '~'
 
-_KIND_RE = re.compile(r'^[A-Za-z][A-Za-z0-9]*$')
+# The kind is written lowercased as a label value: 63 characters at most.
+_KIND_RE = re.compile(r'^[A-Za-z][A-Za-z0-9]{0,62}$')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ def test_parse_and_format_round_trip(text, kind, namespace, name):
 
 
 @pytest.mark.parametrize('text', ['', 'worker-0', 'A/b/c/d', 'Kind//x',
-                                  '9Kind/ns/x', None])
+                                  '9Kind/ns/x', 'K' * 64 + '/ns/x', None])
 def test_malformed_owner_is_one_line_naming_it(text):
     with pytest.raises(exception.InvalidProperty, match='owner'):
         owner.parse(text)

@@ -60,7 +60,13 @@ def consumer_of(host):
     if not kind or not name:
         return None
     namespace = ref.get('namespace') or host['metadata']['namespace']
-    return owner_mod.parse(f'{kind}/{namespace}/{name}')
+    try:
+        return owner_mod.parse(f'{kind}/{namespace}/{name}')
+    except exception.InvalidProperty as exc:
+        metadata = host['metadata']
+        raise exception.InvalidProperty(
+            f'BareMetalHost {metadata["namespace"]}/{metadata["name"]} '
+            f'spec.consumerRef: {exc}') from None
 
 
 class KubernetesStore(base.Store):
