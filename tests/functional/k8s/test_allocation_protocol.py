@@ -56,6 +56,18 @@ def _in_thread(func):
     return thread, result
 
 
+def _held_between_creates(store):
+    """Start ``store`` allocating for OWNER in a thread and wait until it
+    is held between its record and its claim.
+
+    :returns: ``(gate, thread, result)``; ``gate.go.set()`` lets it on.
+    """
+    gate = Gate(store)
+    thread, result = _in_thread(lambda: store.allocate(POOL, OWNER).address)
+    assert gate.arrived.wait(60)
+    return gate, thread, result
+
+
 def _held(admin, namespace, owner):
     return sorted(c['spec']['address'] for c in admin.claims(namespace)
                   if c['spec']['owner'] == owner)
@@ -77,9 +89,7 @@ def test_a_new_owner_costs_two_requests_and_a_repeat_two(make_store):
 def test_a_second_writer_completes_the_record_the_first_is_binding(
         admin, namespace, make_store):
     first, second = make_store(), make_store()
-    gate = Gate(first)
-    thread, result = _in_thread(lambda: first.allocate(POOL, OWNER).address)
-    assert gate.arrived.wait(60)
+    gate, thread, result = _held_between_creates(first)
     record = admin.owner_records(namespace)[OWNER]
     assert _held(admin, namespace, OWNER) == []
     # The second writer finds the record pending and creates its claim.
@@ -94,9 +104,7 @@ def test_a_second_writer_completes_the_record_the_first_is_binding(
 def test_a_candidate_taken_meanwhile_moves_the_record_and_waiters_follow(
         admin, namespace, make_store):
     first, other, waiter = make_store(), make_store(), make_store()
-    gate = Gate(first)
-    thread, result = _in_thread(lambda: first.allocate(POOL, OWNER).address)
-    assert gate.arrived.wait(60)
+    gate, thread, result = _held_between_creates(first)
     candidate = admin.owner_records(namespace)[OWNER]['spec']['address']
     # Another owner takes the candidate: the record names a claim that is
     # not its owner's (lost).
@@ -117,9 +125,7 @@ def test_a_candidate_taken_meanwhile_moves_the_record_and_waiters_follow(
 def test_a_release_while_the_claim_is_on_its_way_lets_the_allocation_win(
         admin, namespace, make_store):
     first, second = make_store(), make_store()
-    gate = Gate(first)
-    thread, result = _in_thread(lambda: first.allocate(POOL, OWNER).address)
-    assert gate.arrived.wait(60)
+    gate, thread, result = _held_between_creates(first)
     assert second.release(OWNER) is None
     assert OWNER in admin.owner_records(namespace)
     gate.go.set()
