@@ -25,10 +25,12 @@ from vmetal_ironic.lab import observe
 from vmetal_ironic.lab import os_image
 
 PHASE_TIMEOUT = 1200.0
-#: Seconds between two looks at the node: a phase's time is known to this
-#: much (at 1 s, the 3 s power-on phase read 3.2 or 4.2 s by where the
-#: polls fell). A look is one API GET and one libvirt state read.
+#: Seconds between two looks at the node (one API GET): a phase's time is
+#: known to this much (at 1 s, the 3 s power-on phase read 3.2 or 4.2 s by
+#: where the polls fell).
 POLL_INTERVAL = 0.2
+#: Seconds between two checks that the libvirt domain still exists (a
+#: virsh process each).
 DOMAIN_CHECK_INTERVAL = 2.0
 
 
@@ -105,8 +107,8 @@ class FullLab(flow.Lab):
                                             and node['last_error']):
                 raise flow.LabError(f'{what}: node {state}: '
                                     f'{node["last_error"]}')
-            # A virsh process each time: not at every look, so the lab
-            # takes no CPU from the QEMU machine it times.
+            # Not at every look: the lab should take no CPU from the QEMU
+            # machine it times.
             if time.monotonic() - domain_checked >= DOMAIN_CHECK_INTERVAL:
                 domain_checked = time.monotonic()
                 if self.services.domain.state() in ('', 'crashed'):
