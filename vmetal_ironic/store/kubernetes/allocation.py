@@ -188,6 +188,13 @@ class Allocation:
         self.allocator.release(value)
         return self.book.owners.get(self.owner)
 
+    def _claim_body_of(self, record):
+        """The claim exactly as the owner's ``record`` describes it."""
+        spec = claim_spec_of(record, self.book.scope)
+        return self.book.claim_body(
+            spec['address'], self.owner, spec.get('pool'), spec.get('mac'),
+            spec.get('host'), spec.get('purpose'))
+
     def _complete(self, record):
         """Create the claim of a pending record someone else bound: mark
         the record first (so that its binder, whose next compare-and-swap
@@ -201,10 +208,7 @@ class Allocation:
         if touched is None:
             return None, self.book.owners.get(self.owner)
         record = touched
-        spec = claim_spec_of(record, self.book.scope)
-        created = self.book.create(self.book.claim_body(
-            spec.get('address'), self.owner, spec.get('pool'), spec.get('mac'),
-            spec.get('host'), spec.get('purpose')))
+        created = self.book.create(self._claim_body_of(record))
         if created is None:
             # Made by the binder (or taken) meanwhile.
             found = self.book.read(record['spec']['claim'])
@@ -305,9 +309,7 @@ class Allocation:
             mine = spec.get('binder') == self.token
             if mine:
                 sent = book.api.requests
-                claim = book.create(book.claim_body(
-                    spec.get('address'), self.owner, spec.get('pool'),
-                    spec.get('mac'), spec.get('host'), spec.get('purpose')))
+                claim = book.create(self._claim_body_of(record))
                 if claim is not None:
                     claim, record = self._trust(claim, record)
                     if claim is not None:
