@@ -302,9 +302,7 @@ class InspectionLeases:
         record = self.owners.get(owner_of(lease.mac))
         if record is not None and (record.get('spec') or {}).get(
                 'claim') == lease.key:
-            self.owners.records.delete_version(
-                record['metadata']['name'],
-                record['metadata']['resourceVersion'])
+            self.owners.delete(record)
 
     def remove(self, lease):
         """Take ``lease`` back (expired, or its MAC has a reservation).
