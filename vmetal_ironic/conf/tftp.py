@@ -57,6 +57,23 @@ opts = [
                max=65535,
                help='Largest RFC 7440 window granted: blocks sent before '
                     'waiting for an acknowledgement (EDK2 asks for 4).'),
+    cfg.IntOpt('max_timeout',
+               default=10,
+               min=1,
+               max=255,
+               help='Longest retransmission timeout a client may ask for '
+                    '(RFC 2349 "timeout" option); a longer one is left out '
+                    'of the answer and "timeout" applies, so a request '
+                    'nobody answers holds its session for at most '
+                    'max(timeout, max_timeout) x (retries + 1) seconds.'),
+    cfg.IntOpt('max_sessions_per_address',
+               default=32,
+               min=1,
+               help='Transfers one client address may hold at once; its '
+                    'next request ends its oldest idle one (one that never '
+                    'answered first). A full table ends the oldest '
+                    'session whose client never answered rather than '
+                    'refuse a new request.'),
     cfg.PortOpt('http_port',
                 help='Also serve the root read-only over HTTP on this TCP '
                      'port, and answer UEFI HTTP boot clients (vendor class '
@@ -70,8 +87,15 @@ opts = [
     cfg.IntOpt('http_max_connections',
                default=256,
                min=1,
-               help='HTTP connections served at once; more wait in the '
-                    'listen backlog.'),
+               help='HTTP connections served at once; more are answered '
+                    '503 at once.'),
+    cfg.IntOpt('http_max_connections_per_address',
+               default=16,
+               min=1,
+               help='HTTP connections one client address may hold at once; '
+                    'more are answered 503. Every connection must also send '
+                    'its request head within 10 s and keep reading its '
+                    'answer at 64 KiB/s on average.'),
 ]
 
 register_opts, list_opts = group.hooks(GROUP, opts)

@@ -132,7 +132,10 @@ class Agent:
                 retries=group.retries, link_dirs=group.link_dirs,
                 single_port=group.single_port,
                 max_sessions=group.max_sessions,
-                max_windowsize=group.max_windowsize)
+                max_windowsize=group.max_windowsize,
+                max_timeout=group.max_timeout,
+                max_sessions_per_address=group.max_sessions_per_address,
+                interface=self.interface)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
@@ -157,6 +160,8 @@ class Agent:
                 group.root, group.address or self.server_address,
                 group.http_port, link_dirs=group.link_dirs,
                 max_connections=group.http_max_connections,
+                max_connections_per_address=(
+                    group.http_max_connections_per_address),
                 metrics=self.metrics)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None

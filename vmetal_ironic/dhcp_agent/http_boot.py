@@ -5,11 +5,23 @@ with a URL instead of a TFTP file name; pointing it at the agent itself
 means the bootloader needs no web server besides the agent. The server is
 read-only: ``GET`` and ``HEAD`` of a regular file under the root (the same
 jail as TFTP, :func:`~vmetal_ironic.dhcp_agent.tftp.resolve`); no listings, no
-other methods, a bounded number of connections, a timeout on each.
+other methods.
+
+Slow clients cannot hold it (review finding 12): the request line and
+headers must arrive within :data:`_HEAD_DEADLINE` in total, each read and
+each write must make progress within :data:`_IDLE`, a body must go out at
+:data:`_MIN_RATE` on average, one address holds at most
+``max_connections_per_address`` connections, and a connection finding no
+room ends the oldest connection still waiting for its request head, or
+is answered 503 at once: the accept loop never waits.
 """
 
+import contextlib
 import http.server
+import io
+import socket
 import threading
+import time
 import urllib.parse
 
 from oslo_log import log
@@ -19,10 +31,45 @@ from vmetal_ironic.dhcp_agent import log_limit
 
 LOG = log.getLogger(__name__)
 
-# Seconds a client may be silent mid-request or mid-response.
-_IDLE = 30
-# Seconds a new connection waits for a free slot before it is closed.
-_QUEUE_WAIT = 10
+# Seconds a read or a write may make no progress.
+_IDLE = 10
+# Seconds from the first byte of a request to the end of its headers.
+_HEAD_DEADLINE = 10
+# Bytes a second a body goes out at, on average, after the first _IDLE s
+# (a UEFI client on a 100 Mbit/s link takes 12 MB/s).
+_MIN_RATE = 64 * 1024
+# Bytes per sendfile() call, so the body deadline is looked at.
+_CHUNK = 1024 * 1024
+_BUSY = (b'HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n'
+         b'Connection: close\r\nRetry-After: 1\r\n\r\n')
+
+
+class _Deadline(Exception):
+    """A connection missed its deadline (reading the head or a body)."""
+
+
+class _TimedReader(io.RawIOBase):
+    """The connection's reads, each bounded by ``_IDLE`` and by the
+    deadline of the request head being read."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.deadline = None
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        timeout = _IDLE
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise _Deadline('request head too slow')
+        self._sock.settimeout(timeout)
+        try:
+            return self._sock.recv_into(buffer)
+        except TimeoutError:
+            raise _Deadline('silent client') from None
 
 
 def agent_url(conf, server_address):
@@ -41,6 +88,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ''
     timeout = _IDLE
     protocol_version = 'HTTP/1.1'
+
+    def setup(self):
+        super().setup()
+        self._reader = _TimedReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def handle_one_request(self):
+        # The head's deadline starts when the previous response ended (a
+        # kept-alive connection waits for its next request the same way).
+        self._reader.deadline = time.monotonic() + _HEAD_DEADLINE
+        self._waiting(True)
+        try:
+            super().handle_one_request()
+        except _Deadline:
+            self.server.service.limited('http_deadline')
+            self.close_connection = True
+
+    def _waiting(self, waiting):
+        connection = self.server.connection_of(self.connection)
+        if connection is not None:
+            self.server.slots.waiting(connection, waiting)
+
+    def parse_request(self):
+        ok = super().parse_request()
+        self._reader.deadline = None  # the head is in
+        self._waiting(False)
+        return ok
 
     def do_GET(self):
         self._serve(body=True)
@@ -77,8 +151,27 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.end_headers()
             if body:
                 self.wfile.flush()
-                self.connection.sendfile(handle)
+                self._send_body(handle, size)
         service.result('served', size if body else 0)
+
+    def _send_body(self, handle, size):
+        sock = self.connection
+        started = time.monotonic()
+        deadline = started + _IDLE + size / _MIN_RATE
+        offset = 0
+        while offset < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _Deadline('body read too slowly')
+            sock.settimeout(min(_IDLE, left))
+            try:
+                sent = sock.sendfile(handle, offset,
+                                     min(_CHUNK, size - offset))
+            except TimeoutError:
+                raise _Deadline('body read too slowly') from None
+            if not sent:
+                break  # the file shrank
+            offset += sent
 
     def log_request(self, code='-', size='-'):
         LOG.debug('HTTP %s %s from %s: %s', self.command, self.path[:100],
@@ -91,34 +184,129 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.client_address[0], *args)
 
 
+class _Connection:
+    """One admitted connection: its socket, address and whether it is
+    waiting for a request head (the idle state a full server evicts)."""
+
+    __slots__ = ('address', 'gone', 'sock')
+
+    def __init__(self, sock, address):
+        self.sock = sock
+        self.address = address
+        self.gone = False
+
+
+class _Slots:
+    """Admission: ``slots`` connections in all, ``per_address`` of one
+    address. A connection that finds no room ends the oldest connection
+    still waiting for its request head (of its own address first, then of
+    anyone): a trickling head is what a slow attack holds slots with,
+    while a connection sending a body is doing real work."""
+
+    def __init__(self, slots, per_address):
+        self.slots = slots
+        self.per_address = per_address
+        self._lock = threading.Lock()
+        self._by_address = {}       # address -> {connection: None}
+        self._waiting = {}          # connections waiting for a head
+        self._count = 0
+
+    def admit(self, sock, address):
+        """:returns: ``(connection or None, evicted or None)``."""
+        with self._lock:
+            mine = self._by_address.get(address, {})
+            evicted = None
+            if len(mine) >= self.per_address:
+                evicted = next((c for c in self._waiting
+                                if c.address == address), None)
+                if evicted is None:
+                    return None, None
+                self._drop(evicted)
+            elif self._count >= self.slots:
+                evicted = next(iter(self._waiting), None)
+                if evicted is None:
+                    return None, None
+                self._drop(evicted)
+            connection = _Connection(sock, address)
+            self._by_address.setdefault(address, {})[connection] = None
+            self._waiting[connection] = None
+            self._count += 1
+        return connection, evicted
+
+    def _drop(self, connection):
+        if connection.gone:
+            return
+        connection.gone = True
+        self._count -= 1
+        self._waiting.pop(connection, None)
+        mine = self._by_address[connection.address]
+        del mine[connection]
+        if not mine:
+            del self._by_address[connection.address]
+
+    def waiting(self, connection, waiting):
+        """The connection started (``True``) or ended waiting for a head."""
+        with self._lock:
+            if connection.gone:
+                return
+            if waiting:
+                self._waiting[connection] = None
+            else:
+                self._waiting.pop(connection, None)
+
+    def release(self, connection):
+        with self._lock:
+            self._drop(connection)
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     # A boot storm connects all at once.
     request_queue_size = 1024
 
-    def __init__(self, address, service, slots):
+    def __init__(self, address, service, slots, slots_per_address):
         self.service = service
-        self._slots = threading.BoundedSemaphore(slots)
+        self.slots = _Slots(slots, slots_per_address)
+        self._connections = {}  # socket -> _Connection, for the handler
         super().__init__(address, _Handler)
 
+    def connection_of(self, sock):
+        return self._connections.get(sock)
+
     def process_request(self, request, client_address):
-        # Past the limit a connection waits here (and the next ones in the
-        # listen backlog) until a slot frees up.
-        if not self._slots.acquire(timeout=_QUEUE_WAIT):
+        # Never waits: a connection that finds no room is told 503 and
+        # closed, and accept goes on.
+        connection, evicted = self.slots.admit(request, client_address[0])
+        if evicted is not None:
+            self.service.limited('http_evicted')
+            # Its handler's read fails at once and the thread ends.
+            with contextlib.suppress(OSError):
+                evicted.sock.shutdown(socket.SHUT_RDWR)
+        if connection is None:
             self.service.result('busy')
+            self.service.limited('http_busy')
+            with contextlib.suppress(OSError):
+                request.setblocking(False)
+                request.send(_BUSY)
             self.shutdown_request(request)
             return
+        self._connections[request] = connection
         try:
             super().process_request(request, client_address)
         except Exception:
-            self._slots.release()
+            self._forget(request, connection)
             raise
 
+    def _forget(self, request, connection):
+        self._connections.pop(request, None)
+        self.slots.release(connection)
+
     def process_request_thread(self, request, client_address):
+        connection = self._connections.get(request)
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._forget(request, connection)
 
     def handle_error(self, request, client_address):
         # A client that went away mid-transfer: not a traceback.
@@ -134,18 +322,21 @@ class HttpBootService:
     :param port: TCP port.
     :param link_dirs: real directories symlinks in ``root`` may point into.
     :param max_connections: connections served at once.
+    :param max_connections_per_address: connections of one client address
+        at once.
     :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics` or ``None``.
     :raises ValueError: ``root`` is not a readable directory.
     """
 
     def __init__(self, root, address, port, link_dirs=(), max_connections=256,
-                 metrics=None):
+                 metrics=None, max_connections_per_address=16):
         self.root = tftp.real_root(root)
         self.link_dirs = tuple(tftp.real_root(d, 'link_dirs')
                                for d in link_dirs)
         self.address = address
         self.port = port
         self.max_connections = max_connections
+        self.max_connections_per_address = max_connections_per_address
         self.metrics = metrics
         self.refusals = log_limit.LogLimiter(
             10, 10.0, what='refused HTTP boot requests')
@@ -161,13 +352,18 @@ class HttpBootService:
             if size:
                 self.metrics.http_bytes.inc(size)
 
+    def limited(self, what):
+        if self.metrics is not None:
+            self.metrics.tftp_limited.labels(what).inc()
+
     def start(self):
         """Bind and serve.
 
         :raises OSError: the address/port cannot be bound.
         """
         self._server = _Server((self.address, self.port), self,
-                               self.max_connections)
+                               self.max_connections,
+                               self.max_connections_per_address)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         kwargs={'poll_interval': 0.2},

@@ -33,6 +33,17 @@ _DECLARED = (
      'TFTP read requests, by result (served = sent whole).', ('result',)),
     ('tftp_bytes', _COUNTER, 'vmetal_tftp_bytes',
      'Bytes of files sent whole over TFTP.', ()),
+    ('tftp_limited', _COUNTER, 'vmetal_tftp_limited',
+     'TFTP limits applied against peers, by what: timeout_declined (a '
+     'timeout option above max_timeout left out of the OACK), '
+     'evicted_unanswered (a full table dropped a session whose peer never '
+     'answered), evicted_per_address (an address at '
+     'max_sessions_per_address lost its oldest idle session), '
+     'resend_withheld (a session ended with resends held back: its peer '
+     'never acknowledged DATA), http_busy (an HTTP connection answered 503), '
+     'http_evicted (an HTTP connection still waiting for its request head '
+     'closed to make room), http_deadline (an HTTP connection closed for '
+     'being too slow).', ('what',)),
     ('tftp_sessions', _GAUGE, 'vmetal_tftp_sessions',
      'TFTP transfers in progress.', ()),
     ('http_requests', _COUNTER, 'vmetal_http_boot_requests',

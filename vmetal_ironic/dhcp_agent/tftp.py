@@ -15,6 +15,8 @@ import threading
 
 from oslo_log import log
 
+from vmetal_ironic.dhcp_agent import mtu
+from vmetal_ironic.dhcp_agent import tftp_packet
 from vmetal_ironic.dhcp_agent import tftp_server
 
 LOG = log.getLogger(__name__)
@@ -70,21 +72,28 @@ class TftpService:
     :param single_port: send every transfer from ``port``.
     :param max_sessions: concurrent transfers; more are answered "busy".
     :param max_windowsize: largest RFC 7440 window granted.
+    :param max_timeout: longest client ``timeout`` option granted.
+    :param max_sessions_per_address: transfers of one peer address at once.
+    :param interface: the interface of ``address``; blocks are capped to
+        its MTU (looked up by address when ``None``).
     :raises ValueError: ``root`` is not a readable directory.
     """
 
     def __init__(self, root, address, port=69, metrics=None, timeout=5,
                  retries=3, link_dirs=(), single_port=False,
-                 max_sessions=4096, max_windowsize=64):
+                 max_sessions=4096, max_windowsize=64, max_timeout=10,
+                 max_sessions_per_address=32, interface=None):
         self.root = real_root(root)
         self.link_dirs = tuple(os.path.realpath(d) for d in link_dirs)
         self.address = address
         self.port = port
         self.metrics = metrics
         self.single_port = single_port
+        self.interface = interface
         self.limits = tftp_server.Limits(
             timeout=timeout, retries=retries, max_sessions=max_sessions,
-            max_windowsize=max_windowsize)
+            max_windowsize=max_windowsize, max_timeout=max_timeout,
+            max_sessions_per_address=max_sessions_per_address)
         self._server = None
         self._thread = None
 
@@ -98,6 +107,10 @@ class TftpService:
             self.metrics.tftp_transfers.labels(result).inc()
             if size:
                 self.metrics.tftp_bytes.inc(size)
+
+    def _on_limit(self, what):
+        if self.metrics is not None:
+            self.metrics.tftp_limited.labels(what).inc()
 
     def open_file(self, name):
         """The jail: :returns: the path to serve for ``name``, or ``None``."""
@@ -136,9 +149,13 @@ class TftpService:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
+        # Looked up at each start: the agent restarts TFTP on a re-created
+        # interface, whose MTU may have changed.
+        self.limits.max_blksize = mtu.max_blksize(
+            self.address, tftp_packet.MAX_BLKSIZE, self.interface)
         self._server = tftp_server.TftpServer(
             sock, self.open_file, self.limits, single_port=self.single_port,
-            on_result=self._on_result)
+            on_result=self._on_result, on_limit=self._on_limit)
         if self.metrics is not None:
             self.metrics.tftp_sessions.set_function(
                 lambda: self.session_count)

@@ -8,7 +8,9 @@ raised for any input, whatever its bytes (the fuzz test holds this).
 Options: ``blksize`` (RFC 2348, 8..65464), ``tsize`` (RFC 2349, the
 server answers the file size), ``timeout`` (RFC 2349, 1..255 s) and
 ``windowsize`` (RFC 7440, 1..65535). Unknown options are left out of the
-OACK, as RFC 2347 asks.
+OACK, as RFC 2347 asks, and so is a ``timeout`` above the server's
+maximum: RFC 2349 lets the server only echo or omit it, and a peer that
+never answers must not hold a session for 4 x 255 s.
 """
 
 import dataclasses
@@ -80,12 +82,14 @@ class Transfer:
     :ivar windowsize: blocks sent before waiting for an ACK.
     :ivar oack: the OACK to send first, or ``None`` (no option accepted:
         the transfer starts with DATA block 1).
+    :ivar declined: names of valid options left out of the OACK.
     """
 
     blksize: int
     timeout: int
     windowsize: int
     oack: bytes | None
+    declined: tuple = ()
 
 
 def _text(raw, what):
@@ -147,7 +151,7 @@ def _number(options, name, low, high=None):
 
 
 def negotiate(request, size, timeout, max_blksize=MAX_BLKSIZE,
-              max_windowsize=MAX_WINDOWSIZE):
+              max_windowsize=MAX_WINDOWSIZE, max_timeout=MAX_TIMEOUT):
     """Decide the transfer parameters of a read request.
 
     A ``blksize`` or ``windowsize`` above what the server allows is lowered
@@ -159,11 +163,14 @@ def negotiate(request, size, timeout, max_blksize=MAX_BLKSIZE,
     :param timeout: the server's retransmission timeout in seconds.
     :param max_blksize: the largest block the server sends.
     :param max_windowsize: the largest window the server sends.
+    :param max_timeout: the longest ``timeout`` accepted; a longer one is
+        left out of the OACK and ``timeout`` applies.
     :returns: :class:`Transfer`.
     :raises BadPacket: an option value is refused (code 8).
     """
     options = request.options
     accepted = []
+    declined = ()
     blksize = DEFAULT_BLKSIZE
     windowsize = 1
     if 'blksize' in options:
@@ -174,8 +181,12 @@ def negotiate(request, size, timeout, max_blksize=MAX_BLKSIZE,
         _number(options, 'tsize', 0)
         accepted.append(('tsize', size))
     if 'timeout' in options:
-        timeout = _number(options, 'timeout', 1, MAX_TIMEOUT)
-        accepted.append(('timeout', timeout))
+        asked = _number(options, 'timeout', 1, MAX_TIMEOUT)
+        if asked <= max_timeout:
+            timeout = asked
+            accepted.append(('timeout', timeout))
+        else:
+            declined = ('timeout',)
     if 'windowsize' in options:
         windowsize = min(_number(options, 'windowsize', 1, MAX_WINDOWSIZE),
                          max_windowsize)
@@ -184,7 +195,7 @@ def negotiate(request, size, timeout, max_blksize=MAX_BLKSIZE,
     if accepted:
         oack = b'\0\x06' + b''.join(
             b'%s\0%d\0' % (name.encode(), value) for name, value in accepted)
-    return Transfer(blksize, timeout, windowsize, oack)
+    return Transfer(blksize, timeout, windowsize, oack, declined)
 
 
 def error(code, message):

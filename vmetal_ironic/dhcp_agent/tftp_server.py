@@ -15,6 +15,13 @@ request, which is parsed in full before anything is opened and refused to
 that peer alone with an ERROR packet. The loop waits on epoll, which has
 no descriptor ceiling (``select()`` stops at 1,023) and costs the same
 with 2 or 20,000 idle sessions.
+
+Nobody on the L2 can lock the others out: a session whose peer never
+answered is the first to go when the table is full, an address holds at
+most ``max_sessions_per_address`` sessions (its oldest idle one makes
+room for its next request), and a requested ``timeout`` above
+``max_timeout`` is not granted. Every such decision is counted
+(``on_limit``).
 """
 
 import contextlib
@@ -65,15 +72,20 @@ class Limits:
     :param max_sessions: transfers at once; more are refused as busy.
     :param max_blksize: largest block size granted.
     :param max_windowsize: largest window granted.
+    :param max_timeout: longest client ``timeout`` option granted.
+    :param max_sessions_per_address: transfers of one peer address at once.
     """
 
     def __init__(self, timeout=5, retries=3, max_sessions=4096,
-                 max_blksize=packet.MAX_BLKSIZE, max_windowsize=64):
+                 max_blksize=packet.MAX_BLKSIZE, max_windowsize=64,
+                 max_timeout=10, max_sessions_per_address=32):
         self.timeout = timeout
         self.retries = retries
         self.max_sessions = max_sessions
         self.max_blksize = max_blksize
         self.max_windowsize = max_windowsize
+        self.max_timeout = max_timeout
+        self.max_sessions_per_address = max_sessions_per_address
 
 
 class TftpServer:
@@ -84,11 +96,15 @@ class TftpServer:
     :param limits: :class:`Limits`.
     :param single_port: send every transfer from ``sock``.
     :param on_result: callable ``(result, bytes)`` for metrics.
+    :param on_limit: callable ``(what)``, once per limit applied:
+        ``timeout_declined``, ``evicted_unanswered`` (the table was full),
+        ``evicted_per_address``, ``resend_withheld`` (a session ended with
+        resends left out for a peer that never acknowledged DATA).
     :param clock: monotonic clock.
     """
 
     def __init__(self, sock, open_file, limits, single_port=False,
-                 on_result=None, clock=time.monotonic):
+                 on_result=None, on_limit=None, clock=time.monotonic):
         self.sock = sock
         self.sock.setblocking(False)
         self.address = sock.getsockname()[0]
@@ -96,12 +112,18 @@ class TftpServer:
         self.limits = limits
         self.single_port = single_port
         self._on_result = on_result or (lambda result, size: None)
+        self._on_limit = on_limit or (lambda what: None)
         self._clock = clock
         self.files = session_mod.FileTable()
         # classic: socket fd -> session; single-port: peer -> session.
         self.sessions = {}
         # peer -> session, in both modes (the same dict in single-port).
         self._by_peer = self.sessions if single_port else {}
+        # Sessions whose peer has not sent a datagram yet, oldest first:
+        # the first to make room in a full table.
+        self._unheard = {}
+        # Peer address -> its sessions (dict as an ordered set).
+        self._by_address = {}
         self.refusals = log_limit.LogLimiter(
             10, 10.0, what='refused TFTP requests')
         self._epoll = select.epoll()
@@ -178,8 +200,7 @@ class TftpServer:
                     continue
                 if self.single_port and packet.opcode_of(data) not in (
                         packet.RRQ, packet.WRQ):
-                    if current.on_datagram(data, self._clock()):
-                        self._finish(current)
+                    self._on_datagram(current, data)
                     continue
             self._request(data, peer)
 
@@ -212,7 +233,7 @@ class TftpServer:
             self._refuse(peer, packet.ACCESS_VIOLATION, 'read-only server',
                          'write_refused', request.filename)
             return
-        if len(self.sessions) >= self.limits.max_sessions:
+        if not self._make_room(peer[0]):
             self._refuse(peer, packet.NOT_DEFINED, 'server busy', 'busy',
                          request.filename)
             return
@@ -232,7 +253,10 @@ class TftpServer:
             transfer = packet.negotiate(
                 request, size, self.limits.timeout,
                 max_blksize=self.limits.max_blksize,
-                max_windowsize=self.limits.max_windowsize)
+                max_windowsize=self.limits.max_windowsize,
+                max_timeout=self.limits.max_timeout)
+            for _name in transfer.declined:
+                self._on_limit('timeout_declined')
             self._start(request, data, peer, file_key, source, size,
                         transfer)
         except packet.BadPacket as exc:
@@ -243,6 +267,34 @@ class TftpServer:
             self.files.release(file_key)
             self._refuse(peer, packet.NOT_DEFINED, 'server error', 'failed',
                          f'{request.filename} ({exc.strerror})')
+
+    def _make_room(self, address):
+        """Evict what a new request from ``address`` needs evicted.
+
+        :returns: ``False`` when the table is full of sessions whose peers
+            answer (the request is refused as busy).
+        """
+        mine = self._by_address.get(address)
+        if mine and len(mine) >= self.limits.max_sessions_per_address:
+            # Its own oldest idle session: unanswered ones first.
+            victim = min(mine, key=lambda s: (s.heard, s.last_heard))
+            self._evict(victim, 'evicted_per_address')
+        if len(self.sessions) < self.limits.max_sessions:
+            return True
+        if not self._unheard:
+            return False
+        self._evict(next(iter(self._unheard)), 'evicted_unanswered')
+        return True
+
+    def _evict(self, session, why):
+        self._on_limit(why)
+        if session.heard:
+            # It answered once: say why it ends (unanswered peers may be
+            # forged addresses, and get nothing more).
+            session.notify(packet.error(packet.NOT_DEFINED,
+                                        'session evicted'))
+        session.result = session_mod.EVICTED
+        self._finish(session)
 
     def _start(self, request, data, peer, file_key, source, size,
                transfer):
@@ -267,6 +319,8 @@ class TftpServer:
         session.request = data
         session.file_key = file_key
         session.sock = sock
+        self._unheard[session] = None
+        self._by_address.setdefault(peer[0], {})[session] = None
         if sock is None:
             self.sessions[peer] = session
         else:
@@ -307,8 +361,13 @@ class TftpServer:
                 session.result = session_mod.ABORTED
                 self._finish(session)
                 return
+        self._on_datagram(session, data)
+
+    def _on_datagram(self, session, data):
         if session.on_datagram(data, self._clock()):
             self._finish(session)
+        elif session.heard and self._unheard:
+            self._unheard.pop(session, None)
 
     def _expire(self, now):
         late = [s for s in self.sessions.values() if s.deadline <= now]
@@ -330,6 +389,14 @@ class TftpServer:
                         session.size if result == session_mod.COMPLETED
                         else 0)
         del self.sessions[key]
+        self._unheard.pop(session, None)
+        mine = self._by_address.get(session.peer[0])
+        if mine is not None:
+            mine.pop(session, None)
+            if not mine:
+                del self._by_address[session.peer[0]]
+        if session.withheld:
+            self._on_limit('resend_withheld')
         if session.sock is not None:
             if self._by_peer.get(session.peer) is session:
                 del self._by_peer[session.peer]

@@ -10,6 +10,15 @@ the Sorcerer's Apprentice syndrome away).
 Blocks are counted from 1 without limit and sent with their number
 modulo 65536, so files above 32 MiB at 512-byte blocks roll over the way
 tftp-hpa, iPXE and EDK2 expect.
+
+A datagram's source address can be forged, so a session trusts its peer
+only once the peer has acknowledged a DATA block (an ACK 0 proves
+nothing: it can be sent blind, to port 69 in single-port mode). Until
+then at most :data:`UNPROVEN_BYTES` of DATA go out, first window and
+resends together, so a forged request aims no more than that at its
+victim. Once proven, a lost window costs one block: the deadline resends
+the oldest unacknowledged block, and the peer's ACK for it asks for the
+rest.
 """
 
 import errno
@@ -22,6 +31,12 @@ from vmetal_ironic.dhcp_agent import tftp_packet as packet
 COMPLETED = 'served'
 TIMED_OUT = 'timeout'
 ABORTED = 'aborted'
+EVICTED = 'evicted'
+
+# DATA bytes (headers included) sent to a peer that has not acknowledged
+# any DATA yet; one block always goes. Two 1468-byte windows of 16 fit, or
+# one 64 KiB block.
+UNPROVEN_BYTES = 64 * 1024
 
 
 class _Cached:
@@ -165,17 +180,20 @@ class Session:
     __slots__ = (
         '_base',
         '_chunk',
-        '_heard',
         '_last',
         '_oack',
         '_retries_left',
         '_send',
         '_sent_upto',
+        '_unproven_sent',
         '_waiting_oack',
         'blksize',
         'deadline',
         'file_key',
+        'heard',
+        'last_heard',
         'peer',
+        'proven',
         'request',
         'result',
         'retries',
@@ -183,6 +201,7 @@ class Session:
         'sock',
         'timeout',
         'windowsize',
+        'withheld',
     )
 
     def __init__(self, peer, send, source, size, transfer, retries, now):
@@ -206,7 +225,14 @@ class Session:
         self._waiting_oack = transfer.oack is not None
         self.deadline = now + self.timeout
         self.result = None
-        self._heard = False
+        #: The peer has sent anything at all (an ACK 0, an ERROR).
+        self.heard = False
+        #: The peer has acknowledged DATA: it receives what it asked for.
+        self.proven = False
+        self.last_heard = now
+        self._unproven_sent = 0
+        #: Resends left out because the unproven budget was spent.
+        self.withheld = 0
 
     @property
     def done(self):
@@ -216,15 +242,19 @@ class Session:
         """Send the OACK or the first window."""
         self._transmit(now)
 
-    def _transmit(self, now):
+    def _transmit(self, now, oldest_only=False):
         self.deadline = now + self.timeout
         if self._waiting_oack:
             self._emit(self._oack)
             return
         blksize = self.blksize
-        end = min(self._base + self.windowsize - 1, self._last)
+        end = self._base if oldest_only else min(
+            self._base + self.windowsize - 1, self._last)
         chunk = self._chunk
+        proven = self.proven
         for block in range(self._base, end + 1):
+            if not proven and not self._may_send_unproven(block):
+                return
             # The hot path of every transfer: one datagram per block.
             datagram = packet.data_header(block) + chunk(
                 (block - 1) * blksize, blksize)
@@ -232,6 +262,17 @@ class Session:
                 return
             if block > self._sent_upto:
                 self._sent_upto = block
+
+    def _may_send_unproven(self, block):
+        # Every DATA datagram is at most blksize + 4 bytes; the first one
+        # always goes, or no transfer could start.
+        size = self.blksize + 4
+        if self._unproven_sent and self._unproven_sent + size > \
+                UNPROVEN_BYTES:
+            self.withheld += 1
+            return False
+        self._unproven_sent += size
+        return True
 
     def _emit(self, datagram):
         try:
@@ -249,6 +290,10 @@ class Session:
             return False
         return True
 
+    def notify(self, datagram):
+        """Send one datagram outside the transfer (an ERROR)."""
+        self._emit(datagram)
+
     def on_repeated_request(self, now):
         """The client sent its request again.
 
@@ -259,7 +304,7 @@ class Session:
 
         :returns: ``True`` if the session is over.
         """
-        if not self._heard:
+        if not self.heard:
             self._transmit(now)
         return self.done
 
@@ -274,7 +319,8 @@ class Session:
                 # The peer gave up, or it only wanted tsize (EDK2 does).
                 self.result = ABORTED
             return self.done
-        self._heard = True
+        self.heard = True
+        self.last_heard = now
         if self._waiting_oack:
             if block == 0:
                 self._waiting_oack = False
@@ -289,13 +335,15 @@ class Session:
         if acked == self._last:
             self.result = COMPLETED
             return True
+        self.proven = True
         self._base = acked + 1
         self._retries_left = self.retries
         self._transmit(now)
         return self.done
 
     def on_deadline(self, now):
-        """Resend the window, or give up after the last retry.
+        """Resend the oldest unacknowledged block (or the OACK), or give up
+        after the last retry.
 
         :returns: ``True`` if the session is over.
         """
@@ -303,9 +351,11 @@ class Session:
             self.result = TIMED_OUT
             return True
         self._retries_left -= 1
-        if not self._heard:
+        if not self.heard:
             # See on_repeated_request: wait for the client to ask again.
             self.deadline = now + self.timeout
             return False
-        self._transmit(now)
+        # One block, not the window: a loss costs the peer a block, and a
+        # peer that stopped answering draws one block per timeout.
+        self._transmit(now, oldest_only=True)
         return self.done

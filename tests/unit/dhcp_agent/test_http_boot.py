@@ -74,24 +74,102 @@ def test_only_get_and_head(service):
         assert _get(service, '/snponly.efi', method)[0] == 501
 
 
-def test_connections_are_bounded(service):
-    # Two idle connections take both slots; a third waits for one.
+def _wait_metric(service, sample, limit=5.0):
+    give_up = time.monotonic() + limit
+    while sample not in service.metrics.render():
+        assert time.monotonic() < give_up, sample
+        time.sleep(0.02)
+
+
+def test_idle_connections_make_room_for_a_request(service):
+    """Review finding 12: two connections that never send a request take
+    both slots; the next one ends the oldest of them at once instead of
+    waiting for a slot."""
     idle = [socket.create_connection(('127.0.0.1', service.port))
             for _ in range(2)]
     try:
         time.sleep(0.2)
-        waiting = http.client.HTTPConnection('127.0.0.1', service.port,
-                                             timeout=10)
-        waiting.request('GET', '/sub/a%20b.efi')
         started = time.monotonic()
-        idle[0].close()
-        response = waiting.getresponse()
-        assert (response.status, response.read()) == (200, b'spaced')
-        assert time.monotonic() - started < 5
-        waiting.close()
+        assert _get(service, '/sub/a%20b.efi')[:2] == (200, b'spaced')
+        assert time.monotonic() - started < 2
+        idle[0].settimeout(2)
+        assert idle[0].recv(10) == b''     # the evicted one is closed
     finally:
         for sock in idle:
             sock.close()
+    _wait_metric(service, 'vmetal_tftp_limited_total{what="http_evicted"}')
+
+
+def test_a_server_busy_sending_answers_503_at_once(service, root):
+    """Both slots send a body to clients that do not read: a third
+    connection is answered 503 at once, not queued."""
+    (root / 'large.bin').write_bytes(bytes(48 * 1024 * 1024))
+    readers = []
+    try:
+        for _ in range(2):
+            reader = socket.create_connection(('127.0.0.1', service.port))
+            reader.sendall(b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+            readers.append(reader)
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert _get(service, '/sub/a%20b.efi')[:2] == (503, b'')
+        assert time.monotonic() - started < 2
+    finally:
+        for sock in readers:
+            sock.close()
+    _wait_metric(service, 'vmetal_tftp_limited_total{what="http_busy"}')
+
+
+def test_one_address_holds_at_most_its_share(root):
+    (root / 'large.bin').write_bytes(bytes(48 * 1024 * 1024))
+    service = http_boot.HttpBootService(str(root), '127.0.0.1', 0,
+                                        max_connections=8,
+                                        max_connections_per_address=2,
+                                        metrics=metrics_mod.Metrics())
+    service.start()
+    readers = []
+    try:
+        for _ in range(2):
+            reader = socket.create_connection(('127.0.0.1', service.port))
+            reader.sendall(b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+            readers.append(reader)
+        time.sleep(0.5)
+        # Its two connections are busy; other addresses are not limited.
+        assert _get(service, '/sub/a%20b.efi')[0] == 503
+    finally:
+        for sock in readers:
+            sock.close()
+        service.stop()
+
+
+def test_a_trickled_request_head_is_cut_at_its_deadline(service,
+                                                        monkeypatch):
+    """A client sending one header byte at a time, each within the idle
+    timeout, is closed once the head deadline passes."""
+    monkeypatch.setattr(http_boot, '_HEAD_DEADLINE', 1.0)
+    slow = socket.create_connection(('127.0.0.1', service.port))
+    try:
+        slow.sendall(b'GET /snponly.efi HTTP/1.1\r\n')
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 5:
+            try:
+                slow.sendall(b'X')
+            except OSError:
+                closed = True
+                break
+            slow.settimeout(0.3)
+            try:
+                if slow.recv(100) == b'':
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed, 'the trickling connection is still open'
+        assert time.monotonic() - started < 3
+    finally:
+        slow.close()
+    _wait_metric(service, 'vmetal_tftp_limited_total{what="http_deadline"}')
 
 
 def test_agent_url():

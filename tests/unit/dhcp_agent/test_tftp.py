@@ -193,20 +193,78 @@ def test_first_packet_is_resent_only_when_the_client_asks_again(service):
         assert peer.recv()[1][:2] == b'\0\x02'
 
 
-def test_sessions_past_the_limit_are_refused_as_busy(service):
-    peers = [tftp_peer.Peer(_server(service)) for _ in range(51)]
-    try:
-        for peer in peers[:50]:
-            peer.send(tftp_peer.rrq('big.bin'))
+def _value(service, sample):
+    for line in service.metrics.render().splitlines():
+        if line.startswith(sample + ' '):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def _start(service, count, answer):
+    peers = [tftp_peer.Peer(_server(service)) for _ in range(count)]
+    for peer in peers:
+        peer.send(tftp_peer.rrq('big.bin'))
+        opcode, _payload, source = peer.recv()
+        assert opcode == 3
+        if answer:
+            peer.send(tftp_peer.ack(1), source)
             assert peer.recv()[0] == 3
-        peers[50].send(tftp_peer.rrq('big.bin'))
-        assert peers[50].expect_error() == 0
+    return peers
+
+
+def test_a_table_of_answering_peers_refuses_as_busy(service):
+    service.limits.max_sessions_per_address = 100
+    peers = _start(service, 50, answer=True)
+    try:
+        with tftp_peer.Peer(_server(service)) as late:
+            late.send(tftp_peer.rrq('big.bin'))
+            assert late.expect_error() == 0
         assert 'vmetal_tftp_sessions 50.0' in service.metrics.render()
         # One descriptor for the file, however many transfers read it.
         assert len(service._server.files) == 1
     finally:
         for peer in peers:
             peer.close()
+
+
+def test_a_full_table_drops_its_oldest_unanswered_session(service):
+    """Review finding 5: requests nobody answers cannot lock anyone out;
+    the oldest of them makes room."""
+    service.limits.max_sessions_per_address = 100
+    silent = _start(service, 50, answer=False)
+    try:
+        with tftp_peer.Peer(_server(service)) as late:
+            late.send(tftp_peer.rrq('big.bin'))
+            assert late.recv()[0] == 3
+        assert service.session_count == 50
+        assert _value(service, 'vmetal_tftp_limited_total'
+                               '{what="evicted_unanswered"}') == 1
+        assert _value(service, 'vmetal_tftp_transfers_total'
+                               '{result="evicted"}') == 1
+    finally:
+        for peer in silent:
+            peer.close()
+
+
+def test_one_address_holds_at_most_its_share(service):
+    service.limits.max_sessions_per_address = 4
+    peers = _start(service, 6, answer=False)
+    try:
+        assert service.session_count == 4
+        assert _value(service, 'vmetal_tftp_limited_total'
+                               '{what="evicted_per_address"}') == 2
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def test_a_long_timeout_option_is_not_granted(service):
+    with tftp_peer.Peer(_server(service)) as peer:
+        peer.send(tftp_peer.rrq('big.bin', timeout=255, tsize=0))
+        opcode, payload, _source = peer.recv()
+    assert (opcode, payload) == (6, b'tsize\x00300000\x00')
+    assert _value(service, 'vmetal_tftp_limited_total'
+                           '{what="timeout_declined"}') == 1
 
 
 def test_a_client_that_gives_up_ends_its_session(service):
@@ -304,3 +362,60 @@ def test_garbage_from_a_clients_own_port_leaves_its_transfer_alone(
         assert peer.expect_error() == 4
         assert peer.read_rest(first, source) == (
             root / 'big.bin').read_bytes()
+
+
+class _Source:
+    def __init__(self, data):
+        self.data = data
+
+    def chunk(self, offset, size):
+        return self.data[offset:offset + size]
+
+
+def _session(blksize, windowsize, size=4 * 1024 * 1024):
+    from vmetal_ironic.dhcp_agent import tftp_packet
+    from vmetal_ironic.dhcp_agent import tftp_session
+    sent = []
+    request = tftp_packet.parse_request(tftp_peer.rrq(
+        'big.bin', blksize=blksize, windowsize=windowsize))
+    transfer = tftp_packet.negotiate(request, size, 1,
+                                     max_windowsize=windowsize)
+    session = tftp_session.Session(('192.0.2.9', 4000), sent.append,
+                                   _Source(bytes(size)), size, transfer,
+                                   retries=3, now=0.0)
+    session.start(0.0)
+    return session, sent
+
+
+@pytest.mark.parametrize('blksize, windowsize', [(65464, 64), (1468, 64),
+                                                 (512, 4)])
+def test_a_peer_that_never_acknowledges_data_gets_at_most_64_kib(
+        blksize, windowsize):
+    """Review finding 4, the session's part: RRQ and a (forged) ACK 0,
+    then silence: the first window and every resend together stay within
+    UNPROVEN_BYTES (one block always goes)."""
+    from vmetal_ironic.dhcp_agent import tftp_session
+    session, sent = _session(blksize, windowsize)
+    assert sent[0][:2] == b'\0\x06'      # the OACK
+    session.on_datagram(tftp_peer.ack(0), 0.1)
+    now = 0.1
+    while not session.done:
+        now += 1.0
+        session.on_deadline(now)
+    data = sum(len(d) for d in sent[1:])
+    assert data <= max(tftp_session.UNPROVEN_BYTES, blksize + 4), data
+    assert session.result == tftp_session.TIMED_OUT
+    assert not session.proven
+
+
+def test_a_proven_peer_gets_whole_windows_and_one_block_per_timeout():
+    session, sent = _session(1468, 8)
+    session.on_datagram(tftp_peer.ack(0), 0.1)
+    assert len(sent) == 1 + 8
+    session.on_datagram(tftp_peer.ack(8), 0.2)
+    assert session.proven
+    assert len(sent) == 1 + 16           # the next whole window
+    session.on_deadline(5.0)
+    # A lost window costs one block: the oldest unacknowledged one.
+    assert len(sent) == 1 + 17
+    assert sent[-1][:4] == b'\0\x03\0\x09'
