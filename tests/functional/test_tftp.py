@@ -50,9 +50,13 @@ def root(tmp_path_factory):
 
 @pytest.fixture(params=[False, True], ids=['classic', 'single-port'])
 def service(request, root):
+    # Every client here is 127.0.0.1: the per-address limit is lifted so
+    # the 2,000 and 600 sessions below stay open (the limit has tests of
+    # its own in test_tftp_hostile.py and tests/unit).
     service = tftp.TftpService(str(root), '127.0.0.1', 0,
                                metrics=metrics_mod.Metrics(), timeout=1,
-                               retries=2, single_port=request.param)
+                               retries=2, single_port=request.param,
+                               max_sessions_per_address=4096)
     service.start()
     yield service
     service.stop()

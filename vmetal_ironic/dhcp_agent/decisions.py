@@ -16,7 +16,11 @@ RFC 2131 rules kept here:
   INIT-REBOOT (requested address, no server identifier) and
   RENEWING/REBINDING (ciaddr set) -> ACK for the reserved address, NAK
   otherwise.
-* RELEASE and DECLINE get no reply; INFORM gets an ACK without a lease.
+* RELEASE and DECLINE get no reply, and are acted on only when they name
+  this server (option 54, which RFC 2131 table 5 makes a MUST) and the
+  client's own address (ciaddr for RELEASE, option 50 for DECLINE):
+  anyone can put a victim's MAC in ``chaddr``, and a forged one must not
+  free or burn the victim's lease. INFORM gets an ACK without a lease.
 * A MAC with no reservation is ignored ("the server MUST remain silent if
   it has no record of the client") unless the dynamic range gives it one.
 """
@@ -70,6 +74,24 @@ def _check_address(request, binding, wanted, settings, state):
                     f'{binding.address_text}', binding)
 
 
+def _release_or_decline(request, binding, settings):
+    # The reasons are a fixed set: they are a metric's label values.
+    name = m.message_name(request.message_type).lower()
+    if request.server_id is None:
+        return m.Decision(m.Action.IGNORE, f'{name} without server '
+                                           'identifier')
+    if request.server_id != settings.server_address:
+        return m.Decision(m.Action.IGNORE, f'{name} for another server')
+    if binding is None:
+        return m.Decision(m.Action.IGNORE, 'unknown MAC')
+    named = (request.ciaddr if request.message_type == m.RELEASE
+             else request.requested_address)
+    if named != binding.address:
+        return m.Decision(m.Action.IGNORE, f'{name} of an address not the '
+                                           "client's")
+    return m.Decision(m.Action.NO_REPLY, name, binding)
+
+
 def decide(request, binding, settings):
     """Decide the answer to ``request``.
 
@@ -107,14 +129,7 @@ def decide(request, binding, settings):
                                   settings, state)
         return m.Decision(m.Action.IGNORE, 'request names no address')
     if kind in (m.RELEASE, m.DECLINE):
-        if foreign:
-            return m.Decision(m.Action.IGNORE,
-                            f'{m.message_name(kind).lower()} for another '
-                            'server')
-        if binding is None:
-            return m.Decision(m.Action.IGNORE, 'unknown MAC')
-        return m.Decision(m.Action.NO_REPLY, m.message_name(kind).lower(),
-                        binding)
+        return _release_or_decline(request, binding, settings)
     if kind == m.INFORM:
         if binding is None:
             return m.Decision(m.Action.IGNORE, 'unknown MAC')

@@ -87,7 +87,8 @@ def test_dynamic_range_serves_unknown_macs():
                                      ('server_id', '192.0.2.1')]))
     assert helpers.options_of(reply)[1]['message-type'] == 5
     assert len(pool) == 1
-    server.handle(helpers.packet('release', mac=mac, ciaddr='192.0.2.100'))
+    server.handle(helpers.packet('release', mac=mac, ciaddr='192.0.2.100',
+                                 options=[('server_id', '192.0.2.1')]))
     assert len(pool) == 0
 
 

@@ -35,8 +35,8 @@ def test_discover_from_known_mac_is_offered():
 
 def test_unknown_mac_is_ignored_for_every_message():
     for kind in (m.DISCOVER, m.REQUEST, m.RELEASE, m.DECLINE, m.INFORM):
-        decision = d.decide(request(kind, requested_address=ADDRESS), None,
-                            SETTINGS)
+        decision = d.decide(request(kind, requested_address=ADDRESS,
+                                    server_id=SERVER), None, SETTINGS)
         assert decision.action is m.Action.IGNORE
         assert decision.reason == 'unknown MAC'
 
@@ -86,15 +86,46 @@ def test_request_without_any_address_is_ignored():
     assert decision.action is m.Action.IGNORE
 
 
-def test_release_and_decline_get_no_reply():
-    for kind, reason in ((m.RELEASE, 'release'), (m.DECLINE, 'decline')):
-        decision = d.decide(request(kind, server_id=SERVER), BINDING,
-                            SETTINGS)
-        assert (decision.action, decision.reason) == (m.Action.NO_REPLY,
-                                                      reason)
-        foreign = d.decide(request(kind, server_id=OTHER), BINDING,
-                           SETTINGS)
-        assert foreign.action is m.Action.IGNORE
+def _own(kind, address=ADDRESS):
+    # RFC 2131 table 5: a RELEASE names its address in ciaddr, a DECLINE in
+    # option 50.
+    if kind == m.RELEASE:
+        return {'ciaddr': address}
+    return {'requested_address': address}
+
+
+@pytest.mark.parametrize('kind, name', [(m.RELEASE, 'release'),
+                                        (m.DECLINE, 'decline')])
+def test_release_and_decline_naming_us_and_the_lease_get_no_reply(kind,
+                                                                  name):
+    decision = d.decide(request(kind, server_id=SERVER, **_own(kind)),
+                        BINDING, SETTINGS)
+    assert (decision.action, decision.reason) == (m.Action.NO_REPLY, name)
+    assert decision.binding is BINDING
+
+
+@pytest.mark.parametrize('kind, name', [(m.RELEASE, 'release'),
+                                        (m.DECLINE, 'decline')])
+def test_forged_release_and_decline_are_ignored(kind, name):
+    """Review finding 6: no server identifier, another server's, or an
+    address that is not the client's lease: ignored, with a reason of
+    its own (a label of the ignored-requests counter)."""
+    cases = {
+        f'{name} without server identifier': request(kind, **_own(kind)),
+        f'{name} for another server': request(kind, server_id=OTHER,
+                                              **_own(kind)),
+        f"{name} of an address not the client's": request(
+            kind, server_id=SERVER, **_own(kind, WRONG)),
+    }
+    # A RELEASE's option 50 or a DECLINE's ciaddr do not count.
+    other_field = ({'requested_address': ADDRESS} if kind == m.RELEASE
+                   else {'ciaddr': ADDRESS})
+    cases[f"{name} of an address not the client's "] = request(
+        kind, server_id=SERVER, **other_field)
+    for reason, forged in cases.items():
+        decision = d.decide(forged, BINDING, SETTINGS)
+        assert (decision.action, decision.reason) == (
+            m.Action.IGNORE, reason.strip())
 
 
 def test_inform_gets_an_ack_without_lease():

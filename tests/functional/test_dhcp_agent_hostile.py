@@ -1,0 +1,130 @@
+"""vmetal-dhcp-agent's DHCP side on a hostile L2 (issue 19).
+
+The agent runs in a namespace of its own with a one-address inspection
+range on the local store; a victim holds that address (busybox udhcpc);
+a hostile namespace forges packets with the victim's MAC in ``chaddr``
+(scapy, raw frames on its interface).
+"""
+
+import json
+import os
+import sys
+
+import pytest
+
+from tests.functional import pxe_lab
+from vmetal_ironic.lab import observe
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='needs root for network namespaces')
+
+SERVER = '198.51.100.1'
+RANGE = '198.51.100.200'
+
+# Each forged packet: (message type, server identifier or None, ciaddr,
+# option 50 or None). Only the two last name the lease as RFC 2131 asks,
+# and they name another server.
+_FORGE = r'''
+import json, sys
+from scapy.all import Ether, IP, UDP, BOOTP, DHCP, get_if_hwaddr, sendp
+interface, mac, forged = (json.loads(a) for a in sys.argv[1:])
+# The frame's own source is the hostile host's (a bridge drops a zero
+# one); only chaddr names the victim.
+source = get_if_hwaddr(interface)
+frames = []
+for kind, server_id, ciaddr, requested in forged:
+    options = [('message-type', kind)]
+    if server_id:
+        options.append(('server_id', server_id))
+    if requested:
+        options.append(('requested_addr', requested))
+    frames.append(
+        Ether(src=source, dst='ff:ff:ff:ff:ff:ff') / IP(src='0.0.0.0',
+                                            dst='255.255.255.255')
+        / UDP(sport=68, dport=67)
+        / BOOTP(op=1, xid=0x4242, ciaddr=ciaddr,
+                chaddr=bytes.fromhex(mac.replace(':', '')) + bytes(10))
+        / DHCP(options=options + ['end']))
+sendp(frames, iface=interface, verbose=0)
+print(json.dumps({'sent': len(frames)}))
+'''
+
+
+@pytest.fixture
+def lab(tmp_path):
+    lab = pxe_lab.Lab(tmp_path / 'vpx')
+    try:
+        lab.server_ns, lab.server_if = lab.node('s', f'{SERVER}/24')
+        lab.agent = lab.start_agent(
+            lab.server_ns, lab.server_if, metrics_port=9571,
+            extra=f"""\
+                inspection_range = {RANGE}-{RANGE}
+                [vmetal_tftp]
+                enabled = false
+                """)
+        yield lab
+    finally:
+        lab.close()
+
+
+def _forge(lab, ns, interface, mac, forged):
+    out = lab.ns_run(ns, sys.executable, '-c', _FORGE, json.dumps(interface),
+                     json.dumps(mac), json.dumps(forged)).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_forged_release_and_decline_free_nobody(lab):
+    """Review finding 6: a RELEASE or DECLINE with the victim's MAC and no
+    server identifier, or ours with an address that is not the victim's,
+    or another server's: all ignored and counted; the victim keeps its
+    lease, and a new host gets no address (the range has one)."""
+    victim_mac = '52:54:00:5e:19:01'
+    ns, interface = lab.node('v', mac=victim_mac)
+    env = pxe_lab.udhcpc(lab, ns, interface, 'victim')
+    assert env is not None and env['ip'] == RANGE, lab.agent.log()[-3000:]
+    hostile_ns, hostile_if = lab.node('x', '198.51.100.2/24')
+    # The new bridge port forwards once the agent answers a ping.
+    observe.wait_for(lambda: lab.ns_run(
+        hostile_ns, 'busybox', 'ping', '-c', '1', '-W', '1', SERVER,
+        check=False).returncode == 0, 20, what='the hostile host on the L2')
+    forged = [
+        ('release', None, RANGE, None),
+        ('release', SERVER, '198.51.100.99', None),
+        ('release', '198.51.100.250', RANGE, None),
+        ('decline', None, '0.0.0.0', RANGE),
+        ('decline', SERVER, '0.0.0.0', '198.51.100.99'),
+        ('decline', SERVER, RANGE, None),
+        ('decline', '198.51.100.250', '0.0.0.0', RANGE),
+    ]
+    _forge(lab, hostile_ns, hostile_if, victim_mac, forged)
+    reasons = {
+        'release without server identifier': 1,
+        "release of an address not the client's": 1,
+        'release for another server': 1,
+        'decline without server identifier': 1,
+        "decline of an address not the client's": 2,
+        'decline for another server': 1,
+    }
+    for reason, count in reasons.items():
+        lab.agent.wait_metric(
+            f'vmetal_dhcp_ignored_total{{reason="{reason}"}}', count)
+    metrics = lab.agent.metrics()
+    released = metrics.get(
+        'vmetal_dhcp_inspection_leases_total{event="released"}', 0)
+    declined = metrics.get(
+        'vmetal_dhcp_inspection_leases_total{event="declined"}', 0)
+    print(f'{len(forged)} forged RELEASE/DECLINE: ignored '
+          f'{sum(reasons.values())} ({reasons}); released {released:.0f}, '
+          f'declined {declined:.0f}')
+    assert released == 0 and declined == 0
+    leases = lab.store.inspection_leases().snapshot()[1]
+    assert [(lease.mac, lease.address) for lease in leases] == [
+        (victim_mac, RANGE)]
+    # A new host finds the range still full.
+    ns2, interface2 = lab.node('n', mac='52:54:00:5e:19:02')
+    assert pxe_lab.udhcpc(lab, ns2, interface2, 'newcomer', tries=2) is None
+    # The victim's own RELEASE, as RFC 2131 asks, is honoured.
+    _forge(lab, hostile_ns, hostile_if, victim_mac,
+           [('release', SERVER, RANGE, None)])
+    lab.agent.wait_metric(
+        'vmetal_dhcp_inspection_leases_total{event="released"}', 1)
