@@ -9,6 +9,7 @@ a hostile namespace forges packets with the victim's MAC in ``chaddr``
 import json
 import os
 import sys
+import time
 
 import pytest
 
@@ -128,3 +129,75 @@ def test_forged_release_and_decline_free_nobody(lab):
            [('release', SERVER, RANGE, None)])
     lab.agent.wait_metric(
         'vmetal_dhcp_inspection_leases_total{event="released"}', 1)
+
+
+# DISCOVERs from made-up MACs that will never send a REQUEST.
+_PIN = r'''
+import json, sys
+from scapy.all import Ether, IP, UDP, BOOTP, DHCP, get_if_hwaddr, sendp
+interface, macs = (json.loads(a) for a in sys.argv[1:])
+source = get_if_hwaddr(interface)
+sendp([Ether(src=source, dst='ff:ff:ff:ff:ff:ff')
+       / IP(src='0.0.0.0', dst='255.255.255.255') / UDP(sport=68, dport=67)
+       / BOOTP(op=1, xid=n, chaddr=bytes.fromhex(mac.replace(':', ''))
+               + bytes(10))
+       / DHCP(options=[('message-type', 'discover'), 'end'])
+       for n, mac in enumerate(macs)], iface=interface, verbose=0)
+print(json.dumps({'sent': len(macs)}))
+'''
+
+
+@pytest.fixture
+def held_lab(tmp_path):
+    lab = pxe_lab.Lab(tmp_path / 'vpx')
+    try:
+        lab.server_ns, lab.server_if = lab.node('s', f'{SERVER}/24')
+        lab.agent = lab.start_agent(
+            lab.server_ns, lab.server_if, metrics_port=9572,
+            extra=f"""\
+                inspection_range = {RANGE}-198.51.100.201
+                inspection_offer_hold = 5
+                inspection_clock_skew = 1
+                dynamic_lease_time = 600
+                [vmetal_tftp]
+                enabled = false
+                """)
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_discovers_never_followed_up_pin_the_range_briefly(held_lab):
+    """Review findings 15 and 3: two DISCOVERs from made-up MACs fill a
+    two-address range for the offer hold (5 s here) plus the skew, not
+    for a whole lease (600 s); a real host then gets an address, first
+    for what the store holds (the hold), then, renewed, for a lease."""
+    lab = held_lab
+    hostile_ns, hostile_if = lab.node('x', '198.51.100.2/24')
+    observe.wait_for(lambda: lab.ns_run(
+        hostile_ns, 'busybox', 'ping', '-c', '1', '-W', '1', SERVER,
+        check=False).returncode == 0, 20, what='the hostile host on the L2')
+    started = time.monotonic()
+    lab.ns_run(hostile_ns, sys.executable, '-c', _PIN,
+               json.dumps(hostile_if),
+               json.dumps(['02:19:00:00:00:01', '02:19:00:00:00:02']))
+    lab.agent.wait_metric(
+        'vmetal_dhcp_inspection_leases_total{event="claimed"}', 2)
+    ns, interface = lab.node('r', mac='52:54:00:5e:19:03')
+    env = None
+    tries = 0
+    while env is None and time.monotonic() - started < 30:
+        tries += 1
+        env = pxe_lab.udhcpc(lab, ns, interface, f'real{tries}', tries=2)
+    waited = time.monotonic() - started
+    assert env is not None, 'the range stayed pinned for 30 s'
+    first_lease = int(env['lease'])
+    again = pxe_lab.udhcpc(lab, ns, interface, 'again')
+    expired = lab.agent.metric(
+        'vmetal_dhcp_inspection_leases_total{event="expired"}')
+    print(f'2 DISCOVERs never followed up pinned a 2-address range for '
+          f'{waited:.1f} s (expired {expired:.0f}); the real host got '
+          f'{env["ip"]} for {first_lease} s, then {again["lease"]} s')
+    assert expired >= 1
+    assert first_lease <= 5
+    assert 590 <= int(again['lease']) <= 600

@@ -79,6 +79,15 @@ opts = [
                  help='Seconds past a shared inspection lease\'s expiry '
                       'before an agent takes it back: room for agents '
                       'whose clocks differ.'),
+    cfg.IntOpt('inspection_offer_hold',
+               default=60,
+               min=5,
+               help='Seconds a shared inspection address is held for a MAC '
+                    'that sent a DISCOVER and has not yet sent a REQUEST; '
+                    'the REQUEST extends it to dynamic_lease_time. A flood '
+                    'of DISCOVERs from MACs that never request pins the '
+                    'range for this long (plus inspection_clock_skew), not '
+                    'for a whole lease.'),
     cfg.IntOpt('dynamic_prefixlen',
                default=24,
                min=1,

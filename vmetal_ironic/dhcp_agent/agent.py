@@ -102,6 +102,7 @@ class Agent:
             dns_servers=group.dynamic_dns_servers,
             lease_time=group.dynamic_lease_time,
             clock_skew=group.inspection_clock_skew,
+            offer_hold=group.inspection_offer_hold,
             poll_interval=group.poll_interval)
 
     def _open_dhcp(self):

@@ -258,6 +258,17 @@ def fit(data, limit):
     return header + b''.join(raw for _, raw in options) + b'\xff'
 
 
+def _patch_lease_time(buf, seconds):
+    """Write ``seconds`` (and T1, T2 from it) into the options 51, 58, 59
+    that a shared template carries right after options 53 and 54."""
+    at = OPTIONS_OFFSET + 9
+    if buf[at:at + 13:6] != bytes([51, 58, 59]):
+        return
+    for offset, value in ((2, seconds), (8, seconds // 2),
+                          (14, seconds * 7 // 8)):
+        buf[at + offset:at + offset + 4] = value.to_bytes(4, 'big')
+
+
 class ReplyBuilder:
     """Reply templates for one set of :class:`messages.Settings`.
 
@@ -378,7 +389,7 @@ class ReplyBuilder:
             self._boot[boot] = segment
         return segment
 
-    def build(self, request, decision, broadcast=False):
+    def build(self, request, decision, broadcast=False, lease_time=None):
         """Bytes of the reply ``decision`` asks for, at most
         :func:`reply_limit` bytes when optional options can make it so.
 
@@ -386,6 +397,9 @@ class ReplyBuilder:
         :param decision: a :class:`messages.Decision` with an answering
             action (OFFER, ACK, NAK, INFORM_ACK).
         :param broadcast: set the broadcast flag in the reply.
+        :param lease_time: seconds to put in options 51, 58 and 59 of a
+            dynamic lease's OFFER or ACK instead of the binding's (what
+            the store holds it for).
         """
         action = decision.action
         if action is messages.Action.NAK:
@@ -399,6 +413,8 @@ class ReplyBuilder:
                 buf[28:34] = bytes.fromhex(binding.mac.replace(':', ''))
                 if not inform:
                     buf[16:20] = binding.address
+                    if lease_time is not None:
+                        _patch_lease_time(buf, lease_time)
             else:
                 key = (binding, inform)
                 template = self._templates.get(key)

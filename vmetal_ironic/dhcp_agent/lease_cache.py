@@ -94,6 +94,9 @@ class LeaseCache:
         self.revision = None
         self.loaded_at = None
         self.stale = False
+        #: Counts leases that went away (or a snapshot that replaced all):
+        #: an address of the range may be free again.
+        self.generation = 0
         #: Called with the MACs whose lease appeared, off the packet path.
         self.on_change = None
 
@@ -140,6 +143,7 @@ class LeaseCache:
         old = self._leases.pop(key, None)
         if old is None:
             return None
+        self.generation += 1
         self._held.pop(key, None)
         keys = self._by_mac.get(old.mac, frozenset()) - {key}
         if keys:
@@ -178,6 +182,7 @@ class LeaseCache:
         with self._lock:
             self._log_skipped(rejected)
             old_macs = set(self._by_mac)
+            self.generation += 1
             self._leases, self._by_mac, self._held = {}, {}, {}
             for lease in leases:
                 self._put(lease)

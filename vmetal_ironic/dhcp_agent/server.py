@@ -318,6 +318,18 @@ class DhcpServer:
         binding, decision = self._lookup(request, now)
         if decision is None:
             decision = decisions.decide(request, binding, self.settings)
+        held_for = None
+        if (self.shared is not None and decision.binding is not None
+                and decision.binding.dynamic and decision.action in (
+                    messages.Action.OFFER, messages.Action.ACK)):
+            # Never promise more than the store holds (finding 3).
+            held_for = self.shared.seconds_held(request.mac)
+            if not held_for:
+                if request.message_type == messages.REQUEST:
+                    self.shared.acknowledged(request.mac)
+                decision = messages.Decision(
+                    messages.Action.IGNORE,
+                    'inspection lease not held in the store')
         self._after(request, decision, now)
         action = decision.action
         if action is messages.Action.IGNORE:
@@ -338,7 +350,7 @@ class DhcpServer:
             return None
         address, port, broadcast = decisions.destination(
             request, action, self.client_port, self.server_port)
-        reply = self.builder.build(request, decision, broadcast)
+        reply = self.builder.build(request, decision, broadcast, held_for)
         if len(reply) > codec.reply_limit(request):
             self.metrics.oversize.inc()
         reply_kind = messages.message_name(

@@ -19,6 +19,16 @@ Threads, so the packet loop never waits for the API server:
   lease for a MAC with a DISCOVER waiting appears (claimed here, or seen
   from another agent), :attr:`SharedRange.on_ready` tells the packet loop,
   which answers it at once instead of at the client's retransmission.
+
+A reply never promises more than the store holds (review finding 3): the
+lease time of an OFFER or ACK is what is left of the stored ``expires``
+(:meth:`SharedRange.seconds_held`), so a renewal the store refused, or an
+outage, shortens the answers instead of leaving a client with a lease the
+sweep frees. A DISCOVER claims for :attr:`SharedRange.offer_hold` seconds
+only; the REQUEST's renewal extends it to the lease time. Renewals are
+never refused for a full queue, and the sweep retries those that failed
+while their client is still active. A full range costs one comparison
+per new MAC until a lease or a reservation goes away (finding 15).
 """
 
 import collections
@@ -107,11 +117,17 @@ class Claimer:
         self._threads = []
 
     def put(self, kind, mac, lease=None):
-        """Queue work; never blocks. :returns: ``False`` if refused."""
+        """Queue work; never blocks. :returns: ``False`` if refused.
+
+        Only claims are refused past :data:`MAX_QUEUED` (new MACs are
+        anyone's to invent); work on existing leases is bounded by the
+        leases, one per MAC and kind, and a dropped renewal would let a
+        lease lapse under its client.
+        """
         with self._lock:
             if (kind, mac) in self._queued:
                 return True
-            if len(self._queued) >= MAX_QUEUED:
+            if kind == 'claim' and len(self._queued) >= MAX_QUEUED:
                 return False
             self._queued.add((kind, mac))
         self._queue.put((kind, mac, lease))
@@ -172,12 +188,14 @@ class SharedRange:
         back, for agents whose clocks differ.
     :param clock: epoch seconds (``time.time``); leases expire by the wall
         clock since several machines compare them.
+    :param offer_hold: seconds a DISCOVER's claim holds the address until
+        a REQUEST renews it.
     """
 
     def __init__(self, leases, first, last, reservations, metrics,
                  prefixlen=24, gateway=None, dns_servers=(), lease_time=600,
                  clock_skew=30.0, poll_interval=1.0, sweep_interval=1.0,
-                 clock=time.time):
+                 clock=time.time, offer_hold=60):
         self.leases = leases
         self.first = first
         self.last = last
@@ -188,7 +206,14 @@ class SharedRange:
         self.dns_servers = tuple(dns_servers)
         self.lease_time = lease_time
         self.clock_skew = clock_skew
+        self.offer_hold = offer_hold
         self.clock = clock
+        # mac -> monotonic time of its last ACK: whose renewal the sweep
+        # retries.
+        self._acked = {}
+        # What made the last claim find the range full; while it is the
+        # same, a new MAC is refused without looking (see _range_full).
+        self._full = None
         self.cache = lease_cache.LeaseCache(self._binding)
         self.cache.on_change = self._ready
         self.feed = LeaseFeed(leases, self.cache, poll_interval, metrics)
@@ -236,12 +261,24 @@ class SharedRange:
         if not self.claimer.put('claim', mac):
             self.metrics.inspection_leases.labels('refused').inc()
 
-    def acknowledged(self, mac):
-        """An ACK went to ``mac``: renew its lease once half has passed."""
+    def seconds_held(self, mac):
+        """Seconds to promise ``mac`` in a reply: what is left of its
+        stored lease, at most the lease time (``0`` when nothing is)."""
         lease = self.cache.lease(mac)
-        if lease is not None and (lease.expires - self.clock()
-                                  < self.lease_time / 2):
-            self.claimer.put('renew', mac, lease)
+        if lease is None:
+            return 0
+        return max(0, min(self.lease_time, int(lease.expires - self.clock())))
+
+    def acknowledged(self, mac):
+        """An ACK went to ``mac`` (or a REQUEST came for a lease the store
+        no longer holds): renew its lease once half has passed."""
+        lease = self.cache.lease(mac)
+        if lease is None:
+            return
+        self._acked[mac] = time.monotonic()
+        if (lease.expires - self.clock() < self.lease_time / 2
+                and not self.claimer.put('renew', mac, lease)):
+            self.metrics.inspection_store_errors.labels('renew').inc()
 
     def decline(self, mac):
         """``mac`` found its address in use."""
@@ -295,10 +332,24 @@ class SharedRange:
         if self._refusal_log.allow(now):
             LOG.warning('No inspection lease for %s: %s', mac, why)
 
+    def _range_state(self):
+        # Anything that can free an address of the range: a lease gone
+        # (the cache's generation), reservations reloaded (a new set).
+        return (self.cache.generation, id(self.reservations.addresses))
+
+    def _range_full(self, now):
+        full = self._full
+        return (full is not None and full[0] == self._range_state()
+                and now < full[1])
+
     def _do_claim(self, mac, _lease):
         if self.reservations.get(mac) is not None or self.cache.get(mac):
             return
         now = time.monotonic()
+        if self._range_full(now):
+            self._refuse(mac, 'the inspection range is full')
+            return
+        state = self._range_state()
         held = set(self.cache.held)
         held.update(int.from_bytes(packed, 'big')
                     for packed in self.reservations.addresses)
@@ -307,10 +358,16 @@ class SharedRange:
                         if until > now)
         tries = lease_cache.candidates(mac, self.first, self.last, held)
         if not tries:
+            # Full until a lease or a reservation goes, or the first
+            # remembered foreign address is tried again.
+            with self._memory_lock:
+                until = min((t for t in self._foreign.values() if t > now),
+                            default=now + FOREIGN_SECONDS)
+            self._full = (state, until)
             self._refuse(mac, 'the inspection range is full')
             return
         lease, taken, created = self.leases.claim(
-            mac, tries, self.clock() + self.lease_time)
+            mac, tries, self.clock() + min(self.offer_hold, self.lease_time))
         for address in taken:
             self._remember(self._foreign,
                            lease_cache.address_int(address),
@@ -360,14 +417,25 @@ class SharedRange:
         self._remove(lease, 'released')
 
     def _do_sweep(self, _mac, _lease):
-        """Take back expired leases and those of MACs with a reservation."""
-        deadline = self.clock() - self.clock_skew
+        """Take back expired leases and those of MACs with a reservation;
+        queue again the renewals of active clients that did not land."""
+        wall = self.clock()
+        deadline = wall - self.clock_skew
+        active_since = time.monotonic() - self.lease_time
         for lease in self.cache.leases():
             if (not lease.declined
                     and self.reservations.get(lease.mac) is not None):
                 self._remove(lease, 'withdrawn')
             elif lease.expires < deadline:
                 self._remove(lease, 'expired')
+            elif (self._acked.get(lease.mac, active_since) > active_since
+                  and lease.expires - wall < self.lease_time / 2
+                  and not lease.declined):
+                self.claimer.put('renew', lease.mac, lease)
+        # list(): the packet loop adds entries meanwhile.
+        for mac in [m for m, t in list(self._acked.items())
+                    if t <= active_since or self.cache.lease(m) is None]:
+            self._acked.pop(mac, None)
 
     # -- lifecycle -------------------------------------------------------------
 

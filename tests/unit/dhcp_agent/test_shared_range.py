@@ -229,3 +229,127 @@ def test_a_decline_holds_the_address_and_the_host_gets_another(tmp_path):
     assert shared.cache.lease(MAC).address != lease.address
     assert lease_cache.address_int(lease.address) in shared.cache.held
     store.close()
+
+
+def _lease_time(result):
+    return helpers.options_of(result[0])[1]['lease_time']
+
+
+def _run_queued(shared):
+    kind, mac, queued = shared.claimer._queue.get_nowait()
+    shared.claimer._queued.discard((kind, mac))
+    shared.run_safely(kind, mac, queued)
+    return kind, mac
+
+
+def test_replies_never_promise_more_than_the_store_holds(tmp_path):
+    """Review finding 3, its reproduction: lease 60 s, skew 5 s, the store
+    down from t=34 to t=68. Every ACK ends no later than the stored lease
+    (the client's lease is over at t=60, before the sweep may free the
+    address at t=65), and a REQUEST the store cannot back gets silence."""
+    clock = Clock()
+    store, shared, server, metrics = _agent(tmp_path, clock, size=1,
+                                            busy_timeout=0.05)
+    shared.run_safely('claim', MAC, None)
+    stored = shared.cache.lease(MAC).expires
+    address = shared.cache.lease(MAC).address
+    renewing = helpers.packet('request', mac=MAC, ciaddr=address)
+    clock.now += 35
+    with store_lock.held(tmp_path / 'v.sqlite'):
+        result = server.handle(renewing)
+        assert _lease_time(result) == 25     # what is left, not 60
+        assert clock.now + _lease_time(result) <= stored
+        assert _run_queued(shared) == ('renew', MAC)  # refused: store down
+        assert _value(metrics, 'vmetal_dhcp_inspection_store_errors_total',
+                      kind='renew') == 1
+        clock.now += 30                       # t=65: nothing left
+        assert server.handle(renewing) is None
+        assert _value(metrics, 'vmetal_dhcp_ignored_total',
+                      reason='inspection lease not held in the store') == 1
+    store.close()
+
+
+def test_a_failed_renewal_is_retried_by_the_sweep(tmp_path):
+    clock = Clock()
+    store, shared, server, _metrics = _agent(tmp_path, clock, size=1,
+                                             busy_timeout=0.05)
+    shared.run_safely('claim', MAC, None)
+    address = shared.cache.lease(MAC).address
+    renewing = helpers.packet('request', mac=MAC, ciaddr=address)
+    clock.now += 35
+    with store_lock.held(tmp_path / 'v.sqlite'):
+        assert _lease_time(server.handle(renewing)) == 25
+        _run_queued(shared)                   # refused: the store is down
+    clock.now += 5                            # the store is back
+    shared.run_safely('sweep', None, None)
+    assert _run_queued(shared) == ('renew', MAC)
+    assert shared.cache.lease(MAC).expires == clock.now + 60
+    assert _lease_time(server.handle(renewing)) == 60
+    store.close()
+
+
+def test_a_discover_holds_its_address_briefly_until_a_request(tmp_path):
+    """Review finding 15: a DISCOVER nobody follows up pins its address
+    for the offer hold (plus the skew), not for a whole lease."""
+    clock = Clock()
+    store, shared, server, _metrics = _agent(tmp_path, clock, size=1)
+    shared.offer_hold = 10
+    shared.run_safely('claim', MAC, None)
+    lease = shared.cache.lease(MAC)
+    assert lease.expires == clock.now + 10
+    offer = server.handle(helpers.packet('discover', mac=MAC))
+    assert _lease_time(offer) == 10
+    request = helpers.packet('request', mac=MAC, options=[
+        ('server_id', SERVER), ('requested_addr', lease.address)])
+    assert _lease_time(server.handle(request)) == 10
+    _run_queued(shared)
+    assert shared.cache.lease(MAC).expires == clock.now + 60
+    # An offer nobody requested: gone after hold + skew.
+    other = '52:54:00:00:30:02'
+    clock.now += 61 + 5 + 1
+    shared.run_safely('sweep', None, None)
+    shared.run_safely('claim', other, None)
+    assert shared.cache.lease(other).expires == clock.now + 10
+    clock.now += 10 + 5 + 1
+    shared.run_safely('sweep', None, None)
+    assert shared.cache.lease(other) is None
+    store.close()
+
+
+def test_a_full_range_refuses_new_macs_without_looking(tmp_path,
+                                                       monkeypatch):
+    """Review finding 15: once a claim found the range full, the next new
+    MACs are refused without building the held set or walking the range,
+    until a lease goes away."""
+    clock = Clock()
+    store, shared, _server, metrics = _agent(tmp_path, clock, size=1)
+    shared.run_safely('claim', MAC, None)
+    walks = []
+    real = lease_cache.candidates
+    monkeypatch.setattr(lease_cache, 'candidates',
+                        lambda *a, **k: walks.append(1) or real(*a, **k))
+    for n in range(50):
+        shared.run_safely('claim', f'52:54:00:00:31:{n:02x}', None)
+    assert len(walks) == 1
+    assert _value(metrics, 'vmetal_dhcp_inspection_leases_total',
+                  event='refused') == 50
+    clock.now += 60 + 6
+    shared.run_safely('sweep', None, None)  # the lease goes
+    shared.run_safely('claim', '52:54:00:00:32:01', None)
+    assert len(walks) == 2
+    assert shared.cache.lease('52:54:00:00:32:01') is not None
+    store.close()
+
+
+def test_renewals_are_queued_even_when_claims_fill_the_queue(tmp_path):
+    clock = Clock()
+    store, shared, _server, _metrics = _agent(tmp_path, clock)
+    shared.run_safely('claim', MAC, None)
+    for n in range(shared_range.MAX_QUEUED):
+        assert shared.claimer.put('claim', f'02:00:00:00:{n >> 8:02x}:'
+                                           f'{n & 0xff:02x}')
+    assert not shared.claimer.put('claim', '02:00:00:ff:ff:ff')
+    clock.now += 31
+    shared.acknowledged(MAC)
+    assert ('renew', MAC) in shared.claimer._queued
+    store.close()
