@@ -201,3 +201,36 @@ def test_discovers_never_followed_up_pin_the_range_briefly(held_lab):
     assert expired >= 1
     assert first_lease <= 5
     assert 590 <= int(again['lease']) <= 600
+
+
+def test_a_second_mac_for_a_reserved_address_is_not_served(lab):
+    """Review finding 7, the agent's side: the store hands two MACs the
+    same address (a wrong store, or a stale reservation); the MAC served
+    first keeps it, the other gets nothing and is counted."""
+    first, second = '52:54:00:5e:19:11', '52:54:00:5e:19:12'
+    lab.reserve(first, '198.51.100.40')
+    lab.agent.wait_loaded()
+    ns1, if1 = lab.node('f', mac=first)
+    env = pxe_lab.udhcpc(lab, ns1, if1, 'first')
+    assert env is not None and env['ip'] == '198.51.100.40'
+    lab.reserve(second, '198.51.100.40')
+    lab.agent.wait_loaded()
+    lab.agent.wait_metric('vmetal_dhcp_reservations_address_taken', 1)
+    ns2, if2 = lab.node('e', mac=second)
+    # Held back, it is a host without a reservation: this lab's agent has
+    # an inspection range, which gives it another address.
+    other = pxe_lab.udhcpc(lab, ns2, if2, 'second', tries=2)
+    assert other is None or other['ip'] != '198.51.100.40'
+    env = pxe_lab.udhcpc(lab, ns1, if1, 'first-again')
+    assert env is not None and env['ip'] == '198.51.100.40'
+    print(f'two MACs reserved 198.51.100.40: {first} served, {second} held '
+          f'back (address_taken 1) and got '
+          f'{other["ip"] if other else "nothing"}')
+    # The first reservation withdrawn, the second is served.
+    lab.store.withdraw_reservation(first)
+    lab.agent.wait_loaded()
+    observe.wait_for(lambda: lab.agent.metric(
+        'vmetal_dhcp_reservations_address_taken') == 0, 10,
+        what='the held-back reservation served')
+    env = pxe_lab.udhcpc(lab, ns2, if2, 'second-now')
+    assert env is not None and env['ip'] == '198.51.100.40'

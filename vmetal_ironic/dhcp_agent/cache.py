@@ -17,6 +17,17 @@ Bad data never stops the feed: a reservation that cannot be served is
 skipped and counted, the others are loaded, and the poller's loop survives
 any exception (logged with its traceback, counted, retried after a
 backoff).
+
+One address, one MAC: the cache serves one L2, so a second MAC reserved
+the address of a served one is held back (skipped, counted, one WARNING
+naming both MACs) whatever the store says; it is served once the first
+reservation goes. The MAC served before keeps the address; among
+newcomers, the lowest MAC.
+
+A forced reload (SIGHUP) starts a new feed *generation*: changes the
+follower queued from its older stream are dropped, and the follower
+starts again from the snapshot's revision, so a change from before the
+snapshot never lands after it (review finding 21).
 """
 
 import queue
@@ -48,6 +59,8 @@ class ReservationCache:
 
     def __init__(self, on_load=None):
         self._bindings = {}
+        # mac -> Binding held back: its address is another MAC's.
+        self._held_back = {}
         self._addresses = frozenset()
         self.on_load = on_load
         self.revision = None
@@ -63,6 +76,11 @@ class ReservationCache:
     def addresses(self):
         """Packed addresses held by reservations."""
         return self._addresses
+
+    @property
+    def held_back(self):
+        """MACs not served because their address is another MAC's."""
+        return frozenset(self._held_back)
 
     def __len__(self):
         return len(self._bindings)
@@ -100,8 +118,12 @@ class ReservationCache:
 
         :returns: the number of reservations changed or removed.
         """
+        # Held-back reservations are judged again: the MAC holding their
+        # address may be gone.
         bindings = dict(self._bindings)
-        skipped = dict(self.skipped)
+        bindings.update(self._held_back)
+        skipped = {mac: reason for mac, reason in self.skipped.items()
+                   if mac not in self._held_back}
         touched = 0
         revision = self.revision
         for change in changes:
@@ -128,6 +150,8 @@ class ReservationCache:
         :param bindings: the new ``{mac: Binding}``; rejected ones go.
         :param skipped: the new ``{mac: reason}``; rejected ones join it.
         """
+        self._held_back = _one_mac_per_address(bindings, skipped,
+                                               self._bindings)
         if self.on_load is not None:
             rejected = self.on_load(list(bindings.values())) or {}
             for mac, reason in rejected.items():
@@ -140,6 +164,33 @@ class ReservationCache:
         self._bindings = bindings
         self._addresses = frozenset(b.address for b in bindings.values())
         self.skipped = skipped
+
+
+def _one_mac_per_address(bindings, skipped, served):
+    """Keep one MAC per address in ``bindings``: the one ``served`` already
+    has it, else the lowest MAC. The others move to ``skipped`` with a
+    reason naming the MAC that keeps the address.
+
+    :returns: ``{mac: Binding}`` of those held back.
+    """
+    if len({b.address for b in bindings.values()}) == len(bindings):
+        return {}       # the usual case: one pass, nothing to hold back
+    macs_of = {}
+    for mac, binding in bindings.items():
+        macs_of.setdefault(binding.address, []).append(mac)
+    held_back = {}
+    for address, macs in macs_of.items():
+        if len(macs) == 1:
+            continue
+        incumbents = [mac for mac in macs if getattr(
+            served.get(mac), 'address', None) == address]
+        kept = incumbents[0] if incumbents else min(macs)
+        for mac in macs:
+            if mac != kept:
+                held_back[mac] = bindings.pop(mac)
+                skipped[mac] = (f'address {held_back[mac].address_text} is '
+                                f'already reserved for {kept} on this L2')
+    return held_back
 
 
 def _mac_of(reservation):
@@ -191,6 +242,10 @@ class RevisionPoller:
         self._changes = queue.Queue()
         # The revision the follower follows from; None: snapshot needed.
         self._position = {'revision': None}
+        # Bumped by every snapshot; a change queued under an older one is
+        # dropped (it may predate the snapshot), and its stream stops.
+        self._generation = 0
+        self._position_lock = threading.Lock()
         self._thread = None
         self._follower = None
         self.degraded_count = 0
@@ -210,6 +265,8 @@ class RevisionPoller:
             self.metrics.cache_size.set(len(self.cache))
             self.metrics.reservations_skipped.set(
                 len(self.cache.skipped) + store_skipped)
+            held_back = getattr(self.cache, 'held_back', ())
+            self.metrics.reservations_address_taken.set(len(held_back))
             self.metrics.reservation_loads.inc()
             self.metrics.store_revision.info({'revision': str(revision)})
         self._state('ok')
@@ -249,7 +306,9 @@ class RevisionPoller:
             self._failed('load')
             return False
         self.failures = 0
-        self._position['revision'] = revision
+        with self._position_lock:
+            self._generation += 1
+            self._position['revision'] = revision
         self._loaded(revision)
         LOG.info('Loaded %d %s (revision %s)', len(self.cache), self.what,
                  revision)
@@ -290,15 +349,17 @@ class RevisionPoller:
         ``_RELIST`` marker asks the applier for a new snapshot."""
         degraded = False
         while not self._stop.is_set():
-            revision = self._position.get('revision')
+            with self._position_lock:
+                revision = self._position.get('revision')
+                generation = self._generation
             if revision is None:
                 self._stop.wait(0.05)
                 continue
             try:
                 for change in self._changes_after(revision,
                                                   self.watch_timeout):
-                    self._changes.put(change)
-                    self._position['revision'] = change.revision or revision
+                    if not self._enqueue(generation, change):
+                        break   # a snapshot came: follow from its revision
                     if self._stop.is_set():
                         return
                 if degraded:
@@ -307,8 +368,7 @@ class RevisionPoller:
                     degraded = False
             except exception.RevisionExpired as exc:
                 LOG.debug('%s: %s; reading them again', self.what, exc)
-                self._position['revision'] = None
-                self._changes.put(_RELIST)
+                self._lost_position(generation)
             except Exception as exc:  # any store failure, or a bug
                 if not degraded:
                     LOG.warning('Following %s changes failed (%s); '
@@ -316,9 +376,29 @@ class RevisionPoller:
                                 self.what, exc, self.interval)
                     degraded = True
                 self.degraded_count += 1
-                self._position['revision'] = None
-                self._changes.put(_RELIST)
+                self._lost_position(generation)
                 self._stop.wait(self.interval)
+
+    def _enqueue(self, generation, change):
+        """Queue a change read under feed ``generation``, and move the
+        position past it, unless a snapshot has started a newer one.
+
+        :returns: ``False`` when the change was dropped as stale.
+        """
+        with self._position_lock:
+            if generation != self._generation:
+                return False
+            self._changes.put((generation, change))
+            self._position['revision'] = change.revision or self._position[
+                'revision']
+        return True
+
+    def _lost_position(self, generation):
+        # Ask for a snapshot, unless one was read since this stream began.
+        with self._position_lock:
+            if generation == self._generation:
+                self._position['revision'] = None
+                self._changes.put((generation, _RELIST))
 
     def _round(self):
         """Read a snapshot when one is needed, else apply the next batch of
@@ -339,10 +419,15 @@ class RevisionPoller:
                 batch.append(self._changes.get_nowait())
             except queue.Empty:
                 break
+        # Only what the current generation's stream read counts (None is
+        # a wake-up).
+        current = self._generation
+        batch = [item[1] for item in batch
+                 if item is not None and item[0] == current]
         if any(item is _RELIST for item in batch):
             self._position['revision'] = None
             return
-        changes = [item for item in batch if item is not None]
+        changes = batch
         if changes and self.cache.apply(changes):
             self._loaded(self.cache.revision)
             LOG.debug('Applied %d %s changes (revision %s)',

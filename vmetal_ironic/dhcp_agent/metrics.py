@@ -90,6 +90,11 @@ _DECLARED = (
     ('reservations_skipped', _GAUGE, 'vmetal_dhcp_reservations_skipped',
      'Reservations of the last load left out as invalid (by the store or '
      'the cache).', ()),
+    ('reservations_address_taken', _GAUGE,
+     'vmetal_dhcp_reservations_address_taken',
+     'Reservations not served because another MAC of this L2 is reserved '
+     'the same address (included in vmetal_dhcp_reservations_skipped).',
+     ()),
     ('reservation_loads', _COUNTER, 'vmetal_dhcp_reservation_loads',
      'Reservation loads from the store.', ()),
     ('store_revision', prometheus_client.Info, 'vmetal_dhcp_store',

@@ -334,3 +334,62 @@ def test_a_burst_of_changes_is_applied_in_one_swap():
     changes.append(base.ReservationChange(102))
     assert cache.apply(changes) == 101
     assert seen == [99] and len(cache) == 99 and cache.revision == 102
+
+
+def test_one_address_is_served_to_one_mac(caplog):
+    """Review finding 7, the agent's side: two reservations naming one
+    address; the MAC served first keeps it, the other is held back (one
+    WARNING naming both, counted) and served once the first goes."""
+    from vmetal_ironic.store import base
+    first, second = '52:54:00:00:07:02', '52:54:00:00:07:01'
+    cache = cache_mod.ReservationCache()
+    cache.load([_reservation(first, '192.0.2.70')], 1)
+    with caplog.at_level('WARNING', logger='vmetal_ironic.dhcp_agent.cache'):
+        cache.apply([base.ReservationChange(
+            2, changed=_reservation(second, '192.0.2.70'))])
+        # The same content again (a relist): no new warning.
+        cache.load([_reservation(first, '192.0.2.70'),
+                    _reservation(second, '192.0.2.70')], 3)
+    assert cache.get(first) is not None and cache.get(second) is None
+    assert cache.held_back == {second}
+    assert second in cache.skipped
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert first in warning and second in warning
+    cache.apply([base.ReservationChange(4, removed=first)])
+    assert cache.get(second).address == bytes([192, 0, 2, 70])
+    assert cache.held_back == frozenset() and not cache.skipped
+
+
+def test_two_newcomers_for_one_address_the_lowest_mac_is_served():
+    cache = cache_mod.ReservationCache()
+    cache.load([_reservation('52:54:00:00:07:09', '192.0.2.71'),
+                _reservation('52:54:00:00:07:03', '192.0.2.71'),
+                _reservation('52:54:00:00:07:04', '192.0.2.72')], 1)
+    assert sorted(b.mac for b in cache.bindings()) == [
+        '52:54:00:00:07:03', '52:54:00:00:07:04']
+
+
+def test_changes_queued_before_a_forced_reload_are_dropped(tmp_path):
+    """Review finding 21. The interleaving is placed by hand (no thread
+    can be made to stop at that point): the follower queued a change of
+    its old stream, an ADDED that was DELETED since; then a forced reload
+    reads the snapshot without it. The queued change must not bring the
+    reservation back, and the follower's old stream stops."""
+    from vmetal_ironic.store import base
+    store = local.LocalStore(path=str(tmp_path / 'db.sqlite'))
+    cache = cache_mod.ReservationCache()
+    poller = cache_mod.RevisionPoller(store, cache, interval=0.05)
+    assert poller.refresh(force=True)
+    old = poller._generation
+    mac = '52:54:00:00:21:01'
+    added = base.ReservationChange(1, changed=_reservation(mac, '192.0.2.21'))
+    assert poller._enqueue(old, added)
+    poller.wake()                   # SIGHUP: a forced reload
+    poller._round()
+    assert cache.get(mac) is None
+    # The old stream's next change is refused; it restarts from the
+    # snapshot's revision.
+    assert not poller._enqueue(old, added)
+    poller._round()
+    assert cache.get(mac) is None
+    store.close()
