@@ -399,3 +399,44 @@ def test_fuzz_reply_size_and_shape(client_id, relay, hostname, url_size,
     if end > limit:
         # Only what cannot go is left.
         assert set(codes) <= ESSENTIAL | {67, 66}
+
+
+_ADDRESS_BYTES = st.one_of(
+    st.sampled_from([SERVER, BINDING.address, socket.inet_aton('192.0.2.2'),
+                     m.ZERO_ADDRESS]),
+    st.binary(min_size=4, max_size=4))
+
+
+@hsettings(max_examples=600, deadline=None)
+@given(kind=st.sampled_from([4, 7]),          # DECLINE, RELEASE
+       server_id=st.one_of(st.none(), _ADDRESS_BYTES,
+                           st.binary(max_size=8)),
+       ciaddr=_ADDRESS_BYTES,
+       requested=st.one_of(st.none(), _ADDRESS_BYTES, st.binary(max_size=8)),
+       extra=st.binary(max_size=40))
+def test_fuzz_release_and_decline(kind, server_id, ciaddr, requested, extra):
+    """Review finding 6, fuzzed: whatever a RELEASE or DECLINE carries
+    (option 54 and 50 of any length, any ciaddr, trailing bytes), it is
+    acted on only when it names this server and the client's address in
+    the field RFC 2131 gives it; everything else is ignored or refused as
+    malformed, never answered."""
+    options = bytes([53, 1, kind])
+    if server_id is not None:
+        options += bytes([54, len(server_id)]) + server_id
+    if requested is not None:
+        options += bytes([50, len(requested)]) + requested
+    data = bytearray(GOOD[:240])
+    data[12:16] = ciaddr
+    data = bytes(data) + options + extra + b'\xff'
+    try:
+        request = codec.parse(data)
+    except codec.Malformed:
+        return
+    decision = d.decide(request, BINDING, SETTINGS)
+    if request.message_type not in (m.RELEASE, m.DECLINE):
+        return      # the trailing bytes carried another option 53
+    named = (request.ciaddr if request.message_type == m.RELEASE
+             else request.requested_address)
+    honoured = (request.server_id == SERVER and named == BINDING.address)
+    expected = m.Action.NO_REPLY if honoured else m.Action.IGNORE
+    assert decision.action is expected, (request, decision)

@@ -3,9 +3,13 @@ import struct
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from tests import tftp_peer
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_session
 
 
 def test_parse_request_with_options():
@@ -132,3 +136,64 @@ def test_fuzz_request_parser_raises_only_its_own_error():
     assert cases >= 100_000, f'only {cases} cases in 60 s'
     # Both outcomes were exercised, so the mutations reach the checks.
     assert 0 < refused < cases
+
+
+_VALUES = st.one_of(st.integers(min_value=0, max_value=70000).map(str),
+                    st.text(alphabet='0123456789x -+', min_size=1,
+                            max_size=12))
+
+
+@hsettings(max_examples=800, deadline=None)
+@given(options=st.dictionaries(
+    st.sampled_from(['blksize', 'tsize', 'timeout', 'windowsize', 'BlkSize',
+                     'TIMEOUT', 'multicast', 'utimeout']),
+    _VALUES, max_size=6),
+    max_blksize=st.integers(min_value=8, max_value=65464),
+    max_windowsize=st.integers(min_value=1, max_value=64),
+    max_timeout=st.integers(min_value=1, max_value=255))
+def test_fuzz_option_combinations_stay_within_the_server_limits(
+        options, max_blksize, max_windowsize, max_timeout):
+    """Issue 19, fuzzed: any mix of options and limits either is refused
+    with code 8 or grants nothing above the limits, echoes in the OACK
+    exactly what it granted, and never grants a timeout above
+    max_timeout (it is left out instead)."""
+    request = packet.parse_request(tftp_peer.rrq('f', **options))
+    try:
+        transfer = packet.negotiate(request, 1234, 5, max_blksize=max_blksize,
+                                    max_windowsize=max_windowsize,
+                                    max_timeout=max_timeout)
+    except packet.BadPacket as exc:
+        assert exc.code == packet.BAD_OPTION
+        return
+    # Without the option, RFC 1350's 512 bytes (not negotiable down).
+    assert (transfer.blksize == packet.DEFAULT_BLKSIZE
+            or packet.MIN_BLKSIZE <= transfer.blksize <= max_blksize)
+    assert 1 <= transfer.windowsize <= max_windowsize
+    assert transfer.timeout == 5 or transfer.timeout <= max_timeout
+    granted = {}
+    if transfer.oack is not None:
+        fields = transfer.oack[2:].split(b'\0')[:-1]
+        granted = {fields[i].decode(): int(fields[i + 1])
+                   for i in range(0, len(fields), 2)}
+    assert set(granted) <= {'blksize', 'tsize', 'timeout', 'windowsize'}
+    assert granted.get('blksize', packet.DEFAULT_BLKSIZE) == transfer.blksize
+    assert granted.get('windowsize', 1) == transfer.windowsize
+    assert granted.get('timeout', transfer.timeout) == transfer.timeout
+    if 'timeout' in transfer.declined:
+        assert 'timeout' not in granted and transfer.timeout == 5
+    # Whatever was granted, a peer that answers the OACK (or nothing) and
+    # then falls silent draws at most the unproven budget of DATA.
+    sent = []
+    size = 3 * 1024 * 1024
+    session = tftp_session.Session(
+        ('192.0.2.9', 4000), sent.append,
+        tftp_session._Cached(bytes(size)), size, transfer, retries=3,
+        now=0.0)
+    session.start(0.0)
+    session.on_datagram(tftp_peer.ack(0), 0.0)
+    now = 0.0
+    while not session.done:
+        now += transfer.timeout
+        session.on_deadline(now)
+    data = sum(len(d) for d in sent if d[:2] == b'\0\x03')
+    assert data <= max(tftp_session.UNPROVEN_BYTES, transfer.blksize + 4)
