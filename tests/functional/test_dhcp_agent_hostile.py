@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.functional import pxe_lab
+from vmetal_ironic.dhcp_agent import lease_cache
 from vmetal_ironic.lab import observe
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -234,3 +235,38 @@ def test_a_second_mac_for_a_reserved_address_is_not_served(lab):
         what='the held-back reservation served')
     env = pxe_lab.udhcpc(lab, ns2, if2, 'second-now')
     assert env is not None and env['ip'] == '198.51.100.40'
+
+
+def _mac_trying_first(address):
+    """A MAC whose claims try ``address`` first (the walk is a hash of
+    the MAC), so the test does not depend on luck."""
+    first = lease_cache.address_int(RANGE)
+    for n in range(256):
+        mac = f'52:54:00:5e:1a:{n:02x}'
+        if lease_cache.candidates(mac, first, first + 1, set())[0] == address:
+            return mac
+    raise AssertionError(f'no MAC tries {address} first')
+
+
+def test_an_inspection_address_in_use_on_the_l2_is_not_offered(held_lab):
+    """Issue 19 item 6: a host nobody reserved it for uses 198.51.100.200
+    (configured by hand); the agent's ARP probe finds it, holds it as
+    declined, and offers the client the other address."""
+    lab = held_lab
+    squatter_ns, _ = lab.node('q', f'{RANGE}/24')
+    observe.wait_for(lambda: lab.ns_run(
+        squatter_ns, 'busybox', 'ping', '-c', '1', '-W', '1', SERVER,
+        check=False).returncode == 0, 20, what='the squatter on the L2')
+    mac = _mac_trying_first(RANGE)
+    ns, interface = lab.node('c', mac=mac)
+    env = pxe_lab.udhcpc(lab, ns, interface, 'client')
+    assert env is not None, lab.agent.log()[-3000:]
+    conflicts = lab.agent.metric(
+        'vmetal_dhcp_inspection_leases_total{event="conflict"}')
+    print(f'{RANGE} answered ARP: conflicts {conflicts:.0f}; the client '
+          f'({mac}, which tries {RANGE} first) got {env["ip"]}')
+    assert env['ip'] == '198.51.100.201'
+    assert conflicts == 1
+    held = {(lease.address, lease.declined)
+            for lease in lab.store.inspection_leases().snapshot()[1]}
+    assert (RANGE, True) in held

@@ -88,6 +88,14 @@ opts = [
                     'of DISCOVERs from MACs that never request pins the '
                     'range for this long (plus inspection_clock_skew), not '
                     'for a whole lease.'),
+    cfg.BoolOpt('inspection_conflict_check',
+                default=True,
+                help='Before a new shared inspection lease is offered, ask '
+                     'the L2 by ARP (RFC 5227 probe, 0.1 s) whether '
+                     'something already uses the address; if so it is held '
+                     'for nobody for dynamic_lease_time and another one is '
+                     'offered. Answers are remembered for 60 s. Reserved '
+                     'addresses are never probed.'),
     cfg.IntOpt('dynamic_prefixlen',
                default=24,
                min=1,

@@ -13,6 +13,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import cache as cache_mod
+from vmetal_ironic.dhcp_agent import conflict
 from vmetal_ironic.dhcp_agent import http_boot
 from vmetal_ironic.dhcp_agent import link as link_mod
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
@@ -103,6 +104,8 @@ class Agent:
             lease_time=group.dynamic_lease_time,
             clock_skew=group.inspection_clock_skew,
             offer_hold=group.inspection_offer_hold,
+            probe=(conflict.ArpProbe(self.interface)
+                   if group.inspection_conflict_check else None),
             poll_interval=group.poll_interval)
 
     def _open_dhcp(self):

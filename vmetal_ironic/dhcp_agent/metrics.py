@@ -71,7 +71,9 @@ _DECLARED = (
      'agent), adopted (another agent had bound the MAC), renewed, lost (a '
      'renewal found it changed or gone), expired, withdrawn (the MAC has a '
      'reservation), released (RELEASE), declined (DECLINE: held for nobody '
-     'until it expires), refused (range full or too many waiting).',
+     'until it expires), conflict (a new claim answered ARP on the L2: held '
+     'for nobody until it expires), refused (range full or too many '
+     'waiting).',
      ('event',)),
     ('inspection_cached', _GAUGE, 'vmetal_dhcp_inspection_leases_cached',
      'Shared inspection-range leases of the scope in the agent\'s cache.',

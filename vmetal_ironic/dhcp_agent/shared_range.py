@@ -55,6 +55,8 @@ FOREIGN_SECONDS = 30.0
 REFUSED_SECONDS = 5.0
 #: Entries of those two memories at most.
 MEMORY_MAX = 4096
+#: Addresses found in use on the L2 (ARP) one claim goes past at most.
+CONFLICT_RETRIES = 3
 
 
 class LeaseFeed(cache_mod.RevisionPoller):
@@ -190,12 +192,15 @@ class SharedRange:
         clock since several machines compare them.
     :param offer_hold: seconds a DISCOVER's claim holds the address until
         a REQUEST renews it.
+    :param probe: optional :class:`~vmetal_ironic.dhcp_agent.conflict.
+        ArpProbe`: a newly claimed address that answers ARP is held as
+        declined (counted as ``conflict``) and another one is claimed.
     """
 
     def __init__(self, leases, first, last, reservations, metrics,
                  prefixlen=24, gateway=None, dns_servers=(), lease_time=600,
                  clock_skew=30.0, poll_interval=1.0, sweep_interval=1.0,
-                 clock=time.time, offer_hold=60):
+                 clock=time.time, offer_hold=60, probe=None):
         self.leases = leases
         self.first = first
         self.last = last
@@ -207,6 +212,7 @@ class SharedRange:
         self.lease_time = lease_time
         self.clock_skew = clock_skew
         self.offer_hold = offer_hold
+        self.probe = probe
         self.clock = clock
         # mac -> monotonic time of its last ACK: whose renewal the sweep
         # retries.
@@ -343,12 +349,21 @@ class SharedRange:
                 and now < full[1])
 
     def _do_claim(self, mac, _lease):
+        # An address something on the L2 already answers ARP for is held
+        # as declined and the claim goes on with the next one, a few times.
+        for _attempt in range(CONFLICT_RETRIES):
+            if not self._claim_once(mac):
+                return
+
+    def _claim_once(self, mac):
+        """:returns: ``True`` when the claimed address was in use on the
+        L2 (declined; claim again)."""
         if self.reservations.get(mac) is not None or self.cache.get(mac):
-            return
+            return False
         now = time.monotonic()
         if self._range_full(now):
             self._refuse(mac, 'the inspection range is full')
-            return
+            return False
         state = self._range_state()
         held = set(self.cache.held)
         held.update(int.from_bytes(packed, 'big')
@@ -365,7 +380,7 @@ class SharedRange:
                             default=now + FOREIGN_SECONDS)
             self._full = (state, until)
             self._refuse(mac, 'the inspection range is full')
-            return
+            return False
         lease, taken, created = self.leases.claim(
             mac, tries, self.clock() + min(self.offer_hold, self.lease_time))
         for address in taken:
@@ -376,13 +391,28 @@ class SharedRange:
             self.metrics.inspection_candidates_taken.inc(len(taken))
         if lease is None:
             self._refuse(mac, f'the {len(tries)} addresses tried are held')
-            return
+            return False
+        if created and self.probe is not None and self.probe.in_use(
+                lease.address):
+            self._hold_conflict(lease)
+            return True
         self._refused.pop(mac, None)
         self.metrics.inspection_leases.labels(
             'claimed' if created else 'adopted').inc()
         LOG.info('Inspection lease %s for %s until %d', lease.address, mac,
                  lease.expires)
         self.cache.confirm(lease)
+        return False
+
+    def _hold_conflict(self, lease):
+        declined = self.leases.decline(lease, self.clock() + self.lease_time)
+        self.metrics.inspection_leases.labels('conflict').inc()
+        if self._refusal_log.allow(time.monotonic()):
+            LOG.warning('Inspection address %s answers ARP on the L2 (a '
+                        'host nobody reserved it for uses it): held for '
+                        'nobody for %d s', lease.address, self.lease_time)
+        if declined is not None:
+            self.cache.confirm(declined)
 
     def _do_renew(self, mac, lease):
         # The feed may hold a later version (another agent renewed it).
@@ -440,6 +470,13 @@ class SharedRange:
     # -- lifecycle -------------------------------------------------------------
 
     def start(self):
+        if self.probe is not None:
+            try:
+                self.probe.open()
+            except OSError as exc:
+                LOG.warning('No ARP conflict check of inspection addresses '
+                            'on %s: %s', self.probe.interface, exc)
+                self.probe = None
         self.feed.refresh(force=True)
         self.feed.start()
         self.claimer.start()
@@ -450,3 +487,5 @@ class SharedRange:
     def stop(self):
         self.claimer.stop()
         self.feed.stop()
+        if self.probe is not None:
+            self.probe.close()

@@ -353,3 +353,32 @@ def test_renewals_are_queued_even_when_claims_fill_the_queue(tmp_path):
     shared.acknowledged(MAC)
     assert ('renew', MAC) in shared.claimer._queued
     store.close()
+
+
+class _Squatted:
+    """Stands in for the L2: the functional test has a real host answer
+    ARP (test_dhcp_agent_hostile.py); here only the claim logic."""
+
+    def __init__(self, *addresses):
+        self.addresses = set(addresses)
+        self.asked = []
+
+    def in_use(self, address):
+        self.asked.append(address)
+        return address in self.addresses
+
+
+def test_an_address_in_use_on_the_l2_is_held_and_another_claimed(tmp_path):
+    store, shared, _server, metrics = _agent(tmp_path, size=4)
+    first = lease_cache.candidates(MAC, FIRST, FIRST + 3, set())[0]
+    shared.probe = _Squatted(first)
+    shared.run_safely('claim', MAC, None)
+    lease = shared.cache.lease(MAC)
+    assert lease is not None and lease.address != first
+    assert shared.probe.asked == [first, lease.address]
+    assert _value(metrics, 'vmetal_dhcp_inspection_leases_total',
+                  event='conflict') == 1
+    held = {(item.address, item.declined)
+            for item in store.inspection_leases().snapshot()[1]}
+    assert (first, True) in held
+    store.close()
