@@ -1,10 +1,14 @@
-"""Boot storm: full DORA for N distinct reserved MACs, agent vs dnsmasq.
+"""Boot storm: full DORA for N distinct reserved MACs, agent vs dnsmasq
+and ISC Kea.
 
 Run as root: ``tox -e bench -- dhcp``. N = 1000 MACs (``VMETAL_BENCH_DHCP_N``)
 at concurrency 1, 8, 32 and 128, against vmetal-dhcp-agent and against
 dnsmasq (``--no-ping``, lease file on, same reservations) in the same
-namespaces. The generator acts as a relay agent (giaddr set, replies come
-back to it on port 67), so it needs no raw sockets; it is bounded: each
+namespaces, and ISC Kea's ``kea-dhcp4`` (Debian's kea-dhcp4-server;
+host reservations by MAC, memfile leases not persisted, single-threaded
+and multi-threaded with a pool of 2 threads) when it is installed. The
+generator acts as a relay agent (giaddr set, replies come back to it on
+port 67), so it needs no raw sockets; it is bounded: each
 exchange gets 2 s, no retransmissions, so an unanswered exchange counts
 as lost. A NAK also counts as lost.
 
@@ -19,6 +23,7 @@ The generator runs in the client namespace as ``bench_dhcp.py generate``.
 import json
 import os
 import select
+import shutil
 import socket
 import statistics
 import struct
@@ -154,6 +159,53 @@ def _fmt(result):
             f'(NAK {result["naks"]})')
 
 
+def _kea_config(lab, hosts, name, threads):
+    """Kea's configuration: the same reservations, routers and DNS as the
+    others. One ``interface/address`` is named: Kea 2.2 opens a socket per
+    address of an interface and would answer once per socket."""
+    log = lab.workdir / f'{name}.kea.log'
+    return {'Dhcp4': {
+        'interfaces-config': {
+            'interfaces': [f'{lab.server_if}/{pxe_netns.SERVER}'],
+            'dhcp-socket-type': 'udp'},
+        'lease-database': {'type': 'memfile', 'persist': False,
+                           'lfc-interval': 0},
+        'valid-lifetime': 3600,
+        'authoritative': True,
+        'host-reservation-identifiers': ['hw-address'],
+        'subnet4': [{
+            'id': 1, 'subnet': f'198.18.0.0/{pxe_netns.PREFIX}',
+            'reservations-out-of-pool': True,
+            'option-data': [
+                {'name': 'routers', 'data': pxe_netns.SERVER},
+                {'name': 'domain-name-servers', 'data': pxe_netns.SERVER}],
+            'reservations': [{'hw-address': mac, 'ip-address': address}
+                             for mac, address in hosts]}],
+        'multi-threading': ({'enable-multi-threading': True,
+                             'thread-pool-size': threads,
+                             'packet-queue-size': 64} if threads > 1
+                            else {'enable-multi-threading': False}),
+        'loggers': [{'name': 'kea-dhcp4', 'severity': 'WARN',
+                     'output_options': [{'output': str(log)}]}]}}
+
+
+def _start_kea(lab, hosts, name, threads):
+    config = lab.workdir / f'{name}.json'
+    config.write_text(json.dumps(_kea_config(lab, hosts, name, threads)))
+    env = dict(os.environ, KEA_PIDFILE_DIR=str(lab.workdir),
+               KEA_LOCKFILE_DIR=str(lab.workdir))
+    proc = lab.spawn(lab.server_ns, ['kea-dhcp4', '-c', str(config)],
+                     f'{name}.log', env=env)
+    deadline = time.monotonic() + 60
+    while ':67 ' not in pxe_netns.sh('ip', 'netns', 'exec', lab.server_ns,
+                                     'ss', '-lun', check=False).stdout:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError('kea-dhcp4 did not start: '
+                               + (lab.workdir / f'{name}.log').read_text())
+        time.sleep(0.05)
+    return proc
+
+
 def main():
     if os.geteuid() != 0:
         print('bench_dhcp needs root (network namespaces); skipped')
@@ -184,6 +236,14 @@ def main():
                     readonly = _storm(lab, count, concurrency)
                 finally:
                     lab.stop(dnsmasq)
+                kea = {}
+                for threads in ((1, 2) if shutil.which('kea-dhcp4') else ()):
+                    proc = _start_kea(lab, hosts, f'kea-{threads}-'
+                                      f'{concurrency}', threads)
+                    try:
+                        kea[threads] = _storm(lab, count, concurrency)
+                    finally:
+                        lab.stop(proc)
                 ratio = ours['rate'] / theirs['rate'] if theirs['rate'] else 0
                 ratio_ro = (ours['rate'] / readonly['rate']
                             if readonly['rate'] else 0)
@@ -191,8 +251,14 @@ def main():
                       f'{_fmt(ours)}')
                 print(f'       dnsmasq (leases tmpfs) {_fmt(theirs)}')
                 print(f'       dnsmasq --leasefile-ro {_fmt(readonly)}')
+                for threads, result in kea.items():
+                    label = ('kea-dhcp4 1 thread ' if threads == 1
+                             else f'kea-dhcp4 {threads} threads')
+                    print(f'       {label:<22s} {_fmt(result)}')
                 print(f'       ratio agent/dnsmasq {ratio:.2f}x, '
-                      f'agent/dnsmasq-ro {ratio_ro:.2f}x')
+                      f'agent/dnsmasq-ro {ratio_ro:.2f}x' + ''.join(
+                          f', agent/kea-{t} {ours["rate"] / r["rate"]:.2f}x'
+                          for t, r in kea.items() if r['rate']))
         finally:
             lab.close()
 
