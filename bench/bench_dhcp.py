@@ -224,14 +224,16 @@ def main():
                     ours = _storm(lab, count, concurrency)
                 finally:
                     lab.stop(agent)
+                # dnsmasq keeps 1,000 leases by default and NAKs past it.
+                leases = (f'--dhcp-lease-max={count}',)
                 dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-c{concurrency}',
-                                            lease_dir=SHM)
+                                            lease_dir=SHM, extra=leases)
                 try:
                     theirs = _storm(lab, count, concurrency)
                 finally:
                     lab.stop(dnsmasq)
                 dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-ro-{concurrency}',
-                                            extra=('--leasefile-ro',))
+                                            extra=('--leasefile-ro', *leases))
                 try:
                     readonly = _storm(lab, count, concurrency)
                 finally:
