@@ -313,6 +313,8 @@ class Agent:
                 self.ra.stop()
                 self.ra = None
             self._start_ra()
+            if self.shared is not None:
+                self.shared.reopen_probe()
             self.metrics.interface_rebinds.inc()
             self.metrics.interface_up.set(1)
             LOG.warning('Provisioning interface %s was re-created (index '

@@ -469,14 +469,24 @@ class SharedRange:
 
     # -- lifecycle -------------------------------------------------------------
 
+    def _open_probe(self):
+        try:
+            self.probe.open()
+        except OSError as exc:
+            LOG.warning('No ARP conflict check of inspection addresses on '
+                        '%s: %s', self.probe.interface, exc)
+            self.probe = None
+
+    def reopen_probe(self):
+        """The interface was re-created: probe on the new one (a packet
+        socket stays on the index it was bound to)."""
+        if self.probe is not None:
+            self.probe.close()
+            self._open_probe()
+
     def start(self):
         if self.probe is not None:
-            try:
-                self.probe.open()
-            except OSError as exc:
-                LOG.warning('No ARP conflict check of inspection addresses '
-                            'on %s: %s', self.probe.interface, exc)
-                self.probe = None
+            self._open_probe()
         self.feed.refresh(force=True)
         self.feed.start()
         self.claimer.start()

@@ -382,3 +382,28 @@ def test_an_address_in_use_on_the_l2_is_held_and_another_claimed(tmp_path):
             for item in store.inspection_leases().snapshot()[1]}
     assert (first, True) in held
     store.close()
+
+
+def test_the_probe_is_opened_again_on_a_recreated_interface(tmp_path):
+    store, shared, _server, _metrics = _agent(tmp_path)
+    calls = []
+
+    class _Probe(_Squatted):
+        interface = 'prov0'
+
+        def open(self):
+            calls.append('open')
+
+        def close(self):
+            calls.append('close')
+
+    shared.probe = _Probe()
+    shared.reopen_probe()
+    assert calls == ['close', 'open']
+
+    def refuse():
+        raise PermissionError(1, 'Operation not permitted')
+    shared.probe.open = refuse
+    shared.reopen_probe()           # said once, claims go on unprobed
+    assert shared.probe is None
+    store.close()
