@@ -160,9 +160,9 @@ def test_http_root_streams_through_the_agent(net):
 
 
 def test_only_the_ramdisks_api_calls_reach_ironic(net):
-    code, body, status = net.curl(net.machine_ns, f'http://{AGENT}:6385/')
+    _code, body, status = net.curl(net.machine_ns, f'http://{AGENT}:6385/')
     assert status == 200 and 'versions' in json.loads(body)
-    code, body, status = net.curl(
+    _code, body, status = net.curl(
         net.machine_ns, '-H', 'X-OpenStack-Ironic-API-Version: 1.68',
         f'http://{AGENT}:6385/v1/lookup?addresses={MAC}')
     # Ironic's own answer (no node has this MAC), not the agent's refusal.
