@@ -50,9 +50,11 @@ class Upstream:
         :raises OSError: refused or unreachable; ``ssl.SSLError`` on a bad
             certificate; ``asyncio.TimeoutError`` after ``timeout``.
         """
+        # The reader's limit sizes its buffer (see exchange.CHUNK).
         return await asyncio.wait_for(asyncio.open_connection(
             self.host, self.port, ssl=self.tls,
-            server_hostname=self.host if self.tls else None), timeout)
+            server_hostname=self.host if self.tls else None,
+            limit=262144), timeout)
 
 
 def tls_context(ca_file=None, cadata=None):
