@@ -156,7 +156,8 @@ class Lab:
         if not observe.wait_for(lambda: 'Serving HTTP' in self._http_text(),
                                 15, failed=lambda: proc.poll() is not None):
             raise LabError(f'HTTP server did not start: {self._http_text()}')
-        self.report.done('HTTP server', f'{HTTP_URL} serves Ironic\'s '
+        self.report.done('HTTP server', f'http://{self.http_address}:'
+                         f'{HTTP_PORT} serves Ironic\'s '
                          'http_root (boot.ipxe, node configs, kernels)')
 
     def _start_agent(self):

@@ -286,3 +286,79 @@ def test_slow_ironic_is_504(bridge):
     assert status == 504
     assert time.monotonic() - started < 3
     assert _refused(bridge, 'http', 'upstream_timeout') == 1
+
+
+def _certificates(tmp_path):
+    """A CA of the test's own and a server certificate for 127.0.0.1."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, signer, ca):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(
+                       NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(
+                       NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca,
+                                                        path_length=None),
+                                  critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.IPv4Address('127.0.0.1'))]),
+                critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert('vmetal test CA', 'vmetal test CA', ca_key, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = cert('127.0.0.1', 'vmetal test CA', key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / 'ca.pem').write_bytes(ca.public_bytes(pem))
+    (tmp_path / 'server.pem').write_bytes(
+        server.public_bytes(pem) + key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+    return tmp_path / 'ca.pem', tmp_path / 'server.pem'
+
+
+def test_ironic_api_over_tls_checked_against_the_ca_file(tmp_path, upstreams,
+                                                         reserved):
+    import ssl
+    ca_file, server_pem = _certificates(tmp_path)
+    tls_server = _server('127.0.0.1')
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_pem)
+    tls_server.socket = context.wrap_socket(tls_server.socket,
+                                            server_side=True)
+    port = tls_server.server_address[1]
+    cfg = _config(upstreams)
+    try:
+        for ca, expected in ((str(ca_file), 200), (None, 502)):
+            api = upstream.from_url('api', f'https://127.0.0.1:{port}', ca)
+            service = service_mod.BridgeService(
+                config.BridgeConfig(**{**cfg.__dict__, 'api_upstream': api}),
+                lambda: reserved, metrics=metrics_mod.Metrics())
+            service.start()
+            try:
+                status, body, _ = _request(service, 'api', 'GET',
+                                           '/v1/lookup?a=/json')
+                assert status == expected, body
+            finally:
+                service.stop()
+        # Only the request the CA vouched for reached the server.
+        assert [path for _m, path, _h in tls_server.seen] == [
+            '/v1/lookup?a=/json']
+    finally:
+        tls_server.shutdown()
+        tls_server.server_close()
