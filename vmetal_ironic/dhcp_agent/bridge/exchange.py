@@ -107,7 +107,7 @@ def _framing(headers):
     return length, chunked
 
 
-async def _within(awaitable, seconds):
+async def within(awaitable, seconds):
     """``await awaitable`` within ``seconds``, else
     ``asyncio.TimeoutError``. asyncio.timeout (3.11) where there is one: no
     task a call, which wait_for costs on the body's hot path."""
@@ -125,7 +125,7 @@ async def _next_event(conn, reader, timeout, cut=_Cut):
         if event is not h11.NEED_DATA:
             return event
         try:
-            data = await _within(reader.read(CHUNK), timeout)
+            data = await within(reader.read(CHUNK), timeout)
         except (asyncio.TimeoutError, OSError):
             raise cut() from None
         conn.receive_data(data)
@@ -137,7 +137,7 @@ async def _write(writer, data, timeout):
         # Below the high-water mark drain() would not wait.
         return
     try:
-        await _within(writer.drain(), timeout)
+        await within(writer.drain(), timeout)
     except (asyncio.TimeoutError, OSError):
         raise _Cut() from None
 
@@ -362,7 +362,7 @@ class Exchange:
                              self.limits.idle_timeout)
         while sent < length:
             try:
-                data = await _within(up_reader.read(CHUNK),
+                data = await within(up_reader.read(CHUNK),
                                      self.limits.idle_timeout)
             except (asyncio.TimeoutError, OSError):
                 raise _Cut() from None

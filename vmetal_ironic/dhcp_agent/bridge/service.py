@@ -196,9 +196,12 @@ class BridgeService:
             self._tasks.discard(task)
             writer.close()
             # close() flushes what is buffered; a client that stopped
-            # reading gets cut when the idle time is up.
-            asyncio.get_running_loop().call_later(
-                self.config.limits.idle_timeout, writer.transport.abort)
+            # reading is cut when the idle time is up.
+            try:
+                await exchange.within(writer.wait_closed(),
+                                      self.config.limits.idle_timeout)
+            except (asyncio.TimeoutError, OSError):
+                writer.transport.abort()
 
     async def _open(self):
         for listener, address, port in self._listeners():
