@@ -52,9 +52,12 @@ class Agent:
                               f'{self.interface!r} does not exist')
         self.server_address = (group.server_address
                                or settings_mod.interface_address(self.interface))
+        self._bridge_config = bridge_config.from_conf(conf,
+                                                      self.server_address)
         self.settings = settings_mod.settings_from_conf(
             conf, self.server_address,
-            ipxe_script_default=self._bridge_ipxe_url())
+            ipxe_script_default=self._bridge_ipxe_url(),
+            url_translation=self._url_translation())
         self.dynamic = settings_mod.dynamic_from_conf(conf)
         self.inspection_range = settings_mod.inspection_from_conf(conf)
         self.shared = None
@@ -62,8 +65,6 @@ class Agent:
         # Checked now so a bad root fails before anything is opened.
         self._tftp_service = self._tftp_from_conf()
         self._http_service = self._http_from_conf()
-        self._bridge_config = bridge_config.from_conf(conf,
-                                                      self.server_address)
         self.cache = cache_mod.ReservationCache()
         self.poller = cache_mod.RevisionPoller(store, self.cache,
                                                group.poll_interval,
@@ -188,6 +189,10 @@ class Agent:
                    f'{self.conf.vmetal_bridge.http_port}/boot.ipxe')
         return url
 
+    def _url_translation(self):
+        config = self._bridge_config
+        return config.translation if config is not None else None
+
     def _start_bridge(self):
         config = self._bridge_config
         if config is None:
@@ -284,7 +289,8 @@ class Agent:
             group = self.conf.vmetal_dhcp_agent
             settings = settings_mod.settings_from_conf(
                 self.conf, group.server_address or self.server_address,
-                ipxe_script_default=self._bridge_ipxe_url())
+                ipxe_script_default=self._bridge_ipxe_url(),
+                url_translation=self._url_translation())
             dynamic = settings_mod.dynamic_from_conf(self.conf)
             inspection = settings_mod.inspection_from_conf(self.conf)
         except Exception as exc:  # keep serving

@@ -23,10 +23,12 @@ its own instead (a veth pair, 203.0.113.0/24, Ironic on 203.0.113.1) with
 no address in and no route toward the lab L2; vmetal-dhcp-agent runs in a
 namespace of its own with one leg on each network (192.0.2.1 on the lab
 L2, 203.0.113.2 on the cluster network, ``net.ipv4.ip_forward = 0``) and
-bridges them (``[vmetal_bridge]``): the ramdisk reaches Ironic's HTTP
-root and API through the agent at the same URLs as on one L2
-(``http://192.0.2.1:8080`` and ``:6385``), and the conductor reaches the
-ramdisk through the agent's callback proxy on 203.0.113.2:8081.
+bridges them (``[vmetal_bridge]``): Ironic is configured with its own
+URLs (``http://203.0.113.1:8080`` and ``:6385``), the machine reaches it
+through the agent at the same URLs as on one L2 (``http://192.0.2.1:8080``
+and ``:6385``, which the agent puts in place of Ironic's in what crosses),
+and the conductor reaches the ramdisk through the agent's callback proxy
+on 203.0.113.2:8081.
 
 The store is the local one in the work directory, or a Kubernetes store
 given by ``--store-config`` (:func:`load_store_config`): its API server on
@@ -137,13 +139,17 @@ def bridge_conf():
 def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
     """ironic.conf of the full flow, on top of the quick lab's.
 
-    ``[deploy]http_url`` and ``[service_catalog]endpoint_override`` are the
-    URLs the machine uses (192.0.2.1): Ironic's own on one L2, the agent's
-    forwards with two networks; ``api_address`` is where the API listens.
+    ``api_address`` is where Ironic's API and HTTP server listen, and
+    ``[deploy]http_url`` and ``[service_catalog]endpoint_override`` are
+    Ironic's own URLs there: on one L2 the machine uses them as they are;
+    with two networks the agent's bridge translates them into its own
+    (192.0.2.1) wherever they reach the machine. The TFTP server is the
+    agent's address either way.
     """
     work = pathlib.Path(work)
-    sections = lab_ironic.default_sections(work, API_PORT, flow.SERVER,
-                                           flow.HTTP_URL, vmetal_db)
+    sections = lab_ironic.default_sections(
+        work, API_PORT, flow.SERVER, f'http://{api_address}:{flow.HTTP_PORT}',
+        vmetal_db)
     sections['DEFAULT'].update({
         'enabled_hardware_types': 'redfish',
         'enabled_bios_interfaces': 'no-bios',
@@ -161,8 +167,9 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
         'enabled_vendor_interfaces': 'no-vendor',
     })
     sections['api'] = {'host_ip': api_address, 'port': str(API_PORT)}
-    sections['service_catalog'] = {'auth_type': 'none',
-                                   'endpoint_override': API_URL}
+    sections['service_catalog'] = {
+        'auth_type': 'none',
+        'endpoint_override': f'http://{api_address}:{API_PORT}'}
     sections['conductor'].update({
         'automated_clean': 'true',
         'deploy_callback_timeout': '1800',

@@ -117,13 +117,21 @@ def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
     assert section['callback_address'] == full_setup.AGENT_CLUSTER
     assert section['ironic_api_url'] == \
         f'http://{full_setup.IRONIC_CLUSTER}:{full_setup.API_PORT}'
-    # The machine is handed the same URLs as on one L2: now the agent's.
+    # Ironic keeps its own URLs (its conductor checks the image URL under
+    # http_url itself); the agent translates them for the machine.
     sections = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite',
                                           full_setup.IRONIC_CLUSTER)
-    assert sections['api']['host_ip'] == full_setup.IRONIC_CLUSTER
+    cluster = full_setup.IRONIC_CLUSTER
+    assert sections['api']['host_ip'] == cluster
     assert sections['service_catalog']['endpoint_override'] == \
+        f'http://{cluster}:{full_setup.API_PORT}'
+    assert sections['deploy']['http_url'] == \
+        f'http://{cluster}:{flow.HTTP_PORT}'
+    assert sections['pxe']['tftp_server'] == flow.SERVER
+    same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
+    assert same['deploy']['http_url'] == flow.HTTP_URL
+    assert same['service_catalog']['endpoint_override'] == \
         full_setup.API_URL
-    assert sections['deploy']['http_url'] == flow.HTTP_URL
 
 
 def test_two_networks_needs_the_vmetal_agent(tmp_path):

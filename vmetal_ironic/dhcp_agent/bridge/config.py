@@ -9,6 +9,7 @@ import ipaddress
 
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
+from vmetal_ironic.dhcp_agent.bridge import urls
 from vmetal_ironic.dhcp_agent import settings as settings_mod
 
 
@@ -30,6 +31,9 @@ class BridgeConfig:
     max_connections: int
     max_connections_per_client: int
     limits: exchange.Limits
+    #: Ironic's URLs to the advertised ones, in what crosses to the
+    #: provisioning side (:mod:`.urls`).
+    translation: urls.Translation = None
 
 
 def _error(text):
@@ -94,7 +98,14 @@ def from_conf(conf, server_address):
             and tftp.http_port in (group.http_port, group.api_port):
         raise _error(f'port {tftp.http_port} is also [vmetal_tftp]http_port '
                      'on the same address')
+    http_advertise = (group.http_advertise_url
+                      or f'http://{provisioning}:{group.http_port}')
+    api_advertise = (group.api_advertise_url
+                     or f'http://{provisioning}:{group.api_port}')
     return BridgeConfig(
+        translation=urls.Translation(
+            ((group.ironic_http_url, http_advertise),
+             (group.ironic_api_url, api_advertise))),
         provisioning_address=provisioning,
         http_port=group.http_port,
         api_port=group.api_port,
@@ -102,10 +113,8 @@ def from_conf(conf, server_address):
         callback_port=group.callback_port,
         http_upstream=http,
         api_upstream=api,
-        http_advertise_url=(group.http_advertise_url
-                            or f'http://{provisioning}:{group.http_port}'),
-        api_advertise_url=(group.api_advertise_url
-                           or f'http://{provisioning}:{group.api_port}'),
+        http_advertise_url=http_advertise,
+        api_advertise_url=api_advertise,
         callback_advertise_url=(group.callback_advertise_url
                                 or f'http://{callback}:{group.callback_port}'),
         ipa_port=group.ipa_port,

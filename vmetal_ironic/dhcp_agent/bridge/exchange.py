@@ -54,6 +54,12 @@ class Limits:
     upstream_timeout: float = 60.0
     max_header_bytes: int = 16384
     max_heartbeat_bytes: int = 65536
+    # Responses up to this size are read whole to translate URLs in them
+    # (iPXE scripts and configs are a few KiB; kernels are megabytes).
+    max_translated_response: int = 65536
+    # Conductor commands are read whole to translate URLs (a config drive
+    # travels in one: Ironic allows 64 MiB).
+    max_translated_request: int = 67108864
 
 
 class UpstreamUnknown(Exception):
@@ -155,8 +161,9 @@ class Exchange:
     """Serve one connection of a listener.
 
     :param listener: gives ``name``, ``route(method, target, source)``,
-        ``upstream(route)`` and ``rewrite(body, source)``
-        (see :mod:`.service`).
+        ``upstream(route)``, ``rewrite(body, source)`` and the
+        :class:`~.urls.Translation` (or ``None``) of its ``requests`` and
+        its ``responses`` (see :mod:`.service`).
     :param observer: told what happened: ``refused(listener, reason)``,
         ``forwarded(listener, status, nbytes)``,
         ``upstream_failed(listener, upstream_name, kind, detail)`` and
@@ -213,6 +220,13 @@ class Exchange:
             body = await self._heartbeat_body()
             if body is None:
                 return
+        elif self.listener.requests and _framing(request.headers) != (
+                None, False):
+            body = await self._whole_body(
+                self.limits.max_translated_request, 'request_too_large')
+            if body is None:
+                return
+            body = self.listener.requests.apply(body)
         try:
             upstream = self.listener.upstream(route)
         except UpstreamUnknown as exc:
@@ -236,20 +250,29 @@ class Exchange:
             else:
                 raise _Cut()
 
-    async def _heartbeat_body(self):
-        """The heartbeat's body rewritten, or ``None`` once refused."""
+    async def _whole_body(self, limit, reason):
+        """The client's whole body, or ``None`` once refused (413 past
+        ``limit``)."""
         body = bytearray()
         try:
             async for piece in self._client_body():
                 body += piece
-                if len(body) > self.limits.max_heartbeat_bytes:
-                    await self._refuse(413, 'heartbeat_too_large')
+                if len(body) > limit:
+                    await self._refuse(413, reason)
                     return None
         except h11.RemoteProtocolError as exc:
             await self._refuse(400, 'malformed', str(exc))
             return None
+        return bytes(body)
+
+    async def _heartbeat_body(self):
+        """The heartbeat's body rewritten, or ``None`` once refused."""
+        body = await self._whole_body(self.limits.max_heartbeat_bytes,
+                                      'heartbeat_too_large')
+        if body is None:
+            return None
         try:
-            return self.listener.rewrite(bytes(body), self.source)
+            return self.listener.rewrite(body, self.source)
         except heartbeat_mod.HeartbeatError as exc:
             await self._refuse(400, 'bad_heartbeat', str(exc))
             return None
@@ -309,6 +332,12 @@ class Exchange:
         if response is None:
             return
         self.observer.upstream_ok(name, upstream.name)
+        length, _chunked = _framing(response.headers)
+        if (self.listener.responses and not self.head_only
+                and response.status_code == 200 and length is not None
+                and length <= limits.max_translated_response):
+            await self._translated(client, up_reader, response, length)
+            return
         await _write(self.writer, self.conn.send(h11.Response(
             status_code=response.status_code, reason=response.reason,
             headers=forwarded_headers(response.headers, None,
@@ -322,6 +351,25 @@ class Exchange:
         else:
             sent = await self._counted_body(client, up_reader, length)
         self.observer.forwarded(name, response.status_code, sent)
+
+    async def _translated(self, client, up_reader, response, length):
+        """A small response read whole, its URLs translated, sent with its
+        new length."""
+        body = bytearray()
+        while len(body) < length:
+            event = await _next_event(client, up_reader,
+                                      self.limits.idle_timeout)
+            if isinstance(event, h11.Data):
+                body += event.data
+            else:
+                raise _Cut()
+        body = self.listener.responses.apply(bytes(body))
+        headers = forwarded_headers(response.headers, None, len(body))
+        await _write(self.writer, self.conn.send(h11.Response(
+            status_code=response.status_code, reason=response.reason,
+            headers=headers)) + body, self.limits.idle_timeout)
+        self.observer.forwarded(self.listener.name, response.status_code,
+                                len(body))
 
     async def _framed_body(self, client, up_reader):
         """A chunked or close-delimited body, re-framed by h11."""

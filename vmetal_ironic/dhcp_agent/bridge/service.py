@@ -32,11 +32,14 @@ LOG = log.getLogger(__name__)
 class _Forward:
     """A provisioning-side listener: fixed routes to one upstream."""
 
-    def __init__(self, name, route, upstream, rewrite=None):
+    requests = None
+
+    def __init__(self, name, route, upstream, rewrite=None, responses=None):
         self.name = name
         self._route = route
         self._upstream = upstream
         self._rewrite = rewrite
+        self.responses = responses
 
     def route(self, method, target, source):
         return self._route(method, target)
@@ -52,11 +55,13 @@ class _Callback:
     """The cluster-side listener: ``/<address>/v1/...`` to that ramdisk."""
 
     name = 'callback'
+    responses = None
 
-    def __init__(self, reserved, ramdisks, ipa_port):
+    def __init__(self, reserved, ramdisks, ipa_port, requests=None):
         self._reserved = reserved
         self._ramdisks = ramdisks
         self._ipa_port = ipa_port
+        self.requests = requests
 
     def route(self, method, target, source):
         return routes.callback(method, target, self._reserved())
@@ -156,12 +161,14 @@ class BridgeService:
     def _listeners(self):
         config = self.config
         return (
-            (_Forward('http', routes.http_root, config.http_upstream),
+            (_Forward('http', routes.http_root, config.http_upstream,
+                      responses=config.translation),
              config.provisioning_address, config.http_port),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
              config.provisioning_address, config.api_port),
-            (_Callback(self.reserved, self.ramdisks, config.ipa_port),
+            (_Callback(self.reserved, self.ramdisks, config.ipa_port,
+                       requests=config.translation),
              config.callback_address, config.callback_port),
         )
 

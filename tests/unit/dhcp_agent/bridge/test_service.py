@@ -17,6 +17,7 @@ from vmetal_ironic.dhcp_agent.bridge import config
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import service as service_mod
 from vmetal_ironic.dhcp_agent.bridge import upstream
+from vmetal_ironic.dhcp_agent.bridge import urls
 from vmetal_ironic.lab import observe
 
 BODY = bytes(range(256)) * 12288   # 3 MiB
@@ -44,6 +45,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data, status = BODY[10:20], 206
         if self.path.endswith('/json'):
             data = json.dumps({'path': self.path}).encode()
+        if self.path.endswith('/script'):
+            data = (f'#!ipxe\nkernel {self.server.url}/k ipa-api-url='
+                    f'{self.server.url}/api\n').encode()
         self.send_response(status)
         self.send_header('Content-Length', str(len(data)))
         if status == 206:
@@ -64,6 +68,7 @@ def _server(address):
     server = http.server.ThreadingHTTPServer((address, 0), _Handler)
     server.daemon_threads = True
     server.seen = []
+    server.url = f'http://{address}:{server.server_address[1]}'
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -362,3 +367,39 @@ def test_ironic_api_over_tls_checked_against_the_ca_file(tmp_path, upstreams,
     finally:
         tls_server.shutdown()
         tls_server.server_close()
+
+
+def test_ironics_urls_are_translated_where_they_cross(upstreams, reserved):
+    """iPXE scripts from the HTTP root and the conductor's commands carry
+    Ironic's cluster URLs; the provisioning side gets the agent's."""
+    ironic = upstreams['ironic'].url
+    cfg = _config(upstreams)
+    service = service_mod.BridgeService(
+        config.BridgeConfig(**{**cfg.__dict__, 'translation': urls.Translation(
+            ((ironic, 'http://198.51.100.1:8080'),))}),
+        lambda: reserved, metrics=metrics_mod.Metrics())
+    service.start()
+    try:
+        status, body, response = _request(service, 'http', 'GET',
+                                          '/n/script')
+        assert status == 200
+        assert body == (b'#!ipxe\nkernel http://198.51.100.1:8080/k '
+                        b'ipa-api-url=http://198.51.100.1:8080/api\n')
+        assert response.getheader('Content-Length') == str(len(body))
+        # Big files pass untouched (and unread).
+        status, body, _ = _request(service, 'http', 'GET', '/images/ipa')
+        assert body == BODY
+        _request(service, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+                 body=json.dumps({'callback_url': 'http://x:'
+                                  f'{service.config.ipa_port}'}).encode())
+        command = json.dumps({'name': 'standby.prepare_image', 'params': {
+            'image_info': {'urls': [f'{ironic}/agent_images/n']}}})
+        status, _, _ = _request(service, 'callback', 'POST',
+                                f'/{RAMDISK}/v1/commands/', body=command)
+        assert status == 202
+        _post, path, sent = upstreams['ramdisk'].seen[-1]
+        assert path == '/v1/commands/'
+        assert json.loads(sent)['params']['image_info']['urls'] == [
+            'http://198.51.100.1:8080/agent_images/n']
+    finally:
+        service.stop()
