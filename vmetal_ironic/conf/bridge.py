@@ -27,12 +27,18 @@ opts = [
                schemes=['http', 'https'],
                help='Ironic\'s HTTP root ([deploy]http_root served over '
                     'HTTP) as the agent reaches it on the cluster network, '
-                    'e.g. http://ironic.metal3.svc:6180. Required when '
-                    'enabled.'),
+                    'e.g. http://ironic.metal3.svc:6180: write it exactly '
+                    'as Ironic\'s [deploy]http_url, which the agent '
+                    'replaces by http_advertise_url in the iPXE scripts, '
+                    'configs and commands that cross to the provisioning '
+                    'side. Required when enabled.'),
     cfg.URIOpt('ironic_api_url',
                schemes=['http', 'https'],
                help='Ironic\'s API as the agent reaches it on the cluster '
-                    'network, e.g. https://ironic.metal3.svc:6385. '
+                    'network, e.g. https://ironic.metal3.svc:6385: write it '
+                    'exactly as Ironic\'s [service_catalog]'
+                    'endpoint_override, which the agent replaces by '
+                    'api_advertise_url (ipa-api-url in the boot configs). '
                     'Required when enabled.'),
     cfg.StrOpt('ca_file',
                help='CA bundle that signs the certificates of '
@@ -47,15 +53,12 @@ opts = [
                 default=8080,
                 help='Provisioning-side port forwarding GET and HEAD to '
                      'ironic_http_url (iPXE scripts, kernels, ramdisks, '
-                     'images). Set Ironic\'s [deploy]http_url to '
-                     'http_advertise_url.'),
+                     'images).'),
     cfg.PortOpt('api_port',
                 default=6385,
                 help='Provisioning-side port forwarding the IPA ramdisk\'s '
                      'API calls (version discovery, lookup, heartbeat, '
-                     'continue_inspection) to ironic_api_url. Set Ironic\'s '
-                     '[service_catalog]endpoint_override to '
-                     'api_advertise_url.'),
+                     'continue_inspection) to ironic_api_url.'),
     cfg.URIOpt('http_advertise_url',
                schemes=['http'],
                help='URL servers on the provisioning side are told for '
@@ -65,9 +68,8 @@ opts = [
                     'http://<provisioning_address>:<http_port>.'),
     cfg.URIOpt('api_advertise_url',
                schemes=['http'],
-               help='URL the IPA ramdisk is told for Ironic\'s API. '
-                    'Logged at start; Ironic learns it from '
-                    '[service_catalog]endpoint_override. Default: '
+               help='URL the IPA ramdisk is told for Ironic\'s API, in '
+                    'place of ironic_api_url. Default: '
                     'http://<provisioning_address>:<api_port>.'),
     cfg.HostAddressOpt('callback_address',
                        help='Cluster-side address the callback proxy '
