@@ -192,6 +192,12 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
     # run reuses another's image cache (a cache hit skips the checksum).
     sections['agent'] = {'image_download_source': 'local',
                          'certificates_path': str(work / 'certificates')}
+    if api_address != flow.SERVER:
+        # Across two networks the conductor reaches the ramdisk through the
+        # agent's callback proxy, which it is told as a plain http URL
+        # (the agent talks TLS to the ramdisk itself); Ironic 39 refuses
+        # such a URL unless TLS is not required (its default is True).
+        sections['agent']['require_tls'] = 'false'
     sections['pxe'].update({
         'images_path': str(work / 'pxe-images'),
         'instance_master_path': str(work / 'master-images'),

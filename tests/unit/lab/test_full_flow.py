@@ -128,8 +128,10 @@ def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
     assert sections['deploy']['http_url'] == \
         f'http://{cluster}:{flow.HTTP_PORT}'
     assert sections['pxe']['tftp_server'] == flow.SERVER
+    assert sections['agent']['require_tls'] == 'false'
     same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
     assert same['deploy']['http_url'] == flow.HTTP_URL
+    assert 'require_tls' not in same['agent']
     assert same['service_catalog']['endpoint_override'] == \
         full_setup.API_URL
 
