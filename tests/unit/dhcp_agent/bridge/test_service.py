@@ -293,8 +293,8 @@ def test_slow_ironic_is_504(bridge):
     assert _refused(bridge, 'http', 'upstream_timeout') == 1
 
 
-def _certificates(tmp_path):
-    """A CA of the test's own and a server certificate for 127.0.0.1."""
+def _certificates(tmp_path, address='127.0.0.1'):
+    """A CA of the test's own and a server certificate for ``address``."""
     import datetime
 
     from cryptography import x509
@@ -320,14 +320,14 @@ def _certificates(tmp_path):
                                   critical=True))
         if not ca:
             builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address('127.0.0.1'))]),
+                [x509.IPAddress(ipaddress.IPv4Address(address))]),
                 critical=False)
         return builder.sign(signer, hashes.SHA256())
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = cert('vmetal test CA', 'vmetal test CA', ca_key, ca_key, True)
     key = ec.generate_private_key(ec.SECP256R1())
-    server = cert('127.0.0.1', 'vmetal test CA', key, ca_key, False)
+    server = cert(address, 'vmetal test CA', key, ca_key, False)
     pem = serialization.Encoding.PEM
     (tmp_path / 'ca.pem').write_bytes(ca.public_bytes(pem))
     (tmp_path / 'server.pem').write_bytes(
@@ -403,3 +403,38 @@ def test_ironics_urls_are_translated_where_they_cross(upstreams, reserved):
             'http://198.51.100.1:8080/agent_images/n']
     finally:
         service.stop()
+
+
+def test_tls_ramdisk_is_checked_with_the_certificate_of_its_heartbeat(
+        tmp_path, upstreams, reserved, bridge):
+    """IPA with auto TLS: the conductor gets a plain URL on the agent, the
+    agent talks TLS to the ramdisk and accepts only the certificate the
+    ramdisk's own heartbeat carried."""
+    import ssl
+    ca_file, server_pem = _certificates(tmp_path, RAMDISK)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_pem)
+    ramdisk = upstreams['ramdisk']
+    ramdisk.socket = context.wrap_socket(ramdisk.socket, server_side=True)
+    port = bridge.config.ipa_port
+    heartbeat = {'callback_url': f'https://{RAMDISK}:{port}',
+                 'agent_verify_ca': ca_file.read_text()}
+    status, _, _ = _request(bridge, 'api', 'POST', '/v1/heartbeat/n',
+                            source=RAMDISK,
+                            body=json.dumps(heartbeat).encode())
+    assert status == 202
+    sent = json.loads(upstreams['ironic'].seen[-1][2])
+    assert sent == {'callback_url': f'http://cb.svc:8081/{RAMDISK}'}
+    status, body, _ = _request(bridge, 'callback', 'GET',
+                               f'/{RAMDISK}/v1/commands/json')
+    assert (status, json.loads(body)) == (200, {'path': '/v1/commands/json'})
+    # Another certificate in a later heartbeat: the ramdisk's real one no
+    # longer matches, and the conductor's call is refused.
+    (tmp_path / 'other').mkdir()
+    other_ca, _ = _certificates(tmp_path / 'other', RAMDISK)
+    heartbeat['agent_verify_ca'] = other_ca.read_text()
+    _request(bridge, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+             body=json.dumps(heartbeat).encode())
+    status, _, _ = _request(bridge, 'callback', 'GET',
+                            f'/{RAMDISK}/v1/commands/json')
+    assert status == 502
