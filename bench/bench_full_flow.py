@@ -30,16 +30,24 @@ import tempfile
 
 LAB = pathlib.Path(sys.executable).parent / 'vmetal-lab'
 PROVIDERS = ('vmetal', 'dnsmasq')
+# (label, vmetal-lab arguments) of the two runs compared, ours first.
+DHCP_RUNS = (('vmetal', ['--dhcp', 'vmetal']),
+             ('dnsmasq', ['--dhcp', 'dnsmasq']))
 RUN_TIMEOUT = 3600
 ROUNDS = int(os.environ.get('VMETAL_BENCH_FULL_ROUNDS', '1'))
 
 
-def run(provider):
-    """One ``vmetal-lab --full --json`` run: its summary, or ``None``."""
+def run(provider, args=None):
+    """One ``vmetal-lab --full --json`` run: its summary, or ``None``.
+
+    :param provider: the run's label.
+    :param args: its arguments (default: ``--dhcp <provider>``).
+    """
+    args = ['--dhcp', provider] if args is None else args
     with tempfile.TemporaryDirectory(prefix='bench-full-') as workdir:
         try:
             result = subprocess.run(
-                [str(LAB), '--full', '--json', '--dhcp', provider,
+                [str(LAB), '--full', '--json', *args,
                  '--workdir', workdir],
                 capture_output=True, text=True, timeout=RUN_TIMEOUT,
                 check=False)
@@ -59,8 +67,8 @@ def ratio(ours, theirs):
     return f'{ours / theirs:5.2f}x' if theirs else '    -'
 
 
-def _order(round_index):
-    return PROVIDERS if round_index % 2 == 0 else PROVIDERS[::-1]
+def _order(round_index, names=PROVIDERS):
+    return names if round_index % 2 == 0 else names[::-1]
 
 
 def _phases(summary):
@@ -74,35 +82,36 @@ def _phases(summary):
     return steps
 
 
-def main():
-    if os.geteuid() != 0:
-        print('full_flow: skipped (needs root)')
-        return
-    runs = {name: [] for name in PROVIDERS}
+def compare(runs_args, what):
+    """Run the two configurations of ``runs_args`` in alternating order and
+    print each phase side by side (``what`` names the comparison)."""
+    names = tuple(name for name, _args in runs_args)
+    arguments = dict(runs_args)
+    ours, peer = names
+    runs = {name: [] for name in names}
     builds = None
     for round_index in range(max(1, ROUNDS)):
-        for provider in _order(round_index):
-            summary = run(provider)
+        for name in _order(round_index, names):
+            summary = run(name, arguments[name])
             if summary is None:
                 return
             if builds is None:
                 builds = summary['build_seconds']
-            runs[provider].append(summary)
-    rounds = len(runs['vmetal'])
-    orders = '; '.join(', '.join(_order(i)) for i in range(rounds))
-    print(f'image builds {builds:.0f}s (0 = cached); {rounds} round(s), '
-          f'runs in this order: {orders}')
+            runs[name].append(summary)
+    rounds = len(runs[ours])
+    orders = '; '.join(', '.join(_order(i, names)) for i in range(rounds))
+    print(f'{what}: image builds {builds:.0f}s (0 = cached); {rounds} '
+          f'round(s), runs in this order: {orders}')
     phases = {name: [_phases(s) for s in summaries]
               for name, summaries in runs.items()}
     spread = rounds > 1
-    print(f'{"phase (median)":<24} {"vmetal":>8} {"dnsmasq":>8}  '
-          f'vmetal/dnsmasq' + ('   spread vmetal / dnsmasq' if spread
-                               else ''))
-    for phase in phases['vmetal'][0]:
-        mine = [p[phase] for p in phases['vmetal']]
-        theirs = [p.get(phase, 0.0) for p in phases['dnsmasq']]
+    print(f'{"phase (median)":<24} {ours:>12} {peer:>12}  {ours}/{peer}'
+          + (f'   spread {ours} / {peer}' if spread else ''))
+    for phase in phases[ours][0]:
+        mine = [p[phase] for p in phases[ours]]
+        theirs = [p.get(phase, 0.0) for p in phases[peer]]
         a, b = statistics.median(mine), statistics.median(theirs)
-        line = f'{phase:<24} {a:7.1f}s {b:7.1f}s  {ratio(a, b)}'
+        line = f'{phase:<24} {a:11.1f}s {b:11.1f}s  {ratio(a, b)}'
         if spread:
             line += (f'        {max(mine) - min(mine):5.1f}s / '
                      f'{max(theirs) - min(theirs):5.1f}s')
@@ -112,6 +121,13 @@ def main():
             print(f'{name}: OS address {summary["os_address"]} '
                   f'({summary["os_address_source"]}), expected '
                   f'{summary["allocated_address"]}')
+
+
+def main():
+    if os.geteuid() != 0:
+        print('full_flow: skipped (needs root)')
+        return
+    compare(DHCP_RUNS, 'vmetal against dnsmasq')
 
 
 if __name__ == '__main__':

@@ -59,3 +59,41 @@ def stop_if_running(proc, grace):
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(10)
+
+
+def two_network_facts(prefix, machine_address='192.0.2.1'):
+    """What makes a two-network lab run two networks, read from its
+    namespaces while it runs (``<prefix>s`` Ironic's, ``<prefix>a`` the
+    agent's).
+
+    :returns: ``{'ironic_addresses', 'ironic_routes', 'route_to_l2',
+        'agent_ip_forward'}``: Ironic's IPv4 addresses and routes, the exit
+        code of ``ip route get`` toward the lab L2 from Ironic's namespace
+        (non-zero: no route, a default one included), and the agent's
+        ``net.ipv4.ip_forward``.
+    """
+    def ns(name, *argv):
+        return subprocess.run(['ip', 'netns', 'exec', f'{prefix}{name}',
+                               *argv], capture_output=True, text=True,
+                              timeout=30, check=False)
+    return {
+        'ironic_addresses': ns('s', 'ip', '-4', '-o', 'addr', 'show').stdout,
+        'ironic_routes': ns('s', 'ip', '-4', 'route', 'show').stdout,
+        'route_to_l2': ns('s', 'ip', 'route', 'get',
+                          machine_address).returncode,
+        'agent_ip_forward': ns('a', 'sysctl', '-n',
+                               'net.ipv4.ip_forward').stdout.strip(),
+    }
+
+
+def assert_two_networks(prefix):
+    """Ironic's namespace has no address in and no route toward the lab
+    L2 (192.0.2.0/24), and the agent's namespace forwards nothing."""
+    facts = two_network_facts(prefix)
+    assert '192.0.2.' not in facts['ironic_addresses'], facts
+    assert '203.0.113.1/' in facts['ironic_addresses'], facts
+    assert 'default' not in facts['ironic_routes'], facts
+    assert '192.0.2.' not in facts['ironic_routes'], facts
+    assert facts['route_to_l2'] != 0, facts
+    assert facts['agent_ip_forward'] == '0', facts
+    return facts

@@ -87,3 +87,40 @@ def test_interrupted_full_flow_removes_domain_bridge_and_daemons(tmp_path):
     lab_checks.assert_interrupted_cleanly(
         proc, err, tmp_path,
         lambda: lab_checks.full_lab_leftovers(prefix), set())
+
+
+def test_full_flow_across_two_networks(tmp_path):
+    """``--two-networks``: the same flow with Ironic on a cluster network of
+    its own and the agent bridging it to the machine's L2; the isolation
+    facts are read from the lab's namespaces while it runs, and the agent
+    is restarted while IPA deploys (``--faults``): the bridge learns the
+    ramdisk again from the store and the next heartbeat."""
+    proc = subprocess.Popen(
+        [LAB, '--full', '--two-networks', '--faults', '--json', '--workdir',
+         str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    lines, checked = [], []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            # Once the network exists, and again while the installed OS
+            # runs (everything the flow needed has crossed by then).
+            if 'ok ' in line and ('. Ironic:' in line
+                                  or '. installed OS:' in line):
+                prefix = lab_checks.run_prefix(''.join(lines))
+                checked.append(lab_checks.assert_two_networks(prefix))
+        err = proc.stderr.read()
+        proc.wait(120)
+    finally:
+        lab_checks.stop_if_running(proc, 120)
+    output = ''.join(lines) + err
+    assert proc.returncode == 0, output
+    assert len(checked) == 2, output
+    summary = json.loads(lines[-1])
+    assert summary['ok'] is True
+    assert summary['topology'] == 'two-networks'
+    assert tuple(step['name'] for step in summary['steps']) == PHASES
+    assert summary['os_address'] == summary['allocated_address']
+    assert 'agent restarted' in output
+    prefix = lab_checks.run_prefix(output)
+    assert lab_checks.full_lab_leftovers(prefix) == set()

@@ -27,8 +27,9 @@ NAD_CRD = TOP / 'tests' / 'functional' / 'data' / 'networkattachmentdefinition-c
 CONTAINERFILE = TOP / 'etc' / 'container' / 'Containerfile'
 METAL3 = KUBE / 'metal3'
 
-OWN_DIRS = ['agent', 'network/macvlan', 'network/bridge', 'metal3']
-OVERLAYS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab']
+OWN_DIRS = ['agent', 'network/macvlan', 'network/bridge', 'metal3', 'bridge']
+OVERLAYS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab',
+            'overlays/two-networks']
 NETWORKS = ['macvlan', 'bridge']
 
 
@@ -330,3 +331,28 @@ def test_render_reports_what_kustomize_refuses(tmp_path):
     (tmp_path / 'b.yaml').unlink()
     with pytest.raises(kubectl.KubectlError, match=r'b\.yaml'):
         kubectl.render(tmp_path)
+
+
+def test_two_networks_overlay_turns_the_bridge_on(agent_conf):
+    """The base ships the bridge off with its upstreams named; the overlay
+    enables it, listens for callbacks on the pod IP (eth0, never net1) and
+    advertises the callback Service, whose port is the container's."""
+    bridge = agent_conf['vmetal_bridge']
+    assert bridge['enabled'] == 'false'
+    assert set(bridge) <= _vmetal_group_options('vmetal_bridge')
+    objects = _render('overlays/two-networks')
+    [container] = _one(objects, 'Deployment')['spec']['template']['spec'][
+        'containers']
+    env = {e['name']: e for e in container['env']}
+    assert env['OS_VMETAL_BRIDGE__ENABLED']['value'] == 'true'
+    assert env['OS_VMETAL_BRIDGE__CALLBACK_ADDRESS']['valueFrom'] == {
+        'fieldRef': {'fieldPath': 'status.podIP'}}
+    service = _one(objects, 'Service', 'vmetal-dhcp-agent-callback')
+    [port] = service['spec']['ports']
+    ports = {p['name']: p['containerPort'] for p in container['ports']}
+    assert ports[port['targetPort']] == port['port'] == 8081
+    url = env['OS_VMETAL_BRIDGE__CALLBACK_ADVERTISE_URL']['value']
+    assert url == (f'http://{service["metadata"]["name"]}.'
+                   f'{service["metadata"]["namespace"]}.svc:8081')
+    mounts = {m['mountPath'] for m in container['volumeMounts']}
+    assert bridge['ca_file'].rsplit('/', 1)[0] in mounts

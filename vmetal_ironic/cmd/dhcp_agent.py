@@ -32,6 +32,7 @@ def _load_conf(argv):
     vmetal_conf.local_store.register_opts(conf)
     vmetal_conf.dhcp_agent.register_opts(conf)
     vmetal_conf.tftp.register_opts(conf)
+    vmetal_conf.bridge.register_opts(conf)
     conf.register_cli_opts(_cli_opts)
     log.register_options(conf)
     conf(argv, project='vmetal-ironic', prog=PROG)

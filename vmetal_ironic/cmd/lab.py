@@ -62,6 +62,11 @@ def main(argv=None):
     parser.add_argument('--node-name', default='lab-node-0',
                         help='with --full: the Ironic node name '
                         '(<namespace>~<host> for a Metal3 host)')
+    parser.add_argument('--two-networks', action='store_true',
+                        help='with --full: Ironic, the Redfish emulator and '
+                        'the image server on a cluster network of their '
+                        'own, the DHCP agent bridging it to the lab L2 '
+                        '(default: everything on the lab L2)')
     parser.add_argument('--mac', help='with --full: the machine\'s MAC '
                         '(default: random)')
     args = parser.parse_args(argv)
@@ -78,7 +83,7 @@ def main(argv=None):
                 workdir, report, faults=args.faults,
                 phase_timeout=args.phase_timeout, dhcp=args.dhcp,
                 store_config=args.store_config, node_name=args.node_name,
-                mac=args.mac)
+                mac=args.mac, two_networks=args.two_networks)
         except flow.LabError as exc:
             sys.stderr.write(f'{PROG}: error: {exc}\n')
             return 1

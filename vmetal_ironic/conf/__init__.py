@@ -7,6 +7,7 @@ groups can live in ironic.conf.
 
 from oslo_config import cfg
 
+from vmetal_ironic.conf import bridge
 from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import kubernetes
@@ -22,3 +23,4 @@ kubernetes.register_opts(CONF)
 ironic.register_opts(CONF)
 dhcp_agent.register_opts(CONF)
 tftp.register_opts(CONF)
+bridge.register_opts(CONF)

@@ -1,5 +1,6 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
+from vmetal_ironic.conf import bridge
 from vmetal_ironic.conf import dhcp_agent
 from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import kubernetes
@@ -15,6 +16,7 @@ _GROUP_MODULES = (
     ironic,
     dhcp_agent,
     tftp,
+    bridge,
 )
 
 

@@ -12,6 +12,8 @@ import time
 
 from oslo_log import log
 
+from vmetal_ironic.dhcp_agent.bridge import config as bridge_config
+from vmetal_ironic.dhcp_agent.bridge import service as bridge_service
 from vmetal_ironic.dhcp_agent import cache as cache_mod
 from vmetal_ironic.dhcp_agent import conflict
 from vmetal_ironic.dhcp_agent import http_boot
@@ -51,7 +53,12 @@ class Agent:
                               f'{self.interface!r} does not exist')
         self.server_address = (group.server_address
                                or settings_mod.interface_address(self.interface))
-        self.settings = settings_mod.settings_from_conf(conf, self.server_address)
+        self._bridge_config = bridge_config.from_conf(conf,
+                                                      self.server_address)
+        self.settings = settings_mod.settings_from_conf(
+            conf, self.server_address,
+            ipxe_script_default=self._bridge_ipxe_url(),
+            url_translation=self._url_translation())
         self.dynamic = settings_mod.dynamic_from_conf(conf)
         self.inspection_range = settings_mod.inspection_from_conf(conf)
         self.shared = None
@@ -67,6 +74,7 @@ class Agent:
         self.server = None
         self.tftp = None
         self.http = None
+        self.bridge = None
         self.ra = None
         self.metrics_server = None
         self._stop = threading.Event()
@@ -182,6 +190,35 @@ class Agent:
                               f'{exc.strerror}') from None
         self.http = service
 
+    def _bridge_ipxe_url(self):
+        """The iPXE script URL through the bridge, when it is on."""
+        url = bridge_config.ipxe_script_url(self.conf)
+        if url is None and self.conf.vmetal_bridge.enabled:
+            url = (f'http://{self.server_address}:'
+                   f'{self.conf.vmetal_bridge.http_port}/boot.ipxe')
+        return url
+
+    def _url_translation(self):
+        config = self._bridge_config
+        return config.translation if config is not None else None
+
+    def _start_bridge(self):
+        config = self._bridge_config
+        if config is None:
+            return
+        service = bridge_service.BridgeService(
+            config, lambda: self.cache.addresses, metrics=self.metrics)
+        try:
+            service.start()
+        except OSError as exc:
+            raise ConfigError(f'cannot open the bridge\'s listeners '
+                              f'({config.provisioning_address} ports '
+                              f'{config.http_port}/{config.api_port}, '
+                              f'{config.callback_address} port '
+                              f'{config.callback_port}): '
+                              f'{exc.strerror or exc}') from None
+        self.bridge = service
+
     def _start_ra(self):
         group = self.conf.vmetal_dhcp_agent
         if not group.send_ra:
@@ -226,19 +263,22 @@ class Agent:
                 self.shared.start()
             self._start_tftp()
             self._start_http()
+            self._start_bridge()
             self._start_ra()
             self._start_metrics()
         except Exception:
             self.stop()
             raise
         LOG.info('vmetal-dhcp-agent serving on %s (%s), %d reservations, '
-                 '%s, TFTP %s, HTTP boot %s, IPv6 RA %s', self.interface,
+                 '%s, TFTP %s, HTTP boot %s, bridge %s, IPv6 RA %s',
+                 self.interface,
                  self.server_address, len(self.cache),
                  f'shared inspection range, {len(self.shared.cache)} '
                  'leases' if self.shared else
                  'dynamic range' if self.dynamic else 'no range',
                  'on' if self.tftp else 'off',
                  f'port {self.http.port}' if self.http else 'off',
+                 'on' if self.bridge else 'off',
                  'on' if self.ra else 'off')
 
     def request_stop(self, *_args):
@@ -257,7 +297,9 @@ class Agent:
             self.conf.reload_config_files()
             group = self.conf.vmetal_dhcp_agent
             settings = settings_mod.settings_from_conf(
-                self.conf, group.server_address or self.server_address)
+                self.conf, group.server_address or self.server_address,
+                ipxe_script_default=self._bridge_ipxe_url(),
+                url_translation=self._url_translation())
             dynamic = settings_mod.dynamic_from_conf(self.conf)
             inspection = settings_mod.inspection_from_conf(self.conf)
         except Exception as exc:  # keep serving
@@ -370,6 +412,9 @@ class Agent:
         if self.http is not None:
             self.http.stop()
             self.http = None
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
         if self.server is not None:
             self.server.close()
             LOG.info('vmetal-dhcp-agent stopped. %s', self.server.summary())

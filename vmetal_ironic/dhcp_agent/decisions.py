@@ -42,6 +42,10 @@ def choose_boot(request, binding, settings):
     next_server = binding.tftp_server or settings.server_address_text
     if request.is_ipxe:
         url = binding.ipxe_script_url or settings.ipxe_script_url
+        if url and settings.url_translation is not None:
+            # Ironic's script URL is on the cluster network; the client
+            # reaches it through the agent's bridge.
+            url = settings.url_translation.url(url)
         if url:
             return m.BootReply('ipxe', url, next_server=next_server,
                              no_pxedhcp=settings.no_pxedhcp)

@@ -177,6 +177,10 @@ class Settings:
     :ivar ipxe_script_url: where iPXE clients are sent.
     :ivar http_boot_url: where UEFI HTTP boot clients are sent.
     :ivar no_pxedhcp: tell iPXE not to wait for ProxyDHCP offers.
+    :ivar url_translation: an object whose ``url(text)`` turns Ironic's
+        cluster-side URLs into the ones the agent's bridge advertises
+        (:class:`~vmetal_ironic.dhcp_agent.bridge.urls.Translation`), or
+        ``None``.
     """
 
     server_address: bytes
@@ -186,6 +190,7 @@ class Settings:
     ipxe_script_url: str | None = None
     http_boot_url: str | None = None
     no_pxedhcp: bool = True
+    url_translation: object = None
 
     @property
     def server_address_text(self):

@@ -111,6 +111,22 @@ _DECLARED = (
      'interface.', ()),
     ('config_reloads', _COUNTER, 'vmetal_dhcp_config_reloads',
      'Configuration reloads (SIGHUP), by result.', ('result',)),
+    ('bridge_requests', _COUNTER, 'vmetal_bridge_requests',
+     'Requests the bridge forwarded, by listener (http, api, callback) '
+     'and the upstream\'s status class.', ('listener', 'status')),
+    ('bridge_refused', _COUNTER, 'vmetal_bridge_refused',
+     'Requests and connections the bridge did not forward, by listener '
+     'and reason (path, method, not_origin_form, not_reserved, busy, '
+     'client_limit, cut_off, upstream_unreachable, upstream_timeout, ...).',
+     ('listener', 'reason')),
+    ('bridge_upstream_errors', _COUNTER, 'vmetal_bridge_upstream_errors',
+     'Upstreams (Ironic, a ramdisk) that failed a forward, by listener and '
+     'kind (unreachable, timeout, bad_response).', ('listener', 'kind')),
+    ('bridge_bytes', _COUNTER, 'vmetal_bridge_bytes',
+     'Response body bytes the bridge forwarded, by listener.',
+     ('listener',)),
+    ('bridge_connections', _GAUGE, 'vmetal_bridge_connections',
+     'Connections the bridge holds now, over all listeners.', ()),
 )
 
 

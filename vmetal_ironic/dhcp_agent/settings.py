@@ -66,8 +66,13 @@ def _url(value, name):
     return value or None
 
 
-def settings_from_conf(conf, server_address):
+def settings_from_conf(conf, server_address, ipxe_script_default=None,
+                       url_translation=None):
     """:returns: :class:`~vmetal_ironic.dhcp_agent.messages.Settings`.
+
+    :param ipxe_script_default: the iPXE script URL when
+        ``ipxe_script_url`` is unset (the bridge's, when it is on).
+    :param url_translation: the bridge's URL translation, when it is on.
 
     :raises ConfigError: on a bad value.
     """
@@ -77,10 +82,12 @@ def settings_from_conf(conf, server_address):
         lease_time=group.lease_time,
         boot_files=_boot_files(group.boot_files),
         default_boot_file=group.default_boot_file or None,
-        ipxe_script_url=_url(group.ipxe_script_url, 'ipxe_script_url'),
+        ipxe_script_url=(_url(group.ipxe_script_url, 'ipxe_script_url')
+                         or ipxe_script_default),
         http_boot_url=(_url(group.http_boot_url, 'http_boot_url')
                        or http_boot.agent_url(conf, server_address)),
-        no_pxedhcp=group.no_pxedhcp)
+        no_pxedhcp=group.no_pxedhcp,
+        url_translation=url_translation)
 
 
 def dynamic_from_conf(conf):

@@ -113,6 +113,12 @@ class Lab:
         # store in the work directory unless a subclass sets them.
         self.store_sections = None
         self.mac = random_mac()
+        # Where Ironic's HTTP server listens, and the agent's namespace and
+        # extra configuration: the server namespace on the lab L2 unless a
+        # two-network lab puts Ironic on a network of its own.
+        self.http_address = SERVER
+        self.agent_ns = None
+        self.agent_extra = ''
 
     # -- set-up -----------------------------------------------------------
 
@@ -144,12 +150,14 @@ class Lab:
         self.http_log = self.workdir / 'net' / 'http.log'
         proc = self.topology.spawn(
             self.server_ns,
-            [sys.executable, '-u', '-m', 'http.server', '--bind', SERVER,
-             '--directory', str(root), str(HTTP_PORT)], 'http.log')
+            [sys.executable, '-u', '-m', 'http.server', '--bind',
+             self.http_address, '--directory', str(root), str(HTTP_PORT)],
+            'http.log')
         if not observe.wait_for(lambda: 'Serving HTTP' in self._http_text(),
                                 15, failed=lambda: proc.poll() is not None):
             raise LabError(f'HTTP server did not start: {self._http_text()}')
-        self.report.done('HTTP server', f'{HTTP_URL} serves Ironic\'s '
+        self.report.done('HTTP server', f'http://{self.http_address}:'
+                         f'{HTTP_PORT} serves Ironic\'s '
                          'http_root (boot.ipxe, node configs, kernels)')
 
     def _start_agent(self):
@@ -175,11 +183,11 @@ class Lab:
             metrics_host = 127.0.0.1
             [vmetal_tftp]
             root = {tftp_root}
-            """))
+            """) + self.agent_extra)
         self.agent_log = self.workdir / 'net' / 'agent.log'
         self.agent = self.topology.spawn(
-            self.server_ns, [str(AGENT), '--config-file', str(conf)],
-            'agent.log')
+            self.agent_ns or self.server_ns,
+            [str(AGENT), '--config-file', str(conf)], 'agent.log')
         if not observe.wait_for(lambda: 'serving on' in self._agent_text(), 20,
                                 failed=lambda: self.agent.poll() is not None):
             raise LabError('vmetal-dhcp-agent did not start:\n'

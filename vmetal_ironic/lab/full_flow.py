@@ -51,17 +51,23 @@ class FullLab(flow.Lab):
     :param node_name: the Ironic node's name; ``<namespace>~<host>`` is a
         Metal3 host, whose properties come from the store.
     :param mac: the machine's MAC (random when ``None``).
+    :param two_networks: Ironic on a cluster network of its own, bridged
+        by the agent (:mod:`.full_setup`).
     :raises vmetal_ironic.lab.flow.LabError: options that do not go
         together, or an unusable store configuration.
     """
 
     def __init__(self, workdir, report, faults=False,
                  phase_timeout=PHASE_TIMEOUT, dhcp='vmetal',
-                 store_config=None, node_name='lab-node-0', mac=None):
+                 store_config=None, node_name='lab-node-0', mac=None,
+                 two_networks=False):
         super().__init__(workdir, report)
         if faults and dhcp != full_dhcp.VmetalDhcp.name:
             raise flow.LabError('--faults checks the vmetal DHCP provider '
                                 'only')
+        if two_networks and dhcp != full_dhcp.VmetalDhcp.name:
+            raise flow.LabError('--two-networks needs the vmetal DHCP '
+                                'provider: its agent is the bridge')
         self.faults = faults
         self.phase_timeout = phase_timeout
         self.node_name = node_name
@@ -69,7 +75,8 @@ class FullLab(flow.Lab):
         if mac:
             self.mac = mac
         self.dhcp = full_dhcp.PROVIDERS[dhcp](self)
-        self.services = full_setup.Services(self, store_config)
+        self.services = full_setup.Services(self, store_config,
+                                            two_networks)
         self.phases = []
         self.address = None
         self.os_fields = None
@@ -262,7 +269,7 @@ class FullLab(flow.Lab):
         before = self._agent_text().count('serving on')
         netns.Topology.stop(self.agent)
         self.agent = self.topology.spawn(
-            self.server_ns, [str(flow.AGENT), '--config-file',
+            self.agent_ns or self.server_ns, [str(flow.AGENT), '--config-file',
                              str(self.workdir / 'vmetal-dhcp-agent.conf')],
             'agent.log')
         if not observe.wait_for(
@@ -395,6 +402,7 @@ class FullLab(flow.Lab):
         fields = self.os_fields or {}
         return {'ok': ok, 'seconds': round(seconds, 1),
                 'dhcp': self.dhcp.name, 'node': self.node_name,
+                'topology': self.services.topology,
                 'allocated_address': self.address,
                 'os_address': fields.get('address', '').split('/')[0] or None,
                 'os_address_source': fields.get('source'),

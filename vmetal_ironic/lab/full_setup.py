@@ -18,11 +18,24 @@ registers it: Redfish power and management, iPXE boot, the built-in
 and ``[dhcp]dhcp_provider = vmetal`` answered by vmetal-dhcp-agent (or
 Ironic's dnsmasq provider, see :mod:`vmetal_ironic.lab.full_dhcp`).
 
+With ``--two-networks`` the server namespace is on a cluster network of
+its own instead (a veth pair, 203.0.113.0/24, Ironic on 203.0.113.1) with
+no address in and no route toward the lab L2; vmetal-dhcp-agent runs in a
+namespace of its own with one leg on each network (192.0.2.1 on the lab
+L2, 203.0.113.2 on the cluster network, ``net.ipv4.ip_forward = 0``) and
+bridges them (``[vmetal_bridge]``): Ironic is configured with its own
+URLs (``http://203.0.113.1:8080`` and ``:6385``), the machine reaches it
+through the agent at the same URLs as on one L2 (``http://192.0.2.1:8080``
+and ``:6385``, which the agent puts in place of Ironic's in what crosses),
+and the conductor reaches the ramdisk through the agent's callback proxy
+on 203.0.113.2:8081.
+
 The store is the local one in the work directory, or a Kubernetes store
 given by ``--store-config`` (:func:`load_store_config`): its API server on
-the host's 127.0.0.1 is relayed into the server namespace on the same
-address and port (:func:`vmetal_ironic.lab.proxy.start_outward`), where
-the conductor and the agent reach it with the configuration unchanged.
+the host's 127.0.0.1 is relayed into the server namespace (and the
+agent's, when it has its own) on the same address and port
+(:func:`vmetal_ironic.lab.proxy.start_outward`), where the conductor and
+the agent reach it with the configuration unchanged.
 """
 
 import configparser
@@ -46,6 +59,11 @@ LOOPBACK = ('127.0.0.1', 'localhost')
 
 API_PORT = 6385
 API_URL = f'http://{flow.SERVER}:{API_PORT}'
+# The cluster network of the two-network lab.
+CLUSTER_PREFIX = 24
+IRONIC_CLUSTER = '203.0.113.1'
+AGENT_CLUSTER = '203.0.113.2'
+TOPOLOGIES = ('same-l2', 'two-networks')
 IMAGE_PATH = 'lab-images'
 REQUIRED = ('virsh', 'qemu-img', 'debootstrap', 'mkfs.vfat', 'mcopy',
             'sgdisk', 'grub-mkimage', 'zstd', 'cpio', 'genisoimage')
@@ -106,11 +124,32 @@ def kubernetes_store(path):
     return kubernetes.KubernetesStore(conf)
 
 
-def ironic_sections(work, vmetal_db):
-    """ironic.conf of the full flow, on top of the quick lab's."""
+def bridge_conf():
+    """The agent's ``[vmetal_bridge]`` in the two-network lab: Ironic on
+    the cluster network, the same URLs as on one L2 for the machine."""
+    return (f'[vmetal_bridge]\n'
+            f'enabled = true\n'
+            f'ironic_http_url = http://{IRONIC_CLUSTER}:{flow.HTTP_PORT}\n'
+            f'ironic_api_url = http://{IRONIC_CLUSTER}:{API_PORT}\n'
+            f'http_port = {flow.HTTP_PORT}\n'
+            f'api_port = {API_PORT}\n'
+            f'callback_address = {AGENT_CLUSTER}\n')
+
+
+def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
+    """ironic.conf of the full flow, on top of the quick lab's.
+
+    ``api_address`` is where Ironic's API and HTTP server listen, and
+    ``[deploy]http_url`` and ``[service_catalog]endpoint_override`` are
+    Ironic's own URLs there: on one L2 the machine uses them as they are;
+    with two networks the agent's bridge translates them into its own
+    (192.0.2.1) wherever they reach the machine. The TFTP server is the
+    agent's address either way.
+    """
     work = pathlib.Path(work)
-    sections = lab_ironic.default_sections(work, API_PORT, flow.SERVER,
-                                           flow.HTTP_URL, vmetal_db)
+    sections = lab_ironic.default_sections(
+        work, API_PORT, flow.SERVER, f'http://{api_address}:{flow.HTTP_PORT}',
+        vmetal_db)
     sections['DEFAULT'].update({
         'enabled_hardware_types': 'redfish',
         'enabled_bios_interfaces': 'no-bios',
@@ -127,9 +166,10 @@ def ironic_sections(work, vmetal_db):
         'enabled_storage_interfaces': 'noop',
         'enabled_vendor_interfaces': 'no-vendor',
     })
-    sections['api'] = {'host_ip': flow.SERVER, 'port': str(API_PORT)}
-    sections['service_catalog'] = {'auth_type': 'none',
-                                   'endpoint_override': API_URL}
+    sections['api'] = {'host_ip': api_address, 'port': str(API_PORT)}
+    sections['service_catalog'] = {
+        'auth_type': 'none',
+        'endpoint_override': f'http://{api_address}:{API_PORT}'}
     sections['conductor'].update({
         'automated_clean': 'true',
         'deploy_callback_timeout': '1800',
@@ -152,6 +192,12 @@ def ironic_sections(work, vmetal_db):
     # run reuses another's image cache (a cache hit skips the checksum).
     sections['agent'] = {'image_download_source': 'local',
                          'certificates_path': str(work / 'certificates')}
+    if api_address != flow.SERVER:
+        # Across two networks the conductor reaches the ramdisk through the
+        # agent's callback proxy, which it is told as a plain http URL
+        # (the agent talks TLS to the ramdisk itself); Ironic 39 refuses
+        # such a URL unless TLS is not required (its default is True).
+        sections['agent']['require_tls'] = 'false'
     sections['pxe'].update({
         'images_path': str(work / 'pxe-images'),
         'instance_master_path': str(work / 'master-images'),
@@ -171,11 +217,15 @@ class Services:
         ``store_sections``).
     :param store_config: path of a Kubernetes store's configuration
         (:func:`load_store_config`), or ``None`` for the local store.
+    :param two_networks: Ironic on a cluster network of its own, the agent
+        between it and the lab L2.
     """
 
-    def __init__(self, lab, store_config=None):
+    def __init__(self, lab, store_config=None, two_networks=False):
         self.lab = lab
         self.store_config = store_config
+        self.two_networks = two_networks
+        self.topology = TOPOLOGIES[two_networks]
         self.kube_sections = (load_store_config(store_config)
                               if store_config else None)
         self.daemons = libvirt.Daemons()
@@ -202,11 +252,36 @@ class Services:
                     f'{image_mib:.0f} MiB ({how(image_cached, image_s)})')
         return ipa_s + image_s
 
+    def _two_networks(self):
+        """Ironic's namespace on the cluster network only, the agent's on
+        both; nothing routes between them."""
+        lab = self.lab
+        lab.server_ns = lab.topology.namespace('s')
+        lab.agent_ns, lab.server_if = lab.topology.host(
+            'a', f'{flow.SERVER}/{flow.PREFIX}')
+        lab.topology.wire(lab.agent_ns, lab.server_ns,
+                          f'{AGENT_CLUSTER}/{CLUSTER_PREFIX}',
+                          f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX}')
+        # A new namespace starts with forwarding off; say so anyway, so
+        # that the bridge is the only way across by construction.
+        lab.topology.exec(lab.agent_ns, 'sysctl', '-qw',
+                          'net.ipv4.ip_forward=0')
+        lab.http_address = IRONIC_CLUSTER
+        lab.agent_extra = bridge_conf()
+        return (f'provisioning L2: agent {flow.SERVER}/{flow.PREFIX} in '
+                f'{lab.agent_ns}; cluster network: Ironic '
+                f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX} in {lab.server_ns}, '
+                f'agent {AGENT_CLUSTER} (ip_forward 0)')
+
     def start_network(self):
         lab = self.lab
         lab.topology = netns.Topology(lab.workdir / 'net', prefix='vlab')
-        lab.server_ns, lab.server_if = lab.topology.host(
-            's', f'{flow.SERVER}/{flow.PREFIX}')
+        if self.two_networks:
+            where = self._two_networks()
+        else:
+            lab.server_ns, lab.server_if = lab.topology.host(
+                's', f'{flow.SERVER}/{flow.PREFIX}')
+            where = f'server {flow.SERVER}/{flow.PREFIX} in {lab.server_ns}'
         try:
             started = self.daemons.ensure()
             self.bridge = libvirt.RootBridge(lab.topology)
@@ -220,7 +295,7 @@ class Services:
             raise flow.LabError(str(exc)) from None
         lab.report.done(
             'lab L2 and machine',
-            f'server {flow.SERVER}/{flow.PREFIX} in {lab.server_ns}; '
+            f'{where}; '
             f'libvirtd {"started by the lab" if started else "running"}; '
             f'domain {self.domain.name} (TCG, q35, OVMF, 1 GiB, 4 GiB '
             f'disk) NIC {lab.mac} on root bridge {self.bridge.name} '
@@ -242,7 +317,7 @@ class Services:
         work = lab.workdir / 'ironic'
         work.mkdir(parents=True, exist_ok=True)
         lab.vmetal_db = lab.workdir / 'vmetal.sqlite'
-        sections = ironic_sections(work, lab.vmetal_db)
+        sections = ironic_sections(work, lab.vmetal_db, self.api_address())
         if self.kube_sections:
             self._relay_kubernetes()
             sections.pop('vmetal_local_store')
@@ -251,8 +326,8 @@ class Services:
             'vmetal', 'vmetal_local_store', 'vmetal_kubernetes')
             if name in sections}
         lab.dhcp.configure(sections, work)
-        port, _relay = proxy.start(lab.topology, lab.server_ns, flow.SERVER,
-                                   API_PORT)
+        port, _relay = proxy.start(lab.topology, lab.server_ns,
+                                   self.api_address(), API_PORT)
         lab.ironic = lab_ironic.IronicService(
             work, sections, port,
             command_prefix=['ip', 'netns', 'exec', lab.server_ns])
@@ -270,9 +345,16 @@ class Services:
         os.symlink(self.image_dir / 'image.qcow2', served / 'image.qcow2')
         store = (f'Kubernetes store {self.api_url()} (relayed into '
                  f'{lab.server_ns})' if self.kube_sections else 'local store')
-        lab.report.done('Ironic', f'API {API_URL} (host: {lab.ironic.url}), '
+        listen = (f'API {self.api_address()}:{API_PORT}, the machine\'s '
+                  f'{API_URL} through the agent' if self.two_networks
+                  else f'API {API_URL}')
+        lab.report.done('Ironic', f'{listen} (host: {lab.ironic.url}), '
                         'hardware type redfish, ipxe boot, agent inspect, '
                         f'direct deploy, {lab.dhcp.description}, {store}')
+
+    def api_address(self):
+        """Where Ironic's API and HTTP server listen."""
+        return IRONIC_CLUSTER if self.two_networks else flow.SERVER
 
     def api_url(self):
         return self.kube_sections['vmetal_kubernetes']['api_url']
@@ -281,11 +363,18 @@ class Services:
         port = urllib.parse.urlsplit(self.api_url()).port
         try:
             proxy.start_outward(self.lab.topology, self.lab.server_ns, port)
+            if self.lab.agent_ns:
+                # The agent reads the store too, from its own namespace.
+                proxy.start_outward(self.lab.topology, self.lab.agent_ns,
+                                     port, log_name='proxy-out-agent.log')
         except OSError as exc:
             raise flow.LabError(f'relay of {self.api_url()}: {exc}') from None
 
     def image_url(self, name='image.qcow2'):
-        return f'{flow.HTTP_URL}/{IMAGE_PATH}/{name}'
+        """The instance image as the conductor fetches it (on the cluster
+        network with two networks; it then serves it at http_url)."""
+        return (f'http://{self.api_address()}:{flow.HTTP_PORT}/'
+                f'{IMAGE_PATH}/{name}')
 
     def image_sha256(self):
         return (self.image_dir / 'image.qcow2.sha256').read_text().strip()

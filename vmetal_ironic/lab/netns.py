@@ -73,6 +73,34 @@ class Topology:
         run('ip', '-n', namespace, 'link', 'set', inner, 'up')
         return namespace, inner
 
+    def namespace(self, label):
+        """A namespace of the lab with only its loopback (no bridge).
+
+        :returns: its name.
+        """
+        name = f'{self.prefix}{label}'
+        self._add_namespace(name)
+        return name
+
+    def wire(self, first, second, first_address, second_address):
+        """A veth pair between two of the lab's namespaces, off the bridge:
+        a network of its own (the cluster side of a two-network lab).
+
+        :param first_address: ``ip/prefix`` of ``first``'s end.
+        :param second_address: ``ip/prefix`` of ``second``'s end.
+        :returns: ``(first's interface, second's interface)``.
+        """
+        self._links += 1
+        one = f'{self.prefix}w{self._links}a'
+        two = f'{self.prefix}w{self._links}b'
+        run('ip', 'link', 'add', one, 'type', 'veth', 'peer', 'name', two)
+        for namespace, name, address in ((first, one, first_address),
+                                         (second, two, second_address)):
+            run('ip', 'link', 'set', name, 'netns', namespace)
+            run('ip', '-n', namespace, 'addr', 'add', address, 'dev', name)
+            run('ip', '-n', namespace, 'link', 'set', name, 'up')
+        return one, two
+
     def tap(self):
         """A tap device on the bridge, for a VM started in :attr:`hub`.
 

@@ -1,11 +1,14 @@
 """The whole flow as Metal3 runs it, on the Kubernetes store (issue 10, 5).
 
-``vmetal-lab --full`` with a node named ``<namespace>~<host>`` on the
-stock ``redfish`` hardware type and ``[dhcp]dhcp_provider = vmetal`` on a
-Kubernetes store in the real kube-apiserver of the test session: the
-conductor and vmetal-dhcp-agent run in the lab's server namespace and
-reach the API server through the lab's outward relay (same address and
-port inside the namespace). The node carries no network properties, as
+``vmetal-lab --full --two-networks`` with a node named
+``<namespace>~<host>`` on the stock ``redfish`` hardware type and
+``[dhcp]dhcp_provider = vmetal`` on a Kubernetes store in the real
+kube-apiserver of the test session, in Metal3's topology: the conductor
+on a cluster network of its own, vmetal-dhcp-agent bridging it to the
+machine's L2 (the isolation facts are read while the flow runs); both
+reach the API server through the lab's outward relays (same address and
+port inside their namespaces). The local store's full-flow test keeps the
+one-L2 topology covered. The node carries no network properties, as
 baremetal-operator registers it: they come from the host's node type.
 
 As in Metal3, the host is inspected while nobody claims it (its address
@@ -121,19 +124,22 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     workdir = tmp_path / 'lab'
 
     proc = subprocess.Popen(
-        [LAB, '--full', '--json', '--workdir', str(workdir),
+        [LAB, '--full', '--two-networks', '--json', '--workdir',
+         str(workdir),
          '--store-config', str(config), '--node-name', f'{namespace}~{HOST}',
          '--mac', mac], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     # A run that hangs is stopped (SIGTERM: the lab still cleans up).
     timer = threading.Timer(RUN_TIMEOUT, proc.terminate)
     timer.start()
-    lines, seen, at_inspection = [], None, None
+    lines, seen, at_inspection, isolation = [], None, None, None
     try:
         for line in proc.stdout:
             lines.append(line)
             if 'ok ' in line and '. inspected:' in line:
                 at_inspection = _pool(admin, scope)
+                isolation = lab_checks.two_network_facts(
+                    lab_checks.run_prefix(''.join(lines)))
                 _claim(admin, namespace)
             elif 'ok ' in line and '. installed OS:' in line:
                 seen = _seen_while_os_runs(admin, namespace, scope)
@@ -156,6 +162,13 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     assert summary['os_address'] == address
     assert summary['os_address_source'] == 'static'
     assert summary['node'] == f'{namespace}~{HOST}'
+    assert summary['topology'] == 'two-networks'
+    # Inspection went through the agent: Ironic had no way to the L2.
+    assert isolation is not None, output
+    assert '192.0.2.' not in isolation['ironic_addresses'], isolation
+    assert 'default' not in isolation['ironic_routes'], isolation
+    assert isolation['route_to_l2'] != 0, isolation
+    assert isolation['agent_ip_forward'] == '0', isolation
 
     host_owner = str(owner_mod.for_host(namespace, HOST))
     machine = f'Metal3Machine/{namespace}/{MACHINE}'

@@ -10,5 +10,6 @@ def conf():
     conf = cfg.ConfigOpts()
     vmetal_conf.dhcp_agent.register_opts(conf)
     vmetal_conf.tftp.register_opts(conf)
+    vmetal_conf.bridge.register_opts(conf)
     conf([], default_config_files=[])
     return conf

@@ -167,6 +167,7 @@ def test_sighup_reloads_dynamic_gateway_dns_and_lease_time(tmp_path):
     conf = cfg.ConfigOpts()
     vmetal_conf.dhcp_agent.register_opts(conf)
     vmetal_conf.tftp.register_opts(conf)
+    vmetal_conf.bridge.register_opts(conf)
     conf(['--config-file', str(path)])
     built = agent.Agent(conf, None, interface='lo')
     built.server = server_mod.DhcpServer(None, built.settings, built.cache,
@@ -204,6 +205,7 @@ def test_sighup_reloads_the_shared_range_lease_options(tmp_path):
     vmetal_conf.vmetal.register_opts(conf)
     vmetal_conf.dhcp_agent.register_opts(conf)
     vmetal_conf.tftp.register_opts(conf)
+    vmetal_conf.bridge.register_opts(conf)
     conf(['--config-file', str(path)])
     store = local.LocalStore(path=str(tmp_path / 'v.sqlite'))
     built = agent.Agent(conf, store, interface='lo')

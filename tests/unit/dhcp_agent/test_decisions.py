@@ -163,6 +163,18 @@ def test_ipxe_gets_the_script_url_and_no_pxedhcp(fields):
                                next_server='192.0.2.1', no_pxedhcp=True)
 
 
+def test_ipxe_script_url_of_ironic_is_translated_to_the_bridge():
+    from vmetal_ironic.dhcp_agent.bridge import urls
+    settings = m.Settings(server_address=SERVER, url_translation=(
+        urls.Translation((('http://203.0.113.1:8080',
+                           'http://192.0.2.1:8080'),))))
+    binding = m.Binding(mac=MAC, address=ADDRESS, prefixlen=24,
+                        ipxe_script_url='http://203.0.113.1:8080/boot.ipxe')
+    boot = d.choose_boot(request(m.DISCOVER, user_class=b'iPXE'), binding,
+                         settings)
+    assert boot.filename == 'http://192.0.2.1:8080/boot.ipxe'
+
+
 def test_ipxe_without_script_url_gets_no_boot_file():
     settings = m.Settings(server_address=SERVER)
     assert d.choose_boot(request(m.DISCOVER, user_class=b'iPXE'), BINDING,

@@ -99,6 +99,47 @@ def test_summary_has_the_documented_shape(tmp_path):
     assert summary['os_address'] == '192.0.2.100'
     assert summary['os_address_source'] == 'static'
     assert summary['steps'] == [{'name': 'power_on', 'seconds': 5.0}]
+    assert summary['topology'] == 'same-l2'
+
+
+def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
+        tmp_path):
+    lab = full_flow.FullLab(tmp_path, flow.Report(io.StringIO()),
+                            two_networks=True)
+    assert lab.summary(True, 1.0)['topology'] == 'two-networks'
+    assert lab.services.api_address() == full_setup.IRONIC_CLUSTER
+    # The conductor fetches the image on its own network.
+    assert lab.services.image_url().startswith(
+        f'http://{full_setup.IRONIC_CLUSTER}:{flow.HTTP_PORT}/')
+    bridge = configparser.ConfigParser()
+    bridge.read_string(full_setup.bridge_conf())
+    section = bridge['vmetal_bridge']
+    assert section['callback_address'] == full_setup.AGENT_CLUSTER
+    assert section['ironic_api_url'] == \
+        f'http://{full_setup.IRONIC_CLUSTER}:{full_setup.API_PORT}'
+    # Ironic keeps its own URLs (its conductor checks the image URL under
+    # http_url itself); the agent translates them for the machine.
+    sections = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite',
+                                          full_setup.IRONIC_CLUSTER)
+    cluster = full_setup.IRONIC_CLUSTER
+    assert sections['api']['host_ip'] == cluster
+    assert sections['service_catalog']['endpoint_override'] == \
+        f'http://{cluster}:{full_setup.API_PORT}'
+    assert sections['deploy']['http_url'] == \
+        f'http://{cluster}:{flow.HTTP_PORT}'
+    assert sections['pxe']['tftp_server'] == flow.SERVER
+    assert sections['agent']['require_tls'] == 'false'
+    same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
+    assert same['deploy']['http_url'] == flow.HTTP_URL
+    assert 'require_tls' not in same['agent']
+    assert same['service_catalog']['endpoint_override'] == \
+        full_setup.API_URL
+
+
+def test_two_networks_needs_the_vmetal_agent(tmp_path):
+    with pytest.raises(flow.LabError, match='two-networks'):
+        full_flow.FullLab(tmp_path, flow.Report(io.StringIO()),
+                          dhcp='dnsmasq', two_networks=True)
 
 
 def test_boot_devices_follow_per_device_order():

@@ -1,0 +1,250 @@
+"""The agent between two networks, in namespaces, with curl and a real
+Ironic.
+
+* provisioning L2 (the lab bridge): the agent 198.51.100.1/24 and a
+  machine 198.51.100.20/24 whose default route points at the agent, so
+  that a forwarded packet would get through if the agent's namespace
+  routed;
+* cluster network (a veth pair of its own): the agent 203.0.113.2/24 and
+  Ironic's namespace 203.0.113.1/24, holding a real Ironic (API and
+  conductor) and busybox httpd serving Ironic's HTTP root (a 1 GiB sparse
+  image among the files).
+
+The ramdisk's API is played by Python's http.server on the machine's port
+9999 (IPA itself needs a booted ramdisk: the full-flow lab runs the real
+one); everything else is the real thing.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.functional import ironic_fixture
+from tests.functional import pxe_lab
+from vmetal_ironic.lab import proxy
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='needs root for network namespaces')
+
+AGENT = '198.51.100.1'
+MACHINE = '198.51.100.20'
+MAC = '52:54:00:5e:17:20'
+AGENT_CLUSTER = '203.0.113.2'
+IRONIC = '203.0.113.1'
+HTTP_ROOT_PORT = 8088
+IPA_PORT = 9999
+BIG = 2**30
+
+
+class Net:
+    """Names and helpers of the running two-network lab."""
+
+    def __init__(self, lab, agent, agent_ns, machine_ns, ironic_ns, ironic,
+                 httpd, root):
+        self.lab = lab
+        self.agent = agent
+        self.agent_ns = agent_ns
+        self.machine_ns = machine_ns
+        self.ironic_ns = ironic_ns
+        self.ironic = ironic
+        self.httpd = httpd
+        self.root = root
+
+    def curl(self, ns, *args, timeout=60):
+        """curl in ``ns``: ``(exit code, body, status)``; the status comes
+        from ``-w``, on the last line."""
+        result = subprocess.run(
+            ['ip', 'netns', 'exec', ns, 'curl', '-sS', '--max-time',
+             str(timeout - 5), '-w', '\n%{http_code}', *args],
+            capture_output=True, timeout=timeout, check=False)
+        body, _, status = result.stdout.rpartition(b'\n')
+        return result.returncode, body, int(status or 0)
+
+    def refused(self, listener, reason):
+        return self.agent.metric(
+            f'vmetal_bridge_refused_total{{listener="{listener}",'
+            f'reason="{reason}"}}')
+
+
+@pytest.fixture(scope='module')
+def net(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('bridge')
+    lab = pxe_lab.Lab(workdir / 'net')
+    ironic = None
+    try:
+        agent_ns, agent_if = lab.node('a', f'{AGENT}/24')
+        machine_ns, _ = lab.node('m', f'{MACHINE}/24', mac=MAC)
+        ironic_ns = lab.namespace('k')
+        lab.wire(agent_ns, ironic_ns, f'{AGENT_CLUSTER}/24', f'{IRONIC}/24')
+        lab.ns_run(machine_ns, 'ip', 'route', 'add', 'default', 'via', AGENT)
+        root = workdir / 'httproot'
+        root.mkdir()
+        (root / 'boot.ipxe').write_text('#!ipxe\nchain next\n')
+        with open(root / 'big.img', 'wb') as big:
+            big.truncate(BIG)
+        httpd = lab.spawn(ironic_ns, ['busybox', 'httpd', '-f', '-p',
+                                      f'{IRONIC}:{HTTP_ROOT_PORT}', '-h',
+                                      str(root)], 'httpd.log')
+        ramdisk = workdir / 'ramdisk'
+        (ramdisk / 'v1' / 'commands').mkdir(parents=True)
+        (ramdisk / 'v1' / 'commands' / 'index.html').write_text(
+            '{"commands": []}')
+        lab.spawn(machine_ns, [sys.executable, '-m', 'http.server',
+                               str(IPA_PORT), '--bind', MACHINE,
+                               '--directory', str(ramdisk)], 'ramdisk.log')
+        ironic = ironic_fixture.IronicProcess(
+            workdir / 'ironic', overrides={'api': {'host_ip': IRONIC}})
+        relay_port, _relay = proxy.start(lab, ironic_ns, IRONIC, ironic.port)
+        ironic.command_prefix = ['ip', 'netns', 'exec', ironic_ns]
+        ironic.url = f'http://127.0.0.1:{relay_port}'
+        ironic.start()
+        lab.reserve(MAC, MACHINE)
+        agent = lab.start_agent(agent_ns, agent_if, extra=f"""
+            [vmetal_bridge]
+            enabled = true
+            ironic_http_url = http://{IRONIC}:{HTTP_ROOT_PORT}
+            ironic_api_url = http://{IRONIC}:{ironic.port}
+            callback_address = {AGENT_CLUSTER}
+            header_timeout = 2
+            """)
+        yield Net(lab, agent, agent_ns, machine_ns, ironic_ns, ironic,
+                  httpd, root)
+    finally:
+        if ironic is not None:
+            ironic.stop()
+        lab.close()
+
+
+def test_nothing_is_routed_between_the_networks(net):
+    forwarding = net.lab.ns_run(net.agent_ns, 'sysctl', '-n',
+                                'net.ipv4.ip_forward').stdout.strip()
+    assert forwarding == '0'
+    addresses = net.lab.ns_run(net.ironic_ns, 'ip', '-4', '-o', 'addr',
+                               'show').stdout
+    assert '198.51.100.' not in addresses, addresses
+    route = net.lab.ns_run(net.ironic_ns, 'ip', 'route', 'get', MACHINE,
+                           check=False)
+    assert route.returncode != 0, route.stdout
+    # The machine routes through the agent, and still cannot reach Ironic.
+    code, _, _ = net.curl(net.machine_ns, '--connect-timeout', '3',
+                          f'http://{IRONIC}:{HTTP_ROOT_PORT}/boot.ipxe',
+                          timeout=15)
+    assert code != 0
+
+
+def test_http_root_streams_through_the_agent(net):
+    code, body, status = net.curl(net.machine_ns,
+                                  f'http://{AGENT}:8080/boot.ipxe')
+    assert (code, status, body) == (0, 200, b'#!ipxe\nchain next\n')
+    code, head, status = net.curl(net.machine_ns, '-I',
+                                  f'http://{AGENT}:8080/big.img')
+    assert status == 200
+    assert re.search(rb'(?i)content-length: %d' % BIG, head), head
+    code, body, status = net.curl(net.machine_ns, '-r', '100-199',
+                                  f'http://{AGENT}:8080/big.img')
+    assert (status, len(body)) == (206, 100)
+    rss_before = _rss_kib(net.agent.proc.pid)
+    code, body, status = net.curl(
+        net.machine_ns, '-o', '/dev/null', '-w',
+        '%{size_download}\n%{http_code}',
+        f'http://{AGENT}:8080/big.img', timeout=300)
+    assert (code, status) == (0, 200)
+    assert int(body.split()[-1]) == BIG
+    # 1 GiB went through; the agent grew by far less than that.
+    grown = _hwm_kib(net.agent.proc.pid) - rss_before
+    assert grown < 64 * 1024, f'agent grew {grown} KiB'
+
+
+def test_only_the_ramdisks_api_calls_reach_ironic(net):
+    _code, body, status = net.curl(net.machine_ns, f'http://{AGENT}:6385/')
+    assert status == 200 and 'versions' in json.loads(body)
+    _code, body, status = net.curl(
+        net.machine_ns, '-H', 'X-OpenStack-Ironic-API-Version: 1.68',
+        f'http://{AGENT}:6385/v1/lookup?addresses={MAC}')
+    # Ironic's own answer (no node has this MAC), not the agent's refusal.
+    assert status == 404 and b'error_message' in body
+    before = net.refused('api', 'path')
+    _code, _body, status = net.curl(net.machine_ns,
+                                  f'http://{AGENT}:6385/v1/nodes')
+    assert status == 403
+    # Ironic would have answered it.
+    direct = net.lab.ns_run(net.ironic_ns, 'curl', '-sS', '-o', '/dev/null',
+                            '-w', '%{http_code}',
+                            f'http://{IRONIC}:{net.ironic.port}/v1/nodes')
+    assert direct.stdout == '200'
+    net.agent.wait_metric(
+        'vmetal_bridge_refused_total{listener="api",reason="path"}',
+        before + 1)
+
+
+def test_the_agent_is_no_proxy(net):
+    code, _, status = net.curl(
+        net.machine_ns, '-x', f'http://{AGENT}:8080',
+        f'http://{IRONIC}:{HTTP_ROOT_PORT}/boot.ipxe')
+    assert status == 403
+    code, _, status = net.curl(
+        net.machine_ns, '-p', '-x', f'http://{AGENT}:6385',
+        f'http://{IRONIC}:{net.ironic.port}/v1/nodes')
+    assert code != 0 and status in (0, 403)
+    assert net.refused('http', 'not_origin_form') >= 1
+    assert net.refused('api', 'not_origin_form') >= 1
+
+
+def test_conductor_reaches_the_ramdisk_through_the_agent_only(net):
+    # IPA's heartbeat, its callback_url forged to another host: the agent
+    # learns the ramdisk by the connection's source and Ironic (no such
+    # node here) answers.
+    body = json.dumps({'callback_url': f'http://203.0.113.99:{IPA_PORT}',
+                       'agent_token': 'x', 'agent_version': '13.0.0'})
+    code, _, status = net.curl(
+        net.machine_ns, '-H', 'Content-Type: application/json',
+        '-H', 'X-OpenStack-Ironic-API-Version: 1.68', '--data', body,
+        f'http://{AGENT}:6385/v1/heartbeat/'
+        '1be26c0b-03f2-4d2e-ae87-c02d7f33c123')
+    assert status == 404
+    code, body, status = net.curl(
+        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}/v1/commands/')
+    assert (status, json.loads(body)) == (200, {'commands': []})
+    # Not reserved (the agent itself), the ramdisk's other ports, and the
+    # ramdisk directly: none is reachable from the cluster side.
+    code, _, status = net.curl(
+        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{AGENT}/v1/commands/')
+    assert status == 403
+    code, _, status = net.curl(
+        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}:22/v1/')
+    assert status == 403
+    code, _, _ = net.curl(net.ironic_ns, '--connect-timeout', '3',
+                          f'http://{MACHINE}:{IPA_PORT}/v1/commands/',
+                          timeout=15)
+    assert code != 0
+    # The callback listener is on the cluster side only.
+    code, _, _ = net.curl(net.machine_ns, '--connect-timeout', '3',
+                          f'http://{AGENT}:8081/{MACHINE}/v1/commands/',
+                          timeout=15)
+    assert code != 0
+
+
+def test_ironic_down_is_a_clean_502(net):
+    net.lab.stop(net.httpd)
+    code, _, status = net.curl(net.machine_ns,
+                               f'http://{AGENT}:8080/boot.ipxe')
+    assert (code, status) == (0, 502)
+    # Prometheus prints the labels sorted.
+    net.agent.wait_metric('vmetal_bridge_upstream_errors_total{'
+                          'kind="unreachable",listener="http"}', 1)
+
+
+def _status(pid):
+    return open(f'/proc/{pid}/status').read()
+
+
+def _rss_kib(pid):
+    return int(re.search(r'VmRSS:\s+(\d+)', _status(pid)).group(1))
+
+
+def _hwm_kib(pid):
+    return int(re.search(r'VmHWM:\s+(\d+)', _status(pid)).group(1))

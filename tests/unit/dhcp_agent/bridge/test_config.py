@@ -1,0 +1,64 @@
+import pytest
+from oslo_config import cfg
+
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic.dhcp_agent import settings
+from vmetal_ironic.dhcp_agent.bridge import config
+
+
+@pytest.fixture
+def conf():
+    conf = cfg.ConfigOpts()
+    vmetal_conf.dhcp_agent.register_opts(conf)
+    vmetal_conf.tftp.register_opts(conf)
+    vmetal_conf.bridge.register_opts(conf)
+    conf([], default_config_files=[])
+    for name, value in (('enabled', True),
+                        ('ironic_http_url', 'http://ironic.svc:6180'),
+                        ('ironic_api_url', 'https://ironic.svc:6385'),
+                        ('callback_address', '10.244.1.7')):
+        conf.set_override(name, value, group='vmetal_bridge')
+    return conf
+
+
+def test_disabled_is_none(conf):
+    conf.set_override('enabled', False, group='vmetal_bridge')
+    assert config.from_conf(conf, '198.51.100.1') is None
+    assert config.ipxe_script_url(conf) is None
+
+
+def test_defaults_advertise_the_agents_addresses(conf):
+    result = config.from_conf(conf, '198.51.100.1')
+    assert result.provisioning_address == '198.51.100.1'
+    assert result.http_advertise_url == 'http://198.51.100.1:8080'
+    assert result.api_advertise_url == 'http://198.51.100.1:6385'
+    assert result.callback_advertise_url == 'http://10.244.1.7:8081'
+    assert result.api_upstream.scheme == 'https'
+    assert result.limits.max_header_bytes == 16384
+
+
+def test_ipxe_script_url_follows_the_advertised_http_url(conf):
+    conf.set_override('http_advertise_url', 'http://198.51.100.9:80/',
+                      group='vmetal_bridge')
+    assert config.ipxe_script_url(conf) == \
+        'http://198.51.100.9:80/boot.ipxe'
+
+
+@pytest.mark.parametrize('name,value,message', [
+    ('ironic_api_url', None, 'ironic_api_url is not set'),
+    ('callback_address', None, 'callback_address is not set'),
+    ('callback_address', '0.0.0.0', 'every network'),
+    ('provisioning_address', '::', 'every network'),
+    ('callback_address', '198.51.100.1', 'provisioning address'),
+    ('api_port', 8080, 'both 8080'),
+    ('ca_file', '/nonexistent/ca.pem', 'ca_file')])
+def test_bad_values_are_one_line(conf, name, value, message):
+    conf.set_override(name, value, group='vmetal_bridge')
+    with pytest.raises(settings.ConfigError, match=message):
+        config.from_conf(conf, '198.51.100.1')
+
+
+def test_port_shared_with_http_boot_is_refused(conf):
+    conf.set_override('http_port', 8080, group='vmetal_tftp')
+    with pytest.raises(settings.ConfigError, match='vmetal_tftp'):
+        config.from_conf(conf, '198.51.100.1')

@@ -1,0 +1,440 @@
+"""The bridge over loopback against real HTTP servers (stdlib), each
+listener and each refusal; 127.0.0.1 plays the provisioning side,
+127.0.0.2 the cluster side, 127.0.0.3 a ramdisk."""
+
+import http.client
+import http.server
+import ipaddress
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent.bridge import config
+from vmetal_ironic.dhcp_agent.bridge import exchange
+from vmetal_ironic.dhcp_agent.bridge import service as service_mod
+from vmetal_ironic.dhcp_agent.bridge import upstream
+from vmetal_ironic.dhcp_agent.bridge import urls
+from vmetal_ironic.lab import observe
+
+BODY = bytes(range(256)) * 12288   # 3 MiB
+RAMDISK = '127.0.0.3'
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args):
+        pass
+
+    def do_HEAD(self):
+        self.do_GET(body=False)
+
+    def do_GET(self, body=True):
+        self.server.seen.append((self.command, self.path,
+                                 {k.lower(): v for k, v in
+                                  self.headers.items()}))
+        if self.path.endswith('/slow'):
+            time.sleep(3)
+        data = BODY
+        status = 200
+        if self.headers.get('Range') == 'bytes=10-19':
+            data, status = BODY[10:20], 206
+        if self.path.endswith('/json'):
+            data = json.dumps({'path': self.path}).encode()
+        if self.path.endswith('/script'):
+            data = (f'#!ipxe\nkernel {self.server.url}/k ipa-api-url='
+                    f'{self.server.url}/api\n').encode()
+        self.send_response(status)
+        self.send_header('Content-Length', str(len(data)))
+        if status == 206:
+            self.send_header('Content-Range', f'bytes 10-19/{len(BODY)}')
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers['Content-Length']))
+        self.server.seen.append(('POST', self.path, data))
+        self.send_response(202)
+        self.send_header('Content-Length', '0')
+        self.end_headers()
+
+
+def _server(address):
+    server = http.server.ThreadingHTTPServer((address, 0), _Handler)
+    server.daemon_threads = True
+    server.seen = []
+    server.url = f'http://{address}:{server.server_address[1]}'
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def upstreams():
+    servers = {'ironic': _server('127.0.0.1'), 'ramdisk': _server(RAMDISK)}
+    yield servers
+    for server in servers.values():
+        server.shutdown()
+        server.server_close()
+
+
+def _config(upstreams, **limits):
+    ironic = upstreams['ironic'].server_address[1]
+    return config.BridgeConfig(
+        provisioning_address='127.0.0.1', http_port=0, api_port=0,
+        callback_address='127.0.0.2', callback_port=0,
+        http_upstream=upstream.from_url(
+            'http', f'http://127.0.0.1:{ironic}/root'),
+        api_upstream=upstream.from_url('api', f'http://127.0.0.1:{ironic}'),
+        http_advertise_url='http://127.0.0.1:8080',
+        api_advertise_url='http://127.0.0.1:6385',
+        callback_advertise_url='http://cb.svc:8081',
+        ipa_port=upstreams['ramdisk'].server_address[1],
+        max_connections=8, max_connections_per_client=3,
+        limits=exchange.Limits(**{'header_timeout': 1.0,
+                                  'idle_timeout': 2.0,
+                                  'upstream_timeout': 1.5, **limits}))
+
+
+@pytest.fixture
+def reserved():
+    return {ipaddress.IPv4Address(RAMDISK).packed}
+
+
+@pytest.fixture
+def bridge(upstreams, reserved):
+    service = service_mod.BridgeService(_config(upstreams),
+                                        lambda: reserved,
+                                        metrics=metrics_mod.Metrics())
+    service.start()
+    yield service
+    service.stop()
+
+
+def _request(bridge, listener, method, path, body=None, headers=None,
+             source=None):
+    host = '127.0.0.2' if listener == 'callback' else '127.0.0.1'
+    connection = http.client.HTTPConnection(
+        host, bridge.ports[listener], timeout=10,
+        source_address=(source, 0) if source else None)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.read(), response
+    finally:
+        connection.close()
+
+
+def _raw(bridge, listener, data, read=True):
+    with socket.create_connection(('127.0.0.1', bridge.ports[listener]),
+                                  timeout=10) as sock:
+        sock.sendall(data)
+        return sock.recv(65536) if read else b''
+
+
+def _refused(bridge, listener, reason):
+    return bridge.metrics.bridge_refused.labels(listener, reason)._value.get()
+
+
+def test_http_root_streams_files_heads_and_ranges(bridge, upstreams):
+    status, body, _ = _request(bridge, 'http', 'GET', '/images/ipa')
+    assert status == 200 and body == BODY
+    status, body, response = _request(bridge, 'http', 'HEAD', '/images/ipa')
+    assert (status, body) == (200, b'')
+    assert response.getheader('Content-Length') == str(len(BODY))
+    status, body, response = _request(bridge, 'http', 'GET', '/images/ipa',
+                                      headers={'Range': 'bytes=10-19'})
+    assert (status, body) == (206, BODY[10:20])
+    assert response.getheader('Content-Range') == 'bytes 10-19/3145728'
+    # The base path of ironic_http_url is prepended; Host is Ironic's.
+    _method, path, headers = upstreams['ironic'].seen[0]
+    assert path == '/root/images/ipa'
+    assert headers['host'] == \
+        f'127.0.0.1:{upstreams["ironic"].server_address[1]}'
+    # Counted once the response's end is written: wait for it.
+    observe.wait_for(lambda: bridge.metrics.bridge_bytes.labels(
+        'http')._value.get() == len(BODY) + 10, timeout=5,
+        what='bytes counted')
+
+
+def test_api_forwards_lookup_and_refuses_the_rest(bridge, upstreams):
+    status, _body, _ = _request(bridge, 'api', 'GET',
+                                '/v1/lookup?addresses=aa/json')
+    assert status == 200
+    for method, path in (('GET', '/v1/nodes'), ('DELETE', '/v1/lookup'),
+                         ('POST', '/v1/nodes/x/vendor_passthru')):
+        status, _body, _ = _request(bridge, 'api', method, path)
+        assert status == 403, (method, path)
+    assert _refused(bridge, 'api', 'path') == 2
+    assert _refused(bridge, 'api', 'method') == 1
+    assert [s[1] for s in upstreams['ironic'].seen] == \
+        ['/v1/lookup?addresses=aa/json']
+
+
+def test_absolute_form_and_connect_are_refused(bridge, upstreams):
+    answer = _raw(bridge, 'http', b'GET http://203.0.113.9/ HTTP/1.1\r\n'
+                  b'Host: 203.0.113.9\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 403')
+    answer = _raw(bridge, 'api', b'CONNECT 203.0.113.9:443 HTTP/1.1\r\n'
+                  b'Host: 203.0.113.9:443\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 403')
+    assert _refused(bridge, 'http', 'not_origin_form') == 1
+    assert _refused(bridge, 'api', 'not_origin_form') == 1
+    assert upstreams['ironic'].seen == []
+
+
+def test_oversized_head_is_refused(bridge):
+    answer = _raw(bridge, 'http', b'GET / HTTP/1.1\r\nHost: x\r\nX-Big: '
+                  + b'a' * 20000 + b'\r\n\r\n')
+    assert answer.startswith(b'HTTP/1.1 431')
+
+
+def test_heartbeat_points_the_conductor_at_the_agent(bridge, upstreams):
+    forged = json.dumps({'callback_url': 'http://203.0.113.66:'
+                         f'{bridge.config.ipa_port}',
+                         'agent_token': 'tok'}).encode()
+    status, _, _ = _request(bridge, 'api', 'POST', '/v1/heartbeat/node-1',
+                            body=forged, source=RAMDISK,
+                            headers={'Content-Type': 'application/json'})
+    assert status == 202
+    _, path, sent = upstreams['ironic'].seen[0]
+    assert path == '/v1/heartbeat/node-1'
+    assert json.loads(sent) == {'callback_url': f'http://cb.svc:8081/'
+                                f'{RAMDISK}', 'agent_token': 'tok'}
+    # The conductor's call through the callback proxy reaches the ramdisk.
+    status, body, _ = _request(bridge, 'callback', 'GET',
+                               f'/{RAMDISK}/v1/commands/json')
+    assert status == 200 and json.loads(body) == {'path':
+                                                  '/v1/commands/json'}
+
+
+def test_bad_heartbeat_is_refused_not_forwarded(bridge, upstreams):
+    status, body, _ = _request(
+        bridge, 'api', 'POST', '/v1/heartbeat/node-1',
+        body=json.dumps({'callback_url': 'http://x:22'}).encode())
+    assert status == 400 and b'ipa_port' in body
+    assert upstreams['ironic'].seen == []
+
+
+def test_callback_only_toward_reserved_ramdisks(bridge, upstreams,
+                                                reserved):
+    status, body, _ = _request(bridge, 'callback', 'GET',
+                               f'/{RAMDISK}/v1/commands/')
+    assert status == 502 and b'no heartbeat' in body
+    status, _, _ = _request(bridge, 'callback', 'GET',
+                            '/127.0.0.1/v1/commands/')
+    assert status == 403
+    assert _refused(bridge, 'callback', 'not_reserved') == 1
+    # A heartbeat from an address without a reservation is rewritten but
+    # teaches nothing.
+    reserved.clear()
+    _request(bridge, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+             body=json.dumps({'callback_url': 'http://x:'
+                              f'{bridge.config.ipa_port}'}).encode())
+    assert bridge.ramdisks == {}
+    status, _, _ = _request(bridge, 'callback', 'GET',
+                            f'/{RAMDISK}/v1/commands/')
+    assert status == 403
+    assert upstreams['ramdisk'].seen == []
+
+
+def test_silent_client_is_cut_off_and_frees_its_slot(bridge):
+    socks = [socket.create_connection(('127.0.0.1', bridge.ports['http']))
+             for _ in range(3)]
+    try:
+        # The client's share is taken: the next one is told so.
+        answer = _raw(bridge, 'http', b'')
+        assert answer.startswith(b'HTTP/1.1 503')
+        assert _refused(bridge, 'http', 'client_limit') == 1
+        socks[0].settimeout(5)
+        started = time.monotonic()
+        assert socks[0].recv(100) == b''   # closed after header_timeout
+        assert time.monotonic() - started < 3
+    finally:
+        for sock in socks:
+            sock.close()
+    observe.wait_for(lambda: _refused(bridge, 'http', 'cut_off') == 3,
+                     timeout=5, what='three connections cut off')
+    status, _, _ = _request(bridge, 'http', 'GET', '/x/json')
+    assert status == 200
+
+
+def test_ironic_down_is_502_and_one_warning(upstreams, reserved):
+    dead = socket.socket()
+    dead.bind(('127.0.0.1', 0))
+    port = dead.getsockname()[1]
+    dead.close()     # nothing listens there now
+    cfg = _config(upstreams)
+    down = upstream.from_url('http', f'http://127.0.0.1:{port}')
+    service = service_mod.BridgeService(
+        config.BridgeConfig(**{**cfg.__dict__, 'http_upstream': down}),
+        lambda: reserved, metrics=metrics_mod.Metrics())
+    service.start()
+    try:
+        for _ in range(3):
+            status, _, _ = _request(service, 'http', 'GET', '/boot.ipxe')
+            assert status == 502
+        assert service.observer.failing == {down.name}
+        assert service.metrics.bridge_upstream_errors.labels(
+            'http', 'unreachable')._value.get() == 3
+    finally:
+        service.stop()
+
+
+def test_slow_ironic_is_504(bridge):
+    started = time.monotonic()
+    status, _, _ = _request(bridge, 'http', 'GET', '/x/slow')
+    assert status == 504
+    assert time.monotonic() - started < 3
+    assert _refused(bridge, 'http', 'upstream_timeout') == 1
+
+
+def _certificates(tmp_path, address='127.0.0.1'):
+    """A CA of the test's own and a server certificate for ``address``."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject, issuer, key, signer, ca):
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(
+                       NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(
+                       NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(hours=1))
+                   .add_extension(x509.BasicConstraints(ca=ca,
+                                                        path_length=None),
+                                  critical=True))
+        if not ca:
+            builder = builder.add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.IPv4Address(address))]),
+                critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert('vmetal test CA', 'vmetal test CA', ca_key, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = cert(address, 'vmetal test CA', key, ca_key, False)
+    pem = serialization.Encoding.PEM
+    (tmp_path / 'ca.pem').write_bytes(ca.public_bytes(pem))
+    (tmp_path / 'server.pem').write_bytes(
+        server.public_bytes(pem) + key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()))
+    return tmp_path / 'ca.pem', tmp_path / 'server.pem'
+
+
+def test_ironic_api_over_tls_checked_against_the_ca_file(tmp_path, upstreams,
+                                                         reserved):
+    import ssl
+    ca_file, server_pem = _certificates(tmp_path)
+    tls_server = _server('127.0.0.1')
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_pem)
+    tls_server.socket = context.wrap_socket(tls_server.socket,
+                                            server_side=True)
+    port = tls_server.server_address[1]
+    cfg = _config(upstreams)
+    try:
+        for ca, expected in ((str(ca_file), 200), (None, 502)):
+            api = upstream.from_url('api', f'https://127.0.0.1:{port}', ca)
+            service = service_mod.BridgeService(
+                config.BridgeConfig(**{**cfg.__dict__, 'api_upstream': api}),
+                lambda: reserved, metrics=metrics_mod.Metrics())
+            service.start()
+            try:
+                status, body, _ = _request(service, 'api', 'GET',
+                                           '/v1/lookup?a=/json')
+                assert status == expected, body
+            finally:
+                service.stop()
+        # Only the request the CA vouched for reached the server.
+        assert [path for _m, path, _h in tls_server.seen] == [
+            '/v1/lookup?a=/json']
+    finally:
+        tls_server.shutdown()
+        tls_server.server_close()
+
+
+def test_ironics_urls_are_translated_where_they_cross(upstreams, reserved):
+    """iPXE scripts from the HTTP root and the conductor's commands carry
+    Ironic's cluster URLs; the provisioning side gets the agent's."""
+    ironic = upstreams['ironic'].url
+    cfg = _config(upstreams)
+    service = service_mod.BridgeService(
+        config.BridgeConfig(**{**cfg.__dict__, 'translation': urls.Translation(
+            ((ironic, 'http://198.51.100.1:8080'),))}),
+        lambda: reserved, metrics=metrics_mod.Metrics())
+    service.start()
+    try:
+        status, body, response = _request(service, 'http', 'GET',
+                                          '/n/script')
+        assert status == 200
+        assert body == (b'#!ipxe\nkernel http://198.51.100.1:8080/k '
+                        b'ipa-api-url=http://198.51.100.1:8080/api\n')
+        assert response.getheader('Content-Length') == str(len(body))
+        # Big files pass untouched (and unread).
+        status, body, _ = _request(service, 'http', 'GET', '/images/ipa')
+        assert body == BODY
+        _request(service, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+                 body=json.dumps({'callback_url': 'http://x:'
+                                  f'{service.config.ipa_port}'}).encode())
+        command = json.dumps({'name': 'standby.prepare_image', 'params': {
+            'image_info': {'urls': [f'{ironic}/agent_images/n']}}})
+        status, _, _ = _request(service, 'callback', 'POST',
+                                f'/{RAMDISK}/v1/commands/', body=command)
+        assert status == 202
+        _post, path, sent = upstreams['ramdisk'].seen[-1]
+        assert path == '/v1/commands/'
+        assert json.loads(sent)['params']['image_info']['urls'] == [
+            'http://198.51.100.1:8080/agent_images/n']
+    finally:
+        service.stop()
+
+
+def test_tls_ramdisk_is_checked_with_the_certificate_of_its_heartbeat(
+        tmp_path, upstreams, reserved, bridge):
+    """IPA with auto TLS: the conductor gets a plain URL on the agent, the
+    agent talks TLS to the ramdisk and accepts only the certificate the
+    ramdisk's own heartbeat carried."""
+    import ssl
+    ca_file, server_pem = _certificates(tmp_path, RAMDISK)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_pem)
+    ramdisk = upstreams['ramdisk']
+    ramdisk.socket = context.wrap_socket(ramdisk.socket, server_side=True)
+    port = bridge.config.ipa_port
+    heartbeat = {'callback_url': f'https://{RAMDISK}:{port}',
+                 'agent_verify_ca': ca_file.read_text()}
+    status, _, _ = _request(bridge, 'api', 'POST', '/v1/heartbeat/n',
+                            source=RAMDISK,
+                            body=json.dumps(heartbeat).encode())
+    assert status == 202
+    sent = json.loads(upstreams['ironic'].seen[-1][2])
+    assert sent == {'callback_url': f'http://cb.svc:8081/{RAMDISK}'}
+    status, body, _ = _request(bridge, 'callback', 'GET',
+                               f'/{RAMDISK}/v1/commands/json')
+    assert (status, json.loads(body)) == (200, {'path': '/v1/commands/json'})
+    # Another certificate in a later heartbeat: the ramdisk's real one no
+    # longer matches, and the conductor's call is refused.
+    (tmp_path / 'other').mkdir()
+    other_ca, _ = _certificates(tmp_path / 'other', RAMDISK)
+    heartbeat['agent_verify_ca'] = other_ca.read_text()
+    _request(bridge, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+             body=json.dumps(heartbeat).encode())
+    status, _, _ = _request(bridge, 'callback', 'GET',
+                            f'/{RAMDISK}/v1/commands/json')
+    assert status == 502

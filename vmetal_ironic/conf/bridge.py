@@ -1,0 +1,136 @@
+"""Options of the ``[vmetal_bridge]`` group: the agent between the
+provisioning L2 and the cluster network where Ironic runs.
+
+The provisioning side forwards Ironic's HTTP root and the part of Ironic's
+API that the IPA ramdisk calls; the cluster side carries the conductor's
+calls to a ramdisk's API, toward reserved addresses only. Nothing is
+routed: these are HTTP forwards with a fixed list of paths
+(``doc/source/two-networks.rst``).
+"""
+
+from oslo_config import cfg
+
+from vmetal_ironic.conf import group
+
+GROUP = 'vmetal_bridge'
+
+opts = [
+    cfg.BoolOpt('enabled',
+                default=False,
+                help='Bridge the provisioning network and the cluster '
+                     'network: forward Ironic\'s HTTP root and the IPA '
+                     'ramdisk\'s API calls from the provisioning side, and '
+                     'carry the conductor\'s calls to the ramdisk from the '
+                     'cluster side. Leave off when Ironic shares the '
+                     'provisioning L2 with the servers.'),
+    cfg.URIOpt('ironic_http_url',
+               schemes=['http', 'https'],
+               help='Ironic\'s HTTP root ([deploy]http_root served over '
+                    'HTTP) as the agent reaches it on the cluster network, '
+                    'e.g. http://ironic.metal3.svc:6180: write it exactly '
+                    'as Ironic\'s [deploy]http_url, which the agent '
+                    'replaces by http_advertise_url in the iPXE scripts, '
+                    'configs and commands that cross to the provisioning '
+                    'side. Required when enabled.'),
+    cfg.URIOpt('ironic_api_url',
+               schemes=['http', 'https'],
+               help='Ironic\'s API as the agent reaches it on the cluster '
+                    'network, e.g. https://ironic.metal3.svc:6385: write it '
+                    'exactly as Ironic\'s [service_catalog]'
+                    'endpoint_override, which the agent replaces by '
+                    'api_advertise_url (ipa-api-url in the boot configs). '
+                    'Required when enabled.'),
+    cfg.StrOpt('ca_file',
+               help='CA bundle that signs the certificates of '
+                    'ironic_http_url and ironic_api_url when they are '
+                    'https. Unset: the system\'s CA store.'),
+    cfg.HostAddressOpt('provisioning_address',
+                       help='Address the provisioning-side forwards listen '
+                            'on. Defaults to [vmetal_dhcp_agent]'
+                            'server_address (never a wildcard: the cluster '
+                            'side must not reach them).'),
+    cfg.PortOpt('http_port',
+                default=8080,
+                help='Provisioning-side port forwarding GET and HEAD to '
+                     'ironic_http_url (iPXE scripts, kernels, ramdisks, '
+                     'images).'),
+    cfg.PortOpt('api_port',
+                default=6385,
+                help='Provisioning-side port forwarding the IPA ramdisk\'s '
+                     'API calls (version discovery, lookup, heartbeat, '
+                     'continue_inspection) to ironic_api_url.'),
+    cfg.URIOpt('http_advertise_url',
+               schemes=['http'],
+               help='URL servers on the provisioning side are told for '
+                    'Ironic\'s HTTP root: also the base of the iPXE script '
+                    'URL DHCP hands out when [vmetal_dhcp_agent]'
+                    'ipxe_script_url is unset. Default: '
+                    'http://<provisioning_address>:<http_port>.'),
+    cfg.URIOpt('api_advertise_url',
+               schemes=['http'],
+               help='URL the IPA ramdisk is told for Ironic\'s API, in '
+                    'place of ironic_api_url. Default: '
+                    'http://<provisioning_address>:<api_port>.'),
+    cfg.HostAddressOpt('callback_address',
+                       help='Cluster-side address the callback proxy '
+                            'listens on (the pod\'s eth0 address, or '
+                            '0.0.0.0 only when the provisioning interface '
+                            'cannot reach it). Required when enabled.'),
+    cfg.PortOpt('callback_port',
+                default=8081,
+                help='Cluster-side port of the callback proxy through '
+                     'which the conductor reaches the ramdisk\'s API.'),
+    cfg.URIOpt('callback_advertise_url',
+               schemes=['http'],
+               help='Base URL the conductor is told in place of the '
+                    'ramdisk\'s own callback_url: a heartbeat\'s '
+                    'callback_url becomes <this>/<the heartbeat\'s source '
+                    'address>. On Kubernetes, the agent\'s callback '
+                    'Service. Default: '
+                    'http://<callback_address>:<callback_port>.'),
+    cfg.PortOpt('ipa_port',
+                default=9999,
+                help='Port of the ramdisk\'s API (IPA\'s listen_port): the '
+                     'only port the callback proxy connects to.'),
+    cfg.IntOpt('max_connections',
+               default=512,
+               min=1,
+               help='Connections the bridge serves at once over all its '
+                    'listeners; past it a new connection is answered 503 '
+                    'and closed.'),
+    cfg.IntOpt('max_connections_per_client',
+               default=32,
+               min=1,
+               help='Connections one source address may hold at once, so '
+                    'that one slow or hostile client cannot take the '
+                    'others\' slots.'),
+    cfg.IntOpt('max_header_bytes',
+               default=16384,
+               min=1024,
+               help='Largest request or response head (request line and '
+                    'headers) in bytes; larger ones are refused (431/502).'),
+    cfg.FloatOpt('header_timeout',
+                 default=10.0,
+                 min=0.1,
+                 help='Seconds a client has to send a whole request head '
+                      'after connecting.'),
+    cfg.FloatOpt('idle_timeout',
+                 default=30.0,
+                 min=0.1,
+                 help='Seconds either side of a forward may send or take '
+                      'nothing before the connection is cut.'),
+    cfg.FloatOpt('upstream_timeout',
+                 default=60.0,
+                 min=0.1,
+                 help='Seconds to wait for an upstream to accept the '
+                      'connection and send its response head; past it the '
+                      'client gets 504.'),
+    cfg.IntOpt('max_heartbeat_bytes',
+               default=65536,
+               min=1024,
+               help='Largest heartbeat body read to rewrite its '
+                    'callback_url (a heartbeat is about 2 KiB with a '
+                    'certificate); larger ones get 413.'),
+]
+
+register_opts, list_opts = group.hooks(GROUP, opts)

@@ -1,0 +1,278 @@
+"""The bridge's three listeners on one asyncio event loop thread.
+
+* ``http`` (provisioning side): GET and HEAD to Ironic's HTTP root;
+* ``api`` (provisioning side): the IPA ramdisk's calls to Ironic's API,
+  heartbeats rewritten (:mod:`.heartbeat`);
+* ``callback`` (cluster side): the conductor's calls to a ramdisk's API,
+  toward reserved addresses on the ramdisk's port only.
+
+Standard library ``asyncio`` streams carry the bytes; one thread serves
+every connection, so a thousand slow clients cost a thousand sockets and
+small buffers, not a thousand threads.
+"""
+
+import asyncio
+import concurrent.futures
+import functools
+import ipaddress
+import threading
+
+from oslo_log import log
+
+from vmetal_ironic.dhcp_agent.bridge import admission as admission_mod
+from vmetal_ironic.dhcp_agent.bridge import exchange
+from vmetal_ironic.dhcp_agent.bridge import heartbeat
+from vmetal_ironic.dhcp_agent.bridge import routes
+from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
+from vmetal_ironic.dhcp_agent import log_limit
+
+LOG = log.getLogger(__name__)
+
+
+class _Forward:
+    """A provisioning-side listener: fixed routes to one upstream."""
+
+    requests = None
+
+    def __init__(self, name, route, upstream, rewrite=None, responses=None):
+        self.name = name
+        self._route = route
+        self._upstream = upstream
+        self._rewrite = rewrite
+        self.responses = responses
+
+    def route(self, method, target, source):
+        return self._route(method, target)
+
+    def upstream(self, route):
+        return self._upstream
+
+    def rewrite(self, body, source):
+        return self._rewrite(body, source)
+
+
+class _Callback:
+    """The cluster-side listener: ``/<address>/v1/...`` to that ramdisk."""
+
+    name = 'callback'
+    responses = None
+
+    def __init__(self, reserved, ramdisks, ipa_port, requests=None):
+        self._reserved = reserved
+        self._ramdisks = ramdisks
+        self._ipa_port = ipa_port
+        self.requests = requests
+
+    def route(self, method, target, source):
+        return routes.callback(method, target, self._reserved())
+
+    def upstream(self, route):
+        found = self._ramdisks.get(route.address)
+        if found is None:
+            raise exchange.UpstreamUnknown(
+                f'no heartbeat from {route.address} through this agent '
+                'since it started; the next one teaches it')
+        return found[1]
+
+    def rewrite(self, body, source):
+        raise AssertionError('the callback listener has no heartbeats')
+
+
+class _Observer:
+    """Counts into the agent's metrics; logs an upstream going bad once
+    (WARNING) and coming back once (INFO)."""
+
+    def __init__(self, metrics):
+        self.metrics = metrics
+        self.failing = set()
+        self.ramdisk_failures = log_limit.LogLimiter(
+            10, 60.0, what='ramdisk callback failures')
+
+    def refused(self, listener, reason):
+        if self.metrics is not None:
+            self.metrics.bridge_refused.labels(listener, reason).inc()
+
+    def forwarded(self, listener, status, nbytes):
+        if self.metrics is not None:
+            self.metrics.bridge_requests.labels(
+                listener, f'{status // 100}xx').inc()
+            self.metrics.bridge_bytes.labels(listener).inc(nbytes)
+
+    def upstream_failed(self, listener, name, kind, detail):
+        if self.metrics is not None:
+            self.metrics.bridge_upstream_errors.labels(listener, kind).inc()
+        if listener == 'callback':
+            self.ramdisk_failures.warning('Callback to %s failed (%s): %s',
+                                          name, kind, detail)
+        elif name not in self.failing:
+            self.failing.add(name)
+            LOG.warning('Bridge: %s failed (%s: %s); servers get 502/504 '
+                        'until it answers again', name, kind, detail)
+
+    def upstream_ok(self, listener, name):
+        if name in self.failing:
+            self.failing.discard(name)
+            LOG.info('Bridge: %s answers again', name)
+
+
+class BridgeService:
+    """Run the bridge.
+
+    :param config: a :class:`~.config.BridgeConfig`.
+    :param reserved: callable returning the packed IPv4 addresses the
+        agent holds reservations for (read at every callback request).
+    :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics` or
+        ``None``.
+    """
+
+    def __init__(self, config, reserved, metrics=None):
+        self.config = config
+        self.reserved = reserved
+        self.metrics = metrics
+        self.observer = _Observer(metrics)
+        self.admission = admission_mod.Admission(
+            config.max_connections, config.max_connections_per_client)
+        # address -> (Ramdisk, Upstream): learned from heartbeats of
+        # reserved addresses only, so it holds at most one entry a
+        # reservation.
+        self.ramdisks = {}
+        self.ports = {}
+        self._loop = None
+        self._thread = None
+        self._servers = []
+        self._tasks = set()
+
+    def _learn(self, body, source):
+        new_body, ramdisk = heartbeat.rewrite(
+            body, source, self.config.callback_advertise_url,
+            self.config.ipa_port)
+        try:
+            reserved = (ipaddress.IPv4Address(source).packed
+                        in self.reserved())
+        except ValueError:
+            reserved = False
+        if reserved:
+            known = self.ramdisks.get(source)
+            if known is None or known[0] != ramdisk:
+                self.ramdisks[source] = (ramdisk, upstream_mod.ramdisk(
+                    source, self.config.ipa_port, ramdisk))
+        return new_body
+
+    def _listeners(self):
+        config = self.config
+        return (
+            (_Forward('http', routes.http_root, config.http_upstream,
+                      responses=config.translation),
+             config.provisioning_address, config.http_port),
+            (_Forward('api', routes.ironic_api, config.api_upstream,
+                      self._learn),
+             config.provisioning_address, config.api_port),
+            (_Callback(self.reserved, self.ramdisks, config.ipa_port,
+                       requests=config.translation),
+             config.callback_address, config.callback_port),
+        )
+
+    async def _handle(self, listener, reader, writer):
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        # Let a quarter MiB wait for a slow client before each write
+        # waits (the default 64 KiB costs throughput).
+        writer.transport.set_write_buffer_limits(high=exchange.CHUNK)
+        peer = writer.get_extra_info('peername') or ('?', 0)
+        source = peer[0]
+        refused = self.admission.enter(source)
+        try:
+            if refused:
+                self.observer.refused(listener.name, refused)
+                writer.write(exchange.error_response(
+                    503, 'too many connections'))
+                return
+            if self.metrics is not None:
+                self.metrics.bridge_connections.set(len(self.admission))
+            await exchange.Exchange(listener, self.config.limits,
+                                    self.observer, reader, writer,
+                                    source).run()
+        except Exception:   # one connection's bug must not stop the rest
+            LOG.exception('Bridge: connection from %s on %s failed',
+                          source, listener.name)
+        finally:
+            if not refused:
+                self.admission.leave(source)
+                if self.metrics is not None:
+                    self.metrics.bridge_connections.set(len(self.admission))
+            self._tasks.discard(task)
+            writer.close()
+            # close() flushes what is buffered; a client that stopped
+            # reading is cut when the idle time is up.
+            try:
+                await exchange.within(writer.wait_closed(),
+                                      self.config.limits.idle_timeout)
+            except (asyncio.TimeoutError, OSError):
+                writer.transport.abort()
+
+    async def _open(self):
+        for listener, address, port in self._listeners():
+            server = await asyncio.start_server(
+                functools.partial(self._handle, listener), address, port,
+                backlog=1024, reuse_address=True)
+            self._servers.append(server)
+            self.ports[listener.name] = \
+                server.sockets[0].getsockname()[1]
+
+    def _run(self, ready):
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._open())
+        except Exception as exc:
+            for server in self._servers:
+                server.close()
+            self._loop.close()
+            ready.set_exception(exc)
+            return
+        ready.set_result(None)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def start(self):
+        """Bind the three listeners and serve on a daemon thread.
+
+        :raises OSError: a listener cannot be bound; nothing is left open.
+        """
+        self._loop = asyncio.new_event_loop()
+        ready = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._run, args=(ready,),
+                                        name='bridge', daemon=True)
+        self._thread.start()
+        try:
+            ready.result()
+        except Exception:
+            self._thread.join()
+            self._thread = None
+            raise
+        config = self.config
+        LOG.info('Bridge: %s -> %s and %s -> %s (advertised as %s and %s); '
+                 'callbacks on %s:%d (advertised %s) -> reserved '
+                 'addresses port %d', f'{config.provisioning_address}:'
+                 f'{self.ports["http"]}', config.http_upstream.name,
+                 f'{config.provisioning_address}:{self.ports["api"]}',
+                 config.api_upstream.name, config.http_advertise_url,
+                 config.api_advertise_url, config.callback_address,
+                 self.ports['callback'], config.callback_advertise_url,
+                 config.ipa_port)
+
+    def _shutdown(self):
+        for server in self._servers:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        self._loop.call_later(0.05, self._loop.stop)
+
+    def stop(self):
+        """Close the listeners and every connection; safe to repeat."""
+        if self._thread is None:
+            return
+        self._loop.call_soon_threadsafe(self._shutdown)
+        self._thread.join(timeout=5.0)
+        self._thread = None
