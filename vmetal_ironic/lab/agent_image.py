@@ -81,9 +81,8 @@ def podman_env():
 
 
 def podman_argv(*argv):
-    """A podman command line whose state stays in the lab's directories."""
-    return ['podman', '--tmpdir', str(RUN_ROOT / 'libpod'),
-            '--network-config-dir', str(CACHE / 'networks'), *argv]
+    """A podman command line (run it with :func:`podman_env`)."""
+    return ['podman', *argv]
 
 
 def podman(*argv, step, timeout=1800):
