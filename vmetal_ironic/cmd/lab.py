@@ -70,6 +70,10 @@ def main(argv=None):
                         'from its container image (tools/build-agent-image) '
                         'in a pod as the shipped manifests run it')
     args = parser.parse_args(argv)
+    if args.agent_image and not args.full:
+        sys.stderr.write(f'{PROG}: error: --agent-image needs --full and '
+                         '--store-config\n')
+        return 1
     try:
         (full_setup if args.full else flow).preflight()
     except flow.LabError as exc:
