@@ -450,6 +450,12 @@ class LabAgent:
                                 'process; not with --agent-image')
         self.pod = None
 
+    def configure(self, sections):
+        """Ironic's ``sections``: the TFTP server it names in the
+        reservations is the pod's address, as in
+        etc/kubernetes/metal3/ironic-vmetal.conf."""
+        sections['pxe']['tftp_server'] = self.ADDRESS
+
     def start(self, lab):
         """Build (or find) the image, start the pod, set ``lab.agent``
         and ``lab.agent_log``.

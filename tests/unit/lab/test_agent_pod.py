@@ -175,3 +175,10 @@ def test_runtime_wrapper_passes_other_commands_through(monkeypatch):
                         lambda path, argv: called.append(argv))
     wrapper.main(['delete', '--force', 'ctr'])
     assert called == [[wrapper.RUNC, 'delete', '--force', 'ctr']]
+
+
+def test_lab_agent_points_ironic_at_the_pod(monkeypatch):
+    monkeypatch.setattr(agent_pod.shutil, 'which', lambda name: '/bin/x')
+    sections = {'pxe': {'tftp_server': '192.0.2.1'}}
+    agent_pod.LabAgent({'vmetal': {}}).configure(sections)
+    assert sections['pxe']['tftp_server'] == agent_pod.LabAgent.ADDRESS
