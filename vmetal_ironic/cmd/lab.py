@@ -18,6 +18,7 @@ import tempfile
 import time
 import traceback
 
+from vmetal_ironic.lab import agent_pod
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_dhcp
 from vmetal_ironic.lab import full_flow
@@ -69,7 +70,15 @@ def main(argv=None):
                         '(default: everything on the lab L2)')
     parser.add_argument('--mac', help='with --full: the machine\'s MAC '
                         '(default: random)')
+    parser.add_argument('--agent-image', action='store_true',
+                        help='with --full and --store-config: run the agent '
+                        'from its container image (tools/build-agent-image) '
+                        'in a pod as the shipped manifests run it')
     args = parser.parse_args(argv)
+    if args.agent_image and not args.full:
+        sys.stderr.write(f'{PROG}: error: --agent-image needs --full and '
+                         '--store-config\n')
+        return 1
     try:
         (full_setup if args.full else flow).preflight()
     except flow.LabError as exc:
@@ -84,6 +93,9 @@ def main(argv=None):
                 phase_timeout=args.phase_timeout, dhcp=args.dhcp,
                 store_config=args.store_config, node_name=args.node_name,
                 mac=args.mac, two_networks=args.two_networks)
+            if args.agent_image:
+                lab.agent_pod = agent_pod.LabAgent(
+                    lab.services.kube_sections, faults=args.faults)
         except flow.LabError as exc:
             sys.stderr.write(f'{PROG}: error: {exc}\n')
             return 1
@@ -112,8 +124,10 @@ def main(argv=None):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         lab.close()
     if args.json and args.full:
-        sys.stdout.write(json.dumps(lab.summary(
-            not failure, time.monotonic() - started)) + '\n')
+        summary = lab.summary(not failure, time.monotonic() - started)
+        if lab.agent_pod is not None:
+            summary.update(lab.agent_pod.summary())
+        sys.stdout.write(json.dumps(summary) + '\n')
     if failure:
         sys.stderr.write(f'{PROG}: FAILED after {len(report.steps)} steps: '
                          f'{failure}\n  logs: {workdir}\n')

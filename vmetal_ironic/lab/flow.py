@@ -102,6 +102,10 @@ class Lab:
     :param report: a :class:`Report`.
     """
 
+    #: ``--agent-image``: a :class:`vmetal_ironic.lab.agent_pod.LabAgent`
+    #: that starts the agent from its image in a pod instead.
+    agent_pod = None
+
     def __init__(self, workdir, report, boot_timeout=240.0):
         self.workdir = pathlib.Path(workdir)
         self.report = report
@@ -161,6 +165,9 @@ class Lab:
                          'http_root (boot.ipxe, node configs, kernels)')
 
     def _start_agent(self):
+        if self.agent_pod is not None:
+            self.agent_pod.start(self)
+            return
         tftp_root = self.workdir / 'tftpboot'
         tftp_root.mkdir(exist_ok=True)
         for name in ('snponly.efi', 'undionly.kpxe', 'ipxe.efi'):
@@ -372,6 +379,9 @@ class Lab:
         """Stop everything the lab started and delete its namespaces."""
         if self.ironic is not None:
             self.ironic.stop()
+        if self.agent_pod is not None:
+            # Before the topology: CNI DEL needs the bridge's namespace.
+            self.agent_pod.close()
         if self.topology is not None:
             self.topology.close()
         if self.store is not None:

@@ -38,7 +38,10 @@ class VmetalDhcp:
         self.lab = lab
 
     def configure(self, sections, work):
-        """Change ironic.conf ``sections`` for this provider (none)."""
+        """Change ironic.conf ``sections`` for this provider: none, unless
+        the agent runs in its pod (``--agent-image``)."""
+        if self.lab.agent_pod is not None:
+            self.lab.agent_pod.configure(sections)
 
     def start(self):
         self.lab._start_agent()
