@@ -252,8 +252,16 @@ def _create_hosts(custom, namespace, count):
                 'spec': {'bootMACAddress': _mac(index), 'consumerRef': {
                     'kind': 'Metal3Machine', 'name': f'm{index:05d}'},
                     'networkData': {'name': secret},
-                    'preprovisioningNetworkDataName': secret},
-                'status': {'provisioning': {'state': 'provisioned'}}})
+                    'preprovisioningNetworkDataName': secret,
+                    'online': True}})
+        # BMO's CRD keeps status in its subresource, written apart.
+        custom.patch_namespaced_custom_object_status(
+            'metal3.io', 'v1alpha1', namespace, 'baremetalhosts',
+            f'h{index:05d}', {'status': {
+                'operationalStatus': 'OK', 'errorMessage': '',
+                'errorCount': 0, 'poweredOn': True,
+                'provisioning': {'ID': '', 'state': 'provisioned'}}},
+            _content_type='application/merge-patch+json')
 
     deadline = time.time() + BUDGET
     with concurrent.futures.ThreadPoolExecutor(8) as pool:

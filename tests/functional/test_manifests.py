@@ -15,7 +15,8 @@ do.
 
 The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
 kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
-which installs etc/kubernetes/crds when it starts.
+which installs the CRDs of :func:`tests.functional.kube.crd_documents`
+(baremetal-operator's own for metal3.io) when it starts.
 """
 
 import copy

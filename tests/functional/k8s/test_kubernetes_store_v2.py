@@ -276,21 +276,19 @@ def test_item16_the_machine_owns_the_address_and_it_follows_the_claim(
     # A Machine claims the host: it takes over the same address.
     _patch_host(admin, namespace, 'h', {'spec': {'consumerRef': {
         'kind': 'Metal3Machine', 'name': 'worker-0',
-        'apiVersion': 'infrastructure.cluster.x-k8s.io/v1beta1'}},
-        'status': {'provisioning': {'state': 'provisioning'}}})
+        'apiVersion': 'infrastructure.cluster.x-k8s.io/v1beta1'}}})
+    admin.set_host_state(namespace, 'h', 'provisioning')
     deployed = host_network.ensure(store, host_owner, mac_of(1))
     assert deployed.allocation.address == inspected.allocation.address
     machine = f'Metal3Machine/{namespace}/worker-0'
     assert [c['spec']['owner'] for c in admin.claims(namespace)
             if c['spec']['purpose'] == 'allocation'] == [machine]
     # The Machine lets go while the host deprovisions: kept.
-    _patch_host(admin, namespace, 'h', {'spec': {'consumerRef': None},
-                                        'status': {'provisioning': {
-                                            'state': 'deprovisioning'}}})
+    _patch_host(admin, namespace, 'h', {'spec': {'consumerRef': None}})
+    admin.set_host_state(namespace, 'h', 'deprovisioning')
     assert store.reconcile() == []
     # Deprovisioned (available): released, outputs gone.
-    _patch_host(admin, namespace, 'h', {'status': {'provisioning': {
-        'state': 'available'}}})
+    admin.set_host_state(namespace, 'h', 'available')
     released = store.reconcile()
     assert [(a.owner, a.address) for a in released] == [
         (machine, inspected.allocation.address)]
