@@ -206,7 +206,14 @@ class KubernetesStore(base.Store):
             self.outputs.clear(host_owner, metadata['namespace'],
                                metadata['name'])
         for identity in identities - {host_owner}:
-            self.outputs.clear(identity)
+            try:
+                self.outputs.clear(identity)
+            except kube_client.Forbidden:
+                # A Machine's namespace the store writes nothing in (the
+                # Metal3 path keeps the Secret on the host): nothing of
+                # ours can be there to clear.
+                LOG.debug('No Secret of %s to clear: its namespace is not '
+                          'the store\'s', identity)
         for identity in sorted(identities, key=str):
             self.reservations.withdraw_matching(owner=identity)
         if held is not None:

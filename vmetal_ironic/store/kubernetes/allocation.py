@@ -100,6 +100,8 @@ class Allocation:
         self.previous = previous
         self.host = host
         self.token = uuid.uuid4().hex
+        # A copy of its own (conductor threads share the store): this
+        # call counts and grows it while others learn theirs.
         self.used = book.used_addresses()
         self.allocator = book.allocator(pool, self.used)
         self.refreshed = False
@@ -267,8 +269,15 @@ class Allocation:
         except kube_client.ApiError as exc:
             if exc.status not in cas.RETRY_STATUSES:
                 raise
-            # The claim changed since it was read: the loop reads it.
-            return None, record
+            # The claim changed since it was read. A hand-over whose
+            # answer was lost and whose retry met its own write reads as
+            # the owner's now: it is done. Otherwise the loop reads it.
+            again = self.book.read(claim['metadata']['name'])
+            if (again is None or again['metadata']['uid'] != claim[
+                    'metadata']['uid'] or (again.get('spec') or {}).get(
+                    'owner') != str(self.owner)):
+                return None, record
+            claim = again
         self.book.owners.delete(old_record)
         return claim, record
 
