@@ -27,7 +27,7 @@ NAD_CRD = TOP / 'tests' / 'functional' / 'data' / 'networkattachmentdefinition-c
 CONTAINERFILE = TOP / 'etc' / 'container' / 'Containerfile'
 METAL3 = KUBE / 'metal3'
 
-OWN_DIRS = ['agent', 'network/macvlan', 'network/bridge', 'metal3']
+OWN_DIRS = ['agent', 'controller', 'network/macvlan', 'network/bridge', 'metal3']
 OVERLAYS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab']
 NETWORKS = ['macvlan', 'bridge']
 

@@ -59,6 +59,10 @@ def main(argv=None):
                         help='with --full: an ini file with [vmetal] store = '
                         'kubernetes and [vmetal_kubernetes] (api_url on '
                         '127.0.0.1); default: a local store')
+    parser.add_argument('--controller-config', metavar='FILE',
+                        help='with --store-config: the configuration of the '
+                        'vmetal-ipam-controller the lab starts beside Ironic '
+                        '(its own token); default: the store\'s')
     parser.add_argument('--node-name', default='lab-node-0',
                         help='with --full: the Ironic node name '
                         '(<namespace>~<host> for a Metal3 host)')
@@ -78,7 +82,7 @@ def main(argv=None):
                 workdir, report, faults=args.faults,
                 phase_timeout=args.phase_timeout, dhcp=args.dhcp,
                 store_config=args.store_config, node_name=args.node_name,
-                mac=args.mac)
+                mac=args.mac, controller_config=args.controller_config)
         except flow.LabError as exc:
             sys.stderr.write(f'{PROG}: error: {exc}\n')
             return 1

@@ -1,6 +1,7 @@
 """Option listing for oslo-config-generator (``oslo.config.opts``)."""
 
 from vmetal_ironic.conf import dhcp_agent
+from vmetal_ironic.conf import ipam_controller
 from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import kubernetes
 from vmetal_ironic.conf import local_store
@@ -12,6 +13,7 @@ _GROUP_MODULES = (
     vmetal,
     local_store,
     kubernetes,
+    ipam_controller,
     ironic,
     dhcp_agent,
     tftp,

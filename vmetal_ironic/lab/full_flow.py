@@ -51,13 +51,16 @@ class FullLab(flow.Lab):
     :param node_name: the Ironic node's name; ``<namespace>~<host>`` is a
         Metal3 host, whose properties come from the store.
     :param mac: the machine's MAC (random when ``None``).
+    :param controller_config: the vmetal-ipam-controller's configuration
+        file (a Kubernetes store only; ``store_config`` by default).
     :raises vmetal_ironic.lab.flow.LabError: options that do not go
         together, or an unusable store configuration.
     """
 
     def __init__(self, workdir, report, faults=False,
                  phase_timeout=PHASE_TIMEOUT, dhcp='vmetal',
-                 store_config=None, node_name='lab-node-0', mac=None):
+                 store_config=None, node_name='lab-node-0', mac=None,
+                 controller_config=None):
         super().__init__(workdir, report)
         if faults and dhcp != full_dhcp.VmetalDhcp.name:
             raise flow.LabError('--faults checks the vmetal DHCP provider '
@@ -69,7 +72,8 @@ class FullLab(flow.Lab):
         if mac:
             self.mac = mac
         self.dhcp = full_dhcp.PROVIDERS[dhcp](self)
-        self.services = full_setup.Services(self, store_config)
+        self.services = full_setup.Services(self, store_config,
+                                            controller_config)
         self.phases = []
         self.address = None
         self.os_fields = None

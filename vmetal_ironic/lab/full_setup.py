@@ -34,6 +34,7 @@ import urllib.parse
 from vmetal_ironic.lab import build as lab_build
 from vmetal_ironic.lab import debian
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import ipam_controller
 from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import libvirt
 from vmetal_ironic.lab import netns
@@ -171,11 +172,18 @@ class Services:
         ``store_sections``).
     :param store_config: path of a Kubernetes store's configuration
         (:func:`load_store_config`), or ``None`` for the local store.
+    :param controller_config: with a Kubernetes store, the configuration
+        of the vmetal-ipam-controller started beside Ironic (its own
+        credentials); ``store_config`` when ``None``.
     """
 
-    def __init__(self, lab, store_config=None):
+    def __init__(self, lab, store_config=None, controller_config=None):
         self.lab = lab
         self.store_config = store_config
+        # The controller's own file (its identity's token), else the
+        # store's.
+        self.controller_config = controller_config or store_config
+        self.controller = None
         self.kube_sections = (load_store_config(store_config)
                               if store_config else None)
         self.daemons = libvirt.Daemons()
@@ -262,6 +270,14 @@ class Services:
             raise flow.LabError(f'Ironic did not start: {exc}') from None
         lab.store = (kubernetes_store(self.store_config) if self.store_config
                      else local.LocalStore(path=str(lab.vmetal_db)))
+        if self.store_config:
+            # Ironic only calls the store: following the claims and
+            # releasing addresses is the controller's.
+            self.controller = ipam_controller.ControllerProcess(
+                self.controller_config, lab.workdir)
+            pid = self.controller.start()
+            lab.report.done('vmetal-ipam-controller',
+                            f'pid {pid}, log {self.controller.log}')
         images = lab.ironic.images
         for name in ('kernel', 'ramdisk'):
             shutil.copy(self.ipa_dir / name, images / f'ipa-{name}')
@@ -291,6 +307,8 @@ class Services:
         return (self.image_dir / 'image.qcow2.sha256').read_text().strip()
 
     def close(self):
+        if self.controller is not None:
+            self.controller.stop()
         if self.domain is not None:
             self.domain.close()
         if self.bridge is not None:

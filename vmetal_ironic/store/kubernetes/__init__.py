@@ -104,7 +104,6 @@ class KubernetesStore(base.Store):
         self.inspection = inspection.InspectionLeases(
             self.api, self.namespace, conf.vmetal.address_scope,
             self.group.connect_timeout)
-        self._stop = threading.Event()
         # The host of the session this thread is in (see session()).
         self._local = threading.local()
 
@@ -352,15 +351,5 @@ class KubernetesStore(base.Store):
     def reconcile(self):
         return self.reconciler.run_once()
 
-    def start_reconciler(self, interval=None):
-        interval = (self.group.reconcile_interval if interval is None
-                    else interval)
-        self.reconciler.start(interval, self._stop)
-        if self.group.follow_claims_namespaces:
-            # Claims followed as they are made, not one interval later.
-            self.reconciler.watch.start(self._stop)
-
     def close(self):
-        self._stop.set()
-        self.reconciler.join(self.group.request_timeout + 5)
         self.api.close()

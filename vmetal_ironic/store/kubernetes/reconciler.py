@@ -34,8 +34,10 @@ After the releases the pass follows the claims (:mod:`.claims`): a host
 a Machine claims whose Machine holds no address yet, or that lacks the
 store's outputs, is given them as Ironic would give them at a PXE boot.
 
-The pass runs in a background thread of whichever process hosts the store;
-an error of any kind is logged with its traceback and the loop goes on.
+The store starts no thread: ``vmetal-ipam-controller`` (one active replica,
+:mod:`vmetal_ironic.ipam_controller`) applies these rules host by host as
+events arrive, and :meth:`Reconciler.run_once` is a whole pass on demand
+(the CLI, tests, benchmarks).
 """
 
 import dataclasses
@@ -48,8 +50,6 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import allocation
-from vmetal_ironic.store.kubernetes import background
-from vmetal_ironic.store.kubernetes import claim_watch
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import owners as owners_mod
@@ -194,16 +194,16 @@ def is_stale(record, live, now):
         record, now, ORPHAN_GRACE)
 
 
-class Reconciler(background.BackgroundJob):
-    """Runs passes for a :class:`~vmetal_ironic.store.kubernetes.
-    KubernetesStore`."""
-
-    thread_name = 'vmetal-reconcile'
+class Reconciler:
+    """The rules applied for a :class:`~vmetal_ironic.store.kubernetes.
+    KubernetesStore`: a whole pass (:meth:`run_once`), one host
+    (:meth:`settle_host`), the garbage (:meth:`collect`). It starts no
+    thread: ``vmetal-ipam-controller`` (:mod:`vmetal_ironic.ipam_controller`)
+    calls it."""
 
     def __init__(self, store):
         self.store = store
         self.follower = claims_mod.Follower(store)
-        self.watch = claim_watch.ClaimWatch(store, self.follower, view_of)
         self.passes = 0
         self.failures = 0
         # Claims whose judgement raised, over all passes.
@@ -212,8 +212,6 @@ class Reconciler(background.BackgroundJob):
         self.claims_followed = 0
         self.claims_rejected = 0
         self.last_follow = claims_mod.FollowReport()
-        # Addresses the watch released between passes.
-        self.watch_released = 0
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -265,9 +263,7 @@ class Reconciler(background.BackgroundJob):
         records = book.owners.all(slim=True)
         bound = {binding_of(record) for record in records}
         hosts = self.hosts()
-        # The watch judges a host again when its Machine lets go of it: it
-        # must know who held it, also for hosts it saw no event of.
-        self.watch.remember(hosts)
+        self.passes += 1
         released = []
         for claim in claims:
             # One claim's trouble (a 403 on its Secret, a webhook refusing
@@ -294,17 +290,7 @@ class Reconciler(background.BackgroundJob):
         ``None``."""
         spec = addresses.spec_of(claim)
         if is_orphan(claim, bound, time.time()):
-            # Exactly as listed (UID and resourceVersion): a claim handed
-            # to another owner since the listing is not an orphan.
-            if not self.store.addresses.claims.delete(claim, exact=True):
-                return None
-            LOG.warning('Freed %(address)s: its claim was never bound to '
-                        '%(owner)s (a writer stopped half way)',
-                        {'address': spec.get('address'),
-                         'owner': spec.get('owner')})
-            self.store.reservations.withdraw_matching(
-                address=spec.get('address'))
-            return addresses.to_allocation(claim)
+            return self._free_orphan(claim)
         decision = verdict(claim, hosts)
         if decision in (RETAIN, UNRETAIN):
             self._retain(claim, decision == RETAIN)
@@ -322,6 +308,49 @@ class Reconciler(background.BackgroundJob):
                  {'address': spec.get('address'), 'owner': holder,
                   'host': where})
         return self.store.release_holder(holder, host)
+
+    def collect(self):
+        """Free the claims no record binds and delete the records that
+        hold nothing, both past :data:`ORPHAN_GRACE` (writers stopped
+        half way): the controller's garbage collection.
+
+        :returns: the released allocations.
+        """
+        book = self.store.addresses
+        claims = book.all_claims(slim=True)
+        records = book.owners.all(slim=True)
+        bound = {binding_of(record) for record in records}
+        now = time.time()
+        released = []
+        for claim in claims:
+            if not is_orphan(claim, bound, now):
+                continue
+            try:
+                freed = self._free_orphan(claim)
+            except exception.VmetalError as exc:
+                self.claim_failures += 1
+                LOG.warning('Freeing orphan %(claim)s failed: %(err)s',
+                            {'claim': claim['metadata'].get('name'),
+                             'err': exc})
+                continue
+            if freed is not None:
+                released.append(freed)
+        self._drop_stale(records, {binding_of(claim) for claim in claims})
+        return released
+
+    def _free_orphan(self, claim):
+        """Delete an orphan exactly as listed (UID and resourceVersion: a
+        claim handed to another owner since the listing is not one) and
+        withdraw the reservations of its address."""
+        spec = addresses.spec_of(claim)
+        if not self.store.addresses.claims.delete(claim, exact=True):
+            return None
+        LOG.warning('Freed %(address)s: its claim was never bound to '
+                    '%(owner)s (a writer stopped half way)',
+                    {'address': spec.get('address'),
+                     'owner': spec.get('owner')})
+        self.store.reservations.withdraw_matching(address=spec.get('address'))
+        return addresses.to_allocation(claim)
 
     def settle_host(self, where, owners, gone=None):
         """Judge now the claims that ``owners`` hold for host ``where``
@@ -371,7 +400,6 @@ class Reconciler(background.BackgroundJob):
             if decision in (RETAIN, UNRETAIN):
                 self._retain(claim, decision == RETAIN)
             kept.add(str(holder))
-        self.watch_released += len(released)
         return released, kept
 
     def _drop_stale(self, records, live):
@@ -396,34 +424,3 @@ class Reconciler(background.BackgroundJob):
         self.claims_followed += len(report.given)
         self.claims_rejected += len(report.rejected)
         self.last_follow = report
-
-    def run_logged(self):
-        """A pass that never raises: errors are logged with traceback."""
-        self.passes += 1
-        try:
-            return self.run_once()
-        except exception.VmetalError as exc:
-            self.failures += 1
-            LOG.warning('Reconcile pass failed: %s', exc)
-        except Exception:
-            self.failures += 1
-            LOG.exception('Reconcile pass failed unexpectedly; the next '
-                          'pass runs as planned')
-        return []
-
-    def start(self, interval, stop):
-        """Run a pass now and then every ``interval`` seconds, all in a
-        daemon thread (the caller is not held up by the first pass)."""
-        def loop():
-            self.run_logged()
-            while interval and not stop.wait(interval):
-                self.run_logged()
-
-        self._start_thread(loop)
-
-    def join(self, timeout):
-        super().join(timeout)
-        # The watch may sit in a read until its window ends: it is not
-        # waited for; closing the API client ends the read, and with the
-        # stop set the thread leaves quietly.
-        self.watch.join(min(timeout, 1.0))
