@@ -27,6 +27,7 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
+from vmetal_ironic import properties as props
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
 from vmetal_ironic.store import base
@@ -67,6 +68,19 @@ def consumer_of(host):
         raise exception.InvalidProperty(
             f'BareMetalHost {metadata["namespace"]}/{metadata["name"]} '
             f'spec.consumerRef: {exc}') from None
+
+
+def describes(host, held):
+    """Whether ``host``'s outputs are those of ``held`` (pure): the address
+    the store recorded writing on it is the held one, or it recorded none.
+    A Machine that let the host go must not take off the outputs, Secret
+    and reservations of the Machine holding it now."""
+    if held is None:
+        return True
+    annotations = (host.get('metadata') or {}).get('annotations') or {}
+    written = kube_properties.written_values(
+        annotations, patches.WRITTEN_ANNOTATION).get(props.IP_ADDRESS)
+    return not written or str(written).split('/')[0] == held.address
 
 
 class KubernetesStore(base.Store):
@@ -169,8 +183,21 @@ class KubernetesStore(base.Store):
             # with, so the server keeps one address from inspection on.
             previous = owner_mod.for_host(host['metadata']['namespace'],
                                           host['metadata']['name'])
-        return self.addresses.allocate(pool, holder, mac, previous=previous,
-                                       host=host)
+        allocation = self.addresses.allocate(pool, holder, mac,
+                                             previous=previous, host=host)
+        if previous is not None and self.addresses.may_hold(previous):
+            # The Machine's pool did not contain the host's inspection
+            # address: the host identity gives it back now (one address
+            # per server), reservations of that address first.
+            kept = self.addresses.get(previous)
+            if kept is not None and kept.address != allocation.address:
+                self.reservations.withdraw_matching(address=kept.address)
+                if self.addresses.release(previous) is not None:
+                    LOG.info('Released %(address)s of %(host)s: %(owner)s '
+                             'holds %(new)s from another pool',
+                             {'address': kept.address, 'host': previous,
+                              'owner': holder, 'new': allocation.address})
+        return allocation
 
     def hold(self, owner, address, source):
         holder, _ = self.subject(owner)
@@ -197,7 +224,7 @@ class KubernetesStore(base.Store):
         held = self.addresses.get(holder)
         identities = {holder, also} - {None}
         host_owner = None
-        if host is not None:
+        if host is not None and describes(host, held):
             metadata = host['metadata']
             host_owner = owner_mod.for_host(metadata['namespace'],
                                             metadata['name'])

@@ -128,3 +128,45 @@ def test_18_a_deleted_node_reads_its_own_reservations_not_the_fleets():
     # Each list names the node or the owner, never only the kind.
     assert any('node=node-1' in selector for selector in lists)
     assert all(',' in selector for selector in lists)
+
+
+def test_8_releasing_the_previous_machine_keeps_the_current_ones_outputs():
+    world = cl.Cluster(follow_claims_namespaces=[])
+    store = world.store()
+    world.host('h1', consumer='Machine/m3/old')
+    assert cl.give(store, 'h1').allocation.address == '192.0.2.2'
+    # The old Machine lets go, a new one claims the host before the old
+    # one is released (a missed event, a late judgement).
+    world.claim('h1', 'Machine/m3/new')
+    assert cl.give(store, 'h1').allocation.address == '192.0.2.3'
+    store.publish_reservation(reservation.Reservation(
+        mac='52:54:00:00:00:01', address='192.0.2.3', prefixlen=24),
+        owner='BareMetalHost/m3/h1')
+    before = world.get_host('h1')
+
+    released = store.reconcile()
+
+    assert [(a.owner, a.address) for a in released] == [
+        ('Machine/m3/old', '192.0.2.2')]
+    after = world.get_host('h1')
+    assert after['metadata']['annotations'] == before['metadata'][
+        'annotations']
+    assert after['spec'].get('networkData') == before['spec']['networkData']
+    assert world.kube.get('secrets', cl.HOSTS,
+                          'vmetal-nd-baremetalhost-h1') is not None
+    assert world.reservations() == [('52:54:00:00:00:01', '192.0.2.3')]
+
+
+def test_16_a_machine_on_another_pool_frees_the_hosts_inspection_address():
+    world = cl.Cluster(follow_claims_namespaces=[])
+    store = world.store()
+    world.host('h1')
+    assert cl.give(store, 'h1').allocation.address == '192.0.2.2'
+    world.claim('h1', 'Machine/m3/w')
+    world.change_host('h1', metadata={'annotations': {
+        'metal3.vcluster.com/network-cidr': '198.51.100.1/24'}})
+
+    assert cl.give(store, 'h1').allocation.address == '198.51.100.2'
+
+    assert world.claims() == {'198.51.100.2': 'Machine/m3/w'}
+    assert store.reconcile() == []
