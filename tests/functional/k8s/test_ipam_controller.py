@@ -177,7 +177,12 @@ def test_a_standby_takes_over_within_the_lease_duration(
                  what='the first replica leading')
         second = _controller_process(kube_cluster, namespace, 'second',
                                      tmp_path)
-        time.sleep(3)
+        # Once the standby runs its loop (the interpreter's start is not
+        # the takeover's), and has looked a few times.
+        wait_for(lambda: b'campaigns' in (
+            tmp_path / 'second.log').read_bytes(), timeout=60,
+            what='the standby campaigning')
+        time.sleep(2)
         assert holder() == 'first'
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
