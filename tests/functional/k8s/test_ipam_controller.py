@@ -116,7 +116,10 @@ def allowed(admin, user, verb, resource, group='', namespace=None,
     (CONTROLLER_SA, 'watch', 'addressclaims', 'vmetal-ironic.io',
      'vmetal-system', None, True),
     (CONTROLLER_SA, 'create', 'events', '', 'metal3', None, True),
-    # The conductors' store identity: no Lease, no Secret read.
+    # The conductors' store identity: no Lease, no Secret read, no watch
+    # of the hosts (the controller follows them).
+    (kube.STORE_SA, 'watch', 'baremetalhosts', 'metal3.io', 'metal3', None,
+     False),
     (kube.STORE_SA, 'update', 'leases', 'coordination.k8s.io',
      'vmetal-system', leader.NAME, False),
     (kube.STORE_SA, 'get', 'secrets', '', 'metal3', 'bmc-credentials', False),
