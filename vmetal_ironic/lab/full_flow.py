@@ -386,6 +386,9 @@ class FullLab(flow.Lab):
         self.services.start_ironic()
         self._start_http()
         self.dhcp.start()
+        # After the agent: both import for seconds on a loaded machine,
+        # and the agent's start is waited for with a bound.
+        self.services.start_controller()
         if self.faults:
             self._bad_credentials()
         self._enroll()

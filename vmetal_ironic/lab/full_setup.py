@@ -270,14 +270,6 @@ class Services:
             raise flow.LabError(f'Ironic did not start: {exc}') from None
         lab.store = (kubernetes_store(self.store_config) if self.store_config
                      else local.LocalStore(path=str(lab.vmetal_db)))
-        if self.store_config:
-            # Ironic only calls the store: following the claims and
-            # releasing addresses is the controller's.
-            self.controller = ipam_controller.ControllerProcess(
-                self.controller_config, lab.workdir)
-            pid = self.controller.start()
-            lab.report.done('vmetal-ipam-controller',
-                            f'pid {pid}, log {self.controller.log}')
         images = lab.ironic.images
         for name in ('kernel', 'ramdisk'):
             shutil.copy(self.ipa_dir / name, images / f'ipa-{name}')
@@ -289,6 +281,19 @@ class Services:
         lab.report.done('Ironic', f'API {API_URL} (host: {lab.ironic.url}), '
                         'hardware type redfish, ipxe boot, agent inspect, '
                         f'direct deploy, {lab.dhcp.description}, {store}')
+
+    def start_controller(self):
+        """With a Kubernetes store, start vmetal-ipam-controller: Ironic
+        only calls the store; following the claims and releasing
+        addresses is the controller's."""
+        if not self.store_config:
+            return
+        lab = self.lab
+        self.controller = ipam_controller.ControllerProcess(
+            self.controller_config, lab.workdir)
+        pid = self.controller.start()
+        lab.report.done('vmetal-ipam-controller',
+                        f'pid {pid}, log {self.controller.log}')
 
     def api_url(self):
         return self.kube_sections['vmetal_kubernetes']['api_url']
