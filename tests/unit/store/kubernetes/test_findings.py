@@ -170,3 +170,40 @@ def test_16_a_machine_on_another_pool_frees_the_hosts_inspection_address():
 
     assert world.claims() == {'198.51.100.2': 'Machine/m3/w'}
     assert store.reconcile() == []
+
+
+def test_a_lost_answer_to_the_claims_create_is_read_back_as_held():
+    # The claim is created, its answer lost; the retried create meets it
+    # (409): read back, it is the owner's. One claim, no second address.
+    world = cl.Cluster()
+    store = world.store()
+    world.host('h1')
+    world.kube.at('create', cl.CLAIMS, lose=True,
+                  name='default.192.0.2.2')
+    assert cl.give(store, 'h1').allocation.address == '192.0.2.2'
+    assert world.claims() == {'192.0.2.2': 'BareMetalHost/m3/h1'}
+    assert store.reconcile() == []
+
+
+def test_a_candidate_taken_between_the_bind_and_the_create_moves_on():
+    world = cl.Cluster()
+    first, second = world.store(), world.store()
+    world.host('h1')
+    world.host('h2')
+    # The gateway first, as every process claims it once.
+    cl.give(first, 'h1')
+    first.release('BareMetalHost/m3/h1')
+    # h2's writer takes 192.0.2.2 while h1's is between its record and
+    # its claim.
+    world.kube.at('create', cl.CLAIMS, lambda: cl.give(second, 'h2'),
+                  name='default.192.0.2.2')
+    assert cl.give(first, 'h1').allocation.address == '192.0.2.3'
+    assert world.claims() == {'192.0.2.2': 'BareMetalHost/m3/h2',
+                              '192.0.2.3': 'BareMetalHost/m3/h1'}
+    assert store_records(world) == {'BareMetalHost/m3/h1': '192.0.2.3',
+                                    'BareMetalHost/m3/h2': '192.0.2.2'}
+
+
+def store_records(world):
+    return {obj['spec']['owner']: obj['spec']['address']
+            for obj in world.kube.items(cl.OWNERS, cl.NAMESPACE)}
