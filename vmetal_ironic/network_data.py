@@ -158,7 +158,34 @@ def parse_custom(document):
             raise exception.InvalidNetworkData(
                 f'network-data networks[{index}] names link '
                 f'{network.get("link")!r}, which is not in links')
+        _canonical_addresses(network, f'network-data networks[{index}]')
     return document
+
+
+def _canonical(text, what):
+    """``text`` as the one spelling of its IP address (``192.0.2.010`` is
+    refused: a leading zero is octal to some readers, decimal to others)."""
+    try:
+        return str(netaddr.IPAddress(str(text), flags=netaddr.INET_PTON))
+    except (netaddr.AddrFormatError, ValueError, TypeError):
+        raise exception.InvalidNetworkData(
+            f'{what} {text!r} is not an IP address') from None
+
+
+def _canonical_addresses(network, where):
+    """Check and rewrite in canonical form the addresses of one network
+    (``ip_address``, ``netmask``, each route's ``gateway``): the store
+    claims the address by its text, so two spellings must not exist."""
+    for key in ('ip_address', 'netmask'):
+        if network.get(key) is not None:
+            network[key] = _canonical(network[key], f'{where} {key}')
+    routes = network.get('routes') or []
+    if not isinstance(routes, list):
+        raise exception.InvalidNetworkData(f'{where} routes is not a list')
+    for number, route in enumerate(routes):
+        if isinstance(route, dict) and route.get('gateway') is not None:
+            route['gateway'] = _canonical(
+                route['gateway'], f'{where} routes[{number}] gateway')
 
 
 @dataclasses.dataclass(frozen=True)

@@ -45,6 +45,7 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / 'tools' / 'build-kube-apiserver'
 MANIFESTS = REPO / 'etc' / 'kubernetes'
 STORE_SA = 'system:serviceaccount:vmetal-system:vmetal-ironic'
+CONTROLLER_SA = 'system:serviceaccount:vmetal-system:vmetal-ipam-controller'
 BUILD_TIMEOUT = 40 * 60
 READY_TIMEOUT = 60
 
@@ -109,6 +110,7 @@ class KubeCluster:
         self.url = f'https://127.0.0.1:{self.port}'
         self.admin_token = 'vk8s-admin-' + os.urandom(12).hex()
         self.store_token = 'vk8s-store-' + os.urandom(12).hex()
+        self.controller_token = 'vk8s-controller-' + os.urandom(12).hex()
         self.ca_file = str(self.workdir / 'apiserver.crt')
         self._procs = {}
 
@@ -169,6 +171,8 @@ class KubeCluster:
         (work / 'tokens.csv').write_text(
             f'{self.admin_token},vk8s-admin,vk8s-admin,"system:masters"\n'
             f'{self.store_token},{STORE_SA},vk8s-store,'
+            '"system:serviceaccounts,system:serviceaccounts:vmetal-system"\n'
+            f'{self.controller_token},{CONTROLLER_SA},vk8s-controller,'
             '"system:serviceaccounts,system:serviceaccounts:vmetal-system"\n')
         (work / 'kubeconfig').write_text(yaml.safe_dump({
             'apiVersion': 'v1', 'kind': 'Config',

@@ -27,7 +27,8 @@ NAD_CRD = TOP / 'tests' / 'functional' / 'data' / 'networkattachmentdefinition-c
 CONTAINERFILE = TOP / 'etc' / 'container' / 'Containerfile'
 METAL3 = KUBE / 'metal3'
 
-OWN_DIRS = ['agent', 'network/macvlan', 'network/bridge', 'metal3', 'bridge']
+OWN_DIRS = ['agent', 'controller', 'network/macvlan', 'network/bridge',
+            'metal3', 'bridge']
 OVERLAYS = ['overlays/macvlan', 'overlays/bridge', 'overlays/lab',
             'overlays/two-networks']
 NETWORKS = ['macvlan', 'bridge']

@@ -82,3 +82,21 @@ def test_primary_ipv4_of_a_document_without_one():
     assert network_data.primary_ipv4(
         {'links': [], 'networks': [{'type': 'ipv4_dhcp'}], 'services': []}
     ) is None
+
+
+def test_a_custom_documents_addresses_are_canonical_or_refused():
+    document = {'links': [{'id': 'l'}], 'networks': [{
+        'link': 'l', 'type': 'ipv4', 'ip_address': '2001:DB8::0:1',
+        'netmask': '255.255.255.0',
+        'routes': [{'gateway': '192.0.2.1'}]}], 'services': []}
+    parsed = network_data.parse_custom(json.dumps(document))
+    assert parsed['networks'][0]['ip_address'] == '2001:db8::1'
+    document['networks'][0]['ip_address'] = '192.0.2.010'
+    with pytest.raises(exception.InvalidNetworkData,
+                       match=r"networks\[0\] ip_address '192.0.2.010' is not"):
+        network_data.parse_custom(json.dumps(document))
+    document['networks'][0]['ip_address'] = '192.0.2.10'
+    document['networks'][0]['routes'][0]['gateway'] = 'gw'
+    with pytest.raises(exception.InvalidNetworkData,
+                       match=r"routes\[0\] gateway 'gw'"):
+        network_data.parse_custom(json.dumps(document))

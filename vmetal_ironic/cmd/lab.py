@@ -60,6 +60,10 @@ def main(argv=None):
                         help='with --full: an ini file with [vmetal] store = '
                         'kubernetes and [vmetal_kubernetes] (api_url on '
                         '127.0.0.1); default: a local store')
+    parser.add_argument('--controller-config', metavar='FILE',
+                        help='with --store-config: the configuration of the '
+                        'vmetal-ipam-controller the lab starts beside Ironic '
+                        '(its own token); default: the store\'s')
     parser.add_argument('--node-name', default='lab-node-0',
                         help='with --full: the Ironic node name '
                         '(<namespace>~<host> for a Metal3 host)')
@@ -92,7 +96,8 @@ def main(argv=None):
                 workdir, report, faults=args.faults,
                 phase_timeout=args.phase_timeout, dhcp=args.dhcp,
                 store_config=args.store_config, node_name=args.node_name,
-                mac=args.mac, two_networks=args.two_networks)
+                mac=args.mac, two_networks=args.two_networks,
+                controller_config=args.controller_config)
             if args.agent_image:
                 lab.agent_pod = agent_pod.LabAgent(
                     lab.services.kube_sections, faults=args.faults)

@@ -30,6 +30,15 @@ opts = [
                     'vmetal network interface; 0 disables the sweep. '
                     'Owners of Metal3 hosts (BareMetalHost/...) are never '
                     'touched: their addresses follow the BareMetalHost.'),
+    cfg.FloatOpt('store_deadline',
+                 default=60.0,
+                 min=1.0,
+                 help='Seconds one store operation made for an Ironic task '
+                      '(all its API calls, their retries and a retry of the '
+                      'whole operation) may take before the node\'s step '
+                      'fails with a temporary error; bounds how long a '
+                      'conductor worker and the node lock are held while '
+                      'the store\'s API server does not answer.'),
 ]
 
 register_opts, list_opts = group.hooks(GROUP, opts)

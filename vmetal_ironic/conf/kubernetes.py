@@ -78,14 +78,14 @@ opts = [
     cfg.IntOpt('reconcile_interval',
                default=300,
                min=0,
-               help='Seconds between two passes that free the addresses of '
-                    'Machines that let their host go (once it is '
-                    'deprovisioned) and of deleted hosts. A pass also runs, '
-                    'in the background, when the hosting process starts the '
-                    'reconciler. 0 disables the periodic pass.'),
+               help='Seconds between two full resyncs of vmetal-ipam-'
+                    'controller: every host is judged again and the claims '
+                    'writers left half way are collected, whatever events '
+                    'were missed. 0 turns the resync off (events only).'),
     cfg.ListOpt('follow_claims_namespaces',
                 default=['*'],
-                help='Namespaces whose BareMetalHosts a reconcile pass gives '
+                help='Namespaces whose BareMetalHosts vmetal-ipam-controller '
+                     'gives '
                      'their address, network-data Secret and annotations '
                      'once a Machine claims them (spec.consumerRef), '
                      'without waiting for Ironic to prepare a PXE boot (a '

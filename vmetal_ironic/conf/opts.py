@@ -2,6 +2,7 @@
 
 from vmetal_ironic.conf import bridge
 from vmetal_ironic.conf import dhcp_agent
+from vmetal_ironic.conf import ipam_controller
 from vmetal_ironic.conf import ironic
 from vmetal_ironic.conf import kubernetes
 from vmetal_ironic.conf import local_store
@@ -13,6 +14,7 @@ _GROUP_MODULES = (
     vmetal,
     local_store,
     kubernetes,
+    ipam_controller,
     ironic,
     dhcp_agent,
     tftp,

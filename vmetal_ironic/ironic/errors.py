@@ -28,8 +28,11 @@ Ironic's own exceptions pass through unchanged.
 import time
 
 from ironic.common import exception as ironic_exc
+from oslo_config import cfg
 from oslo_log import log
 
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import deadline
 from vmetal_ironic import exception
 
 LOG = log.getLogger(__name__)
@@ -84,11 +87,24 @@ def call(task, action, func, *args, failure=ironic_exc.NetworkError,
     :raises ironic.common.exception.IronicException: ``failure``, for
         everything else.
     """
+    with deadline.within(_store_deadline()):
+        return _call(task, action, func, args, kwargs, failure)
+
+
+def _store_deadline():
+    try:
+        return vmetal_conf.CONF.vmetal_ironic.store_deadline
+    except (AttributeError, cfg.NoSuchOptError):
+        return None
+
+
+def _call(task, action, func, args, kwargs, failure):
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return func(*args, **kwargs)
         except exception.TemporaryError as exc:
-            if attempt < ATTEMPTS:
+            left = deadline.remaining()
+            if attempt < ATTEMPTS and (left is None or left > 1.0):
                 LOG.debug('vmetal: node %(node)s: %(err)s; retrying once',
                           {'node': _uuid(task), 'err': exc})
                 time.sleep(min(exc.retry_after, RETRY_PAUSE_MAX))

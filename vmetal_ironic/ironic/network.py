@@ -46,9 +46,10 @@ def _sweep_interval():
 
 
 def _release_deleted(store, uuid, owner):
-    for res in store.list_reservations():
-        if res.node == uuid:
-            store.withdraw_reservation(res.mac)
+    # The node's own reservations only (label-selected on Kubernetes), not
+    # the fleet's once per deleted node.
+    for res in store.reservations_of(node=uuid):
+        store.withdraw_reservation(res.mac)
     store.release(owner)
     return True
 

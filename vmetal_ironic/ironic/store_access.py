@@ -37,13 +37,5 @@ def get_store():
             except exception.VmetalError as exc:
                 raise ironic_exc.NetworkError(
                     f'vmetal store cannot be loaded: {exc}') from None
-            # Stores that follow their owners' lifecycle (the Kubernetes
-            # store: Machines and BareMetalHosts) release what was let go
-            # while no conductor ran, then periodically. The conductor
-            # hosts this because it holds the write permissions. It runs
-            # in the store's background thread: this call is made inside a
-            # node task under the lock above, which a full pass over a
-            # fleet must not hold up; a failed pass is logged, never raised.
-            store.start_reconciler()
             _store = store
     return _store

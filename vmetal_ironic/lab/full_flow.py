@@ -53,6 +53,8 @@ class FullLab(flow.Lab):
     :param mac: the machine's MAC (random when ``None``).
     :param two_networks: Ironic on a cluster network of its own, bridged
         by the agent (:mod:`.full_setup`).
+    :param controller_config: the vmetal-ipam-controller's configuration
+        file (a Kubernetes store only; ``store_config`` by default).
     :raises vmetal_ironic.lab.flow.LabError: options that do not go
         together, or an unusable store configuration.
     """
@@ -60,7 +62,7 @@ class FullLab(flow.Lab):
     def __init__(self, workdir, report, faults=False,
                  phase_timeout=PHASE_TIMEOUT, dhcp='vmetal',
                  store_config=None, node_name='lab-node-0', mac=None,
-                 two_networks=False):
+                 two_networks=False, controller_config=None):
         super().__init__(workdir, report)
         if faults and dhcp != full_dhcp.VmetalDhcp.name:
             raise flow.LabError('--faults checks the vmetal DHCP provider '
@@ -76,7 +78,8 @@ class FullLab(flow.Lab):
             self.mac = mac
         self.dhcp = full_dhcp.PROVIDERS[dhcp](self)
         self.services = full_setup.Services(self, store_config,
-                                            two_networks)
+                                            two_networks,
+                                            controller_config)
         self.phases = []
         self.address = None
         self.os_fields = None
@@ -389,6 +392,9 @@ class FullLab(flow.Lab):
         self.services.start_ironic()
         self._start_http()
         self.dhcp.start()
+        # After the agent: both import for seconds on a loaded machine,
+        # and the agent's start is waited for with a bound.
+        self.services.start_controller()
         if self.faults:
             self._bad_credentials()
         self._enroll()

@@ -47,6 +47,7 @@ import urllib.parse
 from vmetal_ironic.lab import build as lab_build
 from vmetal_ironic.lab import debian
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import ipam_controller
 from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import libvirt
 from vmetal_ironic.lab import netns
@@ -219,13 +220,21 @@ class Services:
         (:func:`load_store_config`), or ``None`` for the local store.
     :param two_networks: Ironic on a cluster network of its own, the agent
         between it and the lab L2.
+    :param controller_config: with a Kubernetes store, the configuration
+        of the vmetal-ipam-controller started beside Ironic (its own
+        credentials); ``store_config`` when ``None``.
     """
 
-    def __init__(self, lab, store_config=None, two_networks=False):
+    def __init__(self, lab, store_config=None, two_networks=False,
+                 controller_config=None):
         self.lab = lab
         self.store_config = store_config
         self.two_networks = two_networks
         self.topology = TOPOLOGIES[two_networks]
+        # The controller's own file (its identity's token), else the
+        # store's.
+        self.controller_config = controller_config or store_config
+        self.controller = None
         self.kube_sections = (load_store_config(store_config)
                               if store_config else None)
         self.daemons = libvirt.Daemons()
@@ -356,6 +365,19 @@ class Services:
         """Where Ironic's API and HTTP server listen."""
         return IRONIC_CLUSTER if self.two_networks else flow.SERVER
 
+    def start_controller(self):
+        """With a Kubernetes store, start vmetal-ipam-controller: Ironic
+        only calls the store; following the claims and releasing
+        addresses is the controller's."""
+        if not self.store_config:
+            return
+        lab = self.lab
+        self.controller = ipam_controller.ControllerProcess(
+            self.controller_config, lab.workdir)
+        pid = self.controller.start()
+        lab.report.done('vmetal-ipam-controller',
+                        f'pid {pid}, log {self.controller.log}')
+
     def api_url(self):
         return self.kube_sections['vmetal_kubernetes']['api_url']
 
@@ -380,6 +402,8 @@ class Services:
         return (self.image_dir / 'image.qcow2.sha256').read_text().strip()
 
     def close(self):
+        if self.controller is not None:
+            self.controller.stop()
         if self.domain is not None:
             self.domain.close()
         if self.bridge is not None:

@@ -94,7 +94,8 @@ class Store(abc.ABC):
     Hooks with harmless defaults, overridden where a store can do better:
     :meth:`reservations_snapshot` and :meth:`follow_reservations` (the
     DHCP agent's feed; the Kubernetes store lists then watches),
-    :meth:`reconcile` and :meth:`start_reconciler` (automatic release),
+    :meth:`reconcile` (automatic release, a whole pass on demand; no
+    store starts a thread for it),
     :meth:`session` (one read of what the owner's calls share),
     :attr:`skipped_reservations`.
     """
@@ -233,10 +234,6 @@ class Store(abc.ABC):
             owners have no lifecycle of their own release nothing.
         """
         return []
-
-    def start_reconciler(self, interval=None):
-        """Run :meth:`reconcile` in the background now and then every
-        ``interval`` seconds; returns at once. Default: nothing to run."""
 
     def inspection_leases(self):
         """The inspection leases every agent of the scope shares (see

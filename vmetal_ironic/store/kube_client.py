@@ -25,6 +25,7 @@ from kubernetes.client import exceptions as k8s_exceptions
 from kubernetes.config import config_exception
 from oslo_log import log
 
+from vmetal_ironic import deadline
 from vmetal_ironic import exception
 
 LOG = log.getLogger(__name__)
@@ -149,6 +150,17 @@ def build_configuration(group):
     return configuration
 
 
+def _shortened(timeout, left):
+    """``timeout`` (a number or ``(connect, read)``) cut to ``left``
+    seconds (``None``: unchanged)."""
+    if left is None:
+        return timeout
+    left = max(left, 0.1)
+    if isinstance(timeout, tuple):
+        return tuple(min(part, left) for part in timeout)
+    return min(timeout, left)
+
+
 class Api:
     """The typed APIs plus the retry policy.
 
@@ -186,11 +198,21 @@ class Api:
         :raises NamespaceNotFound: HTTP 404 for the namespace itself.
         :raises vmetal_ironic.exception.StoreUnavailable: retries exhausted.
         """
-        kwargs.setdefault('_request_timeout', self.timeout)
         attempts = self.group.max_retries + 1
         delay = self.group.retry_backoff
         last = None
+        timeout = kwargs.pop('_request_timeout', self.timeout)
+        tried = 0
         for attempt in range(1, attempts + 1):
+            left = deadline.remaining()
+            if left is not None and left <= 0:
+                raise exception.StoreUnavailable(
+                    f'Kubernetes API {self.host}: {what}: the operation\'s '
+                    f'deadline is spent after {attempt - 1} attempt(s)'
+                    f'{", last: " + last if last else ""}; the API server '
+                    'is slow or down', retry_after=1.0)
+            kwargs['_request_timeout'] = _shortened(timeout, left)
+            tried = attempt
             self._count()
             try:
                 return func(*args, **kwargs)
@@ -219,6 +241,9 @@ class Api:
                 # Connection refused/reset, TLS failures and timeouts all
                 # surface as urllib3 errors (or OSError underneath).
                 last = ' '.join(str(exc).split())[:200] or type(exc).__name__
+            left = deadline.remaining()
+            if left is not None and left <= delay:
+                break
             if attempt < attempts:
                 LOG.debug('Kubernetes API %(host)s: %(what)s failed '
                           '(%(last)s); retry %(n)d of %(max)d in %(d).2fs',
@@ -228,7 +253,7 @@ class Api:
                 delay = min(max(delay * 2, 0.01), self.group.retry_backoff_max)
         raise exception.StoreUnavailable(
             f'Kubernetes API {self.host} unavailable: {what} failed '
-            f'{attempts} time(s), last: {last}',
+            f'{tried} time(s), last: {last}',
             retry_after=max(self.group.retry_backoff, 1.0))
 
     def close(self):

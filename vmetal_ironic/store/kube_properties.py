@@ -21,8 +21,12 @@ unit tested without a cluster:
 
 import json
 
+from oslo_log import log
+
 from vmetal_ironic import exception
 from vmetal_ironic import properties as props
+
+LOG = log.getLogger(__name__)
 
 ENVIRONMENT_PROPERTY = 'vcluster.com/network-environment'
 DEFAULT_ENVIRONMENT_ANNOTATION = 'machines.vcluster.com/is-default-environment'
@@ -76,11 +80,45 @@ def match_selector(selector, labels):
 
 
 def node_types(providers):
-    """``(provider name, node type dict)`` of every NodeProvider."""
+    """``(provider name, node type dict)`` of every NodeProvider (entries
+    that are not objects are not node types: skipped)."""
     for provider in providers:
         metal3 = ((provider or {}).get('spec') or {}).get('metal3') or {}
+        if not isinstance(metal3, dict):
+            continue
         for node_type in metal3.get('nodeTypes') or []:
-            yield name_of(provider), node_type
+            if isinstance(node_type, dict):
+                yield name_of(provider), node_type
+
+
+def selects(provider_name, node_type, labels):
+    """Whether ``node_type`` selects a host with ``labels``.
+
+    :raises vmetal_ironic.exception.InvalidProperty: its selector is
+        malformed, the message naming the NodeProvider and node type.
+    """
+    selector = (node_type.get('bareMetalHosts') or {})
+    try:
+        return match_selector(selector.get('selector'), labels)
+    except (exception.InvalidProperty, AttributeError, TypeError) as exc:
+        raise exception.InvalidProperty(
+            f'NodeProvider {provider_name} node type '
+            f'{node_type.get("name")!r} spec.metal3.nodeTypes.bareMetalHosts'
+            f'.selector: {exc}') from None
+
+
+def bad_node_types(providers):
+    """``[(provider name, node type name, message)]`` of the node types
+    whose selector is malformed (pure): they select no host, and are
+    reported on their own rather than failing the hosts they cannot be
+    selecting."""
+    bad = []
+    for provider_name, node_type in node_types(providers):
+        try:
+            selects(provider_name, node_type, {})
+        except exception.InvalidProperty as exc:
+            bad.append((provider_name, node_type.get('name'), str(exc)))
+    return bad
 
 
 def find_node_type(providers, host, label):
@@ -115,9 +153,15 @@ def find_node_type(providers, host, label):
                 f'({", ".join(sorted(p for p, _ in found))}); use '
                 f'<provider>{TYPE_SEPARATOR}<node type>')
         return found[0]
-    matching = [(p, t) for p, t in candidates
-                if match_selector(((t.get('bareMetalHosts') or {})
-                                   .get('selector')), labels)]
+    matching = []
+    for provider_name, node_type in candidates:
+        try:
+            if selects(provider_name, node_type, labels):
+                matching.append((provider_name, node_type))
+        except exception.InvalidProperty as exc:
+            # One team's bad selector must not break every other host:
+            # the node type selects nothing and is reported on its own.
+            _report_bad_node_type(str(exc))
     if len(matching) > 1:
         names = ', '.join(sorted(f'{p}{TYPE_SEPARATOR}{t.get("name")}'
                                  for p, t in matching))
@@ -126,6 +170,20 @@ def find_node_type(providers, host, label):
             f'({names}); label it '
             f'{label}=<provider>{TYPE_SEPARATOR}<node type>')
     return matching[0] if matching else None
+
+
+_reported = set()
+
+
+def _report_bad_node_type(message):
+    """Log a malformed node type once per process (and per message), not
+    once per host judged."""
+    if message in _reported:
+        return
+    if len(_reported) > 1000:
+        _reported.clear()
+    _reported.add(message)
+    LOG.warning('%s; it selects no host until fixed', message)
 
 
 def _provider_ref(environment):

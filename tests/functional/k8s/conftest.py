@@ -3,13 +3,18 @@ session (see tests/functional/kube.py), a fresh namespace per test."""
 
 import concurrent.futures
 import os
+import threading
 
 import pytest
 import yaml
 from kubernetes import client as k8s_client
 
+from tests import kubectl
 from tests.functional import kube
 from vmetal_ironic import properties as props
+from vmetal_ironic.cmd import ipam_controller as controller_cmd
+from vmetal_ironic.conf import ipam_controller as controller_conf
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store import kubernetes as kube_store
 
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
@@ -18,6 +23,8 @@ RESERVATIONS = ('vmetal-ironic.io', 'v1alpha1', 'dhcpreservations')
 OWNER_RECORDS = ('vmetal-ironic.io', 'v1alpha1', 'addressowners')
 # The first release whose builds accept "" in custom resources again.
 EMPTY_STRINGS_SINCE = 21
+RBAC_KINDS = {'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role',
+              'RoleBinding'}
 HOST_NAMESPACE_BINDING = (kube.MANIFESTS / 'rbac' / 'host-namespace'
                           / 'rolebinding.yaml')
 
@@ -148,6 +155,17 @@ class Admin:
 
 
 @pytest.fixture(scope='session')
+def controller_rbac(kube_cluster):
+    """The shipped identities and roles of vmetal-ipam-controller and of
+    the DHCP agent (not their Deployments: no kubelet runs here)."""
+    objects = [obj for directory in ('controller', 'agent')
+               for obj in kubectl.render(kube.MANIFESTS / directory)
+               if obj['kind'] in RBAC_KINDS]
+    kubectl.apply(objects, kube_cluster.kubeconfig)
+    return objects
+
+
+@pytest.fixture(scope='session')
 def admin(kube_cluster):
     helper = Admin(kube_cluster)
     yield helper
@@ -240,3 +258,43 @@ def layered(admin, namespace, cluster_objects):
         'metadata': {'name': f'other-{namespace}'},
         'spec': {'properties': {props.NETWORK_CIDR: '203.0.113.1/24'}}})
     return {'tier': namespace}
+
+
+@pytest.fixture
+def start_controller(kube_cluster, namespace):
+    """``start_controller(**options)`` -> a running vmetal-ipam-controller
+    (in this process: its Lease, watches and workers are the real ones) on
+    the test namespace, stopped at teardown. ``identity`` and the
+    ``[vmetal_ipam_controller]`` options may be given; the rest are
+    ``[vmetal_kubernetes]`` values."""
+    running = []
+
+    def start(identity='test-controller', lease_duration=4.0,
+              renew_deadline=3.0, retry_period=0.5, as_user=None,
+              **options):
+        settings = kube_cluster.settings(namespace=namespace)
+        settings.update(options)
+        conf = kube.store_conf(settings)
+        controller_conf.register_opts(conf)
+        for key, value in (('identity', identity),
+                           ('lease_duration', lease_duration),
+                           ('renew_deadline', renew_deadline),
+                           ('retry_period', retry_period)):
+            conf.set_override(key, value, group=controller_conf.GROUP)
+        store, controller, elector = controller_cmd.build(conf)
+        if as_user:
+            # The admin token acting as ``as_user`` (impersonation): the
+            # API server applies that user's RBAC to every request.
+            store.api.client.set_default_header('Impersonate-User', as_user)
+        stop = threading.Event()
+        thread = elector.start(stop, controller.start, controller.stop)
+        running.append((store, stop, thread))
+        wait_for(lambda: controller.informers_ready(), timeout=30,
+                 what='the controller leading and watching')
+        return controller
+
+    yield start
+    for store, stop, thread in running:
+        stop.set()
+        thread.join(15)
+        store.close()

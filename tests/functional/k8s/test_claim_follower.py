@@ -6,7 +6,6 @@ Metal3's stock hardware types needs (it never calls the DHCP provider).
 
 import base64
 import json
-import time
 
 from tests.functional import kube
 from vmetal_ironic import properties as props
@@ -36,19 +35,6 @@ def network_document(admin, namespace, name):
     secret = admin.secret(namespace, name)
     assert secret is not None, f'Secret {name} not written'
     return json.loads(base64.b64decode(secret.data[SECRET_KEY]))
-
-
-def wait_watching(admin, store, namespace, name):
-    """Touch a host until the store's claim watch has seen an event: the
-    watch is running from then on."""
-    deadline = time.monotonic() + 30
-    while store.reconciler.watch.events == 0:
-        assert time.monotonic() < deadline, 'the watch saw no event'
-        admin.custom.patch_namespaced_custom_object(
-            *BMH[:2], namespace, BMH[2], name,
-            {'metadata': {'labels': {'touched': str(time.monotonic_ns())}}},
-            _content_type='application/merge-patch+json')
-        time.sleep(0.5)
 
 
 def wait_outputs(admin, namespace, name):
@@ -215,18 +201,12 @@ def test_passes_racing_each_other_give_each_machine_one_address(
 
 
 def test_a_claim_is_followed_within_seconds_not_one_interval_later(
-        admin, namespace, make_store):
-    # No periodic pass (interval 0): only the first pass, before the claim,
-    # and the watch. The host is claimed after both started.
+        admin, namespace, start_controller):
+    # No periodic resync (interval 0): only the controller's watches. The
+    # host is claimed once they run.
     admin.create_host(namespace, 'h', mac_of(6), annotations={
         props.NETWORK_CIDR: '192.0.2.1/24'})
-    store = make_store(reconcile_interval=0)
-    before = store.reconciler.last_follow
-    store.start_reconciler()
-    # Replaced at the end of a pass: the first pass is over.
-    wait_for(lambda: store.reconciler.last_follow is not before, timeout=30,
-             what='the first pass')
-    wait_watching(admin, store, namespace, 'h')
+    controller = start_controller(reconcile_interval=0)
     claim_host(admin, namespace, 'h', 'worker-6')
     host = wait_outputs(admin, namespace, 'h')
     assert host['spec']['preprovisioningNetworkDataName'] == (
@@ -234,7 +214,7 @@ def test_a_claim_is_followed_within_seconds_not_one_interval_later(
     assert [c['spec']['owner'] for c in admin.claims(namespace)
             if c['spec']['purpose'] == 'allocation'] == [
         f'Metal3Machine/{namespace}/worker-6']
-    assert store.reconciler.passes == 1
+    assert controller.counts['follow.ok'] == 1
 
 
 def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
@@ -263,27 +243,24 @@ def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
 
 
 def test_the_watch_releases_as_hosts_go_not_one_interval_later(
-        admin, namespace, make_store):
-    # No periodic pass (interval 0): the first pass gives the three
-    # claimed hosts their addresses; from then on only the watch acts.
+        admin, namespace, start_controller):
+    # No periodic resync (interval 0): the controller gives the three
+    # claimed hosts their addresses as it starts; from then on only the
+    # events act.
     for index, name in enumerate(('gone', 'let-go', 'detached')):
         admin.create_host(namespace, name, mac_of(30 + index), annotations={
             props.NETWORK_CIDR: '192.0.2.1/24'})
         claim_host(admin, namespace, name, f'machine-{name}')
-    store = make_store(reconcile_interval=0)
-    before = store.reconciler.last_follow
-    store.start_reconciler()
-    wait_for(lambda: store.reconciler.last_follow is not before, timeout=30,
-             what='the first pass')
+    controller = start_controller(reconcile_interval=0)
 
     def holders():
         return {c['spec']['owner'].rsplit('/', 1)[1]: c
                 for c in admin.claims(namespace)
                 if c['spec']['purpose'] == 'allocation'}
 
-    assert sorted(holders()) == ['machine-detached', 'machine-gone',
-                                 'machine-let-go']
-    wait_watching(admin, store, namespace, 'gone')
+    wait_for(lambda: sorted(holders()) == [
+        'machine-detached', 'machine-gone', 'machine-let-go'], timeout=30,
+        what='the three claimed hosts followed')
     admin.delete_host(namespace, 'gone')
     # The Machine lets go of a host that is not provisioned.
     admin.custom.patch_namespaced_custom_object(
@@ -303,5 +280,4 @@ def test_the_watch_releases_as_hosts_go_not_one_interval_later(
         holders()['machine-detached']['metadata'].get('labels') or {}),
         timeout=10, what='the detached host\'s address retained')
     assert kept['spec']['host'] == f'{namespace}/detached'
-    assert store.reconciler.passes == 1
-    assert store.reconciler.watch_released == 2
+    assert controller.counts['released'] == 2

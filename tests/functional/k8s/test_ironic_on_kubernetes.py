@@ -6,7 +6,8 @@ properties as annotations: the deploy must claim an address (AddressClaim),
 write the network-data Secret and the host annotations, publish the DHCP
 reservation, and fill the node's and the config drive's network_data —
 all visible through the Kubernetes API. Deleting the host must release its
-address through the reconciler the conductor hosts.
+address through vmetal-ipam-controller (the conductor starts no thread of
+the store's: it only calls it).
 """
 
 import base64
@@ -36,7 +37,7 @@ def space(admin):
 
 @pytest.fixture(scope='module')
 def ironic(kube_cluster, space, tmp_path_factory):
-    settings = kube_cluster.settings(namespace=space, reconcile_interval=2)
+    settings = kube_cluster.settings(namespace=space)
     proc = ironic_fixture.IronicProcess(
         tmp_path_factory.mktemp('vk8s-ironic'),
         {'vmetal': {'store': 'kubernetes'},
@@ -53,7 +54,8 @@ def _mac():
     return '52:54:00:' + ':'.join(f'{b:02x}' for b in uuid.uuid4().bytes[:3])
 
 
-def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
+def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space,
+                                                    start_controller):
     mac = _mac()
     admin.create_host(space, 'host-a', mac, annotations={
         props.NETWORK_CIDR: CIDR, props.DNS_SERVERS: DNS})
@@ -99,7 +101,7 @@ def test_stock_node_deploys_on_the_kubernetes_store(ironic, admin, space):
     finally:
         store.close()
 
+    start_controller(namespace=space, follow_claims_namespaces=[space])
     admin.delete_host(space, 'host-a')
     wait_for(lambda: admin.pool_data(space, '198.51.100.0/24') == {},
-             timeout=60, what='the conductor-hosted reconciler to release '
-                              f'{address}')
+             timeout=60, what=f'the controller to release {address}')

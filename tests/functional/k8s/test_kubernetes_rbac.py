@@ -128,28 +128,3 @@ def test_item9_a_release_cut_short_keeps_the_address_held(
     finally:
         full.release(owner)
         full.close()
-
-
-def test_the_claims_are_followed_with_the_shipped_role_only(
-        kube_cluster, admin, host_namespace):
-    # The watch of the hosts, the Secret written without reading it, the
-    # host patch: all within the shipped roles.
-    from tests.functional.k8s import test_claim_follower as follower
-    settings = kube_cluster.settings(
-        namespace='vmetal-system', token=kube_cluster.store_token,
-        follow_claims_namespaces=[host_namespace], reconcile_interval=0)
-    store = kube_store.KubernetesStore(kube.store_conf(settings))
-    try:
-        admin.create_host(host_namespace, 'h', '52:54:00:00:02:20',
-                          annotations={props.NETWORK_CIDR: '198.18.0.1/24'})
-        store.start_reconciler()
-        follower.wait_watching(admin, store, host_namespace, 'h')
-        follower.claim_host(admin, host_namespace, 'h', 'worker-20')
-        host = follower.wait_outputs(admin, host_namespace, 'h')
-        assert host['spec']['preprovisioningNetworkDataName'] == (
-            'vmetal-nd-baremetalhost-h')
-        assert store.reconciler.claims_rejected == 0
-        assert store.get_allocation(
-            f'Metal3Machine/{host_namespace}/worker-20') is not None
-    finally:
-        store.close()

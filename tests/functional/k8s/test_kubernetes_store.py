@@ -75,19 +75,18 @@ def check_outputs_agree(admin, namespace, pool_key, prefixlen, results):
 
 
 def test_8_processes_allocate_400_distinct_addresses(kube_cluster, admin,
-                                                     namespace, make_store):
+                                                     namespace,
+                                                     start_controller):
     cidr = '198.18.0.1/16'
     names = [(f'host-{index:03d}', mac_of(index))
              for index in range(WORKERS * PER_WORKER)]
     admin.create_hosts(namespace, names, {props.NETWORK_CIDR: cidr})
     hosts = [(owner_of(namespace, name), mac) for name, mac in names]
-    # A reconciler passing all the time must never free a live host's
-    # address, however its passes interleave with the allocations.
-    reconciler = make_store()
-    reconciler.start_reconciler(interval=0.3)
+    # A controller judging every host as it changes must never free a
+    # live host's address, however it interleaves with the allocations.
+    start_controller(reconcile_interval=1)
 
     results = run_workers(kube_cluster, namespace, hosts)
-    reconciler.close()
 
     errors = [r for r in results if r[2] is not None]
     assert errors == []
@@ -282,9 +281,10 @@ def test_missing_host_is_not_found(namespace, make_store):
 # -- automatic release --------------------------------------------------
 
 def test_deleting_a_host_releases_address_and_secret(admin, namespace,
-                                                     make_store):
-    store = pooled_hosts(admin, namespace, make_store, 2)
-    store.start_reconciler(interval=1)
+                                                     make_store,
+                                                     start_controller):
+    pooled_hosts(admin, namespace, make_store, 2)
+    start_controller()
     admin.delete_host(namespace, 'h0')
 
     wait_for(lambda: owner_of(namespace, 'h0') not in admin.pool_data(
@@ -484,3 +484,19 @@ def test_ensure_completes_a_save_cut_short_after_the_secret(admin, namespace,
     annotations = admin.get_host(namespace, 'cut')['metadata']['annotations']
     assert annotations[props.IP_ADDRESS] == f'{first.allocation.address}/24'
     assert annotations[props.GATEWAY] == '192.0.2.1'
+
+
+def test_17_ntp_servers_survive_the_schema_and_a_republish_writes_nothing(
+        admin, namespace, make_store):
+    store = make_store()
+    with_ntp = reservation_mod.Reservation(
+        mac=mac_of(3), address='192.0.2.4', prefixlen=24,
+        ntp_servers=('192.0.2.123',))
+    store.publish_reservation(with_ntp)
+    [stored] = admin.reservations(namespace)
+    assert stored['spec']['ntp_servers'] == ['192.0.2.123']
+    assert store.list_reservations() == [with_ntp]
+    store.publish_reservation(with_ntp)
+    [again] = admin.reservations(namespace)
+    assert again['metadata']['resourceVersion'] == (
+        stored['metadata']['resourceVersion'])

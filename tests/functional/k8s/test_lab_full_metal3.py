@@ -54,11 +54,13 @@ RUN_TIMEOUT = 3000
 STORE_NAMESPACE = 'vmetal-system'
 
 
-def _store_config(path, kube_cluster, namespace, scope):
+def _store_config(path, kube_cluster, namespace, scope, token=None,
+                  extra=()):
     """The conductor's and the agent's store: the store's own token, its
-    objects in ``vmetal-system`` under an address scope of this test."""
+    objects in ``vmetal-system`` under an address scope of this test (the
+    controller's: its own token, and ``extra`` lines)."""
     settings = kube_cluster.settings(
-        token=kube_cluster.store_token, reconcile_interval=5,
+        token=token or kube_cluster.store_token, reconcile_interval=5,
         follow_claims_namespaces=[namespace])
     lines = ['[vmetal]', 'store = kubernetes', f'address_scope = {scope}',
              '[vmetal_kubernetes]']
@@ -66,7 +68,7 @@ def _store_config(path, kube_cluster, namespace, scope):
         if isinstance(value, list):
             value = ','.join(value)
         lines.append(f'{key} = {value}')
-    path.write_text('\n'.join(lines) + '\n')
+    path.write_text('\n'.join([*lines, *extra]) + '\n')
     return path
 
 
@@ -103,7 +105,8 @@ def _seen_while_os_runs(admin, namespace, scope):
 
 
 def test_metal3_host_deploys_on_the_kubernetes_store(
-        tmp_path, kube_cluster, admin, host_namespace, cluster_objects):
+        tmp_path, kube_cluster, admin, host_namespace, cluster_objects,
+        controller_rbac):
     namespace = host_namespace
     scope = f'm3{os.urandom(3).hex()}'
     cluster_objects('nodeproviders', node_provider(namespace, 'lab', {
@@ -121,12 +124,20 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     admin.create_host(namespace, HOST, mac, labels={'tier': namespace})
     config = _store_config(tmp_path / 'store.conf', kube_cluster, namespace,
                            scope)
+    # The lab starts vmetal-ipam-controller beside Ironic, as its own
+    # ServiceAccount with the shipped controller roles.
+    controller = _store_config(
+        tmp_path / 'controller.conf', kube_cluster, namespace, scope,
+        token=kube_cluster.controller_token,
+        extra=['[vmetal_ipam_controller]', 'lease_duration = 4',
+               'renew_deadline = 3', 'retry_period = 0.5'])
     workdir = tmp_path / 'lab'
 
     proc = subprocess.Popen(
         [LAB, '--full', '--two-networks', '--json', '--workdir',
          str(workdir),
-         '--store-config', str(config), '--node-name', f'{namespace}~{HOST}',
+         '--store-config', str(config), '--controller-config',
+         str(controller), '--node-name', f'{namespace}~{HOST}',
          '--mac', mac], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     # A run that hangs is stopped (SIGTERM: the lab still cleans up).

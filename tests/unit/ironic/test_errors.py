@@ -9,6 +9,8 @@ import types
 import pytest
 from ironic.common import exception as ironic_exc
 
+from vmetal_ironic import conf as vmetal_conf
+from vmetal_ironic import deadline
 from vmetal_ironic import exception
 from vmetal_ironic.ironic import errors
 
@@ -87,3 +89,23 @@ def test_best_effort_gives_the_default():
     assert errors.best_effort(UUID, 'release 192.0.2.5 of deleted', func,
                               default=False) is False
     assert errors.best_effort(TASK, 'read', raising(), default=[]) == 'done'
+
+
+def test_13_no_retry_once_the_store_deadline_is_nearly_spent():
+    vmetal_conf.CONF.set_override('store_deadline', 1.0,
+                                  group='vmetal_ironic')
+    try:
+        seen = []
+
+        def slow_then_down():
+            seen.append(deadline.remaining())
+            raise exception.StoreUnavailable('down', retry_after=0.0)
+
+        with pytest.raises(ironic_exc.NetworkError, match='down'):
+            errors.call(TASK, 'allocate an address for', slow_then_down)
+        # One attempt, made with the operation's deadline in force.
+        assert len(seen) == 1 and 0 < seen[0] <= 1.0
+    finally:
+        vmetal_conf.CONF.clear_override('store_deadline',
+                                        group='vmetal_ironic')
+    assert deadline.remaining() is None

@@ -13,6 +13,7 @@ import urllib3
 from kubernetes import client as k8s_client
 from kubernetes.client import exceptions as k8s_exceptions
 
+from vmetal_ironic import deadline
 from vmetal_ironic import exception
 from vmetal_ironic.store import kube_client
 
@@ -117,3 +118,25 @@ def test_missing_namespace_is_deployment_trouble():
     with pytest.raises(kube_client.ApiError) as info:
         api.call('get ConfigMap ns/x', failing(_not_found('configmaps', 'x')))
     assert info.value.status == 404
+
+
+def test_13_an_operations_deadline_bounds_every_call_and_its_retries():
+    api = make_api(max_retries=5)
+    api.group.retry_backoff = 30.0
+    api.group.retry_backoff_max = 30.0
+    timeouts = []
+
+    def unavailable(**kwargs):
+        timeouts.append(kwargs['_request_timeout'])
+        raise api_exception(503, 'ServiceUnavailable')
+
+    with deadline.within(1.5):
+        # The request timeout is cut to what is left, and a backoff that
+        # would outlast the deadline is not slept: one attempt, at once.
+        with pytest.raises(exception.StoreUnavailable, match='1 time'):
+            api.call('get thing', unavailable)
+        assert len(timeouts) == 1
+        assert all(part <= 1.5 for part in timeouts[0])
+    with deadline.within(0), pytest.raises(exception.StoreUnavailable, match='deadline'):
+        api.call('get thing', unavailable)
+    assert len(timeouts) == 1

@@ -150,3 +150,23 @@ def test_values_the_store_wrote_are_not_user_properties():
     annotations[props.DNS_SERVERS] = '198.51.100.53'   # the user changed it
     assert kp.user_annotations(annotations, 'vmetal-ironic.io/written')[
         props.DNS_SERVERS] == '198.51.100.53'
+
+
+def test_14_one_bad_node_type_breaks_no_other_host():
+    # Another team writes ``operator: in`` (and a node type that is not an
+    # object); hosts it cannot be selecting keep working, and it is named.
+    bad = provider('team-b', node_type(
+        'odd', {'matchExpressions': [{'key': 'a', 'operator': 'in',
+                                      'values': ['x']}]}))
+    bad['spec']['metal3']['nodeTypes'].append('not a node type')
+    good = provider('team-a', node_type(
+        'small', {'matchLabels': {'size': 's'}},
+        **{props.NETWORK_CIDR: '198.51.100.1/24'}))
+    providers = [bad, good]
+    assert kp.find_node_type(providers, host({'size': 's'}), LABEL)[0] == (
+        'team-a')
+    assert kp.find_node_type(providers, host({}), LABEL) is None
+    [(provider_name, type_name, message)] = kp.bad_node_types(providers)
+    assert (provider_name, type_name) == ('team-b', 'odd')
+    assert message.startswith("NodeProvider team-b node type 'odd' ")
+    assert "'in'" in message

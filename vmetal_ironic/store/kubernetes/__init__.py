@@ -27,6 +27,7 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
+from vmetal_ironic import properties as props
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
 from vmetal_ironic.store import base
@@ -69,6 +70,19 @@ def consumer_of(host):
             f'spec.consumerRef: {exc}') from None
 
 
+def describes(host, held):
+    """Whether ``host``'s outputs are those of ``held`` (pure): the address
+    the store recorded writing on it is the held one, or it recorded none.
+    A Machine that let the host go must not take off the outputs, Secret
+    and reservations of the Machine holding it now."""
+    if held is None:
+        return True
+    annotations = (host.get('metadata') or {}).get('annotations') or {}
+    written = kube_properties.written_values(
+        annotations, patches.WRITTEN_ANNOTATION).get(props.IP_ADDRESS)
+    return not written or str(written).split('/')[0] == held.address
+
+
 class KubernetesStore(base.Store):
     """:class:`~vmetal_ironic.store.base.Store` on the Kubernetes API.
 
@@ -104,7 +118,6 @@ class KubernetesStore(base.Store):
         self.inspection = inspection.InspectionLeases(
             self.api, self.namespace, conf.vmetal.address_scope,
             self.group.connect_timeout)
-        self._stop = threading.Event()
         # The host of the session this thread is in (see session()).
         self._local = threading.local()
 
@@ -170,8 +183,21 @@ class KubernetesStore(base.Store):
             # with, so the server keeps one address from inspection on.
             previous = owner_mod.for_host(host['metadata']['namespace'],
                                           host['metadata']['name'])
-        return self.addresses.allocate(pool, holder, mac, previous=previous,
-                                       host=host)
+        allocation = self.addresses.allocate(pool, holder, mac,
+                                             previous=previous, host=host)
+        if previous is not None and self.addresses.may_hold(previous):
+            # The Machine's pool did not contain the host's inspection
+            # address: the host identity gives it back now (one address
+            # per server), reservations of that address first.
+            kept = self.addresses.get(previous)
+            if kept is not None and kept.address != allocation.address:
+                self.reservations.withdraw_matching(address=kept.address)
+                if self.addresses.release(previous) is not None:
+                    LOG.info('Released %(address)s of %(host)s: %(owner)s '
+                             'holds %(new)s from another pool',
+                             {'address': kept.address, 'host': previous,
+                              'owner': holder, 'new': allocation.address})
+        return allocation
 
     def hold(self, owner, address, source):
         holder, _ = self.subject(owner)
@@ -198,7 +224,7 @@ class KubernetesStore(base.Store):
         held = self.addresses.get(holder)
         identities = {holder, also} - {None}
         host_owner = None
-        if host is not None:
+        if host is not None and describes(host, held):
             metadata = host['metadata']
             host_owner = owner_mod.for_host(metadata['namespace'],
                                             metadata['name'])
@@ -206,7 +232,14 @@ class KubernetesStore(base.Store):
             self.outputs.clear(host_owner, metadata['namespace'],
                                metadata['name'])
         for identity in identities - {host_owner}:
-            self.outputs.clear(identity)
+            try:
+                self.outputs.clear(identity)
+            except kube_client.Forbidden:
+                # A Machine's namespace the store writes nothing in (the
+                # Metal3 path keeps the Secret on the host): nothing of
+                # ours can be there to clear.
+                LOG.debug('No Secret of %s to clear: its namespace is not '
+                          'the store\'s', identity)
         for identity in sorted(identities, key=str):
             self.reservations.withdraw_matching(owner=identity)
         if held is not None:
@@ -345,15 +378,5 @@ class KubernetesStore(base.Store):
     def reconcile(self):
         return self.reconciler.run_once()
 
-    def start_reconciler(self, interval=None):
-        interval = (self.group.reconcile_interval if interval is None
-                    else interval)
-        self.reconciler.start(interval, self._stop)
-        if self.group.follow_claims_namespaces:
-            # Claims followed as they are made, not one interval later.
-            self.reconciler.watch.start(self._stop)
-
     def close(self):
-        self._stop.set()
-        self.reconciler.join(self.group.request_timeout + 5)
         self.api.close()

@@ -24,6 +24,7 @@ Claims are deleted with a UID precondition, so a release never removes a
 claim someone else created for the same address meanwhile.
 """
 
+import threading
 import time
 
 import netaddr
@@ -137,6 +138,8 @@ class Addresses:
         # the list of held addresses is read again.
         self._allocators = {}
         self._generation = 0
+        # Guards the cached view: conductor threads share this object.
+        self._lock = threading.Lock()
         self.owners = owners_mod.Owners(api, namespace, scope)
         self.claims = collection.Collection(api, names.ADDRESS_API,
                                             names.ADDRESS_KIND, namespace)
@@ -209,7 +212,9 @@ class Addresses:
         return self.list(self._scope_selector(), slim=slim)
 
     def used_addresses(self, refresh=False):
-        """The addresses the cached view says are held (integers)."""
+        """A copy of the addresses the cached view says are held
+        (integers): the caller may count and grow it while other threads
+        of the process learn theirs."""
         now = time.monotonic()
         if (refresh or self._used is None
                 or now - self._used_at > self.cache_seconds):
@@ -220,10 +225,12 @@ class Addresses:
                 if value is not None:
                     used.add(value)
                     holders[spec.get('owner')] = claim['metadata']['name']
-            self._used, self._holders = used, holders
-            self._used_at = now
-            self._generation += 1
-        return self._used
+            with self._lock:
+                self._used, self._holders = used, holders
+                self._used_at = now
+                self._generation += 1
+        with self._lock:
+            return set(self._used)
 
     def may_hold(self, owner):
         """Whether the cached view has ``owner`` holding an address."""
@@ -246,12 +253,13 @@ class Addresses:
         value = _int(spec_of(claim).get('address'))
         if value is None:
             return
-        if owner is not None:
-            self._used.add(value)
-            self._holders[str(owner)] = claim['metadata']['name']
-            return
-        self._used.discard(value)
-        self._holders.pop(spec_of(claim).get('owner'), None)
+        with self._lock:
+            if owner is not None:
+                self._used.add(value)
+                self._holders[str(owner)] = claim['metadata']['name']
+                return
+            self._used.discard(value)
+            self._holders.pop(spec_of(claim).get('owner'), None)
         # Offered again, lowest first, by this process's allocators.
         for _, allocator in self._allocators.values():
             allocator.release(value)

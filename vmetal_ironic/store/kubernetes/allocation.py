@@ -100,6 +100,8 @@ class Allocation:
         self.previous = previous
         self.host = host
         self.token = uuid.uuid4().hex
+        # A copy of its own (conductor threads share the store): this
+        # call counts and grows it while others learn theirs.
         self.used = book.used_addresses()
         self.allocator = book.allocator(pool, self.used)
         self.refreshed = False
@@ -110,10 +112,8 @@ class Allocation:
         self.waited = 0
         # Whether this call created the claim that stands.
         self.made = False
-        # When this call last bound the record (time.monotonic()), and
-        # the record's resourceVersion that bind wrote.
+        # When this call last bound the record (time.monotonic()).
         self.bound_at = None
-        self.written = None
         # A held claim the pool's address replaces (a custom document's).
         self.replaced = None
 
@@ -182,7 +182,6 @@ class Allocation:
         else:
             written = self.book.owners.rebind(record, spec)
         if written is not None:
-            self.written = written['metadata']['resourceVersion']
             return written
         # Someone else bound the owner meanwhile: the candidate stays free.
         self.allocator.release(value)
@@ -261,14 +260,20 @@ class Allocation:
             self.owner, owners_mod.binding(self.owner, mine, self.token))
         if record is None:
             return None, self.book.owners.get(self.owner)
-        self.written = record['metadata']['resourceVersion']
         try:
             claim = self.book.hand_over(claim, self.owner, self.host)
         except kube_client.ApiError as exc:
             if exc.status not in cas.RETRY_STATUSES:
                 raise
-            # The claim changed since it was read: the loop reads it.
-            return None, record
+            # The claim changed since it was read. A hand-over whose
+            # answer was lost and whose retry met its own write reads as
+            # the owner's now: it is done. Otherwise the loop reads it.
+            again = self.book.read(claim['metadata']['name'])
+            if (again is None or again['metadata']['uid'] != claim[
+                    'metadata']['uid'] or (again.get('spec') or {}).get(
+                    'owner') != str(self.owner)):
+                return None, record
+            claim = again
         self.book.owners.delete(old_record)
         return claim, record
 
@@ -308,7 +313,6 @@ class Allocation:
             spec = record.get('spec') or {}
             mine = spec.get('binder') == self.token
             if mine:
-                sent = book.api.requests
                 claim = book.create(self._claim_body_of(record))
                 if claim is not None:
                     claim, record = self._trust(claim, record)
@@ -316,18 +320,9 @@ class Allocation:
                         self.made = True
                         return claim
                     continue
-                # A create sent more than once (its first answer lost) may
-                # have made the claim itself: then the 409 is its own.
-                once = book.api.requests - sent == 1
-                if once and record['metadata']['resourceVersion'] == (
-                        self.written):
-                    # Nobody marked the record since this call bound it,
-                    # so no one else made that claim for the owner: the
-                    # address is someone else's (or an orphan of the
-                    # owner's, freed later): on to the next, unread.
-                    self._taken_address(spec.get('address'))
-                    record = self._propose(record)
-                    continue
+                # 409: whose claim it is is read back, never guessed (a
+                # create whose first answer was lost and was sent again
+                # meets its own claim: it is the owner's, held).
             found = book.read(spec.get('claim') or '')
             if found is None:
                 if not mine:

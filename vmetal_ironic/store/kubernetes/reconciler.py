@@ -19,7 +19,8 @@ The rules (:func:`verdict`, pure):
 * a host that is detached or paused keeps its address: its server may be
   running without Metal3 watching. The claim is labelled
   ``vmetal-ironic.io/retain``, and is kept even once the host is gone
-  (``vmetal-ipam release`` frees it by hand);
+  (``vmetal-ipam release`` frees it by hand); the label is taken off again
+  once the host is seen neither detached nor paused;
 * claims of other owners (``Node/<uuid>``, addresses given by the CLI, the
   gateways and reserved addresses) are not judged here;
 * a claim no AddressOwner record names (a release stopped between the
@@ -33,8 +34,10 @@ After the releases the pass follows the claims (:mod:`.claims`): a host
 a Machine claims whose Machine holds no address yet, or that lacks the
 store's outputs, is given them as Ironic would give them at a PXE boot.
 
-The pass runs in a background thread of whichever process hosts the store;
-an error of any kind is logged with its traceback and the loop goes on.
+The store starts no thread: ``vmetal-ipam-controller`` (one active replica,
+:mod:`vmetal_ironic.ipam_controller`) applies these rules host by host as
+events arrive, and :meth:`Reconciler.run_once` is a whole pass on demand
+(the CLI, tests, benchmarks).
 """
 
 import dataclasses
@@ -47,8 +50,6 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import allocation
-from vmetal_ironic.store.kubernetes import background
-from vmetal_ironic.store.kubernetes import claim_watch
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import owners as owners_mod
@@ -70,6 +71,7 @@ ORPHAN_GRACE = allocation.SETTLE_GRACE
 KEEP = 'keep'
 RELEASE = 'release'
 RETAIN = 'retain'
+UNRETAIN = 'unretain'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +109,9 @@ def verdict(claim, hosts):
 
     :param claim: an ``AddressClaim`` dict.
     :param hosts: ``{"<ns>/<name>": HostView}`` of every host.
-    :returns: :data:`KEEP`, :data:`RELEASE` or :data:`RETAIN` (keep, and
-        label the claim so it is kept once the host is gone).
+    :returns: :data:`KEEP`, :data:`RELEASE`, :data:`RETAIN` (keep, and
+        label the claim so it is kept once the host is gone) or
+        :data:`UNRETAIN` (keep, and take that label off).
     """
     spec = addresses.spec_of(claim)
     retained = LABEL_RETAIN in ((claim.get('metadata') or {}).get('labels')
@@ -130,6 +133,10 @@ def verdict(claim, hosts):
         return KEEP if retained else RELEASE
     if host.detached:
         return KEEP if retained else RETAIN
+    if retained:
+        # Seen neither detached nor paused any more: the mark was for
+        # then, not for good.
+        return UNRETAIN
     if owner.kind == owner_mod.BAREMETALHOST:
         return KEEP
     if host.consumer == str(owner) or host.state in IN_USE_STATES:
@@ -187,24 +194,24 @@ def is_stale(record, live, now):
         record, now, ORPHAN_GRACE)
 
 
-class Reconciler(background.BackgroundJob):
-    """Runs passes for a :class:`~vmetal_ironic.store.kubernetes.
-    KubernetesStore`."""
-
-    thread_name = 'vmetal-reconcile'
+class Reconciler:
+    """The rules applied for a :class:`~vmetal_ironic.store.kubernetes.
+    KubernetesStore`: a whole pass (:meth:`run_once`), one host
+    (:meth:`settle_host`), the garbage (:meth:`collect`). It starts no
+    thread: ``vmetal-ipam-controller`` (:mod:`vmetal_ironic.ipam_controller`)
+    calls it."""
 
     def __init__(self, store):
         self.store = store
         self.follower = claims_mod.Follower(store)
-        self.watch = claim_watch.ClaimWatch(store, self.follower, view_of)
         self.passes = 0
         self.failures = 0
+        # Claims whose judgement raised, over all passes.
+        self.claim_failures = 0
         # Claimed hosts given their network / rejected, over all passes.
         self.claims_followed = 0
         self.claims_rejected = 0
         self.last_follow = claims_mod.FollowReport()
-        # Addresses the watch released between passes.
-        self.watch_released = 0
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -227,15 +234,17 @@ class Reconciler(background.BackgroundJob):
             if not token:
                 return views
 
-    def _retain(self, claim):
+    def _retain(self, claim, retain=True):
+        """Put the retain mark on ``claim``, or take it off."""
         group, version, plural = names.ADDRESS_API
         api = self.store.api
         name = claim['metadata']['name']
+        mark = 'detached' if retain else None
         try:
             api.call(f'label {names.ADDRESS_KIND} {name}',
                      api.custom.patch_namespaced_custom_object,
                      group, version, self.store.namespace, plural, name,
-                     {'metadata': {'labels': {LABEL_RETAIN: 'detached'}}},
+                     {'metadata': {'labels': {LABEL_RETAIN: mark}}},
                      _content_type='application/merge-patch+json')
         except exception.VmetalError as exc:
             LOG.warning('Cannot mark %(name)s retained: %(err)s',
@@ -254,44 +263,94 @@ class Reconciler(background.BackgroundJob):
         records = book.owners.all(slim=True)
         bound = {binding_of(record) for record in records}
         hosts = self.hosts()
-        # The watch judges a host again when its Machine lets go of it: it
-        # must know who held it, also for hosts it saw no event of.
-        self.watch.remember(hosts)
+        self.passes += 1
         released = []
         for claim in claims:
-            if is_orphan(claim, bound, time.time()):
-                LOG.warning('Freeing %(address)s: its claim was never bound '
-                            'to %(owner)s (a writer stopped half way)',
-                            {'address': addresses.spec_of(claim).get(
-                                'address'),
-                             'owner': addresses.spec_of(claim).get('owner')})
-                book.delete(claim)
-                released.append(addresses.to_allocation(claim))
+            # One claim's trouble (a 403 on its Secret, a webhook refusing
+            # its host's patch) is counted and reported; the others, the
+            # stale-record sweep and the follow-up still run.
+            try:
+                freed = self._judge(claim, bound, hosts)
+            except Exception as exc:
+                self.claim_failures += 1
+                LOG.warning('Judging %(claim)s failed (%(err)s); the next '
+                            'pass tries again',
+                            {'claim': (claim.get('metadata') or {}).get(
+                                'name'), 'err': exc})
                 continue
-            decision = verdict(claim, hosts)
-            if decision == RETAIN:
-                self._retain(claim)
-                continue
-            if decision != RELEASE:
-                continue
-            spec = addresses.spec_of(claim)
-            holder = owner_mod.parse(spec['owner'])
-            host = None
-            where = _host_of(claim)
-            if where and where in hosts:
-                namespace, _, name = where.partition('/')
-                host = self.store.outputs.get_host(namespace, name)
-            LOG.info('Releasing %(address)s of %(owner)s: its host %(host)s '
-                     'is no longer held by it',
-                     {'address': spec.get('address'), 'owner': holder,
-                      'host': where})
-            freed = self.store.release_holder(holder, host)
             if freed is not None:
                 released.append(freed)
         live = {binding_of(claim) for claim in claims}
         self._drop_stale(records, live)
         self._follow(hosts, records, live, released)
         return released
+
+    def _judge(self, claim, bound, hosts):
+        """Apply the rules to one claim; the released allocation or
+        ``None``."""
+        spec = addresses.spec_of(claim)
+        if is_orphan(claim, bound, time.time()):
+            return self._free_orphan(claim)
+        decision = verdict(claim, hosts)
+        if decision in (RETAIN, UNRETAIN):
+            self._retain(claim, decision == RETAIN)
+            return None
+        if decision != RELEASE:
+            return None
+        holder = owner_mod.parse(spec['owner'])
+        host = None
+        where = _host_of(claim)
+        if where and where in hosts:
+            namespace, _, name = where.partition('/')
+            host = self.store.outputs.get_host(namespace, name)
+        LOG.info('Releasing %(address)s of %(owner)s: its host %(host)s '
+                 'is no longer held by it',
+                 {'address': spec.get('address'), 'owner': holder,
+                  'host': where})
+        return self.store.release_holder(holder, host)
+
+    def collect(self):
+        """Free the claims no record binds and delete the records that
+        hold nothing, both past :data:`ORPHAN_GRACE` (writers stopped
+        half way): the controller's garbage collection.
+
+        :returns: the released allocations.
+        """
+        book = self.store.addresses
+        claims = book.all_claims(slim=True)
+        records = book.owners.all(slim=True)
+        bound = {binding_of(record) for record in records}
+        now = time.time()
+        released = []
+        for claim in claims:
+            if not is_orphan(claim, bound, now):
+                continue
+            try:
+                freed = self._free_orphan(claim)
+            except exception.VmetalError as exc:
+                self.claim_failures += 1
+                LOG.warning('Freeing orphan %(claim)s failed: %(err)s',
+                            {'claim': claim['metadata'].get('name'),
+                             'err': exc})
+                continue
+            if freed is not None:
+                released.append(freed)
+        self._drop_stale(records, {binding_of(claim) for claim in claims})
+        return released
+
+    def _free_orphan(self, claim):
+        """Delete an orphan exactly as listed (UID and resourceVersion: a
+        claim handed to another owner since the listing is not one) and
+        withdraw the reservations of its address."""
+        spec = addresses.spec_of(claim)
+        if not self.store.addresses.claims.delete(claim, exact=True):
+            return None
+        LOG.warning('Freed %(address)s: its claim was never bound to '
+                    '%(owner)s (a writer stopped half way)',
+                    {'address': spec.get('address'),
+                     'owner': spec.get('owner')})
+        self.store.reservations.withdraw_matching(address=spec.get('address'))
+        return addresses.to_allocation(claim)
 
     def settle_host(self, where, owners, gone=None):
         """Judge now the claims that ``owners`` hold for host ``where``
@@ -338,10 +397,9 @@ class Reconciler(background.BackgroundJob):
                 if freed is not None:
                     released.append(freed)
                 continue
-            if decision == RETAIN:
-                self._retain(claim)
+            if decision in (RETAIN, UNRETAIN):
+                self._retain(claim, decision == RETAIN)
             kept.add(str(holder))
-        self.watch_released += len(released)
         return released, kept
 
     def _drop_stale(self, records, live):
@@ -366,34 +424,3 @@ class Reconciler(background.BackgroundJob):
         self.claims_followed += len(report.given)
         self.claims_rejected += len(report.rejected)
         self.last_follow = report
-
-    def run_logged(self):
-        """A pass that never raises: errors are logged with traceback."""
-        self.passes += 1
-        try:
-            return self.run_once()
-        except exception.VmetalError as exc:
-            self.failures += 1
-            LOG.warning('Reconcile pass failed: %s', exc)
-        except Exception:
-            self.failures += 1
-            LOG.exception('Reconcile pass failed unexpectedly; the next '
-                          'pass runs as planned')
-        return []
-
-    def start(self, interval, stop):
-        """Run a pass now and then every ``interval`` seconds, all in a
-        daemon thread (the caller is not held up by the first pass)."""
-        def loop():
-            self.run_logged()
-            while interval and not stop.wait(interval):
-                self.run_logged()
-
-        self._start_thread(loop)
-
-    def join(self, timeout):
-        super().join(timeout)
-        # The watch may sit in a read until its window ends: it is not
-        # waited for; closing the API client ends the read, and with the
-        # stop set the thread leaves quietly.
-        self.watch.join(min(timeout, 1.0))

@@ -1,0 +1,145 @@
+"""The controller's reconcile, host by host, on the fake API (the watches
+are the real API server's: tests/functional/k8s/test_ipam_controller.py)."""
+
+from tests.unit.store.kubernetes import cluster as cl
+from vmetal_ironic.ipam_controller import controller as controller_mod
+from vmetal_ironic.ipam_controller import events
+
+KEY = f'{cl.HOSTS}/h1'
+
+
+def setup(**options):
+    world = cl.Cluster(**options)
+    store = world.store()
+    controller = controller_mod.Controller(store, 'test-replica')
+    return world, store, controller
+
+
+def feed(world, controller):
+    """What the watches would deliver now: every host and claim."""
+    controller.hosts_synced(world.kube.items(cl.BMH))
+    controller.claims_synced(world.kube.items(cl.CLAIMS, cl.NAMESPACE))
+
+
+def drain(controller, world=None):
+    """Work the queue until empty (keys failing are left to their retry
+    delay), the claims' watch delivering what changed after each key;
+    :returns: the keys worked on, in order."""
+    worked = []
+    while True:
+        key = controller.queue.get(timeout=0)
+        if key is None:
+            return worked
+        worked.append(key)
+        try:
+            ok = controller.reconcile(key)
+        finally:
+            controller.queue.done(key)
+        if not ok:
+            controller.queue.retry(key)
+        if world is not None:
+            watch_claims(world, controller)
+
+
+def watch_claims(world, controller):
+    """The claims' watch: one event per claim that changed."""
+    now = {obj['metadata']['name']: obj
+           for obj in world.kube.items(cl.CLAIMS, cl.NAMESPACE)}
+    for name in set(controller.claims) - set(now):
+        controller.claim_changed('DELETED', {'metadata': {'name': name}})
+    for name, obj in now.items():
+        seen = controller.claims.get(name)
+        if seen != (controller_mod.rules._host_of(obj), obj['spec']['owner']):
+            controller.claim_changed('MODIFIED', obj)
+
+
+def host_events(world, name='h1'):
+    found = sorted(world.kube.items('events', cl.HOSTS),
+                   key=lambda e: int(e['metadata']['resourceVersion']))
+    return [(e['reason'], e['type'], e['message']) for e in found
+            if e['involvedObject']['name'] == name]
+
+
+def test_a_claimed_host_gets_its_address_and_says_so():
+    world, _, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    feed(world, controller)
+
+    assert drain(controller, world)[0] == KEY
+
+    assert world.claims() == {'192.0.2.2': 'Machine/m3/w1'}
+    assert host_events(world) == [(events.ALLOCATED, 'Normal',
+                                   '192.0.2.2 allocated to Machine/m3/w1')]
+    annotations = world.get_host('h1')['metadata']['annotations']
+    assert annotations[events.VERDICT_ANNOTATION] == (
+        'AddressAllocated: 192.0.2.2 allocated to Machine/m3/w1')
+    # Judged again (the annotation's own event, a resync): nothing new.
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    drain(controller, world)
+    assert len(host_events(world)) == 1
+    assert controller.counts['follow.ok'] == 1
+
+
+def test_a_host_let_go_or_deleted_gives_its_address_back():
+    world, store, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    world.host('h2')
+    cl.give(store, 'h2')
+    feed(world, controller)
+    drain(controller, world)
+
+    world.let_go('h1')
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    world.delete_host('h2')
+    controller.host_changed('DELETED', {'metadata': {
+        'namespace': cl.HOSTS, 'name': 'h2'}, 'spec': {}})
+    drain(controller, world)
+
+    assert world.claims() == {}
+    assert [reason for reason, _, _ in host_events(world)] == [
+        events.ALLOCATED, events.RELEASED]
+    assert controller.counts['released'] == 2
+    assert controller.gone == {}
+
+
+def test_a_refusal_names_the_value_and_the_layer_once():
+    world, _, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1', annotations={
+        'metal3.vcluster.com/network-cidr': '192.0.2.300/24'})
+    feed(world, controller)
+    drain(controller, world)
+    controller.queue.add(KEY)
+    drain(controller, world)
+
+    [(reason, kind, message)] = host_events(world)
+    assert (reason, kind) == (events.REFUSED, 'Warning')
+    assert '192.0.2.300/24' in message and 'BareMetalHost' in message
+    assert world.claims() == {}
+
+
+def test_a_failing_step_is_retried_later_and_others_go_on():
+    world, store, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    world.host('h2')
+    cl.give(store, 'h2')
+    feed(world, controller)
+    drain(controller, world)
+    # h1's release cannot take its outputs off (a webhook refusing the
+    # patch); h2's release goes through all the same.
+    world.kube.deny('patch', cl.BMH, cl.HOSTS)
+    world.let_go('h1')
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    world.delete_host('h2')
+    controller.host_changed('DELETED', {'metadata': {
+        'namespace': cl.HOSTS, 'name': 'h2'}, 'spec': {}})
+    drain(controller, world)
+
+    assert world.claims() == {'192.0.2.3': 'Machine/m3/w1'}
+    assert controller.counts['released'] == 1
+    assert controller.counts['release.failed'] == 1
+    assert controller.queue.failures(KEY) == 1
+    # Once the webhook lets it through, the retry releases it.
+    world.kube.denied.clear()
+    controller.queue.add(KEY)
+    drain(controller, world)
+    assert world.claims() == {}

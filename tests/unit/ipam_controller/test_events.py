@@ -1,0 +1,39 @@
+"""Events and the verdict annotation, on the fake API."""
+
+import datetime
+
+from tests.unit.store.kubernetes import cluster as cl
+from vmetal_ironic.ipam_controller import events
+
+
+def test_an_event_names_the_host_and_is_a_warning_only_when_refused():
+    host = {'metadata': {'namespace': 'm3', 'name': 'h', 'uid': 'u1'}}
+    now = datetime.datetime(2026, 12, 6, tzinfo=datetime.timezone.utc)
+    body = events.event_body(host, events.REFUSED, 'pool\n  exhausted',
+                             'replica-a', now)
+    assert body['involvedObject'] == {
+        'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
+        'name': 'h', 'namespace': 'm3', 'uid': 'u1'}
+    assert (body['type'], body['message'], body['lastTimestamp']) == (
+        'Warning', 'pool exhausted', '2026-12-06T00:00:00Z')
+    assert body['reportingInstance'] == 'replica-a'
+    assert events.event_body(host, events.ALLOCATED, 'x', 'a')[
+        'type'] == 'Normal'
+    assert len(events.verdict_text('R', 'x' * 5000)) == events.MESSAGE_LIMIT
+
+
+def test_a_verdict_is_written_once_and_a_failure_is_counted_not_raised():
+    world = cl.Cluster()
+    store = world.store()
+    reporter = events.Reporter(store.api, 'replica-a')
+    world.host('h1')
+    assert reporter.report(world.get_host('h1'), events.ALLOCATED, 'one')
+    assert not reporter.report(world.get_host('h1'), events.ALLOCATED, 'one')
+    assert reporter.report(world.get_host('h1'), events.RELEASED, 'two')
+    assert len(world.kube.items('events', cl.HOSTS)) == 2
+    assert world.get_host('h1')['metadata']['annotations'][
+        events.VERDICT_ANNOTATION] == 'AddressReleased: two'
+    world.kube.deny('create', 'events', cl.HOSTS)
+    assert not reporter.report(world.get_host('h1'), events.REFUSED, 'bad')
+    assert (reporter.events, reporter.failures) == (2, 1)
+    assert not reporter.report(None, events.RELEASED, 'gone')
