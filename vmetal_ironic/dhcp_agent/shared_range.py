@@ -193,8 +193,9 @@ class SharedRange:
     :param offer_hold: seconds a DISCOVER's claim holds the address until
         a REQUEST renews it.
     :param probe: optional :class:`~vmetal_ironic.dhcp_agent.conflict.
-        ArpProbe`: a newly claimed address that answers ARP is held as
-        declined (counted as ``conflict``) and another one is claimed.
+        ArpProbe`: the address a claim would take first is probed before
+        the claim is made; one that answers ARP is claimed only to be held
+        as declined (counted as ``conflict``), and the claim goes on.
     """
 
     def __init__(self, leases, first, last, reservations, metrics,
@@ -381,6 +382,13 @@ class SharedRange:
             self._full = (state, until)
             self._refuse(mac, 'the inspection range is full')
             return False
+        # Probed before the claim exists: once it does, the other agents
+        # offer it from their feeds, and the client, configured, would
+        # answer a probe made afterwards.
+        probed_in_use = self.probe is not None and self.probe.in_use(
+            tries[0])
+        if probed_in_use:
+            tries = tries[:1]
         lease, taken, created = self.leases.claim(
             mac, tries, self.clock() + min(self.offer_hold, self.lease_time))
         for address in taken:
@@ -390,12 +398,15 @@ class SharedRange:
         if taken:
             self.metrics.inspection_candidates_taken.inc(len(taken))
         if lease is None:
+            if probed_in_use:
+                return True     # held by someone meanwhile: next one
             self._refuse(mac, f'the {len(tries)} addresses tried are held')
             return False
-        if created and self.probe is not None and self.probe.in_use(
-                lease.address):
+        if probed_in_use and created:
             self._hold_conflict(lease)
             return True
+        # (In use but not created: another agent's lease for this MAC, and
+        # that agent probed before claiming.)
         self._refused.pop(mac, None)
         self.metrics.inspection_leases.labels(
             'claimed' if created else 'adopted').inc()
