@@ -1,11 +1,11 @@
 """A real, throw-away Kubernetes control plane for tests and benchmarks.
 
-:class:`KubeCluster` runs etcd (Debian's etcd-server), kube-apiserver and
-kube-controller-manager (garbage collector and namespace controllers only)
-on free 127.0.0.1 ports, every file in one temporary directory. The
-binaries come from ``tools/build-kube-apiserver``, which builds them once
-from Debian's kubernetes source package and caches them outside the
-repository; :func:`kube_binaries` runs it when they are not cached.
+:class:`KubeCluster` runs etcd, kube-apiserver and kube-controller-manager
+(garbage collector and namespace controllers only) on free 127.0.0.1
+ports, every file in one temporary directory. The three binaries come
+from ``tools/build-kube``, which builds a current release from its Go
+modules once and caches them outside the repository;
+:func:`kube_binaries` runs it when they are not cached.
 
 Authentication is a static token file: an admin token in
 ``system:masters`` and a token for the identity of the shipped
@@ -42,23 +42,36 @@ from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO / 'tools' / 'build-kube-apiserver'
+BUILD_SCRIPT = REPO / 'tools' / 'build-kube'
 MANIFESTS = REPO / 'etc' / 'kubernetes'
 STORE_SA = 'system:serviceaccount:vmetal-system:vmetal-ironic'
 CONTROLLER_SA = 'system:serviceaccount:vmetal-system:vmetal-ipam-controller'
 BUILD_TIMEOUT = 40 * 60
+BINARIES = ('kube-apiserver', 'kube-controller-manager', 'etcd')
 READY_TIMEOUT = 60
 
 
 def kube_binaries():
-    """Directory with kube-apiserver and kube-controller-manager, built
-    (once, cached outside the repository) when missing."""
+    """Directory with kube-apiserver, kube-controller-manager and etcd,
+    built (once, cached outside the repository) when missing.
+
+    ``VMETAL_KUBE_BINDIR`` names a directory holding them instead (binaries
+    built elsewhere); nothing is built then.
+    """
+    given = os.environ.get('VMETAL_KUBE_BINDIR')
+    if given:
+        return _checked(pathlib.Path(given), 'VMETAL_KUBE_BINDIR')
     result = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE,
                             timeout=BUILD_TIMEOUT, check=True, text=True)
-    path = pathlib.Path(result.stdout.strip().splitlines()[-1])
-    for name in ('kube-apiserver', 'kube-controller-manager'):
+    return _checked(pathlib.Path(result.stdout.strip().splitlines()[-1]),
+                    str(BUILD_SCRIPT))
+
+
+def _checked(path, source):
+    for name in BINARIES:
         if not os.access(path / name, os.X_OK):
-            raise RuntimeError(f'{BUILD_SCRIPT} did not produce {path / name}')
+            raise RuntimeError(f'{source}: {path / name} is not an '
+                               'executable')
     return path
 
 
@@ -187,7 +200,7 @@ class KubeCluster:
         client = f'http://127.0.0.1:{self.etcd_port}'
         peer = f'http://127.0.0.1:{self.etcd_peer_port}'
         self._spawn('etcd', [
-            'etcd', '--name', 'vk8s', '--data-dir', str(self.workdir / 'etcd'),
+            str(self.bindir / 'etcd'), '--name', 'vk8s', '--data-dir', str(self.workdir / 'etcd'),
             '--listen-client-urls', client, '--advertise-client-urls', client,
             '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer,
             '--initial-cluster', f'vk8s={peer}', '--unsafe-no-fsync',
@@ -218,7 +231,7 @@ class KubeCluster:
             str(self.bindir / 'kube-apiserver'),
             f'--etcd-servers=http://127.0.0.1:{self.etcd_port}',
             '--bind-address=127.0.0.1', f'--secure-port={self.port}',
-            '--insecure-port=0', '--advertise-address=127.0.0.1',
+            '--advertise-address=127.0.0.1',
             f'--cert-dir={work / "certs"}',
             f'--tls-cert-file={work / "apiserver.crt"}',
             f'--tls-private-key-file={work / "apiserver.key"}',
@@ -267,7 +280,7 @@ class KubeCluster:
             str(self.bindir / 'kube-controller-manager'),
             f'--kubeconfig={self.workdir / "kubeconfig"}',
             '--controllers=garbagecollector,namespace',
-            '--leader-elect=false', '--port=0', '--secure-port=0',
+            '--leader-elect=false', '--secure-port=0',
             '--use-service-account-credentials=false', '--v=0'])
 
     def start(self):
@@ -334,6 +347,31 @@ class KubeCluster:
         :returns: the API server's answer for each object.
         """
         return kubectl.apply(kubectl.render(directory), self.kubeconfig)
+
+    def wait_admission_policies(self, timeout=READY_TIMEOUT):
+        """Wait until the shipped ValidatingAdmissionPolicies are enforced
+        (the API server loads a new policy a moment after it is created):
+        a dry-run Secret the store's identity may not make must be refused
+        by a policy, not let through."""
+        probe = {'metadata': {'name': 'vk8s-policy-probe'}}
+        with k8s_client.ApiClient(self.configuration(
+                token=self.store_token)) as api:
+            core = k8s_client.CoreV1Api(api)
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    core.create_namespaced_secret('vmetal-system', probe,
+                                                  dry_run='All')
+                except k8s_client.ApiException as exc:
+                    if (exc.status == 403
+                            and 'ValidatingAdmissionPolicy' in exc.body):
+                        return
+                    if exc.status != 403:
+                        raise
+                if time.monotonic() > deadline:
+                    raise RuntimeError('admission policies not enforced in '
+                                       f'{timeout}s')
+                time.sleep(0.2)
 
     def _wait_crds(self, timeout=READY_TIMEOUT):
         with self.admin_client() as api:

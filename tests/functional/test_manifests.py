@@ -14,7 +14,7 @@ agent's own token can show what the agent's and Ironic's identities may
 do.
 
 The cluster is :class:`tests.functional.kube.KubeCluster` (etcd,
-kube-apiserver, kube-controller-manager from tools/build-kube-apiserver),
+kube-apiserver, kube-controller-manager from tools/build-kube),
 which installs the CRDs of :func:`tests.functional.kube.crd_documents`
 (baremetal-operator's own for metal3.io) when it starts.
 """

@@ -33,6 +33,7 @@ HOST_NAMESPACE_BINDING = (kube.MANIFESTS / 'rbac' / 'host-namespace'
 def kube_cluster():
     with kube.KubeCluster() as cluster:
         cluster.apply_kustomization(kube.MANIFESTS / 'rbac')
+        cluster.wait_admission_policies()
         yield cluster
 
 
