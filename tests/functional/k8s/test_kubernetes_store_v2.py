@@ -414,7 +414,8 @@ def test_malformed_reservations_reach_the_agents_skipped_metric(
 
     writer, agent = make_store(), make_store()
     writer.publish_reservation(_reservation(mac_of(1), '192.0.2.10'))
-    # Passes the CRD's schema, not the store's reading of it.
+    # Passes the CRD's rules, not the store's reading of it: the schema
+    # counts 200 characters, DHCP option 12 counts 400 bytes.
     bad_mac = mac_of(2)
     admin.custom.create_namespaced_custom_object(
         *kube_names.RESERVATION_API[:2], namespace,
@@ -425,8 +426,8 @@ def test_malformed_reservations_reach_the_agents_skipped_metric(
                          'labels': dict(kube_names.MANAGED_BY, **{
                              kube_names.LABEL_COMPONENT:
                              kube_names.COMPONENT_RESERVATION})},
-            'spec': {'mac': bad_mac, 'address': '192.0.2.300',
-                     'prefixlen': 24}})
+            'spec': {'mac': bad_mac, 'address': '192.0.2.11',
+                     'prefixlen': 24, 'hostname': '\u00e9' * 200}})
     metrics = metrics_mod.Metrics()
     cache = cache_mod.ReservationCache()
     poller = cache_mod.RevisionPoller(agent, cache, interval=0.2,

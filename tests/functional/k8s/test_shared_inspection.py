@@ -357,8 +357,15 @@ def test_a_declined_address_is_held_and_the_host_gets_another(site, admin):
         stop_pair(site, agents)
 
 
-def _bad_claim(admin, scope, address, mac, owner=None):
+def _bad_claim(admin, scope, address, mac, owner=None, expires=True):
+    """An inspection claim the API server's rules let through but the
+    agents cannot read as a lease (an owner that is not its MAC's, or no
+    expiry: written by hand or by an older release)."""
     name = f'{scope}.{address}'
+    spec = {'scope': scope, 'address': address, 'purpose': 'inspection',
+            'mac': mac, 'owner': owner or f'Inspection/{mac}'}
+    if expires:
+        spec['expires'] = int(time.time()) + 600
     admin.custom.create_namespaced_custom_object(
         *CLAIMS[:2], NAMESPACE, CLAIMS[2], {
             'apiVersion': 'vmetal-ironic.io/v1alpha1',
@@ -368,16 +375,14 @@ def _bad_claim(admin, scope, address, mac, owner=None):
                 'vmetal-ironic.io/component': 'address',
                 'vmetal-ironic.io/scope': scope,
                 'vmetal-ironic.io/purpose': 'inspection'}},
-            'spec': {'scope': scope, 'address': address, 'purpose':
-                     'inspection', 'mac': mac,
-                     'owner': owner or f'Inspection/{mac}',
-                     'expires': int(time.time()) + 600}})
+            'spec': spec})
 
 
 def test_bad_inspection_claims_are_skipped_and_counted(site, admin):
     scope = f'si{os.urandom(3).hex()}'
     # Before the agents start (their list) ...
-    _bad_claim(admin, scope, '198.51.100.240', 'not-a-mac')
+    _bad_claim(admin, scope, '198.51.100.240', '52:54:00:00:00:98',
+               expires=False)
     agents = start_pair(site, scope, '198.51.100.240', '198.51.100.242')
     try:
         # ... and while they follow (their watch).
