@@ -225,9 +225,9 @@ def test_metal3_ironic_gets_the_store_permissions(api, cluster):
                     'vmetal-system', group='vmetal-ironic.io')
     assert _allowed(api, METAL3_IRONIC, 'patch', 'baremetalhosts', 'metal3',
                     group='metal3.io')
-    # The claims are followed as they are made.
-    assert _allowed(api, METAL3_IRONIC, 'watch', 'baremetalhosts', 'metal3',
-                    group='metal3.io')
+    # Following the claims is vmetal-ipam-controller's, not the store's.
+    assert not _allowed(api, METAL3_IRONIC, 'watch', 'baremetalhosts',
+                        'metal3', group='metal3.io')
     assert not _allowed(api, METAL3_IRONIC, 'create', 'addressclaims',
                         'kube-system', group='vmetal-ironic.io')
     # No Secret may be read anywhere, BMC credentials included.

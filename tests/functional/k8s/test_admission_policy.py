@@ -92,7 +92,9 @@ def test_only_labelled_network_data_secrets_can_be_made(
 @pytest.mark.parametrize('patch,why', [
     ({'spec': {'image': {'url': 'http://198.51.100.9/evil.img'}}},
      'only spec.networkData and spec.preprovisioningNetworkDataName'),
-    ({'spec': {'online': True}}, 'only spec.networkData'),
+    # Hosts are made online (as BMO's CRD asks): powering one off is the
+    # change.
+    ({'spec': {'online': False}}, 'only spec.networkData'),
     ({'spec': {'bmc': {'credentialsName': 'vmetal-nd-h0'}}},
      'only spec.networkData'),
     ({'spec': {'bootMACAddress': None}}, 'only spec.networkData'),
