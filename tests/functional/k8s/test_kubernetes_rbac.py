@@ -61,8 +61,12 @@ def test_store_runs_with_the_shipped_role_only(admin, host_namespace,
 
     assert store.release(owners[0]).address == '198.51.100.130'
     admin.delete_host(namespace, 'h1')
-    released = store.reconcile()
-    assert [a.owner for a in released] == [owners[1]]
+    # The pass is cluster-wide: hosts other tests of the session deleted
+    # are released too now that no store thread releases them between
+    # tests (vmetal-ipam-controller does, and none runs here).
+    released = [a.owner for a in store.reconcile()
+                if a.owner.split('/')[1] == namespace]
+    assert released == [owners[1]]
     store.release(owners[1])     # idempotent, host gone
 
 
