@@ -236,10 +236,7 @@ def main(argv=None):
                         help='rebuild even when cached')
     args = parser.parse_args(argv)
 
-    def log(line):
-        sys.stderr.write(line + '\n')
-        sys.stderr.flush()
-
+    log = debian.log_to_stderr
     try:
         name, seconds, cached = build(log, args.force)
         size = image_size(name)

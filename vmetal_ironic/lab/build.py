@@ -43,10 +43,7 @@ def main(argv=None):
                         help='rebuild even when cached')
     args = parser.parse_args(argv)
 
-    def log(line):
-        sys.stderr.write(line + '\n')
-        sys.stderr.flush()
-
+    log = debian.log_to_stderr
     try:
         directory, seconds, cached = build(args.what, log, args.force)
     except debian.BuildError as exc:

@@ -15,6 +15,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -214,3 +215,10 @@ def publish(staging, final):
         return final
     os.rename(staging, final)
     return final
+
+
+def log_to_stderr(line):
+    """Progress of a builder run from the command line: on stderr, at once
+    (its last stdout line is the result a script reads)."""
+    sys.stderr.write(line + '\n')
+    sys.stderr.flush()
