@@ -114,6 +114,13 @@ def test_slow_connections_stop_no_download(tmp_path):
                   f'{max(t[1] for t in tries):.1f} s; server CPU {cpu:.2f} s')
             assert tries and ok == len(tries), [t[2] for t in tries
                                                 if not t[0]]
-            assert cpu < 15, cpu
+            # The attacker reconnects as fast as it is cut off, so the
+            # agent's CPU follows the attacker's rate (6 s on a loaded
+            # machine, 13-17 s idle): what must stay bounded is the cost of
+            # one connection, and the agent must never spend the whole
+            # window on them.
+            opened = trickle.get('opened') or 0
+            assert opened and cpu / opened < 0.001, (cpu, opened)
+            assert cpu < 25, cpu
         finally:
             server.close()
