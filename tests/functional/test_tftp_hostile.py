@@ -197,6 +197,12 @@ def test_never_answered_requests_lock_nobody_out(root, tmp_path):
                 assert tries[mode] and ok == len(tries[mode]), [
                     t[2] for t in tries[mode] if not t[0]]
                 assert busy == 0
-                assert cpu < 15, cpu
+                # The real client downloads as fast as it is served, so
+                # the server's CPU follows its speed (7.6-8.8 s for 18
+                # downloads on an idle machine): bounded is the cost of one
+                # download under the flood (about 0.45 s of 3 MiB in
+                # 512-byte blocks); a server spinning on the flood would
+                # spend the whole 30 s.
+                assert cpu / len(tries[mode]) < 1.5, (cpu, len(tries[mode]))
         finally:
             _close(servers)
