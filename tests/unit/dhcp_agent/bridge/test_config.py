@@ -1,18 +1,13 @@
 import pytest
-from oslo_config import cfg
 
-from vmetal_ironic import conf as vmetal_conf
 from vmetal_ironic.dhcp_agent import settings
 from vmetal_ironic.dhcp_agent.bridge import config
 
 
 @pytest.fixture
-def conf():
-    conf = cfg.ConfigOpts()
-    vmetal_conf.dhcp_agent.register_opts(conf)
-    vmetal_conf.tftp.register_opts(conf)
-    vmetal_conf.bridge.register_opts(conf)
-    conf([], default_config_files=[])
+def conf(conf):
+    # The agent's groups from tests/unit/dhcp_agent/conftest.py, with the
+    # bridge turned on toward a cluster-side Ironic.
     for name, value in (('enabled', True),
                         ('ironic_http_url', 'http://ironic.svc:6180'),
                         ('ironic_api_url', 'https://ironic.svc:6385'),
