@@ -1,3 +1,4 @@
+import contextlib
 import http.client
 import os
 import socket
@@ -74,6 +75,24 @@ def test_only_get_and_head(service):
         assert _get(service, '/snponly.efi', method)[0] == 501
 
 
+@contextlib.contextmanager
+def _stalled_readers(service, root, count):
+    """``count`` connections from 127.0.0.1, each asking a 48 MiB file and
+    never reading it, so each holds a slot sending."""
+    (root / 'large.bin').write_bytes(bytes(48 * 1024 * 1024))
+    readers = []
+    try:
+        for _ in range(count):
+            reader = socket.create_connection(('127.0.0.1', service.port))
+            reader.sendall(b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+            readers.append(reader)
+        time.sleep(0.5)
+        yield
+    finally:
+        for sock in readers:
+            sock.close()
+
+
 def _wait_metric(service, sample, limit=5.0):
     give_up = time.monotonic() + limit
     while sample not in service.metrics.render():
@@ -103,42 +122,25 @@ def test_idle_connections_make_room_for_a_request(service):
 def test_a_server_busy_sending_answers_503_at_once(service, root):
     """Both slots send a body to clients that do not read: a third
     connection is answered 503 at once, not queued."""
-    (root / 'large.bin').write_bytes(bytes(48 * 1024 * 1024))
-    readers = []
-    try:
-        for _ in range(2):
-            reader = socket.create_connection(('127.0.0.1', service.port))
-            reader.sendall(b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n')
-            readers.append(reader)
-        time.sleep(0.5)
+    with _stalled_readers(service, root, 2):
         started = time.monotonic()
         assert _get(service, '/sub/a%20b.efi')[:2] == (503, b'')
         assert time.monotonic() - started < 2
-    finally:
-        for sock in readers:
-            sock.close()
     _wait_metric(service, 'vmetal_tftp_limited_total{what="http_busy"}')
 
 
 def test_one_address_holds_at_most_its_share(root):
-    (root / 'large.bin').write_bytes(bytes(48 * 1024 * 1024))
     service = http_boot.HttpBootService(str(root), '127.0.0.1', 0,
                                         max_connections=8,
                                         max_connections_per_address=2,
                                         metrics=metrics_mod.Metrics())
     service.start()
-    readers = []
     try:
-        for _ in range(2):
-            reader = socket.create_connection(('127.0.0.1', service.port))
-            reader.sendall(b'GET /large.bin HTTP/1.1\r\nHost: x\r\n\r\n')
-            readers.append(reader)
-        time.sleep(0.5)
-        # Its two connections are busy; other addresses are not limited.
-        assert _get(service, '/sub/a%20b.efi')[0] == 503
+        with _stalled_readers(service, root, 2):
+            # Its two connections are busy; other addresses are not
+            # limited.
+            assert _get(service, '/sub/a%20b.efi')[0] == 503
     finally:
-        for sock in readers:
-            sock.close()
         service.stop()
 
 
