@@ -15,6 +15,18 @@ def setup(**options):
     return world, store, controller
 
 
+def two_holding_hosts():
+    """``setup()``'s world and controller with h1 claimed by a Machine and h2 holding an address
+    of its own, both followed already."""
+    world, store, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    world.host('h2')
+    cl.give(store, 'h2')
+    feed(world, controller)
+    drain(controller, world)
+    return world, controller
+
+
 def feed(world, controller):
     """What the watches would deliver now: every host and claim."""
     controller.hosts_synced(world.kube.items(cl.BMH))
@@ -81,12 +93,7 @@ def test_a_claimed_host_gets_its_address_and_says_so():
 
 
 def test_a_host_let_go_or_deleted_gives_its_address_back():
-    world, store, controller = setup()
-    world.host('h1', consumer='Machine/m3/w1')
-    world.host('h2')
-    cl.give(store, 'h2')
-    feed(world, controller)
-    drain(controller, world)
+    world, controller = two_holding_hosts()
 
     world.let_go('h1')
     controller.host_changed('MODIFIED', world.get_host('h1'))
@@ -118,12 +125,7 @@ def test_a_refusal_names_the_value_and_the_layer_once():
 
 
 def test_a_failing_step_is_retried_later_and_others_go_on():
-    world, store, controller = setup()
-    world.host('h1', consumer='Machine/m3/w1')
-    world.host('h2')
-    cl.give(store, 'h2')
-    feed(world, controller)
-    drain(controller, world)
+    world, controller = two_holding_hosts()
     # h1's release cannot take its outputs off (a webhook refusing the
     # patch); h2's release goes through all the same.
     world.kube.deny('patch', cl.BMH, cl.HOSTS)
