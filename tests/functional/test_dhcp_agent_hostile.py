@@ -6,6 +6,7 @@ a hostile namespace forges packets with the victim's MAC in ``chaddr``
 (scapy, raw frames on its interface).
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -52,21 +53,27 @@ print(json.dumps({'sent': len(frames)}))
 '''
 
 
-@pytest.fixture
-def lab(tmp_path):
+@contextlib.contextmanager
+def _agent_lab(tmp_path, metrics_port, dhcp_settings):
+    """A lab L2 with the agent (TFTP off) on ``SERVER``, its
+    ``[vmetal_dhcp_agent]`` given ``dhcp_settings`` lines."""
     lab = pxe_lab.Lab(tmp_path / 'vpx')
     try:
         lab.server_ns, lab.server_if = lab.node('s', f'{SERVER}/24')
         lab.agent = lab.start_agent(
-            lab.server_ns, lab.server_if, metrics_port=9571,
-            extra=f"""\
-                inspection_range = {RANGE}-{RANGE}
-                [vmetal_tftp]
-                enabled = false
-                """)
+            lab.server_ns, lab.server_if, metrics_port=metrics_port,
+            extra='\n'.join([*dhcp_settings, '[vmetal_tftp]',
+                              'enabled = false', '']))
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    with _agent_lab(tmp_path, 9571,
+                    [f'inspection_range = {RANGE}-{RANGE}']) as lab:
+        yield lab
 
 
 def _forge(lab, ns, interface, mac, forged):
@@ -150,22 +157,11 @@ print(json.dumps({'sent': len(macs)}))
 
 @pytest.fixture
 def held_lab(tmp_path):
-    lab = pxe_lab.Lab(tmp_path / 'vpx')
-    try:
-        lab.server_ns, lab.server_if = lab.node('s', f'{SERVER}/24')
-        lab.agent = lab.start_agent(
-            lab.server_ns, lab.server_if, metrics_port=9572,
-            extra=f"""\
-                inspection_range = {RANGE}-198.51.100.201
-                inspection_offer_hold = 5
-                inspection_clock_skew = 1
-                dynamic_lease_time = 600
-                [vmetal_tftp]
-                enabled = false
-                """)
+    with _agent_lab(tmp_path, 9572, [
+            f'inspection_range = {RANGE}-198.51.100.201',
+            'inspection_offer_hold = 5', 'inspection_clock_skew = 1',
+            'dynamic_lease_time = 600']) as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def test_discovers_never_followed_up_pin_the_range_briefly(held_lab):
