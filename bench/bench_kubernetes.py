@@ -41,7 +41,12 @@ from tests.functional import kube  # noqa: E402
 HOSTS = int(os.environ.get('VMETAL_BENCH_HOSTS', '10000'))
 CHANGES = int(os.environ.get('VMETAL_BENCH_CHANGES', '200'))
 BUDGET = float(os.environ.get('VMETAL_BENCH_BUDGET', '900'))
-CONCURRENCY = (1, 8)
+# Allocator processes per run (``VMETAL_BENCH_ALLOCATORS``, e.g. ``1,4``)
+# and the cases to run (``VMETAL_BENCH_CASES``, e.g. ``allocation``).
+CONCURRENCY = tuple(int(n) for n in os.environ.get(
+    'VMETAL_BENCH_ALLOCATORS', '1,8').split(','))
+CASES = frozenset(os.environ.get(
+    'VMETAL_BENCH_CASES', 'allocation,reservations,reconcile').split(','))
 CIDR = '198.18.0.1/16'
 
 # The ConfigMap store of the previous release (README, bench_kubernetes
@@ -300,17 +305,23 @@ def main():
               f'   previous release')
         rates = {}
         namespace = None
-        for workers in CONCURRENCY:
+        for workers in CONCURRENCY if 'allocation' in CASES else ():
             (namespace, done, elapsed, requests, errors, local,
              cpu) = allocation(cluster, core, workers)
             rates[workers] = done / elapsed
             print(f'{"allocate":<12} {workers:>5} {done:>7} '
                   f'{done / elapsed:>9.1f} {requests / max(done, 1):>14.2f} '
-                  f'{local:>16.1f}   {PREVIOUS[("allocate", workers)]}')
+                  f'{local:>16.1f}   '
+                  f'{PREVIOUS.get(("allocate", workers), "not measured")}')
             print(_cpu_line(cpu, done))
             if errors:
                 print(f'  errors, first: {errors[0]}')
-        print(f'  8 allocators / 1: {rates[8] / rates[1]:.2f}x')
+        if len(rates) > 1:
+            most, fewest = max(rates), min(rates)
+            print(f'  {most} allocators / {fewest}: '
+                  f'{rates[most] / rates[fewest]:.2f}x')
+        if 'reservations' not in CASES:
+            return
 
         (published, rate, loaded, cold, memory,
          latencies) = reservations(cluster, core)

@@ -1,12 +1,13 @@
-"""The allocation protocol on a real kube-apiserver: the owner's record is
-created before its claim (two requests for a new owner), and whatever
-happens between the two creates (another writer for the same owner,
-another owner taking the candidate, a release, the writer killed) an
+"""The allocation protocol on a real kube-apiserver: the claim is
+created first and the owner's record bound to its UID second (two creates
+and one read-back for a new owner), and whatever happens between the two
+(another writer for the same owner, a release, the writer killed) an
 address has one holder and an owner one address.
 
-Writers are held between the two creates by a gate around their claim
-create: the real request is sent when the gate opens (instrumentation of
-the real path, not a stand-in for the API server).
+Writers are held between the claim's create and the record's bind by a
+gate around their record create: the real request is sent when the gate
+opens (instrumentation of the real path, not a stand-in for the API
+server).
 """
 
 import multiprocessing
@@ -18,28 +19,26 @@ import time
 from tests.functional import kube
 from tests.functional.k8s.test_kubernetes_store_v2 import allocate_from
 from vmetal_ironic.ipam import pool as ipam_pool
-from vmetal_ironic.store.kubernetes import allocation
 
 POOL = ipam_pool.parse_pool('192.0.2.1/24')
 OWNER = 'Machine/ns/m0'
 
 
 class Gate:
-    """Holds a store's allocation claim creates until :attr:`go` is set;
-    :attr:`arrived` is set when one waits (its owner record is bound)."""
+    """Holds a store's owner-record creates until :attr:`go` is set;
+    :attr:`arrived` is set when one waits (its claim is created)."""
 
     def __init__(self, store):
         self.arrived = threading.Event()
         self.go = threading.Event()
-        real = store.addresses.claims.create
+        real = store.addresses.owners.create
 
-        def create(body):
-            if body['spec'].get('purpose') == 'allocation':
-                self.arrived.set()
-                assert self.go.wait(60)
-            return real(body)
+        def create(owner, spec):
+            self.arrived.set()
+            assert self.go.wait(60)
+            return real(owner, spec)
 
-        store.addresses.claims.create = create
+        store.addresses.owners.create = create
 
 
 def _in_thread(func):
@@ -58,7 +57,7 @@ def _in_thread(func):
 
 def _held_between_creates(store):
     """Start ``store`` allocating for OWNER in a thread and wait until it
-    is held between its record and its claim.
+    is held between its claim and its record.
 
     :returns: ``(gate, thread, result)``; ``gate.go.set()`` lets it on.
     """
@@ -73,61 +72,40 @@ def _held(admin, namespace, owner):
                   if c['spec']['owner'] == owner)
 
 
-def test_a_new_owner_costs_two_requests_and_a_repeat_two(make_store):
+def test_a_new_owner_costs_three_requests_and_a_repeat_two(make_store):
     store = make_store()
     # The first allocation of a process reads the held addresses (one
     # list, kept for address_cache_seconds) and claims the gateway.
     store.allocate(POOL, 'Machine/ns/warm')
     before = store.api.requests
     first = store.allocate(POOL, OWNER)
-    assert store.api.requests - before == 2
+    assert store.api.requests - before == 3
     before = store.api.requests
     assert store.allocate(POOL, OWNER) == first
     assert store.api.requests - before == 2
 
 
-def test_a_second_writer_completes_the_record_the_first_is_binding(
+def test_a_second_writer_for_the_owner_wins_and_the_first_gives_back(
         admin, namespace, make_store):
     first, second = make_store(), make_store()
     gate, thread, result = _held_between_creates(first)
-    record = admin.owner_records(namespace)[OWNER]
-    assert _held(admin, namespace, OWNER) == []
-    # The second writer finds the record pending and creates its claim.
+    [candidate] = _held(admin, namespace, OWNER)
+    assert OWNER not in admin.owner_records(namespace)
     got = second.allocate(POOL, OWNER).address
-    assert got == record['spec']['address']
+    assert got != candidate
     gate.go.set()
     thread.join(60)
     assert result == {'value': got}
     assert _held(admin, namespace, OWNER) == [got]
+    record = admin.owner_records(namespace)[OWNER]
+    assert record['spec']['claim'] == f'default.{got}'
 
 
-def test_a_candidate_taken_meanwhile_moves_the_record_and_waiters_follow(
-        admin, namespace, make_store):
-    first, other, waiter = make_store(), make_store(), make_store()
-    gate, thread, result = _held_between_creates(first)
-    candidate = admin.owner_records(namespace)[OWNER]['spec']['address']
-    # Another owner takes the candidate: the record names a claim that is
-    # not its owner's (lost).
-    assert other.allocate(POOL, 'Machine/ns/z').address == candidate
-    waiting, waited = _in_thread(lambda: waiter.allocate(POOL, OWNER).address)
-    time.sleep(0.5)     # lets the waiter find the lost record first
-    gate.go.set()
-    thread.join(60)
-    waiting.join(60)
-    assert 'error' not in result and 'error' not in waited
-    assert result['value'] == waited['value'] != candidate
-    assert _held(admin, namespace, OWNER) == [result['value']]
-    assert _held(admin, namespace, 'Machine/ns/z') == [candidate]
-    assert admin.owner_records(namespace)[OWNER]['spec']['address'] == (
-        result['value'])
-
-
-def test_a_release_while_the_claim_is_on_its_way_lets_the_allocation_win(
+def test_a_release_while_the_record_is_on_its_way_lets_the_allocation_win(
         admin, namespace, make_store):
     first, second = make_store(), make_store()
     gate, thread, result = _held_between_creates(first)
     assert second.release(OWNER) is None
-    assert OWNER in admin.owner_records(namespace)
     gate.go.set()
     thread.join(60)
     assert second.get_allocation(OWNER).address == result['value']
@@ -135,25 +113,22 @@ def test_a_release_while_the_claim_is_on_its_way_lets_the_allocation_win(
 
 
 def _allocate_and_stop_between(settings, owner, cidr, ready):
-    """Child process: bind the owner's record, then stop before the
-    claim's create (the parent kills it there)."""
+    """Child process: create the claim, then stop before the record's
+    bind (the parent kills it there)."""
     from vmetal_ironic.ipam import pool as pool_mod
     from vmetal_ironic.store import kubernetes as store_mod
 
     store = store_mod.KubernetesStore(kube.store_conf(settings))
-    real = store.addresses.claims.create
 
-    def create(body):
-        if body['spec'].get('purpose') == 'allocation':
-            ready.put(os.getpid())
-            time.sleep(600)
-        return real(body)
+    def create(owner, spec):
+        ready.put(os.getpid())
+        time.sleep(600)
 
-    store.addresses.claims.create = create
+    store.addresses.owners.create = create
     store.allocate(pool_mod.parse_pool(cidr), owner)
 
 
-def _kill_between_the_creates(kube_cluster, namespace):
+def _kill_between_create_and_bind(kube_cluster, namespace):
     context = multiprocessing.get_context('spawn')
     ready = context.Queue()
     child = context.Process(target=_allocate_and_stop_between, args=(
@@ -171,31 +146,29 @@ def _kill_between_the_creates(kube_cluster, namespace):
     assert child.exitcode == -signal.SIGKILL
 
 
-def test_a_writer_killed_between_the_creates_is_completed_by_the_next(
+def test_a_writer_killed_between_create_and_bind_is_bound_by_collect(
         kube_cluster, admin, namespace, make_store):
-    _kill_between_the_creates(kube_cluster, namespace)
-    named = admin.owner_records(namespace)[OWNER]['spec']['address']
-    assert _held(admin, namespace, OWNER) == []
+    _kill_between_create_and_bind(kube_cluster, namespace)
+    [left] = _held(admin, namespace, OWNER)
+    assert OWNER not in admin.owner_records(namespace)
     store = make_store()
-    assert store.allocate(POOL, OWNER).address == named
-    assert _held(admin, namespace, OWNER) == [named]
+    assert store.reconciler.collect() == []
+    assert admin.owner_records(namespace)[OWNER]['spec']['claim'] == (
+        f'default.{left}')
+    assert store.allocate(POOL, OWNER).address == left
+    assert _held(admin, namespace, OWNER) == [left]
 
 
-def test_a_killed_writers_candidate_taken_is_moved_after_the_grace(
-        kube_cluster, admin, namespace, make_store, monkeypatch):
-    _kill_between_the_creates(kube_cluster, namespace)
-    named = admin.owner_records(namespace)[OWNER]['spec']['address']
+def test_a_killed_writers_claim_is_freed_once_its_owner_holds_another(
+        kube_cluster, admin, namespace, make_store):
+    _kill_between_create_and_bind(kube_cluster, namespace)
+    [left] = _held(admin, namespace, OWNER)
     store = make_store()
-    # Nothing holds the dead writer's candidate: another owner takes it.
-    assert store.allocate(POOL, 'Machine/ns/z').address == named
-    # Waiting the real 60 s would only slow the test: the grace is the
-    # same rule with a smaller number.
-    monkeypatch.setattr(allocation, 'SETTLE_GRACE', 2)
-    monkeypatch.setattr(allocation, 'CHECK_AFTER', 0.5)
-    got = make_store().allocate(POOL, OWNER).address
-    assert got != named
+    got = store.allocate(POOL, OWNER).address
+    assert got != left
+    freed = store.reconciler.collect()
+    assert [(a.owner, a.address) for a in freed] == [(OWNER, left)]
     assert _held(admin, namespace, OWNER) == [got]
-    assert _held(admin, namespace, 'Machine/ns/z') == [named]
 
 
 def test_one_owner_from_six_writers_in_one_pool_holds_one_address(

@@ -217,7 +217,7 @@ def test_a_claim_is_followed_within_seconds_not_one_interval_later(
     assert controller.counts['follow.ok'] == 1
 
 
-def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
+def test_followed_hosts_cost_six_requests_each_and_two_per_pass(
         admin, namespace, make_store, layered):
     store = make_store()
     names = ('warm', 'next-1', 'next-2')
@@ -235,9 +235,9 @@ def test_followed_hosts_cost_five_requests_each_and_two_per_pass(
     before = store.api.requests
     store.reconcile()
     # Per pass: the node types and environments, listed once. Per host:
-    # the host once, the owner record and the claim (two creates), the
-    # Secret, the host patch.
-    assert store.api.requests - before - idle == 2 + 2 * 5
+    # the host once, the claim and the owner record (two creates and the
+    # claim read back), the Secret, the host patch.
+    assert store.api.requests - before - idle == 2 + 2 * 6
     for name in names[1:]:
         assert wait_outputs(admin, namespace, name)
 

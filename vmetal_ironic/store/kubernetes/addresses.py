@@ -11,17 +11,17 @@ addresses of ``[vmetal]reserved_addresses`` are claims in the same
 namespace of names, so no pool hands them out.
 
 One owner holds at most one address: its ``AddressOwner`` record
-(:mod:`.owners`) names its claim and is created once, then changed only
-by compare-and-swap. The record is written first and the claim second
-(:mod:`.allocation`): a new owner's allocation is two creates, and the
-rules for a record whose claim is not there yet keep both "one address,
-one owner" and "one owner, one address" under any interleaving. Looking an
-owner up is two GETs by name (record, claim), never a list. A claim no
-record names (a writer stopped half way) is freed by the reconciler once
-older than a grace period.
+(:mod:`.owners`) binds its claim by UID and is created once, then changed
+only by compare-and-swap. The claim is always created first and the
+record bound to it second (:mod:`.allocation`), for every kind of address
+an owner holds. Looking an owner up is two GETs by name (record, claim),
+never a list. A claim no record binds (a writer stopped half way) is
+settled by the controller's collect step, without a clock.
 
 Claims are deleted with a UID precondition, so a release never removes a
-claim someone else created for the same address meanwhile.
+claim someone else created for the same address meanwhile; a release
+deletes the claim first and the record second, so a record may name a
+claim that is gone (it holds nothing), never the reverse.
 """
 
 import threading
@@ -201,10 +201,9 @@ class Addresses:
     def current(self, owner):
         """``(record, claim)`` of ``owner``: its AddressOwner record and the
         claim it holds, ``claim`` ``None`` when the record is missing or
-        not held (see :func:`~.owners.standing`)."""
+        holds nothing (see :func:`~.owners.holds`)."""
         record, claim = self.look(owner)
-        if record is None or claim is None or owners_mod.standing(
-                record, claim) != owners_mod.HELD:
+        if not owners_mod.holds(record, claim):
             return record, None
         return record, claim
 
@@ -340,74 +339,62 @@ class Addresses:
 
     def hold(self, owner, address, source):
         """Hold an address named explicitly (a custom network-data
-        document) for ``owner``, instead of any it held.
+        document) for ``owner``, instead of any it held: its claim first,
+        then the owner's record moved to it, then the old claim freed.
 
         :param source: where the address comes from, for the error.
         :raises vmetal_ironic.ipam.errors.AddressTaken: another owner
             holds it.
-        :raises vmetal_ironic.exception.StoreConflict: an allocation for
-            the owner is being made meanwhile.
+        :raises vmetal_ironic.exception.StoreConflict: the claim was freed
+            before the record was bound to it.
         """
-        record, found = self.look(owner)
-        held = None
-        if record is not None:
-            state = owners_mod.standing(record, found)
-            if state == owners_mod.HELD:
-                held = found
-            elif not owners_mod.settled(record, time.time(),
-                                        allocation_mod.SETTLE_GRACE):
-                raise exception.StoreConflict(
-                    f'{owner} is being given an address by another writer '
-                    f'while {source} is saved; try again')
+        held = self.current(owner)[1]
         if held is not None and spec_of(held).get('address') == address:
             return to_allocation(held)
         body = claim_body(self.namespace, self.scope, address, owner,
                           PURPOSE_NETWORK_DATA)
         mine = self.create(body)
-        made = mine is not None
         if mine is None:
+            # Taken, or the owner's own (this create's answer lost, or
+            # another writer's for the same document): read back.
             mine = self.read(names.claim_name(self.scope, address))
             holder = spec_of(mine).get('owner')
             if holder != str(owner):
                 raise ipam_errors.AddressTaken(
                     f'{source} names {address}, which {holder} holds; '
                     'choose another address')
-        spec = owners_mod.binding(owner, spec_of(mine), binder=None)
-        written = (self.owners.create(owner, spec) if record is None
-                   else self.owners.rebind(record, spec))
-        if written is None:
-            if made:
-                self.delete(mine)
+        standing, replaced = allocation_mod.bind(self, owner, mine,
+                                                 replaces=lambda _held: True)
+        if standing is None:
             raise exception.StoreConflict(
-                f'{owner} was given another address while {source} was '
-                'saved; try again')
-        if held is not None:
-            self.delete(held)
-            self._learn(None, held)
-        self._learn(owner, mine)
-        return to_allocation(mine)
+                f'the claim of {address} for {owner} was freed while '
+                f'{source} was saved; try again')
+        if replaced is not None:
+            self.delete(replaced)
+            self._learn(None, replaced)
+        self._learn(owner, standing)
+        return to_allocation(standing)
 
     def release(self, owner):
-        """Free the owner's address: the record (exactly as read), then
-        the claim. A record that holds nothing is left alone: an
-        allocation is being made for the owner, and it wins.
+        """Free the owner's address: the claim (its UID), then the record
+        (exactly as read: one bound anew meanwhile stays).
 
         :returns: the released allocation, or ``None``.
         """
-        for attempt in range(self.attempts):
-            if attempt:
-                time.sleep(0.01 * attempt)
-            record, claim = self.current(owner)
-            if claim is None:
-                return None
-            if not self.owners.delete(record):
-                continue    # rebound meanwhile: judge it again
-            self.delete(claim)
-            self._learn(None, claim)
-            return to_allocation(claim)
-        raise exception.StoreConflict(
-            f'{owner}: its address record changed {self.attempts} times '
-            'while it was released; try again')
+        record, claim = self.current(owner)
+        if claim is None:
+            return None
+        if not self.claims.delete(claim):
+            again = self.read(claim['metadata']['name'])
+            if again is not None and again['metadata']['uid'] == (
+                    claim['metadata']['uid']):
+                raise exception.StoreConflict(
+                    f'{owner}: its claim {claim["metadata"]["name"]} could '
+                    'not be deleted; try again')
+            # Gone: deleted by this call (its answer lost) or by another.
+        self.owners.delete(record)
+        self._learn(None, claim)
+        return to_allocation(claim)
 
     def get(self, owner):
         claim = self.current(owner)[1]

@@ -1,48 +1,45 @@
-"""Giving an owner an address: the owner's record first, then the claim.
+"""Giving an owner an address: the claim first, then the owner's record.
 
-An uncontended allocation for an owner that holds nothing is two creates:
-its ``AddressOwner`` record naming a candidate address (201: nobody else is
-binding the owner), then the ``AddressClaim`` of that address (201: the
-address is the owner's). No read comes first: a 409 on the record says
-the owner has one, and only then is it read.
+Every address the store holds (a Machine's or a host's allocation, a
+custom document's address, an inspection lease, the infrastructure
+addresses) is an ``AddressClaim`` named after the address, so creating it
+is what takes the address: of two writers only one gets 201. An owner's
+allocation then binds the owner's ``AddressOwner`` record
+(:mod:`.owners`) to the claim's UID: created (201: the owner's first
+address) or, when the record holds nothing any more, moved by
+compare-and-swap. A writer whose bind finds the record holding another
+live claim of the owner lost: it gives its own claim back and answers
+with the one held. An uncontended allocation is three requests: the
+claim's create, the record's create, and one read of the claim (below).
 
-The record is written before the claim exists, so a reader may find a
-record whose claim is not there (:data:`~.owners.PENDING`) or is someone
-else's (:data:`~.owners.LOST`). The rules that keep "one address, one
-owner" (the claim's name) and "one owner, one address" (the record's
-name) by construction:
+A lost answer is recognised by reading back, never by counting requests
+or by time: a claim carries its writer's token (:data:`WRITER`), so a
+create retried after its answer was lost meets 409, reads the claim and
+finds its own token; a record retried meets its own bind (the claim's
+UID).
 
-* the writer that bound the record (its token is the record's
-  ``binder``) creates the claim; on 409 it reads the claim: the owner's
-  means held, someone else's means lost, and the binder moves the record
-  to another candidate by compare-and-swap on the version it wrote. No one
-  else can be creating that claim then (see the next rule), so nothing
-  can create it for the owner once the record names another address;
-* any other writer finding the record pending creates the claim the
-  record describes (the same object the binder would create: whoever is
-  first, the other gets 409 and reads the owner's claim), then reads the
-  record again: if it names another address by then, it deletes the claim
-  it made; a lost record it does not move but waits for the binder;
-* a record that is not held may be moved by anyone once its binder's
-  create can no longer land unchecked: :data:`SETTLE_GRACE` after
-  ``boundAt``. A binder whose create was answered later than
-  :data:`CHECK_AFTER` after it bound the record reads the record again
-  before trusting the claim (and gives the claim back if the record moved
-  on meanwhile), so only the fast creates go unchecked and they have
-  landed by then, whatever happened to their writer. This allows clocks
-  of different writers to differ by up to ``SETTLE_GRACE - CHECK_AFTER
-  - 1`` seconds (``boundAt`` has whole seconds);
-* a release deletes the held record first (exactly the version read) and
-  the claim last; it leaves a record that is not held alone (an
-  allocation is in flight: it wins).
-
-A writer stopped between the two creates leaves a pending record: the
-owner's next allocation, from any process, creates its claim. A writer
-stopped after them leaves nothing to repair.
+A writer stopped between its create and its bind leaves a claim no
+record binds. The controller's collect step
+(:func:`collect_claim`) settles such a claim without a clock: it marks
+the claim (:data:`COLLECTING`, a compare-and-swap, so the claim's
+resourceVersion moves), then reads the owner's record. A record that is
+absent or holds nothing is bound to the claim, as its writer would have
+(the owner keeps the address; the release rules then judge it like any
+other). A record holding another live claim of the owner makes this one
+surplus: it is deleted exactly at the marked version. A writer that was
+only slow binds the record and then reads its claim (:func:`confirm`):
+unmarked, it is held; marked, the writer takes the mark off by
+compare-and-swap, which makes the collector's delete at the marked
+version fail; gone, its bind names nothing and it starts over. Every
+interleaving of the two therefore ends with the claim held and bound, or
+deleted and bound by nobody: a slow writer and a dead one need not be
+told apart, so no grace period is needed. This read is why an allocation
+costs three requests rather than the two creates: without it, only a
+clock (a grace period long enough for every slow writer) would tell the
+collector which unbound claims it may free.
 """
 
 import random
-import time
 import uuid
 
 import netaddr
@@ -57,27 +54,138 @@ from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
-# Seconds after its last bind that a record holding nothing may be moved
-# by any writer (its binder stopped or is stuck): a writer killed between
-# the two creates holds its owner up for this long at most.
-SETTLE_GRACE = 60
-# Seconds from binding the record to the answer of the claim's create
-# after which the binder checks the record before trusting the claim.
-CHECK_AFTER = 20
+# The token of the allocation that created a claim (an annotation): a
+# create whose answer was lost and whose retry met 409 knows its own.
+WRITER = names.LABEL_PREFIX + 'writer'
+# Put on an unbound claim by the controller before it decides whether to
+# free it; taken off by the claim's writer, which wins.
+COLLECTING = names.LABEL_PREFIX + 'collecting'
 # Free addresses above which a writer that lost a race moves elsewhere in
 # the pool.
 ROOMY = 1024
+# Rounds of one bind or one confirmation against concurrent writers.
+ROUNDS = 8
+
+BOUND = 'bound'
+ADOPTED = 'adopted'
+FREED = 'freed'
 
 
-def claim_spec_of(record, scope):
-    """The ``spec`` of the claim ``record`` names (pure)."""
-    spec = record.get('spec') or {}
-    claim = {'scope': scope, 'owner': spec.get('owner'),
-             'address': spec.get('address')}
-    for key in owners_mod.BINDING_KEYS:
-        if spec.get(key):
-            claim[key] = spec[key]
-    return claim
+def annotations_of(claim):
+    return ((claim or {}).get('metadata') or {}).get('annotations') or {}
+
+
+def _mark(claims, claim, value):
+    """Put :data:`COLLECTING` on ``claim`` (``value`` ``'true'``) or take
+    it off (``None``), at the version read.
+
+    :returns: the claim written, or ``None`` when it moved or went.
+    """
+    try:
+        return claims.patch(claim['metadata']['name'], {'metadata': {
+            'resourceVersion': claim['metadata']['resourceVersion'],
+            'annotations': {COLLECTING: value}}})
+    except kube_client.ApiError as exc:
+        if exc.status in cas.RETRY_STATUSES:
+            return None
+        raise
+
+
+def confirm(book, claim):
+    """Read back ``claim`` after the owner's record was bound to it.
+
+    :returns: the claim as it stands, held; ``None`` when the collector
+        freed it before the bind landed (the record then names nothing).
+    """
+    name, uid = claim['metadata']['name'], claim['metadata']['uid']
+    for _round in range(ROUNDS):
+        current = book.read(name)
+        if current is None or current['metadata']['uid'] != uid:
+            return None
+        if COLLECTING not in annotations_of(current):
+            return current
+        # Its mark on the claim's version makes the collector's delete at
+        # that version fail: the bound claim stays.
+        unmarked = _mark(book.claims, current, None)
+        if unmarked is not None:
+            return unmarked
+    return None
+
+
+def bind(book, owner, claim, replaces=lambda held: False):
+    """Bind ``owner``'s record to ``claim`` (which exists and names
+    ``owner``).
+
+    :param replaces: ``held -> bool``: whether ``claim`` replaces a claim
+        the owner holds (the record is moved; the caller frees ``held``).
+    :returns: ``(standing, replaced)``: the claim the owner holds now
+        (``claim``, or one it held already: then the caller gives its own
+        back) or ``None`` when ``claim`` went before the bind landed; and
+        the held claim ``claim`` replaced, if any.
+    :raises vmetal_ironic.exception.StoreConflict: every round lost.
+    """
+    spec = owners_mod.binding(owner, claim)
+    record, replaced = None, None
+    for _round in range(ROUNDS):
+        if record is None:
+            written = book.owners.create(owner, spec)
+        else:
+            written = book.owners.rebind(record, spec)
+        if written is not None:
+            return confirm(book, claim), replaced
+        record = book.owners.get(owner)
+        if record is None:
+            continue
+        if owners_mod.binds(record, claim):
+            # Its own bind whose answer was lost, or the collector bound
+            # it on its behalf.
+            return confirm(book, claim), replaced
+        held = book.read((record.get('spec') or {}).get('claim'))
+        if owners_mod.holds(record, held):
+            if not replaces(held):
+                return held, None
+            replaced = held
+        # else: the record holds nothing (its claim went): moved next.
+    raise exception.StoreConflict(
+        f'{owner}: its address record changed {ROUNDS} times while it was '
+        'bound; try again')
+
+
+def collect_claim(book, claim):
+    """The controller's side of the protocol for a claim that no record
+    bound when it was listed (see the module's docstring).
+
+    :returns: :data:`BOUND` (bound meanwhile: its writer finished),
+        :data:`ADOPTED` (bound here to its owner) or :data:`FREED`
+        (deleted: its owner holds another address); ``None`` when it
+        moved or went meanwhile.
+    """
+    owner = owners_mod.owner_of(claim)
+    if owner is None:
+        return None
+    marked = _mark(book.claims, claim, 'true')
+    if marked is None:
+        return None
+    record = book.owners.get(owner)
+    if record is not None and owners_mod.binds(record, marked):
+        if (record.get('spec') or {}).get('claimUID') != (
+                marked['metadata']['uid']):
+            # A record of the old form: it gets the claim's UID.
+            book.owners.rebind(record, owners_mod.binding(owner, marked))
+        _mark(book.claims, marked, None)
+        return BOUND
+    held = None
+    if record is not None:
+        held = book.read((record.get('spec') or {}).get('claim'))
+    if owners_mod.holds(record, held):
+        if book.claims.delete(marked, exact=True):
+            return FREED
+        return None     # its writer took the mark off: it is bound
+    spec = owners_mod.binding(owner, marked)
+    written = (book.owners.create(owner, spec) if record is None
+               else book.owners.rebind(record, spec))
+    _mark(book.claims, marked, None)
+    return ADOPTED if written is not None else None
 
 
 class Allocation:
@@ -109,11 +217,8 @@ class Allocation:
         # addresses, and in all.
         self.lost = 0
         self.taken = 0
-        self.waited = 0
         # Whether this call created the claim that stands.
         self.made = False
-        # When this call last bound the record (time.monotonic()).
-        self.bound_at = None
         # A held claim the pool's address replaces (a custom document's).
         self.replaced = None
 
@@ -136,12 +241,6 @@ class Allocation:
                 self.used = self.book.used_addresses(refresh=True)
                 self.allocator = self.book.allocator(self.pool, self.used)
 
-    def _spec(self, value):
-        address = str(netaddr.IPAddress(value))
-        claim = self.book.claim_body(address, self.owner, self.pool.key,
-                                     self.mac, self.host)['spec']
-        return owners_mod.binding(self.owner, claim, self.token)
-
     def _taken(self, value):
         """``value`` is someone else's: learn it, move on in the pool."""
         self.used.add(value)
@@ -160,106 +259,62 @@ class Allocation:
             self.used = self.book.used_addresses(refresh=True)
             self.allocator = self.book.allocator(self.pool, self.used)
 
-    def _taken_address(self, address):
-        value = self.book.value_of(address)
-        if value is not None and self.pool.contains(address):
+    # -- the claim ------------------------------------------------------------
+
+    def _create(self):
+        """Take the first free candidate: its claim, created here (or
+        found by its token after a lost answer).
+
+        :raises vmetal_ironic.ipam.PoolExhausted: none is free.
+        :raises vmetal_ironic.exception.StoreConflict: every candidate
+            lost to other writers.
+        """
+        for _attempt in range(self.book.attempts + self.taken):
+            value = self._candidate()
+            body = self.book.claim_body(
+                str(netaddr.IPAddress(value)), self.owner, self.pool.key,
+                self.mac, self.host)
+            body['metadata']['annotations'] = {WRITER: self.token}
+            created = self.book.create(body)
+            if created is not None:
+                return created
+            found = self.book.read(body['metadata']['name'])
+            if annotations_of(found).get(WRITER) == self.token:
+                return found    # its create's answer was lost
+            if found is None:
+                # Freed between the create and the read: free again.
+                self.allocator.release(value)
+                continue
             self._taken(value)
+        raise exception.StoreConflict(
+            f'pool {self.pool.name}: {self.book.attempts} attempts lost to '
+            f'concurrent writers while allocating for {self.owner}; '
+            'try again')
 
-    # -- the record -----------------------------------------------------------
+    def _give_back(self, claim):
+        """Delete this call's own claim, exactly as it knows it: if it
+        changed, the collector marked it and may have bound it.
 
-    def _propose(self, record):
-        """Bind the owner's record to a new candidate: create it
-        (``record`` ``None``) or move it by compare-and-swap.
-
-        :returns: the record as it now stands (ours, or the one someone
-            else wrote first), ``None`` when there is none.
+        :returns: the claim the owner holds once it is given back (read
+            again when the delete did not go through), or ``None``.
         """
-        value = self._candidate()
-        spec = self._spec(value)
-        self.bound_at = time.monotonic()
-        if record is None:
-            written = self.book.owners.create(self.owner, spec)
-        else:
-            written = self.book.owners.rebind(record, spec)
-        if written is not None:
-            return written
-        # Someone else bound the owner meanwhile: the candidate stays free.
-        self.allocator.release(value)
-        return self.book.owners.get(self.owner)
-
-    def _claim_body_of(self, record):
-        """The claim exactly as the owner's ``record`` describes it."""
-        spec = claim_spec_of(record, self.book.scope)
-        return self.book.claim_body(
-            spec['address'], self.owner, spec.get('pool'), spec.get('mac'),
-            spec.get('host'), spec.get('purpose'))
-
-    def _complete(self, record):
-        """Create the claim of a pending record someone else bound: mark
-        the record first (so that its binder, whose next compare-and-swap
-        fails, looks at the claim before moving on), create the claim,
-        then check the record still names it.
-
-        :returns: ``(claim, record)``: the owner's claim if it stands, or
-            ``None`` with the record read again.
-        """
-        touched = self.book.owners.touch(record, self.token)
-        if touched is None:
-            return None, self.book.owners.get(self.owner)
-        record = touched
-        created = self.book.create(self._claim_body_of(record))
-        if created is None:
-            # Made by the binder (or taken) meanwhile.
-            found = self.book.read(record['spec']['claim'])
-            if owners_mod.standing(record, found) == owners_mod.HELD:
-                return found, record
-            return None, record
-        claim, record = self._check(created, record)
-        self.made = claim is not None
-        return claim, record
-
-    def _check(self, claim, record):
-        """``(claim, record)``: the claim this call just created if the
-        owner's record (read again) still names it; otherwise the claim
-        is given back and ``claim`` is ``None``."""
-        again = self.book.owners.get(self.owner)
-        if again is not None and (again.get('spec') or {}).get('claim') == (
-                claim['metadata']['name']):
-            return claim, again
-        # The record moved on while this create was on its way: the claim
-        # names an address the owner no longer wants.
-        self.book.delete(claim)
-        return None, again
-
-    def _trust(self, claim, record):
-        """The binder's own claim: trusted when its create was answered
-        soon after the bind (no one may have moved the record yet),
-        checked otherwise."""
-        if time.monotonic() - self.bound_at <= CHECK_AFTER:
-            return claim, record
-        return self._check(claim, record)
+        if self.book.claims.delete(claim, exact=True):
+            return None
+        return self.book.current(self.owner)[1]
 
     def _adopt(self):
-        """Take over ``previous``'s address: the owner's record names its
-        claim, then the claim is handed to the owner (compare-and-swap),
-        then ``previous``'s record goes.
+        """Take over ``previous``'s address: the claim is handed to the
+        owner (compare-and-swap), the owner's record bound to it, then
+        ``previous``'s record goes.
 
-        :returns: ``(claim, record)``; ``claim`` ``None`` when there is
-            nothing to adopt (or someone else bound the owner).
+        :returns: the claim the owner holds, or ``None`` when there is
+            nothing to adopt.
         """
         old_record, claim = self.book.current(self.previous)
         spec = (claim or {}).get('spec') or {}
         if claim is None or spec.get('purpose') != names.PURPOSE_ALLOCATION \
                 or not self.pool.contains(spec.get('address')):
-            return None, None
-        mine = dict(spec, owner=str(self.owner))
-        mine['host'] = self.book.claim_body(
-            spec['address'], self.owner, host=self.host)['spec'].get('host')
-        self.bound_at = time.monotonic()
-        record = self.book.owners.create(
-            self.owner, owners_mod.binding(self.owner, mine, self.token))
-        if record is None:
-            return None, self.book.owners.get(self.owner)
+            return None
         try:
             claim = self.book.hand_over(claim, self.owner, self.host)
         except kube_client.ApiError as exc:
@@ -267,96 +322,61 @@ class Allocation:
                 raise
             # The claim changed since it was read. A hand-over whose
             # answer was lost and whose retry met its own write reads as
-            # the owner's now: it is done. Otherwise the loop reads it.
+            # the owner's now: it is done. Otherwise the caller allocates.
             again = self.book.read(claim['metadata']['name'])
             if (again is None or again['metadata']['uid'] != claim[
                     'metadata']['uid'] or (again.get('spec') or {}).get(
                     'owner') != str(self.owner)):
-                return None, record
+                return None
             claim = again
+        standing, _ = bind(self.book, self.owner, claim)
+        if standing is None:
+            return None
+        if standing['metadata']['uid'] != claim['metadata']['uid']:
+            # The owner held an address already: the host's goes back.
+            self.book.delete(claim)
+            return standing
         self.book.owners.delete(old_record)
-        return claim, record
+        return standing
 
     # -- the protocol ---------------------------------------------------------
 
-    def _start(self):
-        """``(claim, record)`` to begin with: create first for an owner
-        the cached view says holds nothing, read first otherwise."""
+    def _held(self):
+        """The owner's claim when the cached view says it may hold one
+        (two reads), or the one it adopts from ``previous``."""
         book = self.book
-        if not book.may_hold(self.owner):
-            if self.previous is not None and book.may_hold(self.previous):
-                claim, record = self._adopt()
-                if claim is not None or record is not None:
-                    return claim, record
-            return None, self._propose(None)
-        record = book.owners.get(self.owner)
-        if record is None and self.previous is not None:
-            claim, record = self._adopt()
-            if claim is not None or record is not None:
-                return claim, record
-        return None, record
+        if book.may_hold(self.owner):
+            claim = book.current(self.owner)[1]
+            if claim is not None:
+                return claim
+        if self.previous is not None and book.may_hold(self.previous):
+            return self._adopt()
+        return None
+
+    def _replaces(self, held):
+        # The owner's custom document address: the pool's address
+        # replaces it (an owner holds one address).
+        return (held.get('spec') or {}).get(
+            'purpose') == names.PURPOSE_NETWORK_DATA
 
     def run(self):
         """:returns: the claim that stands for the owner."""
-        book = self.book
-        claim, record = self._start()
-        steps = 0
-        # A candidate someone else took is progress (theirs), and there
-        # are only so many: those steps are not counted against the bound.
-        while steps - self.taken < book.attempts:
-            steps += 1
-            if claim is not None:
-                return claim
-            if record is None:
-                record = self._propose(None)
-                continue
-            spec = record.get('spec') or {}
-            mine = spec.get('binder') == self.token
-            if mine:
-                claim = book.create(self._claim_body_of(record))
-                if claim is not None:
-                    claim, record = self._trust(claim, record)
-                    if claim is not None:
-                        self.made = True
-                        return claim
-                    continue
-                # 409: whose claim it is is read back, never guessed (a
-                # create whose first answer was lost and was sent again
-                # meets its own claim: it is the owner's, held).
-            found = book.read(spec.get('claim') or '')
-            if found is None:
-                if not mine:
-                    claim, record = self._complete(record)
-                # else: it went between the create and the read; again.
-                continue
-            state = owners_mod.standing(record, found)
-            if state == owners_mod.HELD:
-                if spec.get('purpose') != names.PURPOSE_NETWORK_DATA:
-                    return found
-                # The owner's custom document address: the pool's
-                # address replaces it (moving a held record is safe:
-                # no create for it is on its way).
-                self.replaced = found
-                record = self._propose(record)
-                continue
-            if state == owners_mod.LOST:
-                self._taken_address(spec.get('address'))
-            if mine or owners_mod.settled(record, time.time(),
-                                          SETTLE_GRACE):
-                record = self._propose(record)
-                continue
-            # Another writer's binding in flight: it moves the record.
-            self.waited += 1
-            cas.conflict_pause(self.waited)
-            record = book.owners.get(self.owner)
-        if self.waited:
-            raise exception.StoreConflict(
-                f'pool {self.pool.name}: another writer has been binding '
-                f'{self.owner} to {(record or {}).get("spec", {}).get("address")}'
-                f' since {(record or {}).get("spec", {}).get("boundAt")} and '
-                f'has not finished; try again (any writer takes over '
-                f'{SETTLE_GRACE} s after that)')
+        held = self._held()
+        if held is not None and not self._replaces(held):
+            return held
+        for _round in range(ROUNDS):
+            claim = self._create()
+            standing, self.replaced = bind(self.book, self.owner, claim,
+                                           self._replaces)
+            if standing is None:
+                continue    # freed before the bind landed: once more
+            if standing['metadata']['uid'] == claim['metadata']['uid']:
+                self.made = True
+                return standing
+            # The owner was bound to another address meanwhile (another
+            # writer for the same owner): that one stands, ours goes back.
+            standing = self._give_back(claim) or standing
+            return standing
         raise exception.StoreConflict(
-            f'pool {self.pool.name}: {book.attempts} attempts lost to '
-            f'concurrent writers while allocating for {self.owner}; '
-            'try again')
+            f'pool {self.pool.name}: the claims made for {self.owner} were '
+            f'freed {ROUNDS} times before they were bound; try again')

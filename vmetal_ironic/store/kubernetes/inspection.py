@@ -169,8 +169,7 @@ class InspectionLeases:
 
         :returns: whether this call wrote it.
         """
-        spec = owners_mod.binding(owner, addresses.spec_of(claim), None)
-        spec['claimUID'] = claim['metadata']['uid']
+        spec = owners_mod.binding(owner, claim)
         if record is None:
             return self.owners.create(owner, spec) is not None
         return self.owners.rebind(record, spec) is not None

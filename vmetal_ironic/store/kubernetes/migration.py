@@ -96,8 +96,8 @@ def _migrate_pool(store, configmap):
         held_by = addresses.spec_of(existing).get('owner')
         if held_by == str(holder):
             if book.owners.get(holder) is None:
-                book.owners.create(holder, owners_mod.binding(
-                    holder, addresses.spec_of(existing), binder=None))
+                book.owners.create(holder, owners_mod.binding(holder,
+                                                              existing))
             steps.append(Step(source, address,
                               CREATED if created else PRESENT))
         else:

@@ -1,40 +1,30 @@
 """Which address an owner holds: one small ``AddressOwner`` per owner.
 
-Named ``<scope>.<owner hash>``, it names the owner's AddressClaim. Looking
-an owner up is therefore one GET by name, never a list (a label-selected
-list is served from etcd by reading every claim of the namespace: at
-10,000 hosts, one second per allocation). The record is also what makes
-"one owner, one address" hold under races: it is created once (409
-AlreadyExists: someone else is binding the owner) and changed only by
-compare-and-swap on its resourceVersion.
+Named ``<scope>.<owner hash>``, the record binds its owner to one
+``AddressClaim`` by the claim's UID (``spec.claimUID``). Looking an owner
+up is therefore one GET by name, never a list (a label-selected list is
+served from etcd by reading every claim of the namespace: at 10,000
+hosts, one second per allocation). The record is what makes "one owner,
+one address" hold under races: it is created once (409 AlreadyExists:
+the owner is bound already) and changed only by compare-and-swap on its
+resourceVersion.
 
-The record is written *before* the claim it names (see
-:mod:`.allocation`): it carries everything the claim is made of (address,
-pool, MAC, host, purpose), who is binding it (``binder``, a token of one
-allocation) and since when (``boundAt``). Against the claim it names, a
-record is (:func:`standing`):
-
-* ``held``: the claim exists and is the owner's;
-* ``pending``: the claim does not exist (yet): its binder is about to
-  create it, or stopped before it did;
-* ``lost``: the claim is someone else's; its binder moves the record to
-  another address.
+The claim always exists before a record binds it (:mod:`.allocation`).
+An owner holds the claim its record binds while that claim exists with
+that UID and names the owner (:func:`holds`); a record whose claim went
+(a release stopped between its two deletes) holds nothing, and the next
+bind moves it. UIDs are never reused, so such a record can never hold
+again by itself.
 """
 
-import calendar
-import time
-
+from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import collection
 
-HELD = 'held'
-PENDING = 'pending'
-LOST = 'lost'
-
-TIME_FORMAT = '%Y-%m-%dT%H:%M:%SZ'
-# What of a claim its owner's record carries, so that the claim can be
-# made from the record alone.
+# What of a claim its owner's record repeats, for people reading it
+# (``kubectl get vao`` prints the address); the UID is what binds.
 BINDING_KEYS = ('address', 'purpose', 'pool', 'mac', 'host')
 
 
@@ -44,34 +34,12 @@ def record_name(scope, owner):
     return f'{scope}.{owner.label}'
 
 
-def now_text(now=None):
-    """``now`` (seconds since the epoch) as Kubernetes writes times."""
-    return time.strftime(TIME_FORMAT, time.gmtime(
-        time.time() if now is None else now))
-
-
-def parse_time(text):
-    """Seconds since the epoch of a Kubernetes time, or ``None``."""
-    try:
-        return calendar.timegm(time.strptime(text, TIME_FORMAT))
-    except (TypeError, ValueError):
-        return None
-
-
-def binding(owner, claim_spec, binder, now=None):
-    """The record's ``spec`` naming the claim made of ``claim_spec``.
-
-    :param claim_spec: the ``spec`` of the claim (address, purpose, pool,
-        mac, host).
-    :param binder: the token of the allocation writing it, ``None`` when
-        the claim exists already.
-    """
-    spec = {'owner': str(owner),
-            'claim': names.claim_name(claim_spec['scope'],
-                                      claim_spec['address']),
-            'boundAt': now_text(now)}
-    if binder:
-        spec['binder'] = binder
+def binding(owner, claim):
+    """The record's ``spec`` binding ``owner`` to ``claim`` (an existing
+    claim, as read or as its create answered)."""
+    claim_spec = claim.get('spec') or {}
+    spec = {'owner': str(owner), 'claim': claim['metadata']['name'],
+            'claimUID': claim['metadata']['uid']}
     for key in BINDING_KEYS:
         if claim_spec.get(key):
             spec[key] = claim_spec[key]
@@ -92,32 +60,49 @@ def record_body(namespace, scope, owner, spec):
             'spec': spec}
 
 
-def standing(record, claim):
-    """:data:`HELD`, :data:`PENDING` or :data:`LOST` (pure).
+def binds(record, claim):
+    """Whether ``record`` is bound to this very ``claim`` (pure).
 
-    :param record: an owner record.
-    :param claim: the claim it names as read, ``None`` when absent.
+    Records written before ``claimUID`` existed name their claim only:
+    the name and the owner then stand for the UID (the controller's
+    collect step adds the UID to them).
     """
-    if claim is None:
-        return PENDING
+    spec = (record or {}).get('spec') or {}
+    metadata = (claim or {}).get('metadata') or {}
+    if spec.get('claimUID'):
+        return spec['claimUID'] == metadata.get('uid')
+    return (spec.get('claim') == metadata.get('name') and spec.get('owner')
+            == ((claim or {}).get('spec') or {}).get('owner'))
+
+
+def holds(record, claim):
+    """Whether the owner of ``record`` holds ``claim`` (pure): the record
+    binds it and the claim names the owner (a claim handed to another
+    owner keeps its UID)."""
+    if record is None or claim is None:
+        return False
     owner = (record.get('spec') or {}).get('owner')
-    return HELD if (claim.get('spec') or {}).get('owner') == owner else LOST
+    return binds(record, claim) and (claim.get('spec') or {}).get(
+        'owner') == owner
 
 
-def bound_since(record):
-    """When the record was last bound (``boundAt``; the creation time of
-    records written before it existed), or ``None``."""
-    spec = record.get('spec') or {}
-    return parse_time(spec.get('boundAt') or (
-        record.get('metadata') or {}).get('creationTimestamp'))
+def owner_of(claim):
+    """The :class:`~vmetal_ironic.owner.Owner` a claim names, or ``None``
+    when it names none that parses."""
+    try:
+        return owner_mod.parse(((claim or {}).get('spec') or {}).get('owner'))
+    except exception.InvalidProperty:
+        return None
 
 
-def settled(record, now, grace):
-    """Whether every create its binders may have sent has been answered
-    (``grace`` seconds passed since the last bind): the record may then be
-    moved by anyone."""
-    since = bound_since(record)
-    return since is None or now - since > grace
+def key_of(obj):
+    """``(claim UID, owner)`` a record binds, or a claim stands for: the
+    pairs a listing of both kinds is matched on (a record of the old
+    form, without a UID, matches nothing and is judged one by one)."""
+    spec = (obj or {}).get('spec') or {}
+    if obj.get('kind') == names.OWNER_KIND or 'claim' in spec:
+        return spec.get('claimUID'), spec.get('owner')
+    return (obj.get('metadata') or {}).get('uid'), spec.get('owner')
 
 
 class Owners:
@@ -155,27 +140,13 @@ class Owners:
         # A merge patch keeps the keys it does not name: the ones the new
         # binding lacks are removed (null), so no field of the old claim
         # outlives it.
-        change = dict.fromkeys((*BINDING_KEYS, 'claimUID', 'binder',
-                                'completer'))
+        change = dict.fromkeys((*BINDING_KEYS, 'claimUID'))
         change.update(spec)
-        return self._swap(record, change)
-
-    def touch(self, record, token):
-        """Mark ``record`` (as read) as being completed by ``token``, by
-        compare-and-swap: its binder's next compare-and-swap fails.
-
-        :returns: the record written, or ``None`` when it moved or went.
-        """
-        return self._swap(record, {'completer': token})
-
-    def _swap(self, record, spec_change):
-        """Merge ``spec_change`` into ``record`` (as read) by
-        compare-and-swap; ``None`` when it moved or went since."""
         try:
             return self.records.patch(record['metadata']['name'], {
                 'metadata': {'resourceVersion':
                              record['metadata']['resourceVersion']},
-                'spec': spec_change})
+                'spec': change})
         except kube_client.ApiError as exc:
             if exc.status in (404, 409):
                 return None

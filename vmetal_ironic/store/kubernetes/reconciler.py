@@ -23,12 +23,14 @@ The rules (:func:`verdict`, pure):
   once the host is seen neither detached nor paused;
 * claims of other owners (``Node/<uuid>``, addresses given by the CLI, the
   gateways and reserved addresses) are not judged here;
-* a claim no AddressOwner record names (a release stopped between the
-  record and the claim, a writer stopped before giving back a claim it
-  made for a record that had moved on) is freed once older than
-  :data:`ORPHAN_GRACE`; a record that holds nothing and has not been
-  bound for as long (its writer stopped between the two creates and the
-  owner never asked again) is deleted.
+* a claim no AddressOwner record binds (its writer stopped between the
+  claim's create and the record's bind, or before giving back a claim it
+  lost with) is settled by :func:`~.allocation.collect_claim`: bound to
+  its owner when the owner holds nothing else, freed when it does. No
+  clock decides it: a writer still on its way wins by taking the
+  collector's mark off (see :mod:`.allocation`). A record whose claim is
+  gone (a release stopped between its two deletes) holds nothing and is
+  deleted exactly as read.
 
 After the releases the pass follows the claims (:mod:`.claims`): a host
 a Machine claims whose Machine holds no address yet, or that lacks the
@@ -41,7 +43,6 @@ events arrive, and :meth:`Reconciler.run_once` is a whole pass on demand
 """
 
 import dataclasses
-import time
 
 from oslo_log import log
 
@@ -63,10 +64,6 @@ PAUSED = 'baremetalhost.metal3.io/paused'
 # States in which the server may boot or run with the address.
 IN_USE_STATES = frozenset({'provisioning', 'provisioned', 'deprovisioning',
                            'externally provisioned'})
-
-# Seconds a claim may stay named by no record (and a record hold
-# nothing): by then every create a writer sent has been answered.
-ORPHAN_GRACE = allocation.SETTLE_GRACE
 
 KEEP = 'keep'
 RELEASE = 'release'
@@ -158,40 +155,19 @@ def _host_of(claim):
     return None
 
 
-def binding_of(obj):
-    """``(claim name, owner)`` a record binds, or a claim stands for."""
-    spec = addresses.spec_of(obj)
-    if obj.get('kind') == names.OWNER_KIND or 'claim' in spec:
-        return spec.get('claim'), spec.get('owner')
-    return (obj.get('metadata') or {}).get('name'), spec.get('owner')
+def is_unbound(claim, bound):
+    """Whether an owner's claim is bound by none of the records listed
+    (pure): the collect step looks at it (see
+    :func:`~.allocation.collect_claim`).
 
-
-def is_orphan(claim, bound, now):
-    """Whether a host's claim is named by no owner record, past the grace.
-
-    :param bound: the ``(claim name, owner)`` pairs the owner records
-        name (:func:`binding_of`).
+    :param bound: the ``(claim UID, owner)`` pairs the owner records bind
+        (:func:`~.owners.key_of`).
     """
     spec = addresses.spec_of(claim)
     if spec.get('purpose') not in (addresses.PURPOSE_ALLOCATION,
                                    addresses.PURPOSE_NETWORK_DATA):
         return False
-    if binding_of(claim) in bound:
-        return False
-    created = owners_mod.parse_time(
-        (claim.get('metadata') or {}).get('creationTimestamp'))
-    return created is not None and now - created > ORPHAN_GRACE
-
-
-def is_stale(record, live, now):
-    """Whether an owner record holds nothing (its claim gone or someone
-    else's) and nobody can still be binding it.
-
-    :param live: the ``(claim name, owner)`` pairs of the claims listed
-        before the records.
-    """
-    return binding_of(record) not in live and owners_mod.settled(
-        record, now, ORPHAN_GRACE)
+    return owners_mod.key_of(claim) not in bound
 
 
 class Reconciler:
@@ -261,7 +237,7 @@ class Reconciler:
         # managedFields, which would be most of their memory.
         claims = book.all_claims(slim=True)
         records = book.owners.all(slim=True)
-        bound = {binding_of(record) for record in records}
+        bound = {owners_mod.key_of(record) for record in records}
         hosts = self.hosts()
         self.passes += 1
         released = []
@@ -280,7 +256,7 @@ class Reconciler:
                 continue
             if freed is not None:
                 released.append(freed)
-        live = {binding_of(claim) for claim in claims}
+        live = {owners_mod.key_of(claim) for claim in claims}
         self._drop_stale(records, live)
         self._follow(hosts, records, live, released)
         return released
@@ -289,8 +265,8 @@ class Reconciler:
         """Apply the rules to one claim; the released allocation or
         ``None``."""
         spec = addresses.spec_of(claim)
-        if is_orphan(claim, bound, time.time()):
-            return self._free_orphan(claim)
+        if is_unbound(claim, bound):
+            return self._collect(claim)
         decision = verdict(claim, hosts)
         if decision in (RETAIN, UNRETAIN):
             self._retain(claim, decision == RETAIN)
@@ -310,43 +286,48 @@ class Reconciler:
         return self.store.release_holder(holder, host)
 
     def collect(self):
-        """Free the claims no record binds and delete the records that
-        hold nothing, both past :data:`ORPHAN_GRACE` (writers stopped
-        half way): the controller's garbage collection.
+        """Settle the claims no record binds and delete the records that
+        hold nothing (writers stopped half way): the controller's garbage
+        collection. Claims are listed before records, so a claim bound
+        since the listing is seen bound.
 
         :returns: the released allocations.
         """
         book = self.store.addresses
         claims = book.all_claims(slim=True)
         records = book.owners.all(slim=True)
-        bound = {binding_of(record) for record in records}
-        now = time.time()
+        bound = {owners_mod.key_of(record) for record in records}
         released = []
         for claim in claims:
-            if not is_orphan(claim, bound, now):
+            if not is_unbound(claim, bound):
                 continue
             try:
-                freed = self._free_orphan(claim)
+                freed = self._collect(claim)
             except exception.VmetalError as exc:
                 self.claim_failures += 1
-                LOG.warning('Freeing orphan %(claim)s failed: %(err)s',
+                LOG.warning('Collecting %(claim)s failed: %(err)s',
                             {'claim': claim['metadata'].get('name'),
                              'err': exc})
                 continue
             if freed is not None:
                 released.append(freed)
-        self._drop_stale(records, {binding_of(claim) for claim in claims})
+        self._drop_stale(records, {owners_mod.key_of(claim)
+                                   for claim in claims})
         return released
 
-    def _free_orphan(self, claim):
-        """Delete an orphan exactly as listed (UID and resourceVersion: a
-        claim handed to another owner since the listing is not one) and
-        withdraw the reservations of its address."""
+    def _collect(self, claim):
+        """Settle one unbound claim (as listed); the released allocation
+        when it was freed, with the reservations of its address."""
         spec = addresses.spec_of(claim)
-        if not self.store.addresses.claims.delete(claim, exact=True):
+        outcome = allocation.collect_claim(self.store.addresses, claim)
+        if outcome == allocation.ADOPTED:
+            LOG.info('Bound %(address)s to %(owner)s: its writer stopped '
+                     'before binding it', {'address': spec.get('address'),
+                                           'owner': spec.get('owner')})
+        if outcome != allocation.FREED:
             return None
-        LOG.warning('Freed %(address)s: its claim was never bound to '
-                    '%(owner)s (a writer stopped half way)',
+        LOG.warning('Freed %(address)s: %(owner)s holds another address '
+                    '(a writer stopped before giving this one back)',
                     {'address': spec.get('address'),
                      'owner': spec.get('owner')})
         self.store.reservations.withdraw_matching(address=spec.get('address'))
@@ -403,13 +384,19 @@ class Reconciler:
         return released, kept
 
     def _drop_stale(self, records, live):
-        """Delete the records that hold nothing, left by writers that
-        stopped half way long ago (exactly as listed: one bound since
-        stays)."""
-        now = time.time()
+        """Delete the records that hold nothing (their claim went), each
+        exactly as listed: one bound since stays.
+
+        :param live: ``(claim UID, owner)`` of the claims listed before
+            the records; a record binding none of them is read again.
+        """
+        book = self.store.addresses
         for record in records:
-            if is_stale(record, live, now):
-                self.store.addresses.owners.delete(record)
+            if owners_mod.key_of(record) in live:
+                continue
+            claim = book.read((record.get('spec') or {}).get('claim'))
+            if not owners_mod.holds(record, claim):
+                book.owners.delete(record)
 
     def _follow(self, hosts, records, live, released):
         """Give claimed hosts their network (see :mod:`.claims`).
@@ -418,8 +405,8 @@ class Reconciler:
             record naming none of them holds nothing.
         """
         gone = {freed.owner for freed in released}
-        held = {binding_of(record)[1] for record in records
-                if binding_of(record) in live} - gone
+        held = {owners_mod.key_of(record)[1] for record in records
+                if owners_mod.key_of(record) in live} - gone
         report = self.follower.follow(hosts, held)
         self.claims_followed += len(report.given)
         self.claims_rejected += len(report.rejected)

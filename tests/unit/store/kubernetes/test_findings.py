@@ -185,7 +185,7 @@ def test_a_lost_answer_to_the_claims_create_is_read_back_as_held():
     assert store.reconcile() == []
 
 
-def test_a_candidate_taken_between_the_bind_and_the_create_moves_on():
+def test_a_candidate_taken_just_before_the_claims_create_moves_on():
     world = cl.Cluster()
     first, second = world.store(), world.store()
     world.host('h1')
@@ -193,8 +193,7 @@ def test_a_candidate_taken_between_the_bind_and_the_create_moves_on():
     # The gateway first, as every process claims it once.
     cl.give(first, 'h1')
     first.release('BareMetalHost/m3/h1')
-    # h2's writer takes 192.0.2.2 while h1's is between its record and
-    # its claim.
+    # h2's writer takes 192.0.2.2 just before h1's creates its claim.
     world.kube.at('create', cl.CLAIMS, lambda: cl.give(second, 'h2'),
                   name='default.192.0.2.2')
     assert cl.give(first, 'h1').allocation.address == '192.0.2.3'

@@ -1,42 +1,48 @@
-"""The owner record's pure rules: what it binds, and when it holds."""
+"""The owner record's pure rules: what binds, what holds."""
 
 from vmetal_ironic import owner as owner_mod
-from vmetal_ironic.store.kubernetes import allocation
 from vmetal_ironic.store.kubernetes import owners
 
-OWNER = owner_mod.parse('Machine/ns/m')
-CLAIM_SPEC = {'scope': 'default', 'address': '192.0.2.7', 'owner': str(OWNER),
-              'purpose': 'allocation', 'pool': '192.0.2.0/24',
-              'mac': '52:54:00:00:00:01', 'host': 'ns/h'}
+OWNER = owner_mod.parse('Machine/ns/m0')
+CLAIM = {'kind': 'AddressClaim',
+         'metadata': {'name': 'default.192.0.2.7', 'uid': 'u1'},
+         'spec': {'scope': 'default', 'address': '192.0.2.7',
+                  'owner': 'Machine/ns/m0', 'purpose': 'allocation',
+                  'pool': '192.0.2.0/24'}}
 
 
-def test_a_binding_carries_what_the_claim_is_made_of():
-    spec = owners.binding(OWNER, CLAIM_SPEC, 'token', now=0)
-    assert spec == {'owner': 'Machine/ns/m', 'claim': 'default.192.0.2.7',
-                    'binder': 'token', 'boundAt': '1970-01-01T00:00:00Z',
-                    'address': '192.0.2.7', 'purpose': 'allocation',
-                    'pool': '192.0.2.0/24', 'mac': '52:54:00:00:00:01',
-                    'host': 'ns/h'}
-    record = {'spec': spec}
-    # The claim made from the record is the one the binder makes.
-    assert allocation.claim_spec_of(record, 'default') == CLAIM_SPEC
-    assert 'binder' not in owners.binding(OWNER, CLAIM_SPEC, None)
+def test_a_binding_names_the_claims_uid():
+    spec = owners.binding(OWNER, CLAIM)
+    assert spec == {'owner': 'Machine/ns/m0', 'claim': 'default.192.0.2.7',
+                    'claimUID': 'u1', 'address': '192.0.2.7',
+                    'purpose': 'allocation', 'pool': '192.0.2.0/24'}
 
 
-def test_standing_against_the_claim_named():
-    record = {'spec': owners.binding(OWNER, CLAIM_SPEC, 'token')}
-    assert owners.standing(record, None) == owners.PENDING
-    assert owners.standing(record, {'spec': CLAIM_SPEC}) == owners.HELD
-    other = dict(CLAIM_SPEC, owner='Machine/ns/other')
-    assert owners.standing(record, {'spec': other}) == owners.LOST
+def test_a_record_holds_the_claim_of_its_uid_while_it_names_the_owner():
+    record = {'kind': 'AddressOwner', 'spec': owners.binding(OWNER, CLAIM)}
+    assert owners.holds(record, CLAIM)
+    # The same address claimed anew (another UID): not this binding's.
+    again = dict(CLAIM, metadata={'name': 'default.192.0.2.7', 'uid': 'u2'})
+    assert not owners.binds(record, again)
+    assert not owners.holds(record, again)
+    # Handed to another owner: bound by UID, held by it no more.
+    handed = dict(CLAIM, spec=dict(CLAIM['spec'], owner='Machine/ns/m1'))
+    assert owners.binds(record, handed)
+    assert not owners.holds(record, handed)
+    assert not owners.holds(record, None)
+    assert not owners.holds(None, CLAIM)
 
 
-def test_settled_after_the_grace_since_the_last_bind():
-    record = {'spec': owners.binding(OWNER, CLAIM_SPEC, 'token', now=1000)}
-    assert not owners.settled(record, 1000 + 60, 60)
-    assert owners.settled(record, 1000 + 61, 60)
-    # Records written before boundAt existed: their creation time.
-    old = {'metadata': {'creationTimestamp': '1970-01-01T00:16:40Z'},
-           'spec': {'owner': str(OWNER), 'claim': 'default.192.0.2.7'}}
-    assert owners.bound_since(old) == 1000
-    assert owners.settled({'spec': {}}, 0, 60)
+def test_a_record_of_the_old_form_binds_by_name_and_owner():
+    old = {'spec': {'owner': 'Machine/ns/m0', 'claim': 'default.192.0.2.7'}}
+    assert owners.holds(old, CLAIM)
+    other = dict(CLAIM, spec=dict(CLAIM['spec'], owner='Machine/ns/m1'))
+    assert not owners.binds(old, other)
+
+
+def test_records_and_claims_match_on_uid_and_owner():
+    record = {'kind': 'AddressOwner', 'spec': owners.binding(OWNER, CLAIM)}
+    assert owners.key_of(record) == owners.key_of(CLAIM) == (
+        'u1', 'Machine/ns/m0')
+    assert owners.owner_of(CLAIM) == OWNER
+    assert owners.owner_of({'spec': {'owner': 'not an owner'}}) is None

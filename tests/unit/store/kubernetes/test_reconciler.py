@@ -55,18 +55,15 @@ def test_view_of_a_host():
                                              True)
 
 
-def test_an_unbound_claim_is_an_orphan_only_after_the_grace():
+def test_an_owners_claim_is_unbound_when_no_record_binds_its_uid():
     unbound = claim('Machine/ns/m', 'ns/h')
-    unbound['metadata'].update(uid='u1', name='default.192.0.2.2',
-                               creationTimestamp='2026-12-01T09:00:00Z')
-    created = 1796115600  # 2026-12-01T09:00:00Z
-    assert not rec.is_orphan(unbound, set(), created + rec.ORPHAN_GRACE - 1)
-    assert rec.is_orphan(unbound, set(), created + rec.ORPHAN_GRACE + 1)
-    assert not rec.is_orphan(unbound, {(unbound['metadata']['name'],
-                                        'Machine/ns/m')}, created + 10 ** 6)
-    # A record naming the address for another owner does not bind it.
-    assert rec.is_orphan(unbound, {(unbound['metadata']['name'],
-                                    'Machine/ns/other')}, created + 10 ** 6)
+    unbound['metadata'].update(uid='u1', name='default.192.0.2.2')
+    assert rec.is_unbound(unbound, set())
+    assert not rec.is_unbound(unbound, {('u1', 'Machine/ns/m')})
+    # A record binding the UID for another owner (the host's, before the
+    # hand-over) does not bind it for this one.
+    assert rec.is_unbound(unbound, {('u1', 'BareMetalHost/ns/h')})
+    # Infrastructure and leases have no records: never unbound.
     gateway = claim('Gateway/default.192.0.2.1', purpose='gateway')
-    gateway['metadata'].update(uid='g', creationTimestamp='2020-01-01T00:00:00Z')
-    assert not rec.is_orphan(gateway, set(), created)
+    gateway['metadata'].update(uid='g')
+    assert not rec.is_unbound(gateway, set())
