@@ -243,7 +243,7 @@ def reservations(cluster, core):
 
 def _create_hosts(custom, namespace, count):
     from vmetal_ironic import owner as owner_mod
-    from vmetal_ironic.store import kube_names
+    from vmetal_ironic.store.kubernetes import kube_names
 
     def create(index):
         # Provisioned, claimed, with the store's outputs: a pass has

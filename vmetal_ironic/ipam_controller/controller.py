@@ -36,9 +36,9 @@ from vmetal_ironic import exception
 from vmetal_ironic.ipam_controller import events
 from vmetal_ironic.ipam_controller import informer
 from vmetal_ironic.ipam_controller import work_queue
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import reconciler as rules
 
 LOG = log.getLogger(__name__)

@@ -15,7 +15,7 @@ import datetime
 from oslo_log import log
 
 from vmetal_ironic import exception
-from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import kube_names as names
 
 LOG = log.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def event_body(host, reason, message, instance, now=None):
 class Reporter:
     """Writes Events and the verdict annotation.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param instance: this replica's identity.
     """
 

@@ -22,7 +22,7 @@ PAGE = 500
 class Informer:
     """Feeds ``handler`` with the objects of one list call.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param what: a short name for messages, e.g. ``BareMetalHosts``.
     :param list_func: the typed client's list call (custom objects).
     :param args: its positional arguments (group, version, [namespace,]

@@ -43,8 +43,8 @@ from vmetal_ironic.lab import agent_image
 from vmetal_ironic.lab import agent_pod
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import netns
-from vmetal_ironic.store import kube_names
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store.kubernetes import kube_names
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='network namespaces need root')

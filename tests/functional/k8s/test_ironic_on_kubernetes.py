@@ -20,7 +20,7 @@ import pytest
 from tests.functional import ironic_fixture
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import properties as props
-from vmetal_ironic.store import kube_names
+from vmetal_ironic.store.kubernetes import kube_names
 
 WAIT = 120
 CIDR = '198.51.100.1/24'

@@ -12,8 +12,8 @@ from tests.functional import kube
 from vmetal_ironic import exception
 from vmetal_ironic import reservation
 from vmetal_ironic.ipam import pool as ipam_pool
-from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store.kubernetes import kube_client
 
 
 @pytest.fixture

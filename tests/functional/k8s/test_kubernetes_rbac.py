@@ -11,8 +11,8 @@ from tests.functional.k8s.conftest import node_provider
 from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
-from vmetal_ironic.store import kube_client
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store.kubernetes import kube_client
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from vmetal_ironic import host_network
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
-from vmetal_ironic.store import kube_names
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store.kubernetes import kube_names
 
 WORKERS = 8
 PER_WORKER = 50

@@ -20,8 +20,8 @@ from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.ipam import pool as ipam_pool
 from vmetal_ironic.lab.observe import wait_for
-from vmetal_ironic.store import kube_names
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store.kubernetes import kube_names
 
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
 

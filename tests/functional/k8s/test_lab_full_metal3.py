@@ -41,7 +41,7 @@ from tests.functional.k8s.conftest import node_provider
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic.lab import flow
-from vmetal_ironic.store import kube_names
+from vmetal_ironic.store.kubernetes import kube_names
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='the lab needs root')

@@ -31,11 +31,11 @@ from vmetal_ironic import properties as props
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
 from vmetal_ironic.store import base
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_properties
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import inspection
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_properties
 from vmetal_ironic.store.kubernetes import patches
 from vmetal_ironic.store.kubernetes import reconciler
 from vmetal_ironic.store.kubernetes import reservations
@@ -88,7 +88,7 @@ class KubernetesStore(base.Store):
 
     :param conf: an oslo.config object; ``[vmetal_kubernetes]`` and
         ``[vmetal]`` are registered on it when missing.
-    :param api: a prepared :class:`~vmetal_ironic.store.kube_client.Api`
+    :param api: a prepared :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`
         (tests and benchmarks); built from the options when ``None``.
     :raises vmetal_ironic.exception.DeploymentError: no usable API
         configuration.

@@ -1,7 +1,7 @@
 """Held addresses: one small ``AddressClaim`` object per address.
 
 An address is held by creating the object named after the L2 scope and
-the address (:func:`~vmetal_ironic.store.kube_names.claim_name`), in
+the address (:func:`~vmetal_ironic.store.kubernetes.kube_names.claim_name`), in
 ``[vmetal_kubernetes]namespace``. The name is the uniqueness: the API
 server creates one object per name, so whatever pool, prefix or range two
 writers allocate from, only one of them gets ``192.0.2.7`` and the other
@@ -35,9 +35,9 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import allocation as allocation_mod
 from vmetal_ironic.store.kubernetes import collection
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
@@ -109,7 +109,7 @@ def claim_body(namespace, scope, address, owner, purpose, pool_key=None,
 class Addresses:
     """The address claims of one scope.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param namespace: where the claims live.
     :param scope: ``[vmetal]address_scope``.
     :param reserved: ``[vmetal]reserved_addresses``.
@@ -170,7 +170,7 @@ class Addresses:
     def hand_over(self, claim, owner, host):
         """Make ``claim`` (as read) ``owner``'s, by compare-and-swap.
 
-        :raises vmetal_ironic.store.kube_client.ApiError: 409 when it
+        :raises vmetal_ironic.store.kubernetes.kube_client.ApiError: 409 when it
             changed since it was read, 404 when it is gone.
         """
         return self.claims.patch(claim['metadata']['name'], {

@@ -47,9 +47,9 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic.ipam import errors as ipam_errors
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import cas
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)

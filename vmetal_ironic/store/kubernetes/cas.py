@@ -12,7 +12,7 @@ import random
 import time
 
 from vmetal_ironic import exception
-from vmetal_ironic.store import kube_client
+from vmetal_ironic.store.kubernetes import kube_client
 
 # What the API server answers when the object moved (409 Conflict) or went
 # away (404) between the read and the write: read again and decide anew.

@@ -34,7 +34,7 @@ from vmetal_ironic import exception
 from vmetal_ironic import host_network
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
-from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import patches
 
 LOG = log.getLogger(__name__)

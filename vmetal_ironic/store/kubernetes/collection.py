@@ -3,7 +3,7 @@ relies on turned into values: 404 on a read is ``None``, 409 on a create
 is ``None`` (the name is taken), a delete is of exactly the object read
 (UID precondition) and idempotent, a list is read page by page."""
 
-from vmetal_ironic.store import kube_client
+from vmetal_ironic.store.kubernetes import kube_client
 
 MERGE_PATCH = 'application/merge-patch+json'
 PAGE = 500
@@ -13,7 +13,7 @@ class Collection:
     """The objects of ``api`` (group, version, plural) named ``kind`` in
     one namespace.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     """
 
     def __init__(self, api, resource, kind, namespace):

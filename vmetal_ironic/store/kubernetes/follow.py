@@ -6,7 +6,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client import exceptions as k8s_exceptions
 
 from vmetal_ironic import exception
-from vmetal_ironic.store import kube_client
+from vmetal_ironic.store.kubernetes import kube_client
 
 
 def watch(api, resource, namespace, selector, revision, timeout,
@@ -19,7 +19,7 @@ def watch(api, resource, namespace, selector, revision, timeout,
         ``MODIFIED``, ``DELETED`` or ``BOOKMARK`` (only a new position).
     :raises vmetal_ironic.exception.RevisionExpired: the position left the
         API server's window (410): list again.
-    :raises vmetal_ironic.store.kube_client.Forbidden: 401/403.
+    :raises vmetal_ironic.store.kubernetes.kube_client.Forbidden: 401/403.
     :raises vmetal_ironic.exception.StoreUnavailable: the watch failed.
     """
     group, version, plural = resource

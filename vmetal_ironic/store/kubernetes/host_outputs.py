@@ -16,9 +16,9 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import network_data
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import cas
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import patches
 
 LOG = log.getLogger(__name__)
@@ -55,7 +55,7 @@ def secret_body(owner, namespace, document, host=None):
 class HostOutputs:
     """Secrets and host outputs.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param namespace: the store's namespace (Secrets of owners without
         a namespace).
     :param attempts: bound of compare-and-swap attempts.

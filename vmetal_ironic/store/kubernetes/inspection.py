@@ -21,11 +21,11 @@ from vmetal_ironic import exception
 from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import base
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import follow
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 PURPOSE_INSPECTION = 'inspection'
@@ -73,7 +73,7 @@ def lease_of(claim):
 class InspectionLeases:
     """The inspection leases of one scope.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param namespace: the store's namespace.
     :param scope: ``[vmetal]address_scope``.
     :param connect_timeout: seconds, for watch requests.

@@ -19,9 +19,9 @@ again by itself.
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import collection
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_names as names
 
 # What of a claim its owner's record repeats, for people reading it
 # (``kubectl get vao`` prints the address); the UID is what binds.
@@ -108,7 +108,7 @@ def key_of(obj):
 class Owners:
     """The owner records of one scope.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param namespace: where they live (the claims' namespace).
     :param scope: ``[vmetal]address_scope``.
     """

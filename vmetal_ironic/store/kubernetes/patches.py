@@ -20,8 +20,8 @@ a key) or ``None`` when nothing needs writing. The caller adds the
 import json
 
 from vmetal_ironic import properties as props
-from vmetal_ironic.store import kube_names as names
-from vmetal_ironic.store import kube_properties
+from vmetal_ironic.store.kubernetes import kube_names as names
+from vmetal_ironic.store.kubernetes import kube_properties
 
 WRITTEN_ANNOTATION = names.LABEL_PREFIX + 'written'
 OVERWRITTEN_ANNOTATION = names.LABEL_PREFIX + 'overwritten'

@@ -48,11 +48,11 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import allocation
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
+from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)

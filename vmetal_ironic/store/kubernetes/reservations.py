@@ -20,11 +20,11 @@ from vmetal_ironic import exception
 from vmetal_ironic import network_data
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import base
-from vmetal_ironic.store import kube_client
-from vmetal_ironic.store import kube_names as names
 from vmetal_ironic.store.kubernetes import cas
 from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import follow
+from vmetal_ironic.store.kubernetes import kube_client
+from vmetal_ironic.store.kubernetes import kube_names as names
 
 LOG = log.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def _mac_of(obj):
 class Reservations:
     """The reservation objects of one namespace.
 
-    :param api: a :class:`~vmetal_ironic.store.kube_client.Api`.
+    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param namespace: where they live.
     :param attempts: bound of compare-and-swap attempts.
     :param connect_timeout: seconds, for watch requests.

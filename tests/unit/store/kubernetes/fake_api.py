@@ -18,7 +18,7 @@ It keeps the rules the store relies on, as the API server does:
   ``k``); every write bumps one cluster-wide resourceVersion.
 
 It stands in for the ``CustomObjectsApi`` and ``CoreV1Api`` objects of a
-real :class:`~vmetal_ironic.store.kube_client.Api` (:func:`api_on`), so
+real :class:`~vmetal_ironic.store.kubernetes.kube_client.Api` (:func:`api_on`), so
 the store's retry policy, error mapping and timeouts are its real code.
 """
 
@@ -36,7 +36,7 @@ from oslo_config import cfg
 
 from vmetal_ironic.conf import kubernetes as kube_conf
 from vmetal_ironic.conf import vmetal as vmetal_conf
-from vmetal_ironic.store import kube_client
+from vmetal_ironic.store.kubernetes import kube_client
 
 WRITES = ('create', 'patch', 'replace', 'delete')
 
@@ -337,7 +337,7 @@ def conf_for(namespace='vmetal-system', **options):
 
 
 def api_on(kube, conf):
-    """A real :class:`~vmetal_ironic.store.kube_client.Api` whose typed
+    """A real :class:`~vmetal_ironic.store.kubernetes.kube_client.Api` whose typed
     APIs are ``kube``'s."""
     api = kube_client.Api(conf.vmetal_kubernetes,
                           configuration=k8s_client.Configuration())

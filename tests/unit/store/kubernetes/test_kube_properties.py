@@ -7,7 +7,7 @@ import pytest
 
 from vmetal_ironic import exception
 from vmetal_ironic import properties as props
-from vmetal_ironic.store import kube_properties as kp
+from vmetal_ironic.store.kubernetes import kube_properties as kp
 
 LABEL = 'vmetal-ironic.io/node-type'
 DEFAULT = kp.DEFAULT_ENVIRONMENT_ANNOTATION

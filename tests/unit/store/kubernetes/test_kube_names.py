@@ -1,6 +1,6 @@
 """Names and size ceiling of the Kubernetes store's objects."""
 
-from vmetal_ironic.store import kube_names as names
+from vmetal_ironic.store.kubernetes import kube_names as names
 
 
 def test_pool_configmap_name_is_readable_and_valid():

@@ -15,7 +15,7 @@ from kubernetes.client import exceptions as k8s_exceptions
 
 from vmetal_ironic import deadline
 from vmetal_ironic import exception
-from vmetal_ironic.store import kube_client
+from vmetal_ironic.store.kubernetes import kube_client
 
 
 def make_api(max_retries=2):
