@@ -44,6 +44,8 @@ class Informer:
         self.events = 0
         self.relists = 0
         self.failures = 0
+        # Called at each failure (the controller's metric).
+        self.on_failure = lambda: None
 
     def _kwargs(self):
         return {'label_selector': self.selector} if self.selector else {}
@@ -108,6 +110,7 @@ class Informer:
                 if stop.is_set():
                     return
                 self.failures += 1
+                self.on_failure()
                 if not broken:
                     LOG.warning('Watching %(what)s failed (%(err)s); '
                                 'listing again every %(retry)s s until it '

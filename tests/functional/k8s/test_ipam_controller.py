@@ -6,12 +6,15 @@ checked by SubjectAccessReviews for the three identities."""
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 from kubernetes import client as k8s_client
+from prometheus_client import parser as prometheus_parser
 
 from tests.functional import kube
 from tests.functional.k8s import test_claim_follower as follower
@@ -139,7 +142,25 @@ def test_least_privilege_by_subject_access_review(
     assert allowed(admin, user, verb, resource, group, namespace, name) is ok
 
 
-def _controller_process(kube_cluster, namespace, identity, tmp_path):
+def _free_port():
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        return probe.getsockname()[1]
+
+
+def scrape(port):
+    """``{(name, labels...): value}`` of the process's endpoint."""
+    with urllib.request.urlopen(f'http://127.0.0.1:{port}/metrics',
+                                timeout=10) as answer:
+        text = answer.read().decode()
+    return {(sample.name, *(value for _, value in sorted(
+                sample.labels.items()))): sample.value
+            for family in prometheus_parser.text_string_to_metric_families(
+                text) for sample in family.samples}
+
+
+def _controller_process(kube_cluster, namespace, identity, tmp_path,
+                        metrics_port=0):
     settings = kube_cluster.settings(namespace=namespace,
                                      reconcile_interval=0)
     lines = ['[DEFAULT]', 'use_stderr = true', '[vmetal]',
@@ -150,7 +171,7 @@ def _controller_process(kube_cluster, namespace, identity, tmp_path):
         lines.append(f'{key} = {value}')
     lines += ['[vmetal_ipam_controller]', f'identity = {identity}',
               'lease_duration = 4', 'renew_deadline = 3',
-              'retry_period = 0.5']
+              'retry_period = 0.5', f'metrics_port = {metrics_port}']
     config = tmp_path / f'{identity}.conf'
     config.write_text('\n'.join(lines) + '\n')
     log = open(tmp_path / f'{identity}.log', 'wb')  # noqa: SIM115
@@ -172,14 +193,16 @@ def test_a_standby_takes_over_within_the_lease_duration(
             return None
         return lease.spec.holder_identity
 
-    first = _controller_process(kube_cluster, namespace, 'first', tmp_path)
+    ports = {'first': _free_port(), 'second': _free_port()}
+    first = _controller_process(kube_cluster, namespace, 'first', tmp_path,
+                                ports['first'])
     second = None
     try:
         # The interpreter starting and importing counts too.
         wait_for(lambda: holder() == 'first', timeout=60,
                  what='the first replica leading')
         second = _controller_process(kube_cluster, namespace, 'second',
-                                     tmp_path)
+                                     tmp_path, ports['second'])
         # Once the standby runs its loop (the interpreter's start is not
         # the takeover's), and has looked a few times.
         wait_for(lambda: b'campaigns' in (
@@ -187,6 +210,10 @@ def test_a_standby_takes_over_within_the_lease_duration(
             what='the standby campaigning')
         time.sleep(2)
         assert holder() == 'first'
+        # Each replica says whether it leads.
+        assert scrape(ports['first'])[('vmetal_ipam_controller_leading',)] == 1
+        assert scrape(ports['second'])[
+            ('vmetal_ipam_controller_leading',)] == 0
         os.kill(first.pid, signal.SIGKILL)
         first.wait(10)
         killed = time.monotonic()
@@ -198,6 +225,12 @@ def test_a_standby_takes_over_within_the_lease_duration(
         # And it works: a claim is followed.
         follower.claim_host(admin, namespace, 'h', 'worker-9')
         follower.wait_outputs(admin, namespace, 'h')
+        after = scrape(ports['second'])
+        assert after[('vmetal_ipam_controller_leading',)] == 1
+        assert after[('vmetal_ipam_controller_leadership_changes_total',
+                      'started')] == 1
+        # The first replica's Lease taken over: one transition.
+        assert after[('vmetal_ipam_controller_lease_transitions',)] >= 1
         # A clean stop gives the Lease up.
         second.send_signal(signal.SIGTERM)
         assert second.wait(15) == 0
@@ -207,3 +240,64 @@ def test_a_standby_takes_over_within_the_lease_duration(
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(10)
+
+
+def test_the_controller_process_serves_its_metrics(
+        kube_cluster, admin, namespace, tmp_path):
+    """The real command with its endpoint on: one host given its network,
+    one with a consumerRef no Machine can have (BMO's schema lets any
+    string through) skipped, counted and said on that host, the queue
+    drained."""
+    admin.create_host(namespace, 'good', '52:54:00:00:09:21', annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'})
+    admin.create_host(namespace, 'bad', '52:54:00:00:09:22', annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'}, spec={'consumerRef': {
+            'kind': 'Metal3Machine', 'name': 'worker/../other'}})
+    port = _free_port()
+    process = _controller_process(kube_cluster, namespace, 'scraped',
+                                  tmp_path, port)
+
+    def scraped():
+        try:
+            return scrape(port)
+        except OSError:
+            return {}
+
+    try:
+        # The interpreter starting and importing counts too.
+        wait_for(lambda: scraped().get(('vmetal_ipam_controller_leading',)),
+                 timeout=60, what='the replica leading')
+        follower.claim_host(admin, namespace, 'good', 'worker-21')
+        follower.wait_outputs(admin, namespace, 'good')
+
+        def settled():
+            found = scraped()
+            return found if found.get(
+                ('vmetal_ipam_controller_queue_depth',)) == 0 and found.get(
+                ('vmetal_ipam_controller_verdicts_total', 'allocated')
+            ) else None
+
+        found = wait_for(settled, timeout=30, what='the queue drained')
+        assert found[('vmetal_ipam_controller_leading',)] == 1
+        assert found[('vmetal_ipam_controller_steps_total', 'ok',
+                      'follow')] >= 1
+        assert found.get(('vmetal_ipam_controller_steps_total', 'failed',
+                          'follow'), 0) == 0
+        assert found[('vmetal_ipam_controller_skipped_objects_total',
+                      'BareMetalHost', 'consumer_ref')] >= 1
+        assert found[('vmetal_ipam_controller_reconcile_seconds_count',
+                      'host')] >= 2
+        assert found[('vmetal_ipam_controller_events_total',
+                      'written')] >= 2
+        [(reason, kind, message)] = events_of(admin, namespace, 'bad')
+        assert (reason, kind) == (events.SKIPPED, 'Warning')
+        assert message == (f"BareMetalHost {namespace}/bad spec.consumerRef."
+                           "name 'worker/../other' is not an object name")
+        assert 'networkData' not in admin.get_host(namespace, 'bad')['spec']
+        # A clean stop, the endpoint's thread included.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(15) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
