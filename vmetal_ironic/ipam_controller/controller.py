@@ -40,6 +40,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam_controller import events
 from vmetal_ironic.ipam_controller import informer
 from vmetal_ironic.ipam_controller import metrics as metrics_mod
@@ -107,6 +108,7 @@ class Controller:
         self.gone = {}          # key -> HostView at deletion, until judged
         self.claims = {}        # claim name -> (host key, owner text)
         self.on_host = {}       # host key -> {claim name}
+        self.retained = set()   # claim names labelled retain
         self._threads = []
         self._stop = None
         self.informers = []
@@ -152,11 +154,15 @@ class Controller:
                 self.gone.pop(key, None)
         self.queue.add(key)
 
-    def hosts_synced(self, objects):
+    def host_digest(self, obj):
+        """What the host list keeps of one host: ``(key, view or None)``
+        (a list of 10,000 whole hosts would be kept at once otherwise)."""
+        return host_key(obj), self._host_view(obj)
+
+    def hosts_synced(self, digests):
+        """The host list, as :meth:`host_digest` pairs."""
         seen = {}
-        for obj in objects:
-            key = host_key(obj)
-            view = self._host_view(obj)
+        for key, view in digests:
             if view is None:
                 with self._lock:
                     view = self.hosts.get(key)
@@ -175,6 +181,7 @@ class Controller:
         concerns, before or after."""
         with self._lock:
             before = self.claims.pop(name, (None, None))[0]
+            self.retained.discard(name)
             if before is not None:
                 self.on_host.get(before, set()).discard(name)
                 if not self.on_host.get(before):
@@ -191,6 +198,9 @@ class Controller:
                 return before
             owner = (obj.get('spec') or {}).get('owner')
             self.claims[name] = (where, owner)
+            if rules.LABEL_RETAIN in ((obj.get('metadata') or {}).get(
+                    'labels') or {}):
+                self.retained.add(name)
             self.on_host.setdefault(where, set()).add(name)
             return where
 
@@ -203,7 +213,7 @@ class Controller:
 
     def claims_synced(self, objects):
         with self._lock:
-            self.claims, self.on_host = {}, {}
+            self.claims, self.on_host, self.retained = {}, {}, set()
         for obj in objects:
             self._index((obj.get('metadata') or {}).get('name'), obj)
         with self._lock:
@@ -274,11 +284,35 @@ class Controller:
         self.metrics.steps.labels(name, 'ok').inc()
         return True, result
 
+    def _settled(self, key):
+        """Whether the watches' copy of host ``key`` says there is nothing
+        to release or give (the lock held): then it is not read again. A
+        copy behind the API server is no risk: the change it misses is an
+        event that queues the key again."""
+        view = self.hosts.get(key)
+        if view is None or view.detached or (
+                self.on_host.get(key, set()) & self.retained):
+            # Detached or paused hosts' claims get or lose the retain
+            # label: read and judged every time.
+            return False
+        owners = self._held(key)
+        # The host's own address stays while the host does.
+        if owners - {view.consumer, f'{owner_mod.BAREMETALHOST}/{key}'}:
+            return False
+        return not (view.consumer is not None and self.follower.follows(key)
+                    and claims_mod.needs_network(view, owners))
+
     def reconcile(self, key):
         """Reconcile one key; :returns: whether every step succeeded."""
         if key == COLLECT:
             ok, _ = self._step('collect', self.store.reconciler.collect)
             return ok
+        with self._lock:
+            settled = self._settled(key)
+        if settled:
+            self.counts['settled'] += 1
+            self.metrics.steps.labels('settled', 'ok').inc()
+            return True
         namespace, _, name = key.partition('/')
         ok, host = self._step('read', self.store.outputs.get_host,
                               namespace, name)
@@ -384,7 +418,8 @@ class Controller:
         hosts = informer.Informer(
             api, 'BareMetalHosts', custom.list_cluster_custom_object,
             (group, version, plural),
-            _Feed(self.hosts_synced, self.host_changed))
+            _Feed(self.hosts_synced, self.host_changed),
+            digest=self.host_digest)
         scope = f'{names.LABEL_SCOPE}={self.store.addresses.scope}'
         claims = informer.Informer(
             api, 'AddressClaims', custom.list_namespaced_custom_object,

@@ -30,10 +30,13 @@ class Informer:
     :param handler: ``synced(objects)``, ``changed(kind, obj)``
         (``ADDED``/``MODIFIED``/``DELETED``).
     :param selector: a label selector, or ``None``.
+    :param digest: ``obj -> what synced receives for it``, applied page
+        by page as the list is read (the whole objects of a long list are
+        never held at once); ``None``: the objects themselves.
     """
 
     def __init__(self, api, what, list_func, args, handler, selector=None,
-                 retry=5.0):
+                 retry=5.0, digest=None):
         self.api = api
         self.what = what
         self.list_func = list_func
@@ -41,6 +44,7 @@ class Informer:
         self.handler = handler
         self.selector = selector
         self.retry = retry
+        self.digest = digest
         self.events = 0
         self.relists = 0
         self.failures = 0
@@ -61,7 +65,8 @@ class Informer:
                                  *self.args, **kwargs)
             for item in page.get('items') or []:
                 (item.get('metadata') or {}).pop('managedFields', None)
-                items.append(item)
+                items.append(item if self.digest is None
+                             else self.digest(item))
             metadata = page.get('metadata') or {}
             revision = revision or metadata.get('resourceVersion')
             token = metadata.get('continue')

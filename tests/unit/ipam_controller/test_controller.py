@@ -29,7 +29,8 @@ def two_holding_hosts():
 
 def feed(world, controller):
     """What the watches would deliver now: every host and claim."""
-    controller.hosts_synced(world.kube.items(cl.BMH))
+    controller.hosts_synced([controller.host_digest(obj)
+                             for obj in world.kube.items(cl.BMH)])
     controller.claims_synced(world.kube.items(cl.CLAIMS, cl.NAMESPACE))
 
 
@@ -255,10 +256,28 @@ def test_the_metrics_count_steps_retries_verdicts_and_time():
                   result='written') == 1
     assert sample(controller, 'vmetal_ipam_controller_queue_retries_total'
                   ) == 1
-    # Every host key worked on was timed (each begins with a read).
+    # Every host key worked on was timed: read, or judged settled from
+    # the watches' copy.
     assert sample(controller, 'vmetal_ipam_controller_reconcile_seconds_count',
-                  kind='host') == sample(
-        controller, 'vmetal_ipam_controller_steps_total', step='read',
-        result='ok') > 0
+                  kind='host') == sum(sample(
+                      controller, 'vmetal_ipam_controller_steps_total',
+                      step=step, result='ok') for step in ('read', 'settled'))
     # The failed key waits for its retry.
     assert sample(controller, 'vmetal_ipam_controller_queue_depth') == 1
+
+
+def test_a_resync_reads_no_host_that_needs_nothing():
+    world, controller = two_holding_hosts()
+    gets = world.kube.requests.get(('get', cl.BMH), 0)
+    # The watches' copies as they are now (outputs written), every host
+    # queued: each holds what it should.
+    feed(world, controller)
+    drain(controller, world)
+    assert world.kube.requests.get(('get', cl.BMH), 0) == gets
+    assert controller.counts['settled'] >= 2
+    # A change the watch delivers (h1 let go) is read and acted on.
+    world.let_go('h1')
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    drain(controller, world)
+    assert world.kube.requests[('get', cl.BMH)] > gets
+    assert list(world.claims().values()) == ['BareMetalHost/m3/h2']
