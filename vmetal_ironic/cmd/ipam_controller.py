@@ -20,6 +20,7 @@ from vmetal_ironic import exception
 from vmetal_ironic.conf import ipam_controller as controller_conf
 from vmetal_ironic.ipam_controller import controller as controller_mod
 from vmetal_ironic.ipam_controller import leader
+from vmetal_ironic.ipam_controller import metrics as metrics_mod
 from vmetal_ironic.store import kubernetes as kube_store
 
 PROG = 'vmetal-ipam-controller'
@@ -47,16 +48,35 @@ def build(conf):
     identity = group.identity or os.environ.get('POD_NAME') or (
         f'{socket.gethostname()}-{os.getpid()}')
     store = kube_store.KubernetesStore(conf)
+    metrics = metrics_mod.Metrics()
     controller = controller_mod.Controller(
         store, identity, workers=group.workers,
         resync=conf.vmetal_kubernetes.reconcile_interval or None,
-        max_delay=group.max_retry_delay)
+        max_delay=group.max_retry_delay, metrics=metrics)
     elector = leader.LeaseElector(
         store.api.client, store.namespace, identity,
         lease_duration=group.lease_duration,
         renew_deadline=group.renew_deadline,
-        retry_period=group.retry_period)
+        retry_period=group.retry_period, metrics=metrics)
     return store, controller, elector
+
+
+def serve_metrics(conf, metrics):
+    """The metrics endpoint, or ``None`` when disabled.
+
+    :raises vmetal_ironic.exception.DeploymentError: the address cannot be
+        bound.
+    """
+    group = conf.vmetal_ipam_controller
+    if not group.metrics_port:
+        return None
+    try:
+        return metrics.serve(group.metrics_host, group.metrics_port)
+    except OSError as exc:
+        raise exception.DeploymentError(
+            f'[{controller_conf.GROUP}] cannot serve metrics on '
+            f'{group.metrics_host}:{group.metrics_port}: {exc.strerror}'
+        ) from None
 
 
 def main(argv=None):
@@ -66,6 +86,7 @@ def main(argv=None):
     try:
         conf = _load_conf(argv)
         store, controller, elector = build(conf)
+        server = serve_metrics(conf, controller.metrics)
     except (exception.VmetalError, cfg.Error, ValueError) as exc:
         sys.stderr.write(f'{PROG}: error: {exc}\n')
         return 1
@@ -76,6 +97,8 @@ def main(argv=None):
     try:
         elector.run(stop, controller.start, controller.stop)
     finally:
+        if server is not None:
+            server.shutdown()
         store.close()
     return 0
 

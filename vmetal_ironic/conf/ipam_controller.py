@@ -43,6 +43,18 @@ opts = [
                  help='Bound of the delay before a host whose reconcile '
                       'failed is tried again (the delay doubles from 0.5 s '
                       'on every failure).'),
+    cfg.HostAddressOpt('metrics_host',
+                       default='127.0.0.1',
+                       help='Address of the Prometheus metrics endpoint '
+                            '(every replica serves its own; the shipped '
+                            'Deployment listens on the pod\'s addresses, '
+                            'port metrics).'),
+    cfg.PortOpt('metrics_port',
+                default=0,
+                help='Port of the Prometheus metrics endpoint; 0 (the '
+                     'default: replicas started side by side on one '
+                     'machine would contend for a fixed port) disables '
+                     'it. The shipped Deployment serves it on 9568.'),
 ]
 
 register_opts, list_opts = group.hooks(GROUP, opts)

@@ -6,6 +6,8 @@ not collide on metric names.
 
 import prometheus_client
 
+from vmetal_ironic import prometheus
+
 _COUNTER = prometheus_client.Counter
 _GAUGE = prometheus_client.Gauge
 
@@ -147,13 +149,9 @@ class Metrics:
             states=['ok', 'unreachable', 'failing'], registry=self.registry)
 
     def serve(self, host, port):
-        """Start the HTTP endpoint on a daemon thread.
-
-        :returns: the server object (``shutdown()`` stops it).
-        """
-        server, _thread = prometheus_client.start_http_server(
-            port, addr=host, registry=self.registry)
-        return server
+        """Start the HTTP endpoint (:func:`vmetal_ironic.prometheus.
+        serve`)."""
+        return prometheus.serve(self.registry, host, port)
 
     def render(self):
-        return prometheus_client.generate_latest(self.registry).decode()
+        return prometheus.render(self.registry)

@@ -22,6 +22,12 @@ a change there re-judges the claimed hosts still waiting for their
 network). Every ``resync`` seconds every known host and :data:`COLLECT`
 are queued again, so a missed event costs one period at most.
 
+What someone else wrote malformed (:mod:`.vetting`: a BareMetalHost's
+bad ``consumerRef``, an AddressClaim or AddressOwner whose owner or host
+does not parse, a NodeProvider's bad selector) is left out, counted
+(``skipped.<kind>.<reason>`` and the metric) and said by a Warning Event
+on that object, once per object and fault; nothing else waits for it.
+
 Memory: per host one :class:`~.reconciler.HostView` and the owners of the
 claims used on it, nothing that grows with time: a deleted host's view
 is kept only until its key has been reconciled.
@@ -29,21 +35,30 @@ is kept only until its key has been reconciled.
 
 import collections
 import threading
+import time
 
 from oslo_log import log
 
 from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam_controller import events
 from vmetal_ironic.ipam_controller import informer
+from vmetal_ironic.ipam_controller import metrics as metrics_mod
+from vmetal_ironic.ipam_controller import vetting
 from vmetal_ironic.ipam_controller import work_queue
 from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import kube_names as names
+from vmetal_ironic.store.kubernetes import kube_properties
 from vmetal_ironic.store.kubernetes import reconciler as rules
 
 LOG = log.getLogger(__name__)
 
 COLLECT = '*collect'
+# involvedObject.apiVersion of the store's kinds and of NodeProviders.
+STORE_API_VERSION = f'{names.API_GROUP}/{names.API_VERSION}'
+PROVIDER_API_VERSION = 'management.loft.sh/v1'
+CLAIM_KIND = 'AddressClaim'
 
 
 def host_key(obj):
@@ -68,10 +83,12 @@ class Controller:
     :param workers: threads reconciling keys (one key is never worked on
         by two at once).
     :param resync: seconds between two full resyncs.
+    :param metrics: a :class:`~.metrics.Metrics` (a registry of its own
+        by default).
     """
 
     def __init__(self, store, identity, workers=1, resync=300,
-                 base_delay=0.5, max_delay=60.0):
+                 base_delay=0.5, max_delay=60.0, metrics=None):
         self.store = store
         self.identity = identity
         self.workers = workers
@@ -80,33 +97,77 @@ class Controller:
         self.max_delay = max_delay
         self.queue = work_queue.WorkQueue(base_delay, max_delay)
         self.follower = claims_mod.Follower(store)
-        self.reporter = events.Reporter(store.api, identity)
+        self.metrics = metrics or metrics_mod.Metrics()
+        self.reporter = events.Reporter(
+            store.api, identity, on_written=lambda ok: self.metrics.events
+            .labels('written' if ok else 'failed').inc())
+        self.metrics.follow_queue(lambda: len(self.queue))
         self.counts = collections.Counter()
         self._lock = threading.Lock()
         self.hosts = {}         # key -> HostView, as last seen
         self.gone = {}          # key -> HostView at deletion, until judged
         self.claims = {}        # claim name -> (host key, owner text)
         self.on_host = {}       # host key -> {claim name}
+        self.retained = set()   # claim names labelled retain
         self._threads = []
         self._stop = None
         self.informers = []
 
     # -- what the watches say --------------------------------------------
 
+    def skip(self, api_version, kind, obj, problem):
+        """Leave ``obj`` out: counted, and said on the object."""
+        self.counts[f'skipped.{kind}.{problem.reason}'] += 1
+        self.metrics.skipped.labels(kind, problem.reason).inc()
+        if self.reporter.warn(api_version, kind, obj, problem.message):
+            # Once per object and fault, as the Event.
+            LOG.warning('Skipping %s', problem.message)
+
+    def _host_view(self, obj):
+        """The host's view, or ``None`` (skipped) when its consumerRef
+        is malformed."""
+        problem = vetting.host_problem(obj)
+        if problem is None:
+            return rules.view_of(obj)
+        self.skip('/'.join(host_outputs.BMH_API[:2]), 'BareMetalHost', obj,
+                  problem)
+        return None
+
     def host_changed(self, kind, obj):
         key = host_key(obj)
-        view = rules.view_of(obj)
-        with self._lock:
-            if kind == 'DELETED':
-                self.hosts.pop(key, None)
-                self.gone[key] = view
-            else:
+        if kind == 'DELETED':
+            self.reporter.forget('BareMetalHost', obj)
+            with self._lock:
+                last = self.hosts.pop(key, None)
+                # Judged as last seen well-formed, if it was malformed.
+                view = (rules.view_of(obj) if vetting.host_problem(obj) is None
+                        else last)
+                if view is not None:
+                    self.gone[key] = view
+        else:
+            view = self._host_view(obj)
+            if view is None:
+                # Left as it was until its consumerRef is fixed.
+                return
+            with self._lock:
                 self.hosts[key] = view
                 self.gone.pop(key, None)
         self.queue.add(key)
 
-    def hosts_synced(self, objects):
-        seen = {host_key(obj): rules.view_of(obj) for obj in objects}
+    def host_digest(self, obj):
+        """What the host list keeps of one host: ``(key, view or None)``
+        (a list of 10,000 whole hosts would be kept at once otherwise)."""
+        return host_key(obj), self._host_view(obj)
+
+    def hosts_synced(self, digests):
+        """The host list, as :meth:`host_digest` pairs."""
+        seen = {}
+        for key, view in digests:
+            if view is None:
+                with self._lock:
+                    view = self.hosts.get(key)
+            if view is not None:
+                seen[key] = view
         with self._lock:
             # Deleted while nobody watched: judged as deleted.
             for key in set(self.hosts) - set(seen):
@@ -120,17 +181,26 @@ class Controller:
         concerns, before or after."""
         with self._lock:
             before = self.claims.pop(name, (None, None))[0]
+            self.retained.discard(name)
             if before is not None:
                 self.on_host.get(before, set()).discard(name)
                 if not self.on_host.get(before):
                     self.on_host.pop(before, None)
             if obj is None:
                 return before
+        problem = vetting.store_object_problem(CLAIM_KIND, obj)
+        if problem is not None:
+            self.skip(STORE_API_VERSION, CLAIM_KIND, obj, problem)
+            return before
+        with self._lock:
             where = rules._host_of(obj)
             if where is None:
                 return before
             owner = (obj.get('spec') or {}).get('owner')
             self.claims[name] = (where, owner)
+            if rules.LABEL_RETAIN in ((obj.get('metadata') or {}).get(
+                    'labels') or {}):
+                self.retained.add(name)
             self.on_host.setdefault(where, set()).add(name)
             return where
 
@@ -143,7 +213,7 @@ class Controller:
 
     def claims_synced(self, objects):
         with self._lock:
-            self.claims, self.on_host = {}, {}
+            self.claims, self.on_host, self.retained = {}, {}, set()
         for obj in objects:
             self._index((obj.get('metadata') or {}).get('name'), obj)
         with self._lock:
@@ -152,9 +222,32 @@ class Controller:
             self.queue.add(key)
 
     def record_changed(self, kind, obj):
+        problem = vetting.store_object_problem(names.OWNER_KIND, obj)
+        if problem is not None:
+            if kind != 'DELETED':
+                self.skip(STORE_API_VERSION, names.OWNER_KIND, obj, problem)
+            return
         where = (obj.get('spec') or {}).get('host')
         if where:
             self.queue.add(where)
+
+    def _vet_provider(self, obj):
+        for _provider, _type, message in kube_properties.bad_node_types(
+                [obj]):
+            self.skip(PROVIDER_API_VERSION, 'NodeProvider', obj,
+                      vetting.Problem('selector', message))
+
+    def providers_synced(self, objects):
+        for obj in objects:
+            self._vet_provider(obj)
+        self.layers_changed()
+
+    def provider_changed(self, kind, obj):
+        if kind == 'DELETED':
+            self.reporter.forget('NodeProvider', obj)
+        else:
+            self._vet_provider(obj)
+        self.layers_changed()
 
     def layers_changed(self, *_args):
         """A property source changed: the claimed hosts still waiting for
@@ -180,6 +273,7 @@ class Controller:
             result = func(*args)
         except Exception as exc:
             self.counts[f'{name}.failed'] += 1
+            self.metrics.steps.labels(name, 'failed').inc()
             if isinstance(exc, exception.VmetalError):
                 LOG.warning('%(step)s failed: %(err)s',
                             {'step': name, 'err': exc})
@@ -187,22 +281,53 @@ class Controller:
                 LOG.exception('%s failed unexpectedly', name)
             return False, None
         self.counts[f'{name}.ok'] += 1
+        self.metrics.steps.labels(name, 'ok').inc()
         return True, result
+
+    def _settled(self, key):
+        """Whether the watches' copy of host ``key`` says there is nothing
+        to release or give (the lock held): then it is not read again. A
+        copy behind the API server is no risk: the change it misses is an
+        event that queues the key again."""
+        view = self.hosts.get(key)
+        if view is None or view.detached or (
+                self.on_host.get(key, set()) & self.retained):
+            # Detached or paused hosts' claims get or lose the retain
+            # label: read and judged every time.
+            return False
+        owners = self._held(key)
+        # The host's own address stays while the host does.
+        if owners - {view.consumer, f'{owner_mod.BAREMETALHOST}/{key}'}:
+            return False
+        return not (view.consumer is not None and self.follower.follows(key)
+                    and claims_mod.needs_network(view, owners))
 
     def reconcile(self, key):
         """Reconcile one key; :returns: whether every step succeeded."""
         if key == COLLECT:
             ok, _ = self._step('collect', self.store.reconciler.collect)
             return ok
+        with self._lock:
+            settled = self._settled(key)
+        if settled:
+            self.counts['settled'] += 1
+            self.metrics.steps.labels('settled', 'ok').inc()
+            return True
         namespace, _, name = key.partition('/')
         ok, host = self._step('read', self.store.outputs.get_host,
                               namespace, name)
         if not ok:
             return False
+        view = None
+        if host is not None:
+            view = self._host_view(host)
+            if view is None:
+                # Nothing is released or given for it until it is fixed;
+                # its next change queues it again.
+                return True
         with self._lock:
             owners = self._held(key)
             gone = self.gone.get(key)
-        view = rules.view_of(host) if host is not None else None
         judged = set(owners)
         if view is not None:
             judged.discard(view.consumer)
@@ -215,7 +340,7 @@ class Controller:
                 gone if host is None else None)
             done = released_ok
             for freed in (outcome or ([], set()))[0]:
-                self.counts['released'] += 1
+                self._verdict('released')
                 self.reporter.report(
                     host, events.RELEASED,
                     f'{freed.address} released from {freed.owner}: the host '
@@ -236,17 +361,21 @@ class Controller:
                     self.gone.pop(key, None)
         return done
 
+    def _verdict(self, outcome):
+        self.counts[outcome] += 1
+        self.metrics.verdicts.labels(outcome).inc()
+
     def _report_follow(self, host, view, report):
         if report is None:
             return
         for _where in report.given:
-            self.counts['allocated'] += 1
+            self._verdict('allocated')
             allocation = self.store.get_allocation(view.consumer)
             address = allocation.address if allocation else 'its network data'
             self.reporter.report(host, events.ALLOCATED,
                                  f'{address} allocated to {view.consumer}')
         for _where, message in report.rejected:
-            self.counts['refused'] += 1
+            self._verdict('refused')
             self.reporter.report(host, events.REFUSED, message)
 
     # -- threads ------------------------------------------------------------
@@ -254,16 +383,25 @@ class Controller:
     def _work(self, stop):
         while not stop.is_set():
             key = self.queue.get(timeout=1.0)
-            if key is None:
-                continue
-            try:
-                ok = self.reconcile(key)
-            finally:
-                self.queue.done(key)
-            if ok:
-                self.queue.forget(key)
-            else:
-                self.queue.retry(key)
+            if key is not None:
+                self.work_on(key)
+
+    def work_on(self, key):
+        """Reconcile ``key`` as the queue handed it: timed, handed back,
+        and queued again after a delay when it failed."""
+        started = time.monotonic()
+        try:
+            ok = self.reconcile(key)
+        finally:
+            self.queue.done(key)
+            self.metrics.latency.labels(
+                'collect' if key == COLLECT else 'host').observe(
+                    time.monotonic() - started)
+        if ok:
+            self.queue.forget(key)
+        else:
+            self.metrics.retries.inc()
+            self.queue.retry(key)
 
     def _resync(self, stop):
         while not stop.wait(self.resync):
@@ -280,7 +418,8 @@ class Controller:
         hosts = informer.Informer(
             api, 'BareMetalHosts', custom.list_cluster_custom_object,
             (group, version, plural),
-            _Feed(self.hosts_synced, self.host_changed))
+            _Feed(self.hosts_synced, self.host_changed),
+            digest=self.host_digest)
         scope = f'{names.LABEL_SCOPE}={self.store.addresses.scope}'
         claims = informer.Informer(
             api, 'AddressClaims', custom.list_namespaced_custom_object,
@@ -295,13 +434,19 @@ class Controller:
             _Feed(lambda objects: None, self.record_changed),
             selector=f'{names.LABEL_COMPONENT}='
                      f'{names.COMPONENT_ADDRESS_OWNER},{scope}')
-        layers = [informer.Informer(
-            api, plural_, custom.list_cluster_custom_object, resource,
+        providers = informer.Informer(
+            api, 'NodeProviders', custom.list_cluster_custom_object,
+            self.store._providers_api,
+            _Feed(self.providers_synced, self.provider_changed))
+        environments = informer.Informer(
+            api, 'NetworkEnvironments', custom.list_cluster_custom_object,
+            self.store._environments_api,
             _Feed(self.layers_changed, self.layers_changed))
-            for plural_, resource in (
-                ('NodeProviders', self.store._providers_api),
-                ('NetworkEnvironments', self.store._environments_api))]
-        return [hosts, claims, records, *layers]
+        feeds = [hosts, claims, records, providers, environments]
+        for feed in feeds:
+            feed.on_failure = self.metrics.watch_failures.labels(
+                feed.what).inc
+        return feeds
 
     def start(self):
         """Start leading: watches, workers and the resync timer."""

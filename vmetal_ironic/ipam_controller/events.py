@@ -27,6 +27,16 @@ BMH_API = ('metal3.io', 'v1alpha1', 'baremetalhosts')
 ALLOCATED = 'AddressAllocated'
 RELEASED = 'AddressReleased'
 REFUSED = 'AddressRefused'
+# An object written by someone else that the controller leaves out
+# (:mod:`.vetting`): a Warning on that object.
+SKIPPED = 'MalformedObjectSkipped'
+WARNINGS = frozenset({REFUSED, SKIPPED})
+# Events of cluster-scoped objects (NodeProviders) go here, as
+# Kubernetes' own controllers put them.
+CLUSTER_EVENTS_NAMESPACE = 'default'
+# Objects whose last warning is remembered (not to repeat it every
+# resync); past it the memory starts again, costing one repeat each.
+REMEMBERED = 10000
 # Kubernetes caps an Event's message at 1 KiB.
 MESSAGE_LIMIT = 1024
 
@@ -38,21 +48,30 @@ def verdict_text(reason, message):
 
 def event_body(host, reason, message, instance, now=None):
     """A ``core/v1`` Event about ``host`` (pure)."""
-    metadata = host['metadata']
+    return object_event_body('/'.join(BMH_API[:2]), 'BareMetalHost', host,
+                             reason, message, instance, now)
+
+
+def object_event_body(api_version, kind, obj, reason, message, instance,
+                      now=None):
+    """A ``core/v1`` Event about ``obj`` of ``kind`` (pure); a
+    cluster-scoped object's goes to :data:`CLUSTER_EVENTS_NAMESPACE`."""
+    metadata = obj['metadata']
+    namespace = metadata.get('namespace') or CLUSTER_EVENTS_NAMESPACE
     stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime(
         '%Y-%m-%dT%H:%M:%SZ')
+    involved = {'apiVersion': api_version, 'kind': kind,
+                'name': metadata['name'], 'uid': metadata.get('uid')}
+    if metadata.get('namespace'):
+        involved['namespace'] = metadata['namespace']
     return {
         'apiVersion': 'v1', 'kind': 'Event',
         'metadata': {'generateName': f'{metadata["name"]}.',
-                     'namespace': metadata['namespace']},
-        'involvedObject': {'apiVersion': '/'.join(BMH_API[:2]),
-                           'kind': 'BareMetalHost',
-                           'name': metadata['name'],
-                           'namespace': metadata['namespace'],
-                           'uid': metadata.get('uid')},
+                     'namespace': namespace},
+        'involvedObject': involved,
         'reason': reason,
         'message': ' '.join(message.split())[:MESSAGE_LIMIT],
-        'type': 'Warning' if reason == REFUSED else 'Normal',
+        'type': 'Warning' if reason in WARNINGS else 'Normal',
         'source': {'component': COMPONENT},
         'reportingComponent': COMPONENT, 'reportingInstance': instance,
         'firstTimestamp': stamp, 'lastTimestamp': stamp, 'count': 1}
@@ -63,13 +82,17 @@ class Reporter:
 
     :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
     :param instance: this replica's identity.
+    :param on_written: ``(ok)`` after each Event written or not (the
+        metrics).
     """
 
-    def __init__(self, api, instance):
+    def __init__(self, api, instance, on_written=None):
         self.api = api
         self.instance = instance
+        self.on_written = on_written or (lambda ok: None)
         self.events = 0
         self.failures = 0
+        self._warned = {}   # (kind, namespace, name) -> (uid, message)
 
     def report(self, host, reason, message):
         """Say ``reason``/``message`` on ``host`` (a dict as read) unless
@@ -100,10 +123,56 @@ class Reporter:
                               VERDICT_ANNOTATION: text}}},
                           _content_type=MERGE_PATCH)
         except exception.VmetalError as exc:
-            self.failures += 1
+            self._counted(False)
             LOG.warning('Cannot report %(reason)s on BareMetalHost %(host)s: '
                         '%(err)s', {'reason': reason, 'host': where,
                                     'err': exc})
             return False
-        self.events += 1
+        self._counted(True)
         return True
+
+    def _counted(self, ok):
+        if ok:
+            self.events += 1
+        else:
+            self.failures += 1
+        self.on_written(ok)
+
+    def warn(self, api_version, kind, obj, message, reason=SKIPPED):
+        """A Warning Event on ``obj`` (any kind), once per object and
+        message: a resync finding the same fault writes nothing. Never
+        raises.
+
+        :returns: whether an Event was written.
+        """
+        metadata = obj.get('metadata') or {}
+        if not metadata.get('name'):
+            return False
+        memory = (kind, metadata.get('namespace'), metadata['name'])
+        said = (metadata.get('uid'), message)
+        if self._warned.get(memory) == said:
+            return False
+        body = object_event_body(api_version, kind, obj, reason, message,
+                                 self.instance)
+        namespace = body['metadata']['namespace']
+        try:
+            where = '/'.join(part for part in memory[1:] if part)
+            self.api.call(f'create Event about {kind} {where}',
+                          self.api.core.create_namespaced_event,
+                          namespace, body)
+        except exception.VmetalError as exc:
+            self._counted(False)
+            LOG.warning('Cannot report on %(kind)s %(name)s: %(err)s',
+                        {'kind': kind, 'name': metadata['name'], 'err': exc})
+            return False
+        if len(self._warned) >= REMEMBERED:
+            self._warned.clear()
+        self._warned[memory] = said
+        self._counted(True)
+        return True
+
+    def forget(self, kind, obj):
+        """``obj`` was deleted: a new object of that name is judged anew."""
+        metadata = obj.get('metadata') or {}
+        self._warned.pop((kind, metadata.get('namespace'),
+                          metadata.get('name')), None)

@@ -30,10 +30,13 @@ class Informer:
     :param handler: ``synced(objects)``, ``changed(kind, obj)``
         (``ADDED``/``MODIFIED``/``DELETED``).
     :param selector: a label selector, or ``None``.
+    :param digest: ``obj -> what synced receives for it``, applied page
+        by page as the list is read (the whole objects of a long list are
+        never held at once); ``None``: the objects themselves.
     """
 
     def __init__(self, api, what, list_func, args, handler, selector=None,
-                 retry=5.0):
+                 retry=5.0, digest=None):
         self.api = api
         self.what = what
         self.list_func = list_func
@@ -41,9 +44,12 @@ class Informer:
         self.handler = handler
         self.selector = selector
         self.retry = retry
+        self.digest = digest
         self.events = 0
         self.relists = 0
         self.failures = 0
+        # Called at each failure (the controller's metric).
+        self.on_failure = lambda: None
 
     def _kwargs(self):
         return {'label_selector': self.selector} if self.selector else {}
@@ -59,7 +65,8 @@ class Informer:
                                  *self.args, **kwargs)
             for item in page.get('items') or []:
                 (item.get('metadata') or {}).pop('managedFields', None)
-                items.append(item)
+                items.append(item if self.digest is None
+                             else self.digest(item))
             metadata = page.get('metadata') or {}
             revision = revision or metadata.get('resourceVersion')
             token = metadata.get('continue')
@@ -108,6 +115,7 @@ class Informer:
                 if stop.is_set():
                     return
                 self.failures += 1
+                self.on_failure()
                 if not broken:
                     LOG.warning('Watching %(what)s failed (%(err)s); '
                                 'listing again every %(retry)s s until it '

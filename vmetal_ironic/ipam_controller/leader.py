@@ -54,11 +54,13 @@ class LeaseElector:
         successful renew; less than ``lease_duration``.
     :param retry_period: seconds between two looks (and renews).
     :param clock: monotonic seconds (tests).
+    :param metrics: a :class:`~.metrics.Metrics` to keep (leading, the
+        Lease's transitions, this replica's changes), or ``None``.
     """
 
     def __init__(self, api_client, namespace, identity, lease_duration=15,
                  renew_deadline=10, retry_period=2, name=NAME,
-                 clock=time.monotonic):
+                 clock=time.monotonic, metrics=None):
         if not 0 < retry_period < renew_deadline < lease_duration:
             raise ValueError(
                 f'lease timing must be 0 < retry_period ({retry_period}) < '
@@ -78,6 +80,9 @@ class LeaseElector:
         self._renewed_at = None
         self.leading = False
         self.transitions = 0
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.follow_leading(lambda: self.leading)
 
     def _timeout(self):
         # A hung renew must not hold a leader past its deadline: half of
@@ -119,6 +124,9 @@ class LeaseElector:
         acquired = None
         if lease is not None:
             spec = lease.spec
+            if self.metrics is not None:
+                self.metrics.lease_transitions.set(
+                    spec.lease_transitions or 0)
             record = (spec.holder_identity, spec.renew_time,
                       spec.lease_duration_seconds)
             if record != self._observed:
@@ -149,6 +157,10 @@ class LeaseElector:
             return False
         if lease is None or lease.spec.holder_identity != self.identity:
             self.transitions += 1
+        if self.metrics is not None:
+            # The record as this replica just wrote it.
+            self.metrics.lease_transitions.set(
+                body['spec']['leaseTransitions'])
         return True
 
     def release(self):
@@ -186,6 +198,7 @@ class LeaseElector:
                     self.leading = True
                     LOG.info('%s leads (Lease %s/%s)', self.identity,
                              self.namespace, self.name)
+                    self._changed('started')
                     on_started()
             elif self.leading and (self.clock() - self._renewed_at
                                    > self.renew_deadline):
@@ -193,11 +206,17 @@ class LeaseElector:
                 LOG.warning('%s could not renew Lease %s for %s s: it stops '
                             'leading', self.identity, self.name,
                             self.renew_deadline)
+                self._changed('stopped')
                 on_stopped()
             stop.wait(max(0.0, self.retry_period - (self.clock() - start)))
         if self.leading:
+            self._changed('stopped')
             on_stopped()
             self.release()
+
+    def _changed(self, change):
+        if self.metrics is not None:
+            self.metrics.leadership.labels(change).inc()
 
     def start(self, stop, on_started, on_stopped):
         thread = threading.Thread(target=self.run, name='vmetal-lease',

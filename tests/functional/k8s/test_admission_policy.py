@@ -176,3 +176,115 @@ def _save_and_clear(admin, namespace, store):
     assert 'networkData' not in host['spec']
     assert admin.secret(namespace, 'vmetal-nd-baremetalhost-h0') is None
     assert admin.secret(namespace, 'bmc-credentials') is not None
+
+
+# -- vmetal-ipam-controller's identity ----------------------------------------
+
+VERDICT = 'vmetal-ironic.io/ipam-verdict'
+CONTROLLER_EVENT = {
+    'reportingComponent': 'vmetal-ipam-controller',
+    'reportingInstance': 'replica-a',
+    'source': {'component': 'vmetal-ipam-controller'},
+    'reason': 'AddressAllocated', 'message': '198.51.100.7 allocated',
+    'type': 'Normal'}
+
+
+@pytest.fixture
+def as_controller(kube_cluster, controller_rbac):
+    """Clients authenticated as the controller's ServiceAccount (the
+    shipped roles of etc/kubernetes/controller)."""
+    with k8s_client.ApiClient(kube_cluster.configuration(
+            token=kube_cluster.controller_token)) as api:
+        yield (k8s_client.CoreV1Api(api), k8s_client.CustomObjectsApi(api),
+               k8s_client.CoordinationV1Api(api))
+
+
+def _event(namespace, about, **changes):
+    body = {'metadata': {'generateName': 'h0.', 'namespace': namespace},
+            'involvedObject': about, **CONTROLLER_EVENT}
+    body.update(changes)
+    return body
+
+
+def test_the_controller_writes_outputs_and_its_verdict_and_nothing_else(
+        admin, host_namespace, as_controller, as_store):
+    namespace = host_namespace
+    _, custom, _ = as_controller
+    admin.create_host(namespace, 'h0', '52:54:00:00:08:11',
+                      annotations={'keep': 'me'})
+    # What it writes: the outputs and its verdict.
+    custom.patch_namespaced_custom_object(
+        *BMH[:2], namespace, BMH[2], 'h0', {'metadata': {'annotations': {
+            VERDICT: 'AddressAllocated: 198.51.100.7',
+            'metal3.vcluster.com/ip-address': '198.51.100.7/24'}},
+            'spec': {'preprovisioningNetworkDataName': 'vmetal-nd-h0'}},
+        _content_type=MERGE)
+    # What it may not: another annotation, another field of the host.
+    assert 'only its output annotations' in _refused(
+        custom.patch_namespaced_custom_object, *BMH[:2], namespace, BMH[2],
+        'h0', {'metadata': {'annotations': {'keep': None}}},
+        _content_type=MERGE)
+    assert 'only spec.networkData' in _refused(
+        custom.patch_namespaced_custom_object, *BMH[:2], namespace, BMH[2],
+        'h0', {'spec': {'online': False}}, _content_type=MERGE)
+    # The verdict is the controller's alone: not the store's to write.
+    _refused(as_store[1].patch_namespaced_custom_object, *BMH[:2], namespace,
+             BMH[2], 'h0', {'metadata': {'annotations': {VERDICT: 'x'}}},
+             _content_type=MERGE)
+    annotations = admin.get_host(namespace, 'h0')['metadata']['annotations']
+    assert (annotations['keep'], annotations[VERDICT]) == (
+        'me', 'AddressAllocated: 198.51.100.7')
+
+
+def test_the_controller_writes_only_network_data_secrets(
+        admin, host_namespace, as_controller):
+    namespace = host_namespace
+    core, _, _ = as_controller
+    core.create_namespaced_secret(namespace, _secret('vmetal-nd-h1', OURS))
+    admin.core.create_namespaced_secret(namespace,
+                                        _secret('bmc-credentials'))
+    assert f'not {namespace}/bmc-credentials' in _refused(
+        core.replace_namespaced_secret, 'bmc-credentials', namespace,
+        _secret('bmc-credentials', OURS, 'mine'))
+    _refused(core.delete_namespaced_secret, 'bmc-credentials', namespace)
+    assert admin.secret(namespace, 'bmc-credentials').data == {
+        'password': 'c2VjcmV0'}
+    core.delete_namespaced_secret('vmetal-nd-h1', namespace)
+
+
+def test_the_controller_creates_only_its_own_lease(admin, as_controller):
+    _, _, coordination = as_controller
+    body = {'metadata': {'name': 'kube-scheduler'},
+            'spec': {'holderIdentity': 'replica-a'}}
+    assert 'only the Lease vmetal-ipam-controller, not ' \
+        'vmetal-system/kube-scheduler' in _refused(
+            coordination.create_namespaced_lease, 'vmetal-system', body)
+    # Its own Lease: made by a dry run (the namespace is shared by the
+    # session's controllers, which campaign for it for real).
+    body['metadata']['name'] = 'vmetal-ipam-controller'
+    coordination.create_namespaced_lease('vmetal-system', body,
+                                         dry_run='All')
+
+
+@pytest.mark.parametrize('changes, why', [
+    ({'reportingComponent': 'kubelet', 'source': {'component': 'kubelet'}},
+     'only as vmetal-ipam-controller'),
+    ({'involvedObject': {'apiVersion': 'v1', 'kind': 'Pod', 'name': 'p'}},
+     'not on a Pod'),
+], ids=['other-component', 'other-kind'])
+def test_the_controller_reports_only_its_own_events(
+        host_namespace, as_controller, changes, why):
+    core, _, _ = as_controller
+    about = {'apiVersion': 'metal3.io/v1alpha1', 'kind': 'BareMetalHost',
+             'name': 'h0', 'namespace': host_namespace}
+    if 'involvedObject' in changes:
+        changes['involvedObject']['namespace'] = host_namespace
+    # Its own Event about a host of the namespace goes through.
+    core.create_namespaced_event(host_namespace, _event(host_namespace,
+                                                        about))
+    # And one about a cluster-scoped NodeProvider, in default.
+    core.create_namespaced_event('default', _event('default', {
+        'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+        'name': 'team-a'}, reason='MalformedObjectSkipped', type='Warning'))
+    assert why in _refused(core.create_namespaced_event, host_namespace,
+                           _event(host_namespace, about, **changes))

@@ -4,16 +4,13 @@ with SIGKILL); what it does is said on the host (Events, the verdict
 annotation); it runs with the shipped controller RBAC, and that RBAC is
 checked by SubjectAccessReviews for the three identities."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from kubernetes import client as k8s_client
 
 from tests.functional import kube
+from tests.functional.k8s import controller_process as process
 from tests.functional.k8s import test_claim_follower as follower
 from vmetal_ironic import properties as props
 from vmetal_ironic.ipam_controller import events
@@ -139,26 +136,6 @@ def test_least_privilege_by_subject_access_review(
     assert allowed(admin, user, verb, resource, group, namespace, name) is ok
 
 
-def _controller_process(kube_cluster, namespace, identity, tmp_path):
-    settings = kube_cluster.settings(namespace=namespace,
-                                     reconcile_interval=0)
-    lines = ['[DEFAULT]', 'use_stderr = true', '[vmetal]',
-             'store = kubernetes', '[vmetal_kubernetes]']
-    for key, value in settings.items():
-        if isinstance(value, list):
-            value = ','.join(value)
-        lines.append(f'{key} = {value}')
-    lines += ['[vmetal_ipam_controller]', f'identity = {identity}',
-              'lease_duration = 4', 'renew_deadline = 3',
-              'retry_period = 0.5']
-    config = tmp_path / f'{identity}.conf'
-    config.write_text('\n'.join(lines) + '\n')
-    log = open(tmp_path / f'{identity}.log', 'wb')  # noqa: SIM115
-    return subprocess.Popen(
-        [sys.executable, '-m', 'vmetal_ironic.cmd.ipam_controller',
-         '--config-file', str(config)], stdout=log, stderr=log)
-
-
 def test_a_standby_takes_over_within_the_lease_duration(
         kube_cluster, admin, namespace, tmp_path):
     admin.create_host(namespace, 'h', '52:54:00:00:09:11', annotations={
@@ -172,23 +149,25 @@ def test_a_standby_takes_over_within_the_lease_duration(
             return None
         return lease.spec.holder_identity
 
-    first = _controller_process(kube_cluster, namespace, 'first', tmp_path)
+    settings = kube_cluster.settings(namespace=namespace,
+                                     reconcile_interval=0)
+    first = process.ControllerProcess(settings, tmp_path, 'first')
     second = None
     try:
         # The interpreter starting and importing counts too.
         wait_for(lambda: holder() == 'first', timeout=60,
                  what='the first replica leading')
-        second = _controller_process(kube_cluster, namespace, 'second',
-                                     tmp_path)
+        second = process.ControllerProcess(settings, tmp_path, 'second')
         # Once the standby runs its loop (the interpreter's start is not
         # the takeover's), and has looked a few times.
-        wait_for(lambda: b'campaigns' in (
-            tmp_path / 'second.log').read_bytes(), timeout=60,
-            what='the standby campaigning')
+        wait_for(lambda: b'campaigns' in second.log.read_bytes(),
+                 timeout=60, what='the standby campaigning')
         time.sleep(2)
         assert holder() == 'first'
-        os.kill(first.pid, signal.SIGKILL)
-        first.wait(10)
+        # Each replica says whether it leads.
+        assert first.metrics()[('vmetal_ipam_controller_leading',)] == 1
+        assert second.metrics()[('vmetal_ipam_controller_leading',)] == 0
+        first.kill()
         killed = time.monotonic()
         wait_for(lambda: holder() == 'second', timeout=15,
                  what='the standby taking over')
@@ -198,12 +177,66 @@ def test_a_standby_takes_over_within_the_lease_duration(
         # And it works: a claim is followed.
         follower.claim_host(admin, namespace, 'h', 'worker-9')
         follower.wait_outputs(admin, namespace, 'h')
+        after = second.metrics()
+        assert after[('vmetal_ipam_controller_leading',)] == 1
+        assert after[('vmetal_ipam_controller_leadership_changes_total',
+                      'started')] == 1
+        # The first replica's Lease taken over: one transition.
+        assert after[('vmetal_ipam_controller_lease_transitions',)] >= 1
         # A clean stop gives the Lease up.
-        second.send_signal(signal.SIGTERM)
-        assert second.wait(15) == 0
+        assert second.stop() == 0
         assert holder() is None
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait(10)
+        for replica in (first, second):
+            if replica is not None:
+                replica.stop()
+
+
+def test_the_controller_process_serves_its_metrics(
+        kube_cluster, admin, namespace, tmp_path):
+    """The real command with its endpoint on: one host given its network,
+    one with a consumerRef no Machine can have (BMO's schema lets any
+    string through) skipped, counted and said on that host, the queue
+    drained."""
+    admin.create_host(namespace, 'good', '52:54:00:00:09:21', annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'})
+    admin.create_host(namespace, 'bad', '52:54:00:00:09:22', annotations={
+        props.NETWORK_CIDR: '192.0.2.1/24'}, spec={'consumerRef': {
+            'kind': 'Metal3Machine', 'name': 'worker/../other'}})
+    replica = process.ControllerProcess(kube_cluster.settings(
+        namespace=namespace, reconcile_interval=0), tmp_path, 'scraped')
+    try:
+        # The interpreter starting and importing counts too.
+        wait_for(lambda: replica.metrics().get(
+            ('vmetal_ipam_controller_leading',)), timeout=60,
+            what='the replica leading')
+        follower.claim_host(admin, namespace, 'good', 'worker-21')
+        follower.wait_outputs(admin, namespace, 'good')
+
+        def settled():
+            found = replica.metrics()
+            return found if found.get(
+                ('vmetal_ipam_controller_queue_depth',)) == 0 and found.get(
+                ('vmetal_ipam_controller_verdicts_total', 'allocated')
+            ) else None
+
+        found = wait_for(settled, timeout=30, what='the queue drained')
+        assert found[('vmetal_ipam_controller_steps_total', 'ok',
+                      'follow')] >= 1
+        assert found.get(('vmetal_ipam_controller_steps_total', 'failed',
+                          'follow'), 0) == 0
+        assert found[('vmetal_ipam_controller_skipped_objects_total',
+                      'BareMetalHost', 'consumer_ref')] >= 1
+        assert found[('vmetal_ipam_controller_reconcile_seconds_count',
+                      'host')] >= 2
+        assert found[('vmetal_ipam_controller_events_total',
+                      'written')] >= 2
+        [(reason, kind, message)] = events_of(admin, namespace, 'bad')
+        assert (reason, kind) == (events.SKIPPED, 'Warning')
+        assert message == (f"BareMetalHost {namespace}/bad spec.consumerRef."
+                           "name 'worker/../other' is not an object name")
+        assert 'networkData' not in admin.get_host(namespace, 'bad')['spec']
+        # A clean stop, the endpoint's thread included.
+        assert replica.stop() == 0
+    finally:
+        replica.stop()

@@ -1,5 +1,7 @@
 """``vmetal-ipam-controller``: options to objects; bad ones, one line."""
 
+import socket
+
 from vmetal_ironic.cmd import ipam_controller
 
 
@@ -36,3 +38,24 @@ def test_timings_that_do_not_hold_together_exit_1_in_one_line(
     err = capsys.readouterr().err
     assert err.startswith('vmetal-ipam-controller: error: lease timing')
     assert err.count('\n') == 1
+
+
+def test_metrics_are_off_by_default_and_a_taken_port_is_one_line(
+        tmp_path, capsys):
+    path = _write(tmp_path, '[vmetal_kubernetes]\n'
+                  'api_url = https://127.0.0.1:9\n')
+    conf = ipam_controller._load_conf(['--config-file', path])
+    assert ipam_controller.serve_metrics(conf, None) is None
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _write(tmp_path, '[vmetal_kubernetes]\n'
+                      'api_url = https://127.0.0.1:9\n'
+                      '[vmetal_ipam_controller]\n'
+                      f'metrics_port = {port}\n')
+        assert ipam_controller.main(['--config-file', path]) == 1
+    err = capsys.readouterr().err
+    assert err == (f'vmetal-ipam-controller: error: [vmetal_ipam_controller] '
+                   f'cannot serve metrics on 127.0.0.1:{port}: Address '
+                   'already in use\n')

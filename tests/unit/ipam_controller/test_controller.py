@@ -29,7 +29,8 @@ def two_holding_hosts():
 
 def feed(world, controller):
     """What the watches would deliver now: every host and claim."""
-    controller.hosts_synced(world.kube.items(cl.BMH))
+    controller.hosts_synced([controller.host_digest(obj)
+                             for obj in world.kube.items(cl.BMH)])
     controller.claims_synced(world.kube.items(cl.CLAIMS, cl.NAMESPACE))
 
 
@@ -43,12 +44,7 @@ def drain(controller, world=None):
         if key is None:
             return worked
         worked.append(key)
-        try:
-            ok = controller.reconcile(key)
-        finally:
-            controller.queue.done(key)
-        if not ok:
-            controller.queue.retry(key)
+        controller.work_on(key)
         if world is not None:
             watch_claims(world, controller)
 
@@ -145,3 +141,143 @@ def test_a_failing_step_is_retried_later_and_others_go_on():
     controller.queue.add(KEY)
     drain(controller, world)
     assert world.claims() == {}
+
+
+def warnings_on(world, namespace, kind, name):
+    return [(e['reason'], e['type'], e['message'])
+            for e in world.kube.items('events', namespace)
+            if (e['involvedObject']['kind'], e['involvedObject']['name'])
+            == (kind, name)]
+
+
+def sample(controller, name, **labels):
+    return controller.metrics.registry.get_sample_value(name, labels) or 0
+
+
+def test_a_bad_consumer_ref_is_skipped_counted_and_said_on_its_host():
+    world, store, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    world.host('h2', consumer='Machine/m3/w2')
+    cl.give(store, 'h2')
+    # Someone writes a reference no Machine can have: h2 keeps what it
+    # holds (nothing released, nothing given) and h1 is served.
+    world.change_host('h2', spec={'consumerRef': {'kind': 'Machine',
+                                                  'name': 'w2/../w9'}})
+    feed(world, controller)
+    drain(controller, world)
+    controller.queue.add(f'{cl.HOSTS}/h2')
+    drain(controller, world)
+
+    assert sorted(world.claims().values()) == [
+        'Machine/m3/w1', 'Machine/m3/w2']
+    [(reason, kind, message)] = warnings_on(world, cl.HOSTS,
+                                            'BareMetalHost', 'h2')
+    assert (reason, kind) == (events.SKIPPED, 'Warning')
+    assert message == ("BareMetalHost m3/h2 spec.consumerRef.name "
+                       "'w2/../w9' is not an object name")
+    # Skipped at the listing and at each reconcile; said once.
+    assert controller.counts['skipped.BareMetalHost.consumer_ref'] == 3
+    assert sample(controller, 'vmetal_ipam_controller_skipped_objects_total',
+                  kind='BareMetalHost', reason='consumer_ref') == 3
+    assert controller.counts['follow.ok'] == 1
+
+
+def test_a_malformed_claim_or_record_is_skipped_and_the_rest_indexed():
+    world, _, controller = setup()
+    world.host('h1', consumer='Machine/m3/w1')
+    # Wrong types and values the CRD schemas refuse on an API server that
+    # has them: written here as by a client of a cluster with older CRDs.
+    world.kube.put(cl.CLAIMS, {'metadata': {
+        'name': 'x.192.0.2.77', 'namespace': cl.NAMESPACE},
+        'spec': {'owner': 'Machine', 'address': '192.0.2.77'}})
+    world.kube.put(cl.CLAIMS, {'metadata': {
+        'name': 'x.192.0.2.78', 'namespace': cl.NAMESPACE},
+        'spec': {'owner': 'Machine/m3/w8', 'address': '192.0.2.78',
+                 'host': ['m3', 'h1']}})
+    feed(world, controller)
+    controller.record_changed('ADDED', {'metadata': {
+        'name': 'r', 'namespace': cl.NAMESPACE}, 'spec': 'owner=Machine'})
+    drain(controller, world)
+
+    assert world.claims()['192.0.2.2'] == 'Machine/m3/w1'
+    assert ('x.192.0.2.77', 'x.192.0.2.78') not in controller.claims
+    [(_, _, owner)] = warnings_on(world, cl.NAMESPACE, 'AddressClaim',
+                                  'x.192.0.2.77')
+    assert owner.startswith("AddressClaim vmetal-system/x.192.0.2.77 "
+                            "spec.owner: owner 'Machine' is not")
+    [(_, _, host)] = warnings_on(world, cl.NAMESPACE, 'AddressClaim',
+                                 'x.192.0.2.78')
+    assert "spec.host ['m3', 'h1'] is not <namespace>/<name>" in host
+    [(_, _, record)] = warnings_on(world, cl.NAMESPACE, 'AddressOwner', 'r')
+    assert "spec 'owner=Machine' is not an object" in record
+    assert sample(controller, 'vmetal_ipam_controller_skipped_objects_total',
+                  kind='AddressClaim', reason='owner') >= 1
+    assert controller.counts['skipped.AddressOwner.spec'] == 1
+
+
+def test_a_node_type_with_a_bad_selector_is_said_on_its_node_provider():
+    world, _, controller = setup()
+    provider = {'metadata': {'name': 'team-a', 'uid': 'u-a'},
+                'spec': {'metal3': {'nodeTypes': [
+                    {'name': 'small', 'bareMetalHosts': {'selector': {
+                        'matchExpressions': [{'key': 'tier',
+                                              'operator': 'Near'}]}}},
+                    {'name': 'large', 'bareMetalHosts': {'selector': {
+                        'matchLabels': {'tier': 'large'}}}}]}}}
+    controller.providers_synced([provider])
+    controller.provider_changed('MODIFIED', provider)
+
+    [(reason, kind, message)] = warnings_on(world, 'default', 'NodeProvider',
+                                            'team-a')
+    assert (reason, kind) == (events.SKIPPED, 'Warning')
+    assert "NodeProvider team-a node type 'small'" in message
+    assert "'Near'" in message
+    assert controller.counts['skipped.NodeProvider.selector'] == 2
+    # Deleted and made again with the same fault: said again.
+    controller.provider_changed('DELETED', provider)
+    controller.provider_changed('ADDED', provider)
+    assert len(warnings_on(world, 'default', 'NodeProvider', 'team-a')) == 2
+
+
+def test_the_metrics_count_steps_retries_verdicts_and_time():
+    world, controller = two_holding_hosts()
+    world.kube.deny('patch', cl.BMH, cl.HOSTS)
+    world.let_go('h1')
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    drain(controller, world)
+
+    assert sample(controller, 'vmetal_ipam_controller_steps_total',
+                  step='release', result='failed') == 1
+    assert sample(controller, 'vmetal_ipam_controller_steps_total',
+                  step='follow', result='ok') == 1
+    assert sample(controller, 'vmetal_ipam_controller_verdicts_total',
+                  outcome='allocated') == 1
+    assert sample(controller, 'vmetal_ipam_controller_events_total',
+                  result='written') == 1
+    assert sample(controller, 'vmetal_ipam_controller_queue_retries_total'
+                  ) == 1
+    # Every host key worked on was timed: read, or judged settled from
+    # the watches' copy.
+    assert sample(controller, 'vmetal_ipam_controller_reconcile_seconds_count',
+                  kind='host') == sum(sample(
+                      controller, 'vmetal_ipam_controller_steps_total',
+                      step=step, result='ok') for step in ('read', 'settled'))
+    # The failed key waits for its retry.
+    assert sample(controller, 'vmetal_ipam_controller_queue_depth') == 1
+
+
+def test_a_resync_reads_no_host_that_needs_nothing():
+    world, controller = two_holding_hosts()
+    gets = world.kube.requests.get(('get', cl.BMH), 0)
+    # The watches' copies as they are now (outputs written), every host
+    # queued: each holds what it should.
+    feed(world, controller)
+    drain(controller, world)
+    assert world.kube.requests.get(('get', cl.BMH), 0) == gets
+    assert controller.counts['settled'] >= 2
+    # A change the watch delivers (h1 let go) is read and acted on.
+    world.let_go('h1')
+    controller.host_changed('MODIFIED', world.get_host('h1'))
+    drain(controller, world)
+    assert world.kube.requests[('get', cl.BMH)] > gets
+    assert list(world.claims().values()) == ['BareMetalHost/m3/h2']

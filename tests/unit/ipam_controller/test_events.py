@@ -37,3 +37,37 @@ def test_a_verdict_is_written_once_and_a_failure_is_counted_not_raised():
     assert not reporter.report(world.get_host('h1'), events.REFUSED, 'bad')
     assert (reporter.events, reporter.failures) == (2, 1)
     assert not reporter.report(None, events.RELEASED, 'gone')
+
+
+def test_a_warning_on_any_object_is_written_once_per_fault():
+    world = cl.Cluster()
+    store = world.store()
+    written = []
+    reporter = events.Reporter(store.api, 'replica-a',
+                               on_written=written.append)
+    provider = {'metadata': {'name': 'team-a', 'uid': 'u1'}}
+    claim = {'metadata': {'name': 'c', 'namespace': cl.NAMESPACE}}
+    api = 'management.loft.sh/v1'
+    assert reporter.warn(api, 'NodeProvider', provider, 'bad selector')
+    assert not reporter.warn(api, 'NodeProvider', provider, 'bad selector')
+    assert reporter.warn(api, 'NodeProvider', provider, 'worse selector')
+    assert reporter.warn('vmetal-ironic.io/v1alpha1', 'AddressClaim', claim,
+                         'bad owner')
+    # A cluster-scoped object's Event goes to the default namespace.
+    [first, second] = sorted(world.kube.items('events', 'default'),
+                             key=lambda event: event['message'])
+    assert first['involvedObject'] == {
+        'apiVersion': api, 'kind': 'NodeProvider', 'name': 'team-a',
+        'uid': 'u1'}
+    assert (first['type'], first['reason']) == ('Warning', events.SKIPPED)
+    assert (first['message'], second['message']) == (
+        'bad selector', 'worse selector')
+    [on_claim] = world.kube.items('events', cl.NAMESPACE)
+    assert on_claim['involvedObject']['namespace'] == cl.NAMESPACE
+    # Forgotten once deleted: the same fault on a new object is said.
+    reporter.forget('AddressClaim', claim)
+    world.kube.deny('create', 'events', cl.NAMESPACE)
+    assert not reporter.warn('vmetal-ironic.io/v1alpha1', 'AddressClaim',
+                             claim, 'bad owner')
+    assert written == [True, True, True, False]
+    assert (reporter.events, reporter.failures) == (3, 1)

@@ -36,6 +36,10 @@ def test_a_relist_delivers_every_page_whole_without_managed_fields():
     assert [o['metadata']['name'] for o in objects] == ['h0', 'h1', 'h2']
     assert all('managedFields' not in o['metadata'] for o in objects)
     assert revision and feed.relists == 1
+    # A digest keeps what it returns of each object, not the object.
+    feed.digest = lambda obj: obj['metadata']['name'].upper()
+    feed.relist()
+    assert handler.synced_with[-1] == ['H0', 'H1', 'H2']
 
 
 def test_a_failing_list_is_retried_and_counted_never_raised():
@@ -46,6 +50,8 @@ def test_a_failing_list_is_retried_and_counted_never_raised():
     feed = informer.Informer(
         store.api, 'BareMetalHosts', store.api.custom.list_cluster_custom_object,
         ('metal3.io', 'v1alpha1', cl.BMH), handler, retry=0.01)
+    failures = []
+    feed.on_failure = lambda: failures.append(1)
     stop = threading.Event()
     thread = threading.Thread(target=feed.run, args=(stop,))
     thread.start()
@@ -56,3 +62,4 @@ def test_a_failing_list_is_retried_and_counted_never_raised():
     stop.set()
     thread.join(5)
     assert feed.failures >= 3 and handler.synced_with == []
+    assert len(failures) == feed.failures

@@ -10,6 +10,7 @@ import pytest
 from kubernetes.client import exceptions as k8s_exceptions
 
 from vmetal_ironic.ipam_controller import leader
+from vmetal_ironic.ipam_controller import metrics as metrics_mod
 
 
 class FakeLeases:
@@ -64,10 +65,10 @@ class Clock:
         return self.now
 
 
-def replica(leases, clock, name):
+def replica(leases, clock, name, metrics=None):
     elector = leader.LeaseElector(None, 'ns', name, lease_duration=15,
                                   renew_deadline=10, retry_period=2,
-                                  clock=clock)
+                                  clock=clock, metrics=metrics)
     elector.api = leases
     return elector
 
@@ -96,7 +97,8 @@ def test_one_leads_the_other_waits_for_the_lease_duration():
 
 def test_a_leader_that_cannot_renew_stops_before_a_standby_may_start():
     leases, clock = FakeLeases(), Clock()
-    elector = replica(leases, clock, 'a')
+    metrics = metrics_mod.Metrics()
+    elector = replica(leases, clock, 'a', metrics)
     calls = []
 
     class Stop:
@@ -121,6 +123,32 @@ def test_a_leader_that_cannot_renew_stops_before_a_standby_may_start():
     # without one, before the lease (15 s after that renew) expired.
     assert 2 + 10 < calls[1][1] < 2 + 15
     assert len(calls) == 2
+    # Said in its metrics: it started, stopped and no longer leads.
+    assert [metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_leadership_changes_total', {'change': c})
+        for c in ('started', 'stopped')] == [1, 1]
+    assert metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_leading') == 0
+
+
+def test_the_metrics_follow_leading_and_the_leases_transitions():
+    leases, clock = FakeLeases(), Clock()
+    metrics = metrics_mod.Metrics()
+    first = replica(leases, clock, 'a')
+    second = replica(leases, clock, 'b', metrics)
+    assert first.try_acquire_or_renew()
+    assert not second.try_acquire_or_renew()
+    assert metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_leading') == 0
+    clock.now += 16
+    assert second.try_acquire_or_renew()
+    second.leading = True
+    assert metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_leading') == 1
+    # Read at the next look: the takeover's own transition.
+    second.try_acquire_or_renew()
+    assert metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_lease_transitions') == 1
 
 
 def test_a_clean_stop_gives_the_lease_up():
