@@ -45,6 +45,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data, status = BODY[10:20], 206
         if self.path.endswith('/json'):
             data = json.dumps({'path': self.path}).encode()
+        if self.path.endswith('/short'):
+            # Announces the whole body, sends a third, and hangs up.
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY[:len(BODY) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if self.path.endswith('/script'):
             data = (f'#!ipxe\nkernel {self.server.url}/k ipa-api-url='
                     f'{self.server.url}/api\n').encode()
@@ -159,6 +168,17 @@ def test_http_root_streams_files_heads_and_ranges(bridge, upstreams):
     observe.wait_for(lambda: bridge.metrics.bridge_bytes.labels(
         'http')._value.get() == len(BODY) + 10, timeout=5,
         what='bytes counted')
+
+
+def test_a_body_cut_upstream_is_cut_for_the_client(bridge):
+    """The kernel-side copy stops where Ironic's body stops: the client's
+    copy is short against its Content-Length, never a whole-looking
+    file."""
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        _request(bridge, 'http', 'GET', '/images/short')
+    assert len(caught.value.partial) == len(BODY) // 3
+    observe.wait_for(lambda: _refused(bridge, 'http', 'cut_off') == 1,
+                     timeout=5, what='cut counted')
 
 
 def test_api_forwards_lookup_and_refuses_the_rest(bridge, upstreams):
