@@ -163,13 +163,14 @@ class BridgeService:
         return (
             (_Forward('http', routes.http_root, config.http_upstream,
                       responses=config.translation),
-             config.provisioning_address, config.http_port),
+             config.provisioning_address, config.http_port, None),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
-             config.provisioning_address, config.api_port),
+             config.provisioning_address, config.api_port, None),
             (_Callback(self.reserved, self.ramdisks, config.ipa_port,
                        requests=config.translation),
-             config.callback_address, config.callback_port),
+             config.callback_address, config.callback_port,
+             config.callback_tls),
         )
 
     async def _handle(self, listener, reader, writer):
@@ -211,10 +212,13 @@ class BridgeService:
                 writer.transport.abort()
 
     async def _open(self):
-        for listener, address, port in self._listeners():
+        for listener, address, port, tls in self._listeners():
+            # A TLS handshake is bounded like a request head.
             server = await asyncio.start_server(
                 functools.partial(self._handle, listener), address, port,
-                backlog=1024, reuse_address=True)
+                backlog=1024, reuse_address=True, ssl=tls,
+                ssl_handshake_timeout=(self.config.limits.header_timeout
+                                       if tls else None))
             self._servers.append(server)
             self.ports[listener.name] = \
                 server.sockets[0].getsockname()[1]
@@ -253,14 +257,15 @@ class BridgeService:
             raise
         config = self.config
         LOG.info('Bridge: %s -> %s and %s -> %s (advertised as %s and %s); '
-                 'callbacks on %s:%d (advertised %s) -> reserved '
+                 'callbacks on %s:%d (%s, advertised %s) -> reserved '
                  'addresses port %d', f'{config.provisioning_address}:'
                  f'{self.ports["http"]}', config.http_upstream.name,
                  f'{config.provisioning_address}:{self.ports["api"]}',
                  config.api_upstream.name, config.http_advertise_url,
                  config.api_advertise_url, config.callback_address,
-                 self.ports['callback'], config.callback_advertise_url,
-                 config.ipa_port)
+                 self.ports['callback'],
+                 'TLS' if config.callback_tls else 'plain HTTP',
+                 config.callback_advertise_url, config.ipa_port)
 
     def _shutdown(self):
         for server in self._servers:
