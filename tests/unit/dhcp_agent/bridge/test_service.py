@@ -263,6 +263,54 @@ def test_callback_only_toward_reserved_ramdisks(bridge, upstreams,
     assert upstreams['ramdisk'].seen == []
 
 
+def test_callback_toward_a_ramdisk_on_a_lease(upstreams, reserved):
+    """A ramdisk inspecting on an address of the dynamic or shared range
+    (no reservation) is reachable while the lease runs, on ipa_port only;
+    once the lease ends, or for an address never leased, the way is
+    shut."""
+    leased_address = '127.0.0.4'
+    port = upstreams['ramdisk'].server_address[1]
+    on_lease = http.server.ThreadingHTTPServer((leased_address, port),
+                                               _Handler)
+    on_lease.daemon_threads = True
+    on_lease.seen = []
+    threading.Thread(target=on_lease.serve_forever, daemon=True).start()
+    leases = {ipaddress.IPv4Address(leased_address).packed}
+    service = service_mod.BridgeService(
+        _config(upstreams), lambda: reserved, metrics=metrics_mod.Metrics(),
+        leased=leases.__contains__)
+    service.start()
+    try:
+        _request(service, 'api', 'POST', '/v1/heartbeat/n',
+                 source=leased_address,
+                 body=json.dumps({'callback_url': f'http://x:{port}'}
+                                 ).encode())
+        status, body, _ = _request(service, 'callback', 'GET',
+                                   f'/{leased_address}/v1/commands/json')
+        assert (status, json.loads(body)) == (
+            200, {'path': '/v1/commands/json'})
+        # Never another port of the leased host, nor an address of the
+        # range nobody holds.
+        status, _, _ = _request(service, 'callback', 'GET',
+                                f'/{leased_address}:22/v1/')
+        assert status == 403
+        status, _, _ = _request(service, 'callback', 'GET',
+                                '/127.0.0.5/v1/commands/json')
+        assert status == 403
+        # The lease ends: refused at once, though the ramdisk was known.
+        leases.clear()
+        status, _, _ = _request(service, 'callback', 'GET',
+                                f'/{leased_address}/v1/commands/json')
+        assert status == 403
+        assert _refused(service, 'callback', 'not_reserved') == 2
+        assert _refused(service, 'callback', 'path') == 1
+        assert len(on_lease.seen) == 1
+    finally:
+        service.stop()
+        on_lease.shutdown()
+        on_lease.server_close()
+
+
 def test_silent_client_is_cut_off_and_frees_its_slot(bridge):
     socks = [socket.create_connection(('127.0.0.1', bridge.ports['http']))
              for _ in range(3)]
