@@ -41,6 +41,8 @@ MAC = '52:54:00:5e:17:20'
 AGENT_CLUSTER = '203.0.113.2'
 IRONIC = '203.0.113.1'
 HTTP_ROOT_PORT = 8088
+DYNAMIC_RANGE = ('198.51.100.100', '198.51.100.109')
+LEASED_MAC = '52:54:00:5e:17:21'
 IPA_PORT = 9999
 BIG = 2**30
 
@@ -120,6 +122,8 @@ def net(tmp_path_factory):
         callback_tls = tls.issue(workdir / 'tls', [AGENT_CLUSTER],
                                  label='callback')
         agent = lab.start_agent(agent_ns, agent_if, extra=f"""
+            [vmetal_dhcp_agent]
+            dynamic_range = {DYNAMIC_RANGE[0]}-{DYNAMIC_RANGE[1]}
             [vmetal_bridge]
             enabled = true
             ironic_http_url = http://{IRONIC}:{HTTP_ROOT_PORT}
@@ -255,6 +259,44 @@ def test_callback_listener_is_tls_checked_against_the_agents_ca(net):
     code, _, status = net.curl(
         net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}/v1/commands/')
     assert status != 200
+
+
+def test_conductor_reaches_a_ramdisk_on_a_dynamic_lease(net):
+    """A host with no reservation takes an address of dynamic_range with a
+    real DHCP client (udhcpc) and runs a ramdisk there: the conductor
+    reaches it through the agent while the lease runs; an address of the
+    range nobody took stays shut."""
+    ns, interface = net.lab.node('l', mac=LEASED_MAC)
+    env = pxe_lab.udhcpc(net.lab, ns, interface, 'leased')
+    assert env is not None, 'no lease from dynamic_range'
+    leased = env['ip']
+    net.lab.ns_run(ns, 'ip', 'addr', 'add', f'{leased}/24', 'dev', interface)
+    ramdisk = net.lab.workdir / 'leased-ramdisk' / 'v1' / 'commands'
+    ramdisk.mkdir(parents=True)
+    (ramdisk / 'index.html').write_text('{"commands": ["leased"]}')
+    net.lab.spawn(ns, [sys.executable, '-m', 'http.server', str(IPA_PORT),
+                       '--bind', leased, '--directory',
+                       str(ramdisk.parent.parent)], 'leased-ramdisk.log')
+    body = json.dumps({'callback_url': f'http://{leased}:{IPA_PORT}',
+                       'agent_token': 'x', 'agent_version': '13.0.0'})
+    _code, _, status = net.curl(
+        ns, '-H', 'Content-Type: application/json',
+        '-H', 'X-OpenStack-Ironic-API-Version: 1.68', '--data', body,
+        f'http://{AGENT}:6385/v1/heartbeat/'
+        '1be26c0b-03f2-4d2e-ae87-c02d7f33c124')
+    assert status == 404   # Ironic's answer: no such node here
+    pxe_lab.wait_for(lambda: net.conductor(
+        f'/{leased}/v1/commands/')[2] == 200, 15, what='ramdisk up')
+    _code, body, status = net.conductor(f'/{leased}/v1/commands/')
+    assert json.loads(body) == {'commands': ['leased']}
+    free = DYNAMIC_RANGE[1] if leased != DYNAMIC_RANGE[1] else \
+        DYNAMIC_RANGE[0]
+    before = net.refused('callback', 'not_reserved')
+    _code, _, status = net.conductor(f'/{free}/v1/commands/')
+    assert status == 403
+    net.agent.wait_metric('vmetal_bridge_refused_total{'
+                          'listener="callback",reason="not_reserved"}',
+                          before + 1)
 
 
 def test_ironic_down_is_a_clean_502(net):
