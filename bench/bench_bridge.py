@@ -9,10 +9,14 @@ vmetal-dhcp-agent with ``[vmetal_bridge]`` on) and the machine's
 (198.51.100.20). "direct" is curl in the agent's namespace fetching from
 httpd (one hop, Ironic's own server as a client next to it sees it);
 "bridge" is curl in the machine's namespace fetching the same file from
-the agent's provisioning-side forward. Rounds alternate (direct, bridge,
-bridge, direct, ...) so a change in the machine's load hits both alike;
-medians are printed with the ratio, and the agent's resident memory before
-the first 20-client round and its peak after the last.
+the agent's provisioning-side forward; "relay" is the same from
+``splice_relay.py`` in the agent's namespace, a bare TCP relay that pays
+the extra hop and nothing else (the ceiling any relay there can reach).
+Rounds rotate (direct, bridge, relay, bridge, relay, direct, ...) so a
+change in the machine's load hits all alike; medians are printed with the
+ratios, the agent's CPU while bridging (its own time: the TCP work done in
+softirq is not counted), and the agent's resident memory before the first
+20-client round and its peak after the last.
 """
 
 import os
@@ -67,6 +71,13 @@ def _clients(topology, namespace, url, count, size):
     return elapsed
 
 
+def _cpu_seconds(pid):
+    """User + system CPU seconds of process ``pid`` so far."""
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(
+        ')', 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
 def _status(pid, key):
     text = pathlib.Path(f'/proc/{pid}/status').read_text()
     return int(re.search(rf'{key}:\s+(\d+)', text).group(1))
@@ -107,37 +118,56 @@ def main():
             callback_address = {AGENT_CLUSTER}
             """))
         log = workdir / 'net' / 'agent.log'
+        relay_log = workdir / 'net' / 'relay.log'
+        relay = topology.spawn(agent_ns, [
+            sys.executable, str(pathlib.Path(__file__).parent /
+                                'splice_relay.py'),
+            AGENT_L2, '8090', IRONIC, '8080'], 'relay.log')
         agent = topology.spawn(agent_ns, [AGENT, '--config-file', str(conf)],
                                'agent.log')
         observe.wait_for(
             lambda: 'serving on' in log.read_text(errors='replace'), 30,
             failed=lambda: agent.poll() is not None, what='agent start')
-        direct = f'http://{IRONIC}:8080/{ramdisk.name}'
-        bridged = f'http://{AGENT_L2}:8080/{ramdisk.name}'
+        observe.wait_for(
+            lambda: 'relaying' in relay_log.read_text(errors='replace'), 30,
+            failed=lambda: relay.poll() is not None, what='relay start')
+        urls = {'direct': (agent_ns, f'http://{IRONIC}:8080/{ramdisk.name}'),
+                'bridge': (machine_ns,
+                           f'http://{AGENT_L2}:8080/{ramdisk.name}'),
+                'relay': (machine_ns,
+                          f'http://{AGENT_L2}:8090/{ramdisk.name}')}
+        kinds = tuple(urls)
         print(f'file: {what}, {size / 2**20:.1f} MiB; {ROUNDS} rounds each, '
               'alternating; throughput = clients x size / time to the last')
         rss_before = None
         for clients in (1, 20):
-            times = {'direct': [], 'bridge': []}
+            times = {kind: [] for kind in kinds}
+            agent_cpu = 0.0
             for index in range(ROUNDS):
-                order = ('direct', 'bridge') if index % 2 == 0 \
-                    else ('bridge', 'direct')
+                order = kinds[index % 3:] + kinds[:index % 3]
                 for kind in order:
                     if kind == 'bridge' and clients == 20 \
                             and rss_before is None:
                         rss_before = _status(agent.pid, 'VmRSS')
-                    namespace, url = ((agent_ns, direct) if kind == 'direct'
-                                      else (machine_ns, bridged))
+                    namespace, url = urls[kind]
+                    cpu = _cpu_seconds(agent.pid)
                     times[kind].append(_clients(topology, namespace, url,
                                                 clients, size))
+                    if kind == 'bridge':
+                        agent_cpu += _cpu_seconds(agent.pid) - cpu
             rates = {kind: clients * size / 2**20 / statistics.median(t)
                      for kind, t in times.items()}
-            spread = {kind: max(t) - min(t) for kind, t in times.items()}
+            spread = '/'.join(f'{max(t) - min(t):.2f}'
+                              for t in times.values())
             print(f'{clients:2d} client(s): direct {rates["direct"]:7.1f} '
-                  f'MiB/s, bridge {rates["bridge"]:7.1f} MiB/s, '
-                  f'bridge/direct {rates["bridge"] / rates["direct"]:.2f}x '
-                  f'(spread {spread["direct"]:.2f} / {spread["bridge"]:.2f} '
-                  's)')
+                  f'MiB/s, bridge {rates["bridge"]:7.1f} MiB/s, relay '
+                  f'{rates["relay"]:7.1f} MiB/s; bridge/direct '
+                  f'{rates["bridge"] / rates["direct"]:.2f}x, relay/direct '
+                  f'{rates["relay"] / rates["direct"]:.2f}x, bridge/relay '
+                  f'{rates["bridge"] / rates["relay"]:.2f}x (spreads '
+                  f'{spread} s); agent CPU '
+                  f'{agent_cpu / sum(times["bridge"]):.2f} cores while '
+                  'bridging')
         peak = _status(agent.pid, 'VmHWM')
         print(f'agent RSS: {rss_before / 1024:.1f} MiB before the 20-client '
               f'rounds, peak {peak / 1024:.1f} MiB '

@@ -10,6 +10,10 @@ Ironic.
   conductor) and busybox httpd serving Ironic's HTTP root (a 1 GiB sparse
   image among the files).
 
+The agent's callback listener serves TLS with a certificate from a CA the
+test makes (:mod:`vmetal_ironic.lab.tls`), as Ironic would check it with
+``[agent]verify_ca``; the conductor's side is curl with that CA.
+
 The ramdisk's API is played by Python's http.server on the machine's port
 9999 (IPA itself needs a booted ramdisk: the full-flow lab runs the real
 one); everything else is the real thing.
@@ -26,6 +30,7 @@ import pytest
 from tests.functional import ironic_fixture
 from tests.functional import pxe_lab
 from vmetal_ironic.lab import proxy
+from vmetal_ironic.lab import tls
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='needs root for network namespaces')
@@ -36,6 +41,8 @@ MAC = '52:54:00:5e:17:20'
 AGENT_CLUSTER = '203.0.113.2'
 IRONIC = '203.0.113.1'
 HTTP_ROOT_PORT = 8088
+DYNAMIC_RANGE = ('198.51.100.100', '198.51.100.109')
+LEASED_MAC = '52:54:00:5e:17:21'
 IPA_PORT = 9999
 BIG = 2**30
 
@@ -44,7 +51,7 @@ class Net:
     """Names and helpers of the running two-network lab."""
 
     def __init__(self, lab, agent, agent_ns, machine_ns, ironic_ns, ironic,
-                 httpd, root):
+                 httpd, root, callback_tls):
         self.lab = lab
         self.agent = agent
         self.agent_ns = agent_ns
@@ -53,6 +60,15 @@ class Net:
         self.ironic = ironic
         self.httpd = httpd
         self.root = root
+        self.callback_tls = callback_tls
+
+    def conductor(self, path, *args, ca_file=None, **kwargs):
+        """The conductor's call to the callback listener: curl in Ironic's
+        namespace over TLS, checked against the agent's CA (or
+        ``ca_file``)."""
+        ca_file = ca_file or self.callback_tls.ca_file
+        return self.curl(self.ironic_ns, '--cacert', str(ca_file), *args,
+                         f'https://{AGENT_CLUSTER}:8081{path}', **kwargs)
 
     def curl(self, ns, *args, timeout=60):
         """curl in ``ns``: ``(exit code, body, status)``; the status comes
@@ -103,16 +119,22 @@ def net(tmp_path_factory):
         ironic.url = f'http://127.0.0.1:{relay_port}'
         ironic.start()
         lab.reserve(MAC, MACHINE)
+        callback_tls = tls.issue(workdir / 'tls', [AGENT_CLUSTER],
+                                 label='callback')
         agent = lab.start_agent(agent_ns, agent_if, extra=f"""
+            [vmetal_dhcp_agent]
+            dynamic_range = {DYNAMIC_RANGE[0]}-{DYNAMIC_RANGE[1]}
             [vmetal_bridge]
             enabled = true
             ironic_http_url = http://{IRONIC}:{HTTP_ROOT_PORT}
             ironic_api_url = http://{IRONIC}:{ironic.port}
             callback_address = {AGENT_CLUSTER}
+            callback_cert_file = {callback_tls.cert_file}
+            callback_key_file = {callback_tls.key_file}
             header_timeout = 2
             """)
         yield Net(lab, agent, agent_ns, machine_ns, ironic_ns, ironic,
-                  httpd, root)
+                  httpd, root, callback_tls)
     finally:
         if ironic is not None:
             ironic.stop()
@@ -206,16 +228,13 @@ def test_conductor_reaches_the_ramdisk_through_the_agent_only(net):
         f'http://{AGENT}:6385/v1/heartbeat/'
         '1be26c0b-03f2-4d2e-ae87-c02d7f33c123')
     assert status == 404
-    code, body, status = net.curl(
-        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}/v1/commands/')
+    code, body, status = net.conductor(f'/{MACHINE}/v1/commands/')
     assert (status, json.loads(body)) == (200, {'commands': []})
     # Not reserved (the agent itself), the ramdisk's other ports, and the
     # ramdisk directly: none is reachable from the cluster side.
-    code, _, status = net.curl(
-        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{AGENT}/v1/commands/')
+    code, _, status = net.conductor(f'/{AGENT}/v1/commands/')
     assert status == 403
-    code, _, status = net.curl(
-        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}:22/v1/')
+    code, _, status = net.conductor(f'/{MACHINE}:22/v1/')
     assert status == 403
     code, _, _ = net.curl(net.ironic_ns, '--connect-timeout', '3',
                           f'http://{MACHINE}:{IPA_PORT}/v1/commands/',
@@ -223,9 +242,61 @@ def test_conductor_reaches_the_ramdisk_through_the_agent_only(net):
     assert code != 0
     # The callback listener is on the cluster side only.
     code, _, _ = net.curl(net.machine_ns, '--connect-timeout', '3',
-                          f'http://{AGENT}:8081/{MACHINE}/v1/commands/',
+                          f'https://{AGENT}:8081/{MACHINE}/v1/commands/',
                           timeout=15)
     assert code != 0
+
+
+def test_callback_listener_is_tls_checked_against_the_agents_ca(net):
+    """What Ironic's [agent]verify_ca does: trust the agent's CA and
+    nothing else; a plain-HTTP call gets no answer from the ramdisk."""
+    code, _body, status = net.conductor(f'/{MACHINE}/v1/commands/')
+    assert (code, status) == (0, 200)
+    other = tls.issue(net.lab.workdir / 'other-ca', [AGENT_CLUSTER])
+    code, _, status = net.conductor(f'/{MACHINE}/v1/commands/',
+                                    ca_file=other.ca_file)
+    assert code == 60 and status == 0   # curl: peer certificate not trusted
+    code, _, status = net.curl(
+        net.ironic_ns, f'http://{AGENT_CLUSTER}:8081/{MACHINE}/v1/commands/')
+    assert status != 200
+
+
+def test_conductor_reaches_a_ramdisk_on_a_dynamic_lease(net):
+    """A host with no reservation takes an address of dynamic_range with a
+    real DHCP client (udhcpc) and runs a ramdisk there: the conductor
+    reaches it through the agent while the lease runs; an address of the
+    range nobody took stays shut."""
+    ns, interface = net.lab.node('l', mac=LEASED_MAC)
+    env = pxe_lab.udhcpc(net.lab, ns, interface, 'leased')
+    assert env is not None, 'no lease from dynamic_range'
+    leased = env['ip']
+    net.lab.ns_run(ns, 'ip', 'addr', 'add', f'{leased}/24', 'dev', interface)
+    ramdisk = net.lab.workdir / 'leased-ramdisk' / 'v1' / 'commands'
+    ramdisk.mkdir(parents=True)
+    (ramdisk / 'index.html').write_text('{"commands": ["leased"]}')
+    net.lab.spawn(ns, [sys.executable, '-m', 'http.server', str(IPA_PORT),
+                       '--bind', leased, '--directory',
+                       str(ramdisk.parent.parent)], 'leased-ramdisk.log')
+    body = json.dumps({'callback_url': f'http://{leased}:{IPA_PORT}',
+                       'agent_token': 'x', 'agent_version': '13.0.0'})
+    _code, _, status = net.curl(
+        ns, '-H', 'Content-Type: application/json',
+        '-H', 'X-OpenStack-Ironic-API-Version: 1.68', '--data', body,
+        f'http://{AGENT}:6385/v1/heartbeat/'
+        '1be26c0b-03f2-4d2e-ae87-c02d7f33c124')
+    assert status == 404   # Ironic's answer: no such node here
+    pxe_lab.wait_for(lambda: net.conductor(
+        f'/{leased}/v1/commands/')[2] == 200, 15, what='ramdisk up')
+    _code, body, status = net.conductor(f'/{leased}/v1/commands/')
+    assert json.loads(body) == {'commands': ['leased']}
+    free = DYNAMIC_RANGE[1] if leased != DYNAMIC_RANGE[1] else \
+        DYNAMIC_RANGE[0]
+    before = net.refused('callback', 'not_reserved')
+    _code, _, status = net.conductor(f'/{free}/v1/commands/')
+    assert status == 403
+    net.agent.wait_metric('vmetal_bridge_refused_total{'
+                          'listener="callback",reason="not_reserved"}',
+                          before + 1)
 
 
 def test_ironic_down_is_a_clean_502(net):

@@ -353,7 +353,13 @@ def test_two_networks_overlay_turns_the_bridge_on(agent_conf):
     ports = {p['name']: p['containerPort'] for p in container['ports']}
     assert ports[port['targetPort']] == port['port'] == 8081
     url = env['OS_VMETAL_BRIDGE__CALLBACK_ADVERTISE_URL']['value']
-    assert url == (f'http://{service["metadata"]["name"]}.'
+    assert url == (f'https://{service["metadata"]["name"]}.'
                    f'{service["metadata"]["namespace"]}.svc:8081')
     mounts = {m['mountPath'] for m in container['volumeMounts']}
     assert bridge['ca_file'].rsplit('/', 1)[0] in mounts
+    # The callback listener serves TLS from a mounted kubernetes.io/tls
+    # Secret, so that Ironic can keep require_tls.
+    for name, key in (('CERT', 'tls.crt'), ('KEY', 'tls.key')):
+        path = env[f'OS_VMETAL_BRIDGE__CALLBACK_{name}_FILE']['value']
+        assert path.rsplit('/', 1)[1] == key
+        assert path.rsplit('/', 1)[0] in mounts

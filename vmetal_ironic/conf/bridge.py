@@ -81,13 +81,24 @@ opts = [
                 help='Cluster-side port of the callback proxy through '
                      'which the conductor reaches the ramdisk\'s API.'),
     cfg.URIOpt('callback_advertise_url',
-               schemes=['http'],
+               schemes=['http', 'https'],
                help='Base URL the conductor is told in place of the '
                     'ramdisk\'s own callback_url: a heartbeat\'s '
                     'callback_url becomes <this>/<the heartbeat\'s source '
                     'address>. On Kubernetes, the agent\'s callback '
-                    'Service. Default: '
-                    'http://<callback_address>:<callback_port>.'),
+                    'Service. https exactly when callback_cert_file is '
+                    'set. Default: http(s)://<callback_address>:'
+                    '<callback_port>.'),
+    cfg.StrOpt('callback_cert_file',
+               help='PEM certificate (chain) the callback listener serves '
+                    'TLS with, so that Ironic can keep [agent]require_tls '
+                    '= true: its names must include the host of '
+                    'callback_advertise_url, and Ironic checks it against '
+                    '[agent]verify_ca (or a node\'s driver_info '
+                    'agent_verify_ca). Unset: plain HTTP. Read at start.'),
+    cfg.StrOpt('callback_key_file',
+               help='PEM private key of callback_cert_file (unset: the key '
+                    'is in callback_cert_file).'),
     cfg.PortOpt('ipa_port',
                 default=9999,
                 help='Port of the ramdisk\'s API (IPA\'s listen_port): the '

@@ -202,12 +202,25 @@ class Agent:
         config = self._bridge_config
         return config.translation if config is not None else None
 
+    def _leased(self, packed):
+        """Whether ``packed`` (an IPv4 address) is leased now from this
+        agent's dynamic range or the shared inspection range: a ramdisk
+        inspecting there is one the conductor may call back (read from
+        the bridge's thread at every callback request)."""
+        pool = self.dynamic
+        if pool is not None and pool.holds(packed, time.monotonic()):
+            return True
+        shared = self.shared
+        return shared is not None and shared.cache.serving(
+            '.'.join(str(part) for part in packed), time.time())
+
     def _start_bridge(self):
         config = self._bridge_config
         if config is None:
             return
         service = bridge_service.BridgeService(
-            config, lambda: self.cache.addresses, metrics=self.metrics)
+            config, lambda: self.cache.addresses, metrics=self.metrics,
+            leased=self._leased)
         try:
             service.start()
         except OSError as exc:

@@ -207,6 +207,20 @@ class DynamicPool:
         self._hold(mac, value, now + self.offer_hold, False)
         return self._binding(mac, value)
 
+    def holds(self, address, now):
+        """Whether a client took ``address`` (packed) and its lease runs
+        at ``now``: an offer not yet requested, an expired lease or a
+        declined address does not count.
+
+        Safe from another thread (the bridge's): two dictionary lookups,
+        each atomic, and a lease that changes meanwhile is read whole or
+        not at all.
+        """
+        value = int.from_bytes(address, 'big')
+        lease = self._leases.get(self._holder.get(value))
+        return (lease is not None and lease.committed
+                and lease.address == value and lease.expires > now)
+
     def revoked(self, mac):
         """``True`` while ``mac``'s lease has been taken back because a
         reservation claimed its address."""

@@ -88,6 +88,9 @@ class LeaseCache:
         self._by_mac = {}            # mac -> frozenset of keys
         self._bindings = {}          # mac -> Binding served
         self._served = {}            # mac -> its address in _bindings
+        # address -> the lease served at it; replaced whole, like
+        # _bindings, so a reader in another thread needs no lock.
+        self._by_address = {}
         self._confirmed = {}         # mac -> key a claim returned
         self._held = {}              # key -> int of its address
         self.skipped = {}            # key -> reason (bad data)
@@ -118,6 +121,12 @@ class LeaseCache:
 
     def leases(self):
         return list(self._leases.values())
+
+    def serving(self, address, now):
+        """Whether a lease served to some MAC holds ``address`` (text) at
+        ``now`` (epoch seconds): not declined, not expired."""
+        lease = self._by_address.get(address)
+        return lease is not None and lease.expires > now
 
     def __len__(self):
         return len(self._leases)
@@ -157,19 +166,26 @@ class LeaseCache:
         """Rebuild the served bindings of ``macs``; report the MACs that
         now have one."""
         bindings = dict(self._bindings)
+        by_address = dict(self._by_address)
         ready = []
         for mac in macs:
+            old = self._served.get(mac)
+            if by_address.get(old) is not None and \
+                    by_address[old].mac == mac:
+                del by_address[old]
             key = self._served_key(mac)
             if key is None:
                 bindings.pop(mac, None)
                 self._served.pop(mac, None)
                 continue
             lease = self._leases[key]
-            if self._served.get(mac) != lease.address:
+            by_address[lease.address] = lease
+            if old != lease.address:
                 bindings[mac] = self._binding_of(lease)
                 self._served[mac] = lease.address
                 ready.append(mac)
         self._bindings = bindings
+        self._by_address = by_address
         if ready and self.on_change is not None:
             self.on_change(ready)
 
@@ -226,6 +242,7 @@ class LeaseCache:
         with self._lock:
             self._served = {}
             self._bindings = {}
+            self._by_address = {}
             self._publish(list(self._by_mac))
 
     def confirm(self, lease):

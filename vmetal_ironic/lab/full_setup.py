@@ -53,6 +53,7 @@ from vmetal_ironic.lab import libvirt
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import proxy
 from vmetal_ironic.lab import redfish
+from vmetal_ironic.lab import tls
 from vmetal_ironic.store import local
 
 STORE_SECTIONS = ('vmetal', 'vmetal_kubernetes')
@@ -125,19 +126,28 @@ def kubernetes_store(path):
     return kubernetes.KubernetesStore(conf)
 
 
-def bridge_conf():
+def bridge_conf(callback_tls=None):
     """The agent's ``[vmetal_bridge]`` in the two-network lab: Ironic on
-    the cluster network, the same URLs as on one L2 for the machine."""
-    return (f'[vmetal_bridge]\n'
+    the cluster network, the same URLs as on one L2 for the machine.
+
+    :param callback_tls: the :class:`~vmetal_ironic.lab.tls.Issued`
+        certificate of the callback listener, or ``None`` for plain HTTP.
+    """
+    text = (f'[vmetal_bridge]\n'
             f'enabled = true\n'
             f'ironic_http_url = http://{IRONIC_CLUSTER}:{flow.HTTP_PORT}\n'
             f'ironic_api_url = http://{IRONIC_CLUSTER}:{API_PORT}\n'
             f'http_port = {flow.HTTP_PORT}\n'
             f'api_port = {API_PORT}\n'
             f'callback_address = {AGENT_CLUSTER}\n')
+    if callback_tls is not None:
+        text += (f'callback_cert_file = {callback_tls.cert_file}\n'
+                 f'callback_key_file = {callback_tls.key_file}\n')
+    return text
 
 
-def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
+def ironic_sections(work, vmetal_db, api_address=flow.SERVER,
+                    agent_ca=None):
     """ironic.conf of the full flow, on top of the quick lab's.
 
     ``api_address`` is where Ironic's API and HTTP server listen, and
@@ -145,7 +155,9 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
     Ironic's own URLs there: on one L2 the machine uses them as they are;
     with two networks the agent's bridge translates them into its own
     (192.0.2.1) wherever they reach the machine. The TFTP server is the
-    agent's address either way.
+    agent's address either way. ``agent_ca`` is the CA file of the
+    agent's callback listener across two networks (``None``: it serves
+    plain HTTP).
     """
     work = pathlib.Path(work)
     sections = lab_ironic.default_sections(
@@ -193,11 +205,16 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER):
     # run reuses another's image cache (a cache hit skips the checksum).
     sections['agent'] = {'image_download_source': 'local',
                          'certificates_path': str(work / 'certificates')}
-    if api_address != flow.SERVER:
+    if api_address != flow.SERVER and agent_ca is not None:
         # Across two networks the conductor reaches the ramdisk through the
-        # agent's callback proxy, which it is told as a plain http URL
-        # (the agent talks TLS to the ramdisk itself); Ironic 39 refuses
-        # such a URL unless TLS is not required (its default is True).
+        # agent's callback listener, over TLS checked against the lab's
+        # CA: require_tls (Ironic 39's default, True) holds. The agent
+        # removes the ramdisk's own certificate from the heartbeat, so
+        # nothing per node overrides this.
+        sections['agent']['verify_ca'] = str(agent_ca)
+    elif api_address != flow.SERVER:
+        # A plain-HTTP callback listener: Ironic 39 refuses its URL unless
+        # TLS is not required.
         sections['agent']['require_tls'] = 'false'
     sections['pxe'].update({
         'images_path': str(work / 'pxe-images'),
@@ -241,6 +258,7 @@ class Services:
         self.bridge = None
         self.domain = None
         self.bmc = None
+        self.callback_tls = None
 
     def build_images(self):
         report = self.lab.report
@@ -276,7 +294,11 @@ class Services:
         lab.topology.exec(lab.agent_ns, 'sysctl', '-qw',
                           'net.ipv4.ip_forward=0')
         lab.http_address = IRONIC_CLUSTER
-        lab.agent_extra = bridge_conf()
+        # The callback listener's certificate, from a CA of the run's own
+        # that Ironic trusts by [agent]verify_ca.
+        self.callback_tls = tls.issue(lab.workdir / 'tls', [AGENT_CLUSTER],
+                                      label='callback')
+        lab.agent_extra = bridge_conf(self.callback_tls)
         return (f'provisioning L2: agent {flow.SERVER}/{flow.PREFIX} in '
                 f'{lab.agent_ns}; cluster network: Ironic '
                 f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX} in {lab.server_ns}, '
@@ -326,7 +348,9 @@ class Services:
         work = lab.workdir / 'ironic'
         work.mkdir(parents=True, exist_ok=True)
         lab.vmetal_db = lab.workdir / 'vmetal.sqlite'
-        sections = ironic_sections(work, lab.vmetal_db, self.api_address())
+        sections = ironic_sections(
+            work, lab.vmetal_db, self.api_address(),
+            agent_ca=self.callback_tls and self.callback_tls.ca_file)
         if self.kube_sections:
             self._relay_kubernetes()
             sections.pop('vmetal_local_store')

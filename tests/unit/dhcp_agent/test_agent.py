@@ -187,6 +187,16 @@ def test_sighup_reloads_dynamic_gateway_dns_and_lease_time(tmp_path):
     # Same client, same address: the leases were carried over.
     assert reply.yiaddr == '192.0.2.100'
     assert built.metrics.config_reloads.labels('ok')._value.get() == 1
+    # The bridge's callback proxy may reach the address once the client
+    # took it (REQUEST, ACK), not while it is only offered.
+    leased = bytes([192, 0, 2, 100])
+    assert not built._leased(leased)
+    built.server.handle(helpers.packet(
+        'request', mac=mac,
+        options=[('requested_addr', '192.0.2.100'),
+                 ('server_id', '192.0.2.1')]))
+    assert built._leased(leased)
+    assert not built._leased(bytes([192, 0, 2, 101]))
 
 
 def test_sighup_reloads_the_shared_range_lease_options(tmp_path):
@@ -223,8 +233,11 @@ def test_sighup_reloads_the_shared_range_lease_options(tmp_path):
     reply, after = helpers.options_of(built.server.handle(
         helpers.packet(mac=mac))[0])
     assert after['router'] == '192.0.2.1'
-    # The lease stays.
+    # The lease stays, and the bridge's callback proxy may reach it.
     assert reply.yiaddr == built.shared.cache.lease(mac).address
+    assert built._leased(bytes(int(part) for part in
+                               reply.yiaddr.split('.')))
+    assert not built._leased(bytes([192, 0, 2, 111]))
     assert built.metrics.config_reloads.labels('ok')._value.get() == 1
     built.server.close()
     store.close()

@@ -137,3 +137,20 @@ def test_revoked_address_comes_back_when_the_reservation_goes():
     # The reservation is withdrawn: the address is free again.
     assert p.lookup('m2', 2, allocate=True,
                     reserved=frozenset()).address == lease.address
+
+
+def test_holds_only_committed_unexpired_leases():
+    p = pool(2)
+    address = p.lookup('m1', 0, allocate=True).address
+    assert not p.holds(address, 1)          # offered, not yet taken
+    p.commit('m1', 1)
+    assert p.holds(address, 2)
+    assert not p.holds(bytes([192, 0, 2, 101]), 2)
+    assert not p.holds(address, 601)        # its lease ran out
+    p.release('m1')
+    assert not p.holds(address, 2)
+    p.lookup('m2', 3, allocate=True)
+    p.commit('m2', 3)
+    p.decline('m2', 4)
+    assert not any(p.holds(bytes([192, 0, 2, last]), 5)
+                   for last in (100, 101))

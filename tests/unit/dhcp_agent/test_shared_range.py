@@ -3,6 +3,7 @@ store: the packet path only reads the cache and queues work; the store
 thread's work, run here one step at a time, claims, renews and takes
 leases back."""
 
+import dataclasses
 import socket
 import sqlite3
 
@@ -88,6 +89,32 @@ def test_a_mac_with_two_leases_is_served_only_the_confirmed_one():
     assert cache.get(MAC) == '192.0.2.201'
     cache.apply([base.LeaseChange(3, removed='b')])
     assert cache.get(MAC) is None and len(cache) == 0
+
+
+def test_serving_names_the_addresses_leased_now():
+    """What the bridge's callback proxy asks: is a lease served at this
+    address now (not declined, not expired, not gone)?"""
+    cache = lease_cache.LeaseCache(lambda lease: lease.address)
+    other = '52:54:00:00:00:02'
+    lease = dataclasses.replace(_lease('a', MAC, '192.0.2.200'),
+                                expires=1000.0)
+    declined = dataclasses.replace(_lease('b', other, '192.0.2.201'),
+                                   expires=1000.0, declined=True)
+    cache.load(([lease, declined], {}), 1)
+    assert cache.serving('192.0.2.200', 999.0)
+    assert not cache.serving('192.0.2.200', 1000.0)     # expired
+    assert not cache.serving('192.0.2.201', 999.0)      # declined
+    assert not cache.serving('192.0.2.202', 999.0)      # nobody's
+    # The MAC moves to another address: the old one is nobody's.
+    cache.apply([base.LeaseChange(2, removed='a'), base.LeaseChange(
+        3, changed=dataclasses.replace(lease, key='c',
+                                       address='192.0.2.203'))])
+    assert not cache.serving('192.0.2.200', 999.0)
+    assert cache.serving('192.0.2.203', 999.0)
+    cache.rebuild()
+    assert cache.serving('192.0.2.203', 999.0)
+    cache.apply([base.LeaseChange(4, removed='c')])
+    assert not cache.serving('192.0.2.203', 999.0)
 
 
 def test_an_unknown_discover_is_claimed_off_the_packet_path(tmp_path):

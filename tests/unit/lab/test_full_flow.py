@@ -13,6 +13,7 @@ from vmetal_ironic.lab import full_setup
 from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import libvirt
 from vmetal_ironic.lab import os_image
+from vmetal_ironic.lab import tls
 
 
 def test_report_line_is_parsed_from_a_serial_log():
@@ -129,6 +130,18 @@ def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
         f'http://{cluster}:{flow.HTTP_PORT}'
     assert sections['pxe']['tftp_server'] == flow.SERVER
     assert sections['agent']['require_tls'] == 'false'
+    # With the callback listener's CA, Ironic keeps requiring TLS and
+    # checks the agent with it.
+    issued = tls.issue(tmp_path / 'tls', [full_setup.AGENT_CLUSTER])
+    bridge = configparser.ConfigParser()
+    bridge.read_string(full_setup.bridge_conf(issued))
+    assert bridge['vmetal_bridge']['callback_cert_file'] == \
+        str(issued.cert_file)
+    checked = full_setup.ironic_sections(
+        tmp_path, tmp_path / 'v.sqlite', full_setup.IRONIC_CLUSTER,
+        agent_ca=issued.ca_file)
+    assert checked['agent']['verify_ca'] == str(issued.ca_file)
+    assert 'require_tls' not in checked['agent']
     same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
     assert same['deploy']['http_url'] == flow.HTTP_URL
     assert 'require_tls' not in same['agent']

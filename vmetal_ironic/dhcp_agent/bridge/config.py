@@ -6,6 +6,8 @@ line naming the option and its value.
 
 import dataclasses
 import ipaddress
+import ssl
+import urllib.parse
 
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
@@ -34,6 +36,9 @@ class BridgeConfig:
     #: Ironic's URLs to the advertised ones, in what crosses to the
     #: provisioning side (:mod:`.urls`).
     translation: urls.Translation = None
+    #: The callback listener's TLS (an ``ssl.SSLContext``), or ``None``
+    #: for plain HTTP.
+    callback_tls: ssl.SSLContext = None
 
 
 def _error(text):
@@ -50,6 +55,42 @@ def _specific(name, value):
     except ValueError:
         pass
     return value
+
+
+def callback_tls(group):
+    """The callback listener's server context, or ``None`` (plain).
+
+    :raises ConfigError: a key without a certificate, or files that do not
+        load.
+    """
+    if not group.callback_cert_file:
+        if group.callback_key_file:
+            raise _error(f'callback_key_file {group.callback_key_file!r} '
+                         'is set without callback_cert_file')
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(group.callback_cert_file,
+                                group.callback_key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise _error(f'callback_cert_file {group.callback_cert_file!r} / '
+                     f'callback_key_file {group.callback_key_file!r}: '
+                     f'{getattr(exc, "strerror", None) or exc}') from None
+    return context
+
+
+def _callback_advertise_url(group, callback, tls):
+    """``callback_advertise_url``, defaulted, its scheme the listener's."""
+    scheme = 'https' if tls is not None else 'http'
+    url = (group.callback_advertise_url
+           or f'{scheme}://{callback}:{group.callback_port}')
+    if urllib.parse.urlsplit(url).scheme != scheme:
+        raise _error(f'callback_advertise_url {url!r} is not {scheme}: the '
+                     'callback listener serves '
+                     f'{"TLS" if tls else "plain HTTP"} (callback_cert_file '
+                     f'{"set" if tls else "unset"})')
+    return url
 
 
 def ipxe_script_url(conf):
@@ -98,6 +139,7 @@ def from_conf(conf, server_address):
             and tftp.http_port in (group.http_port, group.api_port):
         raise _error(f'port {tftp.http_port} is also [vmetal_tftp]http_port '
                      'on the same address')
+    tls = callback_tls(group)
     http_advertise = (group.http_advertise_url
                       or f'http://{provisioning}:{group.http_port}')
     api_advertise = (group.api_advertise_url
@@ -115,8 +157,8 @@ def from_conf(conf, server_address):
         api_upstream=api,
         http_advertise_url=http_advertise,
         api_advertise_url=api_advertise,
-        callback_advertise_url=(group.callback_advertise_url
-                                or f'http://{callback}:{group.callback_port}'),
+        callback_advertise_url=_callback_advertise_url(group, callback, tls),
+        callback_tls=tls,
         ipa_port=group.ipa_port,
         max_connections=group.max_connections,
         max_connections_per_client=group.max_connections_per_client,

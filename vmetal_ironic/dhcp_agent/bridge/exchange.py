@@ -12,10 +12,13 @@ wait so that a silent client or upstream frees its slot:
   ``upstream_timeout`` (else 504; refused or unreachable: 502);
 * every other read or write within ``idle_timeout``.
 
-Bodies go through in pieces of at most :data:`CHUNK` bytes and a write
-waits for the previous ones to drain, so memory per connection stays
-bounded whatever the body's size; ``Range`` and its ``206`` pass as they
-are. A heartbeat's body is the one thing read whole (up to
+A body of known length between two plain TCP sockets (kernels, ramdisks
+and images from Ironic's HTTP root) is moved inside the kernel by
+``splice`` once the head is parsed (:mod:`.splice`); other bodies (TLS,
+chunked) go through in pieces of at most :data:`CHUNK` bytes and a write
+waits for the previous ones to drain. Either way memory per connection
+stays bounded whatever the body's size; ``Range`` and its ``206`` pass as
+they are. A heartbeat's body is the one thing read whole (up to
 ``max_heartbeat_bytes``), to rewrite its callback URL.
 """
 
@@ -26,6 +29,7 @@ import ssl
 import h11
 
 from vmetal_ironic.dhcp_agent.bridge import heartbeat as heartbeat_mod
+from vmetal_ironic.dhcp_agent.bridge import splice
 
 #: Bytes read from a socket at once, and what a connection buffers each
 #: way before it waits: about 1 MiB a connection at most (the reader
@@ -123,15 +127,15 @@ async def within(awaitable, seconds):
     return await asyncio.wait_for(awaitable, seconds)
 
 
-async def _next_event(conn, reader, timeout, cut=_Cut):
-    """The next h11 event, reading as needed, each read within
-    ``timeout``; a closed socket gives h11 the end of data."""
+async def _next_event(conn, read, timeout, cut=_Cut):
+    """The next h11 event, reading as needed (``await read(size)``), each
+    read within ``timeout``; a closed socket gives h11 the end of data."""
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
         try:
-            data = await within(reader.read(CHUNK), timeout)
+            data = await within(read(CHUNK), timeout)
         except (asyncio.TimeoutError, OSError):
             raise cut() from None
         conn.receive_data(data)
@@ -148,10 +152,31 @@ async def _write(writer, data, timeout):
         raise _Cut() from None
 
 
-async def _read_head(conn, reader, timeout):
+async def _send(link, data, timeout):
+    """Send ``data`` upstream (an :mod:`.upstream` link)."""
+    try:
+        await within(link.write(data), timeout)
+    except (asyncio.TimeoutError, OSError):
+        raise _Cut() from None
+
+
+async def _flush(writer, timeout):
+    """Wait until the transport has handed everything to its socket, so
+    that bytes written to the socket itself come after them."""
+    transport = writer.transport
+    if not transport.get_write_buffer_size():
+        return
+    transport.set_write_buffer_limits(high=0)
+    try:
+        await within(writer.drain(), timeout)
+    except (asyncio.TimeoutError, OSError):
+        raise _Cut() from None
+
+
+async def _read_head(conn, read, timeout):
     """The client's request head within ``timeout`` in all."""
     try:
-        return await asyncio.wait_for(_next_event(conn, reader, timeout),
+        return await asyncio.wait_for(_next_event(conn, read, timeout),
                                       timeout)
     except asyncio.TimeoutError:
         raise _Cut() from None
@@ -195,7 +220,7 @@ class Exchange:
 
     async def _run(self):
         try:
-            request = await _read_head(self.conn, self.reader,
+            request = await _read_head(self.conn, self.reader.read,
                                        self.limits.header_timeout)
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint or 400
@@ -241,7 +266,7 @@ class Exchange:
                 h11.InformationalResponse(status_code=100, headers=[])),
                 self.limits.idle_timeout)
         while True:
-            event = await _next_event(self.conn, self.reader,
+            event = await _next_event(self.conn, self.reader.read,
                                       self.limits.idle_timeout)
             if isinstance(event, h11.Data):
                 yield event.data
@@ -281,8 +306,7 @@ class Exchange:
         limits = self.limits
         name = self.listener.name
         try:
-            up_reader, up_writer = await upstream.connect(
-                limits.upstream_timeout)
+            link = await upstream.connect(limits.upstream_timeout)
         except asyncio.TimeoutError:
             self.observer.upstream_failed(name, upstream.name, 'timeout',
                                           'no connection')
@@ -296,13 +320,11 @@ class Exchange:
                                f'{upstream.name} is unreachable')
             return
         try:
-            await self._through(request, route, upstream, body, up_reader,
-                                up_writer)
+            await self._through(request, route, upstream, body, link)
         finally:
-            up_writer.transport.abort()
+            link.close()
 
-    async def _through(self, request, route, upstream, body, up_reader,
-                       up_writer):
+    async def _through(self, request, route, upstream, body, link):
         limits = self.limits
         name = self.listener.name
         client = h11.Connection(
@@ -312,23 +334,23 @@ class Exchange:
             length, chunked = len(body), False
         headers = forwarded_headers(request.headers, upstream.authority,
                                     length, chunked)
-        await _write(up_writer, client.send(h11.Request(
+        await _send(link, client.send(h11.Request(
             method=request.method, target=upstream.target(route.path),
             headers=headers)), limits.idle_timeout)
         if body is not None:
-            await _write(up_writer, client.send(h11.Data(data=body)),
-                         limits.idle_timeout)
+            await _send(link, client.send(h11.Data(data=body)),
+                        limits.idle_timeout)
         else:
             try:
                 async for piece in self._client_body():
-                    await _write(up_writer, client.send(h11.Data(data=piece)),
-                                 limits.idle_timeout)
+                    await _send(link, client.send(h11.Data(data=piece)),
+                                limits.idle_timeout)
             except h11.RemoteProtocolError as exc:
                 await self._refuse(400, 'malformed', str(exc))
                 return
-        await _write(up_writer, client.send(h11.EndOfMessage()),
-                     limits.idle_timeout)
-        response = await self._response_head(client, up_reader, upstream)
+        await _send(link, client.send(h11.EndOfMessage()),
+                    limits.idle_timeout)
+        response = await self._response_head(client, link, upstream)
         if response is None:
             return
         self.observer.upstream_ok(name, upstream.name)
@@ -336,7 +358,7 @@ class Exchange:
         if (self.listener.responses and not self.head_only
                 and response.status_code == 200 and length is not None
                 and length <= limits.max_translated_response):
-            await self._translated(client, up_reader, response, length)
+            await self._translated(client, link, response, length)
             return
         await _write(self.writer, self.conn.send(h11.Response(
             status_code=response.status_code, reason=response.reason,
@@ -347,17 +369,17 @@ class Exchange:
         if self.head_only or response.status_code in (204, 304):
             length = 0
         if length is None:
-            sent = await self._framed_body(client, up_reader)
+            sent = await self._framed_body(client, link)
         else:
-            sent = await self._counted_body(client, up_reader, length)
+            sent = await self._counted_body(client, link, length)
         self.observer.forwarded(name, response.status_code, sent)
 
-    async def _translated(self, client, up_reader, response, length):
+    async def _translated(self, client, link, response, length):
         """A small response read whole, its URLs translated, sent with its
         new length."""
         body = bytearray()
         while len(body) < length:
-            event = await _next_event(client, up_reader,
+            event = await _next_event(client, link.read,
                                       self.limits.idle_timeout)
             if isinstance(event, h11.Data):
                 body += event.data
@@ -371,12 +393,12 @@ class Exchange:
         self.observer.forwarded(self.listener.name, response.status_code,
                                 len(body))
 
-    async def _framed_body(self, client, up_reader):
+    async def _framed_body(self, client, link):
         """A chunked or close-delimited body, re-framed by h11."""
         sent = 0
         while True:
             try:
-                event = await _next_event(client, up_reader,
+                event = await _next_event(client, link.read,
                                           self.limits.idle_timeout)
             except h11.RemoteProtocolError:
                 # The upstream broke off mid-body: so does the client's
@@ -394,11 +416,14 @@ class Exchange:
             else:
                 raise _Cut()
 
-    async def _counted_body(self, client, up_reader, length):
+    async def _counted_body(self, client, link, length):
         """A body of known length, copied as it comes: with
         ``Content-Length`` framing the bytes on the wire are the body's on
         both sides, so after what h11 already holds the rest goes straight
-        from one socket to the other, without a parser in the way."""
+        from one socket to the other, without a parser in the way: inside
+        the kernel (:mod:`.splice`) when both sockets are plain TCP, else
+        through Python in pieces."""
+        timeout = self.limits.idle_timeout
         sent = 0
         while sent < length:
             event = client.next_event()
@@ -406,24 +431,39 @@ class Exchange:
                 break
             if isinstance(event, h11.Data):
                 sent += len(event.data)
-                await _write(self.writer, event.data,
-                             self.limits.idle_timeout)
+                await _write(self.writer, event.data, timeout)
+        target = self._splice_target(link)
+        if sent < length and target is not None:
+            await _flush(self.writer, timeout)
+            try:
+                sent += await splice.relay(link.fileno(), target,
+                                           length - sent, timeout)
+            except (splice.ShortBody, asyncio.TimeoutError, OSError):
+                # Short or broken: the client's copy ends short too, and
+                # its Content-Length tells it so.
+                raise _Cut() from None
         while sent < length:
             try:
-                data = await within(up_reader.read(CHUNK),
-                                     self.limits.idle_timeout)
+                data = await within(link.read(CHUNK), timeout)
             except (asyncio.TimeoutError, OSError):
                 raise _Cut() from None
             if not data:
-                # Short body: the client's copy ends short too, and its
-                # Content-Length tells it so.
                 raise _Cut()
             data = data[:length - sent]
             sent += len(data)
-            await _write(self.writer, data, self.limits.idle_timeout)
+            await _write(self.writer, data, timeout)
         return sent
 
-    async def _response_head(self, client, up_reader, upstream):
+    def _splice_target(self, link):
+        """The client's socket descriptor when the body can be spliced
+        from ``link`` into it: both plain TCP."""
+        if (link.fileno() is None or not splice.available()
+                or self.writer.get_extra_info('sslcontext') is not None):
+            return None
+        sock = self.writer.get_extra_info('socket')
+        return sock.fileno() if sock is not None else None
+
+    async def _response_head(self, client, link, upstream):
         """The upstream's final response head, or ``None`` once the client
         got a 502/504."""
         name = self.listener.name
@@ -433,7 +473,7 @@ class Exchange:
             while True:
                 # The outer deadline below is the one that fires (504);
                 # this one only has to be later.
-                event = await _next_event(client, up_reader, timeout + 1,
+                event = await _next_event(client, link.read, timeout + 1,
                                           cut=ConnectionError)
                 if not isinstance(event, h11.InformationalResponse):
                     return event

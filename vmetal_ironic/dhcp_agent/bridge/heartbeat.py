@@ -11,8 +11,10 @@ body cannot aim the conductor at another host.
 
 When IPA runs its API over TLS (auto TLS: ``https`` and the certificate in
 ``agent_verify_ca``), the agent keeps the certificate to check the
-ramdisk with and removes it from the body: the conductor talks plain HTTP
-to the agent, and the agent talks TLS to the ramdisk.
+ramdisk with and removes it from the body: the conductor checks the agent
+(HTTPS with the agent's own certificate, or plain HTTP) by Ironic's
+configuration, never by a certificate the ramdisk sent, and the agent
+talks TLS to the ramdisk.
 """
 
 import dataclasses

@@ -107,14 +107,16 @@ def ironic_api(method, target):
     return _refuse(METHOD if known else PATH)
 
 
-def callback(method, target, reserved):
+def callback(method, target, allowed):
     """Route of a conductor's call on the cluster side.
 
     The target is ``/<IPv4 address>/v1/...``: the address the heartbeat
     came from (see :mod:`.heartbeat`), then the path of IPA's API.
 
-    :param reserved: a container of packed IPv4 addresses (4 bytes) the
-        agent holds reservations for; any other address is refused.
+    :param allowed: a container of packed IPv4 addresses (4 bytes) of the
+        agent's hosts: those it holds reservations for and those leased
+        now from its dynamic or shared inspection range. Any other address
+        is refused (``not_reserved``).
     """
     origin = _origin(target)
     if origin is None:
@@ -133,6 +135,6 @@ def callback(method, target, reserved):
     if str(parsed) != address or not (rest == 'v1' or
                                       rest.startswith('v1/')):
         return _refuse(PATH)
-    if parsed.packed not in reserved:
+    if parsed.packed not in allowed:
         return _refuse(NOT_RESERVED)
     return Route(path=_with_query('/' + rest, query), address=address)

@@ -57,14 +57,14 @@ class _Callback:
     name = 'callback'
     responses = None
 
-    def __init__(self, reserved, ramdisks, ipa_port, requests=None):
-        self._reserved = reserved
+    def __init__(self, hosts, ramdisks, ipa_port, requests=None):
+        self._hosts = hosts
         self._ramdisks = ramdisks
         self._ipa_port = ipa_port
         self.requests = requests
 
     def route(self, method, target, source):
-        return routes.callback(method, target, self._reserved())
+        return routes.callback(method, target, self._hosts)
 
     def upstream(self, route):
         found = self._ramdisks.get(route.address)
@@ -76,6 +76,20 @@ class _Callback:
 
     def rewrite(self, body, source):
         raise AssertionError('the callback listener has no heartbeats')
+
+
+class _Hosts:
+    """The addresses the callback proxy may reach, as a container of
+    packed IPv4 addresses: reserved ones, or leased now (read at every
+    request, so a lease that ends closes the way at once)."""
+
+    def __init__(self, reserved, leased):
+        self._reserved = reserved
+        self._leased = leased
+
+    def __contains__(self, packed):
+        return packed in self._reserved() or (
+            self._leased is not None and self._leased(packed))
 
 
 class _Observer:
@@ -123,18 +137,22 @@ class BridgeService:
         agent holds reservations for (read at every callback request).
     :param metrics: :class:`~vmetal_ironic.dhcp_agent.metrics.Metrics` or
         ``None``.
+    :param leased: callable telling whether a packed IPv4 address is
+        leased now from the agent's dynamic or shared inspection range (a
+        ramdisk inspecting on such a lease), or ``None``.
     """
 
-    def __init__(self, config, reserved, metrics=None):
+    def __init__(self, config, reserved, metrics=None, leased=None):
         self.config = config
         self.reserved = reserved
+        self.hosts = _Hosts(reserved, leased)
         self.metrics = metrics
         self.observer = _Observer(metrics)
         self.admission = admission_mod.Admission(
             config.max_connections, config.max_connections_per_client)
-        # address -> (Ramdisk, Upstream): learned from heartbeats of
-        # reserved addresses only, so it holds at most one entry a
-        # reservation.
+        # address -> (Ramdisk, Upstream): learned from heartbeats of the
+        # agent's hosts only, so it holds at most one entry a reservation
+        # or an address of its ranges.
         self.ramdisks = {}
         self.ports = {}
         self._loop = None
@@ -147,11 +165,10 @@ class BridgeService:
             body, source, self.config.callback_advertise_url,
             self.config.ipa_port)
         try:
-            reserved = (ipaddress.IPv4Address(source).packed
-                        in self.reserved())
+            ours = ipaddress.IPv4Address(source).packed in self.hosts
         except ValueError:
-            reserved = False
-        if reserved:
+            ours = False
+        if ours:
             known = self.ramdisks.get(source)
             if known is None or known[0] != ramdisk:
                 self.ramdisks[source] = (ramdisk, upstream_mod.ramdisk(
@@ -163,13 +180,14 @@ class BridgeService:
         return (
             (_Forward('http', routes.http_root, config.http_upstream,
                       responses=config.translation),
-             config.provisioning_address, config.http_port),
+             config.provisioning_address, config.http_port, None),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
-             config.provisioning_address, config.api_port),
-            (_Callback(self.reserved, self.ramdisks, config.ipa_port,
+             config.provisioning_address, config.api_port, None),
+            (_Callback(self.hosts, self.ramdisks, config.ipa_port,
                        requests=config.translation),
-             config.callback_address, config.callback_port),
+             config.callback_address, config.callback_port,
+             config.callback_tls),
         )
 
     async def _handle(self, listener, reader, writer):
@@ -211,10 +229,13 @@ class BridgeService:
                 writer.transport.abort()
 
     async def _open(self):
-        for listener, address, port in self._listeners():
+        for listener, address, port, tls in self._listeners():
+            # A TLS handshake is bounded like a request head.
             server = await asyncio.start_server(
                 functools.partial(self._handle, listener), address, port,
-                backlog=1024, reuse_address=True)
+                backlog=1024, reuse_address=True, ssl=tls,
+                ssl_handshake_timeout=(self.config.limits.header_timeout
+                                       if tls else None))
             self._servers.append(server)
             self.ports[listener.name] = \
                 server.sockets[0].getsockname()[1]
@@ -253,14 +274,15 @@ class BridgeService:
             raise
         config = self.config
         LOG.info('Bridge: %s -> %s and %s -> %s (advertised as %s and %s); '
-                 'callbacks on %s:%d (advertised %s) -> reserved '
+                 'callbacks on %s:%d (%s, advertised %s) -> reserved '
                  'addresses port %d', f'{config.provisioning_address}:'
                  f'{self.ports["http"]}', config.http_upstream.name,
                  f'{config.provisioning_address}:{self.ports["api"]}',
                  config.api_upstream.name, config.http_advertise_url,
                  config.api_advertise_url, config.callback_address,
-                 self.ports['callback'], config.callback_advertise_url,
-                 config.ipa_port)
+                 self.ports['callback'],
+                 'TLS' if config.callback_tls else 'plain HTTP',
+                 config.callback_advertise_url, config.ipa_port)
 
     def _shutdown(self):
         for server in self._servers:

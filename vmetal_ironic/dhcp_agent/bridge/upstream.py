@@ -8,6 +8,8 @@ check off.
 
 import asyncio
 import dataclasses
+import ipaddress
+import socket
 import ssl
 import urllib.parse
 
@@ -46,15 +48,98 @@ class Upstream:
     async def connect(self, timeout):
         """Open a connection.
 
-        :returns: ``(reader, writer)``.
+        :returns: a :class:`SocketLink` (plain HTTP: the body can be
+            spliced) or a :class:`StreamLink` (TLS).
         :raises OSError: refused or unreachable; ``ssl.SSLError`` on a bad
             certificate; ``asyncio.TimeoutError`` after ``timeout``.
         """
+        if self.tls is None:
+            return await asyncio.wait_for(_plain(self.host, self.port),
+                                          timeout)
         # The reader's limit sizes its buffer (see exchange.CHUNK).
-        return await asyncio.wait_for(asyncio.open_connection(
-            self.host, self.port, ssl=self.tls,
-            server_hostname=self.host if self.tls else None,
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(
+            self.host, self.port, ssl=self.tls, server_hostname=self.host,
             limit=262144), timeout)
+        return StreamLink(reader, writer)
+
+
+class SocketLink:
+    """A plain TCP connection that no asyncio transport owns, so that a
+    body can go from its socket to the client's by ``splice``
+    (:mod:`.splice`)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self._loop = asyncio.get_running_loop()
+
+    def fileno(self):
+        """The socket's descriptor."""
+        return self.sock.fileno()
+
+    async def read(self, size):
+        """Up to ``size`` bytes, ``b''`` at the end."""
+        return await self._loop.sock_recv(self.sock, size)
+
+    async def write(self, data):
+        """Send all of ``data``."""
+        await self._loop.sock_sendall(self.sock, data)
+
+    def close(self):
+        self.sock.close()
+
+
+class StreamLink:
+    """A connection on asyncio streams (TLS): no descriptor to splice."""
+
+    def __init__(self, reader, writer):
+        self.reader = reader
+        self.writer = writer
+
+    def fileno(self):
+        return None
+
+    async def read(self, size):
+        return await self.reader.read(size)
+
+    async def write(self, data):
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size() > 262144:
+            await self.writer.drain()
+
+    def close(self):
+        self.writer.transport.abort()
+
+
+async def _plain(host, port):
+    """A connected non-blocking TCP socket to ``host`` (a name is
+    resolved; each address tried in turn)."""
+    loop = asyncio.get_running_loop()
+    try:
+        ipaddress.ip_address(host)
+        addresses = [(socket.AF_INET6 if ':' in host else socket.AF_INET,
+                      (host, port))]
+    except ValueError:
+        addresses = [(family, address) for family, _t, _p, _c, address in
+                     await loop.getaddrinfo(host, port,
+                                            type=socket.SOCK_STREAM)]
+    error = OSError(f'{host} resolves to no address')
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            # The request head and its body go in separate sends: no
+            # waiting for the first one's ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return SocketLink(sock)
+    raise error
 
 
 def tls_context(ca_file=None, cadata=None):

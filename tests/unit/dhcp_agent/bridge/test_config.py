@@ -1,7 +1,10 @@
+import ssl
+
 import pytest
 
 from vmetal_ironic.dhcp_agent import settings
 from vmetal_ironic.dhcp_agent.bridge import config
+from vmetal_ironic.lab import tls
 
 
 @pytest.fixture
@@ -56,4 +59,43 @@ def test_bad_values_are_one_line(conf, name, value, message):
 def test_port_shared_with_http_boot_is_refused(conf):
     conf.set_override('http_port', 8080, group='vmetal_tftp')
     with pytest.raises(settings.ConfigError, match='vmetal_tftp'):
+        config.from_conf(conf, '198.51.100.1')
+
+
+def test_callback_tls_advertises_https(conf, tmp_path):
+    issued = tls.issue(tmp_path, ['10.244.1.7'])
+    conf.set_override('callback_cert_file', str(issued.cert_file),
+                      group='vmetal_bridge')
+    conf.set_override('callback_key_file', str(issued.key_file),
+                      group='vmetal_bridge')
+    result = config.from_conf(conf, '198.51.100.1')
+    assert result.callback_advertise_url == 'https://10.244.1.7:8081'
+    assert result.callback_tls.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # An advertised URL must say what the listener serves.
+    conf.set_override('callback_advertise_url', 'http://cb.svc:8081',
+                      group='vmetal_bridge')
+    with pytest.raises(settings.ConfigError, match='is not https'):
+        config.from_conf(conf, '198.51.100.1')
+
+
+@pytest.mark.parametrize('cert,key,message', [
+    (None, 'key.pem', 'without callback_cert_file'),
+    ('missing.pem', None, "callback_cert_file '.*missing.pem'"),
+    ('ca.pem', None, 'callback_cert_file')])
+def test_bad_callback_tls_is_one_line(conf, tmp_path, cert, key, message):
+    issued = tls.issue(tmp_path, ['10.244.1.7'], label='x')
+    files = {'key.pem': issued.key_file, 'ca.pem': issued.ca_file,
+             'missing.pem': tmp_path / 'missing.pem'}
+    conf.set_override('callback_cert_file', cert and str(files[cert]),
+                      group='vmetal_bridge')
+    conf.set_override('callback_key_file', key and str(files[key]),
+                      group='vmetal_bridge')
+    with pytest.raises(settings.ConfigError, match=message):
+        config.from_conf(conf, '198.51.100.1')
+
+
+def test_https_advertised_without_tls_is_refused(conf):
+    conf.set_override('callback_advertise_url', 'https://cb.svc:8081',
+                      group='vmetal_bridge')
+    with pytest.raises(settings.ConfigError, match='is not http'):
         config.from_conf(conf, '198.51.100.1')

@@ -19,6 +19,7 @@ from vmetal_ironic.dhcp_agent.bridge import service as service_mod
 from vmetal_ironic.dhcp_agent.bridge import upstream
 from vmetal_ironic.dhcp_agent.bridge import urls
 from vmetal_ironic.lab import observe
+from vmetal_ironic.lab import tls
 
 BODY = bytes(range(256)) * 12288   # 3 MiB
 RAMDISK = '127.0.0.3'
@@ -45,6 +46,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             data, status = BODY[10:20], 206
         if self.path.endswith('/json'):
             data = json.dumps({'path': self.path}).encode()
+        if self.path.endswith('/short'):
+            # Announces the whole body, sends a third, and hangs up.
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(BODY)))
+            self.end_headers()
+            self.wfile.write(BODY[:len(BODY) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         if self.path.endswith('/script'):
             data = (f'#!ipxe\nkernel {self.server.url}/k ipa-api-url='
                     f'{self.server.url}/api\n').encode()
@@ -161,6 +171,17 @@ def test_http_root_streams_files_heads_and_ranges(bridge, upstreams):
         what='bytes counted')
 
 
+def test_a_body_cut_upstream_is_cut_for_the_client(bridge):
+    """The kernel-side copy stops where Ironic's body stops: the client's
+    copy is short against its Content-Length, never a whole-looking
+    file."""
+    with pytest.raises(http.client.IncompleteRead) as caught:
+        _request(bridge, 'http', 'GET', '/images/short')
+    assert len(caught.value.partial) == len(BODY) // 3
+    observe.wait_for(lambda: _refused(bridge, 'http', 'cut_off') == 1,
+                     timeout=5, what='cut counted')
+
+
 def test_api_forwards_lookup_and_refuses_the_rest(bridge, upstreams):
     status, _body, _ = _request(bridge, 'api', 'GET',
                                 '/v1/lookup?addresses=aa/json')
@@ -242,6 +263,54 @@ def test_callback_only_toward_reserved_ramdisks(bridge, upstreams,
     assert upstreams['ramdisk'].seen == []
 
 
+def test_callback_toward_a_ramdisk_on_a_lease(upstreams, reserved):
+    """A ramdisk inspecting on an address of the dynamic or shared range
+    (no reservation) is reachable while the lease runs, on ipa_port only;
+    once the lease ends, or for an address never leased, the way is
+    shut."""
+    leased_address = '127.0.0.4'
+    port = upstreams['ramdisk'].server_address[1]
+    on_lease = http.server.ThreadingHTTPServer((leased_address, port),
+                                               _Handler)
+    on_lease.daemon_threads = True
+    on_lease.seen = []
+    threading.Thread(target=on_lease.serve_forever, daemon=True).start()
+    leases = {ipaddress.IPv4Address(leased_address).packed}
+    service = service_mod.BridgeService(
+        _config(upstreams), lambda: reserved, metrics=metrics_mod.Metrics(),
+        leased=leases.__contains__)
+    service.start()
+    try:
+        _request(service, 'api', 'POST', '/v1/heartbeat/n',
+                 source=leased_address,
+                 body=json.dumps({'callback_url': f'http://x:{port}'}
+                                 ).encode())
+        status, body, _ = _request(service, 'callback', 'GET',
+                                   f'/{leased_address}/v1/commands/json')
+        assert (status, json.loads(body)) == (
+            200, {'path': '/v1/commands/json'})
+        # Never another port of the leased host, nor an address of the
+        # range nobody holds.
+        status, _, _ = _request(service, 'callback', 'GET',
+                                f'/{leased_address}:22/v1/')
+        assert status == 403
+        status, _, _ = _request(service, 'callback', 'GET',
+                                '/127.0.0.5/v1/commands/json')
+        assert status == 403
+        # The lease ends: refused at once, though the ramdisk was known.
+        leases.clear()
+        status, _, _ = _request(service, 'callback', 'GET',
+                                f'/{leased_address}/v1/commands/json')
+        assert status == 403
+        assert _refused(service, 'callback', 'not_reserved') == 2
+        assert _refused(service, 'callback', 'path') == 1
+        assert len(on_lease.seen) == 1
+    finally:
+        service.stop()
+        on_lease.shutdown()
+        on_lease.server_close()
+
+
 def test_silent_client_is_cut_off_and_frees_its_slot(bridge):
     socks = [socket.create_connection(('127.0.0.1', bridge.ports['http']))
              for _ in range(3)]
@@ -293,57 +362,20 @@ def test_slow_ironic_is_504(bridge):
     assert _refused(bridge, 'http', 'upstream_timeout') == 1
 
 
-def _certificates(tmp_path, address='127.0.0.1'):
-    """A CA of the test's own and a server certificate for ``address``."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-
-    def cert(subject, issuer, key, signer, ca):
-        builder = (x509.CertificateBuilder()
-                   .subject_name(x509.Name([x509.NameAttribute(
-                       NameOID.COMMON_NAME, subject)]))
-                   .issuer_name(x509.Name([x509.NameAttribute(
-                       NameOID.COMMON_NAME, issuer)]))
-                   .public_key(key.public_key())
-                   .serial_number(x509.random_serial_number())
-                   .not_valid_before(now - datetime.timedelta(minutes=5))
-                   .not_valid_after(now + datetime.timedelta(hours=1))
-                   .add_extension(x509.BasicConstraints(ca=ca,
-                                                        path_length=None),
-                                  critical=True))
-        if not ca:
-            builder = builder.add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.IPv4Address(address))]),
-                critical=False)
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = cert('vmetal test CA', 'vmetal test CA', ca_key, ca_key, True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    server = cert(address, 'vmetal test CA', key, ca_key, False)
-    pem = serialization.Encoding.PEM
-    (tmp_path / 'ca.pem').write_bytes(ca.public_bytes(pem))
-    (tmp_path / 'server.pem').write_bytes(
-        server.public_bytes(pem) + key.private_bytes(
-            pem, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()))
-    return tmp_path / 'ca.pem', tmp_path / 'server.pem'
+def _tls_context(tmp_path, address='127.0.0.1'):
+    """A server context with a certificate for ``address`` from a CA of
+    the test's own; :returns: ``(context, CA file)``."""
+    import ssl
+    issued = tls.issue(tmp_path, [address])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(issued.cert_file, issued.key_file)
+    return context, issued.ca_file
 
 
 def test_ironic_api_over_tls_checked_against_the_ca_file(tmp_path, upstreams,
                                                          reserved):
-    import ssl
-    ca_file, server_pem = _certificates(tmp_path)
+    context, ca_file = _tls_context(tmp_path)
     tls_server = _server('127.0.0.1')
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(server_pem)
     tls_server.socket = context.wrap_socket(tls_server.socket,
                                             server_side=True)
     port = tls_server.server_address[1]
@@ -410,10 +442,7 @@ def test_tls_ramdisk_is_checked_with_the_certificate_of_its_heartbeat(
     """IPA with auto TLS: the conductor gets a plain URL on the agent, the
     agent talks TLS to the ramdisk and accepts only the certificate the
     ramdisk's own heartbeat carried."""
-    import ssl
-    ca_file, server_pem = _certificates(tmp_path, RAMDISK)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(server_pem)
+    context, ca_file = _tls_context(tmp_path, RAMDISK)
     ramdisk = upstreams['ramdisk']
     ramdisk.socket = context.wrap_socket(ramdisk.socket, server_side=True)
     port = bridge.config.ipa_port
@@ -431,10 +460,64 @@ def test_tls_ramdisk_is_checked_with_the_certificate_of_its_heartbeat(
     # Another certificate in a later heartbeat: the ramdisk's real one no
     # longer matches, and the conductor's call is refused.
     (tmp_path / 'other').mkdir()
-    other_ca, _ = _certificates(tmp_path / 'other', RAMDISK)
+    _context, other_ca = _tls_context(tmp_path / 'other', RAMDISK)
     heartbeat['agent_verify_ca'] = other_ca.read_text()
     _request(bridge, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
              body=json.dumps(heartbeat).encode())
     status, _, _ = _request(bridge, 'callback', 'GET',
                             f'/{RAMDISK}/v1/commands/json')
     assert status == 502
+
+
+def test_callback_listener_over_tls(tmp_path, upstreams, reserved):
+    """With callback_cert_file the conductor is told an https URL and
+    reaches the ramdisk only over TLS it can check against the agent's
+    CA; bodies toward it are encrypted, never spliced around TLS."""
+    import ssl
+    server_context, ca_file = _tls_context(tmp_path, '127.0.0.2')
+    cfg = _config(upstreams)
+    service = service_mod.BridgeService(
+        config.BridgeConfig(**{**cfg.__dict__,
+                               'callback_tls': server_context,
+                               'callback_advertise_url':
+                                   'https://127.0.0.2:8081'}),
+        lambda: reserved, metrics=metrics_mod.Metrics())
+    service.start()
+    port = service.ports['callback']
+
+    def call(path, context):
+        connection = http.client.HTTPSConnection('127.0.0.2', port,
+                                                 timeout=10, context=context)
+        try:
+            connection.request('GET', path)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    try:
+        _request(service, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+                 body=json.dumps({'callback_url': 'http://x:'
+                                  f'{cfg.ipa_port}'}).encode())
+        sent = json.loads(upstreams['ironic'].seen[-1][2])
+        assert sent['callback_url'] == f'https://127.0.0.2:8081/{RAMDISK}'
+        trusting = ssl.create_default_context(cafile=str(ca_file))
+        status, body = call(f'/{RAMDISK}/v1/commands/json', trusting)
+        assert (status, json.loads(body)) == (
+            200, {'path': '/v1/commands/json'})
+        status, body = call(f'/{RAMDISK}/v1/big', trusting)
+        assert (status, body) == (200, BODY)
+        # Another CA's client refuses the agent; a plain client gets no
+        # answer; neither reaches the ramdisk.
+        seen = len(upstreams['ramdisk'].seen)
+        (tmp_path / 'other').mkdir()
+        _context, other_ca = _tls_context(tmp_path / 'other', '127.0.0.2')
+        with pytest.raises(ssl.SSLCertVerificationError):
+            call(f'/{RAMDISK}/v1/commands/json',
+                 ssl.create_default_context(cafile=str(other_ca)))
+        with pytest.raises((http.client.HTTPException, OSError)):
+            _request(service, 'callback', 'GET',
+                     f'/{RAMDISK}/v1/commands/json')
+        assert len(upstreams['ramdisk'].seen) == seen
+    finally:
+        service.stop()

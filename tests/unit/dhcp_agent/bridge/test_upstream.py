@@ -35,3 +35,24 @@ def test_ramdisk_upstream():
     up = upstream.ramdisk('198.51.100.20', 9999, heartbeat.Ramdisk('http'))
     assert (up.scheme, up.host, up.port, up.tls) == (
         'http', '198.51.100.20', 9999, None)
+
+
+def test_plain_upstreams_get_a_socket_to_splice_from():
+    """http: a socket no transport owns (the body can be spliced), found
+    by name as well as by address; a refused port is an OSError."""
+    import asyncio
+    import socket
+
+    async def connect(url):
+        link = await upstream.from_url('x', url).connect(5)
+        try:
+            return link.fileno() is not None
+        finally:
+            link.close()
+
+    with socket.create_server(('127.0.0.1', 0)) as listener:
+        port = listener.getsockname()[1]
+        assert asyncio.run(connect(f'http://127.0.0.1:{port}'))
+        assert asyncio.run(connect(f'http://localhost:{port}'))
+    with pytest.raises(OSError):
+        asyncio.run(connect(f'http://127.0.0.1:{port}'))
