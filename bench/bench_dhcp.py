@@ -27,7 +27,6 @@ The generator runs in the client namespace as ``bench_dhcp.py generate``.
 
 import json
 import os
-import pathlib
 import select
 import shutil
 import socket
@@ -154,23 +153,16 @@ def generate(count, concurrency, server, giaddr):
                         if latencies else None)}
 
 
-def _cpu_seconds(pid):
-    """User + system CPU of process ``pid`` (all its threads) so far."""
-    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1]
-    utime, stime = fields.split()[11:13]
-    return (int(utime) + int(stime)) / os.sysconf('SC_CLK_TCK')
-
-
 def _storm(lab, count, concurrency, server_pid):
     """One storm; the result also holds the CPU the server and the
     generator spent per completed exchange (µs)."""
-    before = _cpu_seconds(server_pid)
+    before = pxe_netns.cpu_seconds(server_pid)
     result = subprocess.run(
         ['ip', 'netns', 'exec', lab.client_ns, sys.executable, __file__,
          'generate', str(count), str(concurrency), pxe_netns.SERVER,
          pxe_netns.CLIENT],
         capture_output=True, text=True, timeout=3600, check=True)
-    spent = _cpu_seconds(server_pid) - before
+    spent = pxe_netns.cpu_seconds(server_pid) - before
     result = json.loads(result.stdout)
     done = max(result['done'], 1)
     result['server_cpu_us'] = spent / done * 1e6

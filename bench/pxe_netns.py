@@ -7,6 +7,7 @@ are measured in the same namespaces in the same run. Everything is removed
 by PID and name on exit, also on failure.
 """
 
+import os
 import pathlib
 import sys
 import time
@@ -21,6 +22,14 @@ AGENT = str(pathlib.Path(sys.executable).parent / 'vmetal-dhcp-agent')
 
 def sh(*argv, check=True, timeout=60):
     return netns.run(*argv, check=check, timeout=timeout)
+
+
+def cpu_seconds(pid):
+    """User + system CPU of process ``pid`` so far, all its threads
+    (``ip netns exec`` execs the server, so the PID is the server's)."""
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)
+    values = fields[1].split()
+    return (int(values[11]) + int(values[12])) / os.sysconf('SC_CLK_TCK')
 
 
 def reserved(count):
