@@ -163,7 +163,9 @@ def _storm(lab, count, concurrency, server_pid):
          pxe_netns.CLIENT],
         capture_output=True, text=True, timeout=3600, check=True)
     spent = pxe_netns.cpu_seconds(server_pid) - before
+    rss = pxe_netns.resident_mib(server_pid)
     result = json.loads(result.stdout)
+    result['server_rss_mib'] = rss
     done = max(result['done'], 1)
     result['server_cpu_us'] = spent / done * 1e6
     result['generator_cpu_us'] = result.pop('cpu_seconds') / done * 1e6
@@ -178,7 +180,15 @@ def _fmt(result):
             f'(NAK {result["naks"]})  [offer p50 '
             f'{result["offer_p50_ms"]:.2f} p99 {result["offer_p99_ms"]:.2f}'
             f' ms]  CPU/DORA {result["server_cpu_us"]:4.0f} us '
-            f'(generator {result["generator_cpu_us"]:3.0f} us)')
+            f'(generator {result["generator_cpu_us"]:3.0f} us)  RSS '
+            f'{result["server_rss_mib"]:.0f} MiB')
+
+
+def _start_timeout(count):
+    """Seconds a server may take to start with ``count`` reservations
+    (the agent builds a reply template per reservation, Kea parses a JSON
+    entry per reservation): 60 s, and 2 ms per reservation past that."""
+    return max(60.0, count * 0.002)
 
 
 def _kea_config(lab, hosts, name, threads):
@@ -218,7 +228,7 @@ def _start_kea(lab, hosts, name, threads):
                KEA_LOCKFILE_DIR=str(lab.workdir))
     proc = lab.spawn(lab.server_ns, ['kea-dhcp4', '-c', str(config)],
                      f'{name}.log', env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + _start_timeout(len(hosts))
     while ':67 ' not in pxe_netns.sh('ip', 'netns', 'exec', lab.server_ns,
                                      'ss', '-lun', check=False).stdout:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -241,7 +251,8 @@ def _peers(lab, hosts, count, concurrency, wanted):
 
     if 'agent' in wanted:
         run('vmetal-dhcp-agent',
-            lab.start_agent(hosts, f'agent-c{concurrency}'))
+            lab.start_agent(hosts, f'agent-c{concurrency}',
+                            start_timeout=_start_timeout(count)))
     if 'dnsmasq' in wanted:
         # dnsmasq keeps 1,000 leases by default and NAKs past it.
         leases = (f'--dhcp-lease-max={count}',)

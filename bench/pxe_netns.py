@@ -32,6 +32,14 @@ def cpu_seconds(pid):
     return (int(values[11]) + int(values[12])) / os.sysconf('SC_CLK_TCK')
 
 
+def resident_mib(pid):
+    """Resident memory of process ``pid`` now, MiB."""
+    for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def reserved(count):
     """``[(mac, address)]`` for ``count`` hosts in 198.18.0.0/15."""
     hosts = []
@@ -62,8 +70,11 @@ class Lab(netns.Topology):
     # -- servers ------------------------------------------------------------
 
     def start_agent(self, hosts, name, extra='', tftp_root=None,
-                    tftp_extra=''):
-        """vmetal-dhcp-agent with ``hosts`` reserved in a fresh store."""
+                    tftp_extra='', start_timeout=60):
+        """vmetal-dhcp-agent with ``hosts`` reserved in a fresh store.
+
+        :param start_timeout: seconds the agent may take to serve.
+        """
         from vmetal_ironic import reservation
         from vmetal_ironic.store import local
 
@@ -88,7 +99,7 @@ class Lab(netns.Topology):
         log.unlink(missing_ok=True)
         proc = self.spawn(self.server_ns, [AGENT, '--config-file', str(conf)],
                           log.name)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while 'serving on' not in (log.read_text() if log.exists() else ''):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f'agent did not start: {log.read_text()}')
