@@ -17,6 +17,11 @@ every lease change, so on a disk the figure measures the disk; the agent
 keeps no lease file, its reservations are the store's), and with
 ``--leasefile-ro`` (no lease file at all).
 
+Each line also gives the DISCOVER->OFFER latency (p50, p99) of the same
+exchanges, the offer path alone. ``VMETAL_BENCH_DHCP_CONCURRENCY``
+(``1,8,32,128``) and ``VMETAL_BENCH_DHCP_PEERS`` (``agent,dnsmasq,kea``)
+narrow a run, e.g. to the agent and Kea for 100,000 MACs.
+
 The generator runs in the client namespace as ``bench_dhcp.py generate``.
 """
 
@@ -84,8 +89,10 @@ def generate(count, concurrency, server, giaddr):
     target = (server, 67)
     pending = {}
     latencies = []
+    offers = []
     lost = naks = 0
     sent = 0
+    cpu_started = time.process_time()
     started = time.monotonic()
     deadline = started + count * EXCHANGE_TIMEOUT / concurrency + 30
     last_done = started
@@ -110,6 +117,7 @@ def generate(count, concurrency, server, giaddr):
                 kind, server_id = _reply_type_and_server(data)
                 xid = data[4:8]
                 if kind == 2:  # OFFER -> REQUEST
+                    offers.append(time.monotonic() - entry[1])
                     sock.sendto(_request(3, xid, entry[0], gi, data[16:20],
                                          server_id), target)
                 elif kind == 5:  # ACK
@@ -128,27 +136,40 @@ def generate(count, concurrency, server, giaddr):
     lost += len(pending) + (count - sent)
     elapsed = max(last_done - started, 1e-9)
     latencies.sort()
+    offers.sort()
 
-    def pct(p):
-        if not latencies:
+    def pct(p, values=latencies):
+        if not values:
             return None
-        return latencies[min(len(latencies) - 1, int(p * len(latencies)))]
+        return values[min(len(values) - 1, int(p * len(values)))] * 1000
 
     return {'done': len(latencies), 'lost': lost, 'naks': naks,
             'rate': len(latencies) / elapsed,
-            'p50_ms': pct(0.50) * 1000 if latencies else None,
-            'p99_ms': pct(0.99) * 1000 if latencies else None,
+            'p50_ms': pct(0.50), 'p99_ms': pct(0.99),
+            'offer_p50_ms': pct(0.50, offers),
+            'offer_p99_ms': pct(0.99, offers),
+            'cpu_seconds': time.process_time() - cpu_started,
             'mean_ms': (statistics.mean(latencies) * 1000
                         if latencies else None)}
 
 
-def _storm(lab, count, concurrency):
+def _storm(lab, count, concurrency, server_pid):
+    """One storm; the result also holds the CPU the server and the
+    generator spent per completed exchange (µs)."""
+    before = pxe_netns.cpu_seconds(server_pid)
     result = subprocess.run(
         ['ip', 'netns', 'exec', lab.client_ns, sys.executable, __file__,
          'generate', str(count), str(concurrency), pxe_netns.SERVER,
          pxe_netns.CLIENT],
-        capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(result.stdout)
+        capture_output=True, text=True, timeout=3600, check=True)
+    spent = pxe_netns.cpu_seconds(server_pid) - before
+    rss = pxe_netns.resident_mib(server_pid)
+    result = json.loads(result.stdout)
+    result['server_rss_mib'] = rss
+    done = max(result['done'], 1)
+    result['server_cpu_us'] = spent / done * 1e6
+    result['generator_cpu_us'] = result.pop('cpu_seconds') / done * 1e6
+    return result
 
 
 def _fmt(result):
@@ -156,7 +177,18 @@ def _fmt(result):
         return f'{result["rate"]:8.0f}/s  p50      -  p99      -  lost {result["lost"]}'
     return (f'{result["rate"]:8.0f}/s  p50 {result["p50_ms"]:6.2f} ms  '
             f'p99 {result["p99_ms"]:7.2f} ms  lost {result["lost"]:4d} '
-            f'(NAK {result["naks"]})')
+            f'(NAK {result["naks"]})  [offer p50 '
+            f'{result["offer_p50_ms"]:.2f} p99 {result["offer_p99_ms"]:.2f}'
+            f' ms]  CPU/DORA {result["server_cpu_us"]:4.0f} us '
+            f'(generator {result["generator_cpu_us"]:3.0f} us)  RSS '
+            f'{result["server_rss_mib"]:.0f} MiB')
+
+
+def _start_timeout(count):
+    """Seconds a server may take to start with ``count`` reservations
+    (the agent builds a reply template per reservation, Kea parses a JSON
+    entry per reservation): 60 s, and 2 ms per reservation past that."""
+    return max(60.0, count * 0.002)
 
 
 def _kea_config(lab, hosts, name, threads):
@@ -196,7 +228,7 @@ def _start_kea(lab, hosts, name, threads):
                KEA_LOCKFILE_DIR=str(lab.workdir))
     proc = lab.spawn(lab.server_ns, ['kea-dhcp4', '-c', str(config)],
                      f'{name}.log', env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + _start_timeout(len(hosts))
     while ':67 ' not in pxe_netns.sh('ip', 'netns', 'exec', lab.server_ns,
                                      'ss', '-lun', check=False).stdout:
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -206,61 +238,79 @@ def _start_kea(lab, hosts, name, threads):
     return proc
 
 
+def _peers(lab, hosts, count, concurrency, wanted):
+    """``{label: result}`` of one storm against each wanted server, one
+    after the other in the same namespaces."""
+    results = {}
+
+    def run(label, proc):
+        try:
+            results[label] = _storm(lab, count, concurrency, proc.pid)
+        finally:
+            lab.stop(proc)
+
+    if 'agent' in wanted:
+        run('vmetal-dhcp-agent',
+            lab.start_agent(hosts, f'agent-c{concurrency}',
+                            start_timeout=_start_timeout(count)))
+    if 'dnsmasq' in wanted:
+        # dnsmasq keeps 1,000 leases by default and NAKs past it.
+        leases = (f'--dhcp-lease-max={count}',)
+        run('dnsmasq (leases tmpfs)',
+            lab.start_dnsmasq(hosts, f'dnsmasq-c{concurrency}',
+                              lease_dir=SHM, extra=leases))
+        run('dnsmasq --leasefile-ro',
+            lab.start_dnsmasq(hosts, f'dnsmasq-ro-{concurrency}',
+                              extra=('--leasefile-ro', *leases)))
+    if 'kea' in wanted and shutil.which('kea-dhcp4'):
+        for threads in (1, 2):
+            label = ('kea-dhcp4 1 thread' if threads == 1
+                     else f'kea-dhcp4 {threads} threads')
+            run(label, _start_kea(lab, hosts,
+                                  f'kea-{threads}-{concurrency}', threads))
+    return results
+
+
+def _ratios(results):
+    ours = results.get('vmetal-dhcp-agent')
+    if ours is None:
+        return ''
+    short = {'dnsmasq (leases tmpfs)': 'dnsmasq',
+             'dnsmasq --leasefile-ro': 'dnsmasq-ro',
+             'kea-dhcp4 1 thread': 'kea-1', 'kea-dhcp4 2 threads': 'kea-2'}
+    return ', '.join(f'agent/{short[label]} {ours["rate"] / r["rate"]:.2f}x'
+                     for label, r in results.items()
+                     if label in short and r['rate'])
+
+
 def main():
     if os.geteuid() != 0:
         print('bench_dhcp needs root (network namespaces); skipped')
         return
     count = int(os.environ.get('VMETAL_BENCH_DHCP_N', '1000'))
+    concurrencies = tuple(int(c) for c in os.environ.get(
+        'VMETAL_BENCH_DHCP_CONCURRENCY',
+        ','.join(map(str, CONCURRENCY))).split(','))
+    wanted = set(os.environ.get('VMETAL_BENCH_DHCP_PEERS',
+                                'agent,dnsmasq,kea').split(','))
     hosts = pxe_netns.reserved(count)
     with tempfile.TemporaryDirectory(prefix='vpx-bench-') as tmp:
         lab = pxe_netns.Lab(tmp)
         try:
             print(f'boot storm: N={count} distinct reserved MACs, full DORA '
                   f'through a relay address, {EXCHANGE_TIMEOUT:.0f} s per '
-                  'exchange, no retransmission')
-            for concurrency in CONCURRENCY:
-                agent = lab.start_agent(hosts, f'agent-c{concurrency}')
-                try:
-                    ours = _storm(lab, count, concurrency)
-                finally:
-                    lab.stop(agent)
-                # dnsmasq keeps 1,000 leases by default and NAKs past it.
-                leases = (f'--dhcp-lease-max={count}',)
-                dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-c{concurrency}',
-                                            lease_dir=SHM, extra=leases)
-                try:
-                    theirs = _storm(lab, count, concurrency)
-                finally:
-                    lab.stop(dnsmasq)
-                dnsmasq = lab.start_dnsmasq(hosts, f'dnsmasq-ro-{concurrency}',
-                                            extra=('--leasefile-ro', *leases))
-                try:
-                    readonly = _storm(lab, count, concurrency)
-                finally:
-                    lab.stop(dnsmasq)
-                kea = {}
-                for threads in ((1, 2) if shutil.which('kea-dhcp4') else ()):
-                    proc = _start_kea(lab, hosts, f'kea-{threads}-'
-                                      f'{concurrency}', threads)
-                    try:
-                        kea[threads] = _storm(lab, count, concurrency)
-                    finally:
-                        lab.stop(proc)
-                ratio = ours['rate'] / theirs['rate'] if theirs['rate'] else 0
-                ratio_ro = (ours['rate'] / readonly['rate']
-                            if readonly['rate'] else 0)
-                print(f'C={concurrency:<4d} vmetal-dhcp-agent      '
-                      f'{_fmt(ours)}')
-                print(f'       dnsmasq (leases tmpfs) {_fmt(theirs)}')
-                print(f'       dnsmasq --leasefile-ro {_fmt(readonly)}')
-                for threads, result in kea.items():
-                    label = ('kea-dhcp4 1 thread ' if threads == 1
-                             else f'kea-dhcp4 {threads} threads')
-                    print(f'       {label:<22s} {_fmt(result)}')
-                print(f'       ratio agent/dnsmasq {ratio:.2f}x, '
-                      f'agent/dnsmasq-ro {ratio_ro:.2f}x' + ''.join(
-                          f', agent/kea-{t} {ours["rate"] / r["rate"]:.2f}x'
-                          for t, r in kea.items() if r['rate']))
+                  'exchange, no retransmission; DISCOVER->OFFER latency '
+                  'in brackets')
+            for concurrency in concurrencies:
+                results = _peers(lab, hosts, count, concurrency, wanted)
+                prefix = f'C={concurrency:<4d} '
+                for label, result in results.items():
+                    print(f'{prefix:<7s}{label:<23s}{_fmt(result)}')
+                    prefix = ''
+                ratios = _ratios(results)
+                if ratios:
+                    print(f'       ratio {ratios}')
+                sys.stdout.flush()
         finally:
             lab.close()
 

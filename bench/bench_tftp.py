@@ -74,24 +74,16 @@ def _round(lab, client, port, out_dir):
     return elapsed, failures
 
 
-def _cpu_seconds(pid):
-    # utime + stime of the server process (``ip netns exec`` execs it, so
-    # the PID is the server's); every thread counts.
-    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)
-    values = fields[1].split()
-    return (int(values[11]) + int(values[12])) / os.sysconf('SC_CLK_TCK')
-
-
 def _case(lab, client, pids):
     times = {name: [] for name, _port in SERVERS}
     cpu = dict.fromkeys(times, 0.0)
     failed = dict.fromkeys(times, 0)
     for number in range(ROUNDS):
         for name, port in SERVERS:
-            before = _cpu_seconds(pids[name])
+            before = pxe_netns.cpu_seconds(pids[name])
             elapsed, failures = _round(lab, client, port,
                                        lab.workdir / f'round-{number}')
-            cpu[name] += _cpu_seconds(pids[name]) - before
+            cpu[name] += pxe_netns.cpu_seconds(pids[name]) - before
             times[name].append(elapsed)
             failed[name] += failures
     theirs = statistics.median(times['dnsmasq'])

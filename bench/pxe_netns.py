@@ -7,6 +7,7 @@ are measured in the same namespaces in the same run. Everything is removed
 by PID and name on exit, also on failure.
 """
 
+import os
 import pathlib
 import sys
 import time
@@ -21,6 +22,22 @@ AGENT = str(pathlib.Path(sys.executable).parent / 'vmetal-dhcp-agent')
 
 def sh(*argv, check=True, timeout=60):
     return netns.run(*argv, check=check, timeout=timeout)
+
+
+def cpu_seconds(pid):
+    """User + system CPU of process ``pid`` so far, all its threads
+    (``ip netns exec`` execs the server, so the PID is the server's)."""
+    fields = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)
+    values = fields[1].split()
+    return (int(values[11]) + int(values[12])) / os.sysconf('SC_CLK_TCK')
+
+
+def resident_mib(pid):
+    """Resident memory of process ``pid`` now, MiB."""
+    for line in pathlib.Path(f'/proc/{pid}/status').read_text().splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def reserved(count):
@@ -53,8 +70,11 @@ class Lab(netns.Topology):
     # -- servers ------------------------------------------------------------
 
     def start_agent(self, hosts, name, extra='', tftp_root=None,
-                    tftp_extra=''):
-        """vmetal-dhcp-agent with ``hosts`` reserved in a fresh store."""
+                    tftp_extra='', start_timeout=60):
+        """vmetal-dhcp-agent with ``hosts`` reserved in a fresh store.
+
+        :param start_timeout: seconds the agent may take to serve.
+        """
         from vmetal_ironic import reservation
         from vmetal_ironic.store import local
 
@@ -79,7 +99,7 @@ class Lab(netns.Topology):
         log.unlink(missing_ok=True)
         proc = self.spawn(self.server_ns, [AGENT, '--config-file', str(conf)],
                           log.name)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + start_timeout
         while 'serving on' not in (log.read_text() if log.exists() else ''):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f'agent did not start: {log.read_text()}')

@@ -290,6 +290,8 @@ class ReplyBuilder:
         self.settings = settings
         self._server = settings.server_address_text
         self._templates = {}
+        # (mac, inform) -> (binding, template) of the last prepare().
+        self._by_mac = {}
         self._shared = {}
         self._boot = {}
         self._nak = _scapy_bytes([('message-type', 'nak'),
@@ -355,6 +357,8 @@ class ReplyBuilder:
                     continue
                 built += 1
             new[key] = template
+        self._by_mac = {(binding.mac, inform): (binding, template)
+                        for (binding, inform), template in new.items()}
         self._templates = new
         return built, rejected
 
@@ -417,7 +421,13 @@ class ReplyBuilder:
                         _patch_lease_time(buf, lease_time)
             else:
                 key = (binding, inform)
-                template = self._templates.get(key)
+                # Found by MAC first: hashing a Binding hashes all its
+                # fields, a few microseconds per packet; the binding is
+                # the same object as at prepare() unless it changed.
+                found = self._by_mac.get((binding.mac, inform))
+                template = (found[1] if found is not None
+                            and found[0] is binding
+                            else self._templates.get(key))
                 if template is None:
                     # INFORM templates, and reservations that arrived
                     # between two loads, are made on first use; the next

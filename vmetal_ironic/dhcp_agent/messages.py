@@ -239,7 +239,16 @@ class Decision:
     boot: BootReply | None = None
 
 
+#: Option 53 of the reply to each answering action, keyed by the action's
+#: value (``_value_``, a plain attribute): keyed by the members, or read
+#: through ``.value``, it would call a Python function of :mod:`enum` on
+#: every packet.
+_REPLY_TYPES = {Action.OFFER.value: OFFER, Action.ACK.value: ACK,
+                Action.NAK.value: NAK, Action.INFORM_ACK.value: ACK}
+
+
 def reply_message_type(action):
-    """:returns: the option 53 value for an answering action."""
-    return {Action.OFFER: OFFER, Action.ACK: ACK, Action.NAK: NAK,
-            Action.INFORM_ACK: ACK}[action]
+    """:returns: the option 53 value for an answering action.
+    :raises KeyError: ``action`` sends no reply.
+    """
+    return _REPLY_TYPES[action._value_]

@@ -43,6 +43,14 @@ _PENDING_MAX = 4096
 _PENDING_SECONDS = 4.0
 
 
+#: The name of the reply each answering action sends, by the action's
+#: value (see :func:`messages.reply_message_type`).
+_REPLY_NAMES = {action.value: messages.message_name(
+    messages.reply_message_type(action)) for action in (
+        messages.Action.OFFER, messages.Action.ACK, messages.Action.NAK,
+        messages.Action.INFORM_ACK)}
+
+
 def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
     """Open the server socket.
 
@@ -310,11 +318,12 @@ class DhcpServer:
         kind = messages.message_name(request.message_type)
         self.stats[kind] += 1
         self._count(self._requests, self.metrics.requests, kind)
-        return self._respond(request, now)
+        return self._respond(request, now, kind)
 
-    def _respond(self, request, now):
+    def _respond(self, request, now, kind=None):
         """The reply to a parsed request, or ``None``."""
-        kind = messages.message_name(request.message_type)
+        if kind is None:
+            kind = messages.message_name(request.message_type)
         binding, decision = self._lookup(request, now)
         if decision is None:
             decision = decisions.decide(request, binding, self.settings)
@@ -330,7 +339,8 @@ class DhcpServer:
                 decision = messages.Decision(
                     messages.Action.IGNORE,
                     'inspection lease not held in the store')
-        self._after(request, decision, now)
+        if decision.binding is not None and decision.binding.dynamic:
+            self._after(request, decision, now)
         action = decision.action
         if action is messages.Action.IGNORE:
             self.stats['ignored'] += 1
@@ -353,8 +363,7 @@ class DhcpServer:
         reply = self.builder.build(request, decision, broadcast, held_for)
         if len(reply) > codec.reply_limit(request):
             self.metrics.oversize.inc()
-        reply_kind = messages.message_name(
-            messages.reply_message_type(action))
+        reply_kind = _REPLY_NAMES[action._value_]
         self.replies[reply_kind] += 1
         self._count(self._replies, self.metrics.replies, reply_kind)
         self._count(self._destinations, self.metrics.destinations,
