@@ -31,6 +31,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -43,9 +44,12 @@ from vmetal_ironic import reservation
 from vmetal_ironic.lab import agent_image
 from vmetal_ironic.lab import agent_pod
 from vmetal_ironic.lab import flow
+from vmetal_ironic.lab import full_setup
 from vmetal_ironic.lab import netns
+from vmetal_ironic.lab import observe
 from vmetal_ironic.store import kube_names
 from vmetal_ironic.store import kubernetes as kube_store
+from vmetal_ironic.store import local
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='network namespaces need root')
@@ -138,14 +142,8 @@ class PodLab:
         self.topology.close()
 
 
-@pytest.fixture
-def pod_lab(tmp_path, kube_cluster, image):
-    settings = kube_cluster.settings(token=kube_cluster.store_token)
-    sections = {'vmetal': {'store': 'kubernetes',
-                           'address_scope': f'img-{os.urandom(3).hex()}'},
-                'vmetal_kubernetes': settings}
-    lab = PodLab(tmp_path, sections, image)
-    yield lab
+def _closed_cleanly(lab):
+    """Close ``lab``; assert its pods left nothing behind."""
     names = [name for pod in lab.pods for name in (pod.name, pod.infra)]
     lab.close()
     assert not set(names) & set(_podman_names()), 'a container was left'
@@ -154,6 +152,33 @@ def pod_lab(tmp_path, kube_cluster, image):
     assert lab.topology.prefix + 'p' not in subprocess.run(
         ['ip', 'netns', 'list'], capture_output=True, text=True,
         check=True).stdout
+
+
+@pytest.fixture
+def pod_lab(tmp_path, kube_cluster, image):
+    settings = kube_cluster.settings(token=kube_cluster.store_token)
+    sections = {'vmetal': {'store': 'kubernetes',
+                           'address_scope': f'img-{os.urandom(3).hex()}'},
+                'vmetal_kubernetes': settings}
+    lab = PodLab(tmp_path, sections, image)
+    yield lab
+    _closed_cleanly(lab)
+
+
+@pytest.fixture
+def local_pod_lab(tmp_path, image):
+    """A pod on the local store: its state directory made as the lab
+    makes it, the store opened by root first, as Ironic opens it."""
+    database = agent_pod.state_directory(tmp_path / 'state',
+                                         agent_pod.container_spec())
+    store = local.LocalStore(path=str(database))
+    lab = PodLab(tmp_path, {'vmetal': {'store': 'local'},
+                            'vmetal_local_store': {
+                                'database': str(database)}}, image)
+    lab.store = store
+    yield lab
+    _closed_cleanly(lab)
+    store.close()
 
 
 @pytest.fixture
@@ -207,6 +232,78 @@ def test_agent_runs_from_its_image_as_kubernetes_runs_it(
     # client on the lab's L2.
     assert pod_lab.dhcp() == (f'ip={CLIENT_ADDRESS} '
                               f'serverid={AGENT_ADDRESS}')
+
+
+def test_agent_in_its_pod_shares_the_local_store(local_pod_lab):
+    pod = local_pod_lab.start()
+    status = _status(pod.agent_pid())
+    assert status['Uid'].split() == ['1000'] * 4
+    assert int(status['CapEff'], 16) == TWO_CAPABILITIES
+    # Published by root (Ironic's part) after the agent opened the file:
+    # the agent follows the writes of another user's process.
+    local_pod_lab.store.publish_reservation(reservation.Reservation(
+        mac=CLIENT_MAC, address=CLIENT_ADDRESS, prefixlen=24))
+    assert local_pod_lab.dhcp() == (f'ip={CLIENT_ADDRESS} '
+                                    f'serverid={AGENT_ADDRESS}')
+    # SQLite run by root gave the files it made the database's owner:
+    # the agent can open them again after every writer closed them.
+    database = pathlib.Path(
+        local_pod_lab.sections['vmetal_local_store']['database'])
+    for path in database.parent.iterdir():
+        assert (path.stat().st_uid, path.stat().st_gid) == (1000, 1000), path
+    assert sorted(path.name for path in database.parent.iterdir()) == [
+        'vmetal.sqlite', 'vmetal.sqlite-shm', 'vmetal.sqlite-wal']
+    # Nothing else of the host is in the pod: no ServiceAccount.
+    root = pathlib.Path(f'/proc/{pod.agent_pid()}/root')
+    assert not (root / 'run/secrets/kubernetes.io').exists()
+
+
+def test_agent_pod_bridges_two_networks(local_pod_lab, tmp_path):
+    """``--agent-image --two-networks`` without QEMU: the pod made first,
+    net1 holding the lab's server address by the CNI plugin, its cluster
+    leg wired to Ironic's namespace as the lab wires it, the bridge
+    configured as the lab configures its own agent. A client on the L2
+    gets its address and the bootloader from the pod, and Ironic's HTTP
+    root through the bridge, while Ironic's namespace has no way to the
+    L2 and the pod forwards nothing."""
+    lab = local_pod_lab
+    lab.store.publish_reservation(reservation.Reservation(
+        mac=CLIENT_MAC, address=CLIENT_ADDRESS, prefixlen=24))
+    server_ns = lab.topology.namespace('s')
+    root = tmp_path / 'http'
+    root.mkdir()
+    (root / 'boot.ipxe').write_text('#!ipxe\necho from Ironic\n')
+    pod = agent_pod.AgentPod(
+        lab.topology, tmp_path / 'pod', lab.sections,
+        f'{flow.SERVER}/{flow.PREFIX}', netns=f'{lab.topology.prefix}a')
+    lab.pods.append(pod)
+    pod_ns = pod.make(lab.image)
+    lab.topology.wire(
+        pod_ns, server_ns,
+        f'{full_setup.AGENT_CLUSTER}/{full_setup.CLUSTER_PREFIX}',
+        f'{full_setup.IRONIC_CLUSTER}/{full_setup.CLUSTER_PREFIX}')
+    lab.topology.spawn(server_ns, [
+        sys.executable, '-u', '-m', 'http.server', '--bind',
+        full_setup.IRONIC_CLUSTER, '--directory', str(root),
+        str(flow.HTTP_PORT)], 'http.log')
+    http_log = lab.topology.workdir / 'http.log'
+    assert observe.wait_for(lambda: http_log.exists() and 'Serving HTTP' in
+                            http_log.read_text(), 30)
+    pod.start(lab.image, extra_conf=full_setup.bridge_conf())
+
+    assert lab.dhcp() == f'ip={CLIENT_ADDRESS} serverid={flow.SERVER}'
+    lab.topology.exec(lab.client_ns, 'ip', 'addr', 'add',
+                      f'{CLIENT_ADDRESS}/24', 'dev', lab.client_if)
+    loaded = tmp_path / 'snponly.efi'
+    lab.topology.exec(lab.client_ns, 'busybox', 'tftp', '-g', '-r',
+                      'snponly.efi', '-l', str(loaded), flow.SERVER)
+    # A PE image, as the firmware expects.
+    assert loaded.read_bytes()[:2] == b'MZ' and loaded.stat().st_size > 1e5
+    fetched = lab.topology.exec(
+        lab.client_ns, 'curl', '--silent', '--show-error', '--max-time',
+        '20', f'http://{flow.SERVER}:{flow.HTTP_PORT}/boot.ipxe').stdout
+    assert fetched == '#!ipxe\necho from Ironic\n'
+    lab_checks.assert_two_networks(lab.topology.prefix)
 
 
 def test_without_net_raw_in_the_bounding_set_the_pod_says_why(pod_lab):
@@ -292,6 +389,8 @@ def test_full_flow_with_the_agent_image(tmp_path, kube_cluster, admin,
                 'vmetal-ironic.io', 'v1alpha1', metal3.STORE_NAMESPACE,
                 plural, label_selector=f'{kube_names.LABEL_SCOPE}={scope}')
     output = ''.join(lines) + err
+    # Kept beside the lab's logs: the phase times of a passing run too.
+    (tmp_path / 'lab-output.txt').write_text(output)
     assert proc.returncode == 0, output
     summary = json.loads(lines[-1])
     assert summary['ok'] is True and summary['agent'] == 'image'
