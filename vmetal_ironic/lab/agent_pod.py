@@ -598,6 +598,9 @@ class LabAgent:
         """
         image, seconds, cached, size = self._image(lab)
         pod = self._pod(lab)
+        # Known once Ironic is configured: with two networks the pod was
+        # made before.
+        pod.store_sections = lab.store_sections
         try:
             # With two networks the lab relays the API into the agent's
             # namespace, the pod's.
