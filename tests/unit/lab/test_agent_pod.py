@@ -240,3 +240,38 @@ def test_the_labs_extra_configuration_becomes_overrides():
     assert env['OS_VMETAL_BRIDGE__IRONIC_API_URL'] == (
         f'http://{full_setup.IRONIC_CLUSTER}:{full_setup.API_PORT}')
     assert agent_pod.conf_env('') == {}
+
+
+def test_a_pod_made_early_starts_on_the_labs_store(monkeypatch, tmp_path):
+    # With two networks the pod is made with the topology, before Ironic
+    # is configured: the store it starts on is the lab's by then.
+    monkeypatch.setattr(agent_pod.shutil, 'which', lambda name: '/bin/x')
+    monkeypatch.setattr(agent_pod.agent_image, 'build',
+                        lambda log: ('img', 0.0, True))
+    monkeypatch.setattr(agent_pod.agent_image, 'image_size', lambda n: 1)
+    seen = {}
+    monkeypatch.setattr(agent_pod.AgentPod, 'make',
+                        lambda pod, image: pod.netns)
+
+    def start(pod, image, extra_conf='', relay=True):
+        seen.update(sections=pod.store_sections, relay=relay,
+                    extra=extra_conf)
+        pod.attached = {'type': 'bridge'}
+        return 'process'
+
+    monkeypatch.setattr(agent_pod.AgentPod, 'start', start)
+    lab = mock.Mock(workdir=tmp_path, store_sections=None, agent_extra='')
+    lab.topology.prefix, lab.topology.workdir = 'vlabz', tmp_path
+    agent = agent_pod.LabAgent(None)
+    lab.agent_ns = agent.make_pod(lab)
+    assert lab.agent_ns == 'vlabza'
+    assert agent.address == flow.SERVER
+    sections = {'pxe': {}}
+    agent.configure(sections)
+    assert sections['pxe']['tftp_server'] == flow.SERVER
+    lab.store_sections = {'vmetal': {'store': 'local'}}
+    lab.agent_extra = '[vmetal_bridge]\nenabled = true\n'
+    agent.start(lab)
+    assert seen == {'sections': lab.store_sections, 'relay': False,
+                    'extra': lab.agent_extra}
+    assert lab.agent == 'process'
