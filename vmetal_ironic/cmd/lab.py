@@ -75,13 +75,13 @@ def main(argv=None):
     parser.add_argument('--mac', help='with --full: the machine\'s MAC '
                         '(default: random)')
     parser.add_argument('--agent-image', action='store_true',
-                        help='with --full and --store-config: run the agent '
-                        'from its container image (tools/build-agent-image) '
-                        'in a pod as the shipped manifests run it')
+                        help='with --full: run the agent from its container '
+                        'image (tools/build-agent-image) in a pod as the '
+                        'shipped manifests run it (on the local store: its '
+                        'state directory mounted)')
     args = parser.parse_args(argv)
     if args.agent_image and not args.full:
-        sys.stderr.write(f'{PROG}: error: --agent-image needs --full and '
-                         '--store-config\n')
+        sys.stderr.write(f'{PROG}: error: --agent-image needs --full\n')
         return 1
     try:
         (full_setup if args.full else flow).preflight()

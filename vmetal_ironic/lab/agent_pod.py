@@ -28,11 +28,22 @@ certificate's name stay 127.0.0.1). The lab's differences from the
 shipped configuration are environment variables (``OS_<GROUP>__<OPT>``),
 as the Deployment passes ``metrics_host``: the ConfigMap's file is
 mounted as it is.
+
+With the local store (the lab's default, where no cluster exists) the pod
+shares the SQLite file with Ironic as devstack shares it between the
+conductor and the agent: through one state directory, mounted read-write
+at the option's default place (``/var/lib/vmetal-ironic``). The directory
+and the database file belong to the pod's uid (:func:`state_directory`);
+Ironic runs as root and writes it anyway, and SQLite, run by root, gives
+the ``-wal`` and ``-shm`` files it creates the database file's owner and
+mode, so the agent can always open them.
 """
 
+import configparser
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
 import subprocess
@@ -52,6 +63,12 @@ ATTACHMENT = MANIFESTS / 'network' / 'bridge' / \
 CNI_PATH = pathlib.Path('/usr/lib/cni')
 RUNTIME = agent_image.CONTAINER_DIR / 'podman' / 'runc-no-ambient'
 SERVICE_ACCOUNT = '/var/run/secrets/kubernetes.io/serviceaccount'
+#: Where the pod sees the local store's directory: the directory of
+#: ``[vmetal_local_store]database``'s default.
+STATE_DIR = '/var/lib/vmetal-ironic'
+DATABASE_NAME = 'vmetal.sqlite'
+#: Seconds between the agent's looks at the local store's revision.
+LOCAL_POLL_INTERVAL = 0.2
 INTERFACE = 'net1'
 #: What the image's interpreter carries as file capabilities.
 FILE_CAPABILITIES = ('NET_BIND_SERVICE', 'NET_RAW')
@@ -191,10 +208,23 @@ def configmap_files(path=CONFIGMAP):
     return dict(_yaml(path)['data'])
 
 
+def is_local(store_sections):
+    """Whether ``store_sections`` are the local (SQLite) store's."""
+    return store_sections.get('vmetal', {}).get('store', 'local') == 'local'
+
+
 def lab_env(store_sections, debug=True):
     """Environment overrides: the lab's store options (all but how to
-    reach the API server) and the lab agent's faster settings."""
+    reach the API server) and the lab agent's faster settings. The local
+    store is the file in :data:`STATE_DIR`, whatever its host path."""
     env = {}
+    if is_local(store_sections):
+        env['OS_VMETAL__STORE'] = 'local'
+        env['OS_VMETAL_LOCAL_STORE__DATABASE'] = f'{STATE_DIR}/' \
+            f'{DATABASE_NAME}'
+        # The shipped 30 s bounds the Kubernetes store's watch; the local
+        # store is polled: as often as the lab's own agent polls it.
+        env['OS_VMETAL_DHCP_AGENT__POLL_INTERVAL'] = str(LOCAL_POLL_INTERVAL)
     for group in ('vmetal', 'vmetal_kubernetes'):
         for option, value in store_sections.get(group, {}).items():
             if option in CONNECTION_OPTIONS or option == 'store':
@@ -208,6 +238,34 @@ def lab_env(store_sections, debug=True):
         # The lab observes the exchanges in the agent's debug lines.
         env['OS_DEFAULT__DEBUG'] = 'true'
     return env
+
+
+def conf_env(text):
+    """``OS_<GROUP>__<OPTION>`` overrides of the options in the
+    configuration file ``text``."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(text)
+    return {f'OS_{group.upper()}__{option.upper()}': value
+            for group in parser.sections()
+            for option, value in parser[group].items()}
+
+
+def state_directory(directory, spec):
+    """Make ``directory`` the local store's, owned by ``spec``'s uid and
+    gid, holding an empty database file of theirs (SQLite takes an empty
+    file for a new database).
+
+    :returns: the database file's path.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    database = directory / DATABASE_NAME
+    database.touch(exist_ok=True)
+    for path in (directory, database):
+        os.chown(path, spec.uid, spec.gid)
+    directory.chmod(0o750)
+    database.chmod(0o640)
+    return database
 
 
 def service_account(kube_section, directory):
@@ -242,14 +300,17 @@ class AgentPod:
         parent of ``net1`` is its hub's bridge ``br0``.
     :param workdir: where the pod's files (config, token) are written.
     :param store_sections: ``{'vmetal': …, 'vmetal_kubernetes': …}`` of
-        a Kubernetes store.
+        a Kubernetes store, or ``{'vmetal': …, 'vmetal_local_store': …}``
+        of a local one whose database is in a :func:`state_directory`.
     :param address: ``net1``'s ``ip/prefix``.
     :param spec: a :class:`ContainerSpec`; the shipped Deployment's when
         ``None``.
+    :param netns: the name of the handle on the pod's network namespace
+        (``ip netns``); ``<prefix>p`` when ``None``.
     """
 
     def __init__(self, topology, workdir, store_sections, address,
-                 spec=None, log=print):
+                 spec=None, log=print, netns=None):
         self.topology = topology
         self.workdir = pathlib.Path(workdir)
         self.store_sections = store_sections
@@ -258,7 +319,7 @@ class AgentPod:
         self.log = log
         self.name = f'{topology.prefix}-agent'
         self.infra = f'{topology.prefix}-infra'
-        self.netns = f'{topology.prefix}p'
+        self.netns = netns or f'{topology.prefix}p'
         self.infra_pid = None
         self.attached = None
         self.netns_attached = False
@@ -329,9 +390,28 @@ class AgentPod:
 
     # -- the agent --------------------------------------------------------
 
-    def _files(self):
-        """The ConfigMap's files and the ServiceAccount; ``-v`` and
-        ``--env`` options for them."""
+    def _store_files(self):
+        """How the pod reaches its store: ``(podman options, port of the
+        API server to relay or None)``."""
+        if is_local(self.store_sections):
+            database = self.store_sections.get('vmetal_local_store', {}).get(
+                'database')
+            if not database:
+                raise PodError('the local store needs [vmetal_local_store]'
+                               'database')
+            state = pathlib.Path(database).parent
+            return [f'--volume={state}:{STATE_DIR}:rw'], None
+        account, host, port = service_account(
+            self.store_sections.get('vmetal_kubernetes', {}),
+            self.workdir / 'serviceaccount')
+        return [f'--volume={account}:{SERVICE_ACCOUNT}:ro',
+                f'--env=KUBERNETES_SERVICE_HOST={host}',
+                f'--env=KUBERNETES_SERVICE_PORT={port}'], port
+
+    def _files(self, extra_conf=''):
+        """The ConfigMap's files and the store's; ``-v`` and ``--env``
+        options for them and for ``extra_conf``, and the API server's port
+        to relay (``None`` for the local store)."""
         config_dir = self.workdir / 'configmap'
         config_dir.mkdir(parents=True, exist_ok=True)
         config_dir.chmod(0o755)
@@ -342,13 +422,10 @@ class AgentPod:
                 for _name, path in self.spec.mounts]
         argv += [f'--tmpfs={path}:rw,size={size},mode=1777'
                  for path, size in self.spec.tmpfs]
-        account, host, port = service_account(
-            self.store_sections.get('vmetal_kubernetes', {}),
-            self.workdir / 'serviceaccount')
-        argv.append(f'--volume={account}:{SERVICE_ACCOUNT}:ro')
-        env = {**dict(self.spec.env), 'KUBERNETES_SERVICE_HOST': host,
-               'KUBERNETES_SERVICE_PORT': str(port),
-               **lab_env(self.store_sections)}
+        store, port = self._store_files()
+        argv += store
+        env = {**dict(self.spec.env), **lab_env(self.store_sections),
+               **conf_env(extra_conf)}
         argv += [f'--env={key}={value}' for key, value in sorted(env.items())]
         return argv, port
 
@@ -356,20 +433,36 @@ class AgentPod:
         return self.agent_log.read_text(errors='replace') \
             if self.agent_log.exists() else ''
 
-    def start(self, image):
-        """Make the pod and start the agent in it.
+    def make(self, image):
+        """Make the pod: its infra container and ``net1``; the agent is
+        started by :meth:`start`. Done once.
 
+        :returns: the name of the pod's network namespace handle.
+        :raises PodError: a step failed.
+        """
+        if self.infra_pid is None:
+            self._start_infra(image)
+            self._attach()
+        return self.netns
+
+    def start(self, image, extra_conf='', relay=True):
+        """Make the pod (unless :meth:`make` did) and start the agent in it.
+
+        :param extra_conf: configuration file text the lab adds to the
+            ConfigMap's, given as environment overrides.
+        :param relay: relay the Kubernetes store's API server into the
+            pod (``False``: the lab already did).
         :returns: the ``Popen`` of ``podman run`` (attached: its output is
             the agent's log).
         :raises PodError: a step failed, or the agent did not start; the
             message ends with its output and, when the ``securityContext``
             explains it, why.
         """
-        self._start_infra(image)
-        self._attach()
-        volumes, port = self._files()
+        self.make(image)
+        volumes, port = self._files(extra_conf)
         try:
-            proxy.start_outward(self.topology, self.netns, port)
+            if port is not None and relay:
+                proxy.start_outward(self.topology, self.netns, port)
         except OSError as exc:
             raise PodError(f'API relay into the pod: {exc}') from None
         argv = agent_image.podman_argv(
@@ -424,7 +517,7 @@ class LabAgent:
 
     :param store_sections: the Kubernetes store's sections
         (:func:`vmetal_ironic.lab.full_setup.load_store_config`), or
-        ``None``.
+        ``None`` for the local store (see :meth:`local_database`).
     :raises vmetal_ironic.lab.flow.LabError: podman is missing, or a
         setting the pod cannot run with.
     """
@@ -441,47 +534,92 @@ class LabAgent:
         if shutil.which('podman') is None:
             raise flow.LabError('--agent-image: podman is missing; run '
                                 'tools/install-deps lab')
-        if not store_sections:
-            raise flow.LabError(
-                '--agent-image runs the shipped ConfigMap, whose store is '
-                'kubernetes: give --store-config')
         if faults:
             raise flow.LabError('--faults restarts the lab\'s own agent '
                                 'process; not with --agent-image')
         self.pod = None
+        self.spec = container_spec()
+        self.image = None
+        #: net1's address; the lab's server address when the pod bridges
+        #: two networks (:meth:`make_pod`).
+        self.address = self.ADDRESS
+
+    def local_database(self, workdir):
+        """The local store's file in a state directory of the pod's uid
+        under ``workdir``, made now, before Ironic opens it."""
+        return state_directory(pathlib.Path(workdir) / 'agent-state',
+                               self.spec)
 
     def configure(self, sections):
         """Ironic's ``sections``: the TFTP server it names in the
         reservations is the pod's address, as in
         etc/kubernetes/metal3/ironic-vmetal.conf."""
-        sections['pxe']['tftp_server'] = self.ADDRESS
+        sections['pxe']['tftp_server'] = self.address
+
+    def _image(self, lab):
+        if self.image is None:
+            try:
+                name, seconds, cached = agent_image.build(lab.report.note)
+                self.image = (name, seconds, cached,
+                              agent_image.image_size(name))
+            except debian.BuildError as exc:
+                raise self.flow.LabError(f'agent image: {exc}') from None
+        return self.image
+
+    def _pod(self, lab, netns=None):
+        if self.pod is None:
+            self.pod = AgentPod(
+                lab.topology, lab.workdir / 'agent-pod', lab.store_sections,
+                f'{self.address}/{self.flow.PREFIX}', spec=self.spec,
+                log=lab.report.note, netns=netns)
+        return self.pod
+
+    def make_pod(self, lab, label='a'):
+        """With two networks: make the pod before the lab wires its
+        cluster-side leg, ``net1`` holding the lab's server address (the
+        machine reaches Ironic through the agent there).
+
+        :returns: the pod's network namespace (``<prefix><label>``).
+        :raises vmetal_ironic.lab.flow.LabError: a step failed.
+        """
+        self.address = self.flow.SERVER
+        pod = self._pod(lab, netns=f'{lab.topology.prefix}{label}')
+        try:
+            return pod.make(self._image(lab)[0])
+        except PodError as exc:
+            raise self.flow.LabError(str(exc)) from None
 
     def start(self, lab):
         """Build (or find) the image, start the pod, set ``lab.agent``
-        and ``lab.agent_log``.
+        and ``lab.agent_log``. The lab's extra agent configuration (the
+        bridge's, with two networks) is passed as environment overrides.
 
         :raises vmetal_ironic.lab.flow.LabError: a step failed.
         """
+        image, seconds, cached, size = self._image(lab)
+        pod = self._pod(lab)
+        # Known once Ironic is configured: with two networks the pod was
+        # made before.
+        pod.store_sections = lab.store_sections
         try:
-            image, seconds, cached = agent_image.build(lab.report.note)
-            size = agent_image.image_size(image)
-        except debian.BuildError as exc:
-            raise self.flow.LabError(f'agent image: {exc}') from None
-        address = f'{self.ADDRESS}/{self.flow.PREFIX}'
-        self.pod = AgentPod(lab.topology, lab.workdir / 'agent-pod',
-                            lab.store_sections, address, log=lab.report.note)
-        try:
-            lab.agent = self.pod.start(image)
+            # With two networks the lab relays the API into the agent's
+            # namespace, the pod's.
+            lab.agent = pod.start(image, extra_conf=lab.agent_extra,
+                                  relay=lab.agent_ns != pod.netns)
         except PodError as exc:
             raise self.flow.LabError(str(exc)) from None
-        lab.agent_log = self.pod.agent_log
+        lab.agent_log = pod.agent_log
         how = 'cached' if cached else f'built in {seconds:.0f}s'
+        store = (f'local store in {STATE_DIR} (mounted, uid '
+                 f'{self.spec.uid})' if is_local(lab.store_sections)
+                 else 'in-cluster ServiceAccount')
         lab.report.done(
             'vmetal-dhcp-agent (image)',
             f'{image} ({size / 2**20:.0f} MiB, {how}) in a pod: {INTERFACE} '
-            f'{address} attached by CNI {self.pod.attached["type"]}, uid '
-            f'{self.pod.spec.uid}, capabilities '
-            f'{",".join(self.pod.spec.add)}, in-cluster ServiceAccount')
+            f'{pod.address} attached by CNI {pod.attached["type"]}, uid '
+            f'{pod.spec.uid}, capabilities {",".join(pod.spec.add)}, '
+            f'{store}' + (', bridging to the cluster network'
+                          if lab.agent_ns == pod.netns else ''))
 
     def summary(self):
         return {'agent': 'image'}

@@ -284,8 +284,15 @@ class Services:
         both; nothing routes between them."""
         lab = self.lab
         lab.server_ns = lab.topology.namespace('s')
-        lab.agent_ns, lab.server_if = lab.topology.host(
-            'a', f'{flow.SERVER}/{flow.PREFIX}')
+        if lab.agent_pod is not None:
+            # --agent-image: the agent's pod, net1 attached by its CNI
+            # plugin; the leg wired below stands in for its cluster
+            # network's eth0.
+            lab.agent_ns = lab.agent_pod.make_pod(lab)
+            lab.server_if = 'net1'
+        else:
+            lab.agent_ns, lab.server_if = lab.topology.host(
+                'a', f'{flow.SERVER}/{flow.PREFIX}')
         lab.topology.wire(lab.agent_ns, lab.server_ns,
                           f'{AGENT_CLUSTER}/{CLUSTER_PREFIX}',
                           f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX}')
@@ -348,6 +355,9 @@ class Services:
         work = lab.workdir / 'ironic'
         work.mkdir(parents=True, exist_ok=True)
         lab.vmetal_db = lab.workdir / 'vmetal.sqlite'
+        if lab.agent_pod is not None and not self.kube_sections:
+            # Shared with the agent's pod, in a directory of its uid.
+            lab.vmetal_db = lab.agent_pod.local_database(lab.workdir)
         sections = ironic_sections(
             work, lab.vmetal_db, self.api_address(),
             agent_ca=self.callback_tls and self.callback_tls.ca_file)

@@ -5,6 +5,8 @@ import dataclasses
 import importlib.machinery
 import importlib.util
 import json
+import os
+from unittest import mock
 
 import pytest
 
@@ -22,7 +24,8 @@ def test_the_shipped_deployment_is_read(spec):
     assert spec.read_only
     assert spec.drop == ('ALL',)
     assert sorted(spec.add) == ['NET_BIND_SERVICE', 'NET_RAW']
-    assert spec.allow_privilege_escalation
+    # no_new_privs on: measured, the agent keeps its two (metal3.rst).
+    assert not spec.allow_privilege_escalation
     assert spec.command == ()
     assert spec.args == ('--config-file',
                          '/etc/vmetal-ironic/vmetal-ironic.conf')
@@ -35,10 +38,10 @@ def test_the_shipped_deployment_is_read(spec):
 def test_podman_options_are_exactly_the_security_context(spec):
     assert agent_pod.security_args(spec) == [
         '--user', '1000:1000', '--read-only', '--read-only-tmpfs=false',
-        '--cap-drop=all', '--cap-add=net_bind_service', '--cap-add=net_raw']
-    strict = dataclasses.replace(spec, allow_privilege_escalation=False)
-    assert agent_pod.security_args(strict)[-2:] == [
+        '--cap-drop=all', '--cap-add=net_bind_service', '--cap-add=net_raw',
         '--security-opt', 'no-new-privileges']
+    loose = dataclasses.replace(spec, allow_privilege_escalation=True)
+    assert 'no-new-privileges' not in agent_pod.security_args(loose)
     wrapped = dataclasses.replace(spec, command=('/bin/sh', '-c', 'x'))
     assert agent_pod.security_args(wrapped)[-2:] == [
         '--entrypoint', '["/bin/sh", "-c", "x"]']
@@ -130,12 +133,56 @@ def test_lab_agent_says_podman_is_missing(monkeypatch):
                                'tools/install-deps lab')
 
 
-def test_lab_agent_needs_the_kubernetes_store(monkeypatch):
+def test_lab_agent_refuses_faults_only(monkeypatch):
     monkeypatch.setattr(agent_pod.shutil, 'which', lambda name: '/bin/x')
-    with pytest.raises(flow.LabError, match='--store-config'):
-        agent_pod.LabAgent(None)
+    # No --store-config: the local store, shared through a directory.
+    assert agent_pod.LabAgent(None).pod is None
     with pytest.raises(flow.LabError, match='--faults'):
         agent_pod.LabAgent({'vmetal': {}}, faults=True)
+
+
+def test_lab_env_points_the_local_store_at_the_mounted_directory():
+    env = agent_pod.lab_env({
+        'vmetal': {'store': 'local', 'address_scope': 'lab-2'},
+        'vmetal_local_store': {'database': '/srv/lab/agent-state/x.db'}})
+    assert env['OS_VMETAL__STORE'] == 'local'
+    assert env['OS_VMETAL_LOCAL_STORE__DATABASE'] == \
+        '/var/lib/vmetal-ironic/vmetal.sqlite'
+    assert env['OS_VMETAL__ADDRESS_SCOPE'] == 'lab-2'
+    assert float(env['OS_VMETAL_DHCP_AGENT__POLL_INTERVAL']) < 1
+    assert not [key for key in env if 'KUBERNETES' in key]
+
+
+def test_state_directory_belongs_to_the_pods_user(tmp_path, spec):
+    mine = dataclasses.replace(spec, uid=os.getuid(), gid=os.getgid())
+    database = agent_pod.state_directory(tmp_path / 'state', mine)
+    assert database == tmp_path / 'state' / 'vmetal.sqlite'
+    assert database.read_bytes() == b''
+    for path, mode in ((database.parent, 0o750), (database, 0o640)):
+        info = path.stat()
+        assert (info.st_uid, info.st_gid) == (os.getuid(), os.getgid())
+        assert info.st_mode & 0o777 == mode
+    # Again (a rerun in the same work directory) keeps what is there.
+    database.write_bytes(b'SQLite')
+    agent_pod.state_directory(tmp_path / 'state', mine)
+    assert database.read_bytes() == b'SQLite'
+
+
+def test_local_store_is_a_mounted_directory_not_a_service_account(
+        tmp_path):
+    pod = agent_pod.AgentPod(
+        mock.Mock(prefix='vlabx', workdir=tmp_path), tmp_path / 'pod',
+        {'vmetal': {'store': 'local'},
+         'vmetal_local_store': {'database': '/srv/state/vmetal.sqlite'}},
+        '192.0.2.3/24', spec=agent_pod.container_spec())
+    argv, port = pod._files()
+    assert port is None
+    assert '--volume=/srv/state:/var/lib/vmetal-ironic:rw' in argv
+    assert not [arg for arg in argv if 'serviceaccount' in arg
+                or 'KUBERNETES_SERVICE' in arg]
+    pod.store_sections = {'vmetal': {'store': 'local'}}
+    with pytest.raises(agent_pod.PodError, match='database'):
+        pod._files()
 
 
 def _wrapper():
@@ -182,3 +229,49 @@ def test_lab_agent_points_ironic_at_the_pod(monkeypatch):
     sections = {'pxe': {'tftp_server': '192.0.2.1'}}
     agent_pod.LabAgent({'vmetal': {}}).configure(sections)
     assert sections['pxe']['tftp_server'] == agent_pod.LabAgent.ADDRESS
+
+
+def test_the_labs_extra_configuration_becomes_overrides():
+    from vmetal_ironic.lab import full_setup
+    env = agent_pod.conf_env(full_setup.bridge_conf())
+    assert env['OS_VMETAL_BRIDGE__ENABLED'] == 'true'
+    assert env['OS_VMETAL_BRIDGE__CALLBACK_ADDRESS'] == \
+        full_setup.AGENT_CLUSTER
+    assert env['OS_VMETAL_BRIDGE__IRONIC_API_URL'] == (
+        f'http://{full_setup.IRONIC_CLUSTER}:{full_setup.API_PORT}')
+    assert agent_pod.conf_env('') == {}
+
+
+def test_a_pod_made_early_starts_on_the_labs_store(monkeypatch, tmp_path):
+    # With two networks the pod is made with the topology, before Ironic
+    # is configured: the store it starts on is the lab's by then.
+    monkeypatch.setattr(agent_pod.shutil, 'which', lambda name: '/bin/x')
+    monkeypatch.setattr(agent_pod.agent_image, 'build',
+                        lambda log: ('img', 0.0, True))
+    monkeypatch.setattr(agent_pod.agent_image, 'image_size', lambda n: 1)
+    seen = {}
+    monkeypatch.setattr(agent_pod.AgentPod, 'make',
+                        lambda pod, image: pod.netns)
+
+    def start(pod, image, extra_conf='', relay=True):
+        seen.update(sections=pod.store_sections, relay=relay,
+                    extra=extra_conf)
+        pod.attached = {'type': 'bridge'}
+        return 'process'
+
+    monkeypatch.setattr(agent_pod.AgentPod, 'start', start)
+    lab = mock.Mock(workdir=tmp_path, store_sections=None, agent_extra='')
+    lab.topology.prefix, lab.topology.workdir = 'vlabz', tmp_path
+    agent = agent_pod.LabAgent(None)
+    lab.agent_ns = agent.make_pod(lab)
+    assert lab.agent_ns == 'vlabza'
+    assert agent.address == flow.SERVER
+    sections = {'pxe': {}}
+    agent.configure(sections)
+    assert sections['pxe']['tftp_server'] == flow.SERVER
+    lab.store_sections = {'vmetal': {'store': 'local'}}
+    lab.agent_extra = '[vmetal_bridge]\nenabled = true\n'
+    agent.start(lab)
+    assert seen == {'sections': lab.store_sections, 'relay': False,
+                    'extra': lab.agent_extra}
+    assert lab.agent == 'process'
