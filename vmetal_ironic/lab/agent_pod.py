@@ -42,6 +42,7 @@ mode, so the agent can always open them.
 import configparser
 import contextlib
 import dataclasses
+import io
 import json
 import os
 import pathlib
@@ -70,6 +71,13 @@ DATABASE_NAME = 'vmetal.sqlite'
 #: Seconds between the agent's looks at the local store's revision.
 LOCAL_POLL_INTERVAL = 0.2
 INTERFACE = 'net1'
+#: Where the two-network overlay mounts the Secret
+#: ``vmetal-dhcp-agent-callback-tls`` (etc/kubernetes/overlays/two-networks).
+CALLBACK_TLS_DIR = '/etc/vmetal-callback-tls'
+#: ``[vmetal_bridge]`` options naming the callback listener's files, and
+#: the key each has in a ``kubernetes.io/tls`` Secret.
+CALLBACK_TLS_FILES = (('callback_cert_file', 'tls.crt'),
+                      ('callback_key_file', 'tls.key'))
 #: What the image's interpreter carries as file capabilities.
 FILE_CAPABILITIES = ('NET_BIND_SERVICE', 'NET_RAW')
 #: Options that say how to reach the API server: in the pod, in-cluster
@@ -250,6 +258,40 @@ def conf_env(text):
             for option, value in parser[group].items()}
 
 
+def callback_tls_secret(extra_conf, directory, spec):
+    """Mount the callback listener's certificate and key as the overlay
+    mounts its TLS Secret: files the lab wrote under its own directory,
+    which the pod cannot see, are copied into ``directory`` (readable by
+    ``spec``'s uid only, as a Secret volume with an ``fsGroup``), and
+    ``extra_conf``'s options are pointed at :data:`CALLBACK_TLS_DIR`.
+
+    :returns: ``(extra_conf with the options rewritten, podman options)``;
+        ``extra_conf`` unchanged and no options when it names no file.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(extra_conf)
+    if not parser.has_section('vmetal_bridge'):
+        return extra_conf, []
+    bridge = parser['vmetal_bridge']
+    named = [(option, key) for option, key in CALLBACK_TLS_FILES
+             if bridge.get(option)]
+    if not named:
+        return extra_conf, []
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chown(directory, spec.uid, spec.gid)
+    directory.chmod(0o750)
+    for option, key in named:
+        copy = directory / key
+        shutil.copyfile(bridge[option], copy)
+        os.chown(copy, spec.uid, spec.gid)
+        copy.chmod(0o400)
+        bridge[option] = f'{CALLBACK_TLS_DIR}/{key}'
+    text = io.StringIO()
+    parser.write(text)
+    return text.getvalue(), [f'--volume={directory}:{CALLBACK_TLS_DIR}:ro']
+
+
 def state_directory(directory, spec):
     """Make ``directory`` the local store's, owned by ``spec``'s uid and
     gid, holding an empty database file of theirs (SQLite takes an empty
@@ -424,6 +466,9 @@ class AgentPod:
                  for path, size in self.spec.tmpfs]
         store, port = self._store_files()
         argv += store
+        extra_conf, tls_volume = callback_tls_secret(
+            extra_conf, self.workdir / 'callback-tls', self.spec)
+        argv += tls_volume
         env = {**dict(self.spec.env), **lab_env(self.store_sections),
                **conf_env(extra_conf)}
         argv += [f'--env={key}={value}' for key, value in sorted(env.items())]

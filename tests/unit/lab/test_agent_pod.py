@@ -6,6 +6,7 @@ import importlib.machinery
 import importlib.util
 import json
 import os
+import pathlib
 from unittest import mock
 
 import pytest
@@ -275,3 +276,41 @@ def test_a_pod_made_early_starts_on_the_labs_store(monkeypatch, tmp_path):
     assert seen == {'sections': lab.store_sections, 'relay': False,
                     'extra': lab.agent_extra}
     assert lab.agent == 'process'
+
+
+def test_callback_tls_is_mounted_where_the_overlay_mounts_its_secret(
+        tmp_path, monkeypatch):
+    from vmetal_ironic.lab import full_setup
+    from vmetal_ironic.lab import tls
+    chowned = {}
+    monkeypatch.setattr(agent_pod.os, 'chown',
+                        lambda path, uid, gid: chowned.update(
+                            {pathlib.Path(path).name: (uid, gid)}))
+    spec = agent_pod.container_spec()
+    issued = tls.issue(tmp_path / 'tls', ['198.51.100.2'], label='callback')
+    text, volumes = agent_pod.callback_tls_secret(
+        full_setup.bridge_conf(issued), tmp_path / 'secret', spec)
+    env = agent_pod.conf_env(text)
+    assert env['OS_VMETAL_BRIDGE__CALLBACK_CERT_FILE'] == \
+        '/etc/vmetal-callback-tls/tls.crt'
+    assert env['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE'] == \
+        '/etc/vmetal-callback-tls/tls.key'
+    assert volumes == [
+        f'--volume={tmp_path / "secret"}:/etc/vmetal-callback-tls:ro']
+    assert (tmp_path / 'secret' / 'tls.key').read_bytes() == \
+        issued.key_file.read_bytes()
+    assert chowned['tls.key'] == (spec.uid, spec.gid)
+    # The overlay's own paths, so that the lab mounts what a cluster does.
+    patch = agent_pod._yaml(agent_pod.MANIFESTS / 'overlays' / 'two-networks'
+                            / 'agent-bridge-patch.yaml')
+    container = patch['spec']['template']['spec']['containers'][0]
+    values = {item['name']: item.get('value') for item in container['env']}
+    assert values['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE'] == \
+        env['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE']
+
+
+def test_no_callback_certificate_mounts_nothing(tmp_path, spec):
+    from vmetal_ironic.lab import full_setup
+    text = full_setup.bridge_conf()
+    assert agent_pod.callback_tls_secret(text, tmp_path, spec) == (text, [])
+    assert agent_pod.callback_tls_secret('', tmp_path, spec) == ('', [])
