@@ -5,8 +5,8 @@ kube-apiserver + kube-controller-manager, tests/functional/kube.py) and
 measures, for ``HOSTS`` (10,000) hosts in one /16:
 
 * allocation: allocations per second at 1 and 8 allocator processes
-  released together, and API requests per allocation (an AddressClaim
-  create per address, the owner's claims listed before and after);
+  (``VMETAL_BENCH_ALLOCATORS``) released together, and API requests per
+  allocation (claim create, owner record create, claim read back);
 * reservations: the publish rate of one writer (one DHCPReservation per
   MAC), the agent's cold load of all of them (paged list into the agent's
   ReservationCache), the change-to-agent latency (publish returns -> the

@@ -23,7 +23,6 @@ from vmetal_ironic.store.kubernetes import reservations
 GROUP, VERSION = 'vmetal-ironic.io', 'v1alpha1'
 SCOPE = 'default'
 MAC = '52:54:00:00:07:01'
-BINDER = 'ab' * 16
 
 
 def _owner(namespace):
@@ -38,9 +37,11 @@ def claim(namespace):
 
 
 def record(namespace):
-    spec = claim(namespace)['spec']
+    # Bound to the claim as its create answered (with its UID).
+    made = claim(namespace)
+    made['metadata']['uid'] = '6f1c2d9e-8b7a-4c3d-9e2f-0a1b2c3d4e5f'
     return owners.record_body(namespace, SCOPE, _owner(namespace),
-                              owners.binding(_owner(namespace), spec, BINDER))
+                              owners.binding(_owner(namespace), made))
 
 
 def reservation(namespace):
