@@ -41,11 +41,14 @@ def resident_mib(pid):
 
 
 def reserved(count):
-    """``[(mac, address)]`` for ``count`` hosts in 198.18.0.0/15."""
+    """``[(mac, address)]`` for ``count`` (up to 130,000) hosts in
+    198.18.0.0/15: 250 a /24, from .2, past 198.18.255 into 198.19."""
     hosts = []
     for index in range(count):
         number = 10 + index
-        address = f'198.18.{number // 250}.{number % 250 + 2}'
+        third = number // 250
+        address = (f'198.{18 + third // 256}.{third % 256}.'
+                   f'{number % 250 + 2}')
         mac = '52:54:10:' + index.to_bytes(3, 'big').hex(':')
         hosts.append((mac, address))
     return hosts

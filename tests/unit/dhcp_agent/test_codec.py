@@ -324,6 +324,27 @@ def test_inform_never_builds_with_scapy_once_prepared(monkeypatch):
     assert 51 not in dict(_walk(first))
 
 
+def test_prepare_builds_once_per_option_set_and_matches_a_scapy_build(
+        monkeypatch):
+    shared = [_binding(mac=f'52:54:00:aa:bb:{n:02x}', hostname=None,
+                       address=socket.inet_aton(f'192.0.2.{20 + n}'))
+              for n in range(5)]
+    named = [_binding(mac=f'52:54:00:aa:cc:{n:02x}', hostname=f'h{n}',
+                      address=socket.inet_aton(f'192.0.2.{40 + n}'))
+             for n in range(2)]
+    builder = codec.ReplyBuilder(SETTINGS)
+    builds = []
+    real = codec._scapy_bytes
+    monkeypatch.setattr(codec, '_scapy_bytes',
+                        lambda *a, **k: builds.append(1) or real(*a, **k))
+    assert builder.prepare(shared + named) == (7, {})
+    assert len(builds) == 3     # one for the five alike, one per host name
+    monkeypatch.setattr(codec, '_scapy_bytes', real)
+    for binding in shared + named:
+        assert builder._templates[(binding, False)] == builder._template(
+            binding)
+
+
 def test_prepare_rejects_a_binding_it_cannot_encode_and_keeps_the_rest():
     bad = _binding(mac='52:54:00:aa:bb:02', prefixlen=40)
     built, rejected = codec.ReplyBuilder(SETTINGS).prepare([BINDING, bad])
