@@ -21,7 +21,7 @@ are claimed by Machines and have no address yet, then:
   (10,000) reservations by one writer, in the same run (goal 285/s).
 
 The controller processes get the plain environment values of the
-shipped Deployment (``MALLOC_ARENA_MAX``). ``VMETAL_BENCH_CONTROLLER_CASES``
+shipped Deployment, if it sets any. ``VMETAL_BENCH_CONTROLLER_CASES``
 (``failover,resync,publish``) picks the cases. Every wait is bounded
 (``BUDGET`` seconds); a case that runs out of time says how far it got.
 """
@@ -78,7 +78,7 @@ def _shipped_env():
     deployment = yaml.safe_load((kube.MANIFESTS / 'controller' /
                                  'deployment.yaml').read_text())
     [container] = deployment['spec']['template']['spec']['containers']
-    return {item['name']: item['value'] for item in container['env']
+    return {item['name']: item['value'] for item in container.get('env', [])
             if 'value' in item}
 
 
