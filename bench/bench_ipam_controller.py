@@ -20,8 +20,10 @@ are claimed by Machines and have no address yet, then:
 * reservations: ``bench_kubernetes``'s publish of ``VMETAL_BENCH_HOSTS``
   (10,000) reservations by one writer, in the same run (goal 285/s).
 
-Every wait is bounded (``BUDGET`` seconds); a case that runs out of time
-says how far it got.
+The controller processes get the plain environment values of the
+shipped Deployment, if it sets any. ``VMETAL_BENCH_CONTROLLER_CASES``
+(``failover,resync,publish``) picks the cases. Every wait is bounded
+(``BUDGET`` seconds); a case that runs out of time says how far it got.
 """
 
 import concurrent.futures
@@ -50,6 +52,8 @@ CIDR = '198.18.0.1/16'
 IP_ANNOTATION = 'metal3.vcluster.com/ip-address'
 CLAIMED = 'vmetal-bench/claimed'
 BMH = ('metal3.io', 'v1alpha1', 'baremetalhosts')
+CASES = os.environ.get('VMETAL_BENCH_CONTROLLER_CASES',
+                       'failover,resync,publish').split(',')
 GOAL_RESYNC = (26.0, 90)
 GOAL_PUBLISH = 285
 
@@ -67,6 +71,15 @@ def _shipped_lease():
                                    'retry_period'):
             timing[key.strip()] = float(value)
     return timing
+
+
+def _shipped_env():
+    """The Deployment's environment values that are plain values."""
+    deployment = yaml.safe_load((kube.MANIFESTS / 'controller' /
+                                 'deployment.yaml').read_text())
+    [container] = deployment['spec']['template']['spec']['containers']
+    return {item['name']: item['value'] for item in container.get('env', [])
+            if 'value' in item}
 
 
 def _create_hosts(custom, namespace, count, claimed):
@@ -120,13 +133,15 @@ def _wait(predicate, deadline, interval=0.2):
 
 def failover(settings, workdir, custom, namespace, lease):
     deadline = time.monotonic() + BUDGET
-    first = process.ControllerProcess(settings, workdir, 'first', **lease)
+    env = _shipped_env()
+    first = process.ControllerProcess(settings, workdir, 'first', env=env,
+                                      **lease)
     second = None
     try:
         _wait(lambda: _metric(first, 'vmetal_ipam_controller_leading'),
               deadline)
         second = process.ControllerProcess(settings, workdir, 'second',
-                                           **lease)
+                                           env=env, **lease)
         _wait(lambda: b'campaigns' in second.log.read_bytes(), deadline)
         _wait(lambda: _metric(first, 'vmetal_ipam_controller_steps_total',
                               'ok', 'follow') >= BACKLOG // 10, deadline)
@@ -155,7 +170,8 @@ def failover(settings, workdir, custom, namespace, lease):
 def resync(settings, workdir):
     deadline = time.monotonic() + BUDGET
     started = time.monotonic()
-    cold = process.ControllerProcess(settings, workdir, 'cold')
+    cold = process.ControllerProcess(settings, workdir, 'cold',
+                                     env=_shipped_env())
     try:
         _wait(lambda: _metric(cold, 'vmetal_ipam_controller_leading'),
               deadline, interval=0.05)
@@ -226,33 +242,41 @@ def main():
             print(f'{HOSTS} hosts created in '
                   f'{time.monotonic() - started:.1f} s')
 
-            before, taken, given, finished, failed = failover(
-                settings, workdir, custom, namespace, lease)
-            print(f'failover with a backlog: leader killed with '
-                  f'{before}/{BACKLOG} claimed hosts given; standby leading '
-                  f'after {taken if taken is None else round(taken, 1)} s, '
-                  f'{given}/{BACKLOG} given {finished:.1f} s after the kill '
-                  f'({failed:.0f} failed follow steps); goal: lease duration '
-                  f'+ 30 s = {lease["lease_duration"] + 30:.0f} s '
-                  f'(load average {os.getloadavg()[0]:.1f})')
+            if 'failover' in CASES:
+                _print_failover(lease, *failover(settings, workdir, custom,
+                                                 namespace, lease))
+            if 'resync' in CASES:
+                _print_resync(settings, workdir)
+            if 'publish' in CASES:
+                published, rate = publish(cluster, core)
+                print(f'reservations published by one writer: {published} '
+                      f'at {rate:.0f}/s; goal {GOAL_PUBLISH}/s (load average '
+                      f'{os.getloadavg()[0]:.1f})')
 
-            total, from_leading, judged, read, peak = resync(settings,
-                                                             workdir)
-            print(f'full resync, cold process: {judged:.0f}/{HOSTS} host keys '
-                  f'reconciled ({read:.0f} read from the API server) in '
-                  f'{total:.1f} s from the process start, {from_leading:.1f} '
-                  f's from leading; peak RSS {peak / 2 ** 20:.0f} MiB; goal: '
-                  f'{GOAL_RESYNC[0]:.0f} s, {GOAL_RESYNC[1]} MiB '
-                  f'(load average {os.getloadavg()[0]:.1f})')
-            elapsed, pass_peak = store_pass(settings)
-            print(f'  peer, same run: the store\'s whole pass over the same '
-                  f'hosts {elapsed:.1f} s, peak Python memory '
-                  f'{pass_peak / 2 ** 20:.0f} MiB (tracemalloc)')
 
-            published, rate = publish(cluster, core)
-            print(f'reservations published by one writer: {published} at '
-                  f'{rate:.0f}/s; goal {GOAL_PUBLISH}/s (load average '
-                  f'{os.getloadavg()[0]:.1f})')
+def _print_failover(lease, before, taken, given, finished, failed):
+    print(f'failover with a backlog: leader killed with '
+          f'{before}/{BACKLOG} claimed hosts given; standby leading '
+          f'after {taken if taken is None else round(taken, 1)} s, '
+          f'{given}/{BACKLOG} given {finished:.1f} s after the kill '
+          f'({failed:.0f} failed follow steps); goal: lease duration '
+          f'+ 30 s = {lease["lease_duration"] + 30:.0f} s '
+          f'(load average {os.getloadavg()[0]:.1f})')
+
+
+def _print_resync(settings, workdir):
+    total, from_leading, judged, read, peak = resync(settings,
+                                                     workdir)
+    print(f'full resync, cold process: {judged:.0f}/{HOSTS} host keys '
+          f'reconciled ({read:.0f} read from the API server) in '
+          f'{total:.1f} s from the process start, {from_leading:.1f} '
+          f's from leading; peak RSS {peak / 2 ** 20:.0f} MiB; goal: '
+          f'{GOAL_RESYNC[0]:.0f} s, {GOAL_RESYNC[1]} MiB '
+          f'(load average {os.getloadavg()[0]:.1f})')
+    elapsed, pass_peak = store_pass(settings)
+    print(f'  peer, same run: the store\'s whole pass over the same '
+          f'hosts {elapsed:.1f} s, peak Python memory '
+          f'{pass_peak / 2 ** 20:.0f} MiB (tracemalloc)')
 
 
 if __name__ == '__main__':

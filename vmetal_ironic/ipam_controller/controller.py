@@ -368,10 +368,9 @@ class Controller:
     def _report_follow(self, host, view, report):
         if report is None:
             return
-        for _where in report.given:
+        for where in report.given:
             self._verdict('allocated')
-            allocation = self.store.get_allocation(view.consumer)
-            address = allocation.address if allocation else 'its network data'
+            address = report.addresses.get(where, 'its network data')
             self.reporter.report(host, events.ALLOCATED,
                                  f'{address} allocated to {view.consumer}')
         for _where, message in report.rejected:

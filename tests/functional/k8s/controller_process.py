@@ -43,9 +43,10 @@ class ControllerProcess:
     :param workdir: where its configuration and log go.
     :param options: ``[vmetal_ipam_controller]`` values beside
         :data:`FAST_LEASE` (which they may override).
+    :param env: environment variables added to this process's.
     """
 
-    def __init__(self, settings, workdir, identity, **options):
+    def __init__(self, settings, workdir, identity, env=None, **options):
         self.identity = identity
         self.port = free_port()
         lines = ['[DEFAULT]', 'use_stderr = true', '[vmetal]',
@@ -66,7 +67,7 @@ class ControllerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, '-m', 'vmetal_ironic.cmd.ipam_controller',
                  '--config-file', str(config)], stdout=log, stderr=log,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL, env=dict(os.environ, **(env or {})))
 
     @property
     def pid(self):

@@ -240,3 +240,45 @@ def test_the_controller_process_serves_its_metrics(
         assert replica.stop() == 0
     finally:
         replica.stop()
+
+
+def test_a_node_type_with_a_bad_selector_is_said_on_its_node_provider(
+        admin, namespace, cluster_objects, start_controller):
+    """One team's malformed selector (the CRD lets any operator string
+    through): a Warning on that NodeProvider, counted, and a host of
+    another node type still gets its network."""
+    bad = node_provider_with(namespace, 'bad', {'matchExpressions': [
+        {'key': 'tier', 'operator': 'Near', 'values': ['x']}]})
+    good = node_provider_with(namespace, 'good', {'matchLabels': {
+        'tier': namespace}})
+    cluster_objects('nodeproviders', bad)
+    cluster_objects('nodeproviders', good)
+    admin.create_host(namespace, 'h', '52:54:00:00:09:31',
+                      labels={'tier': namespace})
+    controller = start_controller()
+    follower.claim_host(admin, namespace, 'h', 'worker-31')
+    host = follower.wait_outputs(admin, namespace, 'h')
+    assert host['metadata']['annotations'][props.IP_ADDRESS].startswith(
+        '198.51.100.')
+
+    def warned():
+        return events_of(admin, 'default', bad['metadata']['name'])
+
+    [(reason, kind, message)] = wait_for(warned, timeout=20,
+                                         what='the Warning on the provider')
+    assert (reason, kind) == (events.SKIPPED, 'Warning')
+    assert f"NodeProvider {bad['metadata']['name']} node type 'small'" in (
+        message)
+    assert "'Near'" in message
+    assert controller.metrics.registry.get_sample_value(
+        'vmetal_ipam_controller_skipped_objects_total',
+        {'kind': 'NodeProvider', 'reason': 'selector'}) >= 1
+    assert events_of(admin, 'default', good['metadata']['name']) == []
+
+
+def node_provider_with(namespace, which, selector):
+    return {'apiVersion': 'management.loft.sh/v1', 'kind': 'NodeProvider',
+            'metadata': {'name': f'{which}-{namespace}'},
+            'spec': {'metal3': {'nodeTypes': [{
+                'name': 'small', 'bareMetalHosts': {'selector': selector},
+                'properties': {props.NETWORK_CIDR: '198.51.100.1/24'}}]}}}

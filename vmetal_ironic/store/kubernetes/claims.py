@@ -87,10 +87,14 @@ class FollowReport:
     :ivar given: ``"<ns>/<name>"`` of the hosts given their network.
     :ivar rejected: ``("<ns>/<name>", message)`` of the hosts that could
         not be, the message naming the bad value and where it came from.
+    :ivar addresses: ``{"<ns>/<name>": address text}`` of the hosts given
+        a static address (what the controller says on the host, without
+        reading the allocation back).
     """
 
     given: list = dataclasses.field(default_factory=list)
     rejected: list = dataclasses.field(default_factory=list)
+    addresses: dict = dataclasses.field(default_factory=dict)
 
 
 class Follower:
@@ -167,3 +171,5 @@ class Follower:
                  {'host': where, 'machine': view.consumer,
                   'address': address})
         report.given.append(where)
+        if result.ipv4 is not None:
+            report.addresses[where] = str(result.ipv4.address)

@@ -53,16 +53,28 @@ def reservation_body(namespace, reservation, owner=None):
 def parse(obj):
     """The :class:`~vmetal_ironic.reservation.Reservation` of an object,
     or ``None`` (logged) when it is malformed: one bad object must not
-    stop the agent serving the others."""
+    stop the agent serving the others.
+
+    An object not named after its ``spec.mac`` is malformed too: the one
+    reservation of a MAC is the object of that name (the name is unique,
+    the field is not), so a copy under another name, written by someone
+    else or under a CRD older than its naming rule, must not win over
+    it.
+    """
     spec = dict((obj or {}).get('spec') or {})
     spec.pop('owner', None)
+    name = _name_of(obj)
     try:
-        return reservation_mod.Reservation.from_dict(spec)
+        found = reservation_mod.Reservation.from_dict(spec)
+        if name != names.reservation_name(found.mac):
+            raise exception.InvalidProperty(
+                f'named {name!r}, not after its spec.mac {spec.get("mac")!r} '
+                f'({names.reservation_name(found.mac)})')
     except exception.InvalidProperty as exc:
         LOG.warning('Skipping reservation %(name)s: %(err)s',
-                    {'name': ((obj or {}).get('metadata') or {}).get('name'),
-                     'err': exc})
+                    {'name': name, 'err': exc})
         return None
+    return found
 
 
 def _name_of(obj):
@@ -70,11 +82,13 @@ def _name_of(obj):
 
 
 def _mac_of(obj):
-    spec = (obj or {}).get('spec') or {}
+    """The MAC an object stands for: its name's (one object per MAC). A
+    copy whose ``spec.mac`` names another MAC removes, when it goes or
+    turns bad, nothing but its own name's reservation."""
     try:
-        return network_data.normalize_mac(spec.get('mac') or names.key_mac(
+        return network_data.normalize_mac(names.key_mac(
             obj['metadata']['name']))
-    except (exception.InvalidProperty, KeyError, TypeError):
+    except (exception.InvalidProperty, KeyError, TypeError, AttributeError):
         return None
 
 
