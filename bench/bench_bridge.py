@@ -14,9 +14,10 @@ the agent's provisioning-side forward; "relay" is the same from
 the extra hop and nothing else (the ceiling any relay there can reach).
 Rounds rotate (direct, bridge, relay, bridge, relay, direct, ...) so a
 change in the machine's load hits all alike; medians are printed with the
-ratios, the agent's CPU while bridging (its own time: the TCP work done in
-softirq is not counted), and the agent's resident memory before the first
-20-client round and its peak after the last.
+ratios, the agent's CPU seconds per GiB bridged (its own user and system
+time, which the machine's load does not change as it changes rates; TCP
+work done in softirq is not counted), and the agent's resident memory
+before the first 20-client round and its peak after the last.
 """
 
 import os
@@ -166,8 +167,8 @@ def main():
                   f'{rates["relay"] / rates["direct"]:.2f}x, bridge/relay '
                   f'{rates["bridge"] / rates["relay"]:.2f}x (spreads '
                   f'{spread} s); agent CPU '
-                  f'{agent_cpu / sum(times["bridge"]):.2f} cores while '
-                  'bridging')
+                  f'{agent_cpu / (ROUNDS * clients * size / 2**30):.2f} '
+                  's/GiB bridged')
         peak = _status(agent.pid, 'VmHWM')
         print(f'agent RSS: {rss_before / 1024:.1f} MiB before the 20-client '
               f'rounds, peak {peak / 1024:.1f} MiB '

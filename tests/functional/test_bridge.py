@@ -10,9 +10,11 @@ Ironic.
   conductor) and busybox httpd serving Ironic's HTTP root (a 1 GiB sparse
   image among the files).
 
-The agent's callback listener serves TLS with a certificate from a CA the
-test makes (:mod:`vmetal_ironic.lab.tls`), as Ironic would check it with
-``[agent]verify_ca``; the conductor's side is curl with that CA.
+Both cluster-side legs are TLS with certificates of CAs the test makes
+(:mod:`vmetal_ironic.lab.tls`): Ironic's API (``[api]enable_ssl_api``, as
+Metal3 serves it), which the agent checks with ``[vmetal_bridge]ca_file``,
+and the agent's callback listener, as Ironic would check it with
+``[agent]verify_ca`` (the conductor's side is curl with that CA).
 
 The ramdisk's API is played by Python's http.server on the machine's port
 9999 (IPA itself needs a booted ramdisk: the full-flow lab runs the real
@@ -22,6 +24,7 @@ one); everything else is the real thing.
 import json
 import os
 import re
+import ssl
 import subprocess
 import sys
 
@@ -112,11 +115,19 @@ def net(tmp_path_factory):
         lab.spawn(machine_ns, [sys.executable, '-m', 'http.server',
                                str(IPA_PORT), '--bind', MACHINE,
                                '--directory', str(ramdisk)], 'ramdisk.log')
+        ironic_tls = tls.issue(workdir / 'tls', [IRONIC, '127.0.0.1'],
+                               label='ironic')
         ironic = ironic_fixture.IronicProcess(
-            workdir / 'ironic', overrides={'api': {'host_ip': IRONIC}})
+            workdir / 'ironic', overrides={'api': {
+                'host_ip': IRONIC, 'enable_ssl_api': 'true',
+                'cert_file': str(ironic_tls.cert_file),
+                'key_file': str(ironic_tls.key_file)}})
         relay_port, _relay = proxy.start(lab, ironic_ns, IRONIC, ironic.port)
         ironic.command_prefix = ['ip', 'netns', 'exec', ironic_ns]
-        ironic.url = f'http://127.0.0.1:{relay_port}'
+        ironic.url = f'https://127.0.0.1:{relay_port}'
+        ironic.tls_context = ssl.create_default_context(
+            cafile=str(ironic_tls.ca_file))
+        ironic.ca_file = ironic_tls.ca_file
         ironic.start()
         lab.reserve(MAC, MACHINE)
         callback_tls = tls.issue(workdir / 'tls', [AGENT_CLUSTER],
@@ -127,7 +138,8 @@ def net(tmp_path_factory):
             [vmetal_bridge]
             enabled = true
             ironic_http_url = http://{IRONIC}:{HTTP_ROOT_PORT}
-            ironic_api_url = http://{IRONIC}:{ironic.port}
+            ironic_api_url = https://{IRONIC}:{ironic.port}
+            ca_file = {ironic_tls.ca_file}
             callback_address = {AGENT_CLUSTER}
             callback_cert_file = {callback_tls.cert_file}
             callback_key_file = {callback_tls.key_file}
@@ -182,6 +194,8 @@ def test_http_root_streams_through_the_agent(net):
 
 
 def test_only_the_ramdisks_api_calls_reach_ironic(net):
+    """Ironic's API over TLS upstream, checked against its CA; the
+    ramdisk's side stays plain HTTP on the provisioning L2."""
     _code, body, status = net.curl(net.machine_ns, f'http://{AGENT}:6385/')
     assert status == 200 and 'versions' in json.loads(body)
     _code, body, status = net.curl(
@@ -195,8 +209,9 @@ def test_only_the_ramdisks_api_calls_reach_ironic(net):
     assert status == 403
     # Ironic would have answered it.
     direct = net.lab.ns_run(net.ironic_ns, 'curl', '-sS', '-o', '/dev/null',
-                            '-w', '%{http_code}',
-                            f'http://{IRONIC}:{net.ironic.port}/v1/nodes')
+                            '-w', '%{http_code}', '--cacert',
+                            str(net.ironic.ca_file),
+                            f'https://{IRONIC}:{net.ironic.port}/v1/nodes')
     assert direct.stdout == '200'
     net.agent.wait_metric(
         'vmetal_bridge_refused_total{listener="api",reason="path"}',

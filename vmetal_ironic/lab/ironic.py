@@ -130,6 +130,9 @@ class IronicService:
         self.sections = sections
         self.port = port
         self.url = f'http://127.0.0.1:{port}'
+        #: An ``ssl.SSLContext`` trusting the API's certificate when it
+        #: serves TLS (``[api]enable_ssl_api``; :attr:`url` is https).
+        self.tls_context = None
         self.conf_path = self.workdir / 'ironic.conf'
         self.log_path = self.workdir / 'ironic.log'
         self.images = self.workdir / 'images'
@@ -168,7 +171,8 @@ class IronicService:
     def api_up(self):
         try:
             # Always our own API on 127.0.0.1.
-            with urllib.request.urlopen(self.url + '/v1', timeout=2) as resp:  # noqa: S310
+            with urllib.request.urlopen(self.url + '/v1', timeout=2,  # noqa: S310
+                                        context=self.tls_context) as resp:
                 return resp.status == 200
         except (urllib.error.URLError, OSError):
             return False
@@ -208,7 +212,8 @@ class IronicService:
             headers={'X-OpenStack-Ironic-API-Version': 'latest',
                      'Content-Type': 'application/json'})
         try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=30,  # noqa: S310
+                                        context=self.tls_context) as resp:
                 text, status = resp.read(), resp.status
         except urllib.error.HTTPError as exc:
             text, status = exc.read(), exc.code

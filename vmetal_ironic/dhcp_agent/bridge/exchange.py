@@ -432,9 +432,14 @@ class Exchange:
             if isinstance(event, h11.Data):
                 sent += len(event.data)
                 await _write(self.writer, event.data, timeout)
-        target = self._splice_target(link)
-        if sent < length and target is not None:
+        if sent < length and self._can_splice(link):
             await _flush(self.writer, timeout)
+            # Named only now, with no await until relay() has duplicated
+            # it: a client gone during the flush has its descriptor
+            # closed, and its number may already be another client's.
+            target = self._client_descriptor()
+            if target is None:
+                raise _Cut()
             try:
                 sent += await splice.relay(link.fileno(), target,
                                            length - sent, timeout)
@@ -454,14 +459,19 @@ class Exchange:
             await _write(self.writer, data, timeout)
         return sent
 
-    def _splice_target(self, link):
-        """The client's socket descriptor when the body can be spliced
-        from ``link`` into it: both plain TCP."""
-        if (link.fileno() is None or not splice.available()
-                or self.writer.get_extra_info('sslcontext') is not None):
+    def _can_splice(self, link):
+        """Whether the body can be spliced from ``link`` to the client:
+        both plain TCP."""
+        return (link.fileno() is not None and splice.available()
+                and self.writer.get_extra_info('sslcontext') is None
+                and self.writer.get_extra_info('socket') is not None)
+
+    def _client_descriptor(self):
+        """The client socket's descriptor, or ``None`` once it closed."""
+        if self.writer.transport.is_closing():
             return None
-        sock = self.writer.get_extra_info('socket')
-        return sock.fileno() if sock is not None else None
+        fd = self.writer.get_extra_info('socket').fileno()
+        return fd if fd >= 0 else None
 
     async def _response_head(self, client, link, upstream):
         """The upstream's final response head, or ``None`` once the client

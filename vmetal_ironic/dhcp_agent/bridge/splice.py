@@ -81,8 +81,10 @@ async def relay(source, target, count, idle_timeout):
     """Move ``count`` bytes from socket ``source`` to socket ``target``.
 
     Both are file descriptors of non-blocking sockets; they are duplicated
-    here, so a socket an asyncio transport owns can be the target as long
-    as that transport writes nothing meanwhile (its buffer empty).
+    before the first wait, so a socket an asyncio transport owns can be
+    the target as long as that transport writes nothing meanwhile (its
+    buffer empty), and a transport closing its socket during the relay
+    only makes the relay fail.
 
     :returns: ``count``.
     :raises ShortBody: ``source`` closed early.
