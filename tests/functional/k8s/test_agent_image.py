@@ -51,7 +51,6 @@ from vmetal_ironic.lab import full_setup
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
 from vmetal_ironic.store import kubernetes as kube_store
-from vmetal_ironic.store.kubernetes import kube_names
 from vmetal_ironic.store import local
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -383,10 +382,7 @@ def test_full_flow_with_the_agent_image(tmp_path, kube_cluster, admin,
     finally:
         timer.cancel()
         lab_checks.stop_if_running(proc, 120)
-        for plural in ('addressclaims', 'addressowners'):
-            admin.custom.delete_collection_namespaced_custom_object(
-                'vmetal-ironic.io', 'v1alpha1', metal3.STORE_NAMESPACE,
-                plural, label_selector=f'{kube_names.LABEL_SCOPE}={scope}')
+        metal3.forget_run(admin, scope, mac)
     output = ''.join(lines) + err
     # Kept beside the lab's logs: the phase times of a passing run too.
     (tmp_path / 'lab-output.txt').write_text(output)
