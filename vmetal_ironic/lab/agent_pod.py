@@ -258,6 +258,19 @@ def conf_env(text):
             for option, value in parser[group].items()}
 
 
+def pod_directory(directory, spec):
+    """Make ``directory`` a volume of the pod's own: owned by ``spec``'s
+    uid and gid, closed to others (``0750``).
+
+    :returns: ``directory`` as a path.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chown(directory, spec.uid, spec.gid)
+    directory.chmod(0o750)
+    return directory
+
+
 def callback_tls_secret(extra_conf, directory, spec):
     """Mount the callback listener's certificate and key as the overlay
     mounts its TLS Secret: files the lab wrote under its own directory,
@@ -277,10 +290,7 @@ def callback_tls_secret(extra_conf, directory, spec):
              if bridge.get(option)]
     if not named:
         return extra_conf, []
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chown(directory, spec.uid, spec.gid)
-    directory.chmod(0o750)
+    directory = pod_directory(directory, spec)
     for option, key in named:
         copy = directory / key
         shutil.copyfile(bridge[option], copy)
@@ -299,13 +309,9 @@ def state_directory(directory, spec):
 
     :returns: the database file's path.
     """
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    database = directory / DATABASE_NAME
+    database = pod_directory(directory, spec) / DATABASE_NAME
     database.touch(exist_ok=True)
-    for path in (directory, database):
-        os.chown(path, spec.uid, spec.gid)
-    directory.chmod(0o750)
+    os.chown(database, spec.uid, spec.gid)
     database.chmod(0o640)
     return database
 
