@@ -97,3 +97,58 @@ def assert_two_networks(prefix):
     assert facts['route_to_l2'] != 0, facts
     assert facts['agent_ip_forward'] == '0', facts
     return facts
+
+
+def _ns_curl(namespace, *argv):
+    """curl in ``namespace``: ``(exit code, HTTP status or 0)``."""
+    result = subprocess.run(
+        ['ip', 'netns', 'exec', namespace, 'curl', '-sS', '-o', '/dev/null',
+         '--max-time', '10', '-w', '%{http_code}', *argv],
+        capture_output=True, text=True, timeout=30, check=False)
+    return result.returncode, int(result.stdout.strip() or 0)
+
+
+def agent_upstream_connections(prefix, listener='api'):
+    """``{scheme: count}`` of the connections the agent of a two-network
+    lab run (namespace ``<prefix>a``, its own process or its pod) opened
+    to ``listener``'s upstream, from its metrics endpoint
+    (``vmetal_bridge_upstream_connections_total``)."""
+    text = subprocess.run(
+        ['ip', 'netns', 'exec', f'{prefix}a', 'curl', '-sS', '--max-time',
+         '10', 'http://127.0.0.1:9567/metrics'],
+        capture_output=True, text=True, timeout=30, check=False).stdout
+    found = re.findall(
+        r'^vmetal_bridge_upstream_connections_total\{listener="'
+        + listener + r'",scheme="(https?)"\} ([0-9.e+]+)$', text, re.M)
+    return {scheme: float(value) for scheme, value in found}
+
+
+def ironic_api_facts(prefix, ca_file=None):
+    """How Ironic's API answers on the cluster network of a two-network
+    lab run, asked from Ironic's own namespace while it runs.
+
+    :param ca_file: the CA the run made for Ironic's API (https only).
+    :returns: ``{'http', 'https', 'agent'}``: the ``(curl exit code, HTTP
+        status)`` of a plain-HTTP and of a CA-checked TLS request to
+        ``203.0.113.1:6385/`` (status 0: no HTTP answer; Ironic 39's
+        cheroot answers plain HTTP on its TLS port with a plain 400), and
+        the agent's upstream connections to the API by scheme
+        (:func:`agent_upstream_connections`).
+    """
+    url = '203.0.113.1:6385/'
+    checked = ('--cacert', str(ca_file)) if ca_file else ()
+    return {'http': _ns_curl(f'{prefix}s', f'http://{url}'),
+            'https': _ns_curl(f'{prefix}s', *checked, f'https://{url}'),
+            'agent': agent_upstream_connections(prefix)}
+
+
+def assert_ironic_api(facts, scheme):
+    """Ironic's API answered ``scheme`` only (the other scheme gets no
+    API document: no answer, or cheroot's 400 to plain HTTP on a TLS
+    port), and the agent forwarded the ramdisk's calls to it that way and
+    never the other."""
+    other = 'http' if scheme == 'https' else 'https'
+    assert facts[scheme] == (0, 200), facts
+    assert facts[other][1] in (0, 400), facts
+    assert facts['agent'].get(scheme, 0) >= 1, facts
+    assert facts['agent'].get(other, 0) == 0, facts

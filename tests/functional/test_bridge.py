@@ -216,6 +216,11 @@ def test_only_the_ramdisks_api_calls_reach_ironic(net):
     net.agent.wait_metric(
         'vmetal_bridge_refused_total{listener="api",reason="path"}',
         before + 1)
+    # Both forwarded calls went to Ironic over checked TLS, none plain.
+    connections = 'vmetal_bridge_upstream_connections_total{{listener="api",' \
+        'scheme="{}"}}'
+    assert net.agent.metric(connections.format('https')) >= 2
+    assert net.agent.metric(connections.format('http')) == 0
 
 
 def test_the_agent_is_no_proxy(net):

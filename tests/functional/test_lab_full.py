@@ -94,12 +94,18 @@ def test_full_flow_across_two_networks(tmp_path):
     its own and the agent bridging it to the machine's L2; the isolation
     facts are read from the lab's namespaces while it runs, and the agent
     is restarted while IPA deploys (``--faults``): the bridge learns the
-    ramdisk again from the store and the next heartbeat."""
+    ramdisk again from the store and the next heartbeat.
+
+    Ironic's API is plain HTTP here (``--ironic-api http``); the Kubernetes
+    store's two-network flow (k8s/test_lab_full_metal3.py) runs it over
+    TLS, the default. Read once the machine is inspected: Ironic answers
+    plain HTTP and no TLS, and the agent forwarded the ramdisk's calls over
+    plain HTTP only (its upstream connection counters)."""
     proc = subprocess.Popen(
-        [LAB, '--full', '--two-networks', '--faults', '--json', '--workdir',
-         str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
-    lines, checked = [], []
+        [LAB, '--full', '--two-networks', '--ironic-api', 'http', '--faults',
+         '--json', '--workdir', str(tmp_path)], stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    lines, checked, api = [], [], None
     try:
         for line in proc.stdout:
             lines.append(line)
@@ -109,6 +115,10 @@ def test_full_flow_across_two_networks(tmp_path):
                                   or '. installed OS:' in line):
                 prefix = lab_checks.run_prefix(''.join(lines))
                 checked.append(lab_checks.assert_two_networks(prefix))
+            elif 'ok ' in line and '. inspected:' in line:
+                # Before --faults restarts the agent (its counters with it).
+                api = lab_checks.ironic_api_facts(
+                    lab_checks.run_prefix(''.join(lines)))
         err = proc.stderr.read()
         proc.wait(120)
     finally:
@@ -119,6 +129,9 @@ def test_full_flow_across_two_networks(tmp_path):
     summary = json.loads(lines[-1])
     assert summary['ok'] is True
     assert summary['topology'] == 'two-networks'
+    assert summary['ironic_api'] == 'http'
+    assert api is not None, output
+    lab_checks.assert_ironic_api(api, 'http')
     assert tuple(step['name'] for step in summary['steps']) == PHASES
     assert summary['os_address'] == summary['allocated_address']
     assert 'agent restarted' in output

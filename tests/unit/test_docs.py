@@ -21,7 +21,8 @@ from vmetal_ironic.conf import opts as vmetal_opts
 TOP = pathlib.Path(__file__).resolve().parents[2]
 DOC = TOP / 'doc' / 'source'
 PAGES = sorted(DOC.glob('*.rst'))
-IRONIC_GROUPS = {'DEFAULT', 'dhcp', 'pxe', 'deploy', 'agent', 'service_catalog'}
+IRONIC_GROUPS = {'DEFAULT', 'dhcp', 'pxe', 'deploy', 'agent', 'service_catalog',
+                 'api'}
 
 _OPTION = re.compile(r'\[(\w+)\](\w+)')
 _ENV = re.compile(r'\bOS_([A-Z0-9_]+?)__([A-Z0-9_]+)\b')

@@ -72,6 +72,12 @@ def main(argv=None):
                         'the image server on a cluster network of their '
                         'own, the DHCP agent bridging it to the lab L2 '
                         '(default: everything on the lab L2)')
+    parser.add_argument('--ironic-api', choices=full_setup.API_SCHEMES,
+                        help='with --full: how Ironic\'s API is served '
+                        '(default: https with --two-networks, as Metal3 '
+                        'serves it, with a CA of the run\'s own that the '
+                        'agent and the lab check it with; http on one L2, '
+                        'the only choice there)')
     parser.add_argument('--mac', help='with --full: the machine\'s MAC '
                         '(default: random)')
     parser.add_argument('--agent-image', action='store_true',
@@ -97,7 +103,8 @@ def main(argv=None):
                 phase_timeout=args.phase_timeout, dhcp=args.dhcp,
                 store_config=args.store_config, node_name=args.node_name,
                 mac=args.mac, two_networks=args.two_networks,
-                controller_config=args.controller_config)
+                controller_config=args.controller_config,
+                ironic_api=args.ironic_api)
             if args.agent_image:
                 lab.agent_pod = agent_pod.LabAgent(
                     lab.services.kube_sections, faults=args.faults)

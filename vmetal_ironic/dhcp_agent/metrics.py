@@ -124,6 +124,11 @@ _DECLARED = (
     ('bridge_upstream_errors', _COUNTER, 'vmetal_bridge_upstream_errors',
      'Upstreams (Ironic, a ramdisk) that failed a forward, by listener and '
      'kind (unreachable, timeout, bad_response).', ('listener', 'kind')),
+    ('bridge_upstream_connections', _COUNTER,
+     'vmetal_bridge_upstream_connections',
+     'Connections the bridge opened to an upstream (Ironic, a ramdisk), by '
+     'listener and scheme; an https one is counted once its TLS handshake '
+     'and certificate check passed.', ('listener', 'scheme')),
     ('bridge_bytes', _COUNTER, 'vmetal_bridge_bytes',
      'Response body bytes the bridge forwarded, by listener.',
      ('listener',)),

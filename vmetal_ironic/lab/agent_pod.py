@@ -78,6 +78,10 @@ CALLBACK_TLS_DIR = '/etc/vmetal-callback-tls'
 #: the key each has in a ``kubernetes.io/tls`` Secret.
 CALLBACK_TLS_FILES = (('callback_cert_file', 'tls.crt'),
                       ('callback_key_file', 'tls.key'))
+#: Where the two-network overlay mounts the Secret ``ironic-cacert`` (the
+#: CA of Ironic's API certificate), and the option naming its file.
+IRONIC_CA_DIR = '/etc/ironic-ca'
+IRONIC_CA_FILES = (('ca_file', 'ca.crt'),)
 #: What the image's interpreter carries as file capabilities.
 FILE_CAPABILITIES = ('NET_BIND_SERVICE', 'NET_RAW')
 #: Options that say how to reach the API server: in the pod, in-cluster
@@ -273,11 +277,28 @@ def pod_directory(directory, spec):
 
 def callback_tls_secret(extra_conf, directory, spec):
     """Mount the callback listener's certificate and key as the overlay
-    mounts its TLS Secret: files the lab wrote under its own directory,
-    which the pod cannot see, are copied into ``directory`` (readable by
-    ``spec``'s uid only, as a Secret volume with an ``fsGroup``), and
-    ``extra_conf``'s options are pointed at :data:`CALLBACK_TLS_DIR`.
+    mounts its TLS Secret: see :func:`secret_volume`
+    (:data:`CALLBACK_TLS_DIR`)."""
+    return secret_volume(extra_conf, directory, spec, CALLBACK_TLS_DIR,
+                         CALLBACK_TLS_FILES)
 
+
+def ironic_ca_secret(extra_conf, directory, spec):
+    """Mount the CA of Ironic's API (``[vmetal_bridge]ca_file``) as the
+    overlay mounts the Secret ``ironic-cacert``: see :func:`secret_volume`
+    (:data:`IRONIC_CA_DIR`)."""
+    return secret_volume(extra_conf, directory, spec, IRONIC_CA_DIR,
+                         IRONIC_CA_FILES)
+
+
+def secret_volume(extra_conf, directory, spec, mount, files):
+    """Mount files that ``extra_conf``'s ``[vmetal_bridge]`` options name
+    as the overlay mounts a Secret at ``mount``: files the lab wrote under
+    its own directory, which the pod cannot see, are copied into
+    ``directory`` (readable by ``spec``'s uid only, as a Secret volume with
+    an ``fsGroup``), and the options are pointed at ``mount``.
+
+    :param files: ``(option, key in the Secret)`` pairs.
     :returns: ``(extra_conf with the options rewritten, podman options)``;
         ``extra_conf`` unchanged and no options when it names no file.
     """
@@ -286,8 +307,7 @@ def callback_tls_secret(extra_conf, directory, spec):
     if not parser.has_section('vmetal_bridge'):
         return extra_conf, []
     bridge = parser['vmetal_bridge']
-    named = [(option, key) for option, key in CALLBACK_TLS_FILES
-             if bridge.get(option)]
+    named = [(option, key) for option, key in files if bridge.get(option)]
     if not named:
         return extra_conf, []
     directory = pod_directory(directory, spec)
@@ -296,10 +316,10 @@ def callback_tls_secret(extra_conf, directory, spec):
         shutil.copyfile(bridge[option], copy)
         os.chown(copy, spec.uid, spec.gid)
         copy.chmod(0o400)
-        bridge[option] = f'{CALLBACK_TLS_DIR}/{key}'
+        bridge[option] = f'{mount}/{key}'
     text = io.StringIO()
     parser.write(text)
-    return text.getvalue(), [f'--volume={directory}:{CALLBACK_TLS_DIR}:ro']
+    return text.getvalue(), [f'--volume={directory}:{mount}:ro']
 
 
 def state_directory(directory, spec):
@@ -475,6 +495,9 @@ class AgentPod:
         extra_conf, tls_volume = callback_tls_secret(
             extra_conf, self.workdir / 'callback-tls', self.spec)
         argv += tls_volume
+        extra_conf, ca_volume = ironic_ca_secret(
+            extra_conf, self.workdir / 'ironic-ca', self.spec)
+        argv += ca_volume
         env = {**dict(self.spec.env), **lab_env(self.store_sections),
                **conf_env(extra_conf)}
         argv += [f'--env={key}={value}' for key, value in sorted(env.items())]

@@ -55,6 +55,8 @@ class FullLab(flow.Lab):
         by the agent (:mod:`.full_setup`).
     :param controller_config: the vmetal-ipam-controller's configuration
         file (a Kubernetes store only; ``store_config`` by default).
+    :param ironic_api: ``http`` or ``https``, how Ironic's API is served
+        (default: https with ``two_networks``, see :mod:`.full_setup`).
     :raises vmetal_ironic.lab.flow.LabError: options that do not go
         together, or an unusable store configuration.
     """
@@ -62,7 +64,8 @@ class FullLab(flow.Lab):
     def __init__(self, workdir, report, faults=False,
                  phase_timeout=PHASE_TIMEOUT, dhcp='vmetal',
                  store_config=None, node_name='lab-node-0', mac=None,
-                 two_networks=False, controller_config=None):
+                 two_networks=False, controller_config=None,
+                 ironic_api=None):
         super().__init__(workdir, report)
         if faults and dhcp != full_dhcp.VmetalDhcp.name:
             raise flow.LabError('--faults checks the vmetal DHCP provider '
@@ -79,7 +82,7 @@ class FullLab(flow.Lab):
         self.dhcp = full_dhcp.PROVIDERS[dhcp](self)
         self.services = full_setup.Services(self, store_config,
                                             two_networks,
-                                            controller_config)
+                                            controller_config, ironic_api)
         self.phases = []
         self.address = None
         self.os_fields = None
@@ -409,6 +412,7 @@ class FullLab(flow.Lab):
         return {'ok': ok, 'seconds': round(seconds, 1),
                 'dhcp': self.dhcp.name, 'node': self.node_name,
                 'topology': self.services.topology,
+                'ironic_api': self.services.ironic_api,
                 'allocated_address': self.address,
                 'os_address': fields.get('address', '').split('/')[0] or None,
                 'os_address_source': fields.get('source'),

@@ -30,6 +30,16 @@ and ``:6385``, which the agent puts in place of Ironic's in what crosses),
 and the conductor reaches the ramdisk through the agent's callback proxy
 on 203.0.113.2:8081.
 
+Ironic's API across two networks is served over TLS by default, as Metal3
+serves it (``ironic_api='https'``): a certificate for 203.0.113.1 and
+127.0.0.1 from a CA of the run's own (:mod:`vmetal_ironic.lab.tls`), which
+every caller of the API checks: the agent's bridge
+(``[vmetal_bridge]ca_file``) and the lab's own client (through the relay
+on the host's 127.0.0.1). What the machine is told stays plain HTTP on
+the lab L2 (the agent's ``http://192.0.2.1:6385``). ``ironic_api='http'``
+keeps it plain; on one L2 it is always plain (the ramdisk calls the API
+itself there, with no CA of the run's).
+
 The store is the local one in the work directory, or a Kubernetes store
 given by ``--store-config`` (:func:`load_store_config`): its API server on
 the host's 127.0.0.1 is relayed into the server namespace (and the
@@ -66,6 +76,8 @@ CLUSTER_PREFIX = 24
 IRONIC_CLUSTER = '203.0.113.1'
 AGENT_CLUSTER = '203.0.113.2'
 TOPOLOGIES = ('same-l2', 'two-networks')
+#: How Ironic's API is served: ``--ironic-api``.
+API_SCHEMES = ('http', 'https')
 IMAGE_PATH = 'lab-images'
 REQUIRED = ('virsh', 'qemu-img', 'debootstrap', 'mkfs.vfat', 'mcopy',
             'sgdisk', 'grub-mkimage', 'zstd', 'cpio', 'genisoimage')
@@ -126,28 +138,44 @@ def kubernetes_store(path):
     return kubernetes.KubernetesStore(conf)
 
 
-def bridge_conf(callback_tls=None):
+def default_ironic_api(two_networks):
+    """The scheme of Ironic's API when ``--ironic-api`` is not given:
+    https across two networks (Metal3's shape), http on one L2."""
+    return API_SCHEMES[bool(two_networks)]
+
+
+def ironic_api_url(address, api_ca=None):
+    """Ironic's API on ``address`` as its callers name it: https when
+    ``api_ca`` (the CA file its certificate comes from) is given."""
+    return f'{"https" if api_ca else "http"}://{address}:{API_PORT}'
+
+
+def bridge_conf(callback_tls=None, api_ca=None):
     """The agent's ``[vmetal_bridge]`` in the two-network lab: Ironic on
     the cluster network, the same URLs as on one L2 for the machine.
 
     :param callback_tls: the :class:`~vmetal_ironic.lab.tls.Issued`
         certificate of the callback listener, or ``None`` for plain HTTP.
+    :param api_ca: the CA file of Ironic's API certificate, which the
+        agent checks it with; ``None``: Ironic's API is plain HTTP.
     """
     text = (f'[vmetal_bridge]\n'
             f'enabled = true\n'
             f'ironic_http_url = http://{IRONIC_CLUSTER}:{flow.HTTP_PORT}\n'
-            f'ironic_api_url = http://{IRONIC_CLUSTER}:{API_PORT}\n'
+            f'ironic_api_url = {ironic_api_url(IRONIC_CLUSTER, api_ca)}\n'
             f'http_port = {flow.HTTP_PORT}\n'
             f'api_port = {API_PORT}\n'
             f'callback_address = {AGENT_CLUSTER}\n')
     if callback_tls is not None:
         text += (f'callback_cert_file = {callback_tls.cert_file}\n'
                  f'callback_key_file = {callback_tls.key_file}\n')
+    if api_ca is not None:
+        text += f'ca_file = {api_ca}\n'
     return text
 
 
 def ironic_sections(work, vmetal_db, api_address=flow.SERVER,
-                    agent_ca=None):
+                    agent_ca=None, api_tls=None):
     """ironic.conf of the full flow, on top of the quick lab's.
 
     ``api_address`` is where Ironic's API and HTTP server listen, and
@@ -157,7 +185,8 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER,
     (192.0.2.1) wherever they reach the machine. The TFTP server is the
     agent's address either way. ``agent_ca`` is the CA file of the
     agent's callback listener across two networks (``None``: it serves
-    plain HTTP).
+    plain HTTP). ``api_tls`` is the :class:`~vmetal_ironic.lab.tls.Issued`
+    certificate Ironic's API serves TLS with (``None``: plain HTTP).
     """
     work = pathlib.Path(work)
     sections = lab_ironic.default_sections(
@@ -180,9 +209,14 @@ def ironic_sections(work, vmetal_db, api_address=flow.SERVER,
         'enabled_vendor_interfaces': 'no-vendor',
     })
     sections['api'] = {'host_ip': api_address, 'port': str(API_PORT)}
+    if api_tls is not None:
+        sections['api'].update({'enable_ssl_api': 'true',
+                                'cert_file': str(api_tls.cert_file),
+                                'key_file': str(api_tls.key_file)})
     sections['service_catalog'] = {
         'auth_type': 'none',
-        'endpoint_override': f'http://{api_address}:{API_PORT}'}
+        'endpoint_override': ironic_api_url(
+            api_address, api_tls and api_tls.ca_file)}
     sections['conductor'].update({
         'automated_clean': 'true',
         'deploy_callback_timeout': '1800',
@@ -240,14 +274,26 @@ class Services:
     :param controller_config: with a Kubernetes store, the configuration
         of the vmetal-ipam-controller started beside Ironic (its own
         credentials); ``store_config`` when ``None``.
+    :param ironic_api: ``http`` or ``https`` (:data:`API_SCHEMES`), how
+        Ironic's API is served; :func:`default_ironic_api` when ``None``.
+    :raises vmetal_ironic.lab.flow.LabError: https on one L2.
     """
 
     def __init__(self, lab, store_config=None, two_networks=False,
-                 controller_config=None):
+                 controller_config=None, ironic_api=None):
         self.lab = lab
         self.store_config = store_config
         self.two_networks = two_networks
         self.topology = TOPOLOGIES[two_networks]
+        self.ironic_api = ironic_api or default_ironic_api(two_networks)
+        if self.ironic_api not in API_SCHEMES:
+            raise flow.LabError(f'--ironic-api {self.ironic_api!r}: one of '
+                                f'{", ".join(API_SCHEMES)}')
+        if self.ironic_api == 'https' and not two_networks:
+            raise flow.LabError(
+                '--ironic-api https needs --two-networks: on one L2 the '
+                "ramdisk calls Ironic's API itself and has no CA of the "
+                "run's to check it with")
         # The controller's own file (its identity's token), else the
         # store's.
         self.controller_config = controller_config or store_config
@@ -259,6 +305,8 @@ class Services:
         self.domain = None
         self.bmc = None
         self.callback_tls = None
+        #: The certificate of Ironic's API (``ironic_api == 'https'``).
+        self.api_tls = None
 
     def build_images(self):
         report = self.lab.report
@@ -305,7 +353,15 @@ class Services:
         # that Ironic trusts by [agent]verify_ca.
         self.callback_tls = tls.issue(lab.workdir / 'tls', [AGENT_CLUSTER],
                                       label='callback')
-        lab.agent_extra = bridge_conf(self.callback_tls)
+        if self.ironic_api == 'https':
+            # Ironic's API as Metal3 serves it: TLS, a certificate for the
+            # address the agent connects to and for the host's 127.0.0.1,
+            # where the lab's client reaches it through its relay.
+            self.api_tls = tls.issue(lab.workdir / 'tls',
+                                     [IRONIC_CLUSTER, '127.0.0.1'],
+                                     label='ironic')
+        lab.agent_extra = bridge_conf(
+            self.callback_tls, self.api_tls and self.api_tls.ca_file)
         return (f'provisioning L2: agent {flow.SERVER}/{flow.PREFIX} in '
                 f'{lab.agent_ns}; cluster network: Ironic '
                 f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX} in {lab.server_ns}, '
@@ -360,7 +416,8 @@ class Services:
             lab.vmetal_db = lab.agent_pod.local_database(lab.workdir)
         sections = ironic_sections(
             work, lab.vmetal_db, self.api_address(),
-            agent_ca=self.callback_tls and self.callback_tls.ca_file)
+            agent_ca=self.callback_tls and self.callback_tls.ca_file,
+            api_tls=self.api_tls)
         if self.kube_sections:
             self._relay_kubernetes()
             sections.pop('vmetal_local_store')
@@ -374,6 +431,8 @@ class Services:
         lab.ironic = lab_ironic.IronicService(
             work, sections, port,
             command_prefix=['ip', 'netns', 'exec', lab.server_ns])
+        if self.api_tls is not None:
+            lab.ironic.trust(self.api_tls.ca_file)
         try:
             lab.ironic.start()
         except RuntimeError as exc:
@@ -388,9 +447,10 @@ class Services:
         os.symlink(self.image_dir / 'image.qcow2', served / 'image.qcow2')
         store = (f'Kubernetes store {self.api_url()} (relayed into '
                  f'{lab.server_ns})' if self.kube_sections else 'local store')
-        listen = (f'API {self.api_address()}:{API_PORT}, the machine\'s '
-                  f'{API_URL} through the agent' if self.two_networks
-                  else f'API {API_URL}')
+        checked = " (TLS, the run's CA)" if self.api_tls else ''
+        listen = (f'API {sections["service_catalog"]["endpoint_override"]}'
+                  f'{checked}, the machine\'s {API_URL} through the agent'
+                  if self.two_networks else f'API {API_URL}')
         lab.report.done('Ironic', f'{listen} (host: {lab.ironic.url}), '
                         'hardware type redfish, ipxe boot, agent inspect, '
                         f'direct deploy, {lab.dhcp.description}, {store}')

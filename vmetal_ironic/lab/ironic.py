@@ -17,6 +17,7 @@ import os
 import pathlib
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -167,6 +168,12 @@ class IronicService:
         self.stop()
         raise RuntimeError(f'ironic API not up after {START_TIMEOUT}s:\n'
                            f'{self.log_tail()}')
+
+    def trust(self, ca_file):
+        """Call the API over TLS (``[api]enable_ssl_api``), checking its
+        certificate against ``ca_file``; it must name 127.0.0.1."""
+        self.url = f'https://127.0.0.1:{self.port}'
+        self.tls_context = ssl.create_default_context(cafile=str(ca_file))
 
     def api_up(self):
         try:

@@ -19,6 +19,15 @@ installed OS runs, its address, the host's network-data Secret (key
 ``networkData``) and its annotations are read through the API, and the
 Machine still holds the address after undeploy and cleaning.
 
+Ironic's API is served over TLS, as Metal3 serves it (the lab's default
+across two networks), with a certificate from a CA of the run's own:
+while the host is inspected, a plain-HTTP request to the API gets no API
+answer (cheroot's 400), one checked against that CA does, and the
+agent's counters show the ramdisk's calls went to Ironic over TLS only.
+The local store's two-network flow (test_lab_full.py) keeps the
+plain-HTTP API covered. The agent runs from its image in a pod (``--agent-image``), its CA mounted
+where the two-network overlay mounts the Secret ``ironic-cacert``.
+
 The conductor and the agent authenticate as the store's ServiceAccount,
 bound by the shipped RBAC only (etc/kubernetes/rbac in ``vmetal-system``,
 rbac/host-namespace in the hosts' namespace): a call those roles do not
@@ -155,8 +164,8 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     workdir = tmp_path / 'lab'
 
     proc = subprocess.Popen(
-        [LAB, '--full', '--two-networks', '--json', '--workdir',
-         str(workdir),
+        [LAB, '--full', '--two-networks', '--agent-image', '--json',
+         '--workdir', str(workdir),
          '--store-config', str(config), '--controller-config',
          str(controller), '--node-name', f'{namespace}~{HOST}',
          '--mac', mac], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -164,14 +173,16 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     # A run that hangs is stopped (SIGTERM: the lab still cleans up).
     timer = threading.Timer(RUN_TIMEOUT, proc.terminate)
     timer.start()
-    lines, seen, at_inspection, isolation = [], None, None, None
+    lines, seen, at_inspection, isolation, api = [], None, None, None, None
     try:
         for line in proc.stdout:
             lines.append(line)
             if 'ok ' in line and '. inspected:' in line:
                 at_inspection = _pool(admin, scope)
-                isolation = lab_checks.two_network_facts(
-                    lab_checks.run_prefix(''.join(lines)))
+                prefix = lab_checks.run_prefix(''.join(lines))
+                isolation = lab_checks.two_network_facts(prefix)
+                api = lab_checks.ironic_api_facts(
+                    prefix, workdir / 'tls' / 'ironic-ca.pem')
                 _claim(admin, namespace)
             elif 'ok ' in line and '. installed OS:' in line:
                 seen = _seen_while_os_runs(admin, namespace, scope)
@@ -191,12 +202,18 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     assert summary['os_address_source'] == 'static'
     assert summary['node'] == f'{namespace}~{HOST}'
     assert summary['topology'] == 'two-networks'
+    assert summary['ironic_api'] == 'https'
+    assert summary['agent'] == 'image'
     # Inspection went through the agent: Ironic had no way to the L2.
     assert isolation is not None, output
     assert '192.0.2.' not in isolation['ironic_addresses'], isolation
     assert 'default' not in isolation['ironic_routes'], isolation
     assert isolation['route_to_l2'] != 0, isolation
     assert isolation['agent_ip_forward'] == '0', isolation
+    # Lookup, heartbeats and inspection data reached Ironic over TLS,
+    # checked against the run's CA; Ironic answers nothing in plain HTTP.
+    assert api is not None, output
+    lab_checks.assert_ironic_api(api, 'https')
 
     host_owner = str(owner_mod.for_host(namespace, HOST))
     machine = f'Metal3Machine/{namespace}/{MACHINE}'
@@ -220,3 +237,7 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     assert after_cleaning == {address: machine}
     prefix = lab_checks.run_prefix(output)
     assert lab_checks.full_lab_leftovers(prefix) == set()
+    # The agent's pod (its infra and agent containers) is gone too.
+    from tests.functional.k8s import test_agent_image
+    assert not [name for name in test_agent_image._podman_names()
+                if name.startswith(prefix)]

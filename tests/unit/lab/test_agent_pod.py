@@ -1,6 +1,7 @@
 """The agent pod's pure parts: what it reads from the shipped manifests
 and how it turns it into podman options."""
 
+import configparser
 import dataclasses
 import importlib.machinery
 import importlib.util
@@ -307,6 +308,36 @@ def test_callback_tls_is_mounted_where_the_overlay_mounts_its_secret(
     values = {item['name']: item.get('value') for item in container['env']}
     assert values['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE'] == \
         env['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE']
+
+
+def test_ironics_ca_is_mounted_where_the_overlay_mounts_its_secret(
+        tmp_path, monkeypatch):
+    from vmetal_ironic.lab import full_setup
+    monkeypatch.setattr(agent_pod.os, 'chown', lambda path, uid, gid: None)
+    spec = agent_pod.container_spec()
+    ca_file = tmp_path / 'ironic-ca.pem'
+    ca_file.write_text('the CA\n')
+    text, volumes = agent_pod.ironic_ca_secret(
+        full_setup.bridge_conf(api_ca=ca_file), tmp_path / 'secret', spec)
+    env = agent_pod.conf_env(text)
+    assert env['OS_VMETAL_BRIDGE__CA_FILE'] == '/etc/ironic-ca/ca.crt'
+    assert volumes == [f'--volume={tmp_path / "secret"}:/etc/ironic-ca:ro']
+    assert (tmp_path / 'secret' / 'ca.crt').read_text() == 'the CA\n'
+    # The overlay's mount of ironic-cacert and the ConfigMap's ca_file.
+    patch = agent_pod._yaml(agent_pod.MANIFESTS / 'overlays' / 'two-networks'
+                            / 'agent-bridge-patch.yaml')
+    container = patch['spec']['template']['spec']['containers'][0]
+    mounts = {mount['name']: mount['mountPath']
+              for mount in container['volumeMounts']}
+    assert mounts['ironic-ca'] == agent_pod.IRONIC_CA_DIR
+    shipped = configparser.ConfigParser(interpolation=None)
+    shipped.read_string(agent_pod.configmap_files()['vmetal-ironic.conf'])
+    assert shipped['vmetal_bridge']['ca_file'] == \
+        env['OS_VMETAL_BRIDGE__CA_FILE']
+    # Plain HTTP to Ironic: no CA, nothing mounted.
+    plain = full_setup.bridge_conf()
+    assert agent_pod.ironic_ca_secret(plain, tmp_path / 'none', spec) == (
+        plain, [])
 
 
 def test_no_callback_certificate_mounts_nothing(tmp_path, spec):

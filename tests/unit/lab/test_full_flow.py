@@ -2,6 +2,7 @@
 
 import configparser
 import io
+import ssl
 from xml.etree import ElementTree
 
 import pytest
@@ -101,6 +102,7 @@ def test_summary_has_the_documented_shape(tmp_path):
     assert summary['os_address_source'] == 'static'
     assert summary['steps'] == [{'name': 'power_on', 'seconds': 5.0}]
     assert summary['topology'] == 'same-l2'
+    assert summary['ironic_api'] == 'http'
 
 
 def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
@@ -147,6 +149,56 @@ def test_two_networks_lab_names_its_topology_and_the_agents_bridge(
     assert 'require_tls' not in same['agent']
     assert same['service_catalog']['endpoint_override'] == \
         full_setup.API_URL
+
+
+def test_ironics_api_is_tls_across_two_networks_unless_asked_plain(
+        tmp_path):
+    report = flow.Report(io.StringIO())
+    assert full_flow.FullLab(tmp_path, report, two_networks=True).summary(
+        True, 1.0)['ironic_api'] == 'https'
+    plain = full_flow.FullLab(tmp_path, report, two_networks=True,
+                              ironic_api='http')
+    assert plain.summary(True, 1.0)['ironic_api'] == 'http'
+    # On one L2 the ramdisk would call the API itself, with no CA.
+    with pytest.raises(flow.LabError, match='--ironic-api https needs '
+                       '--two-networks'):
+        full_flow.FullLab(tmp_path, report, ironic_api='https')
+    with pytest.raises(flow.LabError, match="'ftp'"):
+        full_flow.FullLab(tmp_path, report, two_networks=True,
+                          ironic_api='ftp')
+
+
+def test_ironics_api_over_tls_is_checked_by_every_caller(tmp_path):
+    api_tls = tls.issue(tmp_path / 'tls', [full_setup.IRONIC_CLUSTER,
+                                           '127.0.0.1'], label='ironic')
+    sections = full_setup.ironic_sections(
+        tmp_path, tmp_path / 'v.sqlite', full_setup.IRONIC_CLUSTER,
+        api_tls=api_tls)
+    https = f'https://{full_setup.IRONIC_CLUSTER}:{full_setup.API_PORT}'
+    assert sections['api']['enable_ssl_api'] == 'true'
+    assert sections['api']['cert_file'] == str(api_tls.cert_file)
+    assert sections['api']['key_file'] == str(api_tls.key_file)
+    # The URL Ironic writes into boot configs, which the agent translates:
+    # it must be written exactly as the agent's ironic_api_url.
+    assert sections['service_catalog']['endpoint_override'] == https
+    bridge = configparser.ConfigParser()
+    bridge.read_string(full_setup.bridge_conf(api_ca=api_tls.ca_file))
+    assert bridge['vmetal_bridge']['ironic_api_url'] == https
+    assert bridge['vmetal_bridge']['ca_file'] == str(api_tls.ca_file)
+    # Nothing turns a check off.
+    text = lab_ironic.render_conf(sections) + full_setup.bridge_conf(
+        api_ca=api_tls.ca_file)
+    assert 'insecure' not in text
+    # The lab's own client checks the certificate through its relay.
+    ironic = lab_ironic.IronicService(tmp_path, sections, 4242)
+    ironic.trust(api_tls.ca_file)
+    assert ironic.url == 'https://127.0.0.1:4242'
+    assert ironic.tls_context.verify_mode == ssl.CERT_REQUIRED
+    assert ironic.tls_context.check_hostname
+    plain = full_setup.ironic_sections(
+        tmp_path, tmp_path / 'v.sqlite', full_setup.IRONIC_CLUSTER)
+    assert 'enable_ssl_api' not in plain['api']
+    assert 'ca_file' not in full_setup.bridge_conf()
 
 
 def test_two_networks_needs_the_vmetal_agent(tmp_path):

@@ -191,6 +191,8 @@ class Exchange:
         its ``responses`` (see :mod:`.service`).
     :param observer: told what happened: ``refused(listener, reason)``,
         ``forwarded(listener, status, nbytes)``,
+        ``connected(listener, scheme)`` (a connection to the upstream was
+        made: for https, its certificate checked),
         ``upstream_failed(listener, upstream_name, kind, detail)`` and
         ``upstream_ok(listener, upstream_name)``.
     """
@@ -319,6 +321,7 @@ class Exchange:
             await self._refuse(502, 'upstream_unreachable',
                                f'{upstream.name} is unreachable')
             return
+        self.observer.connected(name, upstream.scheme)
         try:
             await self._through(request, route, upstream, body, link)
         finally:

@@ -112,6 +112,11 @@ class _Observer:
                 listener, f'{status // 100}xx').inc()
             self.metrics.bridge_bytes.labels(listener).inc(nbytes)
 
+    def connected(self, listener, scheme):
+        if self.metrics is not None:
+            self.metrics.bridge_upstream_connections.labels(
+                listener, scheme).inc()
+
     def upstream_failed(self, listener, name, kind, detail):
         if self.metrics is not None:
             self.metrics.bridge_upstream_errors.labels(listener, kind).inc()

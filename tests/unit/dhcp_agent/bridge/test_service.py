@@ -362,6 +362,18 @@ def test_slow_ironic_is_504(bridge):
     assert _refused(bridge, 'http', 'upstream_timeout') == 1
 
 
+def _connections(service, listener, scheme):
+    return service.metrics.bridge_upstream_connections.labels(
+        listener, scheme)._value.get()
+
+
+def test_plain_upstream_connections_are_counted_as_http(bridge):
+    status, _body, _ = _request(bridge, 'api', 'GET', '/v1/lookup?a=/json')
+    assert status == 200
+    assert _connections(bridge, 'api', 'http') == 1
+    assert _connections(bridge, 'api', 'https') == 0
+
+
 def _tls_context(tmp_path, address='127.0.0.1'):
     """A server context with a certificate for ``address`` from a CA of
     the test's own; :returns: ``(context, CA file)``."""
@@ -391,6 +403,11 @@ def test_ironic_api_over_tls_checked_against_the_ca_file(tmp_path, upstreams,
                 status, body, _ = _request(service, 'api', 'GET',
                                            '/v1/lookup?a=/json')
                 assert status == expected, body
+                # A TLS connection is counted once its certificate was
+                # checked: not when the CA refused it.
+                assert _connections(service, 'api', 'https') == (
+                    1 if expected == 200 else 0)
+                assert _connections(service, 'api', 'http') == 0
             finally:
                 service.stop()
         # Only the request the CA vouched for reached the server.
