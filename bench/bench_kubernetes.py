@@ -27,6 +27,7 @@ import os
 import pathlib
 import statistics
 import sys
+import threading
 import time
 import tracemalloc
 
@@ -48,6 +49,11 @@ CONCURRENCY = tuple(int(n) for n in os.environ.get(
 CASES = frozenset(os.environ.get(
     'VMETAL_BENCH_CASES', 'allocation,reservations,reconcile').split(','))
 CIDR = '198.18.0.1/16'
+# A directory: kube-apiserver runs with profiling on, and a CPU profile of
+# PROFILE_SECONDS is taken during each allocation case and the publish
+# (``go tool pprof -top <file>`` reads them).
+PROFILE_DIR = os.environ.get('VMETAL_BENCH_PROFILE')
+PROFILE_SECONDS = 30
 
 # The ConfigMap store of the previous release (README, bench_kubernetes
 # with 160 hosts; issue 9 for the reservations ConfigMap).
@@ -126,15 +132,44 @@ def _namespace(core, name):
     return name
 
 
+class _Profile:
+    """With ``VMETAL_BENCH_PROFILE`` set, a CPU profile of kube-apiserver
+    taken in a thread while the case runs, written as ``<name>.pprof``."""
+
+    def __init__(self, cluster, name):
+        self.cluster, self.name = cluster, name
+        self.thread = None
+
+    def _take(self):
+        # Some seconds in: the worker processes are set up and writing.
+        time.sleep(8)
+        data = self.cluster.cpu_profile(PROFILE_SECONDS)
+        path = pathlib.Path(PROFILE_DIR) / f'{self.name}.pprof'
+        path.write_bytes(data)
+        print(f'  profile: {path}')
+
+    def __enter__(self):
+        if PROFILE_DIR:
+            self.thread = threading.Thread(target=self._take, daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread is not None:
+            self.thread.join(PROFILE_SECONDS + 60)
+
+
 def allocation(cluster, core, workers):
     namespace = _namespace(core, f'vbench-alloc-{workers}-{os.getpid()}')
     settings = cluster.settings(namespace=namespace)
     deadline = time.time() + BUDGET
     cpu_before = cluster.cpu_seconds()
-    results, started = kube.run_together(
-        workers, _allocator,
-        lambda i: (settings, namespace, range(i, HOSTS, workers), deadline),
-        timeout=BUDGET + 120)
+    with _Profile(cluster, f'kube-apiserver-allocate-{workers}'):
+        results, started = kube.run_together(
+            workers, _allocator,
+            lambda i: (settings, namespace, range(i, HOSTS, workers),
+                       deadline),
+            timeout=BUDGET + 120)
     cpu_after = cluster.cpu_seconds()
     done = sum(r[0] for r in results)
     requests = sum(r[1] for r in results)
@@ -196,11 +231,12 @@ def reservations(cluster, core):
         deadline = time.time() + BUDGET
         started = time.monotonic()
         published = 0
-        for index in range(HOSTS):
-            if time.time() > deadline:
-                break
-            writer.publish_reservation(reservation(index))
-            published += 1
+        with _Profile(cluster, 'kube-apiserver-publish'):
+            for index in range(HOSTS):
+                if time.time() > deadline:
+                    break
+                writer.publish_reservation(reservation(index))
+                published += 1
         publish_rate = published / (time.monotonic() - started)
 
         tracemalloc.start()
@@ -296,8 +332,13 @@ def main():
     print(f'{HOSTS} hosts in {CIDR}; {CHANGES} changes for latency; '
           f'{BUDGET:.0f} s budget per case; allocators are processes')
     bindir = kube.kube_binaries()
-    with kube.KubeCluster(bindir) as cluster, cluster.admin_client() as api:
+    with kube.KubeCluster(bindir, profiling=bool(PROFILE_DIR)) as cluster, \
+            cluster.admin_client() as api:
         cluster.apply_kustomization(kube.MANIFESTS / 'rbac')
+        print('watches kube-apiserver serves before the cases: '
+              + ', '.join(f'{group or "core"}/{resource} {count}'
+                          for (group, resource), count in
+                          sorted(cluster.open_watches().items())))
         core = k8s_client.CoreV1Api(api)
         custom = k8s_client.CustomObjectsApi(api)
         print(f'\n{"allocation":<12} {"procs":>5} {"done":>7} '

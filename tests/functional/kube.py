@@ -112,10 +112,13 @@ class KubeCluster:
     """etcd + kube-apiserver + kube-controller-manager, torn down by PID.
 
     :param bindir: directory of the kube binaries (see :func:`kube_binaries`).
+    :param profiling: serve kube-apiserver's ``/debug/pprof`` (benchmarks
+        profile it with :meth:`cpu_profile`); off as in a hardened cluster.
     """
 
-    def __init__(self, bindir=None):
+    def __init__(self, bindir=None, profiling=False):
         self.bindir = pathlib.Path(bindir) if bindir else kube_binaries()
+        self.profiling = profiling
         self.workdir = pathlib.Path(tempfile.mkdtemp(prefix='vk8s-'))
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
@@ -243,7 +246,7 @@ class KubeCluster:
             '--service-cluster-ip-range=198.19.255.0/24',
             '--endpoint-reconciler-type=none',
             '--disable-admission-plugins=ServiceAccount',
-            '--profiling=false', '--v=0'])
+            f'--profiling={str(self.profiling).lower()}', '--v=0'])
         self.wait_ready()
         # On a restart, the controller manager may have given up while the
         # API was away; garbage collection must keep working afterwards.
@@ -256,24 +259,53 @@ class KubeCluster:
         self._stop('kube-apiserver')
 
     def wait_ready(self, timeout=READY_TIMEOUT):
-        context = ssl.create_default_context(cafile=self.ca_file)
-        request = urllib.request.Request(  # noqa: S310 - https only
-            self.url + '/readyz',
-            headers={'Authorization': f'Bearer {self.admin_token}'})
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
             self._check_alive('kube-apiserver')
             try:
-                with urllib.request.urlopen(request, context=context,  # noqa: S310
-                                            timeout=3) as answer:
-                    if answer.status == 200:
-                        return
+                # urlopen raises for any status but 2xx.
+                self._admin_get('/readyz', timeout=3)
+                return
             except (OSError, urllib.error.URLError) as exc:
                 last = exc
             time.sleep(0.25)
         raise RuntimeError(f'kube-apiserver not ready in {timeout}s ({last}):\n'
                            + self.log_tail('kube-apiserver'))
+
+    def _admin_get(self, path, timeout):
+        context = ssl.create_default_context(cafile=self.ca_file)
+        request = urllib.request.Request(  # noqa: S310 - https only
+            self.url + path,
+            headers={'Authorization': f'Bearer {self.admin_token}'})
+        with urllib.request.urlopen(request, context=context,  # noqa: S310
+                                    timeout=timeout) as answer:
+            return answer.read()
+
+    def cpu_profile(self, seconds):
+        """kube-apiserver's CPU profile (pprof format) over the next
+        ``seconds``; needs ``profiling=True``."""
+        return self._admin_get(f'/debug/pprof/profile?seconds={seconds}',
+                               timeout=seconds + 30)
+
+    def open_watches(self):
+        """``{(group, resource): count}`` of the watches kube-apiserver
+        is serving now (its ``apiserver_longrunning_requests`` gauge)."""
+        watches = {}
+        for line in self._admin_get('/metrics', timeout=30).decode(
+                errors='replace').splitlines():
+            if (not line.startswith('apiserver_longrunning_requests{')
+                    or 'verb="WATCH"' not in line):
+                continue
+            labels = dict(part.split('=', 1) for part in
+                          line[line.index('{') + 1:line.rindex('}')]
+                          .split(','))
+            count = int(float(line.rsplit(' ', 1)[1]))
+            if count:
+                key = (labels.get('group', '""').strip('"'),
+                       labels.get('resource', '""').strip('"'))
+                watches[key] = watches.get(key, 0) + count
+        return watches
 
     def _start_controller_manager(self):
         self._spawn('kube-controller-manager', [
