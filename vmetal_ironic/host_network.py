@@ -17,7 +17,7 @@ from vmetal_ironic.store import base
 class HostNetwork:
     """The outcome of :func:`ensure`.
 
-    :ivar owner: the owner identity.
+    :ivar owner: the owner identity (text).
     :ivar allocation: the store's allocation, or ``None`` for a custom
         network_data document.
     :ivar network_data: the document the host boots with.
@@ -33,6 +33,7 @@ class HostNetwork:
     network_data: dict
     spec: props.NetworkSpec
     ipv4: network_data.PrimaryIPv4 | None = None
+    subject: base.Subject | None = None
 
 
 def defaults_from_conf(conf):
@@ -46,7 +47,9 @@ def defaults_from_conf(conf):
 
 
 def resolve_spec(store, owner, layers=(), defaults=None):
-    """Merge the property layers for ``owner`` and resolve them.
+    """Merge the property layers for ``owner`` (a
+    :class:`~vmetal_ironic.store.base.Subject`, or an identity the store
+    resolves) and resolve them.
 
     Layers given by the caller are the most specific, then what the store
     knows of the owner, then ``defaults``.
@@ -62,7 +65,8 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
     """Make sure ``owner`` has its address and network_data; idempotent.
 
     :param store: a :class:`~vmetal_ironic.store.base.Store`.
-    :param owner: the owner identity, e.g. ``BareMetalHost/ns/name``.
+    :param owner: a :class:`~vmetal_ironic.store.base.Subject`, or the
+        owner identity (e.g. ``BareMetalHost/ns/name``) resolved here once.
     :param mac: the boot MAC the network_data link is keyed by.
     :param layers: extra property mappings, most specific first.
     :param defaults: the least specific layer (see :func:`defaults_from_conf`).
@@ -73,14 +77,11 @@ def ensure(store, owner, mac=None, layers=(), defaults=None, mtu=1500):
         after the allocation leaves the address allocated (the next call
         completes the network_data, see below).
     """
-    # The store reads what the calls below share once (on Kubernetes the
-    # BareMetalHost: for its properties, its holder, its outputs).
-    with store.session(owner):
-        return _ensure(store, owner, mac, layers, defaults, mtu)
-
-
-def _ensure(store, owner, mac, layers, defaults, mtu):
-    spec = resolve_spec(store, owner, layers, defaults)
+    # Resolved once: every call below takes the same subject (on
+    # Kubernetes the BareMetalHost read once, for its properties, its
+    # holder and its outputs).
+    subject = store.subject(owner)
+    spec = resolve_spec(store, subject, layers, defaults)
     if mac:
         mac = network_data.normalize_mac(mac)
     if not spec.uses_ipam:
@@ -90,14 +91,15 @@ def _ensure(store, owner, mac, layers, defaults, mtu):
         document = spec.custom_network_data
         ipv4 = network_data.primary(document)
         if ipv4 is not None:
-            store.hold(owner, ipv4.address,
-                       f'network-data of {owner} (ip_address)')
-        elif store.get_allocation(owner) is not None:
+            store.hold(subject, ipv4.address,
+                       f'network-data of {subject.owner} (ip_address)')
+        elif store.get_allocation(subject) is not None:
             # No static address in it (DHCP): the pool address goes back.
-            store.release(owner)
-        store.save_network_data(owner, document, ipv4)
-        return HostNetwork(owner, None, document, spec, ipv4)
-    allocation = store.allocate(spec.pool, owner, mac=mac)
+            store.release(subject)
+        store.save_network_data(subject, document, ipv4)
+        return HostNetwork(str(subject.owner), None, document, spec, ipv4,
+                           subject)
+    allocation = store.allocate(spec.pool, subject, mac=mac)
     document = network_data.build(mac or allocation.mac, allocation.address,
                                   spec.pool, spec.dns_servers, mtu=mtu)
     ipv4 = network_data.PrimaryIPv4(
@@ -107,8 +109,9 @@ def _ensure(store, owner, mac, layers, defaults, mtu):
     # matches: saving may span several objects (Secret, then host
     # annotations on Kubernetes), and an earlier attempt cut short between
     # them must be completed now. Stores skip writes that change nothing.
-    store.save_network_data(owner, document, ipv4)
-    return HostNetwork(owner, allocation, document, spec, ipv4)
+    store.save_network_data(subject, document, ipv4)
+    return HostNetwork(str(subject.owner), allocation, document, spec, ipv4,
+                       subject)
 
 
 def release(store, owner):

@@ -30,7 +30,10 @@ on that object, once per object and fault; nothing else waits for it.
 
 Memory: per host one :class:`~.reconciler.HostView` and the owners of the
 claims used on it, nothing that grows with time: a deleted host's view
-is kept only until its key has been reconciled.
+is kept only until its key has been reconciled. The property sources
+(NodeProviders, Network Environments: a few objects) are kept whole: a
+followed host's subject carries them (:meth:`Controller.sources`), so
+following it lists nothing.
 """
 
 import collections
@@ -109,6 +112,11 @@ class Controller:
         self.claims = {}        # claim name -> (host key, owner text)
         self.on_host = {}       # host key -> {claim name}
         self.retained = set()   # claim names labelled retain
+        # The property sources as the informers hold them (name -> object),
+        # used for every followed host once both have listed.
+        self.providers = {}
+        self.environments = {}
+        self._sources_listed = set()
         self._threads = []
         self._stop = None
         self.informers = []
@@ -237,17 +245,55 @@ class Controller:
             self.skip(PROVIDER_API_VERSION, 'NodeProvider', obj,
                       vetting.Problem('selector', message))
 
+    def _keep(self, kept, kind, obj):
+        name = (obj.get('metadata') or {}).get('name')
+        with self._lock:
+            if kind == 'DELETED':
+                kept.pop(name, None)
+            elif name:
+                kept[name] = obj
+
+    def _relisted(self, what, kept, objects):
+        with self._lock:
+            kept.clear()
+            kept.update(((obj.get('metadata') or {}).get('name'), obj)
+                        for obj in objects)
+            self._sources_listed.add(what)
+
     def providers_synced(self, objects):
+        self._relisted('providers', self.providers, objects)
         for obj in objects:
             self._vet_provider(obj)
         self.layers_changed()
 
     def provider_changed(self, kind, obj):
+        self._keep(self.providers, kind, obj)
         if kind == 'DELETED':
             self.reporter.forget('NodeProvider', obj)
         else:
             self._vet_provider(obj)
         self.layers_changed()
+
+    def environments_synced(self, objects):
+        self._relisted('environments', self.environments, objects)
+        self.layers_changed()
+
+    def environment_changed(self, kind, obj):
+        self._keep(self.environments, kind, obj)
+        self.layers_changed()
+
+    def sources(self):
+        """The property sources as the informers hold them, or ``None``
+        until both have listed (the store then lists them itself): a
+        followed host costs no listing of them. A copy behind the API
+        server misses only a change whose event queues the waiting hosts
+        again (:meth:`layers_changed`)."""
+        with self._lock:
+            if self._sources_listed != {'providers', 'environments'}:
+                return None
+            return kube_properties.Sources(
+                tuple(obj for _, obj in sorted(self.providers.items())),
+                tuple(obj for _, obj in sorted(self.environments.items())))
 
     def layers_changed(self, *_args):
         """A property source changed: the claimed hosts still waiting for
@@ -350,11 +396,13 @@ class Controller:
             held = owners - {freed.owner for freed in
                              (outcome or ([], set()))[0]} if judged else owners
             if claims_mod.needs_network(view, held):
+                announced = set()
                 followed, report = self._step(
                     'follow', self.follower.follow, {key: view}, held,
-                    {key: host})
+                    {key: host}, self.sources(),
+                    {key: self._announcer(key, host, view, announced)})
                 done = done and followed
-                self._report_follow(host, view, report)
+                self._report_follow(host, view, report, announced)
         if done:
             with self._lock:
                 if host is None:
@@ -365,11 +413,27 @@ class Controller:
         self.counts[outcome] += 1
         self.metrics.verdicts.labels(outcome).inc()
 
-    def _report_follow(self, host, view, report):
+    def _announcer(self, key, host, view, announced):
+        """The note of a followed host (see :attr:`~vmetal_ironic.store.
+        base.Subject.note`): once its address is known, the Event says
+        it and the verdict annotation rides on the outputs patch."""
+        def note(ipv4):
+            address = (str(ipv4.address) if ipv4 is not None
+                       else 'its network data')
+            announced.add(key)
+            return self.reporter.announce(
+                host, events.ALLOCATED,
+                f'{address} allocated to {view.consumer}')
+        return note
+
+    def _report_follow(self, host, view, report, announced=()):
         if report is None:
             return
         for where in report.given:
             self._verdict('allocated')
+            if where in announced:
+                # Said with the outputs already.
+                continue
             address = report.addresses.get(where, 'its network data')
             self.reporter.report(host, events.ALLOCATED,
                                  f'{address} allocated to {view.consumer}')
@@ -440,7 +504,7 @@ class Controller:
         environments = informer.Informer(
             api, 'NetworkEnvironments', custom.list_cluster_custom_object,
             self.store._environments_api,
-            _Feed(self.layers_changed, self.layers_changed))
+            _Feed(self.environments_synced, self.environment_changed))
         feeds = [hosts, claims, records, providers, environments]
         for feed in feeds:
             feed.on_failure = self.metrics.watch_failures.labels(
@@ -454,6 +518,9 @@ class Controller:
         self._stop = stop = threading.Event()
         self.queue = work_queue.WorkQueue(self.base_delay, self.max_delay)
         self.queue.add(COLLECT)
+        with self._lock:
+            # Held again only once the new watches have listed them.
+            self._sources_listed = set()
         self.informers = self._informers()
         targets = [(f'vmetal-watch-{feed.what}', feed.run)
                    for feed in self.informers]

@@ -15,14 +15,15 @@ import datetime
 from oslo_log import log
 
 from vmetal_ironic import exception
+from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import kube_names as names
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
 COMPONENT = 'vmetal-ipam-controller'
 VERDICT_ANNOTATION = names.LABEL_PREFIX + 'ipam-verdict'
-MERGE_PATCH = 'application/merge-patch+json'
-BMH_API = ('metal3.io', 'v1alpha1', 'baremetalhosts')
+BMH_API = host_outputs.BMH_API
 
 ALLOCATED = 'AddressAllocated'
 RELEASED = 'AddressReleased'
@@ -109,10 +110,7 @@ class Reporter:
             return False
         where = f'{metadata["namespace"]}/{metadata["name"]}'
         try:
-            self.api.call(f'create Event about BareMetalHost {where}',
-                          self.api.core.create_namespaced_event,
-                          metadata['namespace'],
-                          event_body(host, reason, message, self.instance))
+            self._event(host, reason, message)
             group, version, plural = BMH_API
             # The annotation is the controller's alone: no compare-and-swap.
             self.api.call(f'annotate BareMetalHost {where}',
@@ -121,7 +119,7 @@ class Reporter:
                           metadata['name'],
                           {'metadata': {'annotations': {
                               VERDICT_ANNOTATION: text}}},
-                          _content_type=MERGE_PATCH)
+                          _content_type=resources.MERGE_PATCH)
         except exception.VmetalError as exc:
             self._counted(False)
             LOG.warning('Cannot report %(reason)s on BareMetalHost %(host)s: '
@@ -130,6 +128,41 @@ class Reporter:
             return False
         self._counted(True)
         return True
+
+    def _event(self, host, reason, message):
+        metadata = host['metadata']
+        self.api.call(
+            f'create Event about BareMetalHost {metadata["namespace"]}/'
+            f'{metadata["name"]}', self.api.core.create_namespaced_event,
+            metadata['namespace'],
+            event_body(host, reason, message, self.instance))
+
+    def announce(self, host, reason, message):
+        """The Event of a verdict now, its annotation to be written by the
+        caller in the host patch it makes anyway (the outputs): one host
+        write instead of two. The Event goes first, so the annotation
+        never says what no Event said; a verdict the annotation already
+        holds writes no Event. Never raises.
+
+        :returns: ``{VERDICT_ANNOTATION: text}`` to write, or ``{}`` when
+            the Event could not be written (counted and logged; the
+            annotation is left as it was).
+        """
+        text = verdict_text(reason, message)
+        said = {VERDICT_ANNOTATION: text}
+        if (host['metadata'].get('annotations') or {}).get(
+                VERDICT_ANNOTATION) == text:
+            return said
+        try:
+            self._event(host, reason, message)
+        except exception.VmetalError as exc:
+            self._counted(False)
+            LOG.warning('Cannot report %(reason)s on BareMetalHost %(host)s: '
+                        '%(err)s', {'reason': reason, 'err': exc,
+                                    'host': host['metadata']['name']})
+            return {}
+        self._counted(True)
+        return said
 
     def _counted(self, ok):
         if ok:

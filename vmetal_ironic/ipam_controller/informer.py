@@ -12,11 +12,12 @@ from kubernetes import watch as k8s_watch
 from oslo_log import log
 
 from vmetal_ironic import exception
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
 WINDOW = 60     # seconds of one watch request
-PAGE = 500
+PAGE = resources.PAGE
 
 
 class Informer:

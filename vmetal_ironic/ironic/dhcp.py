@@ -128,7 +128,8 @@ class VmetalDHCP(base.BaseDHCP):
                 # A value DHCP cannot carry (a boot URL over 255 bytes...).
                 raise ironic_exc.InvalidParameterValue(
                     err=f'vmetal: node {node.uuid}: {exc}') from None
-            self._publish(task, res, host.owner)
+            # The subject ensure() resolved: the store parses nothing again.
+            self._publish(task, res, host.subject or host.owner)
             published.append(mac)
         LOG.info('vmetal DHCP: node %(node)s: %(address)s/%(prefix)s '
                  'reserved for %(macs)s, boot %(boot)s (%(ms).1f ms)',

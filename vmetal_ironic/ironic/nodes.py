@@ -40,9 +40,11 @@ METAL3_SEPARATOR = owner_mod.METAL3_SEPARATOR
 
 
 def owner_for(node):
-    """The owner identity of ``node``'s address, as text
-    (:func:`vmetal_ironic.owner.of_ironic_node`)."""
-    return str(owner_mod.of_ironic_node(node.name, node.uuid))
+    """The owner identity of ``node``'s address, an
+    :class:`~vmetal_ironic.owner.Owner`
+    (:func:`vmetal_ironic.owner.of_ironic_node`): the store resolves it to
+    a subject once, in :func:`vmetal_ironic.host_network.ensure`."""
+    return owner_mod.of_ironic_node(node.name, node.uuid)
 
 
 def boot_macs(task):

@@ -1,11 +1,11 @@
 """The store interface shared by the local and Kubernetes stores."""
 
 import abc
-import contextlib
 import dataclasses
 import threading
 
 from vmetal_ironic import exception
+from vmetal_ironic import owner as owner_mod
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +22,38 @@ class Allocation:
     pool_key: str
     address: str
     mac: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """Who a store call is about, resolved once by :meth:`Store.subject`
+    where the owner enters (the Ironic adapter, the controller, the CLI)
+    and handed as it is to every call of one flow, so that no layer parses
+    the owner or reads its host again.
+
+    :ivar owner: the :class:`~vmetal_ironic.owner.Owner` the caller named
+        (``BareMetalHost/<ns>/<name>``, ``Node/<uuid>``...): its
+        network-data Secret and its reservations go by this name.
+    :ivar holder: the :class:`~vmetal_ironic.owner.Owner` that holds the
+        address: on Kubernetes the Machine claiming the host
+        (``spec.consumerRef``), else ``owner`` itself.
+    :ivar host: the BareMetalHost the address is used on, as the caller
+        or the store read it (a dict), or ``None``.
+    :ivar sources: the property sources the caller already holds (the
+        Kubernetes store's :class:`~vmetal_ironic.store.kubernetes.
+        kube_properties.Sources`: a controller's informers, or one listing
+        per pass), or ``None``: :meth:`Store.host_properties` reads them.
+    :ivar note: ``ipv4 -> {annotation: value}``, or ``None``: called once
+        the host's primary IPv4 (or ``None``) is known, just before its
+        outputs are written; its annotations go into the same host patch
+        (the controller's verdict: one host write instead of two).
+    """
+
+    owner: owner_mod.Owner
+    holder: owner_mod.Owner
+    host: dict | None = dataclasses.field(default=None, compare=False)
+    sources: object = dataclasses.field(default=None, compare=False)
+    note: object = dataclasses.field(default=None, compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,9 +127,16 @@ class Store(abc.ABC):
     :meth:`reservations_snapshot` and :meth:`follow_reservations` (the
     DHCP agent's feed; the Kubernetes store lists then watches),
     :meth:`reconcile` (automatic release, a whole pass on demand; no
-    store starts a thread for it),
-    :meth:`session` (one read of what the owner's calls share),
+    store starts a thread for it), :meth:`subject` and
+    :meth:`host_properties` (what a store knows of a host),
     :attr:`skipped_reservations`.
+
+    The calls about one owner take a :class:`Subject`: the owner is parsed,
+    and its host and holder found, once by :meth:`subject` at the edge.
+    Text (or an :class:`~vmetal_ironic.owner.Owner`) is accepted as well
+    and resolved by :meth:`subject` on the spot, for one-off callers (the
+    CLI, tests); a flow of several calls resolves once and passes the
+    subject.
     """
 
     #: Reservations the last read of them left out as invalid (bad rows or
@@ -109,7 +148,7 @@ class Store(abc.ABC):
         """Give ``owner`` an address from ``pool``, or the one it holds.
 
         :param pool: a :class:`vmetal_ironic.ipam.Pool`.
-        :param owner: the owner's identity.
+        :param owner: a :class:`Subject` (its holder gets the address).
         :param mac: the owner's boot MAC, recorded with the allocation.
         :returns: an :class:`Allocation`.
         :raises vmetal_ironic.ipam.PoolExhausted: no free address.
@@ -121,7 +160,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def hold(self, owner, address, source):
         """Hold an address named explicitly (a custom network-data
-        document) for ``owner``, instead of any address it held.
+        document) for ``owner`` (a :class:`Subject`), instead of any
+        address it held.
 
         :param source: where the address came from, for the error.
         :returns: an :class:`Allocation`.
@@ -131,7 +171,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def release(self, owner):
-        """Free the owner's address and forget its network data.
+        """Free the address of ``owner`` (a :class:`Subject`) and forget
+        its network data.
 
         Idempotent: releasing an owner that holds nothing is not an error.
 
@@ -140,7 +181,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_allocation(self, owner):
-        """:returns: the owner's :class:`Allocation`, or ``None``."""
+        """:param owner: a :class:`Subject`.
+
+        :returns: its holder's :class:`Allocation`, or ``None``."""
 
     @abc.abstractmethod
     def list_allocations(self, pool_key=None):
@@ -151,7 +194,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def save_network_data(self, owner, document, ipv4=None):
-        """Store the owner's network_data document (a dict).
+        """Store the network_data document (a dict) of ``owner`` (a
+        :class:`Subject`).
 
         :param ipv4: the document's
             :class:`~vmetal_ironic.network_data.PrimaryIPv4` as the domain
@@ -161,14 +205,17 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get_network_data(self, owner):
-        """:returns: the owner's network_data dict, or ``None``."""
+        """:param owner: a :class:`Subject`.
+
+        :returns: its network_data dict, or ``None``."""
 
     @abc.abstractmethod
     def publish_reservation(self, reservation, owner=None):
         """Create or replace the DHCP reservation of ``reservation.mac``.
 
-        :param owner: the owner identity the reservation belongs to, so
-            that releasing the owner withdraws it.
+        :param owner: the :class:`Subject` (or the
+            :class:`~vmetal_ironic.owner.Owner`) the reservation belongs to,
+            so that releasing it withdraws the reservation.
         """
 
     @abc.abstractmethod
@@ -248,21 +295,34 @@ class Store(abc.ABC):
         """
         return None
 
-    def session(self, owner, host=None):
-        """A context in which the calls about ``owner`` on this thread
-        share one read of what they all need (the Kubernetes store reads
-        the owner's BareMetalHost once, or uses ``host``, just read by the
-        caller). Default: nothing shared.
+    def subject(self, owner, host=None, sources=None, note=None):
+        """Resolve ``owner`` once for the calls that follow.
 
-        :param owner: the owner identity.
-        :param host: the owner's object as the caller just read it.
+        The default: the owner holds its address itself and has no host
+        here. The Kubernetes store reads a BareMetalHost owner's host
+        (unless ``host`` is given) and finds the Machine claiming it.
+
+        :param owner: an owner identity (text or an
+            :class:`~vmetal_ironic.owner.Owner`); a :class:`Subject` is
+            returned as it is.
+        :param host: the owner's host as the caller just read it.
+        :param sources: see :attr:`Subject.sources`.
+        :param note: see :attr:`Subject.note`.
+        :returns: a :class:`Subject`.
+        :raises vmetal_ironic.exception.InvalidProperty: malformed owner.
+        :raises vmetal_ironic.exception.NotFound: the owner's host does not
+            exist.
         """
-        return contextlib.nullcontext()
+        if isinstance(owner, Subject):
+            return owner
+        owner = owner_mod.parse(owner)
+        return Subject(owner, owner, host, sources, note)
 
     def host_properties(self, owner):
-        """Property layers the store knows for ``owner``, most specific
-        first (a Kubernetes store reads the host, node type and default
-        environment). The local store knows none.
+        """Property layers the store knows for ``owner`` (a
+        :class:`Subject`), most specific first (a Kubernetes store: the
+        host's annotations, its node type, the default environment, from
+        the subject's sources or read now). The local store knows none.
 
         :returns: a list of mappings.
         """

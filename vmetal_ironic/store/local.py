@@ -228,9 +228,19 @@ class LocalStore(base.Store):
 
     @staticmethod
     def _check_owner(owner):
+        if isinstance(owner, base.Subject):
+            return str(owner.holder)
         if not owner or not str(owner).strip():
             raise exception.InvalidProperty('owner must not be empty')
         return str(owner_mod.parse(owner))
+
+    @staticmethod
+    def _key(owner):
+        """The text a row is keyed by: a subject's holder (here the owner
+        itself: this store knows no hosts), or the owner as given."""
+        if isinstance(owner, base.Subject):
+            return str(owner.holder)
+        return str(owner)
 
     def _holder_of(self, db, value):
         row = db.execute('SELECT owner FROM allocations WHERE scope = ? AND '
@@ -370,6 +380,7 @@ class LocalStore(base.Store):
     def release(self, owner):
         """Network data and reservations first, the address last (one
         transaction here, so the order only matters for readers)."""
+        owner = self._key(owner)
         with self._transaction() as db:
             row = db.execute(
                 SELECT_OWNER, (owner,)).fetchone()
@@ -396,6 +407,7 @@ class LocalStore(base.Store):
         return allocation
 
     def get_allocation(self, owner):
+        owner = self._key(owner)
         with self._transaction(write=False) as db:
             row = db.execute(
                 SELECT_OWNER, (owner,)).fetchone()
@@ -410,6 +422,7 @@ class LocalStore(base.Store):
         return [self._row_to_allocation(row) for row in rows]
 
     def save_network_data(self, owner, document, ipv4=None):
+        owner = self._key(owner)
         text = json.dumps(document, sort_keys=True)
         with self._transaction() as db:
             db.execute(
@@ -419,6 +432,7 @@ class LocalStore(base.Store):
                 (owner, text, time.time()))
 
     def get_network_data(self, owner):
+        owner = self._key(owner)
         with self._transaction(write=False) as db:
             row = db.execute('SELECT document FROM network_data WHERE owner = ?',
                              (owner,)).fetchone()
@@ -441,6 +455,7 @@ class LocalStore(base.Store):
         return self._counter(db, name)
 
     def publish_reservation(self, reservation, owner=None):
+        owner = self._key(owner) if owner else None
         with self._transaction() as db:
             db.execute(
                 'INSERT INTO reservations (mac, document, owner, address, '

@@ -281,3 +281,94 @@ def test_a_resync_reads_no_host_that_needs_nothing():
     drain(controller, world)
     assert world.kube.requests[('get', cl.BMH)] > gets
     assert list(world.claims().values()) == ['BareMetalHost/m3/h2']
+
+
+def _requests_of_following(world, controller, name, machine):
+    """The API requests (by verb and plural) following one newly claimed
+    host costs, the process warm (held addresses read, gateway claimed)."""
+    world.host(name, consumer=machine)
+    feed(world, controller)
+    before = dict(world.kube.requests)
+    # Each queued key once (the others need nothing and cost nothing);
+    # the watches' news of what the follow wrote come after.
+    assert f'{cl.HOSTS}/{name}' in drain(controller)
+    spent = {key: count - before.get(key, 0)
+             for key, count in world.kube.requests.items()
+             if count != before.get(key, 0)}
+    feed(world, controller)
+    drain(controller, world)
+    return spent
+
+
+def test_a_followed_host_lists_no_property_source_the_informers_hold():
+    world, _, controller = setup()
+    controller.providers_synced([])
+    controller.environments_synced([])
+    _requests_of_following(world, controller, 'h0', 'Machine/m3/w0')
+
+    spent = _requests_of_following(world, controller, 'h1', 'Machine/m3/w1')
+
+    # The host read once; the claim and the owner record (two creates,
+    # the claim read back); the Secret; the Event; one host patch with the
+    # outputs and the verdict. No NodeProvider or environment listed.
+    assert spent == {('get', cl.BMH): 1,
+                     ('create', cl.CLAIMS): 1, ('create', cl.OWNERS): 1,
+                     ('get', cl.CLAIMS): 1, ('create', 'secrets'): 1,
+                     ('create', 'events'): 1, ('patch', cl.BMH): 1}
+    assert sum(spent.values()) == 7
+    assert world.claims()['192.0.2.3'] == 'Machine/m3/w1'
+    annotations = world.get_host('h1')['metadata']['annotations']
+    assert annotations[events.VERDICT_ANNOTATION] == (
+        'AddressAllocated: 192.0.2.3 allocated to Machine/m3/w1')
+    assert annotations['metal3.vcluster.com/ip-address'] == '192.0.2.3/24'
+    assert host_events(world) == [(events.ALLOCATED, 'Normal',
+                                   '192.0.2.3 allocated to Machine/m3/w1')]
+
+
+def test_until_the_informers_listed_the_store_lists_the_sources_itself():
+    world, store, controller = setup()
+    controller.providers_synced([])
+    _requests_of_following(world, controller, 'h0', 'Machine/m3/w0')
+
+    spent = _requests_of_following(world, controller, 'h1', 'Machine/m3/w1')
+
+    assert controller.sources() is None
+    assert spent[('list', store._providers_api[2])] == 1
+    assert spent[('list', store._environments_api[2])] == 1
+    assert sum(spent.values()) == 9
+
+
+def test_a_followed_host_uses_the_node_type_the_informers_hold():
+    world, store, controller = setup()
+    provider = {'metadata': {'name': 'p'}, 'spec': {'metal3': {'nodeTypes': [{
+        'name': 't', 'properties': {
+            'metal3.vcluster.com/network-cidr': '198.51.100.1/24'},
+        'bareMetalHosts': {'selector': {'matchLabels': {'rack': 'r1'}}}}]}}}
+    controller.providers_synced([provider])
+    controller.environments_synced([])
+    world.host('h1', consumer='Machine/m3/w1')
+    world.change_host('h1', metadata={'labels': {'rack': 'r1'}})
+    feed(world, controller)
+    drain(controller, world)
+
+    assert world.claims() == {'198.51.100.2': 'Machine/m3/w1'}
+    listed = {plural for verb, plural in world.kube.requests if verb == 'list'}
+    assert not listed & {store._providers_api[2], store._environments_api[2]}
+
+
+def test_an_event_that_cannot_be_written_leaves_the_verdict_unsaid():
+    world, _, controller = setup()
+    controller.providers_synced([])
+    controller.environments_synced([])
+    world.kube.deny('create', 'events', cl.HOSTS)
+    world.host('h1', consumer='Machine/m3/w1')
+    feed(world, controller)
+    drain(controller, world)
+
+    annotations = world.get_host('h1')['metadata']['annotations']
+    # The outputs are written; the annotation never says what no Event
+    # said.
+    assert annotations['metal3.vcluster.com/ip-address'] == '192.0.2.2/24'
+    assert events.VERDICT_ANNOTATION not in annotations
+    assert controller.reporter.failures == 1
+    assert controller.counts['follow.ok'] == 1

@@ -71,3 +71,24 @@ def test_a_warning_on_any_object_is_written_once_per_fault():
                              claim, 'bad owner')
     assert written == [True, True, True, False]
     assert (reporter.events, reporter.failures) == (3, 1)
+
+
+def test_an_announced_verdict_is_one_event_and_an_annotation_to_write():
+    world = cl.Cluster()
+    store = world.store()
+    reporter = events.Reporter(store.api, 'replica-a')
+    world.host('h1')
+    said = {events.VERDICT_ANNOTATION: 'AddressAllocated: one'}
+
+    assert reporter.announce(world.get_host('h1'), events.ALLOCATED,
+                             'one') == said
+    # Nothing patched here: the caller writes it with its own patch.
+    assert world.kube.requests.get(('patch', cl.BMH)) is None
+    world.change_host('h1', metadata={'annotations': said})
+    assert reporter.announce(world.get_host('h1'), events.ALLOCATED,
+                             'one') == said
+    assert len(world.kube.items('events', cl.HOSTS)) == 1
+    world.kube.deny('create', 'events', cl.HOSTS)
+    assert reporter.announce(world.get_host('h1'), events.REFUSED,
+                             'bad') == {}
+    assert (reporter.events, reporter.failures) == (1, 1)

@@ -48,7 +48,8 @@ def node(**fields):
     ('a~b~c', f'Node/{UUID}'),
 ])
 def test_owner_for(name, owner):
-    assert nodes.owner_for(types.SimpleNamespace(name=name, uuid=UUID)) == owner
+    node = types.SimpleNamespace(name=name, uuid=UUID)
+    assert str(nodes.owner_for(node)) == owner
 
 
 @pytest.mark.parametrize('owner, uuid', [

@@ -16,12 +16,9 @@ Objects (all labelled ``app.kubernetes.io/managed-by: vmetal-ironic``; see
   whose holder let go of the host once the host is deprovisioned.
 
 Every object other processes write too is changed by compare-and-swap
-(:mod:`.cas`); no in-process lock is involved, so any number of processes
+(:mod:`.resources`); no in-process lock is involved, so any number of processes
 on any number of machines may share the store.
 """
-
-import contextlib
-import threading
 
 from oslo_log import log
 
@@ -39,6 +36,7 @@ from vmetal_ironic.store.kubernetes import kube_properties
 from vmetal_ironic.store.kubernetes import patches
 from vmetal_ironic.store.kubernetes import reconciler
 from vmetal_ironic.store.kubernetes import reservations
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
@@ -105,6 +103,11 @@ class KubernetesStore(base.Store):
                                          'node_provider_api')
         self._environments_api = _parse_api(
             self.group.network_environment_api, 'network_environment_api')
+        # Optional property sources: a kind not served lists as none.
+        self.providers = resources.Collection(
+            self.api, self._providers_api, 'NodeProvider')
+        self.environments = resources.Collection(
+            self.api, self._environments_api, 'NetworkEnvironment')
         attempts = self.group.max_conflict_retries
         self.addresses = addresses.Addresses(
             self.api, self.namespace, conf.vmetal.address_scope,
@@ -118,65 +121,51 @@ class KubernetesStore(base.Store):
         self.inspection = inspection.InspectionLeases(
             self.api, self.namespace, conf.vmetal.address_scope,
             self.group.connect_timeout)
-        # The host of the session this thread is in (see session()).
-        self._local = threading.local()
-
-    # -- one read of the host per flow ---------------------------------------
-
-    @contextlib.contextmanager
-    def session(self, owner, host=None):
-        """Within it, ``owner``'s BareMetalHost is read at most once by
-        this thread (or ``host`` is used, as the caller just read it): the
-        flow reads it for the properties, the holder and the outputs. Host
-        patches stay compare-and-swap, so a host changed meanwhile is read
-        again where it is written. A session inside one for the same owner
-        is the outer one."""
-        owner = owner_mod.parse(owner)
-        key = ((owner.namespace, owner.name) if owner.kind == BMH_KIND
-               else None)
-        outer = getattr(self._local, 'session', None)
-        if outer is not None and outer[0] == key:
-            yield
-            return
-        self._local.session = [key, host]
-        try:
-            yield
-        finally:
-            self._local.session = outer
-
-    def _host(self, namespace, name):
-        session = getattr(self._local, 'session', None)
-        if session is None or session[0] != (namespace, name):
-            return self.outputs.get_host(namespace, name)
-        if session[1] is None:
-            session[1] = self.outputs.get_host(namespace, name)
-        return session[1]
 
     # -- who holds a host's address ----------------------------------------
 
-    def subject(self, owner):
-        """``(holder, host)`` of an owner.
+    def subject(self, owner, host=None, sources=None, note=None):
+        """Resolve an owner once (see :class:`~vmetal_ironic.store.base.
+        Subject`).
 
-        For ``BareMetalHost/<ns>/<name>`` the host is read: the holder is
-        the Machine in its ``spec.consumerRef``, or the host itself while
-        none claims it. Other owners hold their address themselves and
-        have no host here.
+        For ``BareMetalHost/<ns>/<name>`` the host is read, unless ``host``
+        is given as the caller just read it: the holder is the Machine in
+        its ``spec.consumerRef``, or the host itself while none claims it.
+        Host patches stay compare-and-swap, so a host changed since is read
+        again where it is written. Other owners hold their address
+        themselves and have no host here.
 
         :raises vmetal_ironic.exception.NotFound: the host does not exist.
         """
+        if isinstance(owner, base.Subject):
+            return owner
         owner = owner_mod.parse(owner)
         if owner.kind != BMH_KIND or owner.namespace is None:
-            return owner, None
-        host = self._host(owner.namespace, owner.name)
+            return base.Subject(owner, owner, None, sources, note)
+        if host is None:
+            host = self.outputs.get_host(owner.namespace, owner.name)
         if host is None:
             raise exception.NotFound(
                 f'BareMetalHost {owner.namespace}/{owner.name} does not exist')
-        return consumer_of(host) or owner, host
+        return base.Subject(owner, consumer_of(host) or owner, host, sources,
+                            note)
+
+    def _subject_or_self(self, owner):
+        """The subject of ``owner``, or the owner alone when its host is
+        gone (a release, a lookup: nothing of the host is needed)."""
+        if isinstance(owner, base.Subject):
+            return owner
+        owner = owner_mod.parse(owner)
+        try:
+            return self.subject(owner)
+        except exception.NotFound:
+            return base.Subject(owner, owner)
 
     # -- allocations --------------------------------------------------------
 
     def allocate(self, pool, owner, mac=None):
-        holder, host = self.subject(owner)
+        subject = self.subject(owner)
+        holder, host = subject.holder, subject.host
         previous = None
         if host is not None and holder.kind != BMH_KIND:
             # The Machine takes over the address its host was inspected
@@ -200,19 +189,16 @@ class KubernetesStore(base.Store):
         return allocation
 
     def hold(self, owner, address, source):
-        holder, _ = self.subject(owner)
-        return self.addresses.hold(holder, address, source)
+        return self.addresses.hold(self.subject(owner).holder, address,
+                                   source)
 
     def release(self, owner):
         """Outputs and Secret first, then every reservation of the owner
         and of its addresses, the address claims last: a failure half way
         never leaves a live host advertising a free address."""
-        owner = owner_mod.parse(owner)
-        try:
-            holder, host = self.subject(owner)
-        except exception.NotFound:
-            holder, host = owner, None
-        return self.release_holder(holder, host, also=owner)
+        subject = self._subject_or_self(owner)
+        return self.release_holder(subject.holder, subject.host,
+                                   also=subject.owner)
 
     def release_holder(self, holder, host, also=None):
         """Release ``holder``'s addresses (see :meth:`release`).
@@ -253,11 +239,7 @@ class KubernetesStore(base.Store):
         return released
 
     def get_allocation(self, owner):
-        try:
-            holder, _ = self.subject(owner)
-        except exception.NotFound:
-            holder = owner_mod.parse(owner)
-        return self.addresses.get(holder)
+        return self.addresses.get(self._subject_or_self(owner).holder)
 
     def list_allocations(self, pool_key=None):
         return self.addresses.list_allocations(pool_key)
@@ -265,81 +247,58 @@ class KubernetesStore(base.Store):
     # -- network data -------------------------------------------------------
 
     def save_network_data(self, owner, document, ipv4=None):
-        owner = owner_mod.parse(owner)
-        holder, host = self.subject(owner)
+        subject = self.subject(owner)
         # The Secret is the host's (Metal3 references it by name): it keeps
         # its name whichever Machine holds the host.
-        self.outputs.save(owner if host is not None else holder, document,
-                          host, ipv4)
+        self.outputs.save(
+            subject.owner if subject.host is not None else subject.holder,
+            document, subject.host, ipv4, subject.note)
 
     def get_network_data(self, owner):
-        owner = owner_mod.parse(owner)
+        owner = (owner.owner if isinstance(owner, base.Subject)
+                 else owner_mod.parse(owner))
         return self.outputs.read_secret(owner, owner.namespace
                                         or self.namespace)
 
     # -- properties ---------------------------------------------------------
 
-    @contextlib.contextmanager
-    def layers_read_once(self):
-        """Within it, this thread lists the node types and Network
-        Environments once, not once per host (a pass following many
-        claims; a change made meanwhile is seen by the next pass)."""
-        outer = getattr(self._local, 'layers', None)
-        if outer is None:
-            self._local.layers = {}
-        try:
-            yield
-        finally:
-            if outer is None:
-                self._local.layers = None
+    def property_sources(self):
+        """The node types and Network Environments, listed now: a caller
+        judging many hosts reads them once and hands them to
+        :meth:`subject` (a change made meanwhile is seen next time).
 
-    def _list_cluster_objects(self, api, what):
-        shared = getattr(self._local, 'layers', None)
-        if shared is not None:
-            if api not in shared:
-                shared[api] = self._list_cluster_layer(api, what)
-            return shared[api]
-        return self._list_cluster_layer(api, what)
-
-    def _list_cluster_layer(self, api, what):
-        group, version, plural = api
-        try:
-            result = self.api.call(
-                f'list {plural}.{group}',
-                self.api.custom.list_cluster_custom_object,
-                group, version, plural)
-        except kube_client.ApiError as exc:
-            if exc.status == 404:
-                LOG.debug('%s: %s is not served; no such layer', what, plural)
-                return []
-            raise
-        return result.get('items') or []
+        :returns: a :class:`~.kube_properties.Sources`.
+        """
+        return kube_properties.Sources(
+            tuple(self.providers.list(unserved=())[1]),
+            tuple(self.environments.list(unserved=())[1]))
 
     def host_properties(self, owner):
         """Layers of a BareMetalHost owner: its annotations, its node
-        type's properties, the (default) Network Environment's properties.
-        Other kinds of owner have none here.
+        type's properties, the (default) Network Environment's properties,
+        from the subject's sources (listed now when it has none). Other
+        kinds of owner have none here.
 
         :raises vmetal_ironic.exception.NotFound: the host does not exist.
         :raises vmetal_ironic.exception.InvalidProperty: ambiguous or
             unknown node type or environment.
         """
-        _, host = self.subject(owner)
-        if host is None:
+        subject = self.subject(owner)
+        if subject.host is None:
             return []
-        providers = self._list_cluster_objects(self._providers_api,
-                                               'node types')
-        environments = self._list_cluster_objects(self._environments_api,
-                                                  'network environments')
+        sources = subject.sources or self.property_sources()
         return kube_properties.layers(
-            host, providers, environments, self.group.node_type_label,
+            subject.host, sources.providers, sources.environments,
+            self.group.node_type_label,
             written_annotation=patches.WRITTEN_ANNOTATION)
 
     # -- reservations -------------------------------------------------------
 
     def publish_reservation(self, reservation, owner=None):
         holder = None
-        if owner is not None:
+        if isinstance(owner, base.Subject):
+            holder = owner.owner
+        elif owner is not None:
             try:
                 holder = owner_mod.parse(owner)
             except exception.InvalidProperty:

@@ -36,9 +36,9 @@ from vmetal_ironic.ipam import allocator as ipam_allocator
 from vmetal_ironic.ipam import errors as ipam_errors
 from vmetal_ironic.store import base
 from vmetal_ironic.store.kubernetes import allocation as allocation_mod
-from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Addresses:
         # Guards the cached view: conductor threads share this object.
         self._lock = threading.Lock()
         self.owners = owners_mod.Owners(api, namespace, scope)
-        self.claims = collection.Collection(api, names.ADDRESS_API,
+        self.claims = resources.Collection(api, names.ADDRESS_API,
                                             names.ADDRESS_KIND, namespace)
 
     # -- API calls ----------------------------------------------------------
@@ -160,7 +160,7 @@ class Addresses:
 
     def list(self, selector, cached=False, slim=False):
         """Every claim matching ``selector``, page by page (``slim``: see
-        :meth:`~.collection.Collection.list`)."""
+        :meth:`~.resources.Collection.list`)."""
         return self.claims.list(selector, cached=cached, slim=slim)[1]
 
     def delete(self, claim):

@@ -47,10 +47,10 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic.ipam import errors as ipam_errors
-from vmetal_ironic.store.kubernetes import cas
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _mark(claims, claim, value):
             'resourceVersion': claim['metadata']['resourceVersion'],
             'annotations': {COLLECTING: value}}})
     except kube_client.ApiError as exc:
-        if exc.status in cas.RETRY_STATUSES:
+        if exc.status in resources.RETRY_STATUSES:
             return None
         raise
 
@@ -318,7 +318,7 @@ class Allocation:
         try:
             claim = self.book.hand_over(claim, self.owner, self.host)
         except kube_client.ApiError as exc:
-            if exc.status not in cas.RETRY_STATUSES:
+            if exc.status not in resources.RETRY_STATUSES:
                 raise
             # The claim changed since it was read. A hand-over whose
             # answer was lost and whose retry met its own write reads as

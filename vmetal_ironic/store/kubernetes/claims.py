@@ -109,7 +109,7 @@ class Follower:
         namespaces = self.store.conf.vmetal_kubernetes.follow_claims_namespaces
         return '*' in namespaces or where.partition('/')[0] in namespaces
 
-    def _ensure(self, where, view, host=None):
+    def _ensure(self, where, view, host, sources, note=None):
         namespace, _, name = where.partition('/')
         mac = None
         if view.mac:
@@ -120,35 +120,55 @@ class Follower:
                     f'{exc} (from BareMetalHost {where} '
                     'spec.bootMACAddress)') from None
         conf = self.store.conf
-        owner = str(owner_mod.for_host(namespace, name))
-        # The host as the watch just delivered it serves the flow's reads.
-        with self.store.session(owner, host):
-            return host_network.ensure(
-                self.store, owner, mac=mac,
-                defaults=host_network.defaults_from_conf(conf),
-                mtu=conf.vmetal.mtu)
+        # The host as the caller just read it and the property sources it
+        # holds serve the flow's reads.
+        subject = self.store.subject(owner_mod.for_host(namespace, name),
+                                     host=host, sources=sources, note=note)
+        return host_network.ensure(
+            self.store, subject, mac=mac,
+            defaults=host_network.defaults_from_conf(conf),
+            mtu=conf.vmetal.mtu)
 
-    def follow(self, views, held, hosts=None):
+    def follow(self, views, held, hosts=None, sources=None, notes=None):
         """Give every claimed host in ``views`` that needs it its network.
 
         :param views: ``{"<ns>/<name>": HostView}`` of the pass.
         :param held: the owners (as text) holding an address.
         :param hosts: ``{"<ns>/<name>": host}`` of hosts just read in full
             (a watch event), read again otherwise.
+        :param sources: the property sources the caller holds (a
+            :class:`~.kube_properties.Sources`, e.g. from its informers);
+            listed once for all of ``views`` when ``None`` and any host
+            needs its network.
+        :param notes: ``{"<ns>/<name>": note}``: annotations to write with
+            a host's outputs (:attr:`~vmetal_ironic.store.base.Subject.
+            note`).
         :returns: a :class:`FollowReport`.
         """
         report = FollowReport()
         wanted = [where for where in sorted(views)
                   if self.follows(where) and needs_network(views[where], held)]
-        with self.store.layers_read_once():
-            for where in wanted:
-                self._follow_one(where, views[where], hosts, report)
+        if wanted and sources is None:
+            try:
+                sources = self.store.property_sources()
+            except Exception as exc:
+                # What failing to read them did to each host before: it
+                # is said for each, and the pass goes on.
+                LOG.warning('Cannot read the property sources: %s', exc)
+                message = (str(exc) if isinstance(exc, exception.VmetalError)
+                           else repr(exc))
+                report.rejected.extend((where, message) for where in wanted)
+                return report
+        for where in wanted:
+            self._follow_one(where, views[where], hosts, sources,
+                             (notes or {}).get(where), report)
         return report
 
-    def _follow_one(self, where, view, hosts, report):
+    def _follow_one(self, where, view, hosts, sources, note, report):
         """Give one host its network; the outcome goes into ``report``."""
         try:
-            result = self._ensure(where, view, (hosts or {}).get(where))
+            result = self._ensure(where, view, (hosts or {}).get(where),
+                                  sources, note)
         except exception.NotFound:
             # Deleted since the listing: nothing to give.
             return

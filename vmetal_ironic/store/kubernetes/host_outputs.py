@@ -16,16 +16,15 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import network_data
-from vmetal_ironic.store.kubernetes import cas
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import patches
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
 BMH_API = ('metal3.io', 'v1alpha1', 'baremetalhosts')
 BMH_KIND = 'BareMetalHost'
-MERGE_PATCH = 'application/merge-patch+json'
 SECRET_KEY = 'networkData'  # noqa: S105 - the Metal3 key name
 
 
@@ -65,26 +64,17 @@ class HostOutputs:
         self.api = api
         self.namespace = namespace
         self.attempts = attempts
+        # Every namespace's hosts: the store follows Metal3 wherever it is.
+        self.hosts = resources.Collection(api, BMH_API, BMH_KIND,
+                                          unserved_is_error=True)
 
     def get_host(self, namespace, name):
-        """:returns: the BareMetalHost dict, or ``None``."""
-        group, version, plural = BMH_API
-        try:
-            return self.api.call(
-                f'get BareMetalHost {namespace}/{name}',
-                self.api.custom.get_namespaced_custom_object,
-                group, version, namespace, plural, name)
-        except kube_client.ApiError as exc:
-            if exc.status == 404 and exc.details.get('name'):
-                return None
-            if exc.status == 404:
-                # The resource is not served: an API server that has just
-                # started serves its CRDs a moment later (or the CRD is
-                # missing). Not "the host is gone".
-                raise exception.StoreUnavailable(
-                    f'{exc} (BareMetalHosts are not served)',
-                    retry_after=1.0) from None
-            raise
+        """:returns: the BareMetalHost dict, or ``None``.
+
+        :raises vmetal_ironic.exception.StoreUnavailable: BareMetalHosts
+            are not served (yet).
+        """
+        return self.hosts.in_namespace(namespace).get(name)
 
     def patch_host(self, namespace, name, build, host=None):
         """Compare-and-swap patch of a host.
@@ -93,13 +83,13 @@ class HostOutputs:
             :mod:`~vmetal_ironic.store.kubernetes.patches`).
         :param host: the host as just read, saving the first GET.
         """
-        group, version, plural = BMH_API
+        hosts = self.hosts.in_namespace(namespace)
         given = {'host': host}
 
         def read():
             # The host handed in serves the first attempt only.
             current = given.pop('host', None)
-            return current or self.get_host(namespace, name)
+            return current or hosts.get(name)
 
         def build_conditional(current):
             if current is None:
@@ -110,16 +100,10 @@ class HostOutputs:
                     current['metadata']['resourceVersion'])
             return patch or None
 
-        def write(_current, patch):
-            return self.api.call(
-                f'update BareMetalHost {namespace}/{name}',
-                self.api.custom.patch_namespaced_custom_object,
-                group, version, namespace, plural, name, patch,
-                _content_type=MERGE_PATCH)
-
-        cas.compare_and_swap(read, build_conditional, write,
-                             f'BareMetalHost {namespace}/{name}',
-                             self.attempts)
+        resources.compare_and_swap(
+            read, build_conditional,
+            lambda _current, patch: hosts.patch(name, patch),
+            hosts.what(name), self.attempts)
 
     def write_secret(self, owner, namespace, document, host=None):
         body = secret_body(owner, namespace, document, host)
@@ -170,22 +154,26 @@ class HostOutputs:
                 f'Secret {namespace}/{name} key {SECRET_KEY} is not '
                 'JSON') from None
 
-    def save(self, owner, document, host=None, ipv4=None):
+    def save(self, owner, document, host=None, ipv4=None, note=None):
         """Write the Secret, then the outputs on ``host`` (if any).
 
         :param ipv4: the primary IPv4 the domain computed; read from the
             document only when not given.
+        :param note: see :attr:`~vmetal_ironic.store.base.Subject.note`;
+            called once, before the first attempt of the host patch.
         """
         namespace = owner.namespace or self.namespace
         secret_name = self.write_secret(owner, namespace, document, host)
         if host is None:
             return
-        outputs = patches.outputs_of(ipv4 or network_data.primary(document))
+        primary = ipv4 or network_data.primary(document)
+        outputs = patches.outputs_of(primary)
+        extra = note(primary) if note is not None else None
         metadata = host['metadata']
         self.patch_host(
             metadata['namespace'], metadata['name'],
             lambda current: patches.save_patch(current, outputs, secret_name,
-                                               metadata['namespace']),
+                                               metadata['namespace'], extra),
             host)
 
     def clear(self, owner, host_namespace=None, host_name=None):

@@ -22,11 +22,10 @@ from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import base
 from vmetal_ironic.store.kubernetes import addresses
-from vmetal_ironic.store.kubernetes import collection
-from vmetal_ironic.store.kubernetes import follow
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
+from vmetal_ironic.store.kubernetes import resources
 
 PURPOSE_INSPECTION = 'inspection'
 INSPECTION = 'Inspection'
@@ -84,7 +83,7 @@ class InspectionLeases:
         self.namespace = namespace
         self.scope = scope
         self.connect_timeout = connect_timeout
-        self.claims = collection.Collection(api, names.ADDRESS_API,
+        self.claims = resources.Collection(api, names.ADDRESS_API,
                                             names.ADDRESS_KIND, namespace)
         self.owners = owners_mod.Owners(api, namespace, scope)
         self.selector = (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS},'
@@ -120,7 +119,7 @@ class InspectionLeases:
         :yields: :class:`~vmetal_ironic.store.base.LeaseChange`; a claim
             that is not a valid lease comes as a removal with the reason.
         """
-        for kind, obj, position in follow.watch(
+        for kind, obj, position in resources.watch(
                 self.api, names.ADDRESS_API, self.namespace, self.selector,
                 revision, timeout, self.connect_timeout, 'inspection leases'):
             key = ((obj or {}).get('metadata') or {}).get('name')

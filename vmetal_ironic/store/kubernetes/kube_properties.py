@@ -19,6 +19,7 @@ unit tested without a cluster:
    is the host's node provider.
 """
 
+import dataclasses
 import json
 
 from oslo_log import log
@@ -27,6 +28,18 @@ from vmetal_ironic import exception
 from vmetal_ironic import properties as props
 
 LOG = log.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sources:
+    """The property sources every host shares, as one reader holds them.
+
+    :ivar providers: the NodeProvider objects.
+    :ivar environments: the NetworkEnvironment objects.
+    """
+
+    providers: tuple = ()
+    environments: tuple = ()
 
 ENVIRONMENT_PROPERTY = 'vcluster.com/network-environment'
 DEFAULT_ENVIRONMENT_ANNOTATION = 'machines.vcluster.com/is-default-environment'

@@ -19,9 +19,9 @@ again by itself.
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
-from vmetal_ironic.store.kubernetes import collection
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
+from vmetal_ironic.store.kubernetes import resources
 
 # What of a claim its owner's record repeats, for people reading it
 # (``kubectl get vao`` prints the address); the UID is what binds.
@@ -116,7 +116,7 @@ class Owners:
     def __init__(self, api, namespace, scope):
         self.namespace = namespace
         self.scope = scope
-        self.records = collection.Collection(api, names.OWNER_API,
+        self.records = resources.Collection(api, names.OWNER_API,
                                              names.OWNER_KIND, namespace)
 
     def get(self, owner):
@@ -163,7 +163,7 @@ class Owners:
 
     def all(self, slim=False):
         """Every record of the scope, page by page (the reconciler;
-        ``slim``: see :meth:`~.collection.Collection.list`)."""
+        ``slim``: see :meth:`~.resources.Collection.list`)."""
         return self.records.list(
             f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS_OWNER},'
             f'{names.LABEL_SCOPE}={self.scope}', slim=slim)[1]

@@ -74,13 +74,16 @@ def _patch(annotations, changes, spec_changes):
     return patch or None
 
 
-def save_patch(host, outputs, secret_name, secret_namespace):
+def save_patch(host, outputs, secret_name, secret_namespace, extra=None):
     """The patch that puts ``outputs`` and the Secret references on a host.
 
     :param host: the BareMetalHost dict as read.
     :param outputs: :func:`outputs_of` of the document saved.
     :param secret_name: the store's network-data Secret.
     :param secret_namespace: its namespace (the host's).
+    :param extra: other annotations to write in the same patch (the
+        controller's verdict), not recorded as written: release leaves
+        them.
     :returns: a merge patch, or ``None``.
     """
     annotations, spec = _parts(host)
@@ -111,6 +114,7 @@ def save_patch(host, outputs, secret_name, secret_namespace):
         now_written[key] = value
     changes[WRITTEN_ANNOTATION] = _encode(now_written)
     changes[OVERWRITTEN_ANNOTATION] = _encode(now_overwritten)
+    changes.update(extra or {})
     spec_changes = {}
     # Never replace a reference a user (or Metal3) set on the host.
     if not (spec.get('networkData') or {}).get('name'):

@@ -51,13 +51,11 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import allocation
 from vmetal_ironic.store.kubernetes import claims as claims_mod
-from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
-PAGE = 500
 LABEL_RETAIN = names.LABEL_PREFIX + 'retain'
 DETACHED = 'baremetalhost.metal3.io/detached'
 PAUSED = 'baremetalhost.metal3.io/paused'
@@ -192,36 +190,21 @@ class Reconciler:
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
         holds one page of full objects at a time."""
-        group, version, plural = host_outputs.BMH_API
-        api = self.store.api
-        views, token = {}, None
-        while True:
-            kwargs = {'limit': PAGE}
-            if token:
-                kwargs['_continue'] = token
-            page = api.call(f'list {plural}.{group}',
-                            api.custom.list_cluster_custom_object,
-                            group, version, plural, **kwargs)
-            for host in page.get('items') or []:
+        views = {}
+        for _revision, page in self.store.outputs.hosts.pages():
+            for host in page:
                 metadata = host.get('metadata') or {}
                 views[f'{metadata.get("namespace")}/{metadata.get("name")}'] = (
                     view_of(host))
-            token = (page.get('metadata') or {}).get('continue')
-            if not token:
-                return views
+        return views
 
     def _retain(self, claim, retain=True):
         """Put the retain mark on ``claim``, or take it off."""
-        group, version, plural = names.ADDRESS_API
-        api = self.store.api
         name = claim['metadata']['name']
         mark = 'detached' if retain else None
         try:
-            api.call(f'label {names.ADDRESS_KIND} {name}',
-                     api.custom.patch_namespaced_custom_object,
-                     group, version, self.store.namespace, plural, name,
-                     {'metadata': {'labels': {LABEL_RETAIN: mark}}},
-                     _content_type='application/merge-patch+json')
+            self.store.addresses.claims.patch(
+                name, {'metadata': {'labels': {LABEL_RETAIN: mark}}})
         except exception.VmetalError as exc:
             LOG.warning('Cannot mark %(name)s retained: %(err)s',
                         {'name': name, 'err': exc})

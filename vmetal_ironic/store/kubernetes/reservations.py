@@ -20,11 +20,9 @@ from vmetal_ironic import exception
 from vmetal_ironic import network_data
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store import base
-from vmetal_ironic.store.kubernetes import cas
-from vmetal_ironic.store.kubernetes import collection
-from vmetal_ironic.store.kubernetes import follow
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
+from vmetal_ironic.store.kubernetes import resources
 
 LOG = log.getLogger(__name__)
 
@@ -106,7 +104,7 @@ class Reservations:
         self.namespace = namespace
         self.attempts = attempts
         self.connect_timeout = connect_timeout
-        self.objects = collection.Collection(
+        self.objects = resources.Collection(
             api, names.RESERVATION_API, names.RESERVATION_KIND, namespace)
         # Names of the objects the last snapshot and the changes followed
         # since left out as malformed (the agent's skipped metric).
@@ -143,8 +141,9 @@ class Reservations:
                 return None
             return self.objects.replace(name, replacement)
 
-        cas.compare_and_swap(lambda: self.objects.get(name), build, write,
-                             self.objects.what(name), self.attempts)
+        resources.compare_and_swap(lambda: self.objects.get(name), build,
+                                   write, self.objects.what(name),
+                                   self.attempts)
 
     def withdraw(self, mac):
         return self.objects.delete_name(names.reservation_name(
@@ -215,7 +214,7 @@ class Reservations:
             the API server's window (410): list again.
         :raises vmetal_ironic.exception.StoreUnavailable: the watch failed.
         """
-        for kind, obj, position in follow.watch(
+        for kind, obj, position in resources.watch(
                 self.api, names.RESERVATION_API, self.namespace, SELECTOR,
                 revision, timeout, self.connect_timeout, 'reservations'):
             if kind == 'BOOKMARK':

@@ -107,3 +107,19 @@ def test_user_references_are_neither_replaced_nor_cleared():
     assert 'spec' not in patch
     saved = apply(user, patch)
     assert 'spec' not in (patches.release_patch(saved, SECRET) or {})
+
+
+def test_extra_annotations_ride_on_the_save_and_stay_at_release():
+    verdict = {'vmetal-ironic.io/ipam-verdict': 'AddressAllocated: x'}
+    saved = apply(host(), patches.save_patch(
+        host(), patches.outputs_of(PRIMARY), SECRET, 'ns', verdict))
+    annotations = saved['metadata']['annotations']
+    assert annotations['vmetal-ironic.io/ipam-verdict'] == (
+        'AddressAllocated: x')
+    assert 'vmetal-ironic.io/ipam-verdict' not in json.loads(
+        annotations[patches.WRITTEN_ANNOTATION])
+    # Said already: nothing to write.
+    assert patches.save_patch(saved, patches.outputs_of(PRIMARY), SECRET,
+                              'ns', verdict) is None
+    released = apply(saved, patches.release_patch(saved, SECRET))
+    assert released['metadata']['annotations'] == verdict
