@@ -9,9 +9,12 @@ machine's load hits all of them alike. A round starts the
 clients at once and times until the last finished; every downloaded file
 is compared with the original.
 
-Two cases: 20 tftp-hpa clients fetching ``ipxe.efi`` with 512-byte blocks
-(tftp-hpa's default, the case of the issue), and 20 curl clients asking
-``blksize=1468`` (what firmware asks for) for the same file.
+Three cases: 20 tftp-hpa clients fetching ``ipxe.efi`` with 512-byte
+blocks (tftp-hpa's default, the case of the issue), 20 curl clients asking
+``blksize=1468`` (what firmware asks for) for the same file, and one
+tftp-hpa client alone: a lock-step transfer waits for each block's answer,
+so its time divided by the blocks is the server's latency per block (plus
+the client's), which the concurrent cases hide behind each other.
 """
 
 import filecmp
@@ -49,14 +52,14 @@ def _curl(port, target):
             '-o', str(target), f'tftp://{pxe_netns.SERVER}:{port}/{FILE}']
 
 
-def _round(lab, client, port, out_dir):
+def _round(lab, client, port, out_dir, clients):
     out_dir.mkdir(exist_ok=True)
     started = time.monotonic()
     procs = [subprocess.Popen(
         ['ip', 'netns', 'exec', lab.client_ns,
          *client(port, out_dir / f'{n}.efi')],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for n in range(CLIENTS)]
+        for n in range(clients)]
     for proc in procs:
         try:
             proc.wait(120)
@@ -65,7 +68,7 @@ def _round(lab, client, port, out_dir):
             proc.wait(5)
     elapsed = time.monotonic() - started
     failures = 0
-    for n in range(CLIENTS):
+    for n in range(clients):
         path = out_dir / f'{n}.efi'
         if not path.exists() or not filecmp.cmp(path, lab.tftp_file,
                                                 shallow=False):
@@ -74,7 +77,9 @@ def _round(lab, client, port, out_dir):
     return elapsed, failures
 
 
-def _case(lab, client, pids):
+def _case(lab, client, pids, clients=CLIENTS, blocks=None):
+    """Rounds of ``clients`` downloads per server; with ``blocks`` (the
+    file's count at the client's block size) also the time per block."""
     times = {name: [] for name, _port in SERVERS}
     cpu = dict.fromkeys(times, 0.0)
     failed = dict.fromkeys(times, 0)
@@ -82,17 +87,20 @@ def _case(lab, client, pids):
         for name, port in SERVERS:
             before = pxe_netns.cpu_seconds(pids[name])
             elapsed, failures = _round(lab, client, port,
-                                       lab.workdir / f'round-{number}')
+                                       lab.workdir / f'round-{number}',
+                                       clients)
             cpu[name] += pxe_netns.cpu_seconds(pids[name]) - before
             times[name].append(elapsed)
             failed[name] += failures
     theirs = statistics.median(times['dnsmasq'])
     for name, _port in SERVERS:
         median = statistics.median(times[name])
+        per_block = (f'  {median / blocks * 1e6:4.0f} us/block' if blocks
+                     else '')
         print(f'  {name:30} min {min(times[name]):5.2f} s  median '
               f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq)  server '
-              f'CPU {cpu[name] / ROUNDS:4.2f} s/round  failed downloads '
-              f'{failed[name]}/{ROUNDS * CLIENTS}')
+              f'CPU {cpu[name] / ROUNDS:4.2f} s/round{per_block}  failed '
+              f'downloads {failed[name]}/{ROUNDS * clients}')
 
 
 def _wait_listening(lab, port, proc):
@@ -149,6 +157,9 @@ def main():
             print(f'{CLIENTS} concurrent curl downloads of {FILE}, '
                   f'blksize 1468, {ROUNDS} rounds each')
             _case(lab, _curl, pids)
+            print(f'1 tftp-hpa download of {FILE} at a time (lock-step '
+                  f'latency), {ROUNDS} rounds each')
+            _case(lab, _tftp_hpa, pids, clients=1, blocks=size // 512 + 1)
         finally:
             for proc in servers:
                 lab.stop(proc)

@@ -43,11 +43,18 @@ _BURST = 16
 # Receive sizes. A request fits in 512 bytes (RFC 1350; RFC 2347 keeps
 # options inside that), a client sends only ACKs and ERRORs inside a
 # transfer; a larger datagram is cut and then refused or ignored. Small
-# buffers matter: recv() allocates its full size for every datagram.
+# buffers matter: recv() allocates its full size for every datagram, from
+# Python's small-object pool only up to about 450 bytes. A transfer needs
+# the opcode and block number of what it receives (an ERROR's text is only
+# logged by the client that sent it).
 _RECV_LISTENER = 2048
-_RECV_SESSION = 1024
+_RECV_SESSION = 256
 # How often deadlines are checked; timeouts are whole seconds.
 _TICK = 0.2
+# Events taken per epoll wait. Level-triggered: the rest come with the
+# next wait. (Without a number, Python allocates room for 1,023 events on
+# every wait, once or more per DATA block.)
+_EVENTS = 64
 # Buffers of the listening socket.
 _SOCKET_BUFFER = 4 * 1024 * 1024
 # Linux <asm-generic/socket.h>; Python's socket module does not name them.
@@ -142,17 +149,30 @@ class TftpServer:
 
     def serve(self):
         """Run the loop on the calling thread until :meth:`stop`."""
-        next_scan = self._clock() + _TICK
+        # Names bound once: this loop runs once or more per DATA block.
+        poll = self._epoll.poll
+        clock = self._clock
+        sessions = self.sessions
+        listen_fd = self._listen_fd
+        on_session = self._read_session
+        next_scan = clock() + _TICK
         try:
             while self._running:
-                for fd, _mask in self._epoll.poll(_TICK):
-                    if fd == self._listen_fd:
+                events = poll(_TICK, _EVENTS)
+                # One reading of the clock per wake-up serves every
+                # datagram it brought: they arrived within microseconds.
+                now = clock()
+                for fd, _mask in events:
+                    if fd == listen_fd:
                         self._guarded(self._read_listener)
-                    else:
-                        session = self.sessions.get(fd)
-                        if session is not None:
-                            self._guarded(self._read_session, session)
-                now = self._clock()
+                        continue
+                    session = sessions.get(fd)
+                    if session is None:
+                        continue
+                    try:
+                        on_session(session, now)
+                    except Exception:
+                        self._lost(session)
                 if now >= next_scan:
                     next_scan = now + _TICK
                     self._expire(now)
@@ -170,13 +190,17 @@ class TftpServer:
             else:
                 handler(session)
         except Exception:
-            self.refusals.warning('TFTP server error; %s dropped',
-                                  'one transfer' if session else
-                                  'one request', exc_info=True)
-            if session is not None:
-                session.result = session.result or 'failed'
-                with contextlib.suppress(Exception):
-                    self._finish(session)
+            self._lost(session)
+
+    def _lost(self, session):
+        # Called from an except block: the traceback is the current one.
+        self.refusals.warning('TFTP server error; %s dropped',
+                              'one transfer' if session else
+                              'one request', exc_info=True)
+        if session is not None:
+            session.result = session.result or 'failed'
+            with contextlib.suppress(Exception):
+                self._finish(session)
 
     # -- the listening socket -----------------------------------------
 
@@ -200,7 +224,7 @@ class TftpServer:
                     continue
                 if self.single_port and packet.opcode_of(data) not in (
                         packet.RRQ, packet.WRQ):
-                    self._on_datagram(current, data)
+                    self._on_datagram(current, data, self._clock())
                     continue
             self._request(data, peer)
 
@@ -258,7 +282,8 @@ class TftpServer:
             for _name in transfer.declined:
                 self._on_limit('timeout_declined')
             self._start(request, data, peer, file_key, source, size,
-                        transfer)
+                        transfer,
+                        self.files.frames(file_key, transfer.blksize))
         except packet.BadPacket as exc:
             self.files.release(file_key)
             self._refuse(peer, exc.code, exc.reason, 'bad_option',
@@ -297,13 +322,11 @@ class TftpServer:
         self._finish(session)
 
     def _start(self, request, data, peer, file_key, source, size,
-               transfer):
+               transfer, frames):
         now = self._clock()
         if self.single_port:
             sock = None
-
-            def send(datagram, _sock=self.sock, _peer=peer):
-                _sock.sendto(datagram, _peer)
+            send = self.sock.sendto
         else:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
@@ -315,7 +338,8 @@ class TftpServer:
                 raise
             send = sock.send
         session = session_mod.Session(peer, send, source, size, transfer,
-                                      self.limits.retries, now)
+                                      self.limits.retries, now, frames,
+                                      addressed=sock is None)
         session.request = data
         session.file_key = file_key
         session.sock = sock
@@ -343,7 +367,7 @@ class TftpServer:
 
     # -- transfers -------------------------------------------------------
 
-    def _read_session(self, session):
+    def _read_session(self, session, now):
         # One datagram per wake-up: epoll is level-triggered, so anything
         # still queued wakes the loop again, and the common case (one ACK)
         # costs no extra failing recv().
@@ -361,12 +385,12 @@ class TftpServer:
                 session.result = session_mod.ABORTED
                 self._finish(session)
                 return
-        self._on_datagram(session, data)
+        self._on_datagram(session, data, now)
 
-    def _on_datagram(self, session, data):
-        if session.on_datagram(data, self._clock()):
+    def _on_datagram(self, session, data, now):
+        if session.on_datagram(data, now):
             self._finish(session)
-        elif session.heard and self._unheard:
+        elif self._unheard and session.heard:
             self._unheard.pop(session, None)
 
     def _expire(self, now):

@@ -37,6 +37,13 @@ EVICTED = 'evicted'
 # any DATA yet; one block always goes. Two 1468-byte windows of 16 fit, or
 # one 64 KiB block.
 UNPROVEN_BYTES = 64 * 1024
+# Block sizes of one file whose DATA datagrams are kept (see
+# FileTable.frames): a boot storm uses one or two (512, 1468); a peer
+# asking odd sizes cannot make the table keep more copies than this.
+FRAME_SETS = 4
+# What one kept datagram costs beyond its bytes (the bytes object's header
+# and the list slot), counted against the cache budget.
+_FRAME_OVERHEAD = 48
 
 
 class _Cached:
@@ -92,7 +99,11 @@ class FileTable:
     size or modification time) is a new entry; its old content stays
     consistent for the transfers already reading it.
 
-    :param cache_bytes: memory for file contents.
+    The DATA datagrams of a cached file are kept too, per block size
+    (:meth:`frames`), so every transfer after the first sends a block with
+    no copy, no header packing and no slicing.
+
+    :param cache_bytes: memory for file contents and their datagrams.
     """
 
     def __init__(self, cache_bytes=256 * 1024 * 1024):
@@ -146,8 +157,36 @@ class FileTable:
             raise
         size = held if netascii else info.st_size
         self.cached_bytes += held
-        self._open[key] = [handle, 1, held, size]
+        # [file, users, bytes charged, size served, blksize -> datagrams]
+        self._open[key] = [handle, 1, held, size, {}]
         return key, handle, size
+
+    def frames(self, key, blksize):
+        """The shared DATA datagrams of an acquired file at ``blksize``.
+
+        :returns: a list, one slot per block (block ``n`` at ``n - 1``),
+            ``None`` where that datagram is not built yet; sessions fill
+            it as they first send a block. ``None`` instead of a list when
+            the file is not held in memory, already has
+            :data:`FRAME_SETS` block sizes, or the budget is spent (the
+            session then builds each datagram itself).
+        """
+        entry = self._open.get(key)
+        if entry is None or not isinstance(entry[0], _Cached):
+            return None
+        kept = entry[4]
+        frames = kept.get(blksize)
+        if frames is None:
+            if len(kept) >= FRAME_SETS:
+                return None
+            count = entry[3] // blksize + 1
+            cost = entry[3] + count * (_FRAME_OVERHEAD + 4)
+            if self.cached_bytes + cost > self.cache_bytes:
+                return None
+            frames = kept[blksize] = [None] * count
+            entry[2] += cost
+            self.cached_bytes += cost
+        return frames
 
     def release(self, key):
         entry = self._open.get(key)
@@ -175,16 +214,22 @@ class Session:
     :param transfer: the negotiated :class:`~.tftp_packet.Transfer`.
     :param retries: resends of one window before giving up.
     :param now: the current monotonic time.
+    :param frames: the file's shared datagrams at this block size
+        (:meth:`FileTable.frames`), or ``None``.
+    :param addressed: ``send`` takes the peer too (``sendto`` on an
+        unconnected socket) rather than the datagram alone.
     """
 
     __slots__ = (
         '_base',
         '_chunk',
+        '_frames',
         '_last',
         '_oack',
         '_retries_left',
         '_send',
         '_sent_upto',
+        '_to',
         '_unproven_sent',
         '_waiting_oack',
         'blksize',
@@ -204,13 +249,17 @@ class Session:
         'withheld',
     )
 
-    def __init__(self, peer, send, source, size, transfer, retries, now):
+    def __init__(self, peer, send, source, size, transfer, retries, now,
+                 frames=None, addressed=False):
         self.peer = peer
         self.request = None
         self.file_key = None
         self.sock = None
         self._send = send
+        # Called as send(datagram, peer) directly: no wrapper per block.
+        self._to = peer if addressed else None
         self._chunk = source.chunk
+        self._frames = frames
         self.size = size
         self.blksize = transfer.blksize
         self.windowsize = transfer.windowsize
@@ -247,21 +296,31 @@ class Session:
         if self._waiting_oack:
             self._emit(self._oack)
             return
-        blksize = self.blksize
-        end = self._base if oldest_only else min(
-            self._base + self.windowsize - 1, self._last)
-        chunk = self._chunk
+        base = self._base
+        end = base if oldest_only or self.windowsize == 1 else min(
+            base + self.windowsize - 1, self._last)
+        frames = self._frames
         proven = self.proven
-        for block in range(self._base, end + 1):
+        # The hot path of every transfer: one datagram per block, most
+        # often already built by an earlier transfer of the same file.
+        for block in range(base, end + 1):
             if not proven and not self._may_send_unproven(block):
                 return
-            # The hot path of every transfer: one datagram per block.
-            datagram = packet.data_header(block) + chunk(
-                (block - 1) * blksize, blksize)
+            datagram = frames[block - 1] if frames is not None else None
+            if datagram is None:
+                datagram = self._datagram(block)
             if not self._emit(datagram):
                 return
             if block > self._sent_upto:
                 self._sent_upto = block
+
+    def _datagram(self, block):
+        blksize = self.blksize
+        datagram = packet.data_header(block) + self._chunk(
+            (block - 1) * blksize, blksize)
+        if self._frames is not None:
+            self._frames[block - 1] = datagram
+        return datagram
 
     def _may_send_unproven(self, block):
         # Every DATA datagram is at most blksize + 4 bytes; the first one
@@ -276,7 +335,10 @@ class Session:
 
     def _emit(self, datagram):
         try:
-            self._send(datagram)
+            if self._to is None:
+                self._send(datagram)
+            else:
+                self._send(datagram, self._to)
         except (BlockingIOError, InterruptedError, ConnectionRefusedError):
             # Send buffer full, or an ICMP error from an earlier datagram
             # (the client may have closed after its last ACK, which may be

@@ -419,3 +419,96 @@ def test_a_proven_peer_gets_whole_windows_and_one_block_per_timeout():
     # A lost window costs one block: the oldest unacknowledged one.
     assert len(sent) == 1 + 17
     assert sent[-1][:4] == b'\0\x03\0\x09'
+
+
+def test_file_table_keeps_a_files_datagrams_per_block_size(root):
+    """Transfers of one file at one block size share its DATA datagrams;
+    odd block sizes and the memory budget bound how many are kept, and
+    giving the file back returns their memory."""
+    from vmetal_ironic.dhcp_agent import tftp_session
+
+    path = str(root / 'boot.efi')
+    table = tftp_session.FileTable(cache_bytes=60000)
+    key, _cached, size = table.acquire(path)
+    frames = table.frames(key, 512)
+    assert len(frames) == size // 512 + 1 and set(frames) == {None}
+    assert table.acquire(path)[0] == key
+    assert table.frames(key, 512) is frames
+    charged = table.cached_bytes
+    assert charged > 2 * size
+    for blksize in (1468, 1000, 700):
+        assert table.frames(key, blksize) is not None
+    # A fifth block size gets none: the session builds its own.
+    assert table.frames(key, 999) is None
+    table.release(key)
+    table.release(key)
+    assert table.cached_bytes == 0
+    # No budget left for datagrams: none kept, the file itself still is.
+    small = tftp_session.FileTable(cache_bytes=size + 100)
+    key, _cached, _size = small.acquire(path)
+    assert small.frames(key, 512) is None
+    assert small.cached_bytes == size
+    # A file read with pread has none either.
+    opened = tftp_session.FileTable(cache_bytes=10)
+    key, _handle, _size = opened.acquire(path)
+    assert opened.frames(key, 512) is None
+
+
+def test_sessions_sharing_datagrams_send_the_same_bytes():
+    """The second transfer of a file sends the datagrams the first built,
+    byte for byte what a session building its own sends (the last one
+    short, block numbers wrapping past 65535)."""
+    from vmetal_ironic.dhcp_agent import tftp_packet
+    from vmetal_ironic.dhcp_agent import tftp_session
+
+    size = 70000 * 8 + 3
+    data = os.urandom(size)
+    request = tftp_packet.parse_request(tftp_peer.rrq('f', blksize=8))
+    transfer = tftp_packet.negotiate(request, size, 1)
+    frames = [None] * (size // 8 + 1)
+
+    def download(frames, source):
+        sent = []
+        session = tftp_session.Session(('192.0.2.9', 4000), sent.append,
+                                       source, size, transfer, retries=3,
+                                       now=0.0, frames=frames)
+        session.start(0.0)
+        session.on_datagram(tftp_peer.ack(0), 0.0)
+        block = 0
+        while not session.done:
+            block += 1
+            session.on_datagram(tftp_peer.ack(block & 0xffff), 0.0)
+        assert session.result == tftp_session.COMPLETED
+        return sent[1:]
+
+    class _Counting(_Source):
+        reads = 0
+
+        def chunk(self, offset, size):
+            self.reads += 1
+            return super().chunk(offset, size)
+
+    own = download(None, _Source(data))
+    first = download(frames, _Source(data))
+    again = _Counting(data)
+    second = download(frames, again)
+    assert own == first == second
+    assert again.reads == 0
+    assert b''.join(d[4:] for d in own) == data
+    assert own[65535][:4] == b'\0\x03\0\x00'
+    assert len(own[-1]) == 4 + 3
+
+
+def test_single_port_sessions_send_to_their_peer():
+    from vmetal_ironic.dhcp_agent import tftp_packet
+    from vmetal_ironic.dhcp_agent import tftp_session
+
+    sent = []
+    request = tftp_packet.parse_request(tftp_peer.rrq('f'))
+    transfer = tftp_packet.negotiate(request, 10, 1)
+    session = tftp_session.Session(
+        ('192.0.2.9', 4000), lambda datagram, peer: sent.append(
+            (datagram, peer)), _Source(bytes(10)), 10, transfer, retries=3,
+        now=0.0, addressed=True)
+    session.start(0.0)
+    assert sent == [(b'\0\x03\0\x01' + bytes(10), ('192.0.2.9', 4000))]
