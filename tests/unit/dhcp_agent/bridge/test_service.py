@@ -597,6 +597,13 @@ def _copies(bridge):
                   for p in bridge.cache.directory.iterdir())
 
 
+def _fill(bridge):
+    """Download /ipa once and wait until its copy is published."""
+    assert _request(bridge, 'http', 'GET', '/ipa')[1] == BODY
+    observe.wait_for(lambda: _copies(bridge) == ['copy'], timeout=5,
+                     what='copy published')
+
+
 def test_a_copy_answers_after_ironic_says_not_modified(cached, root):
     _directory, server = root
     status, body, _ = _request(cached, 'http', 'GET', '/ipa',
@@ -632,9 +639,7 @@ def test_a_copy_answers_after_ironic_says_not_modified(cached, root):
 
 def test_a_changed_file_is_served_new_at_once(cached, root):
     directory, _server = root
-    assert _request(cached, 'http', 'GET', '/ipa')[1] == BODY
-    observe.wait_for(lambda: _copies(cached) == ['copy'], timeout=5,
-                     what='copy published')
+    _fill(cached)
     new = bytes(reversed(BODY))
     (directory / 'ipa').write_bytes(new)
     # Dated later than the answer: not a strong validator, so not kept.
@@ -649,9 +654,7 @@ def test_a_changed_file_is_served_new_at_once(cached, root):
 
 def test_ironic_down_never_serves_the_copy(cached, root):
     _directory, server = root
-    assert _request(cached, 'http', 'GET', '/ipa')[1] == BODY
-    observe.wait_for(lambda: _copies(cached) == ['copy'], timeout=5,
-                     what='copy published')
+    _fill(cached)
     server.shutdown()
     server.server_close()
     status, _, _ = _request(cached, 'http', 'GET', '/ipa')
