@@ -1,20 +1,29 @@
 """The IPA ramdisk through the agent's bridge vs straight from Ironic's
-HTTP server, 1 and 20 clients at once.
+HTTP server, 1 and 20 clients at once, with the agent's local copies.
 
 Run as root: ``tox -e bench -- bridge``. Three namespaces: Ironic's
-(203.0.113.1, busybox httpd serving the IPA ramdisk of the lab's cache, or
-a 93 MiB random file when it is not built), the agent's (203.0.113.2 on
-the cluster side, 198.51.100.1 on the provisioning L2, running
-vmetal-dhcp-agent with ``[vmetal_bridge]`` on) and the machine's
-(198.51.100.20). "direct" is curl in the agent's namespace fetching from
-httpd (one hop, Ironic's own server as a client next to it sees it);
-"bridge" is curl in the machine's namespace fetching the same file from
-the agent's provisioning-side forward; "relay" is the same from
-``splice_relay.py`` in the agent's namespace, a bare TCP relay that pays
-the extra hop and nothing else (the ceiling any relay there can reach).
-Rounds rotate (direct, bridge, relay, bridge, relay, direct, ...) so a
-change in the machine's load hits all alike; medians are printed with the
-ratios, the agent's CPU seconds per GiB bridged (its own user and system
+(203.0.113.1, busybox httpd serving a copy of the IPA ramdisk of the lab's
+cache, or a 93 MiB random file when it is not built), the agent's
+(203.0.113.2 on the cluster side, 198.51.100.1 on the provisioning L2,
+running vmetal-dhcp-agent with ``[vmetal_bridge]`` on and ``cache_dir``
+set) and the machine's (198.51.100.20). "direct" is curl in the agent's
+namespace fetching from httpd (one hop, Ironic's own server as a client
+next to it sees it); "cold" is curl in the machine's namespace fetching
+the same file from the agent's provisioning-side forward just after the
+file changed upstream (its mtime is moved, so its ETag changes: the
+agent's copy is stale, the download streams through and one client's
+download fills a new copy, as the first download of a new ramdisk does);
+"warm" is the same with the copy current (every download still asks
+Ironic, which answers 304); "relay" is curl through ``splice_relay.py``
+in the agent's namespace, a bare TCP relay that pays the extra hop and
+nothing else (the ceiling any relay there can reach); "same-L2" is curl
+in the machine's namespace fetching from a second busybox httpd in the
+agent's namespace on its provisioning address (Ironic's server on the
+servers' L2: the same path as the agent's answers, the lab bridge
+included, which "direct" does not cross). Rounds rotate (direct, cold,
+warm, relay, same-L2, cold, warm, ...) so a change in the machine's load
+hits all alike; medians are printed with the ratios to
+direct, the agent's CPU seconds per GiB it sent (its own user and system
 time, which the machine's load does not change as it changes rates; TCP
 work done in softirq is not counted), and the agent's resident memory
 before the first 20-client round and its peak after the last.
@@ -49,7 +58,8 @@ def _ramdisk(root):
     target = root / 'ipa.initramfs'
     built = sorted((CACHE / 'ipa').glob('*/ramdisk'))
     if built:
-        os.symlink(built[-1].resolve(), target)
+        # A copy, not a link: the cold rounds move its mtime.
+        shutil.copyfile(built[-1].resolve(), target)
         return target, 'the lab\'s IPA ramdisk'
     with open(target, 'wb') as out:
         for _ in range(93):
@@ -70,6 +80,13 @@ def _clients(topology, namespace, url, count, size):
         raise RuntimeError(f'{url}: got sizes {sorted(set(sizes))}, '
                            f'expected {size}')
     return elapsed
+
+
+def _warm(topology, namespace, url, size):
+    """Make sure the agent holds a current copy before a warm round (a
+    cold round's 20 clients may all have been relayed while one filled;
+    this download is not timed)."""
+    _clients(topology, namespace, url, 1, size)
 
 
 def _cpu_seconds(pid):
@@ -101,6 +118,12 @@ def main():
         topology.spawn(ironic_ns, ['busybox', 'httpd', '-f', '-p',
                                    f'{IRONIC}:8080', '-h', str(root)],
                        'httpd.log')
+        # The same server where the agent is, on the provisioning L2: what
+        # the machine gets when Ironic shares its L2 (the same path as the
+        # agent's answers, the bridge br0 included).
+        topology.spawn(agent_ns, ['busybox', 'httpd', '-f', '-p',
+                                  f'{AGENT_L2}:8091', '-h', str(root)],
+                       'httpd-l2.log')
         store = LocalStore(path=str(workdir / 'vmetal.sqlite'))
         conf = workdir / 'agent.conf'
         conf.write_text(textwrap.dedent(f"""\
@@ -117,6 +140,7 @@ def main():
             ironic_http_url = http://{IRONIC}:8080
             ironic_api_url = http://{IRONIC}:6385
             callback_address = {AGENT_CLUSTER}
+            cache_dir = {workdir / 'copies'}
             """))
         log = workdir / 'net' / 'agent.log'
         relay_log = workdir / 'net' / 'relay.log'
@@ -132,43 +156,59 @@ def main():
         observe.wait_for(
             lambda: 'relaying' in relay_log.read_text(errors='replace'), 30,
             failed=lambda: relay.poll() is not None, what='relay start')
+        bridged = f'http://{AGENT_L2}:8080/{ramdisk.name}'
         urls = {'direct': (agent_ns, f'http://{IRONIC}:8080/{ramdisk.name}'),
-                'bridge': (machine_ns,
-                           f'http://{AGENT_L2}:8080/{ramdisk.name}'),
+                'cold': (machine_ns, bridged),
+                'warm': (machine_ns, bridged),
                 'relay': (machine_ns,
-                          f'http://{AGENT_L2}:8090/{ramdisk.name}')}
+                          f'http://{AGENT_L2}:8090/{ramdisk.name}'),
+                'same-L2': (machine_ns,
+                            f'http://{AGENT_L2}:8091/{ramdisk.name}')}
         kinds = tuple(urls)
         print(f'file: {what}, {size / 2**20:.1f} MiB; {ROUNDS} rounds each, '
               'alternating; throughput = clients x size / time to the last')
         rss_before = None
+        moved = time.time() - 3600
         for clients in (1, 20):
             times = {kind: [] for kind in kinds}
-            agent_cpu = 0.0
+            agent_cpu = {'cold': 0.0, 'warm': 0.0}
             for index in range(ROUNDS):
-                order = kinds[index % 3:] + kinds[:index % 3]
+                order = kinds[index % 5:] + kinds[:index % 5]
                 for kind in order:
-                    if kind == 'bridge' and clients == 20 \
+                    if kind in agent_cpu and clients == 20 \
                             and rss_before is None:
                         rss_before = _status(agent.pid, 'VmRSS')
+                    if kind == 'cold':
+                        # A new version upstream: new mtime, new ETag,
+                        # still older than a second (a strong validator).
+                        moved -= 60
+                        os.utime(ramdisk, (moved, moved))
+                    elif kind == 'warm':
+                        _warm(topology, machine_ns, bridged, size)
                     namespace, url = urls[kind]
                     cpu = _cpu_seconds(agent.pid)
                     times[kind].append(_clients(topology, namespace, url,
                                                 clients, size))
-                    if kind == 'bridge':
-                        agent_cpu += _cpu_seconds(agent.pid) - cpu
+                    if kind in agent_cpu:
+                        agent_cpu[kind] += _cpu_seconds(agent.pid) - cpu
             rates = {kind: clients * size / 2**20 / statistics.median(t)
                      for kind, t in times.items()}
             spread = '/'.join(f'{max(t) - min(t):.2f}'
                               for t in times.values())
+            gib = ROUNDS * clients * size / 2**30
             print(f'{clients:2d} client(s): direct {rates["direct"]:7.1f} '
-                  f'MiB/s, bridge {rates["bridge"]:7.1f} MiB/s, relay '
-                  f'{rates["relay"]:7.1f} MiB/s; bridge/direct '
-                  f'{rates["bridge"] / rates["direct"]:.2f}x, relay/direct '
-                  f'{rates["relay"] / rates["direct"]:.2f}x, bridge/relay '
-                  f'{rates["bridge"] / rates["relay"]:.2f}x (spreads '
-                  f'{spread} s); agent CPU '
-                  f'{agent_cpu / (ROUNDS * clients * size / 2**30):.2f} '
-                  's/GiB bridged')
+                  f'MiB/s, cold {rates["cold"]:7.1f} MiB/s '
+                  f'({rates["cold"] / rates["direct"]:.2f}x direct, '
+                  f'{agent_cpu["cold"] / gib:.2f} agent CPU s/GiB), warm '
+                  f'{rates["warm"]:7.1f} MiB/s '
+                  f'({rates["warm"] / rates["direct"]:.2f}x direct, '
+                  f'{agent_cpu["warm"] / gib:.2f} agent CPU s/GiB), relay '
+                  f'{rates["relay"]:7.1f} MiB/s '
+                  f'({rates["relay"] / rates["direct"]:.2f}x direct), '
+                  f'same-L2 {rates["same-L2"]:7.1f} MiB/s '
+                  f'({rates["same-L2"] / rates["direct"]:.2f}x direct; warm '
+                  f'{rates["warm"] / rates["same-L2"]:.2f}x same-L2); '
+                  f'spreads direct/cold/warm/relay/same-L2 {spread} s')
         peak = _status(agent.pid, 'VmHWM')
         print(f'agent RSS: {rss_before / 1024:.1f} MiB before the 20-client '
               f'rounds, peak {peak / 1024:.1f} MiB '

@@ -363,3 +363,15 @@ def test_two_networks_overlay_turns_the_bridge_on(agent_conf):
         path = env[f'OS_VMETAL_BRIDGE__CALLBACK_{name}_FILE']['value']
         assert path.rsplit('/', 1)[1] == key
         assert path.rsplit('/', 1)[0] in mounts
+    # The HTTP root's copies live on an emptyDir larger than their
+    # default budget.
+    cache_dir = env['OS_VMETAL_BRIDGE__CACHE_DIR']['value']
+    [mount] = [m for m in container['volumeMounts']
+               if m['mountPath'] == cache_dir]
+    [volume] = [v for v in _one(objects, 'Deployment')['spec']['template'][
+        'spec']['volumes'] if v['name'] == mount['name']]
+    limit = volume['emptyDir']['sizeLimit']
+    assert limit.endswith('Gi')
+    [budget] = [opt.default for opt in dict(vmetal_opts.list_opts())[
+        'vmetal_bridge'] if opt.dest == 'cache_max_bytes']
+    assert int(limit[:-2]) * 2**30 > budget

@@ -142,6 +142,24 @@ opts = [
                help='Largest heartbeat body read to rewrite its '
                     'callback_url (a heartbeat is about 2 KiB with a '
                     'certificate); larger ones get 413.'),
+    cfg.StrOpt('cache_dir',
+               help='Directory for local copies of the kernels, ramdisks '
+                    'and images downloaded from ironic_http_url, served '
+                    'from the kernel (sendfile) once Ironic\'s HTTP server '
+                    'answers the conditional request every download makes '
+                    'with 304 Not Modified; a changed file goes through '
+                    'and replaces its copy, Ironic down is still 502. The '
+                    'agent empties its copies (copy-* and fill-* files) '
+                    'at start. Unset: no copies, every body is relayed. '
+                    'The two-networks Kubernetes overlay sets it on an '
+                    'emptyDir.'),
+    cfg.IntOpt('cache_max_bytes',
+               default=2147483648,
+               min=0,
+               help='Bytes the copies in cache_dir may take (least '
+                    'recently used ones are removed first, never one '
+                    'being sent); a file larger than this is relayed. 0 '
+                    'turns the copies off.'),
 ]
 
 register_opts, list_opts = group.hooks(GROUP, opts)

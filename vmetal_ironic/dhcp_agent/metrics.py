@@ -134,6 +134,26 @@ _DECLARED = (
      ('listener',)),
     ('bridge_connections', _GAUGE, 'vmetal_bridge_connections',
      'Connections the bridge holds now, over all listeners.', ()),
+    ('bridge_cache_requests', _COUNTER, 'vmetal_bridge_cache_requests',
+     'HTTP-root GET and HEAD requests with local copies on, by result: '
+     'hit (Ironic answered 304, served from the copy), changed (the copy '
+     'was dropped: Ironic answered anything else) or miss (no copy).',
+     ('result',)),
+    ('bridge_cache_revalidations', _COUNTER,
+     'vmetal_bridge_cache_revalidations',
+     'Answers to the conditional requests the bridge made for its '
+     'copies, by result (not_modified, changed).', ('result',)),
+    ('bridge_cache_fills', _COUNTER, 'vmetal_bridge_cache_fills',
+     'Copies the bridge started or declined to write, by result: '
+     'published (whole and renamed into place), discarded (cut, short or '
+     'a failed write: nothing kept), busy (another fill of the file was '
+     'under way), no_room (over cache_max_bytes), failed (not created).',
+     ('result',)),
+    ('bridge_cache_evictions', _COUNTER, 'vmetal_bridge_cache_evictions',
+     'Copies removed, least recently used first, to stay within '
+     'cache_max_bytes.', ()),
+    ('bridge_cache_bytes', _GAUGE, 'vmetal_bridge_cache_bytes',
+     'Bytes the bridge\'s copies take, fills under way included.', ()),
 )
 
 

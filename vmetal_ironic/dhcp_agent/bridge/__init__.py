@@ -7,6 +7,8 @@ network: HTTP forwards with fixed routes, no packet forwarding.
   ramdisk;
 * :mod:`.exchange` carries one request and its response, streamed;
 * :mod:`.admission` bounds the connections, in all and per client;
+* :mod:`.cache_policy` decides what local copies of the HTTP root may
+  answer and keep (no I/O); :mod:`.http_cache` holds them;
 * :mod:`.service` runs the three listeners on one event loop thread;
 * :mod:`.config` reads ``[vmetal_bridge]``.
 """

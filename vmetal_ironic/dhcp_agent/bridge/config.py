@@ -39,6 +39,11 @@ class BridgeConfig:
     #: The callback listener's TLS (an ``ssl.SSLContext``), or ``None``
     #: for plain HTTP.
     callback_tls: ssl.SSLContext = None
+    #: Where the local copies of the HTTP root live (:mod:`.http_cache`),
+    #: or ``None``: none kept.
+    cache_dir: str = None
+    #: Their budget in bytes.
+    cache_max_bytes: int = 0
 
 
 def _error(text):
@@ -162,6 +167,8 @@ def from_conf(conf, server_address):
         ipa_port=group.ipa_port,
         max_connections=group.max_connections,
         max_connections_per_client=group.max_connections_per_client,
+        cache_dir=group.cache_dir or None,
+        cache_max_bytes=group.cache_max_bytes,
         limits=exchange.Limits(
             header_timeout=group.header_timeout,
             idle_timeout=group.idle_timeout,

@@ -20,14 +20,23 @@ waits for the previous ones to drain. Either way memory per connection
 stays bounded whatever the body's size; ``Range`` and its ``206`` pass as
 they are. A heartbeat's body is the one thing read whole (up to
 ``max_heartbeat_bytes``), to rewrite its callback URL.
+
+With local copies on (``[vmetal_bridge]cache_dir``, :mod:`.http_cache`),
+a ``GET`` or ``HEAD`` of the HTTP root asks Ironic with the bridge's own
+headers only, conditionally when a copy exists: ``304`` is answered from
+the copy by ``sendfile`` (``Range`` and ``HEAD`` included), anything else
+goes through as above, and a whole ``200`` body fills a copy on its way
+(:mod:`.cache_policy` says what may be kept).
 """
 
 import asyncio
 import dataclasses
+import os
 import ssl
 
 import h11
 
+from vmetal_ironic.dhcp_agent.bridge import cache_policy
 from vmetal_ironic.dhcp_agent.bridge import heartbeat as heartbeat_mod
 from vmetal_ironic.dhcp_agent.bridge import splice
 
@@ -328,11 +337,20 @@ class Exchange:
             link.close()
 
     async def _through(self, request, route, upstream, body, link):
+        cache = getattr(self.listener, 'cache', None)
+        length, chunked = _framing(request.headers)
+        if cache is not None and body is None and not length \
+                and not chunked:
+            key = cache_policy.request_key(
+                request.method.decode('ascii', 'replace'), route.path,
+                request.headers)
+            if key is not None:
+                await self._through_cache(request, route, upstream, link,
+                                          cache, key)
+                return
         limits = self.limits
-        name = self.listener.name
         client = h11.Connection(
             h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
-        length, chunked = _framing(request.headers)
         if body is not None:
             length, chunked = len(body), False
         headers = forwarded_headers(request.headers, upstream.authority,
@@ -356,7 +374,103 @@ class Exchange:
         response = await self._response_head(client, link, upstream)
         if response is None:
             return
-        self.observer.upstream_ok(name, upstream.name)
+        self.observer.upstream_ok(self.listener.name, upstream.name)
+        await self._answer(client, link, response)
+
+    async def _through_cache(self, request, route, upstream, link, cache,
+                             key):
+        """A ``GET`` or ``HEAD`` of the HTTP root with local copies on.
+
+        Ironic is asked with the bridge's own headers only (and the
+        client's ``Range``, whose ``206`` is never kept), so nothing a
+        client sends shapes what is kept; with a copy, conditionally. A
+        ``304`` is answered from the copy; anything else goes through as
+        without the cache, and Ironic down is a 502/504 as always, never
+        an unchecked copy.
+        """
+        limits = self.limits
+        wanted = cache_policy.client_range(request.headers)
+        held = cache.checkout(key)
+        try:
+            client = h11.Connection(
+                h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
+            headers = [(b'host', upstream.authority.encode())]
+            if wanted is not None:
+                headers.append((b'range', wanted))
+            if held is not None:
+                validator = held[0].validator
+                headers.append((validator.header, validator.value))
+            headers.append((b'connection', b'close'))
+            await _send(link, client.send(h11.Request(
+                method=request.method, target=upstream.target(route.path),
+                headers=headers)) + client.send(h11.EndOfMessage()),
+                limits.idle_timeout)
+            response = await self._response_head(client, link, upstream)
+            if response is None:
+                return
+            self.observer.upstream_ok(self.listener.name, upstream.name)
+            if held is not None:
+                current = response.status_code == 304
+                cache.revalidated(held[0], current)
+                if current:
+                    await self._from_copy(held[0], held[1], wanted)
+                    return
+            fill = None
+            length, _chunked = _framing(response.headers)
+            if not self.head_only and cache_policy.fillable(
+                    'GET', wanted, response.status_code, length,
+                    limits.max_translated_response):
+                validator = cache_policy.validator(response.headers)
+                if validator is not None:
+                    fill = cache.begin(
+                        key, length, validator,
+                        cache_policy.kept_headers(response.headers))
+            try:
+                await self._answer(client, link, response, fill)
+            finally:
+                if fill is not None:
+                    fill.finish()
+        finally:
+            if held is not None:
+                cache.release(*held)
+
+    async def _from_copy(self, entry, fd, wanted):
+        """Answer from a local copy (open as ``fd``): its head, then its
+        bytes from the page cache by ``sendfile``."""
+        timeout = self.limits.idle_timeout
+        status, headers, offset, count = cache_policy.copy_answer(
+            entry.headers, entry.size, wanted)
+        headers.append((b'connection', b'close'))
+        await _write(self.writer, self.conn.send(h11.Response(
+            status_code=status, headers=headers)), timeout)
+        if self.head_only:
+            count = 0
+        if count and self._client_is_plain():
+            await _flush(self.writer, timeout)
+            # As in _counted_body: named after the flush, no await before
+            # send_file() duplicates it.
+            target = self._client_descriptor()
+            if target is None:
+                raise _Cut()
+            try:
+                await splice.send_file(fd, target, offset, count, timeout)
+            except (splice.ShortBody, asyncio.TimeoutError, OSError):
+                raise _Cut() from None
+        else:
+            sent = 0
+            while sent < count:
+                data = os.pread(fd, min(CHUNK, count - sent), offset + sent)
+                if not data:
+                    raise _Cut()
+                sent += len(data)
+                await _write(self.writer, data, timeout)
+        self.observer.forwarded(self.listener.name, status, count)
+
+    async def _answer(self, client, link, response, fill=None):
+        """Send Ironic's answer (its head already parsed) on to the client;
+        ``fill`` (a :class:`~.http_cache.Fill`) gets the body too."""
+        limits = self.limits
+        name = self.listener.name
         length, _chunked = _framing(response.headers)
         if (self.listener.responses and not self.head_only
                 and response.status_code == 200 and length is not None
@@ -374,7 +488,7 @@ class Exchange:
         if length is None:
             sent = await self._framed_body(client, link)
         else:
-            sent = await self._counted_body(client, link, length)
+            sent = await self._counted_body(client, link, length, fill)
         self.observer.forwarded(name, response.status_code, sent)
 
     async def _translated(self, client, link, response, length):
@@ -419,13 +533,15 @@ class Exchange:
             else:
                 raise _Cut()
 
-    async def _counted_body(self, client, link, length):
+    async def _counted_body(self, client, link, length, fill=None):
         """A body of known length, copied as it comes: with
         ``Content-Length`` framing the bytes on the wire are the body's on
         both sides, so after what h11 already holds the rest goes straight
         from one socket to the other, without a parser in the way: inside
         the kernel (:mod:`.splice`) when both sockets are plain TCP, else
-        through Python in pieces."""
+        through Python in pieces. A ``fill`` gets every piece before the
+        client does, so it goes through Python (once per file and
+        version)."""
         timeout = self.limits.idle_timeout
         sent = 0
         while sent < length:
@@ -434,8 +550,10 @@ class Exchange:
                 break
             if isinstance(event, h11.Data):
                 sent += len(event.data)
+                if fill is not None:
+                    fill.write(event.data)
                 await _write(self.writer, event.data, timeout)
-        if sent < length and self._can_splice(link):
+        if sent < length and fill is None and self._can_splice(link):
             await _flush(self.writer, timeout)
             # Named only now, with no await until relay() has duplicated
             # it: a client gone during the flush has its descriptor
@@ -459,6 +577,8 @@ class Exchange:
                 raise _Cut()
             data = data[:length - sent]
             sent += len(data)
+            if fill is not None:
+                fill.write(data)
             await _write(self.writer, data, timeout)
         return sent
 
@@ -466,7 +586,12 @@ class Exchange:
         """Whether the body can be spliced from ``link`` to the client:
         both plain TCP."""
         return (link.fileno() is not None and splice.available()
-                and self.writer.get_extra_info('sslcontext') is None
+                and self._client_is_plain())
+
+    def _client_is_plain(self):
+        """Whether the client's socket is plain TCP (no TLS): the kernel
+        can write to it."""
+        return (self.writer.get_extra_info('sslcontext') is None
                 and self.writer.get_extra_info('socket') is not None)
 
     def _client_descriptor(self):

@@ -22,9 +22,11 @@ from oslo_log import log
 from vmetal_ironic.dhcp_agent.bridge import admission as admission_mod
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import heartbeat
+from vmetal_ironic.dhcp_agent.bridge import http_cache
 from vmetal_ironic.dhcp_agent.bridge import routes
 from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
 from vmetal_ironic.dhcp_agent import log_limit
+from vmetal_ironic.dhcp_agent import settings as settings_mod
 
 LOG = log.getLogger(__name__)
 
@@ -34,12 +36,15 @@ class _Forward:
 
     requests = None
 
-    def __init__(self, name, route, upstream, rewrite=None, responses=None):
+    def __init__(self, name, route, upstream, rewrite=None, responses=None,
+                 cache=None):
         self.name = name
         self._route = route
         self._upstream = upstream
         self._rewrite = rewrite
         self.responses = responses
+        #: Local copies of the HTTP root (:mod:`.http_cache`) or ``None``.
+        self.cache = cache
 
     def route(self, method, target, source):
         return self._route(method, target)
@@ -56,6 +61,7 @@ class _Callback:
 
     name = 'callback'
     responses = None
+    cache = None
 
     def __init__(self, hosts, ramdisks, ipa_port, requests=None):
         self._hosts = hosts
@@ -160,6 +166,8 @@ class BridgeService:
         # or an address of its ranges.
         self.ramdisks = {}
         self.ports = {}
+        #: Local copies of the HTTP root, when ``cache_dir`` is set.
+        self.cache = None
         self._loop = None
         self._thread = None
         self._servers = []
@@ -184,7 +192,7 @@ class BridgeService:
         config = self.config
         return (
             (_Forward('http', routes.http_root, config.http_upstream,
-                      responses=config.translation),
+                      responses=config.translation, cache=self.cache),
              config.provisioning_address, config.http_port, None),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
@@ -265,7 +273,20 @@ class BridgeService:
         """Bind the three listeners and serve on a daemon thread.
 
         :raises OSError: a listener cannot be bound; nothing is left open.
+        :raises ConfigError: ``cache_dir`` cannot be made or cleaned.
         """
+        config = self.config
+        if config.cache_dir and config.cache_max_bytes:
+            cache = http_cache.HttpCache(config.cache_dir,
+                                         config.cache_max_bytes,
+                                         self.metrics)
+            try:
+                cache.open()
+            except OSError as exc:
+                raise settings_mod.ConfigError(
+                    f'[vmetal_bridge]cache_dir {config.cache_dir!r}: '
+                    f'{exc.strerror or exc}') from None
+            self.cache = cache
         self._loop = asyncio.new_event_loop()
         ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(ready,),
@@ -277,7 +298,6 @@ class BridgeService:
             self._thread.join()
             self._thread = None
             raise
-        config = self.config
         LOG.info('Bridge: %s -> %s and %s -> %s (advertised as %s and %s); '
                  'callbacks on %s:%d (%s, advertised %s) -> reserved '
                  'addresses port %d', f'{config.provisioning_address}:'
@@ -288,6 +308,10 @@ class BridgeService:
                  self.ports['callback'],
                  'TLS' if config.callback_tls else 'plain HTTP',
                  config.callback_advertise_url, config.ipa_port)
+        if self.cache is not None:
+            LOG.info('Bridge: copies of the HTTP root in %s, up to %d bytes, '
+                     'revalidated at every download', config.cache_dir,
+                     config.cache_max_bytes)
 
     def _shutdown(self):
         for server in self._servers:

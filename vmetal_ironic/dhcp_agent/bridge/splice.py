@@ -15,6 +15,9 @@ holds. Every wait for a socket is bounded by the idle timeout.
 
 Linux only (``os.splice``, Python 3.10); :func:`available` says whether
 it can be used, and the caller copies in Python where it cannot.
+
+A local copy of a file (:mod:`.http_cache`) goes to the client's socket by
+``sendfile(2)`` (:func:`send_file`), from the page cache, the same way.
 """
 
 import asyncio
@@ -23,6 +26,9 @@ import os
 
 #: The pipe between the two sockets: what one call can move at most.
 PIPE_SIZE = 1048576
+
+#: Bytes :func:`send_file` moves before it lets other connections run.
+TURN = 8388608
 
 _FLAGS = getattr(os, 'SPLICE_F_MOVE', 0) | getattr(os, 'SPLICE_F_NONBLOCK', 0)
 
@@ -135,3 +141,39 @@ async def relay(source, target, count, idle_timeout):
     finally:
         for fd in descriptors:
             os.close(fd)
+
+
+async def send_file(source, target, offset, count, idle_timeout):
+    """Send ``count`` bytes of file ``source`` from ``offset`` to socket
+    ``target`` (non-blocking; duplicated before the first wait, as in
+    :func:`relay`).
+
+    :returns: ``count``.
+    :raises ShortBody: the file ends early.
+    :raises TimeoutError: the client took nothing for ``idle_timeout``.
+    :raises OSError: the client's side failed (reset, broken pipe).
+    """
+    loop = asyncio.get_running_loop()
+    target = os.dup(target)
+    try:
+        end = offset + count
+        turn = 0
+        while offset < end:
+            try:
+                done = os.sendfile(target, source, offset, end - offset)
+            except BlockingIOError:
+                await _ready(loop, target, True, idle_timeout)
+                turn = 0
+                continue
+            if done == 0:
+                raise ShortBody(f'{count - (end - offset)} of {count} bytes')
+            offset += done
+            turn += done
+            if turn >= TURN:
+                # A client as fast as the page cache would keep the loop
+                # to itself: let the other connections run.
+                turn = 0
+                await asyncio.sleep(0)
+        return count
+    finally:
+        os.close(target)

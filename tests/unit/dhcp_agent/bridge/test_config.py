@@ -35,6 +35,18 @@ def test_defaults_advertise_the_agents_addresses(conf):
     assert result.limits.max_header_bytes == 16384
 
 
+def test_copies_are_off_unless_a_directory_is_named(conf):
+    result = config.from_conf(conf, '198.51.100.1')
+    assert result.cache_dir is None
+    assert result.cache_max_bytes == 2 * 2**30
+    conf.set_override('cache_dir', '/var/cache/vmetal-bridge',
+                      group='vmetal_bridge')
+    conf.set_override('cache_max_bytes', 1000, group='vmetal_bridge')
+    result = config.from_conf(conf, '198.51.100.1')
+    assert (result.cache_dir, result.cache_max_bytes) == (
+        '/var/cache/vmetal-bridge', 1000)
+
+
 def test_ipxe_script_url_follows_the_advertised_http_url(conf):
     conf.set_override('http_advertise_url', 'http://198.51.100.9:80/',
                       group='vmetal_bridge')

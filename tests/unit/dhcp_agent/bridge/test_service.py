@@ -2,10 +2,13 @@
 listener and each refusal; 127.0.0.1 plays the provisioning side,
 127.0.0.2 the cluster side, 127.0.0.3 a ramdisk."""
 
+import dataclasses
+import functools
 import http.client
 import http.server
 import ipaddress
 import json
+import os
 import socket
 import threading
 import time
@@ -13,6 +16,7 @@ import time
 import pytest
 
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.dhcp_agent import settings
 from vmetal_ironic.dhcp_agent.bridge import config
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import service as service_mod
@@ -538,3 +542,167 @@ def test_callback_listener_over_tls(tmp_path, upstreams, reserved):
         assert len(upstreams['ramdisk'].seen) == seen
     finally:
         service.stop()
+
+
+# -- local copies of the HTTP root ----------------------------------------
+
+class _Root(http.server.SimpleHTTPRequestHandler):
+    """Python's own static server (what the lab's Ironic HTTP root is):
+    Last-Modified and If-Modified-Since, no ETag. ``/cut`` announces its
+    length and a strong ETag, sends a third and hangs up."""
+
+    protocol_version = 'HTTP/1.1'
+
+    def log_message(self, *args):
+        pass
+
+    def send_head(self):
+        self.server.seen.append((self.command, self.path,
+                                 {k.lower(): v for k, v in
+                                  self.headers.items()}))
+        if self.path.endswith('/cut'):
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(BODY)))
+            self.send_header('ETag', '"cut-1"')
+            self.end_headers()
+            self.wfile.write(BODY[:len(BODY) // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return None
+        return super().send_head()
+
+
+@pytest.fixture
+def root(tmp_path):
+    directory = tmp_path / 'root'
+    directory.mkdir()
+    (directory / 'ipa').write_bytes(BODY)
+    # Older than the second it is served in: a strong Last-Modified.
+    os.utime(directory / 'ipa', (time.time() - 60, time.time() - 60))
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(_Root, directory=directory))
+    server.daemon_threads = True
+    server.seen = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield directory, server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def cached(tmp_path, upstreams, reserved, root):
+    _directory, server = root
+    cfg = dataclasses.replace(
+        _config(upstreams), cache_dir=str(tmp_path / 'copies'),
+        cache_max_bytes=8 * len(BODY),
+        http_upstream=upstream.from_url(
+            'http', f'http://127.0.0.1:{server.server_address[1]}'))
+    service = service_mod.BridgeService(cfg, lambda: reserved,
+                                        metrics=metrics_mod.Metrics())
+    service.start()
+    yield service
+    service.stop()
+
+
+def _cache_count(bridge, name, *labels):
+    metric = getattr(bridge.metrics, f'bridge_cache_{name}')
+    return (metric.labels(*labels) if labels else metric)._value.get()
+
+
+def _copies(bridge):
+    return sorted(p.name.split('-')[0]
+                  for p in bridge.cache.directory.iterdir())
+
+
+def _fill(bridge):
+    """Download /ipa once and wait until its copy is published."""
+    assert _request(bridge, 'http', 'GET', '/ipa')[1] == BODY
+    observe.wait_for(lambda: _copies(bridge) == ['copy'], timeout=5,
+                     what='copy published')
+
+
+def test_a_copy_answers_after_ironic_says_not_modified(cached, root):
+    _directory, server = root
+    status, body, _ = _request(cached, 'http', 'GET', '/ipa',
+                               headers={'Accept-Encoding': 'gzip',
+                                        'X-Anything': 'from the client'})
+    assert (status, body) == (200, BODY)
+    observe.wait_for(lambda: _copies(cached) == ['copy'], timeout=5,
+                     what='copy published')
+    # Ironic was asked with the bridge's own headers only.
+    _method, _path, headers = server.seen[0]
+    assert 'x-anything' not in headers and 'accept-encoding' not in headers
+    status, body, response = _request(cached, 'http', 'GET', '/ipa')
+    assert (status, body) == (200, BODY)
+    assert response.getheader('Accept-Ranges') == 'bytes'
+    # The second time, conditionally, and Ironic said 304.
+    assert 'if-modified-since' in server.seen[1][2]
+    assert _cache_count(cached, 'requests', 'hit') == 1
+    assert _cache_count(cached, 'fills', 'published') == 1
+    status, body, response = _request(cached, 'http', 'GET', '/ipa',
+                                      headers={'Range': 'bytes=10-19'})
+    assert (status, body) == (206, BODY[10:20])
+    assert response.getheader('Content-Range') == \
+        f'bytes 10-19/{len(BODY)}'
+    status, body, response = _request(cached, 'http', 'HEAD', '/ipa')
+    assert (status, body) == (200, b'')
+    assert response.getheader('Content-Length') == str(len(BODY))
+    status, body, response = _request(cached, 'http', 'GET', '/ipa',
+                                      headers={'Range': 'bytes=99999999-'})
+    assert status == 416
+    assert response.getheader('Content-Range') == f'bytes */{len(BODY)}'
+    assert _cache_count(cached, 'requests', 'hit') == 4
+
+
+def test_a_changed_file_is_served_new_at_once(cached, root):
+    directory, _server = root
+    _fill(cached)
+    new = bytes(reversed(BODY))
+    (directory / 'ipa').write_bytes(new)
+    # Dated later than the answer: not a strong validator, so not kept.
+    later = time.time() + 30
+    os.utime(directory / 'ipa', (later, later))
+    assert _request(cached, 'http', 'GET', '/ipa')[:2] == (200, new)
+    assert _cache_count(cached, 'requests', 'changed') == 1
+    assert _copies(cached) == []
+    assert _request(cached, 'http', 'GET', '/ipa')[:2] == (200, new)
+    assert _cache_count(cached, 'requests', 'miss') == 2
+
+
+def test_ironic_down_never_serves_the_copy(cached, root):
+    _directory, server = root
+    _fill(cached)
+    server.shutdown()
+    server.server_close()
+    status, _, _ = _request(cached, 'http', 'GET', '/ipa')
+    assert status == 502
+    assert _cache_count(cached, 'requests', 'hit') == 0
+
+
+def test_a_cut_fill_leaves_nothing(cached):
+    with pytest.raises(http.client.IncompleteRead):
+        _request(cached, 'http', 'GET', '/cut')
+    observe.wait_for(lambda: _cache_count(cached, 'fills',
+                                          'discarded') == 1,
+                     timeout=5, what='fill discarded')
+    assert _copies(cached) == [] and cached.cache.used == 0
+
+
+def test_a_client_with_its_own_condition_goes_through(cached, root):
+    _directory, server = root
+    status, _, _ = _request(cached, 'http', 'GET', '/ipa',
+                            headers={'If-None-Match': '"x"'})
+    assert status == 200
+    assert server.seen[0][2]['if-none-match'] == '"x"'
+    assert _copies(cached) == [] and len(cached.cache) == 0
+
+
+def test_an_unusable_cache_dir_is_one_config_line(tmp_path, upstreams,
+                                                  reserved):
+    (tmp_path / 'file').write_text('')
+    cfg = dataclasses.replace(_config(upstreams),
+                              cache_dir=str(tmp_path / 'file' / 'copies'),
+                              cache_max_bytes=1000)
+    service = service_mod.BridgeService(cfg, lambda: reserved)
+    with pytest.raises(settings.ConfigError, match='cache_dir'):
+        service.start()

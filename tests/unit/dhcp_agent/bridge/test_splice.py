@@ -123,3 +123,57 @@ def test_a_client_that_stops_reading_holds_the_source_back():
             sock.close()
     # A few socket buffers and one pipe, never the gigabyte asked for.
     assert sent[0] < 64 * 1048576
+
+
+def _send_file(path, offset, count, read=True, idle_timeout=5.0):
+    """``send_file`` of ``path`` to a loopback socket whose other end
+    reads everything (or nothing); :returns: ``(result or exception,
+    bytes received)``."""
+    target, receiver = _pair()
+    got = bytearray()
+
+    def receive():
+        while chunk := receiver.recv(1 << 20):
+            got.extend(chunk)
+
+    thread = threading.Thread(target=receive)
+    if read:
+        thread.start()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        result = asyncio.run(splice.send_file(fd, target.fileno(), offset,
+                                              count, idle_timeout))
+    except Exception as exc:
+        result = exc
+    finally:
+        os.close(fd)
+        target.close()
+        if read:
+            thread.join(10)
+        receiver.close()
+    return result, bytes(got)
+
+
+def test_send_file_sends_the_range_past_several_turns(tmp_path):
+    data = os.urandom(3 * splice.TURN + 12345)
+    path = tmp_path / 'copy'
+    path.write_bytes(data)
+    result, got = _send_file(path, 1000, len(data) - 2000)
+    assert result == len(data) - 2000
+    assert got == data[1000:-1000]
+
+
+def test_send_file_of_a_short_file_is_short_body(tmp_path):
+    path = tmp_path / 'copy'
+    path.write_bytes(b'x' * 1000)
+    result, got = _send_file(path, 0, 2000)
+    assert isinstance(result, splice.ShortBody)
+    assert got == b'x' * 1000
+
+
+def test_send_file_to_a_client_taking_nothing_times_out(tmp_path):
+    path = tmp_path / 'copy'
+    path.write_bytes(os.urandom(64 * 2**20))
+    result, _got = _send_file(path, 0, 64 * 2**20, read=False,
+                              idle_timeout=0.5)
+    assert isinstance(result, TimeoutError)

@@ -1,0 +1,210 @@
+"""The agent's local copies of Ironic's HTTP root, in namespaces, with
+curl and a real HTTP server upstream.
+
+* provisioning L2 (the lab bridge): the agent 198.51.100.1/24 and a
+  machine 198.51.100.20/24;
+* cluster network (a veth pair of its own): the agent 203.0.113.2/24 and
+  Ironic's namespace 203.0.113.1/24, where Python's ``http.server`` serves
+  the HTTP root as the lab's Ironic does (``Last-Modified`` and
+  ``If-Modified-Since``; its access log tells 200 from 304).
+
+The agent keeps copies within 20 MiB (``cache_max_bytes``): two of the
+8 MiB files at most.
+"""
+
+import hashlib
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.functional import pxe_lab
+from vmetal_ironic.lab import observe
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0,
+                                reason='needs root for network namespaces')
+
+AGENT = '198.51.100.1'
+MACHINE = '198.51.100.20'
+AGENT_CLUSTER = '203.0.113.2'
+IRONIC = '203.0.113.1'
+PORT = 8088
+MIB = 2**20
+BUDGET = 20 * MIB
+
+
+class Net:
+    def __init__(self, lab, agent, machine_ns, root, access_log, copies):
+        self.lab = lab
+        self.agent = agent
+        self.machine_ns = machine_ns
+        self.root = root
+        self.access_log = access_log
+        self.copies = copies
+
+    def put(self, name, size, seed=b''):
+        """A file of Ironic's HTTP root, modified a minute ago (its
+        Last-Modified is a strong validator)."""
+        data = hashlib.sha256(name.encode() + seed).digest() * (size // 32)
+        path = self.root / name
+        path.write_bytes(data)
+        past = time.time() - 60
+        os.utime(path, (past, past))
+        return data
+
+    def put_digest(self, name, size, seed=b''):
+        return hashlib.sha256(self.put(name, size, seed)).hexdigest()
+
+    def curl(self, name, *args, timeout=60):
+        """curl on the machine through the agent: ``(exit code, body,
+        head)``."""
+        head = self.lab.workdir / 'head.txt'
+        head.unlink(missing_ok=True)
+        result = subprocess.run(
+            ['ip', 'netns', 'exec', self.machine_ns, 'curl', '-sS', '-D',
+             str(head), *args, f'http://{AGENT}:8080/{name}'],
+            capture_output=True, timeout=timeout, check=False)
+        return result.returncode, result.stdout, head.read_text(
+            errors='replace').lower() if head.exists() else ''
+
+    def get(self, name):
+        """The file's digest, downloaded whole through the agent."""
+        code, body, head = self.curl(name)
+        assert code == 0, head
+        return hashlib.sha256(body).hexdigest()
+
+    def statuses(self, name):
+        """Ironic's answers to the agent's GETs of ``name``, in order."""
+        text = self.access_log.read_text(errors='replace')
+        return [status for _client, path, status in
+                observe.http_requests(text) if path == f'/{name}']
+
+    def count(self, name, result=None):
+        labels = f'{{result="{result}"}}' if result else ''
+        return self.agent.metric(f'vmetal_bridge_cache_{name}_total{labels}')
+
+    def held(self):
+        return sorted(p.name.split('-')[0] for p in self.copies.iterdir())
+
+
+@pytest.fixture(scope='module')
+def net(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp('bridge-cache')
+    lab = pxe_lab.Lab(workdir / 'net')
+    try:
+        agent_ns, agent_if = lab.node('a', f'{AGENT}/24')
+        machine_ns, _ = lab.node('m', f'{MACHINE}/24')
+        ironic_ns = lab.namespace('k')
+        lab.wire(agent_ns, ironic_ns, f'{AGENT_CLUSTER}/24', f'{IRONIC}/24')
+        root = workdir / 'httproot'
+        _proc, access_log = pxe_lab.http_server(lab, ironic_ns, IRONIC, PORT,
+                                                root)
+        copies = workdir / 'copies'
+        agent = lab.start_agent(agent_ns, agent_if, extra=f"""
+            [vmetal_tftp]
+            enabled = false
+            [vmetal_bridge]
+            enabled = true
+            ironic_http_url = http://{IRONIC}:{PORT}
+            ironic_api_url = http://{IRONIC}:6385
+            callback_address = {AGENT_CLUSTER}
+            cache_dir = {copies}
+            cache_max_bytes = {BUDGET}
+            """)
+        yield Net(lab, agent, machine_ns, root, access_log, copies)
+    finally:
+        lab.close()
+
+
+def _published(net, count):
+    net.agent.wait_metric('vmetal_bridge_cache_fills_total'
+                          '{result="published"}', count)
+
+
+def test_warm_download_is_served_from_the_copy(net):
+    data = net.put_digest('warm.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('warm.img') == data
+    _published(net, before + 1)
+    hits = net.count('requests', 'hit')
+    assert net.get('warm.img') == data
+    # Asked again, answered 304 by Ironic: the body came from the copy.
+    assert net.statuses('warm.img') == [200, 304]
+    assert net.count('requests', 'hit') == hits + 1
+
+
+def test_file_changed_upstream_is_served_new_at_once(net):
+    old = net.put_digest('changed.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('changed.img') == old
+    _published(net, before + 1)
+    # Same length, other bytes, a newer mtime: what a new ramdisk is.
+    new = net.put_digest('changed.img', 8 * MIB, seed=b'v2')
+    now = time.time() - 5
+    os.utime(net.root / 'changed.img', (now, now))
+    changed = net.count('requests', 'changed')
+    assert net.get('changed.img') == new
+    assert net.count('requests', 'changed') == changed + 1
+    assert net.statuses('changed.img') == [200, 200]
+
+
+def test_range_and_head_are_answered_from_the_copy(net):
+    data = net.put('ranged.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    net.get('ranged.img')
+    _published(net, before + 1)
+    code, body, head = net.curl('ranged.img', '-r', '1000-1999')
+    assert code == 0 and body == data[1000:2000]
+    assert head.startswith('http/1.1 206')
+    assert f'content-range: bytes 1000-1999/{len(data)}' in head
+    code, _body, head = net.curl('ranged.img', '-I')
+    assert code == 0
+    assert head.startswith('http/1.1 200')
+    assert f'content-length: {len(data)}' in head
+    code, _body, head = net.curl('ranged.img', '-r', f'{len(data)}-')
+    assert head.startswith('http/1.1 416')
+    assert f'content-range: bytes */{len(data)}' in head
+    # Each of them revalidated (the HEAD too, not in this log), none took
+    # a body from Ironic.
+    assert net.statuses('ranged.img') == [200, 304, 304]
+
+
+def test_cut_cold_fill_leaves_nothing(net):
+    net.put('cut.img', 16 * MIB)
+    discarded = net.count('fills', 'discarded')
+    # The client gives up a second into a 16 MiB download at 1 MiB/s.
+    code, _body, _head = net.curl('cut.img', '--limit-rate', '1M',
+                                  '--max-time', '1', timeout=30)
+    assert code == 28
+    net.agent.wait_metric('vmetal_bridge_cache_fills_total'
+                          '{result="discarded"}', discarded + 1)
+    held = net.held()
+    assert 'fill' not in held
+    # What is held is whole copies (all 8 MiB here), nothing of cut.img.
+    assert net.agent.metric('vmetal_bridge_cache_bytes') == \
+        8 * MIB * held.count('copy')
+    # Nothing kept: the next download is a miss and fills anew.
+    misses = net.count('requests', 'miss')
+    net.get('cut.img')
+    assert net.count('requests', 'miss') == misses + 1
+
+
+def test_budget_evicts_the_least_recently_used_copy(net):
+    files = {name: net.put_digest(name, 8 * MIB)
+             for name in ('x.img', 'y.img', 'z.img')}
+    evictions = net.count('evictions')
+    for name in files:
+        published = net.count('fills', 'published')
+        assert net.get(name) == files[name]
+        _published(net, published + 1)
+    # Two fit in 20 MiB: x went to make room for z.
+    assert net.count('evictions') >= evictions + 1
+    assert net.agent.metric('vmetal_bridge_cache_bytes') <= BUDGET
+    assert net.held().count('copy') == 2
+    hits = net.count('requests', 'hit')
+    assert net.get('y.img') == files['y.img']
+    assert net.count('requests', 'hit') == hits + 1
+    misses = net.count('requests', 'miss')
+    assert net.get('x.img') == files['x.img']
+    assert net.count('requests', 'miss') == misses + 1
