@@ -95,10 +95,22 @@ opts = [
                     '= true: its names must include the host of '
                     'callback_advertise_url, and Ironic checks it against '
                     '[agent]verify_ca (or a node\'s driver_info '
-                    'agent_verify_ca). Unset: plain HTTP. Read at start.'),
+                    'agent_verify_ca). Unset: plain HTTP. Read at start '
+                    'and checked again every callback_cert_check_interval '
+                    'seconds: a new pair (a renewed Secret) serves the '
+                    'next handshakes, one that does not load leaves the '
+                    'previous one in service.'),
     cfg.StrOpt('callback_key_file',
                help='PEM private key of callback_cert_file (unset: the key '
                     'is in callback_cert_file).'),
+    cfg.FloatOpt('callback_cert_check_interval',
+                 default=30.0,
+                 min=0.1,
+                 help='Seconds between two checks of callback_cert_file '
+                      'and callback_key_file for a new pair (their '
+                      'contents are compared). The kubelet updates a '
+                      'mounted Secret within a minute or two; a check '
+                      'costs two small reads.'),
     cfg.PortOpt('ipa_port',
                 default=9999,
                 help='Port of the ramdisk\'s API (IPA\'s listen_port): the '

@@ -154,6 +154,12 @@ _DECLARED = (
      'cache_max_bytes.', ()),
     ('bridge_cache_bytes', _GAUGE, 'vmetal_bridge_cache_bytes',
      'Bytes the bridge\'s copies take, fills under way included.', ()),
+    ('bridge_callback_cert_reloads', _COUNTER,
+     'vmetal_bridge_callback_cert_reloads',
+     'New versions of callback_cert_file/callback_key_file, by result: '
+     'loaded (served from the next handshake on) or failed (did not load: '
+     'the previous certificate is still served; counted once a version).',
+     ('result',)),
 )
 
 

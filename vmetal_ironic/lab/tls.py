@@ -89,3 +89,34 @@ def issue(directory, names, label='server'):
         _PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return issued
+
+
+def secret_volume(directory, cert_pem, key_pem):
+    """Write a certificate and key the way the kubelet updates a mounted
+    Secret: a new timestamped directory, then the ``..data`` symlink
+    flipped onto it by one rename, then the old directory removed;
+    ``tls.crt`` and ``tls.key`` are symlinks through ``..data``. Call it
+    again to publish the next version.
+
+    :returns: the paths of ``tls.crt`` and ``tls.key``.
+    """
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = directory / '..data'
+    old = data.resolve() if data.is_symlink() else None
+    version = directory / f'..{datetime.datetime.now():%Y_%m_%d_%H_%M_%S.%f}'
+    version.mkdir()
+    (version / 'tls.crt').write_bytes(cert_pem)
+    (version / 'tls.key').touch(mode=0o600)
+    (version / 'tls.key').write_bytes(key_pem)
+    flipping = directory / '..data_tmp'
+    flipping.symlink_to(version.name)
+    flipping.replace(data)
+    for name in ('tls.crt', 'tls.key'):
+        if not (directory / name).is_symlink():
+            (directory / name).symlink_to(f'..data/{name}')
+    if old is not None:
+        for path in old.iterdir():
+            path.unlink()
+        old.rmdir()
+    return directory / 'tls.crt', directory / 'tls.key'

@@ -40,3 +40,23 @@ def test_issued_certificate_verifies_for_its_names_only(tmp_path):
     other = tls.issue(tmp_path / 'other', ['203.0.113.2'])
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(issued, '203.0.113.2', other.ca_file)
+
+
+def test_secret_volume_flips_its_data_link_as_the_kubelet_does(tmp_path):
+    first = tls.issue(tmp_path / 'a', ['203.0.113.2'])
+    second = tls.issue(tmp_path / 'b', ['203.0.113.2'])
+    volume = tmp_path / 'secret'
+    cert, key = tls.secret_volume(volume, first.cert_file.read_bytes(),
+                                  first.key_file.read_bytes())
+    assert cert.read_bytes() == first.cert_file.read_bytes()
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    old_target = cert.resolve()
+    assert (cert.readlink(), (volume / '..data').is_symlink()) == (
+        tls.pathlib.Path('..data/tls.crt'), True)
+    assert tls.secret_volume(volume, second.cert_file.read_bytes(),
+                             second.key_file.read_bytes()) == (cert, key)
+    assert key.read_bytes() == second.key_file.read_bytes()
+    assert cert.resolve() != old_target and not old_target.exists()
+    # One version directory, the current one, is left.
+    assert [path.name for path in volume.iterdir()
+            if not path.is_symlink()] == [cert.resolve().parent.name]

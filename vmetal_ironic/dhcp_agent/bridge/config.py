@@ -44,6 +44,11 @@ class BridgeConfig:
     cache_dir: str = None
     #: Their budget in bytes.
     cache_max_bytes: int = 0
+    #: The files of ``callback_tls``, checked for a new pair every
+    #: ``callback_cert_check_interval`` seconds (:mod:`.cert_reload`).
+    callback_cert_file: str = None
+    callback_key_file: str = None
+    callback_cert_check_interval: float = 30.0
 
 
 def _error(text):
@@ -164,6 +169,9 @@ def from_conf(conf, server_address):
         api_advertise_url=api_advertise,
         callback_advertise_url=_callback_advertise_url(group, callback, tls),
         callback_tls=tls,
+        callback_cert_file=group.callback_cert_file or None,
+        callback_key_file=group.callback_key_file or None,
+        callback_cert_check_interval=group.callback_cert_check_interval,
         ipa_port=group.ipa_port,
         max_connections=group.max_connections,
         max_connections_per_client=group.max_connections_per_client,

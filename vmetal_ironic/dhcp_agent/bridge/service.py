@@ -20,6 +20,7 @@ import threading
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent.bridge import admission as admission_mod
+from vmetal_ironic.dhcp_agent.bridge import cert_reload
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import heartbeat
 from vmetal_ironic.dhcp_agent.bridge import http_cache
@@ -168,6 +169,9 @@ class BridgeService:
         self.ports = {}
         #: Local copies of the HTTP root, when ``cache_dir`` is set.
         self.cache = None
+        #: The callback listener's certificate check, when it serves TLS.
+        self.cert_reload = None
+        self._cert_timer = None
         self._loop = None
         self._thread = None
         self._servers = []
@@ -252,6 +256,21 @@ class BridgeService:
             self._servers.append(server)
             self.ports[listener.name] = \
                 server.sockets[0].getsockname()[1]
+        if self.cert_reload is not None:
+            self._watch_certificate()
+
+    def _watch_certificate(self):
+        """Check the callback certificate's files now and again after
+        the interval. On the loop's thread, which owns the context: no
+        handshake reads it while a new pair goes in. The files are small
+        and, on Kubernetes, in memory (a Secret volume)."""
+        try:
+            self.cert_reload.check()
+        except Exception:   # the next check must still come
+            LOG.exception('Bridge: checking the callback certificate failed')
+        self._cert_timer = self._loop.call_later(
+            self.config.callback_cert_check_interval,
+            self._watch_certificate)
 
     def _run(self, ready):
         asyncio.set_event_loop(self._loop)
@@ -287,6 +306,10 @@ class BridgeService:
                     f'[vmetal_bridge]cache_dir {config.cache_dir!r}: '
                     f'{exc.strerror or exc}') from None
             self.cache = cache
+        if config.callback_tls is not None and config.callback_cert_file:
+            self.cert_reload = cert_reload.CertificateReload(
+                config.callback_tls, config.callback_cert_file,
+                config.callback_key_file, self.metrics)
         self._loop = asyncio.new_event_loop()
         ready = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._run, args=(ready,),
@@ -314,6 +337,8 @@ class BridgeService:
                      config.cache_max_bytes)
 
     def _shutdown(self):
+        if self._cert_timer is not None:
+            self._cert_timer.cancel()
         for server in self._servers:
             server.close()
         for task in list(self._tasks):

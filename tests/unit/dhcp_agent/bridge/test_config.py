@@ -83,6 +83,10 @@ def test_callback_tls_advertises_https(conf, tmp_path):
     result = config.from_conf(conf, '198.51.100.1')
     assert result.callback_advertise_url == 'https://10.244.1.7:8081'
     assert result.callback_tls.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # The files are kept for the reload check (cert_reload).
+    assert (result.callback_cert_file, result.callback_key_file,
+            result.callback_cert_check_interval) == (
+        str(issued.cert_file), str(issued.key_file), 30.0)
     # An advertised URL must say what the listener serves.
     conf.set_override('callback_advertise_url', 'http://cb.svc:8081',
                       group='vmetal_bridge')

@@ -544,6 +544,82 @@ def test_callback_listener_over_tls(tmp_path, upstreams, reserved):
         service.stop()
 
 
+def test_callback_listener_takes_up_a_renewed_certificate(tmp_path, upstreams,
+                                                          reserved):
+    """The pair in a Secret-like volume is flipped to a new one: the next
+    handshakes get it without a restart, a connection opened before keeps
+    working, and a broken replacement leaves the new pair served."""
+    import hashlib
+    import socket
+    import ssl
+
+    pairs = [tls.issue(tmp_path / label, ['127.0.0.2'], label=label)
+             for label in ('a', 'b')]
+    volume = tmp_path / 'secret'
+    cert_file, key_file = tls.secret_volume(
+        volume, pairs[0].cert_file.read_bytes(),
+        pairs[0].key_file.read_bytes())
+    context = config.callback_tls(dataclasses.make_dataclass(
+        'Group', ['callback_cert_file', 'callback_key_file'])(
+            str(cert_file), str(key_file)))
+    metrics = metrics_mod.Metrics()
+    service = service_mod.BridgeService(
+        config.BridgeConfig(**{**_config(upstreams).__dict__,
+                               'callback_tls': context,
+                               'callback_cert_file': str(cert_file),
+                               'callback_key_file': str(key_file),
+                               'callback_cert_check_interval': 0.1}),
+        lambda: reserved, metrics=metrics)
+    service.start()
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+
+    def connect():
+        return client.wrap_socket(socket.create_connection(
+            ('127.0.0.2', service.ports['callback']), timeout=10))
+
+    def served(connection):
+        return hashlib.sha256(
+            connection.getpeercert(binary_form=True)).hexdigest()
+
+    def fingerprint(issued):
+        return hashlib.sha256(ssl.PEM_cert_to_DER_cert(
+            issued.cert_file.read_text())).hexdigest()
+
+    def reloads(result):
+        return metrics.bridge_callback_cert_reloads.labels(
+            result)._value.get()
+
+    try:
+        # The ramdisk's heartbeat teaches the agent where it listens.
+        _request(service, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
+                 body=json.dumps({'callback_url': 'http://x:'
+                                  f'{service.config.ipa_port}'}).encode())
+        before = connect()
+        assert served(before) == fingerprint(pairs[0])
+        tls.secret_volume(volume, pairs[1].cert_file.read_bytes(),
+                          pairs[1].key_file.read_bytes())
+        observe.wait_for(lambda: reloads('loaded') == 1, 5,
+                         what='the new pair loaded')
+        with connect() as after:
+            assert served(after) == fingerprint(pairs[1])
+        # Opened on the old pair, still served.
+        with before:
+            before.sendall(f'GET /{RAMDISK}/v1/commands/json HTTP/1.1\r\n'
+                           'Host: x\r\nConnection: close\r\n\r\n'
+                           .encode())
+            assert before.recv(64).startswith(b'HTTP/1.1 200')
+        tls.secret_volume(volume, pairs[0].cert_file.read_bytes(),
+                          pairs[1].key_file.read_bytes())
+        observe.wait_for(lambda: reloads('failed') == 1, 5,
+                         what='the broken pair refused')
+        with connect() as after:
+            assert served(after) == fingerprint(pairs[1])
+    finally:
+        service.stop()
+
+
 # -- local copies of the HTTP root ----------------------------------------
 
 class _Root(http.server.SimpleHTTPRequestHandler):
