@@ -82,6 +82,9 @@ CALLBACK_TLS_FILES = (('callback_cert_file', 'tls.crt'),
 #: CA of Ironic's API certificate), and the option naming its file.
 IRONIC_CA_DIR = '/etc/ironic-ca'
 IRONIC_CA_FILES = (('ca_file', 'ca.crt'),)
+#: Where the two-network overlay mounts the bridge's copies (an emptyDir
+#: the pod's uid writes; ``[vmetal_bridge]cache_dir``).
+BRIDGE_CACHE_DIR = '/var/cache/vmetal-bridge'
 #: What the image's interpreter carries as file capabilities.
 FILE_CAPABILITIES = ('NET_BIND_SERVICE', 'NET_RAW')
 #: Options that say how to reach the API server: in the pod, in-cluster
@@ -322,6 +325,26 @@ def secret_volume(extra_conf, directory, spec, mount, files):
     return text.getvalue(), [f'--volume={directory}:{mount}:ro']
 
 
+def bridge_cache_volume(extra_conf, directory, spec):
+    """Mount ``[vmetal_bridge]cache_dir`` as the overlay mounts its
+    emptyDir: ``directory`` (the pod's uid's own, read-write: the
+    container's root is read-only) at :data:`BRIDGE_CACHE_DIR`, the option
+    pointed there.
+
+    :returns: ``(extra_conf with cache_dir rewritten, podman options)``;
+        ``extra_conf`` unchanged and no options when it sets no cache_dir.
+    """
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(extra_conf)
+    if not parser.has_option('vmetal_bridge', 'cache_dir'):
+        return extra_conf, []
+    directory = pod_directory(directory, spec)
+    parser['vmetal_bridge']['cache_dir'] = BRIDGE_CACHE_DIR
+    text = io.StringIO()
+    parser.write(text)
+    return text.getvalue(), [f'--volume={directory}:{BRIDGE_CACHE_DIR}:rw']
+
+
 def state_directory(directory, spec):
     """Make ``directory`` the local store's, owned by ``spec``'s uid and
     gid, holding an empty database file of theirs (SQLite takes an empty
@@ -498,6 +521,9 @@ class AgentPod:
         extra_conf, ca_volume = ironic_ca_secret(
             extra_conf, self.workdir / 'ironic-ca', self.spec)
         argv += ca_volume
+        extra_conf, cache_volume = bridge_cache_volume(
+            extra_conf, self.workdir / 'bridge-cache', self.spec)
+        argv += cache_volume
         env = {**dict(self.spec.env), **lab_env(self.store_sections),
                **conf_env(extra_conf)}
         argv += [f'--env={key}={value}' for key, value in sorted(env.items())]

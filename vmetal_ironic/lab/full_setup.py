@@ -150,7 +150,17 @@ def ironic_api_url(address, api_ca=None):
     return f'{"https" if api_ca else "http"}://{address}:{API_PORT}'
 
 
-def bridge_conf(callback_tls=None, api_ca=None):
+def bridge_cache_budget(*files):
+    """``cache_max_bytes`` for copies of ``files`` (the IPA kernel and
+    ramdisk, the deploy image): twice their size, so that a rebuilt file
+    fills beside the copy still being sent and nothing the flow boots
+    twice is evicted. A file Ironic serves larger (the image converted to
+    raw) is relayed."""
+    return 2 * sum(pathlib.Path(path).stat().st_size for path in files)
+
+
+def bridge_conf(callback_tls=None, api_ca=None, cache_dir=None,
+                cache_max_bytes=None):
     """The agent's ``[vmetal_bridge]`` in the two-network lab: Ironic on
     the cluster network, the same URLs as on one L2 for the machine.
 
@@ -158,6 +168,9 @@ def bridge_conf(callback_tls=None, api_ca=None):
         certificate of the callback listener, or ``None`` for plain HTTP.
     :param api_ca: the CA file of Ironic's API certificate, which the
         agent checks it with; ``None``: Ironic's API is plain HTTP.
+    :param cache_dir: the directory of the bridge's copies of the HTTP
+        root (as the two-networks overlay sets it), or ``None``: none.
+    :param cache_max_bytes: their budget (with ``cache_dir``).
     """
     text = (f'[vmetal_bridge]\n'
             f'enabled = true\n'
@@ -171,6 +184,9 @@ def bridge_conf(callback_tls=None, api_ca=None):
                  f'callback_key_file = {callback_tls.key_file}\n')
     if api_ca is not None:
         text += f'ca_file = {api_ca}\n'
+    if cache_dir is not None:
+        text += (f'cache_dir = {cache_dir}\n'
+                 f'cache_max_bytes = {cache_max_bytes}\n')
     return text
 
 
@@ -327,6 +343,12 @@ class Services:
                     f'{image_mib:.0f} MiB ({how(image_cached, image_s)})')
         return ipa_s + image_s
 
+    def _downloaded(self):
+        """The files the machine downloads through the bridge: the IPA
+        kernel and ramdisk, the deploy image (before Ironic converts it)."""
+        return (self.ipa_dir / 'kernel', self.ipa_dir / 'ramdisk',
+                self.image_dir / 'image.qcow2')
+
     def _two_networks(self):
         """Ironic's namespace on the cluster network only, the agent's on
         both; nothing routes between them."""
@@ -360,8 +382,13 @@ class Services:
             self.api_tls = tls.issue(lab.workdir / 'tls',
                                      [IRONIC_CLUSTER, '127.0.0.1'],
                                      label='ironic')
+        # The bridge keeps copies of what the machine downloads, as the
+        # two-networks overlay does (an --agent-image pod gets the
+        # directory mounted where the overlay mounts its emptyDir).
         lab.agent_extra = bridge_conf(
-            self.callback_tls, self.api_tls and self.api_tls.ca_file)
+            self.callback_tls, self.api_tls and self.api_tls.ca_file,
+            cache_dir=lab.workdir / 'bridge-cache',
+            cache_max_bytes=bridge_cache_budget(*self._downloaded()))
         return (f'provisioning L2: agent {flow.SERVER}/{flow.PREFIX} in '
                 f'{lab.agent_ns}; cluster network: Ironic '
                 f'{IRONIC_CLUSTER}/{CLUSTER_PREFIX} in {lab.server_ns}, '

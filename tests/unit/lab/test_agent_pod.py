@@ -310,6 +310,49 @@ def test_callback_tls_is_mounted_where_the_overlay_mounts_its_secret(
         env['OS_VMETAL_BRIDGE__CALLBACK_KEY_FILE']
 
 
+def test_bridge_cache_is_mounted_where_the_overlay_mounts_its_emptydir(
+        tmp_path, monkeypatch):
+    """With --agent-image the copies go to a directory the pod's uid
+    writes (its root filesystem is read-only), mounted read-write where
+    the two-networks overlay mounts its emptyDir."""
+    from vmetal_ironic.lab import full_setup
+    chowned = {}
+    monkeypatch.setattr(agent_pod.os, 'chown',
+                        lambda path, uid, gid: chowned.update(
+                            {pathlib.Path(path).name: (uid, gid)}))
+    spec = agent_pod.container_spec()
+    extra = full_setup.bridge_conf(cache_dir=tmp_path / 'bridge-cache',
+                                   cache_max_bytes=123456789)
+    pod = agent_pod.AgentPod(
+        mock.Mock(prefix='vlabx', workdir=tmp_path), tmp_path / 'pod',
+        {'vmetal': {'store': 'local'},
+         'vmetal_local_store': {'database': '/srv/state/vmetal.sqlite'}},
+        '192.0.2.3/24', spec=spec)
+    argv, _port = pod._files(extra)
+    assert (f'--volume={tmp_path / "pod" / "bridge-cache"}:'
+            '/var/cache/vmetal-bridge:rw') in argv
+    assert '--env=OS_VMETAL_BRIDGE__CACHE_DIR=/var/cache/vmetal-bridge' \
+        in argv
+    assert '--env=OS_VMETAL_BRIDGE__CACHE_MAX_BYTES=123456789' in argv
+    cache = tmp_path / 'pod' / 'bridge-cache'
+    assert chowned['bridge-cache'] == (spec.uid, spec.gid)
+    assert cache.stat().st_mode & 0o777 == 0o750
+    # The overlay's own path, so that the lab mounts what a cluster does.
+    patch = agent_pod._yaml(agent_pod.MANIFESTS / 'overlays' / 'two-networks'
+                            / 'agent-bridge-patch.yaml')
+    container = patch['spec']['template']['spec']['containers'][0]
+    values = {item['name']: item.get('value') for item in container['env']}
+    assert values['OS_VMETAL_BRIDGE__CACHE_DIR'] == \
+        agent_pod.BRIDGE_CACHE_DIR
+    mounts = {mount['name']: mount['mountPath']
+              for mount in container['volumeMounts']}
+    assert mounts['bridge-cache'] == agent_pod.BRIDGE_CACHE_DIR
+    # Without cache_dir nothing is mounted.
+    plain = full_setup.bridge_conf()
+    assert agent_pod.bridge_cache_volume(plain, tmp_path / 'x', spec) == (
+        plain, [])
+
+
 def test_ironics_ca_is_mounted_where_the_overlay_mounts_its_secret(
         tmp_path, monkeypatch):
     from vmetal_ironic.lab import full_setup

@@ -201,6 +201,44 @@ def test_ironics_api_over_tls_is_checked_by_every_caller(tmp_path):
     assert 'ca_file' not in full_setup.bridge_conf()
 
 
+def _built_images(tmp_path):
+    """Files the size of the IPA kernel and ramdisk and a deploy image
+    (sparse: only their sizes count)."""
+    ipa, image = tmp_path / 'ipa', tmp_path / 'image'
+    for path, size in ((ipa / 'kernel', 8 * 2**20),
+                       (ipa / 'ramdisk', 93 * 2**20),
+                       (image / 'image.qcow2', 140 * 2**20)):
+        path.parent.mkdir(exist_ok=True)
+        with open(path, 'wb') as sparse:
+            sparse.truncate(size)
+    return ipa, image
+
+
+def test_two_networks_lab_keeps_the_bridges_copies_in_its_workdir(
+        tmp_path):
+    """The agent process's [vmetal_bridge] across two networks names a
+    cache directory under the run's workdir, with a budget that holds
+    every file the machine downloads through the bridge."""
+    from unittest import mock
+    lab = full_flow.FullLab(tmp_path, flow.Report(io.StringIO()),
+                            two_networks=True)
+    services = lab.services
+    services.ipa_dir, services.image_dir = _built_images(tmp_path)
+    # No namespaces in a unit test: the topology only names them; what is
+    # checked is the configuration written.
+    lab.topology = mock.Mock(prefix='vlabx')
+    lab.topology.host.return_value = ('vlabxa', 'eth0')
+    services._two_networks()
+    written = configparser.ConfigParser()
+    written.read_string(lab.agent_extra)
+    bridge = written['vmetal_bridge']
+    assert bridge['cache_dir'] == str(tmp_path / 'bridge-cache')
+    budget = int(bridge['cache_max_bytes'])
+    assert budget == 2 * (8 + 93 + 140) * 2**20
+    # Same L2: no bridge, no copies.
+    assert 'cache_dir' not in full_setup.bridge_conf()
+
+
 def test_two_networks_needs_the_vmetal_agent(tmp_path):
     with pytest.raises(flow.LabError, match='two-networks'):
         full_flow.FullLab(tmp_path, flow.Report(io.StringIO()),
