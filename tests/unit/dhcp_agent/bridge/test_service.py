@@ -591,6 +591,16 @@ def test_callback_listener_takes_up_a_renewed_certificate(tmp_path, upstreams,
         return metrics.bridge_callback_cert_reloads.labels(
             result)._value.get()
 
+    def publish(cert_from, key_from, result):
+        """Flip the volume; :returns: what a handshake gets once the
+        check counted ``result``."""
+        tls.secret_volume(volume, cert_from.cert_file.read_bytes(),
+                          key_from.key_file.read_bytes())
+        observe.wait_for(lambda: reloads(result) == 1, 5,
+                         what=f'the new pair {result}')
+        with connect() as after:
+            return served(after)
+
     try:
         # The ramdisk's heartbeat teaches the agent where it listens.
         _request(service, 'api', 'POST', '/v1/heartbeat/n', source=RAMDISK,
@@ -598,24 +608,16 @@ def test_callback_listener_takes_up_a_renewed_certificate(tmp_path, upstreams,
                                   f'{service.config.ipa_port}'}).encode())
         before = connect()
         assert served(before) == fingerprint(pairs[0])
-        tls.secret_volume(volume, pairs[1].cert_file.read_bytes(),
-                          pairs[1].key_file.read_bytes())
-        observe.wait_for(lambda: reloads('loaded') == 1, 5,
-                         what='the new pair loaded')
-        with connect() as after:
-            assert served(after) == fingerprint(pairs[1])
+        assert publish(pairs[1], pairs[1], 'loaded') == \
+            fingerprint(pairs[1])
         # Opened on the old pair, still served.
         with before:
             before.sendall(f'GET /{RAMDISK}/v1/commands/json HTTP/1.1\r\n'
                            'Host: x\r\nConnection: close\r\n\r\n'
                            .encode())
             assert before.recv(64).startswith(b'HTTP/1.1 200')
-        tls.secret_volume(volume, pairs[0].cert_file.read_bytes(),
-                          pairs[1].key_file.read_bytes())
-        observe.wait_for(lambda: reloads('failed') == 1, 5,
-                         what='the broken pair refused')
-        with connect() as after:
-            assert served(after) == fingerprint(pairs[1])
+        assert publish(pairs[0], pairs[1], 'failed') == \
+            fingerprint(pairs[1])
     finally:
         service.stop()
 
