@@ -33,6 +33,12 @@ LOG = log.getLogger(__name__)
 MAX_FILE_BYTES = 1024 * 1024
 
 
+def _no_password():
+    """An encrypted key fails to load (no option gives a password) rather
+    than have OpenSSL ask for one on a terminal."""
+    return b''
+
+
 class _Broken(Exception):
     """A version of the files that does not load: ``path`` and ``reason``."""
 
@@ -137,7 +143,8 @@ class CertificateReload:
                           f'no whole PEM certificate ({exc})') from None
         with _in_memory(cert, key) as (cert_path, key_path):
             try:
-                scratch.load_cert_chain(cert_path, key_path)
+                scratch.load_cert_chain(cert_path, key_path,
+                                        password=_no_password)
             except ssl.SSLError as exc:
                 if exc.reason == 'KEY_VALUES_MISMATCH':
                     raise _Broken(self.key_file or self.cert_file,
@@ -148,7 +155,8 @@ class CertificateReload:
 
     def _install(self, cert, key):
         with _in_memory(cert, key) as (cert_path, key_path):
-            self.context.load_cert_chain(cert_path, key_path)
+            self.context.load_cert_chain(cert_path, key_path,
+                                         password=_no_password)
 
     def _count(self, result):
         if self.metrics is not None:

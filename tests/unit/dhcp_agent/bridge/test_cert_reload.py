@@ -182,3 +182,19 @@ def test_an_oversized_file_is_refused_unread(volume):
     assert reload.check() == 'failed'
     assert 'larger than' in reload.problem[1]
     assert _served(reload.context) == _fingerprint(pairs['A'][0])
+
+
+def test_an_encrypted_key_keeps_the_old_pair_without_asking(volume):
+    """No option carries a password: an encrypted key is a pair that
+    does not load. (That OpenSSL is not left to ask on a terminal needs a
+    terminal to show; this test has none and shows the refusal only.)"""
+    from cryptography.hazmat.primitives import serialization
+    reload, pairs, directory = volume
+    cert, key = pairs['B']
+    encrypted = serialization.load_pem_private_key(key, None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b'secret'))
+    tls.secret_volume(directory, cert, encrypted)
+    assert reload.check() == 'failed'
+    assert reload.problem[0] == str(directory / 'tls.key')
+    assert _served(reload.context) == _fingerprint(pairs['A'][0])
