@@ -17,7 +17,7 @@ from kubernetes import client as k8s_client
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store.kubernetes import addresses
-from vmetal_ironic.store.kubernetes import owners
+from vmetal_ironic.store.kubernetes import kube_names
 from vmetal_ironic.store.kubernetes import reservations
 
 GROUP, VERSION = 'vmetal-ironic.io', 'v1alpha1'
@@ -32,7 +32,7 @@ def _owner(namespace):
 def claim(namespace):
     return addresses.claim_body(
         namespace, SCOPE, '198.51.100.7', _owner(namespace),
-        addresses.PURPOSE_ALLOCATION, pool_key='198.51.100.0/24', mac=MAC,
+        kube_names.PURPOSE_ALLOCATION, pool_key='198.51.100.0/24', mac=MAC,
         host=f'{namespace}/h0')
 
 
@@ -40,8 +40,8 @@ def record(namespace):
     # Bound to the claim as its create answered (with its UID).
     made = claim(namespace)
     made['metadata']['uid'] = '6f1c2d9e-8b7a-4c3d-9e2f-0a1b2c3d4e5f'
-    return owners.record_body(namespace, SCOPE, _owner(namespace),
-                              owners.binding(_owner(namespace), made))
+    return addresses.record_body(namespace, SCOPE, _owner(namespace),
+                                 addresses.binding(_owner(namespace), made))
 
 
 def reservation(namespace):
