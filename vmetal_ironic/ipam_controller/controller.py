@@ -2,8 +2,8 @@
 reconcile one BareMetalHost at a time.
 
 Level-based: a key is ``<namespace>/<name>`` of a host, and reconciling it
-reads the host as it is now and judges it by the store's rules
-(:mod:`vmetal_ironic.store.kubernetes.reconciler`), whatever events led
+reads the host as it is now and judges it by the release rules
+(:mod:`.reconciler`), whatever events led
 there. Each step is small and on its own, counted in :attr:`Controller.
 counts` (``<step>.ok`` / ``<step>.failed``); a failed step puts the key
 back with a growing delay and never stops the other steps or keys:
@@ -11,7 +11,7 @@ back with a growing delay and never stops the other steps or keys:
 * ``release``: the addresses used on the host whose holder let it go
   (the host deleted, or its Machine gone and the host not running it);
 * ``follow``: a host a Machine claims gets its address, Secret and
-  outputs (:class:`~vmetal_ironic.store.kubernetes.claims.Follower`);
+  outputs (:class:`~.follower.Follower`);
 * ``collect`` (the :data:`COLLECT` key): claims no record binds and
   records that hold nothing, left by writers stopped half way.
 
@@ -45,15 +45,15 @@ from oslo_log import log
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam_controller import events
+from vmetal_ironic.ipam_controller import follower as follower_mod
 from vmetal_ironic.ipam_controller import informer
 from vmetal_ironic.ipam_controller import metrics as metrics_mod
+from vmetal_ironic.ipam_controller import reconciler as rules
 from vmetal_ironic.ipam_controller import vetting
 from vmetal_ironic.ipam_controller import work_queue
-from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import host_outputs
 from vmetal_ironic.store.kubernetes import kube_names as names
 from vmetal_ironic.store.kubernetes import kube_properties
-from vmetal_ironic.store.kubernetes import reconciler as rules
 
 LOG = log.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Controller:
     """Reconciles the BareMetalHosts of a :class:`~vmetal_ironic.store.
     kubernetes.KubernetesStore`.
 
-    :param store: the store (its API client, rules and writers).
+    :param store: the store (its API client and writers).
     :param identity: this replica's name (Events say who reported).
     :param workers: threads reconciling keys (one key is never worked on
         by two at once).
@@ -99,7 +99,8 @@ class Controller:
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.queue = work_queue.WorkQueue(base_delay, max_delay)
-        self.follower = claims_mod.Follower(store)
+        self.rules = rules.Reconciler(store)
+        self.follower = self.rules.follower
         self.metrics = metrics or metrics_mod.Metrics()
         self.reporter = events.Reporter(
             store.api, identity, on_written=lambda ok: self.metrics.events
@@ -300,7 +301,7 @@ class Controller:
         their network are judged again (others keep what they hold)."""
         with self._lock:
             waiting = [key for key, view in self.hosts.items()
-                       if claims_mod.needs_network(view, self._held(key))]
+                       if follower_mod.needs_network(view, self._held(key))]
         for key in waiting:
             self.queue.add(key)
 
@@ -346,12 +347,12 @@ class Controller:
         if owners - {view.consumer, f'{owner_mod.BAREMETALHOST}/{key}'}:
             return False
         return not (view.consumer is not None and self.follower.follows(key)
-                    and claims_mod.needs_network(view, owners))
+                    and follower_mod.needs_network(view, owners))
 
     def reconcile(self, key):
         """Reconcile one key; :returns: whether every step succeeded."""
         if key == COLLECT:
-            ok, _ = self._step('collect', self.store.reconciler.collect)
+            ok, _ = self._step('collect', self.rules.collect)
             return ok
         with self._lock:
             settled = self._settled(key)
@@ -382,7 +383,7 @@ class Controller:
         done = True
         if judged:
             released_ok, outcome = self._step(
-                'release', self.store.reconciler.settle_host, key, judged,
+                'release', self.rules.settle_host, key, judged,
                 gone if host is None else None)
             done = released_ok
             for freed in (outcome or ([], set()))[0]:
@@ -395,7 +396,7 @@ class Controller:
                 self.follower.follows(key)):
             held = owners - {freed.owner for freed in
                              (outcome or ([], set()))[0]} if judged else owners
-            if claims_mod.needs_network(view, held):
+            if follower_mod.needs_network(view, held):
                 announced = set()
                 followed, report = self._step(
                     'follow', self.follower.follow, {key: view}, held,

@@ -19,6 +19,7 @@ import time
 from tests.functional import kube
 from tests.functional.k8s.test_kubernetes_store_v2 import allocate_from
 from vmetal_ironic.ipam import pool as ipam_pool
+from vmetal_ironic.ipam_controller import reconciler
 
 POOL = ipam_pool.parse_pool('192.0.2.1/24')
 OWNER = 'Machine/ns/m0'
@@ -152,7 +153,7 @@ def test_a_writer_killed_between_create_and_bind_is_bound_by_collect(
     [left] = _held(admin, namespace, OWNER)
     assert OWNER not in admin.owner_records(namespace)
     store = make_store()
-    assert store.reconciler.collect() == []
+    assert reconciler.Reconciler(store).collect() == []
     assert admin.owner_records(namespace)[OWNER]['spec']['claim'] == (
         f'default.{left}')
     assert store.allocate(POOL, OWNER).address == left
@@ -166,7 +167,7 @@ def test_a_killed_writers_claim_is_freed_once_its_owner_holds_another(
     store = make_store()
     got = store.allocate(POOL, OWNER).address
     assert got != left
-    freed = store.reconciler.collect()
+    freed = reconciler.Reconciler(store).collect()
     assert [(a.owner, a.address) for a in freed] == [(OWNER, left)]
     assert _held(admin, namespace, OWNER) == [got]
 

@@ -10,6 +10,7 @@ import json
 from tests.functional import kube
 from vmetal_ironic import properties as props
 from vmetal_ironic.ipam import pool as ipam_pool
+from vmetal_ironic.ipam_controller import reconciler
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store import kubernetes as kube_store
 
@@ -74,10 +75,11 @@ def test_a_pass_gives_a_claimed_host_its_network_without_ironic(
                           ('detached', 'worker-3')):
         claim_host(admin, namespace, host, machine)
     store = make_store()
+    rules = reconciler.Reconciler(store)
 
-    assert store.reconcile() == []
+    assert rules.run_once() == []
 
-    report = store.reconciler.last_follow
+    report = rules.last_follow
     assert report.given == [f'{namespace}/good']
     [(where, message)] = report.rejected
     assert where == f'{namespace}/bad'
@@ -85,8 +87,8 @@ def test_a_pass_gives_a_claimed_host_its_network_without_ironic(
     assert '192.0.2.300/24' in message
     assert f'BareMetalHost {namespace}/bad annotations' in message
     assert '\n' not in message
-    assert (store.reconciler.claims_followed,
-            store.reconciler.claims_rejected) == (1, 1)
+    assert (rules.claims_followed,
+            rules.claims_rejected) == (1, 1)
 
     # The Machine holds one address from the node type's pool.
     machine = f'Metal3Machine/{namespace}/worker-0'
@@ -119,10 +121,10 @@ def test_a_pass_gives_a_claimed_host_its_network_without_ironic(
 
     # A second pass changes nothing (the bad host is reported again).
     before = _versions(admin, namespace)
-    assert store.reconcile() == []
-    assert store.reconciler.last_follow.given == []
+    assert rules.run_once() == []
+    assert rules.last_follow.given == []
     assert _versions(admin, namespace) == before
-    assert store.reconciler.claims_rejected == 2
+    assert rules.claims_rejected == 2
 
 
 def test_outputs_cut_short_are_completed_by_the_next_pass(
@@ -135,8 +137,9 @@ def test_outputs_cut_short_are_completed_by_the_next_pass(
     store = make_store()
     held = store.allocate(ipam_pool.parse_pool('192.0.2.1/24'),
                           f'BareMetalHost/{namespace}/h', mac=mac_of(5))
-    store.reconcile()
-    assert store.reconciler.last_follow.given == [f'{namespace}/h']
+    rules = reconciler.Reconciler(store)
+    rules.run_once()
+    assert rules.last_follow.given == [f'{namespace}/h']
     host = admin.get_host(namespace, 'h')
     assert host['metadata']['annotations'][props.IP_ADDRESS] == (
         f'{held.address}/24')
@@ -159,9 +162,10 @@ def claim_or_follow(settings, namespace, count, claims, gate):
                         'kind': 'Metal3Machine', 'name': f'm{index}'}}},
                     _content_type='application/merge-patch+json')
             return 0
+        rules = reconciler.Reconciler(store)
         for _ in range(6):
-            store.reconcile()
-        return store.reconciler.claims_followed
+            rules.run_once()
+        return rules.claims_followed
     finally:
         store.close()
 
@@ -182,9 +186,10 @@ def test_passes_racing_each_other_give_each_machine_one_address(
     # Claims made after the racing passes' last listing: one more pass.
     store = kube_store.KubernetesStore(kube.store_conf(settings))
     try:
-        store.reconcile()
-        store.reconcile()
-        assert store.reconciler.last_follow.given == []
+        rules = reconciler.Reconciler(store)
+        rules.run_once()
+        rules.run_once()
+        assert rules.last_follow.given == []
     finally:
         store.close()
     held = [(c['spec']['owner'], c['spec']['address'])

@@ -12,12 +12,18 @@ import copy
 import json
 
 import pytest
+import yaml
 from kubernetes import client as k8s_client
 
+from tests import kubectl
+from tests.functional import kube
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation as reservation_mod
+from vmetal_ironic.ipam import pool as ipam_pool
+from vmetal_ironic.ipam_controller import reconciler
+from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic.store.kubernetes import addresses
-from vmetal_ironic.store.kubernetes import owners
+from vmetal_ironic.store.kubernetes import kube_names
 from vmetal_ironic.store.kubernetes import reservations
 
 GROUP, VERSION = 'vmetal-ironic.io', 'v1alpha1'
@@ -32,7 +38,7 @@ def _owner(namespace):
 def claim(namespace):
     return addresses.claim_body(
         namespace, SCOPE, '198.51.100.7', _owner(namespace),
-        addresses.PURPOSE_ALLOCATION, pool_key='198.51.100.0/24', mac=MAC,
+        kube_names.PURPOSE_ALLOCATION, pool_key='198.51.100.0/24', mac=MAC,
         host=f'{namespace}/h0')
 
 
@@ -40,8 +46,8 @@ def record(namespace):
     # Bound to the claim as its create answered (with its UID).
     made = claim(namespace)
     made['metadata']['uid'] = '6f1c2d9e-8b7a-4c3d-9e2f-0a1b2c3d4e5f'
-    return owners.record_body(namespace, SCOPE, _owner(namespace),
-                              owners.binding(_owner(namespace), made))
+    return addresses.record_body(namespace, SCOPE, _owner(namespace),
+                                 addresses.binding(_owner(namespace), made))
 
 
 def reservation(namespace):
@@ -101,8 +107,6 @@ BAD = [
      'spec.claim does not name spec.address'),
     ('addressowners', {'spec.pool': '203.0.113.0/24'},
      'address is not in pool'),
-    ('addressowners', {'spec.binder': 'not-a-token'}, 'spec.binder'),
-    ('addressowners', {'spec.boundAt': 'yesterday'}, 'spec.boundAt'),
     ('addressowners', {'spec.purpose': 'lunch'}, 'spec.purpose: Unsupported'),
     ('dhcpreservations', {'metadata.name': '52-54-00-00-07-02'},
      'metadata.name must be spec.mac with dashes'),
@@ -198,3 +202,76 @@ def test_ntp_servers_survive_the_round_trip(admin, namespace, make_store):
         GROUP, VERSION, namespace, 'dhcpreservations', name)
     assert after['metadata']['resourceVersion'] == before[
         'metadata']['resourceVersion']
+
+
+# The AddressOwner fields of the releases before the claim-first protocol,
+# as their schema declared them.
+EARLIER_FIELDS = {
+    'binder': {'type': 'string', 'pattern': '^[0-9a-f]{32}$'},
+    'completer': {'type': 'string', 'pattern': '^[0-9a-f]{32}$'},
+    'boundAt': {'type': 'string', 'format': 'date-time'},
+}
+EARLIER_VALUES = {'binder': '0123456789abcdef' * 2,
+                  'boundAt': '2026-11-30T12:00:00Z'}
+
+
+def _owner_schema(crd):
+    return crd['spec']['versions'][0]['schema']['openAPIV3Schema'][
+        'properties']['spec']['properties']
+
+
+def _declares_earlier_fields(admin, namespace, record_body):
+    """Whether the AddressOwner schema in effect keeps ``binder``: a
+    server-side dry run (nothing is stored) of a record like
+    ``record_body``, for an owner of its own (the name is free)."""
+    probe = copy.deepcopy(record_body)
+    probe['metadata']['name'] = addresses.record_name(
+        SCOPE, owner_mod.for_host(namespace, 'schema-probe'))
+    answer = admin.custom.create_namespaced_custom_object(
+        GROUP, VERSION, namespace, 'addressowners', probe, dry_run='All')
+    return 'binder' in answer['spec']
+
+
+def test_a_record_stored_by_an_earlier_release_is_read_after_the_upgrade(
+        kube_cluster, admin, namespace, make_store):
+    """The schema no longer declares ``binder``, ``completer`` and
+    ``boundAt``. A record an earlier release stored with them (and without
+    ``claimUID``) under the schema of then still holds its address after
+    the upgrade, and the collect step's rebind stores it without them."""
+    current = yaml.safe_load(
+        (kube.MANIFESTS / 'store' / 'addressowner.yaml').read_text())
+    assert not set(EARLIER_FIELDS) & set(_owner_schema(current))
+    earlier = copy.deepcopy(current)
+    _owner_schema(earlier).update(EARLIER_FIELDS)
+    made = _create(admin, namespace, 'addressclaims', claim(namespace))
+    old = addresses.record_body(namespace, SCOPE, _owner(namespace),
+                                addresses.binding(_owner(namespace), made))
+    del old['spec']['claimUID']
+    old['spec'].update(EARLIER_VALUES)
+    kubectl.apply([earlier], kube_cluster.kubeconfig)
+    try:
+        wait_for(lambda: _declares_earlier_fields(admin, namespace, old),
+                 timeout=30, what='the earlier AddressOwner schema')
+        stored = _create(admin, namespace, 'addressowners', old)
+        assert stored['spec']['binder'] == EARLIER_VALUES['binder']
+    finally:
+        kubectl.apply([current], kube_cluster.kubeconfig)
+    wait_for(lambda: not _declares_earlier_fields(admin, namespace, old),
+             timeout=30, what='the current AddressOwner schema')
+
+    owner = str(_owner(namespace))
+    # Read at once, before anything writes it again: the API server drops
+    # the fields the schema no longer declares when it reads the object.
+    as_stored = admin.owner_records(namespace)[owner]
+    assert not set(EARLIER_FIELDS) & set(as_stored['spec'])
+    assert 'claimUID' not in as_stored['spec']
+
+    admin.create_host(namespace, 'h0', MAC)
+    store = make_store()
+    assert store.get_allocation(owner).address == '198.51.100.7'
+    assert reconciler.Reconciler(store).collect() == []
+    record = admin.owner_records(namespace)[owner]
+    assert record['spec']['claimUID'] == made['metadata']['uid']
+    assert not set(EARLIER_FIELDS) & set(record['spec'])
+    assert store.allocate(ipam_pool.parse_pool('198.51.100.1/24'),
+                          owner).address == '198.51.100.7'

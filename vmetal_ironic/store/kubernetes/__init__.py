@@ -3,17 +3,21 @@
 Objects (all labelled ``app.kubernetes.io/managed-by: vmetal-ironic``; see
 ``doc/source/kubernetes-store.rst``):
 
-* one ``AddressClaim`` per held address, named ``<scope>.<address>``
-  (:mod:`.addresses`): creating it is the claim, so an address is never
-  held twice on one L2 whatever pools overlap or writers race;
+* one ``AddressClaim`` per held address, named ``<scope>.<address>``, and
+  one ``AddressOwner`` record per owner bound to its claim's UID
+  (:mod:`.addresses`): creating the claim is what takes the address, so an
+  address is never held twice on one L2 whatever pools overlap or writers
+  race;
 * one ``DHCPReservation`` per MAC (:mod:`.reservations`), followed by the
   DHCP agent with list-then-watch;
 * per host, a network-data Secret and outputs on the BareMetalHost
   (:mod:`.host_outputs`, with the pure patch builders of :mod:`.patches`);
 * the owner of a host's address is the Machine that claims the host
   (``spec.consumerRef``, any kind); an unclaimed host holds it as
-  ``BareMetalHost/<ns>/<name>``. :mod:`.reconciler` releases addresses
-  whose holder let go of the host once the host is deprovisioned.
+  ``BareMetalHost/<ns>/<name>``. ``vmetal-ipam-controller``
+  (:mod:`vmetal_ironic.ipam_controller`, not part of the store) releases
+  addresses whose holder let go of the host once the host is
+  deprovisioned.
 
 Every object other processes write too is changed by compare-and-swap
 (:mod:`.resources`); no in-process lock is involved, so any number of processes
@@ -34,7 +38,6 @@ from vmetal_ironic.store.kubernetes import inspection
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_properties
 from vmetal_ironic.store.kubernetes import patches
-from vmetal_ironic.store.kubernetes import reconciler
 from vmetal_ironic.store.kubernetes import reservations
 from vmetal_ironic.store.kubernetes import resources
 
@@ -117,10 +120,8 @@ class KubernetesStore(base.Store):
             self.api, self.namespace, attempts, self.group.connect_timeout)
         self.outputs = host_outputs.HostOutputs(self.api, self.namespace,
                                                 attempts)
-        self.reconciler = reconciler.Reconciler(self)
         self.inspection = inspection.InspectionLeases(
-            self.api, self.namespace, conf.vmetal.address_scope,
-            self.group.connect_timeout)
+            self.addresses, self.group.connect_timeout)
 
     # -- who holds a host's address ----------------------------------------
 
@@ -335,7 +336,13 @@ class KubernetesStore(base.Store):
     # -- automatic release --------------------------------------------------
 
     def reconcile(self):
-        return self.reconciler.run_once()
+        """One whole pass of the controller's rules, on demand (the CLI,
+        benchmarks): the store starts nothing and keeps no rules of its
+        own."""
+        # Imported here: the controller's package builds on this one.
+        from vmetal_ironic.ipam_controller import reconciler
+
+        return reconciler.Reconciler(self).run_once()
 
     def close(self):
         self.api.close()

@@ -6,9 +6,10 @@ like any other held address, named ``<scope>.<address>`` (so neither two
 MACs nor a pool allocation can ever hold that address at once, whatever
 agents race), purpose ``inspection``, owner ``Inspection/<mac>`` and
 ``spec.expires`` (epoch seconds). The owner's ``AddressOwner`` record
-binds the MAC to exactly one lease: of two agents answering one broadcast
-DISCOVER, the one whose bind comes second adopts the first one's lease,
-so both offer the same address.
+binds the MAC to exactly one lease, by the protocol every address follows
+(:mod:`.addresses`: the claim first, then the record): of two agents
+answering one broadcast DISCOVER, the one whose bind comes second adopts
+the first one's lease, so both offer the same address.
 
 A renewal is a compare-and-swap of ``expires`` on the claim's
 ``resourceVersion``; a removal (expired, or the MAC got a reservation)
@@ -22,9 +23,7 @@ from vmetal_ironic import network_data
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.store import base
 from vmetal_ironic.store.kubernetes import addresses
-from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
-from vmetal_ironic.store.kubernetes import owners as owners_mod
 from vmetal_ironic.store.kubernetes import resources
 
 PURPOSE_INSPECTION = 'inspection'
@@ -55,7 +54,7 @@ def lease_of(claim):
             f'{where}: spec.owner {spec.get("owner")!r} is not '
             f'{owner_of(mac)}')
     address = spec.get('address')
-    if addresses._int(address) is None or '.' not in str(address):
+    if addresses.address_value(address) is None or '.' not in str(address):
         raise exception.InvalidProperty(
             f'{where}: spec.address {address!r} is not an IPv4 address')
     expires = spec.get('expires')
@@ -72,22 +71,16 @@ def lease_of(claim):
 class InspectionLeases:
     """The inspection leases of one scope.
 
-    :param api: a :class:`~vmetal_ironic.store.kubernetes.kube_client.Api`.
-    :param namespace: the store's namespace.
-    :param scope: ``[vmetal]address_scope``.
+    :param book: the scope's :class:`~.addresses.Addresses`, whose claims
+        and owner records the leases are.
     :param connect_timeout: seconds, for watch requests.
     """
 
-    def __init__(self, api, namespace, scope, connect_timeout=5.0):
-        self.api = api
-        self.namespace = namespace
-        self.scope = scope
+    def __init__(self, book, connect_timeout=5.0):
+        self.book = book
+        self.claims = book.claims
         self.connect_timeout = connect_timeout
-        self.claims = resources.Collection(api, names.ADDRESS_API,
-                                            names.ADDRESS_KIND, namespace)
-        self.owners = owners_mod.Owners(api, namespace, scope)
-        self.selector = (f'{names.LABEL_COMPONENT}={names.COMPONENT_ADDRESS},'
-                         f'{names.LABEL_SCOPE}={scope},'
+        self.selector = (f'{book.selector},'
                          f'{names.LABEL_PURPOSE}={PURPOSE_INSPECTION}')
 
     # -- following ----------------------------------------------------------
@@ -120,8 +113,9 @@ class InspectionLeases:
             that is not a valid lease comes as a removal with the reason.
         """
         for kind, obj, position in resources.watch(
-                self.api, names.ADDRESS_API, self.namespace, self.selector,
-                revision, timeout, self.connect_timeout, 'inspection leases'):
+                self.book.api, names.ADDRESS_API, self.book.namespace,
+                self.selector, revision, timeout, self.connect_timeout,
+                'inspection leases'):
             key = ((obj or {}).get('metadata') or {}).get('name')
             if kind == 'BOOKMARK':
                 yield base.LeaseChange(position)
@@ -137,44 +131,10 @@ class InspectionLeases:
 
     # -- claiming -------------------------------------------------------------
 
-    def _bound(self, owner, known=None):
-        """``(record, claim)``: the owner's record and the claim it is
-        bound to, ``claim`` ``None`` when the record is stale.
-
-        :param known: a claim just read; not read again when the record
-            points at it.
-        """
-        record = self.owners.get(owner)
-        if record is None:
-            return None, None
-        spec = record.get('spec') or {}
-        if known is not None and known['metadata'].get('uid') == spec.get(
-                'claimUID'):
-            claim = known
-        else:
-            claim = (self.claims.get(spec['claim']) if spec.get('claim')
-                     else None)
-        if claim is None or claim['metadata'].get('uid') != spec.get(
-                'claimUID') or addresses.spec_of(claim).get('declined'):
-            # Stale: the claim went, or its address was declined (a record
-            # left by a decline cut short).
-            return record, None
-        return record, claim
-
-    def _write_record(self, owner, claim, record):
-        """Point the MAC's record at ``claim``, which exists already (a
-        lease's claim is made first, so no binder is in flight): create it,
-        or replace ``record`` (as read) by compare-and-swap.
-
-        :returns: whether this call wrote it.
-        """
-        spec = owners_mod.binding(owner, claim)
-        if record is None:
-            return self.owners.create(owner, spec) is not None
-        return self.owners.rebind(record, spec) is not None
-
     def _bind(self, owner, claim, read_first=False):
-        """Bind ``owner`` to ``claim`` unless it is bound already.
+        """Bind ``owner`` to ``claim`` unless it is bound already, by the
+        store's one protocol (:func:`~.addresses.bind`), without reading
+        the claim back: the collect step never frees a lease.
 
         :param read_first: read the record before writing it (``claim``
             is another agent's, which has most likely bound it already).
@@ -183,16 +143,14 @@ class InspectionLeases:
         """
         record = None
         if read_first:
-            record, standing = self._bound(owner, claim)
+            record, standing = self.book.current(owner, known=claim)
             if standing is not None:
                 return standing
-        for _attempt in range(3):
-            if self._write_record(owner, claim, record):
-                return claim
-            record, standing = self._bound(owner, claim)
-            if standing is not None:
-                return standing
-        return None
+        try:
+            return addresses.bind(self.book, owner, claim, record=record,
+                                  read_back=False, rounds=3)[0]
+        except exception.StoreConflict:
+            return None
 
     def claim(self, mac, candidates, expires):
         """The lease of ``mac``: the one bound to it, or a new one at the
@@ -241,8 +199,9 @@ class InspectionLeases:
         :returns: ``(claim, mine)``; ``claim`` ``None`` when the address
             is someone else's.
         """
-        body = addresses.claim_body(self.namespace, self.scope, address,
-                                    owner, PURPOSE_INSPECTION, mac=mac)
+        body = addresses.claim_body(self.book.namespace, self.book.scope,
+                                    address, owner, PURPOSE_INSPECTION,
+                                    mac=mac)
         body['spec']['expires'] = int(expires)
         # Twice: a claim deleted between our create and our read (a
         # duplicate lease withdrawn, an expiry) left the address free.
@@ -267,15 +226,9 @@ class InspectionLeases:
         :returns: the renewed lease, or ``None`` (gone or changed: read
             the feed again).
         """
-        try:
-            renewed = self.claims.patch(lease.key, {
-                'metadata': {'resourceVersion': lease.version},
-                'spec': {'expires': int(expires)}})
-        except kube_client.ApiError as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
-        return self._parse(renewed)[0]
+        renewed = self.claims.swap(lease.key, lease.version,
+                                   {'spec': {'expires': int(expires)}})
+        return self._parse(renewed)[0] if renewed is not None else None
 
     def decline(self, lease, expires):
         """The client found ``lease``'s address in use: keep the address
@@ -284,23 +237,18 @@ class InspectionLeases:
 
         :returns: the declined lease, or ``None`` if it changed or went.
         """
-        try:
-            declined = self.claims.patch(lease.key, {
-                'metadata': {'resourceVersion': lease.version},
-                'spec': {'declined': True, 'expires': int(expires)}})
-        except kube_client.ApiError as exc:
-            if exc.status in (404, 409):
-                return None
-            raise
+        declined = self.claims.swap(lease.key, lease.version, {
+            'spec': {'declined': True, 'expires': int(expires)}})
+        if declined is None:
+            return None
         self._unbind(lease)
         return self._parse(declined)[0]
 
     def _unbind(self, lease):
         """Delete the MAC's record while it points at ``lease``'s claim."""
-        record = self.owners.get(owner_of(lease.mac))
-        if record is not None and (record.get('spec') or {}).get(
-                'claim') == lease.key:
-            self.owners.delete(record)
+        record = self.book.owners.get(owner_of(lease.mac))
+        if addresses.spec_of(record).get('claim') == lease.key:
+            self.book.owners.delete(record)
 
     def remove(self, lease):
         """Take ``lease`` back (expired, or its MAC has a reservation).

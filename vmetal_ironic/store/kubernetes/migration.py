@@ -23,7 +23,6 @@ from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.store.kubernetes import addresses
 from vmetal_ironic.store.kubernetes import kube_client
 from vmetal_ironic.store.kubernetes import kube_names as names
-from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
@@ -81,23 +80,23 @@ def _migrate_pool(store, configmap):
     for address, text in sorted((configmap.data or {}).items()):
         try:
             holder = owner_mod.parse(text)
-            if addresses._int(address) is None:
+            if addresses.address_value(address) is None:
                 raise exception.InvalidProperty(
                     f'{address!r} is not an IPv4 address')
         except exception.InvalidProperty as exc:
             steps.append(Step(source, address, INVALID, str(exc)))
             continue
         body = addresses.claim_body(store.namespace, book.scope, address,
-                                    holder, addresses.PURPOSE_ALLOCATION,
+                                    holder, names.PURPOSE_ALLOCATION,
                                     pool_key)
-        created = book.create(body)
+        created = book.claims.create(body)
         existing = created or book.read(names.claim_name(book.scope,
                                                          address))
         held_by = addresses.spec_of(existing).get('owner')
         if held_by == str(holder):
             if book.owners.get(holder) is None:
-                book.owners.create(holder, owners_mod.binding(holder,
-                                                              existing))
+                book.owners.create(holder, addresses.binding(holder,
+                                                             existing))
             steps.append(Step(source, address,
                               CREATED if created else PRESENT))
         else:

@@ -112,6 +112,22 @@ class Collection:
             self.api.custom.patch_namespaced_custom_object,
             *self._args(), name, body, _content_type=MERGE_PATCH)
 
+    def swap(self, name, version, body):
+        """One compare-and-swap: merge ``body`` into ``name`` only as it
+        was at resourceVersion ``version``.
+
+        :returns: the object written, or ``None`` when it moved or went
+            since (read it again).
+        """
+        body = dict(body, metadata=dict(body.get('metadata') or {},
+                                        resourceVersion=version))
+        try:
+            return self.patch(name, body)
+        except kube_client.ApiError as exc:
+            if exc.status in RETRY_STATUSES:
+                return None
+            raise
+
     def replace(self, name, body):
         return self.api.call(
             f'replace {self.what(name)}',

@@ -281,10 +281,16 @@ class _Custom:
             self.kube._list(plural, None, **kwargs)))
 
 
-def _secret_object(obj):
-    """What the typed client returns for a Secret: attributes, not keys."""
-    return types.SimpleNamespace(metadata=types.SimpleNamespace(
-        **obj['metadata']), data=obj.get('data'))
+def _typed(obj):
+    """What the typed client returns for a Secret or a ConfigMap:
+    attributes, not keys (snake case, as the client names them)."""
+    metadata = dict(obj['metadata'])
+    metadata.setdefault('labels', None)
+    metadata.setdefault('annotations', None)
+    metadata.update(resource_version=metadata.get('resourceVersion'),
+                    creation_timestamp=metadata.get('creationTimestamp'))
+    return types.SimpleNamespace(metadata=types.SimpleNamespace(**metadata),
+                                 data=obj.get('data'))
 
 
 class _Core:
@@ -305,12 +311,28 @@ class _Core:
 
     def read_namespaced_secret(self, name, namespace, **_kwargs):
         return self.kube.serve('get', 'secrets', namespace, name, lambda: (
-            _secret_object(self.kube._current('secrets', namespace, name))))
+            _typed(self.kube._current('secrets', namespace, name))))
 
     def delete_namespaced_secret(self, name, namespace, body=None,
                                  **_kwargs):
         return self.kube.serve('delete', 'secrets', namespace, name, lambda: (
             self.kube._delete('secrets', namespace, name, body)))
+
+    def list_namespaced_config_map(self, namespace, label_selector=None,
+                                   **_kwargs):
+        return self.kube.serve('list', 'configmaps', namespace, None, lambda: (
+            types.SimpleNamespace(items=[_typed(obj) for obj in (
+                self.kube._list('configmaps', namespace,
+                                label_selector)['items'])])))
+
+    def read_namespaced_config_map(self, name, namespace, **_kwargs):
+        return self.kube.serve('get', 'configmaps', namespace, name, lambda: (
+            _typed(self.kube._current('configmaps', namespace, name))))
+
+    def delete_namespaced_config_map(self, name, namespace, **_kwargs):
+        return self.kube.serve('delete', 'configmaps', namespace, name,
+                               lambda: self.kube._delete(
+                                   'configmaps', namespace, name, None))
 
     def create_namespaced_event(self, namespace, body, **_kwargs):
         body = copy.deepcopy(body)

@@ -9,8 +9,8 @@ from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import reservation
 from vmetal_ironic.ironic import network
 from vmetal_ironic.ipam import pool as ipam_pool
-from vmetal_ironic.store.kubernetes import allocation
-from vmetal_ironic.store.kubernetes import reconciler as rec
+from vmetal_ironic.ipam_controller import reconciler as rec
+from vmetal_ironic.store.kubernetes import addresses
 
 
 def test_1_a_pass_never_frees_the_claim_a_machine_was_just_handed():
@@ -101,8 +101,9 @@ def test_10_an_allocation_never_iterates_a_set_other_threads_change():
     world.host('h1')
     book = store.addresses
     shared = book.used_addresses()
-    attempt = allocation.Allocation(book, ipam_pool.parse_pool('192.0.2.1/24'),
-                                    owner_mod.parse('BareMetalHost/m3/h1'))
+    attempt = addresses.Allocation(book,
+                                   ipam_pool.parse_pool('192.0.2.1/24'),
+                                   owner_mod.parse('BareMetalHost/m3/h1'))
     assert attempt.used is not shared
     attempt.used.add(7)
     assert 7 not in book.used_addresses()

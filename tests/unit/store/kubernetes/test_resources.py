@@ -91,3 +91,19 @@ def test_compare_and_swap_reads_again_after_a_conflict_and_gives_up():
         resources.compare_and_swap(read, lambda c: c, lose, 'x', 2)
     assert resources.compare_and_swap(read, lambda c: None, lose, 'x',
                                       2) is None
+
+
+def test_one_swap_writes_only_at_the_version_read():
+    world = cl.Cluster()
+    world.kube.put(cl.BMH, _host('a', 'h1'))
+    hosts = hosts_of(world).in_namespace('a')
+    read = hosts.get('h1')
+    version = read['metadata']['resourceVersion']
+
+    written = hosts.swap('h1', version, {'spec': {'online': True}})
+
+    assert written['spec'] == {'online': True}
+    # The version read is gone: nothing written, read it again.
+    assert hosts.swap('h1', version, {'spec': {'online': False}}) is None
+    assert hosts.swap('h2', version, {'spec': {}}) is None
+    assert hosts.get('h1')['spec'] == {'online': True}

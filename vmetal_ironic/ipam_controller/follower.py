@@ -1,12 +1,13 @@
-"""The store follows the claims: a host a Machine claims gets its address,
-network-data Secret and outputs then, not only when Ironic prepares a PXE
-boot.
+"""The controller follows the claims: a host a Machine claims gets its
+address, network-data Secret and outputs then, not only when Ironic
+prepares a PXE boot.
 
 Ironic gives a host its network identity from the DHCP provider, which
 runs only when Ironic prepares a PXE/iPXE boot. A virtual-media boot on
 Metal3's stock hardware types never calls it, so a host claimed by a
-Machine and deployed that way would find no network data. The reconciler
-pass therefore also looks at every host a Machine claims
+Machine and deployed that way would find no network data. The controller
+(a host at a time, or a whole reconcile pass) therefore also looks at
+every host a Machine claims
 (``spec.consumerRef``) and, when that Machine holds no address yet or the
 host lacks the store's outputs, runs the very flow Ironic runs
 (:func:`vmetal_ironic.host_network.ensure`) for it: same property layers
@@ -68,8 +69,7 @@ def outputs_missing(host):
 def needs_network(view, held):
     """Whether the pass must give the host's Machine its network (pure).
 
-    :param view: the host's :class:`~vmetal_ironic.store.kubernetes.
-        reconciler.HostView`.
+    :param view: the host's :class:`~.reconciler.HostView`.
     :param held: the owners (as text) that hold an address.
     """
     if view.consumer is None or view.detached or view.deleting:
@@ -137,9 +137,9 @@ class Follower:
         :param hosts: ``{"<ns>/<name>": host}`` of hosts just read in full
             (a watch event), read again otherwise.
         :param sources: the property sources the caller holds (a
-            :class:`~.kube_properties.Sources`, e.g. from its informers);
-            listed once for all of ``views`` when ``None`` and any host
-            needs its network.
+            :class:`~vmetal_ironic.store.kubernetes.kube_properties.
+            Sources`, e.g. from its informers); listed once for all of
+            ``views`` when ``None`` and any host needs its network.
         :param notes: ``{"<ns>/<name>": note}``: annotations to write with
             a host's outputs (:attr:`~vmetal_ironic.store.base.Subject.
             note`).

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vmetal_ironic.store.kubernetes import reconciler as rec
+from vmetal_ironic.ipam_controller import reconciler as rec
 
 
 def claim(owner, host=None, retained=False, purpose='allocation'):

@@ -1,5 +1,6 @@
 """The claim-first protocol (:mod:`vmetal_ironic.store.kubernetes.
-allocation`) driven through the fake API at the interleavings and lost
+addresses`): the owner record's pure rules (what binds, what holds), then
+the protocol driven through the fake API at the interleavings and lost
 answers a real API server cannot be made to produce on demand: two
 writers at one candidate, a lost answer at the claim's create, at the
 record's bind and at the loser's delete, a writer stopped between its
@@ -11,12 +12,19 @@ import threading
 import pytest
 
 from tests.unit.store.kubernetes import cluster as cl
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic.ipam import pool as ipam_pool
-from vmetal_ironic.store.kubernetes import allocation
-from vmetal_ironic.store.kubernetes import owners
+from vmetal_ironic.ipam_controller import reconciler
+from vmetal_ironic.store.kubernetes import addresses
 
 POOL = ipam_pool.parse_pool('192.0.2.1/24')
 OWNER = 'Machine/m3/w0'
+OWNER_M0 = owner_mod.parse('Machine/ns/m0')
+CLAIM = {'kind': 'AddressClaim',
+         'metadata': {'name': 'default.192.0.2.7', 'uid': 'u1'},
+         'spec': {'scope': 'default', 'address': '192.0.2.7',
+                  'owner': 'Machine/ns/m0', 'purpose': 'allocation',
+                  'pool': '192.0.2.0/24'}}
 
 
 class Stopped(Exception):
@@ -42,6 +50,11 @@ def assert_bound(world):
         bound[name] = owner
     assert {name: obj['spec']['owner'] for name, obj in claims.items()} == (
         bound)
+
+
+def collect(store):
+    """The controller's collect step, run once on ``store``."""
+    return reconciler.Reconciler(store).collect()
 
 
 def warm(store):
@@ -150,7 +163,7 @@ def test_a_claim_left_by_a_stopped_writer_is_bound_by_the_collector():
     _stop_before_the_bind(world, store, OWNER)
     assert OWNER not in records(world)
 
-    assert store.reconciler.collect() == []
+    assert collect(store) == []
 
     assert_bound(world)
     # The owner's next allocation, from any process, finds it held.
@@ -168,7 +181,7 @@ def test_a_stopped_writers_claim_is_freed_when_its_owner_holds_another():
     got = other.allocate(POOL, OWNER).address
     assert got != '192.0.2.3'
 
-    freed = store.reconciler.collect()
+    freed = collect(store)
 
     assert [(a.owner, a.address) for a in freed] == [(OWNER, '192.0.2.3')]
     assert '192.0.2.3' not in world.claims()
@@ -205,14 +218,14 @@ def test_the_collector_never_frees_what_a_slow_writer_binds():
 
     world.kube.at('delete', cl.CLAIMS, action=release_then_let_the_writer_bind,
                   name='default.192.0.2.4')
-    assert controller.reconciler.collect() == []
+    assert collect(controller) == []
 
     assert done == {'got': '192.0.2.4'}
     assert world.claims() == {'192.0.2.2': 'Machine/m3/warm',
                               '192.0.2.4': OWNER}
     assert_bound(world)
     claim = world.kube.get(cl.CLAIMS, cl.NAMESPACE, 'default.192.0.2.4')
-    assert allocation.COLLECTING not in claim['metadata'].get(
+    assert addresses.COLLECTING not in claim['metadata'].get(
         'annotations', {})
 
 
@@ -225,9 +238,55 @@ def test_a_record_whose_claim_went_is_dropped_and_rebound():
     claim = world.kube.get(cl.CLAIMS, cl.NAMESPACE, 'default.192.0.2.3')
     world.kube._delete(cl.CLAIMS, cl.NAMESPACE, 'default.192.0.2.3', None)
     record = world.kube.items(cl.OWNERS, cl.NAMESPACE)[-1]
-    assert owners.binds(record, claim) and not owners.holds(record, None)
+    assert addresses.binds(record, claim) and not addresses.holds(record, None)
 
     assert store.get_allocation(OWNER) is None
     got = store.allocate(POOL, OWNER).address
     assert_bound(world)
     assert world.claims()[got] == OWNER
+
+
+# -- the owner record's pure rules ----------------------------------------
+
+
+def test_a_binding_names_the_claims_uid():
+    spec = addresses.binding(OWNER_M0, CLAIM)
+    assert spec == {'owner': 'Machine/ns/m0', 'claim': 'default.192.0.2.7',
+                    'claimUID': 'u1', 'address': '192.0.2.7',
+                    'purpose': 'allocation', 'pool': '192.0.2.0/24'}
+
+
+def test_a_record_holds_the_claim_of_its_uid_while_it_names_the_owner():
+    record = {'kind': 'AddressOwner',
+              'spec': addresses.binding(OWNER_M0, CLAIM)}
+    assert addresses.holds(record, CLAIM)
+    # The same address claimed anew (another UID): not this binding's.
+    again = dict(CLAIM, metadata={'name': 'default.192.0.2.7', 'uid': 'u2'})
+    assert not addresses.binds(record, again)
+    assert not addresses.holds(record, again)
+    # Handed to another owner: bound by UID, held by it no more.
+    handed = dict(CLAIM, spec=dict(CLAIM['spec'], owner='Machine/ns/m1'))
+    assert addresses.binds(record, handed)
+    assert not addresses.holds(record, handed)
+    assert not addresses.holds(record, None)
+    assert not addresses.holds(None, CLAIM)
+    # A declined inspection lease is held for nobody.
+    declined = dict(CLAIM, spec=dict(CLAIM['spec'], declined=True))
+    assert addresses.binds(record, declined)
+    assert not addresses.holds(record, declined)
+
+
+def test_a_record_of_the_old_form_binds_by_name_and_owner():
+    old = {'spec': {'owner': 'Machine/ns/m0', 'claim': 'default.192.0.2.7'}}
+    assert addresses.holds(old, CLAIM)
+    other = dict(CLAIM, spec=dict(CLAIM['spec'], owner='Machine/ns/m1'))
+    assert not addresses.binds(old, other)
+
+
+def test_records_and_claims_match_on_uid_and_owner():
+    record = {'kind': 'AddressOwner',
+              'spec': addresses.binding(OWNER_M0, CLAIM)}
+    assert addresses.key_of(record) == addresses.key_of(CLAIM) == (
+        'u1', 'Machine/ns/m0')
+    assert addresses.owner_of(CLAIM) == OWNER_M0
+    assert addresses.owner_of({'spec': {'owner': 'not an owner'}}) is None

@@ -25,21 +25,23 @@ The rules (:func:`verdict`, pure):
   gateways and reserved addresses) are not judged here;
 * a claim no AddressOwner record binds (its writer stopped between the
   claim's create and the record's bind, or before giving back a claim it
-  lost with) is settled by :func:`~.allocation.collect_claim`: bound to
-  its owner when the owner holds nothing else, freed when it does. No
-  clock decides it: a writer still on its way wins by taking the
-  collector's mark off (see :mod:`.allocation`). A record whose claim is
+  lost with) is settled by :func:`~vmetal_ironic.store.kubernetes.
+  addresses.collect_claim`: bound to its owner when the owner holds
+  nothing else, freed when it does. No clock decides it: a writer still
+  on its way wins by taking the collector's mark off (see
+  :mod:`vmetal_ironic.store.kubernetes.addresses`). A record whose claim is
   gone (a release stopped between its two deletes) holds nothing and is
   deleted exactly as read.
 
-After the releases the pass follows the claims (:mod:`.claims`): a host
-a Machine claims whose Machine holds no address yet, or that lacks the
-store's outputs, is given them as Ironic would give them at a PXE boot.
+After the releases the pass follows the claims (:mod:`.follower`): a
+host a Machine claims whose Machine holds no address yet, or that lacks
+the store's outputs, is given them as Ironic would give them at a PXE
+boot.
 
-The store starts no thread: ``vmetal-ipam-controller`` (one active replica,
-:mod:`vmetal_ironic.ipam_controller`) applies these rules host by host as
-events arrive, and :meth:`Reconciler.run_once` is a whole pass on demand
-(the CLI, tests, benchmarks).
+The controller (:mod:`.controller`, one active replica) applies these
+rules host by host as events arrive; :meth:`Reconciler.run_once` is a
+whole pass on demand (``KubernetesStore.reconcile()``: the CLI, tests,
+benchmarks).
 """
 
 import dataclasses
@@ -48,11 +50,9 @@ from oslo_log import log
 
 from vmetal_ironic import exception
 from vmetal_ironic import owner as owner_mod
+from vmetal_ironic.ipam_controller import follower as follower_mod
 from vmetal_ironic.store.kubernetes import addresses
-from vmetal_ironic.store.kubernetes import allocation
-from vmetal_ironic.store.kubernetes import claims as claims_mod
 from vmetal_ironic.store.kubernetes import kube_names as names
-from vmetal_ironic.store.kubernetes import owners as owners_mod
 
 LOG = log.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def view_of(host):
                     DETACHED in annotations or PAUSED in annotations,
                     mac=(host.get('spec') or {}).get('bootMACAddress'),
                     deleting=bool(metadata.get('deletionTimestamp')),
-                    outputs_missing=claims_mod.outputs_missing(host))
+                    outputs_missing=follower_mod.outputs_missing(host))
 
 
 def verdict(claim, hosts):
@@ -156,28 +156,27 @@ def _host_of(claim):
 def is_unbound(claim, bound):
     """Whether an owner's claim is bound by none of the records listed
     (pure): the collect step looks at it (see
-    :func:`~.allocation.collect_claim`).
+    :func:`~vmetal_ironic.store.kubernetes.addresses.collect_claim`).
 
     :param bound: the ``(claim UID, owner)`` pairs the owner records bind
-        (:func:`~.owners.key_of`).
+        (:func:`~vmetal_ironic.store.kubernetes.addresses.key_of`).
     """
     spec = addresses.spec_of(claim)
-    if spec.get('purpose') not in (addresses.PURPOSE_ALLOCATION,
-                                   addresses.PURPOSE_NETWORK_DATA):
+    if spec.get('purpose') not in (names.PURPOSE_ALLOCATION,
+                                   names.PURPOSE_NETWORK_DATA):
         return False
-    return owners_mod.key_of(claim) not in bound
+    return addresses.key_of(claim) not in bound
 
 
 class Reconciler:
-    """The rules applied for a :class:`~vmetal_ironic.store.kubernetes.
+    """The rules applied to a :class:`~vmetal_ironic.store.kubernetes.
     KubernetesStore`: a whole pass (:meth:`run_once`), one host
     (:meth:`settle_host`), the garbage (:meth:`collect`). It starts no
-    thread: ``vmetal-ipam-controller`` (:mod:`vmetal_ironic.ipam_controller`)
-    calls it."""
+    thread: the controller (:mod:`.controller`) calls it."""
 
     def __init__(self, store):
         self.store = store
-        self.follower = claims_mod.Follower(store)
+        self.follower = follower_mod.Follower(store)
         self.passes = 0
         self.failures = 0
         # Claims whose judgement raised, over all passes.
@@ -185,7 +184,7 @@ class Reconciler:
         # Claimed hosts given their network / rejected, over all passes.
         self.claims_followed = 0
         self.claims_rejected = 0
-        self.last_follow = claims_mod.FollowReport()
+        self.last_follow = follower_mod.FollowReport()
 
     def hosts(self):
         """``{"<ns>/<name>": HostView}``, listed page by page so memory
@@ -209,18 +208,24 @@ class Reconciler:
             LOG.warning('Cannot mark %(name)s retained: %(err)s',
                         {'name': name, 'err': exc})
 
+    def _listed(self):
+        """``(claims, records, bound)``: the scope's claims, listed before
+        its records (a claim bound since its listing is seen bound), and
+        the ``(claim UID, owner)`` pairs the records bind. Both lists are
+        kept whole for the pass, without the API server's managedFields,
+        which would be most of their memory."""
+        book = self.store.addresses
+        claims = book.all_claims(slim=True)
+        records = book.owners.all(slim=True)
+        return claims, records, {addresses.key_of(rec) for rec in records}
+
     def run_once(self):
         """One pass.
 
         :returns: the released :class:`~vmetal_ironic.store.base.Allocation`
             list.
         """
-        book = self.store.addresses
-        # Both kept whole for the pass: without the API server's
-        # managedFields, which would be most of their memory.
-        claims = book.all_claims(slim=True)
-        records = book.owners.all(slim=True)
-        bound = {owners_mod.key_of(record) for record in records}
+        claims, records, bound = self._listed()
         hosts = self.hosts()
         self.passes += 1
         released = []
@@ -239,7 +244,7 @@ class Reconciler:
                 continue
             if freed is not None:
                 released.append(freed)
-        live = {owners_mod.key_of(claim) for claim in claims}
+        live = {addresses.key_of(claim) for claim in claims}
         self._drop_stale(records, live)
         self._follow(hosts, records, live, released)
         return released
@@ -271,15 +276,11 @@ class Reconciler:
     def collect(self):
         """Settle the claims no record binds and delete the records that
         hold nothing (writers stopped half way): the controller's garbage
-        collection. Claims are listed before records, so a claim bound
-        since the listing is seen bound.
+        collection.
 
         :returns: the released allocations.
         """
-        book = self.store.addresses
-        claims = book.all_claims(slim=True)
-        records = book.owners.all(slim=True)
-        bound = {owners_mod.key_of(record) for record in records}
+        claims, records, bound = self._listed()
         released = []
         for claim in claims:
             if not is_unbound(claim, bound):
@@ -294,7 +295,7 @@ class Reconciler:
                 continue
             if freed is not None:
                 released.append(freed)
-        self._drop_stale(records, {owners_mod.key_of(claim)
+        self._drop_stale(records, {addresses.key_of(claim)
                                    for claim in claims})
         return released
 
@@ -302,12 +303,12 @@ class Reconciler:
         """Settle one unbound claim (as listed); the released allocation
         when it was freed, with the reservations of its address."""
         spec = addresses.spec_of(claim)
-        outcome = allocation.collect_claim(self.store.addresses, claim)
-        if outcome == allocation.ADOPTED:
+        outcome = addresses.collect_claim(self.store.addresses, claim)
+        if outcome == addresses.ADOPTED:
             LOG.info('Bound %(address)s to %(owner)s: its writer stopped '
                      'before binding it', {'address': spec.get('address'),
                                            'owner': spec.get('owner')})
-        if outcome != allocation.FREED:
+        if outcome != addresses.FREED:
             return None
         LOG.warning('Freed %(address)s: %(owner)s holds another address '
                     '(a writer stopped before giving this one back)',
@@ -375,21 +376,21 @@ class Reconciler:
         """
         book = self.store.addresses
         for record in records:
-            if owners_mod.key_of(record) in live:
+            if addresses.key_of(record) in live:
                 continue
             claim = book.read((record.get('spec') or {}).get('claim'))
-            if not owners_mod.holds(record, claim):
+            if not addresses.holds(record, claim):
                 book.owners.delete(record)
 
     def _follow(self, hosts, records, live, released):
-        """Give claimed hosts their network (see :mod:`.claims`).
+        """Give claimed hosts their network (see :mod:`.follower`).
 
         :param live: ``(claim name, owner)`` of the claims listed; a
             record naming none of them holds nothing.
         """
         gone = {freed.owner for freed in released}
-        held = {owners_mod.key_of(record)[1] for record in records
-                if owners_mod.key_of(record) in live} - gone
+        held = {addresses.key_of(record)[1] for record in records
+                if addresses.key_of(record) in live} - gone
         report = self.follower.follow(hosts, held)
         self.claims_followed += len(report.given)
         self.claims_rejected += len(report.rejected)

@@ -3,9 +3,9 @@ dicts."""
 
 import pytest
 
-from vmetal_ironic.store.kubernetes import claims
+from vmetal_ironic.ipam_controller import follower
+from vmetal_ironic.ipam_controller import reconciler as rec
 from vmetal_ironic.store.kubernetes import patches
-from vmetal_ironic.store.kubernetes import reconciler as rec
 
 OURS = 'vmetal-nd-baremetalhost-h'
 
@@ -29,7 +29,7 @@ def host(annotations=None, **spec):
           preprovisioningNetworkDataName='mine'), False),
 ])
 def test_outputs_missing(the_host, missing):
-    assert claims.outputs_missing(the_host) is missing
+    assert follower.outputs_missing(the_host) is missing
 
 
 def view(consumer='Machine/ns/m', detached=False, deleting=False,
@@ -51,7 +51,7 @@ def view(consumer='Machine/ns/m', detached=False, deleting=False,
     (view(deleting=True), set(), False),
 ])
 def test_needs_network(the_view, held, expected):
-    assert claims.needs_network(the_view, held) is expected
+    assert follower.needs_network(the_view, held) is expected
 
 
 def test_view_of_a_claimed_host_keeps_what_the_follower_needs():
