@@ -175,6 +175,22 @@ def _clear(core, namespace):
                        f'{BUDGET:.0f} s')
 
 
+def _fresh(core, custom, previous):
+    """Before a case: the previous case's namespace gone (when there is
+    one), and what the cluster holds said."""
+    if previous is not None:
+        print(f'  (namespace {previous} deleted and gone in '
+              f'{_clear(core, previous):.1f} s, outside the timing)')
+    print(f'  before: {_held(custom)}')
+
+
+def _ratio(rates, what):
+    if len(rates) > 1:
+        most, fewest = max(rates), min(rates)
+        print(f'  {most} {what} / {fewest}: '
+              f'{rates[most] / rates[fewest]:.2f}x')
+
+
 def _held(custom):
     """What the cluster holds of the store's kinds, for people: a list of
     one item per kind gives the rest's count."""
@@ -278,12 +294,13 @@ def _reservation(index, node='n'):
             ipxe_script_url='http://198.18.0.3:8080/boot.ipxe'))
 
 
-def _publish(cluster, core, in_flight):
+def _publish(cluster, core, in_flight, rates):
     """Publish ``HOSTS`` reservations into a new namespace through the
-    store's bulk publish with ``in_flight`` creates at once.
+    store's bulk publish with ``in_flight`` creates at once; print the
+    rate (kept in ``rates``) and where the CPU went.
 
-    :returns: ``(namespace, writer, published, skipped, elapsed, cpu)``;
-        the caller closes the writer.
+    :returns: ``(namespace, writer, published)``; the caller closes the
+        writer.
     """
     namespace = _namespace(core, f'vbench-res-{in_flight}-{os.getpid()}')
     writer = _store(cluster.settings(namespace=namespace))
@@ -308,7 +325,13 @@ def _publish(cluster, core, in_flight):
            for name in cpu_after}
     cpu['publisher'] = time.process_time() - own_before
     cpu['wall'] = elapsed
-    return namespace, writer, published, skipped, elapsed, cpu
+    rates[in_flight] = published / elapsed
+    print(f'publish {in_flight:>3} in flight: {published} at '
+          f'{rates[in_flight]:.0f}/s, {skipped} skipped, '
+          f'{writer.api.requests / max(published, 1):.2f} requests each '
+          f'(previous: {PREVIOUS["publish"]})')
+    print(_cpu_line(cpu, published, 'publish', 'publisher'))
+    return namespace, writer, published
 
 
 def reservations(cluster, core, custom):
@@ -324,23 +347,12 @@ def reservations(cluster, core, custom):
     namespace = writer = None
     try:
         for in_flight in levels:
-            if namespace is not None:
+            if writer is not None:
                 writer.close()
-                print(f'  (namespace {namespace} deleted and gone in '
-                      f'{_clear(core, namespace):.1f} s, outside the timing)')
-            print(f'  before: {_held(custom)}')
-            (namespace, writer, published, skipped, elapsed,
-             cpu) = _publish(cluster, core, in_flight)
-            rates[in_flight] = published / elapsed
-            print(f'publish {in_flight:>3} in flight: {published} at '
-                  f'{published / elapsed:.0f}/s, {skipped} skipped, '
-                  f'{writer.api.requests / max(published, 1):.2f} requests '
-                  f'each (previous: {PREVIOUS["publish"]})')
-            print(_cpu_line(cpu, published, 'publish', 'publisher'))
-        if len(rates) > 1:
-            most, fewest = max(rates), min(rates)
-            print(f'  {most} in flight / {fewest}: '
-                  f'{rates[most] / rates[fewest]:.2f}x')
+            _fresh(core, custom, namespace)
+            namespace, writer, published = _publish(cluster, core,
+                                                    in_flight, rates)
+        _ratio(rates, 'in flight')
 
         agent = _store(cluster.settings(namespace=namespace))
         try:
@@ -457,11 +469,8 @@ def main():
         rates = {}
         namespace = None
         for workers in CONCURRENCY if 'allocation' in CASES else ():
-            if namespace is not None:
-                # One fleet's claims and owners, not one per case.
-                print(f'  (namespace {namespace} deleted and gone in '
-                      f'{_clear(core, namespace):.1f} s, outside the timing)')
-            print(f'  before: {_held(custom)}')
+            # One fleet's claims and owners, not one per case.
+            _fresh(core, custom, namespace)
             (namespace, done, elapsed, requests, errors, local,
              cpu) = allocation(cluster, core, workers)
             rates[workers] = done / elapsed
@@ -472,10 +481,7 @@ def main():
             print(_cpu_line(cpu, done))
             if errors:
                 print(f'  errors, first: {errors[0]}')
-        if len(rates) > 1:
-            most, fewest = max(rates), min(rates)
-            print(f'  {most} allocators / {fewest}: '
-                  f'{rates[most] / rates[fewest]:.2f}x')
+        _ratio(rates, 'allocators')
         if 'reservations' in CASES:
             print('\nreservations')
             loaded, cold, memory, latencies = reservations(cluster, core,
