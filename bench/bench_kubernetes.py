@@ -262,9 +262,11 @@ def allocation(cluster, core, workers):
     return namespace, done, elapsed, requests, errors, local_rate, cpu
 
 
-def _cpu_line(cpu, done, what='allocation', client='allocators'):
-    """Where the CPU went: seconds per 1000 of ``what`` by process, and
-    how many of the machine's cores they kept busy together."""
+def _cpu_line(cpu, done, what='allocation', client='allocators',
+              whats=None):
+    """Where the CPU went: seconds per 1000 of ``what`` (plural
+    ``whats``) by process, and how many of the machine's cores they kept
+    busy together."""
     per = 1000 / max(done, 1)
     parts = [f'{name} {cpu.get(name, 0.0) * per:.1f} s'
              for name in ('kube-apiserver', 'etcd', client)]
@@ -275,8 +277,8 @@ def _cpu_line(cpu, done, what='allocation', client='allocators'):
     # With every core doing nothing else, the rate this CPU per
     # ``what`` allows.
     ceiling = os.cpu_count() / max(total / max(done, 1), 1e-9)
-    return (f'  CPU per 1000 {what}s: {", ".join(parts)}; together '
-            f'{busy:.2f} of {os.cpu_count()} cores busy over the run '
+    return (f'  CPU per 1000 {whats or what + "s"}: {", ".join(parts)}; '
+            f'together {busy:.2f} of {os.cpu_count()} cores busy over the run '
             f'(load average {os.getloadavg()[0]:.1f}); {os.cpu_count()} '
             f'cores at this CPU per {what}: {ceiling:.0f}/s at most')
 
@@ -330,7 +332,7 @@ def _publish(cluster, core, in_flight, rates):
           f'{rates[in_flight]:.0f}/s, {skipped} skipped, '
           f'{writer.api.requests / max(published, 1):.2f} requests each '
           f'(previous: {PREVIOUS["publish"]})')
-    print(_cpu_line(cpu, published, 'publish', 'publisher'))
+    print(_cpu_line(cpu, published, 'publish', 'publisher', 'publishes'))
     return namespace, writer, published
 
 
