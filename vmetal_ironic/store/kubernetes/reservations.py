@@ -38,9 +38,11 @@ LOG = log.getLogger(__name__)
 # What a label value may be (apimachinery IsValidLabelValue).
 _LABEL_VALUE = re.compile(r'^(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')
 SELECTOR = f'{names.LABEL_COMPONENT}={names.COMPONENT_RESERVATION}'
-# Creates a bulk publish keeps in flight. On the 2-core machine of the
-# README the API server's two cores are busy from about 4 on; more only
-# queue inside it (bench_kubernetes measures 1 against this).
+# Creates a bulk publish keeps in flight. On the README's 2-core machine
+# 4 already kept busy what cores the control plane had; 8 leaves room for
+# an API server with cores of its own, and stays far below what priority
+# and fairness lets one client queue (bench_kubernetes measures 1 against
+# this).
 IN_FLIGHT = 8
 # What the API server answers a body it refuses (the CRD's schema and
 # rules, a label value it does not allow): bad input, not trouble.
