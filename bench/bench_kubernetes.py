@@ -8,10 +8,13 @@ measures, for ``HOSTS`` (10,000) hosts in one /16:
   (``VMETAL_BENCH_ALLOCATORS``) released together, and API requests per
   allocation (claim create, owner record create, claim read back);
 * reservations: the publish rate of one writer (one DHCPReservation per
-  MAC), the agent's cold load of all of them (paged list into the agent's
-  ReservationCache), the change-to-agent latency (publish returns -> the
-  agent's cache, fed by its list-then-watch follower, holds it; p50/p99
-  over ``CHANGES`` changes) and the memory the loaded cache takes;
+  MAC) with 1 and with the store's bulk number of creates in flight
+  (``VMETAL_BENCH_IN_FLIGHT``, e.g. ``1,4,8``), each from an empty
+  namespace, and where the CPU per publish went; the agent's cold load
+  of all of them (paged list into the agent's ReservationCache), the
+  change-to-agent latency (publish returns -> the agent's cache, fed by
+  its list-then-watch follower, holds it; p50/p99 over ``CHANGES``
+  changes) and the memory the loaded cache takes;
 * one reconcile pass over ``HOSTS`` BareMetalHosts and their claims: time
   and peak Python memory.
 
@@ -20,6 +23,17 @@ ConfigMap store, README "Benchmarks"), and the allocation beside the local
 SQLite store measured in the same run. Every loop is bounded in count and
 in time (``BUDGET`` seconds per case): a case that runs out of time says
 how far it got.
+
+Each case starts from what a real 10,000-host cluster holds, not from
+what earlier cases left: an allocation case's namespace (10,000 claims
+and 10,000 owner records) is deleted, and the namespace controller's
+deletes waited for, before the next allocation case; the last one's stay
+(one fleet's) for the publishes and the reconcile pass. Each publish
+level's reservations go the same way before the next level. The bench
+prints the objects the cluster holds before each case: the API server's
+watch cache checks its consistency with etcd by listing every object of
+a kind (Kubernetes 1.34 and later), so what is left behind costs every
+later case.
 """
 
 import concurrent.futures
@@ -49,6 +63,11 @@ CONCURRENCY = tuple(int(n) for n in os.environ.get(
 CASES = frozenset(os.environ.get(
     'VMETAL_BENCH_CASES', 'allocation,reservations,reconcile').split(','))
 CIDR = '198.18.0.1/16'
+# Creates in flight per publish level (``VMETAL_BENCH_IN_FLIGHT``); the
+# default is 1 and the store's bulk publish's own number.
+IN_FLIGHT = os.environ.get('VMETAL_BENCH_IN_FLIGHT')
+# Reservations per bulk call (the budget is checked between calls).
+PUBLISH_CHUNK = 1000
 # A directory: kube-apiserver runs with profiling on, and a CPU profile of
 # PROFILE_SECONDS is taken during each allocation case and the publish
 # (``go tool pprof -top <file>`` reads them).
@@ -132,6 +151,60 @@ def _namespace(core, name):
     return name
 
 
+def _clear(core, namespace):
+    """Delete ``namespace`` and wait until the namespace controller has
+    deleted everything in it, so that none of its deletes land in the
+    next case's timing.
+
+    :returns: the seconds it took.
+    """
+    from kubernetes.client import exceptions as k8s_exceptions
+
+    started = time.monotonic()
+    core.delete_namespace(namespace)
+    limit = started + BUDGET
+    while time.monotonic() < limit:
+        try:
+            core.read_namespace(namespace)
+        except k8s_exceptions.ApiException as exc:
+            if exc.status == 404:
+                return time.monotonic() - started
+            raise
+        time.sleep(0.5)
+    raise RuntimeError(f'namespace {namespace} still there after '
+                       f'{BUDGET:.0f} s')
+
+
+def _fresh(core, custom, previous):
+    """Before a case: the previous case's namespace gone (when there is
+    one), and what the cluster holds said."""
+    if previous is not None:
+        print(f'  (namespace {previous} deleted and gone in '
+              f'{_clear(core, previous):.1f} s, outside the timing)')
+    print(f'  before: {_held(custom)}')
+
+
+def _ratio(rates, what):
+    if len(rates) > 1:
+        most, fewest = max(rates), min(rates)
+        print(f'  {most} {what} / {fewest}: '
+              f'{rates[most] / rates[fewest]:.2f}x')
+
+
+def _held(custom):
+    """What the cluster holds of the store's kinds, for people: a list of
+    one item per kind gives the rest's count."""
+    counts = []
+    for plural in ('addressclaims', 'addressowners', 'dhcpreservations'):
+        page = custom.list_cluster_custom_object(
+            'vmetal-ironic.io', 'v1alpha1', plural, limit=1)
+        metadata = page.get('metadata') or {}
+        count = len(page.get('items') or []) + int(
+            metadata.get('remainingItemCount') or 0)
+        counts.append(f'{plural} {count}')
+    return 'the cluster holds ' + ', '.join(counts)
+
+
 class _Profile:
     """With ``VMETAL_BENCH_PROFILE`` set, a CPU profile of kube-apiserver
     taken in a thread while the case runs, written as ``<name>.pprof``."""
@@ -189,92 +262,143 @@ def allocation(cluster, core, workers):
     return namespace, done, elapsed, requests, errors, local_rate, cpu
 
 
-def _cpu_line(cpu, done):
-    """Where the CPU went: seconds per 1000 allocations by process, and
-    how many of the machine's cores they kept busy together."""
+def _cpu_line(cpu, done, what='allocation', client='allocators',
+              whats=None):
+    """Where the CPU went: seconds per 1000 of ``what`` (plural
+    ``whats``) by process, and how many of the machine's cores they kept
+    busy together."""
     per = 1000 / max(done, 1)
     parts = [f'{name} {cpu.get(name, 0.0) * per:.1f} s'
-             for name in ('kube-apiserver', 'etcd', 'allocators')]
+             for name in ('kube-apiserver', 'etcd', client)]
     total = sum(cpu.get(name, 0.0) for name in
                 ('kube-apiserver', 'etcd', 'kube-controller-manager',
-                 'allocators'))
+                 client))
     busy = total / max(cpu['wall'], 1e-9)
     # With every core doing nothing else, the rate this CPU per
-    # allocation allows.
+    # ``what`` allows.
     ceiling = os.cpu_count() / max(total / max(done, 1), 1e-9)
-    return (f'  CPU per 1000 allocations: {", ".join(parts)}; together '
-            f'{busy:.2f} of {os.cpu_count()} cores busy over the run '
+    return (f'  CPU per 1000 {whats or what + "s"}: {", ".join(parts)}; '
+            f'together {busy:.2f} of {os.cpu_count()} cores busy over the run '
             f'(load average {os.getloadavg()[0]:.1f}); {os.cpu_count()} '
-            f'cores at this CPU per allocation: {ceiling:.0f}/s at most')
+            f'cores at this CPU per {what}: {ceiling:.0f}/s at most')
 
 
-def reservations(cluster, core):
+def _reservation(index, node='n'):
     from vmetal_ironic import reservation as reservation_mod
+
+    return reservation_mod.Reservation(
+        mac=_mac(index), address=f'198.18.{index >> 8 & 255}.'
+        f'{index & 255}', prefixlen=16, gateway='198.18.0.1',
+        dns_servers=('198.18.0.53',), hostname=f'h{index:05d}',
+        node=f'{node}-{index:05d}', lease_time=3600,
+        boot=reservation_mod.BootOptions(
+            bootfile='snponly.efi', tftp_server='198.18.0.3',
+            ipxe_script_url='http://198.18.0.3:8080/boot.ipxe'))
+
+
+def _publish(cluster, core, in_flight, rates):
+    """Publish ``HOSTS`` reservations into a new namespace through the
+    store's bulk publish with ``in_flight`` creates at once; print the
+    rate (kept in ``rates``) and where the CPU went.
+
+    :returns: ``(namespace, writer, published)``; the caller closes the
+        writer.
+    """
+    namespace = _namespace(core, f'vbench-res-{in_flight}-{os.getpid()}')
+    writer = _store(cluster.settings(namespace=namespace))
+    deadline = time.time() + BUDGET
+    published = skipped = 0
+    cpu_before = cluster.cpu_seconds()
+    own_before = time.process_time()
+    started = time.monotonic()
+    with _Profile(cluster, f'kube-apiserver-publish-{in_flight}'):
+        for first in range(0, HOSTS, PUBLISH_CHUNK):
+            if time.time() > deadline:
+                break
+            done = writer.reservations.publish_many(
+                [(_reservation(index), None) for index in
+                 range(first, min(HOSTS, first + PUBLISH_CHUNK))],
+                in_flight=in_flight)
+            published += done.count
+            skipped += len(done.skipped)
+    elapsed = time.monotonic() - started
+    cpu_after = cluster.cpu_seconds()
+    cpu = {name: cpu_after[name] - cpu_before.get(name, 0.0)
+           for name in cpu_after}
+    cpu['publisher'] = time.process_time() - own_before
+    cpu['wall'] = elapsed
+    rates[in_flight] = published / elapsed
+    print(f'publish {in_flight:>3} in flight: {published} at '
+          f'{rates[in_flight]:.0f}/s, {skipped} skipped, '
+          f'{writer.api.requests / max(published, 1):.2f} requests each '
+          f'(previous: {PREVIOUS["publish"]})')
+    print(_cpu_line(cpu, published, 'publish', 'publisher', 'publishes'))
+    return namespace, writer, published
+
+
+def reservations(cluster, core, custom):
+    """The publish levels (printed as they finish), then the agent's cold
+    load and the change-to-agent latency on the last level's
+    reservations."""
     from vmetal_ironic.dhcp_agent import cache as cache_mod
+    from vmetal_ironic.store.kubernetes import reservations as store_res
 
-    namespace = _namespace(core, f'vbench-res-{os.getpid()}')
-    settings = cluster.settings(namespace=namespace)
-    writer = _store(settings)
-    agent = _store(settings)
-
-    def reservation(index, node='n'):
-        return reservation_mod.Reservation(
-            mac=_mac(index), address=f'198.18.{index >> 8 & 255}.'
-            f'{index & 255}', prefixlen=16, gateway='198.18.0.1',
-            dns_servers=('198.18.0.53',), hostname=f'h{index:05d}',
-            node=f'{node}-{index:05d}', lease_time=3600,
-            boot=reservation_mod.BootOptions(
-                bootfile='snponly.efi', tftp_server='198.18.0.3',
-                ipxe_script_url='http://198.18.0.3:8080/boot.ipxe'))
-
+    levels = tuple(int(n) for n in (
+        IN_FLIGHT or f'1,{store_res.IN_FLIGHT}').split(','))
+    rates = {}
+    namespace = writer = None
     try:
-        deadline = time.time() + BUDGET
-        started = time.monotonic()
-        published = 0
-        with _Profile(cluster, 'kube-apiserver-publish'):
-            for index in range(HOSTS):
-                if time.time() > deadline:
-                    break
-                writer.publish_reservation(reservation(index))
-                published += 1
-        publish_rate = published / (time.monotonic() - started)
+        for in_flight in levels:
+            if writer is not None:
+                writer.close()
+            _fresh(core, custom, namespace)
+            namespace, writer, published = _publish(cluster, core,
+                                                    in_flight, rates)
+        _ratio(rates, 'in flight')
 
-        tracemalloc.start()
-        started = time.monotonic()
-        cache = cache_mod.ReservationCache()
-        poller = cache_mod.RevisionPoller(agent, cache, interval=10)
-        poller.refresh(force=True)
-        cold = time.monotonic() - started
-        memory = tracemalloc.get_traced_memory()[0]
-        tracemalloc.stop()
-        loaded = len(cache)
-
-        poller.start()
-        latencies = []
+        agent = _store(cluster.settings(namespace=namespace))
         try:
-            for change in range(CHANGES):
-                if time.time() > deadline + 120:
-                    break
-                index = change * 37 % published
-                updated = reservation(index, node=f'c{change}')
-                writer.publish_reservation(updated)
-                written = time.monotonic()
-                limit = written + 30
-                while True:
-                    binding = cache.get(updated.mac)
-                    if binding is not None and binding.node == updated.node:
+            tracemalloc.start()
+            started = time.monotonic()
+            cache = cache_mod.ReservationCache()
+            poller = cache_mod.RevisionPoller(agent, cache, interval=10)
+            poller.refresh(force=True)
+            cold = time.monotonic() - started
+            memory = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            loaded = len(cache)
+
+            poller.start()
+            latencies = []
+            deadline = time.time() + BUDGET
+            try:
+                for change in range(CHANGES):
+                    if time.time() > deadline:
                         break
-                    if time.monotonic() > limit:
-                        break
-                    time.sleep(0.001)
-                latencies.append(time.monotonic() - written)
+                    index = change * 37 % max(published, 1)
+                    updated = _reservation(index, node=f'c{change}')
+                    writer.publish_reservation(updated)
+                    written = time.monotonic()
+                    limit = written + 30
+                    while True:
+                        binding = cache.get(updated.mac)
+                        if (binding is not None
+                                and binding.node == updated.node):
+                            break
+                        if time.monotonic() > limit:
+                            break
+                        time.sleep(0.001)
+                    latencies.append(time.monotonic() - written)
+            finally:
+                poller.stop()
         finally:
-            poller.stop()
-        return (published, publish_rate, loaded, cold, memory, latencies)
+            agent.close()
+        return loaded, cold, memory, latencies
     finally:
-        writer.close()
-        agent.close()
-        core.delete_namespace(namespace)
+        if writer is not None:
+            writer.close()
+        if namespace is not None:
+            _clear(core, namespace)
 
 
 def _create_hosts(custom, namespace, count):
@@ -347,6 +471,8 @@ def main():
         rates = {}
         namespace = None
         for workers in CONCURRENCY if 'allocation' in CASES else ():
+            # One fleet's claims and owners, not one per case.
+            _fresh(core, custom, namespace)
             (namespace, done, elapsed, requests, errors, local,
              cpu) = allocation(cluster, core, workers)
             rates[workers] = done / elapsed
@@ -357,25 +483,21 @@ def main():
             print(_cpu_line(cpu, done))
             if errors:
                 print(f'  errors, first: {errors[0]}')
-        if len(rates) > 1:
-            most, fewest = max(rates), min(rates)
-            print(f'  {most} allocators / {fewest}: '
-                  f'{rates[most] / rates[fewest]:.2f}x')
-        if 'reservations' not in CASES:
+        _ratio(rates, 'allocators')
+        if 'reservations' in CASES:
+            print('\nreservations')
+            loaded, cold, memory, latencies = reservations(cluster, core,
+                                                           custom)
+            latencies.sort()
+            p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
+            print(f'  agent cold load of {loaded}: {cold:.2f} s, '
+                  f'{memory / 2 ** 20:.1f} MiB in the cache '
+                  f'(previous: {PREVIOUS["cold load"]})')
+            print(f'  change to agent over {len(latencies)} changes: p50 '
+                  f'{statistics.median(latencies) * 1000:.0f} ms, p99 '
+                  f'{p99 * 1000:.0f} ms (previous: {PREVIOUS["latency"]})')
+        if 'reconcile' not in CASES or namespace is None:
             return
-
-        (published, rate, loaded, cold, memory,
-         latencies) = reservations(cluster, core)
-        latencies.sort()
-        p99 = latencies[max(0, int(len(latencies) * 0.99) - 1)]
-        print(f'\nreservations: {published} published at {rate:.0f}/s '
-              f'(previous: {PREVIOUS["publish"]})')
-        print(f'  agent cold load of {loaded}: {cold:.2f} s, '
-              f'{memory / 2 ** 20:.1f} MiB in the cache '
-              f'(previous: {PREVIOUS["cold load"]})')
-        print(f'  change to agent over {len(latencies)} changes: p50 '
-              f'{statistics.median(latencies) * 1000:.0f} ms, p99 '
-              f'{p99 * 1000:.0f} ms (previous: {PREVIOUS["latency"]})')
 
         elapsed, peak, released, requests = reconcile(cluster, custom,
                                                       namespace, HOSTS)

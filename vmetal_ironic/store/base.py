@@ -73,6 +73,21 @@ class ReservationChange:
 
 
 @dataclasses.dataclass(frozen=True)
+class Published:
+    """What :meth:`Store.publish_reservations` did.
+
+    :ivar count: the reservations that stand as asked (written by this
+        call, or found already so).
+    :ivar skipped: ``(mac, reason)`` of each reservation the store
+        refused as bad input (one line naming the value); the others were
+        published all the same.
+    """
+
+    count: int
+    skipped: tuple = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class InspectionLease:
     """An address of the shared inspection range held for one MAC.
 
@@ -110,6 +125,16 @@ class LeaseChange:
     changed: InspectionLease | None = None
     removed: str | None = None
     rejected: str | None = None
+
+
+def last_per_mac(items):
+    """``(reservation, owner)`` pairs with one per MAC, the last given
+    (what publishing them one after the other would leave), in the order
+    the MACs first appear."""
+    wanted = {}
+    for reservation, owner in items:
+        wanted[reservation.mac] = (reservation, owner)
+    return list(wanted.values())
 
 
 class Store(abc.ABC):
@@ -217,6 +242,24 @@ class Store(abc.ABC):
             :class:`~vmetal_ironic.owner.Owner`) the reservation belongs to,
             so that releasing it withdraws the reservation.
         """
+
+    def publish_reservations(self, items):
+        """Publish many reservations: :meth:`publish_reservation` for each
+        ``(reservation, owner)`` pair, the last one winning for a MAC
+        named twice.
+
+        The default publishes one after the other; the Kubernetes store
+        keeps a few creates in flight. A reservation the store refuses as
+        bad input is skipped and reported; any other failure stops the
+        call (what was published stays: publishing again is harmless).
+
+        :returns: :class:`Published`.
+        """
+        count = 0
+        for reservation, owner in last_per_mac(items):
+            self.publish_reservation(reservation, owner=owner)
+            count += 1
+        return Published(count)
 
     @abc.abstractmethod
     def withdraw_reservation(self, mac):

@@ -12,6 +12,7 @@ from tests.functional import kube
 from vmetal_ironic.lab.observe import wait_for
 from vmetal_ironic import exception
 from vmetal_ironic import host_network
+from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
 from vmetal_ironic import reservation as reservation_mod
 from vmetal_ironic.ipam import errors as ipam_errors
@@ -371,6 +372,46 @@ def test_reservations_publish_list_follow_withdraw(admin, namespace,
     steps = [(c.changed.mac if c.changed else None, c.removed)
              for c in seen if c.changed or c.removed]
     assert steps == [(mac_of(1), None), (mac_of(2), None), (None, mac_of(1))]
+
+
+def test_many_reservations_published_in_flight_bad_one_skipped(
+        admin, namespace, make_store):
+    """A bulk publish keeps several creates in flight on the real API
+    server; a body it refuses (``spec.node`` over the CRD's 253
+    characters) is skipped and named, the others published; one already
+    as wanted is not written, one that differs is replaced."""
+    store = make_store()
+
+    def res(index, address=None, node=None):
+        return reservation_mod.Reservation(
+            mac=mac_of(index), address=address or f'192.0.2.{index + 2}',
+            prefixlen=24, node=node or f'n{index}')
+
+    store.publish_reservation(res(0), owner=owner_of(namespace, 'h0'))
+    store.publish_reservation(res(1, address='192.0.2.250'))
+    before = {o['metadata']['name']: o['metadata']['resourceVersion']
+              for o in admin.reservations(namespace)}
+    items = [(res(index), owner_of(namespace, f'h{index}'))
+             for index in range(40)]
+    items[7] = (res(7, node='x' * 300), None)
+    published = store.publish_reservations(items)
+
+    assert published.count == 39
+    [(mac, reason)] = published.skipped
+    assert mac == mac_of(7)
+    assert '422' in reason and 'spec.node' in reason
+    assert store.list_reservations() == [res(index) for index in range(40)
+                                         if index != 7]
+    after = {o['metadata']['name']: o['metadata']['resourceVersion']
+             for o in admin.reservations(namespace)}
+    name = mac_of(0).replace(':', '-')
+    assert after[name] == before[name]
+    # Labelled with their owners, so a release withdraws them.
+    labels = {o['metadata']['name']: o['metadata']['labels']
+              for o in admin.reservations(namespace)}
+    assert labels[mac_of(3).replace(':', '-')][
+        kube_names.LABEL_OWNER] == owner_mod.parse(
+        owner_of(namespace, 'h3')).label
 
 
 def test_node_type_change_is_not_pinned_by_written_annotations(

@@ -99,6 +99,19 @@ def test_reservations_round_trip_and_revision(store):
     assert store.list_reservations() == []
 
 
+def test_many_reservations_published_the_last_for_a_mac_winning(store):
+    def res(mac, address):
+        return reservation_mod.Reservation(mac=mac, address=address,
+                                           prefixlen=24)
+    published = store.publish_reservations([
+        (res('52:54:00:00:00:01', '192.0.2.2'), None),
+        (res('52:54:00:00:00:02', '192.0.2.3'), 'Machine/ns/b'),
+        (res('52:54:00:00:00:01', '192.0.2.4'), None)])
+    assert (published.count, published.skipped) == (2, ())
+    assert [(r.mac, r.address) for r in store.list_reservations()] == [
+        ('52:54:00:00:00:01', '192.0.2.4'), ('52:54:00:00:00:02', '192.0.2.3')]
+
+
 def test_corrupt_reservation_row_is_skipped(store, tmp_path):
     store.publish_reservation(reservation_mod.Reservation(
         mac='52:54:00:00:00:02', address='192.0.2.3', prefixlen=24))

@@ -295,16 +295,27 @@ class KubernetesStore(base.Store):
 
     # -- reservations -------------------------------------------------------
 
-    def publish_reservation(self, reservation, owner=None):
-        holder = None
+    @staticmethod
+    def _reservation_owner(owner):
+        """The owner a reservation is labelled with: a subject's, a text
+        owner's, or none (a text that is no owner)."""
         if isinstance(owner, base.Subject):
-            holder = owner.owner
-        elif owner is not None:
+            return owner.owner
+        if owner is not None:
             try:
-                holder = owner_mod.parse(owner)
+                return owner_mod.parse(owner)
             except exception.InvalidProperty:
-                holder = None
-        self.reservations.publish(reservation, holder)
+                return None
+        return None
+
+    def publish_reservation(self, reservation, owner=None):
+        self.reservations.publish(reservation,
+                                  self._reservation_owner(owner))
+
+    def publish_reservations(self, items):
+        return self.reservations.publish_many(
+            (reservation, self._reservation_owner(owner))
+            for reservation, owner in items)
 
     @property
     def skipped_reservations(self):

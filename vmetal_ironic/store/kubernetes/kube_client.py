@@ -33,6 +33,11 @@ LOG = log.getLogger(__name__)
 # 0 is what the client reports for a TLS failure (e.g. a connection torn
 # down mid-handshake while the API server stops).
 RETRY_STATUSES = frozenset({0, 429, 500, 502, 503, 504})
+# Connections to the API server kept open for re-use (urllib3's pool per
+# host): at least as many as a bulk publish keeps requests in flight
+# (:mod:`.bulk`), so that none of them opens and closes a TLS connection
+# per request. The client's default is 5 per CPU the process sees.
+CONNECTIONS = 16
 
 
 class ApiError(exception.PermanentError):
@@ -81,6 +86,15 @@ def _describe_api_exception(exc):
     if not isinstance(details, dict):
         details = {}
     return reason, ' '.join(str(message).split()), details
+
+
+def _retry_after(exc):
+    """Seconds an answer's ``Retry-After`` header asks for (``0`` when it
+    names none: kube-apiserver sends whole seconds)."""
+    try:
+        return max(0.0, float((exc.headers or {}).get('Retry-After')))
+    except (TypeError, ValueError, AttributeError):
+        return 0.0
 
 
 # What to fix, by status, for the errors only the deployment can fix.
@@ -172,12 +186,17 @@ class Api:
     def __init__(self, group, configuration=None):
         self.group = group
         self.configuration = configuration or build_configuration(group)
+        self.configuration.connection_pool_maxsize = max(
+            self.configuration.connection_pool_maxsize or 0, CONNECTIONS)
         self.client = k8s_client.ApiClient(self.configuration)
         self.core = k8s_client.CoreV1Api(self.client)
         self.custom = k8s_client.CustomObjectsApi(self.client)
         self.timeout = (group.connect_timeout, group.request_timeout)
         self._lock = threading.Lock()
         self.requests = 0
+        # Until when (monotonic clock) the API server asked this client to
+        # send nothing (a 429 answer's Retry-After): every thread waits.
+        self._quiet_until = 0.0
 
     @property
     def host(self):
@@ -186,6 +205,24 @@ class Api:
     def _count(self):
         with self._lock:
             self.requests += 1
+
+    def _quiet(self, seconds):
+        """The API server said to come back in ``seconds`` (429): no
+        thread of this client sends before then."""
+        with self._lock:
+            self._quiet_until = max(self._quiet_until,
+                                    time.monotonic() + seconds)
+
+    def _wait_quiet(self):
+        """Wait out a pause the API server asked for, within the
+        operation's deadline."""
+        with self._lock:
+            wait = self._quiet_until - time.monotonic()
+        left = deadline.remaining()
+        if left is not None:
+            wait = min(wait, left)
+        if wait > 0:
+            time.sleep(wait)
 
     def call(self, what, func, *args, **kwargs):
         """Run one API call with the timeout and retry policy.
@@ -211,6 +248,7 @@ class Api:
                     f'deadline is spent after {attempt - 1} attempt(s)'
                     f'{", last: " + last if last else ""}; the API server '
                     'is slow or down', retry_after=1.0)
+            self._wait_quiet()
             kwargs['_request_timeout'] = _shortened(timeout, left)
             tried = attempt
             self._count()
@@ -237,6 +275,13 @@ class Api:
                         f'{exc.status} {reason}: {message}',
                         exc.status, reason, details) from None
                 last = f'HTTP {exc.status} {reason}'
+                if exc.status == 429:
+                    # Priority and fairness (or the max-in-flight filter)
+                    # turned the request away: the whole client holds
+                    # back for as long as the server asked, its own
+                    # backoff included.
+                    self._quiet(min(max(_retry_after(exc), delay),
+                                    self.group.retry_backoff_max))
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 # Connection refused/reset, TLS failures and timeouts all
                 # surface as urllib3 errors (or OSError underneath).

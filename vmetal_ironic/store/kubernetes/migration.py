@@ -108,7 +108,7 @@ def _migrate_pool(store, configmap):
 
 def _migrate_reservations(store, configmap):
     source = f'ConfigMap {store.namespace}/{configmap.metadata.name}'
-    steps = []
+    steps, wanted = [], []
     current = {r.mac: r for r in store.list_reservations()}
     for key, text in sorted((configmap.data or {}).items()):
         try:
@@ -124,9 +124,16 @@ def _migrate_reservations(store, configmap):
             steps.append(Step(source, found.mac, PRESENT,
                               'a newer reservation exists'))
             continue
-        store.reservations.publish(found)
+        wanted.append(found)
         steps.append(Step(source, found.mac, CREATED))
-    return steps
+    # Published a few at a time (a fleet's reservations are thousands);
+    # what the API server refuses is reported instead of created.
+    refused = dict(store.reservations.publish_many(
+        (found, None) for found in wanted).skipped)
+    return [dataclasses.replace(step, outcome=INVALID,
+                                detail=refused[step.key])
+            if step.outcome == CREATED and step.key in refused else step
+            for step in steps]
 
 
 def migrate(store, delete=False):

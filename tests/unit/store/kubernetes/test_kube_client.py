@@ -140,3 +140,47 @@ def test_13_an_operations_deadline_bounds_every_call_and_its_retries():
     with deadline.within(0), pytest.raises(exception.StoreUnavailable, match='deadline'):
         api.call('get thing', unavailable)
     assert len(timeouts) == 1
+
+
+def too_many(retry_after):
+    exc = api_exception(429, 'TooManyRequests')
+    exc.headers = {'Retry-After': retry_after}
+    return exc
+
+
+def test_a_429_holds_back_every_thread_of_the_client_as_long_as_asked(
+        monkeypatch):
+    """Priority and fairness answers 429 with Retry-After: no request of
+    the client goes out before then, bounded by retry_backoff_max."""
+    api = make_api(max_retries=2)
+    api.group.retry_backoff_max = 8.0
+    slept = []
+    # Sleeping is observed, not done (no time passes in the test).
+    monkeypatch.setattr(kube_client.time, 'sleep', slept.append)
+
+    assert api.call('create thing', failing(too_many('3'))) == 'ok'
+    assert api.requests == 2
+    assert 2.9 < max(slept) <= 3.0
+    # Another call (another thread's) waits out the same pause.
+    slept.clear()
+    assert api.call('get other', failing()) == 'ok'
+    assert 2.9 < max(slept) <= 3.0
+
+    api = make_api(max_retries=1)
+    api.group.retry_backoff_max = 8.0
+    slept.clear()
+    assert api.call('create thing', failing(too_many('60'))) == 'ok'
+    assert 7.9 < max(slept) <= 8.0   # the bound, not a minute
+
+
+def test_a_429_without_retry_after_backs_off_as_any_retry(monkeypatch):
+    api = make_api(max_retries=1)
+    slept = []
+    monkeypatch.setattr(kube_client.time, 'sleep', slept.append)
+    assert api.call('create thing', failing(too_many(None))) == 'ok'
+    assert all(pause == 0 for pause in slept)
+
+
+def test_the_client_keeps_a_connection_per_request_a_bulk_keeps_in_flight():
+    assert make_api().configuration.connection_pool_maxsize >= (
+        kube_client.CONNECTIONS)
