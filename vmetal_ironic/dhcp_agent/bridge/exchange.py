@@ -453,7 +453,9 @@ class Exchange:
             if target is None:
                 raise _Cut()
             try:
-                await splice.send_file(fd, target, offset, count, timeout)
+                await splice.send_file(fd, target, offset, count, timeout,
+                                       getattr(self.listener, 'sender',
+                                               None))
             except (splice.ShortBody, asyncio.TimeoutError, OSError):
                 raise _Cut() from None
         else:
