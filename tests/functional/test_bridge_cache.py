@@ -9,7 +9,7 @@ curl and a real HTTP server upstream.
   ``If-Modified-Since``; its access log tells 200 from 304).
 
 The agent keeps copies within 20 MiB (``cache_max_bytes``): two of the
-8 MiB files at most.
+8 MiB files at most, sent by two threads (``cache_send_threads``).
 """
 
 import hashlib
@@ -111,6 +111,7 @@ def net(tmp_path_factory):
             callback_address = {AGENT_CLUSTER}
             cache_dir = {copies}
             cache_max_bytes = {BUDGET}
+            cache_send_threads = 2
             """)
         yield Net(lab, agent, machine_ns, root, access_log, copies)
     finally:
@@ -225,8 +226,8 @@ def _at_once(net, name, count):
 
 
 def test_many_at_once_get_the_copy_then_the_change(net):
-    """Ten servers at once on a current copy (sent by the agent's sending
-    threads, its default), then the file changes upstream and ten more at
+    """Ten servers at once on a current copy (sent by the agent's two
+    sending threads), then the file changes upstream and ten more at
     once: each gets what Ironic holds when it asks, none the old copy
     after the change."""
     old = net.put_digest('many.img', 8 * MIB)
