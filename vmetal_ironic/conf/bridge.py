@@ -181,7 +181,7 @@ opts = [
                     'none), so the kernel\'s sending work for many '
                     'downloads spreads over that many CPUs. 0 sends them '
                     'from the bridge\'s event loop thread (one CPU). On a '
-                    'shared 2-core machine 2 threads were 0.75x to 1.3x '
+                    'shared 2-core machine 2 threads were 0.75x to 1.22x '
                     'as fast as 0: measure before turning it on.'),
 ]
 
