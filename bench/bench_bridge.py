@@ -20,13 +20,22 @@ nothing else (the ceiling any relay there can reach); "same-L2" is curl
 in the machine's namespace fetching from a second busybox httpd in the
 agent's namespace on its provisioning address (Ironic's server on the
 servers' L2: the same path as the agent's answers, the lab bridge
-included, which "direct" does not cross). Rounds rotate (direct, cold,
-warm, relay, same-L2, cold, warm, ...) so a change in the machine's load
-hits all alike; medians are printed with the ratios to
-direct, the agent's CPU seconds per GiB it sent (its own user and system
-time, which the machine's load does not change as it changes rates; TCP
-work done in softirq is not counted), and the agent's resident memory
-before the first 20-client round and its peak after the last.
+included, which "direct" does not cross); "direct-L2" is curl in the
+machine's namespace fetching from Ironic's own namespace, which has a leg
+on the provisioning L2 for this peer only (198.51.100.3, a second busybox
+httpd there serving the same root): the ramdisk straight from Ironic's
+HTTP server as a server on that L2 gets it when no agent stands between,
+the same links crossed as the agent's answers. Rounds rotate (direct,
+direct-L2, cold, warm, relay, same-L2, direct-L2, ...) so a change in the
+machine's load hits all alike; medians are printed with the ratios to
+direct and to direct-L2, the agent's CPU seconds per GiB it sent (its own
+user and system time, which the machine's load does not change as it
+changes rates; TCP work done in softirq is not counted), and the agent's
+resident memory before the first 20-client round and its peak after the
+last. First, the median time of a warm ``HEAD`` through the agent (its
+conditional request to Ironic and the 304 included) against a ``HEAD``
+straight from Ironic across the L2: what the revalidation adds to each
+download.
 """
 
 import os
@@ -48,8 +57,12 @@ AGENT = str(pathlib.Path(sys.executable).parent / 'vmetal-dhcp-agent')
 IRONIC = '203.0.113.1'
 AGENT_CLUSTER = '203.0.113.2'
 AGENT_L2 = '198.51.100.1'
+IRONIC_L2 = '198.51.100.3'
 MACHINE = '198.51.100.20'
 ROUNDS = int(os.environ.get('VMETAL_BENCH_BRIDGE_ROUNDS', '4'))
+#: ``[vmetal_bridge]cache_send_threads`` of the agent (its default if
+#: unset; 0 sends the copies from the event loop's thread).
+SEND_THREADS = os.environ.get('VMETAL_BENCH_BRIDGE_SEND_THREADS')
 CACHE = pathlib.Path(os.environ.get(
     'VMETAL_CACHE', pathlib.Path.home() / '.cache' / 'vmetal-ironic'))
 
@@ -82,6 +95,31 @@ def _clients(topology, namespace, url, count, size):
     return elapsed
 
 
+def _head_ms(namespace, url, count=40):
+    """Median milliseconds of ``count`` sequential ``HEAD`` requests."""
+    argv = ['ip', 'netns', 'exec', namespace, 'curl', '-sS', '-I',
+            '--max-time', '10', '-w', '%{time_total}\\n']
+    # -o names the output of the URL after it, so one for each.
+    out = subprocess.run(argv + ['-o', '/dev/null', url] * count,
+                         capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return statistics.median(float(line) for line in out.split()) * 1000
+
+
+def _leg_on_l2(topology, namespace, address):
+    """A veth from ``namespace`` (off the bridge until now) to the lab's
+    L2, for a peer only: the two-network lab itself never has one."""
+    inner, outer = topology.prefix + 'kl', topology.prefix + 'kb'
+    netns.run('ip', 'link', 'add', inner, 'type', 'veth', 'peer', 'name',
+              outer)
+    netns.run('ip', 'link', 'set', outer, 'netns', topology.hub)
+    netns.run('ip', 'link', 'set', inner, 'netns', namespace)
+    netns.run('ip', '-n', topology.hub, 'link', 'set', outer, 'master',
+              'br0', 'up')
+    netns.run('ip', '-n', namespace, 'addr', 'add', address, 'dev', inner)
+    netns.run('ip', '-n', namespace, 'link', 'set', inner, 'up')
+
+
 def _warm(topology, namespace, url, size):
     """Make sure the agent holds a current copy before a warm round (a
     cold round's 20 clients may all have been relayed while one filled;
@@ -111,6 +149,7 @@ def main():
         ironic_ns = topology.namespace('k')
         topology.wire(agent_ns, ironic_ns, f'{AGENT_CLUSTER}/24',
                       f'{IRONIC}/24')
+        _leg_on_l2(topology, ironic_ns, f'{IRONIC_L2}/24')
         root = workdir / 'httproot'
         root.mkdir()
         ramdisk, what = _ramdisk(root)
@@ -118,6 +157,10 @@ def main():
         topology.spawn(ironic_ns, ['busybox', 'httpd', '-f', '-p',
                                    f'{IRONIC}:8080', '-h', str(root)],
                        'httpd.log')
+        # Ironic's server seen across the L2 (direct-L2).
+        topology.spawn(ironic_ns, ['busybox', 'httpd', '-f', '-p',
+                                   f'{IRONIC_L2}:8080', '-h', str(root)],
+                       'httpd-ironic-l2.log')
         # The same server where the agent is, on the provisioning L2: what
         # the machine gets when Ironic shares its L2 (the same path as the
         # agent's answers, the bridge br0 included).
@@ -141,7 +184,8 @@ def main():
             ironic_api_url = http://{IRONIC}:6385
             callback_address = {AGENT_CLUSTER}
             cache_dir = {workdir / 'copies'}
-            """))
+            """) + (f'cache_send_threads = {SEND_THREADS}\n'
+                    if SEND_THREADS else ''))
         log = workdir / 'net' / 'agent.log'
         relay_log = workdir / 'net' / 'relay.log'
         relay = topology.spawn(agent_ns, [
@@ -158,6 +202,8 @@ def main():
             failed=lambda: relay.poll() is not None, what='relay start')
         bridged = f'http://{AGENT_L2}:8080/{ramdisk.name}'
         urls = {'direct': (agent_ns, f'http://{IRONIC}:8080/{ramdisk.name}'),
+                'direct-L2': (machine_ns,
+                              f'http://{IRONIC_L2}:8080/{ramdisk.name}'),
                 'cold': (machine_ns, bridged),
                 'warm': (machine_ns, bridged),
                 'relay': (machine_ns,
@@ -166,14 +212,23 @@ def main():
                             f'http://{AGENT_L2}:8091/{ramdisk.name}')}
         kinds = tuple(urls)
         print(f'file: {what}, {size / 2**20:.1f} MiB; {ROUNDS} rounds each, '
-              'alternating; throughput = clients x size / time to the last')
+              'alternating; throughput = clients x size / time to the last; '
+              f'load average {os.getloadavg()[0]:.1f} at the start; agent '
+              f'cache_send_threads {SEND_THREADS or "default"}')
+        _warm(topology, machine_ns, bridged, size)
+        _warm(topology, machine_ns, bridged, size)
+        print(f'HEAD, median of 40: warm through the agent '
+              f'{_head_ms(machine_ns, bridged):.2f} ms (its conditional '
+              f'request to Ironic included), straight from Ironic across '
+              f'the L2 {_head_ms(*urls["direct-L2"]):.2f} ms')
         rss_before = None
         moved = time.time() - 3600
         for clients in (1, 20):
             times = {kind: [] for kind in kinds}
             agent_cpu = {'cold': 0.0, 'warm': 0.0}
             for index in range(ROUNDS):
-                order = kinds[index % 5:] + kinds[:index % 5]
+                turn = index % len(kinds)
+                order = kinds[turn:] + kinds[:turn]
                 for kind in order:
                     if kind in agent_cpu and clients == 20 \
                             and rss_before is None:
@@ -197,7 +252,10 @@ def main():
                               for t in times.values())
             gib = ROUNDS * clients * size / 2**30
             print(f'{clients:2d} client(s): direct {rates["direct"]:7.1f} '
-                  f'MiB/s, cold {rates["cold"]:7.1f} MiB/s '
+                  f'MiB/s, direct-L2 {rates["direct-L2"]:7.1f} MiB/s '
+                  f'({rates["direct-L2"] / rates["direct"]:.2f}x direct; '
+                  f'warm {rates["warm"] / rates["direct-L2"]:.2f}x '
+                  f'direct-L2), cold {rates["cold"]:7.1f} MiB/s '
                   f'({rates["cold"] / rates["direct"]:.2f}x direct, '
                   f'{agent_cpu["cold"] / gib:.2f} agent CPU s/GiB), warm '
                   f'{rates["warm"]:7.1f} MiB/s '
@@ -208,7 +266,8 @@ def main():
                   f'same-L2 {rates["same-L2"]:7.1f} MiB/s '
                   f'({rates["same-L2"] / rates["direct"]:.2f}x direct; warm '
                   f'{rates["warm"] / rates["same-L2"]:.2f}x same-L2); '
-                  f'spreads direct/cold/warm/relay/same-L2 {spread} s')
+                  f'spreads {"/".join(kinds)} {spread} s; load average '
+                  f'{os.getloadavg()[0]:.1f}')
         peak = _status(agent.pid, 'VmHWM')
         print(f'agent RSS: {rss_before / 1024:.1f} MiB before the 20-client '
               f'rounds, peak {peak / 1024:.1f} MiB '

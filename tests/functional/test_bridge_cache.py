@@ -9,7 +9,7 @@ curl and a real HTTP server upstream.
   ``If-Modified-Since``; its access log tells 200 from 304).
 
 The agent keeps copies within 20 MiB (``cache_max_bytes``): two of the
-8 MiB files at most.
+8 MiB files at most, sent by two threads (``cache_send_threads``).
 """
 
 import hashlib
@@ -111,6 +111,7 @@ def net(tmp_path_factory):
             callback_address = {AGENT_CLUSTER}
             cache_dir = {copies}
             cache_max_bytes = {BUDGET}
+            cache_send_threads = 2
             """)
         yield Net(lab, agent, machine_ns, root, access_log, copies)
     finally:
@@ -208,3 +209,37 @@ def test_budget_evicts_the_least_recently_used_copy(net):
     misses = net.count('requests', 'miss')
     assert net.get('x.img') == files['x.img']
     assert net.count('requests', 'miss') == misses + 1
+
+
+def _at_once(net, name, count):
+    """``count`` curls started together on the machine: their digests."""
+    argv = ['ip', 'netns', 'exec', net.machine_ns, 'curl', '-sS', '-f',
+            f'http://{AGENT}:8080/{name}']
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE)
+             for _ in range(count)]
+    digests = []
+    for proc in procs:
+        body = proc.communicate(timeout=60)[0]
+        digests.append(hashlib.sha256(body).hexdigest()
+                       if proc.returncode == 0 else None)
+    return digests
+
+
+def test_many_at_once_get_the_copy_then_the_change(net):
+    """Ten servers at once on a current copy (sent by the agent's two
+    sending threads), then the file changes upstream and ten more at
+    once: each gets what Ironic holds when it asks, none the old copy
+    after the change."""
+    old = net.put_digest('many.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('many.img') == old
+    _published(net, before + 1)
+    hits = net.count('requests', 'hit')
+    assert _at_once(net, 'many.img', 10) == [old] * 10
+    assert net.count('requests', 'hit') == hits + 10
+    new = net.put_digest('many.img', 8 * MIB, seed=b'v2')
+    now = time.time() - 5
+    os.utime(net.root / 'many.img', (now, now))
+    changed = net.count('requests', 'changed')
+    assert _at_once(net, 'many.img', 10) == [new] * 10
+    assert net.count('requests', 'changed') > changed

@@ -44,6 +44,9 @@ class BridgeConfig:
     cache_dir: str = None
     #: Their budget in bytes.
     cache_max_bytes: int = 0
+    #: Threads sending copies (:class:`~.splice.Sender`); 0: the event
+    #: loop's thread.
+    cache_send_threads: int = 0
     #: The files of ``callback_tls``, checked for a new pair every
     #: ``callback_cert_check_interval`` seconds (:mod:`.cert_reload`).
     callback_cert_file: str = None
@@ -177,6 +180,7 @@ def from_conf(conf, server_address):
         max_connections_per_client=group.max_connections_per_client,
         cache_dir=group.cache_dir or None,
         cache_max_bytes=group.cache_max_bytes,
+        cache_send_threads=group.cache_send_threads,
         limits=exchange.Limits(
             header_timeout=group.header_timeout,
             idle_timeout=group.idle_timeout,

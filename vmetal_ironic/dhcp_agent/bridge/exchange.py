@@ -151,6 +151,12 @@ async def _next_event(conn, read, timeout, cut=_Cut):
 
 
 async def _write(writer, data, timeout):
+    if writer.transport.is_closing():
+        # The client went away (reset) while its buffer was below the
+        # high-water mark, where no drain() reports it: asyncio would
+        # drop what follows in silence, and a fill would go on reading
+        # Ironic for no one.
+        raise _Cut()
     writer.write(data)
     if writer.transport.get_write_buffer_size() <= CHUNK:
         # Below the high-water mark drain() would not wait.
@@ -453,7 +459,9 @@ class Exchange:
             if target is None:
                 raise _Cut()
             try:
-                await splice.send_file(fd, target, offset, count, timeout)
+                await splice.send_file(fd, target, offset, count, timeout,
+                                       getattr(self.listener, 'sender',
+                                               None))
             except (splice.ShortBody, asyncio.TimeoutError, OSError):
                 raise _Cut() from None
         else:

@@ -25,6 +25,7 @@ from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import heartbeat
 from vmetal_ironic.dhcp_agent.bridge import http_cache
 from vmetal_ironic.dhcp_agent.bridge import routes
+from vmetal_ironic.dhcp_agent.bridge import splice
 from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
 from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import settings as settings_mod
@@ -38,7 +39,7 @@ class _Forward:
     requests = None
 
     def __init__(self, name, route, upstream, rewrite=None, responses=None,
-                 cache=None):
+                 cache=None, sender=None):
         self.name = name
         self._route = route
         self._upstream = upstream
@@ -46,6 +47,9 @@ class _Forward:
         self.responses = responses
         #: Local copies of the HTTP root (:mod:`.http_cache`) or ``None``.
         self.cache = cache
+        #: Threads sending the copies (:class:`.splice.Sender`) or
+        #: ``None``: sent from the event loop's thread.
+        self.sender = sender
 
     def route(self, method, target, source):
         return self._route(method, target)
@@ -169,6 +173,9 @@ class BridgeService:
         self.ports = {}
         #: Local copies of the HTTP root, when ``cache_dir`` is set.
         self.cache = None
+        #: Threads sending the copies, when there are copies and
+        #: ``cache_send_threads`` is set.
+        self.sender = None
         #: The callback listener's certificate check, when it serves TLS.
         self.cert_reload = None
         self._cert_timer = None
@@ -196,7 +203,8 @@ class BridgeService:
         config = self.config
         return (
             (_Forward('http', routes.http_root, config.http_upstream,
-                      responses=config.translation, cache=self.cache),
+                      responses=config.translation, cache=self.cache,
+                      sender=self.sender),
              config.provisioning_address, config.http_port, None),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
@@ -306,6 +314,8 @@ class BridgeService:
                     f'[vmetal_bridge]cache_dir {config.cache_dir!r}: '
                     f'{exc.strerror or exc}') from None
             self.cache = cache
+            if config.cache_send_threads:
+                self.sender = splice.Sender(config.cache_send_threads)
         if config.callback_tls is not None and config.callback_cert_file:
             self.cert_reload = cert_reload.CertificateReload(
                 config.callback_tls, config.callback_cert_file,
@@ -333,8 +343,10 @@ class BridgeService:
                  config.callback_advertise_url, config.ipa_port)
         if self.cache is not None:
             LOG.info('Bridge: copies of the HTTP root in %s, up to %d bytes, '
-                     'revalidated at every download', config.cache_dir,
-                     config.cache_max_bytes)
+                     'revalidated at every download, sent by %s',
+                     config.cache_dir, config.cache_max_bytes,
+                     f'{self.sender.threads} threads' if self.sender
+                     else 'the event loop')
 
     def _shutdown(self):
         if self._cert_timer is not None:
@@ -352,3 +364,5 @@ class BridgeService:
         self._loop.call_soon_threadsafe(self._shutdown)
         self._thread.join(timeout=5.0)
         self._thread = None
+        if self.sender is not None:
+            self.sender.close()

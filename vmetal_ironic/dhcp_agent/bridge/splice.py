@@ -17,10 +17,12 @@ Linux only (``os.splice``, Python 3.10); :func:`available` says whether
 it can be used, and the caller copies in Python where it cannot.
 
 A local copy of a file (:mod:`.http_cache`) goes to the client's socket by
-``sendfile(2)`` (:func:`send_file`), from the page cache, the same way.
+``sendfile(2)`` (:func:`send_file`), from the page cache, the same way,
+in turns that a few threads (:class:`Sender`) or the event loop take.
 """
 
 import asyncio
+import concurrent.futures
 import fcntl
 import os
 
@@ -143,37 +145,109 @@ async def relay(source, target, count, idle_timeout):
             os.close(fd)
 
 
-async def send_file(source, target, offset, count, idle_timeout):
-    """Send ``count`` bytes of file ``source`` from ``offset`` to socket
-    ``target`` (non-blocking; duplicated before the first wait, as in
-    :func:`relay`).
+def _file_turn(target, source, offset, end, limit):
+    """One turn of :func:`send_file`: ``sendfile`` from ``offset`` until
+    ``end``, ``limit`` bytes moved, or the socket full. Never waits (the
+    socket is non-blocking), so a slow client never holds the thread that
+    runs it.
 
+    :returns: ``(bytes moved, blocked)``; ``(0, False)`` is the file's end.
+    :raises OSError: the client's side failed.
+    """
+    moved = 0
+    while offset < end and moved < limit:
+        try:
+            done = os.sendfile(target, source, offset,
+                               min(end - offset, limit - moved))
+        except BlockingIOError:
+            return moved, True
+        if done == 0:
+            break
+        offset += done
+        moved += done
+    return moved, False
+
+
+class Sender:
+    """Threads that run :func:`send_file`'s turns.
+
+    One event loop thread drives every connection, and the kernel does a
+    socket's sending work (TCP, the veth and bridge hops, the receiver's
+    protocol work in the softirq that follows) on the CPU of the thread
+    that calls ``sendfile``: with all copies sent from the loop's thread,
+    twenty clients share one CPU while the others idle. Turns on a few
+    threads spread that work. A turn never waits for a socket (the loop
+    does, with its idle timeout), so a client that stops reading holds
+    no thread and the pool bounds threads, not clients.
+
+    :param threads: how many; at least 1.
+    """
+
+    def __init__(self, threads):
+        self.threads = threads
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix='bridge-send')
+
+    def turn(self, target, source, offset, end):
+        """:returns: an asyncio future of :func:`_file_turn`'s result."""
+        return asyncio.get_running_loop().run_in_executor(
+            self._pool, _file_turn, target, source, offset, end, TURN)
+
+    def close(self):
+        """Stop taking turns; those under way finish on their own."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _close_all(descriptors):
+    for fd in descriptors:
+        os.close(fd)
+
+
+async def send_file(source, target, offset, count, idle_timeout,
+                    sender=None):
+    """Send ``count`` bytes of file ``source`` from ``offset`` to socket
+    ``target`` (non-blocking). Both descriptors are duplicated before the
+    first wait, as in :func:`relay`, so the caller may close its own.
+
+    :param sender: a :class:`Sender` whose threads run the turns, or
+        ``None``: on the event loop's thread, letting other connections
+        run every :data:`TURN` bytes.
     :returns: ``count``.
     :raises ShortBody: the file ends early.
     :raises TimeoutError: the client took nothing for ``idle_timeout``.
     :raises OSError: the client's side failed (reset, broken pipe).
     """
     loop = asyncio.get_running_loop()
-    target = os.dup(target)
+    descriptors = [os.dup(target)]
+    pending = None
     try:
+        target = descriptors[0]
+        descriptors.append(os.dup(source))
+        source = descriptors[1]
         end = offset + count
-        turn = 0
         while offset < end:
-            try:
-                done = os.sendfile(target, source, offset, end - offset)
-            except BlockingIOError:
-                await _ready(loop, target, True, idle_timeout)
-                turn = 0
-                continue
-            if done == 0:
-                raise ShortBody(f'{count - (end - offset)} of {count} bytes')
+            if sender is None:
+                done, blocked = _file_turn(target, source, offset, end, TURN)
+            else:
+                pending = sender.turn(target, source, offset, end)
+                done, blocked = await asyncio.shield(pending)
+                pending = None
             offset += done
-            turn += done
-            if turn >= TURN:
+            if blocked:
+                await _ready(loop, target, True, idle_timeout)
+            elif done == 0:
+                raise ShortBody(f'{count - (end - offset)} of {count} bytes')
+            elif sender is None:
                 # A client as fast as the page cache would keep the loop
                 # to itself: let the other connections run.
-                turn = 0
                 await asyncio.sleep(0)
         return count
     finally:
-        os.close(target)
+        if pending is not None and not pending.done():
+            # Cancelled while a thread still sends from them: closed when
+            # it is done, never under it (a reused number would send the
+            # file to someone else's socket).
+            pending.add_done_callback(
+                lambda _future, fds=tuple(descriptors): _close_all(fds))
+        else:
+            _close_all(descriptors)

@@ -1,3 +1,8 @@
+import asyncio
+import socket
+
+import pytest
+
 from vmetal_ironic.dhcp_agent.bridge import exchange
 
 
@@ -24,3 +29,30 @@ def test_forwarded_headers_drop_hop_by_hop_and_set_their_own():
     chunked = exchange.forwarded_headers([], None, chunked=True)
     assert chunked == [(b'transfer-encoding', b'chunked'),
                        (b'connection', b'close')]
+
+
+def test_a_write_to_a_client_gone_is_a_cut():
+    """A client reset while the bridge's buffer is nearly empty: no
+    drain() would tell, so the next write must."""
+
+    async def scenario():
+        with socket.create_server(('127.0.0.1', 0)) as listener:
+            _reader, writer = await asyncio.open_connection(
+                *listener.getsockname())
+            client, _ = listener.accept()
+            # A reset, as a client that quits with unread data sends.
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              b'\x01\x00\x00\x00\x00\x00\x00\x00')
+            client.close()
+            await exchange._write(writer, b'x' * 100, 1.0)
+            for _ in range(100):
+                if writer.transport.is_closing():
+                    break
+                await asyncio.sleep(0.01)
+            try:
+                with pytest.raises(exchange._Cut):
+                    await exchange._write(writer, b'y' * 100, 1.0)
+            finally:
+                writer.transport.abort()
+
+    asyncio.run(scenario())

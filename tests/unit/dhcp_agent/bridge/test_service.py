@@ -667,12 +667,12 @@ def root(tmp_path):
     server.server_close()
 
 
-@pytest.fixture
-def cached(tmp_path, upstreams, reserved, root):
+@pytest.fixture(params=[0, 2], ids=['sent-by-loop', 'sent-by-threads'])
+def cached(request, tmp_path, upstreams, reserved, root):
     _directory, server = root
     cfg = dataclasses.replace(
         _config(upstreams), cache_dir=str(tmp_path / 'copies'),
-        cache_max_bytes=8 * len(BODY),
+        cache_max_bytes=8 * len(BODY), cache_send_threads=request.param,
         http_upstream=upstream.from_url(
             'http', f'http://127.0.0.1:{server.server_address[1]}'))
     service = service_mod.BridgeService(cfg, lambda: reserved,
@@ -730,6 +730,9 @@ def test_a_copy_answers_after_ironic_says_not_modified(cached, root):
     assert status == 416
     assert response.getheader('Content-Range') == f'bytes */{len(BODY)}'
     assert _cache_count(cached, 'requests', 'hit') == 4
+    # Sent by the threads asked for, or by the loop's own.
+    threads = cached.config.cache_send_threads
+    assert (cached.sender.threads if cached.sender else 0) == threads
 
 
 def test_a_changed_file_is_served_new_at_once(cached, root):

@@ -125,7 +125,19 @@ def test_a_client_that_stops_reading_holds_the_source_back():
     assert sent[0] < 64 * 1048576
 
 
-def _send_file(path, offset, count, read=True, idle_timeout=5.0):
+@pytest.fixture(params=[0, 2], ids=['loop', 'threads'])
+def sender(request):
+    """``None`` (turns on the event loop) or a :class:`splice.Sender`."""
+    if not request.param:
+        yield None
+        return
+    sender = splice.Sender(request.param)
+    yield sender
+    sender.close()
+
+
+def _send_file(path, offset, count, read=True, idle_timeout=5.0,
+               sender=None):
     """``send_file`` of ``path`` to a loopback socket whose other end
     reads everything (or nothing); :returns: ``(result or exception,
     bytes received)``."""
@@ -142,7 +154,7 @@ def _send_file(path, offset, count, read=True, idle_timeout=5.0):
     fd = os.open(path, os.O_RDONLY)
     try:
         result = asyncio.run(splice.send_file(fd, target.fileno(), offset,
-                                              count, idle_timeout))
+                                              count, idle_timeout, sender))
     except Exception as exc:
         result = exc
     finally:
@@ -154,26 +166,127 @@ def _send_file(path, offset, count, read=True, idle_timeout=5.0):
     return result, bytes(got)
 
 
-def test_send_file_sends_the_range_past_several_turns(tmp_path):
+def test_send_file_sends_the_range_past_several_turns(tmp_path, sender):
     data = os.urandom(3 * splice.TURN + 12345)
     path = tmp_path / 'copy'
     path.write_bytes(data)
-    result, got = _send_file(path, 1000, len(data) - 2000)
+    result, got = _send_file(path, 1000, len(data) - 2000, sender=sender)
     assert result == len(data) - 2000
     assert got == data[1000:-1000]
 
 
-def test_send_file_of_a_short_file_is_short_body(tmp_path):
+def test_send_file_of_a_short_file_is_short_body(tmp_path, sender):
     path = tmp_path / 'copy'
     path.write_bytes(b'x' * 1000)
-    result, got = _send_file(path, 0, 2000)
+    result, got = _send_file(path, 0, 2000, sender=sender)
     assert isinstance(result, splice.ShortBody)
     assert got == b'x' * 1000
 
 
-def test_send_file_to_a_client_taking_nothing_times_out(tmp_path):
+def test_send_file_to_a_client_taking_nothing_times_out(tmp_path, sender):
     path = tmp_path / 'copy'
     path.write_bytes(os.urandom(64 * 2**20))
     result, _got = _send_file(path, 0, 64 * 2**20, read=False,
-                              idle_timeout=0.5)
+                              idle_timeout=0.5, sender=sender)
     assert isinstance(result, TimeoutError)
+
+
+def test_a_client_taking_nothing_holds_no_sending_thread(tmp_path):
+    """With one thread, a client that stopped reading does not stop
+    another client's download: a turn ends when a socket is full."""
+    data = os.urandom(32 * 2**20)
+    path = tmp_path / 'copy'
+    path.write_bytes(data)
+    sender = splice.Sender(1)
+    stuck, stuck_peer = _pair()
+    fast, fast_peer = _pair()
+    got = bytearray()
+
+    def receive():
+        while chunk := fast_peer.recv(1 << 20):
+            got.extend(chunk)
+
+    async def both():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            blocked = asyncio.ensure_future(splice.send_file(
+                fd, stuck.fileno(), 0, len(data), 3.0, sender))
+            await asyncio.sleep(0.2)
+            moved = await splice.send_file(fd, fast.fileno(), 0, len(data),
+                                           3.0, sender)
+            finished_first = not blocked.done()
+            with pytest.raises(TimeoutError):
+                await blocked
+            return moved, finished_first
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=receive)
+    thread.start()
+    try:
+        moved, finished_first = asyncio.run(both())
+    finally:
+        fast.close()
+        thread.join(10)
+        for sock in (stuck, stuck_peer, fast_peer):
+            sock.close()
+        sender.close()
+    assert moved == len(data) and bytes(got) == data
+    assert finished_first
+
+
+class _HeldTurn:
+    """A sender whose one turn is finished by the test: a cancellation
+    that lands while a thread is inside ``sendfile`` cannot be timed for
+    real, so this stands in for the thread (the interleaving is the
+    point, not the sending)."""
+
+    def __init__(self):
+        self.future = None
+        self.descriptors = None
+
+    def turn(self, target, source, offset, end):
+        self.descriptors = (target, source)
+        self.future = asyncio.get_running_loop().create_future()
+        return self.future
+
+
+def _is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def test_a_cancelled_send_closes_nothing_under_a_running_turn(tmp_path):
+    """The descriptors a turn sends with stay open until the turn is
+    done, even when the download is cancelled meanwhile (an agent
+    stopping): closed earlier, their numbers could be reused by another
+    connection while the thread still writes to them."""
+    path = tmp_path / 'copy'
+    path.write_bytes(b'x' * 1000)
+    target, peer = _pair()
+    held = _HeldTurn()
+
+    async def scenario():
+        fd = os.open(path, os.O_RDONLY)
+        task = asyncio.ensure_future(splice.send_file(
+            fd, target.fileno(), 0, 1000, 5.0, held))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        os.close(fd)
+        open_while_running = [_is_open(d) for d in held.descriptors]
+        held.future.set_result((1000, False))
+        await asyncio.sleep(0)
+        return open_while_running, [_is_open(d) for d in held.descriptors]
+
+    try:
+        during, after = asyncio.run(scenario())
+    finally:
+        target.close()
+        peer.close()
+    assert during == [True, True]
+    assert after == [False, False]
