@@ -236,7 +236,9 @@ class Session:
         'deadline',
         'file_key',
         'heard',
+        'key',
         'last_heard',
+        'loop',
         'peer',
         'proven',
         'request',
@@ -255,6 +257,9 @@ class Session:
         self.request = None
         self.file_key = None
         self.sock = None
+        # The server's: where the session is filed, which loop runs it.
+        self.key = None
+        self.loop = None
         self._send = send
         # Called as send(datagram, peer) directly: no wrapper per block.
         self._to = peer if addressed else None
