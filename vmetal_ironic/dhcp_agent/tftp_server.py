@@ -234,7 +234,7 @@ class TftpServer:
         sessions = loop.sessions
         listen_fd = self._listen_fd if loop is self._listener_loop else None
         wake_fd = loop.wake_fd
-        on_session = self._read_session
+        unheard = self._unheard
         next_scan = clock() + _TICK
         while self._running:
             events = poll(_TICK, _EVENTS)
@@ -244,8 +244,25 @@ class TftpServer:
             for fd, _mask in events:
                 session = sessions.get(fd)
                 if session is not None:
+                    # A transfer's datagram, read and handled inline: this
+                    # runs once per block. One datagram per wake-up: epoll
+                    # is level-triggered, so anything still queued wakes
+                    # the loop again, and the common case (one ACK) costs
+                    # no extra failing recv().
                     try:
-                        on_session(session, now)
+                        data = session.sock.recv(_RECV_SESSION)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        self._guarded(self._recv_failed, session)
+                        continue
+                    try:
+                        if session.on_datagram(data, now):
+                            self._finish(session)
+                        elif unheard and session.heard and \
+                                session in unheard:
+                            with self._lock:
+                                unheard.pop(session, None)
                     except Exception:
                         self._lost(session)
                 elif fd == listen_fd:
@@ -514,25 +531,17 @@ class TftpServer:
         if session.on_repeated_request(self._clock()):
             self._finish(session)
 
-    def _read_session(self, session, now):
-        # One datagram per wake-up: epoll is level-triggered, so anything
-        # still queued wakes the loop again, and the common case (one ACK)
-        # costs no extra failing recv().
+    def _recv_failed(self, session):
+        # ICMP port unreachable, reported once. Datagrams queued before it
+        # still count (the client's last ACK, sent just before it closed);
+        # with none left, the client is gone.
         try:
             data = session.sock.recv(_RECV_SESSION)
-        except (BlockingIOError, InterruptedError):
-            return
         except OSError:
-            # ICMP port unreachable, reported once. Datagrams queued before
-            # it still count (the client's last ACK, sent just before it
-            # closed); with none left, the client is gone.
-            try:
-                data = session.sock.recv(_RECV_SESSION)
-            except OSError:
-                session.result = session_mod.ABORTED
-                self._finish(session)
-                return
-        self._on_datagram(session, data, now)
+            session.result = session_mod.ABORTED
+            self._finish(session)
+            return
+        self._on_datagram(session, data, self._clock())
 
     def _on_datagram(self, session, data, now):
         if session.on_datagram(data, now):
