@@ -257,12 +257,10 @@ class TftpServer:
                         self._guarded(self._recv_failed, session)
                         continue
                     try:
+                        if unheard and session in unheard:
+                            self._heard(session, data)
                         if session.on_datagram(data, now):
                             self._finish(session)
-                        elif unheard and session.heard and \
-                                session in unheard:
-                            with self._lock:
-                                unheard.pop(session, None)
                     except Exception:
                         self._lost(session)
                 elif fd == listen_fd:
@@ -544,9 +542,17 @@ class TftpServer:
         self._on_datagram(session, data, self._clock())
 
     def _on_datagram(self, session, data, now):
+        if self._unheard and session in self._unheard:
+            self._heard(session, data)
         if session.on_datagram(data, now):
             self._finish(session)
-        elif self._unheard and session.heard and session in self._unheard:
+
+    def _heard(self, session, data):
+        # An ACK makes the session heard (Session.on_datagram): it leaves
+        # the unanswered ones before it answers, or the listener on
+        # another thread could take it for unanswered after its peer has
+        # seen the answer.
+        if packet.parse_ack(data) is not None:
             with self._lock:
                 self._unheard.pop(session, None)
 
