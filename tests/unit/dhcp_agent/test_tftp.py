@@ -217,6 +217,13 @@ def _start(service, count, answer):
     return peers
 
 
+def _assert_evicted_once(service, sessions, why):
+    assert service.session_count == sessions
+    assert _value(service, f'vmetal_tftp_limited_total{{what="{why}"}}') == 1
+    assert _value(service, 'vmetal_tftp_transfers_total'
+                           '{result="evicted"}') == 1
+
+
 def test_a_table_of_answering_peers_refuses_as_busy(service):
     service.limits.max_sessions_per_address = 100
     peers = _start(service, 50, answer=True)
@@ -241,11 +248,7 @@ def test_a_full_table_drops_its_oldest_unanswered_session(service):
         with tftp_peer.Peer(_server(service)) as late:
             late.send(tftp_peer.rrq('big.bin'))
             assert late.recv()[0] == 3
-        assert service.session_count == 50
-        assert _value(service, 'vmetal_tftp_limited_total'
-                               '{what="evicted_unanswered"}') == 1
-        assert _value(service, 'vmetal_tftp_transfers_total'
-                               '{result="evicted"}') == 1
+        _assert_evicted_once(service, 50, 'evicted_unanswered')
     finally:
         for peer in silent:
             peer.close()
@@ -277,15 +280,11 @@ def test_an_evicted_peer_that_answered_is_told_so(service):
             third.send(tftp_peer.rrq('big.bin'))
             assert third.recv()[0] == 3
         # (Block 2 may come again first on a slow machine: 1 s timeout.)
-        opcodes = [second.recv() for _ in range(1)]
+        opcodes = [second.recv()]
         while opcodes[-1][0] == 3 and len(opcodes) < 4:
             opcodes.append(second.recv())
         assert opcodes[-1][:2] == (5, b'\0\0session evicted\0'), opcodes
-        assert service.session_count == 2
-        assert _value(service, 'vmetal_tftp_limited_total'
-                               '{what="evicted_per_address"}') == 1
-        assert _value(service, 'vmetal_tftp_transfers_total'
-                               '{result="evicted"}') == 1
+        _assert_evicted_once(service, 2, 'evicted_per_address')
     finally:
         first.close()
         second.close()
