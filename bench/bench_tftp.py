@@ -1,13 +1,14 @@
 """Concurrent TFTP downloads: the agent (both modes) vs dnsmasq (and tftpy).
 
 Run as root: ``tox -e bench -- tftp``. The agent with a port per transfer
-(TFTP port 1069), the agent in single-port mode (1070), tftpy's server
+(TFTP port 1069; the same with one event loop instead of its default
+two, 1072), the agent in single-port mode (1070), tftpy's server
 (1071, what the agent used before) and dnsmasq (TFTP only, port 69) serve
 the same directory from the same namespace at the same time; rounds take
-turns (agent, single-port, tftpy, dnsmasq, agent, ...) so a change in the
-machine's load hits all of them alike. A round starts the
-clients at once and times until the last finished; every downloaded file
-is compared with the original.
+turns (agent, agent with one loop, single-port, tftpy, dnsmasq, agent,
+...) so a change in the machine's load hits all of them alike. A round
+starts the clients at once and times until the last finished; every
+downloaded file is compared with the original.
 
 Three cases: 20 tftp-hpa clients fetching ``ipxe.efi`` with 512-byte
 blocks (tftp-hpa's default, the case of the issue), 20 curl clients asking
@@ -33,6 +34,7 @@ CLIENTS = 20
 ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '7'))
 FILE = 'ipxe.efi'
 SERVERS = (('vmetal-dhcp-agent', 1069),
+           ('vmetal-dhcp-agent 1 thread', 1072),
            ('vmetal-dhcp-agent single-port', 1070),
            ('tftpy 0.8.7 (the old server)', 1071),
            ('dnsmasq', 69))
@@ -141,6 +143,11 @@ def main():
             # unused port (nothing asks it for DHCP here).
             servers.append(lab.start_agent(
                 [], 'agent-classic', tftp_root=root, tftp_extra='port = 1069'))
+            # The same with one event loop ([vmetal_tftp]threads, 2 by
+            # default): what the second thread is worth, in the same run.
+            servers.append(lab.start_agent(
+                [], 'agent-one-loop', extra='port = 1068', tftp_root=root,
+                tftp_extra='port = 1072\nthreads = 1'))
             servers.append(lab.start_agent(
                 [], 'agent-single', extra='port = 1067', tftp_root=root,
                 tftp_extra='port = 1070\nsingle_port = true'))

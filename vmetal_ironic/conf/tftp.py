@@ -43,6 +43,15 @@ opts = [
                      'of a new port per transfer (RFC 1350). Needed when '
                      'only that port is reachable: behind NAT, kube-proxy '
                      'or a firewall without a TFTP helper.'),
+    cfg.IntOpt('threads',
+               default=2,
+               min=1,
+               max=64,
+               help='Threads sharing the transfers in classic mode (a '
+                    'port per transfer); each transfer stays on one. Most '
+                    'of a block\'s cost is the kernel sending it, which '
+                    'threads do in parallel. Single-port mode uses one. '
+                    'The session limits are for the whole server.'),
     cfg.IntOpt('max_sessions',
                default=4096,
                min=1,

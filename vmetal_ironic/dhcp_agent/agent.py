@@ -147,7 +147,7 @@ class Agent:
                 max_windowsize=group.max_windowsize,
                 max_timeout=group.max_timeout,
                 max_sessions_per_address=group.max_sessions_per_address,
-                interface=self.interface)
+                interface=self.interface, threads=group.threads)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -268,6 +268,10 @@ class _Server(http.server.ThreadingHTTPServer):
         self.service = service
         self.slots = _Slots(slots, slots_per_address)
         self._connections = {}  # socket -> _Connection, for the handler
+        # Handler threads still running. They are daemon threads, so a
+        # slow client cannot hold the agent's exit; ThreadingMixIn keeps
+        # no list of those, and close_connections() needs one.
+        self._handlers = set()
         super().__init__(address, _Handler)
 
     def connection_of(self, sock):
@@ -291,9 +295,14 @@ class _Server(http.server.ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         self._connections[request] = connection
+        handler = threading.Thread(target=self.process_request_thread,
+                                   args=(request, client_address),
+                                   name='http-boot-connection', daemon=True)
+        self._handlers.add(handler)
         try:
-            super().process_request(request, client_address)
+            handler.start()
         except Exception:
+            self._handlers.discard(handler)
             self._forget(request, connection)
             raise
 
@@ -307,6 +316,18 @@ class _Server(http.server.ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._forget(request, connection)
+            self._handlers.discard(threading.current_thread())
+
+    def close_connections(self, timeout):
+        """Cut every admitted connection and wait up to ``timeout``
+        seconds in all for their handlers to end (and log what they log)
+        before the caller goes on."""
+        for sock in list(self._connections):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for handler in list(self._handlers):
+            handler.join(max(0.0, deadline - time.monotonic()))
 
     def handle_error(self, request, client_address):
         # A client that went away mid-transfer: not a traceback.
@@ -374,6 +395,8 @@ class HttpBootService:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+            # Accepting has stopped: no handler starts after this.
+            self._server.close_connections(timeout=2.0)
             self._server = None
         if self._thread is not None:
             self._thread.join(timeout=2.0)

@@ -76,13 +76,15 @@ class TftpService:
     :param max_sessions_per_address: transfers of one peer address at once.
     :param interface: the interface of ``address``; blocks are capped to
         its MTU (looked up by address when ``None``).
+    :param threads: event loops sharing the transfers in classic mode
+        (single-port mode runs one).
     :raises ValueError: ``root`` is not a readable directory.
     """
 
     def __init__(self, root, address, port=69, metrics=None, timeout=5,
                  retries=3, link_dirs=(), single_port=False,
                  max_sessions=4096, max_windowsize=64, max_timeout=10,
-                 max_sessions_per_address=32, interface=None):
+                 max_sessions_per_address=32, interface=None, threads=2):
         self.root = real_root(root)
         self.link_dirs = tuple(os.path.realpath(d) for d in link_dirs)
         self.address = address
@@ -90,6 +92,7 @@ class TftpService:
         self.metrics = metrics
         self.single_port = single_port
         self.interface = interface
+        self.threads = threads
         self.limits = tftp_server.Limits(
             timeout=timeout, retries=retries, max_sessions=max_sessions,
             max_windowsize=max_windowsize, max_timeout=max_timeout,
@@ -100,7 +103,7 @@ class TftpService:
     @property
     def session_count(self):
         """Transfers in progress (0 when not running)."""
-        return len(self._server.sessions) if self._server else 0
+        return self._server.session_count if self._server else 0
 
     def _on_result(self, result, size):
         if self.metrics is not None:
@@ -155,7 +158,8 @@ class TftpService:
             self.address, tftp_packet.MAX_BLKSIZE, self.interface)
         self._server = tftp_server.TftpServer(
             sock, self.open_file, self.limits, single_port=self.single_port,
-            on_result=self._on_result, on_limit=self._on_limit)
+            on_result=self._on_result, on_limit=self._on_limit,
+            threads=self.threads)
         if self.metrics is not None:
             self.metrics.tftp_sessions.set_function(
                 lambda: self.session_count)

@@ -1,4 +1,4 @@
-"""The TFTP event loop: every session on one thread, over epoll.
+"""The TFTP event loops: every session over epoll, on one or a few threads.
 
 Two modes:
 
@@ -9,12 +9,24 @@ Two modes:
   apart by the peer's address and port. Needed where only port 69 is
   reachable: pods behind NAT, kube-proxy, a firewall with no TFTP helper.
 
-The loop owns every socket and session; nothing a peer sends reaches
-another session: a datagram is handled by exactly one session, or it is a
-request, which is parsed in full before anything is opened and refused to
-that peer alone with an ERROR packet. The loop waits on epoll, which has
-no descriptor ceiling (``select()`` stops at 1,023) and costs the same
-with 2 or 20,000 idle sessions.
+Nothing a peer sends reaches another session: a datagram is handled by
+exactly one session, or it is a request, which is parsed in full before
+anything is opened and refused to that peer alone with an ERROR packet.
+A loop waits on epoll, which has no descriptor ceiling (``select()``
+stops at 1,023) and costs the same with 2 or 20,000 idle sessions.
+
+Most of a block's cost is the kernel's ``send()`` (on a veth or loopback
+the sender also pays the delivery to the receiver), which runs without
+the GIL. In classic mode the server can therefore run ``threads`` loops:
+loop 0 reads the listening socket and its own share of sessions, and
+every new session is given to the least loaded loop for its whole life.
+A session, its socket and its deadline are only ever touched by its
+loop's thread; what another thread needs done to it (end it to make room,
+answer a repeated request) is posted to that loop's inbox. The tables the
+limits are counted on (sessions per address, unanswered sessions, the
+session count) are server-wide and changed under one lock, never per
+loop. Single-port mode has one loop: every datagram arrives on the one
+socket, and handing each to another thread would cost more than it saves.
 
 Nobody on the L2 can lock the others out: a session whose peer never
 answered is the first to go when the table is full, an address holds at
@@ -24,9 +36,12 @@ room for its next request), and a requested ``timeout`` above
 (``on_limit``).
 """
 
+import collections
 import contextlib
+import os
 import select
 import socket
+import threading
 import time
 
 from oslo_log import log
@@ -95,6 +110,36 @@ class Limits:
         self.max_sessions_per_address = max_sessions_per_address
 
 
+class _Loop:
+    """One thread's share of the transfers.
+
+    Its thread alone reads and changes ``sessions``, registers and closes
+    their sockets and runs their deadlines; other threads only append to
+    ``inbox`` and signal ``wake_fd``.
+    """
+
+    def __init__(self):
+        self.epoll = select.epoll()
+        # Session socket fd (classic) or peer (single-port) -> session.
+        self.sessions = {}
+        # Sessions assigned and not yet ended (changed under the server's
+        # lock): the next one goes to the loop with the fewest.
+        self.load = 0
+        # (action, session) posted by other threads; deque appends and
+        # pops are atomic.
+        self.inbox = collections.deque()
+        self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.epoll.register(self.wake_fd, select.EPOLLIN)
+
+    def post(self, action, session):
+        self.inbox.append((action, session))
+        os.eventfd_write(self.wake_fd, 1)
+
+    def close(self):
+        self.epoll.close()
+        os.close(self.wake_fd)
+
+
 class TftpServer:
     """Serve read requests on ``sock`` until :meth:`stop`.
 
@@ -107,11 +152,15 @@ class TftpServer:
         ``timeout_declined``, ``evicted_unanswered`` (the table was full),
         ``evicted_per_address``, ``resend_withheld`` (a session ended with
         resends left out for a peer that never acknowledged DATA).
+        Both callables may be called from any of the loops' threads.
     :param clock: monotonic clock.
+    :param threads: event loops in classic mode (single-port mode always
+        has one).
     """
 
     def __init__(self, sock, open_file, limits, single_port=False,
-                 on_result=None, on_limit=None, clock=time.monotonic):
+                 on_result=None, on_limit=None, clock=time.monotonic,
+                 threads=1):
         self.sock = sock
         self.sock.setblocking(False)
         self.address = sock.getsockname()[0]
@@ -122,10 +171,10 @@ class TftpServer:
         self._on_limit = on_limit or (lambda what: None)
         self._clock = clock
         self.files = session_mod.FileTable()
-        # classic: socket fd -> session; single-port: peer -> session.
-        self.sessions = {}
-        # peer -> session, in both modes (the same dict in single-port).
-        self._by_peer = self.sessions if single_port else {}
+        # Guards the server-wide tables below and the file table.
+        self._lock = threading.Lock()
+        # peer -> session: every session not yet ended, in both modes.
+        self._by_peer = {}
         # Sessions whose peer has not sent a datagram yet, oldest first:
         # the first to make room in a full table.
         self._unheard = {}
@@ -133,8 +182,10 @@ class TftpServer:
         self._by_address = {}
         self.refusals = log_limit.LogLimiter(
             10, 10.0, what='refused TFTP requests')
-        self._epoll = select.epoll()
-        self._epoll.register(sock.fileno(), select.EPOLLIN)
+        self._loops = [_Loop()
+                       for _ in range(1 if single_port else max(1, threads))]
+        self._listener_loop = self._loops[0]
+        self._listener_loop.epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()
         self._running = True
         # A boot storm sends thousands of requests at once; the default
@@ -144,40 +195,81 @@ class TftpServer:
         if single_port:
             _grow_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE)
 
+    @property
+    def session_count(self):
+        """Transfers in progress."""
+        return len(self._by_peer)
+
     def stop(self):
         self._running = False
 
     def serve(self):
-        """Run the loop on the calling thread until :meth:`stop`."""
-        # Names bound once: this loop runs once or more per DATA block.
-        poll = self._epoll.poll
-        clock = self._clock
-        sessions = self.sessions
-        listen_fd = self._listen_fd
-        on_session = self._read_session
-        next_scan = clock() + _TICK
+        """Run the loops until :meth:`stop`: loop 0 (with the listening
+        socket) on the calling thread, the others on threads of their own,
+        which are joined before every session is closed."""
+        others = [threading.Thread(target=self._serve_other, args=(loop,),
+                                   name=f'tftp-{number}', daemon=True)
+                  for number, loop in enumerate(self._loops[1:], 1)]
         try:
-            while self._running:
-                events = poll(_TICK, _EVENTS)
-                # One reading of the clock per wake-up serves every
-                # datagram it brought: they arrived within microseconds.
-                now = clock()
-                for fd, _mask in events:
-                    if fd == listen_fd:
-                        self._guarded(self._read_listener)
+            for thread in others:
+                thread.start()
+            self._run(self._listener_loop)
+        finally:
+            self._running = False
+            for thread in others:
+                thread.join()
+            self._close_all()
+
+    def _serve_other(self, loop):
+        try:
+            self._run(loop)
+        except Exception:  # the loop's own bug: say so, stop serving
+            LOG.exception('TFTP loop stopped; stopping the TFTP server')
+            self._running = False
+
+    def _run(self, loop):
+        # Names bound once: this loop runs once or more per DATA block.
+        poll = loop.epoll.poll
+        clock = self._clock
+        sessions = loop.sessions
+        listen_fd = self._listen_fd if loop is self._listener_loop else None
+        wake_fd = loop.wake_fd
+        unheard = self._unheard
+        next_scan = clock() + _TICK
+        while self._running:
+            events = poll(_TICK, _EVENTS)
+            # One reading of the clock per wake-up serves every datagram
+            # it brought: they arrived within microseconds.
+            now = clock()
+            for fd, _mask in events:
+                session = sessions.get(fd)
+                if session is not None:
+                    # A transfer's datagram, read and handled inline: this
+                    # runs once per block. One datagram per wake-up: epoll
+                    # is level-triggered, so anything still queued wakes
+                    # the loop again, and the common case (one ACK) costs
+                    # no extra failing recv().
+                    try:
+                        data = session.sock.recv(_RECV_SESSION)
+                    except (BlockingIOError, InterruptedError):
                         continue
-                    session = sessions.get(fd)
-                    if session is None:
+                    except OSError:
+                        self._guarded(self._recv_failed, session)
                         continue
                     try:
-                        on_session(session, now)
+                        if unheard and session in unheard:
+                            self._heard(session, data)
+                        if session.on_datagram(data, now):
+                            self._finish(session)
                     except Exception:
                         self._lost(session)
-                if now >= next_scan:
-                    next_scan = now + _TICK
-                    self._expire(now)
-        finally:
-            self._close_all()
+                elif fd == listen_fd:
+                    self._guarded(self._read_listener)
+                elif fd == wake_fd:
+                    self._read_inbox(loop)
+            if now >= next_scan:
+                next_scan = now + _TICK
+                self._expire(loop, now)
 
     def _guarded(self, handler, session=None):
         # The last line of defence, for a bug rather than a bad packet
@@ -194,6 +286,7 @@ class TftpServer:
 
     def _lost(self, session):
         # Called from an except block: the traceback is the current one.
+        # A session is only lost on its own loop's thread.
         self.refusals.warning('TFTP server error; %s dropped',
                               'one transfer' if session else
                               'one request', exc_info=True)
@@ -202,7 +295,7 @@ class TftpServer:
             with contextlib.suppress(Exception):
                 self._finish(session)
 
-    # -- the listening socket -----------------------------------------
+    # -- the listening socket (loop 0's thread) -------------------------
 
     def _read_listener(self):
         sock = self.sock
@@ -219,20 +312,27 @@ class TftpServer:
                 if data == current.request:
                     # The client resent its request: its first packet was
                     # lost, or it is still on the way.
-                    if current.on_repeated_request(self._clock()):
-                        self._finish(current)
+                    self._repeated(current)
                     continue
                 if self.single_port and packet.opcode_of(data) not in (
                         packet.RRQ, packet.WRQ):
                     self._on_datagram(current, data, self._clock())
                     continue
-            self._request(data, peer)
+            with self._lock:
+                self._request(data, peer)
+
+    def _repeated(self, session):
+        if session.loop is not self._listener_loop:
+            session.loop.post('repeat', session)
+        elif session.on_repeated_request(self._clock()):
+            self._finish(session)
 
     def _reply_error(self, peer, code, reason):
         with contextlib.suppress(OSError):
             self.sock.sendto(packet.error(code, reason), peer)
 
     def _request(self, data, peer):
+        # Holds the lock: the tables, the file table.
         opcode = packet.opcode_of(data)
         if opcode == packet.ERROR:
             return  # never answer an error (no loops between servers)
@@ -251,8 +351,7 @@ class TftpServer:
             # A new, well-formed request from the same port: the client
             # gave up its transfer. (Anything else from that address and
             # port leaves the transfer alone.)
-            current.result = session_mod.ABORTED
-            self._finish(current)
+            self._end(current, session_mod.ABORTED)
         if request.opcode == packet.WRQ:
             self._refuse(peer, packet.ACCESS_VIOLATION, 'read-only server',
                          'write_refused', request.filename)
@@ -301,10 +400,12 @@ class TftpServer:
         """
         mine = self._by_address.get(address)
         if mine and len(mine) >= self.limits.max_sessions_per_address:
-            # Its own oldest idle session: unanswered ones first.
+            # Its own oldest idle session: unanswered ones first. (Read
+            # while the sessions' own loops may change them: at worst a
+            # session heard a microsecond ago is taken for idle.)
             victim = min(mine, key=lambda s: (s.heard, s.last_heard))
             self._evict(victim, 'evicted_per_address')
-        if len(self.sessions) < self.limits.max_sessions:
+        if len(self._by_peer) < self.limits.max_sessions:
             return True
         if not self._unheard:
             return False
@@ -313,13 +414,29 @@ class TftpServer:
 
     def _evict(self, session, why):
         self._on_limit(why)
-        if session.heard:
+        self._end(session, session_mod.EVICTED)
+
+    def _end(self, session, result):
+        """End a session from the listener's thread (lock held).
+
+        It leaves the tables at once, so the room it made counts now;
+        its own loop sends the eviction notice and closes it.
+        """
+        if not self._forget(session, result):
+            return
+        if session.loop is self._listener_loop:
+            self._close_evicted(session, result)
+        else:
+            session.loop.post(result, session)
+
+    def _close_evicted(self, session, result):
+        # On the session's loop, lock held.
+        if result == session_mod.EVICTED and session.heard:
             # It answered once: say why it ends (unanswered peers may be
             # forged addresses, and get nothing more).
             session.notify(packet.error(packet.NOT_DEFINED,
                                         'session evicted'))
-        session.result = session_mod.EVICTED
-        self._finish(session)
+        self._close(session)
 
     def _start(self, request, data, peer, file_key, source, size,
                transfer, frames):
@@ -343,20 +460,39 @@ class TftpServer:
         session.request = data
         session.file_key = file_key
         session.sock = sock
+        session.key = peer if sock is None else sock.fileno()
+        loop = session.loop = min(self._loops, key=lambda item: item.load)
+        loop.load += 1
         self._unheard[session] = None
         self._by_address.setdefault(peer[0], {})[session] = None
-        if sock is None:
-            self.sessions[peer] = session
-        else:
-            self.sessions[sock.fileno()] = session
-            self._by_peer[peer] = session
-            self._epoll.register(sock.fileno(), select.EPOLLIN)
+        self._by_peer[peer] = session
         LOG.debug('TFTP read of %s by %s:%s, %d B, blksize %d, window %d',
                   request.filename, peer[0], peer[1], size, transfer.blksize,
                   transfer.windowsize)
-        session.start(now)
+        # Sent from this thread: no loop knows the session yet.
+        try:
+            session.start(now)
+        except Exception:
+            # The caller releases the file it acquired.
+            self._forget(session, 'failed')
+            session.file_key = None
+            self._close(session)
+            raise
         if session.done:
-            self._finish(session)
+            self._forget(session, session.result)
+            self._close(session)
+        elif loop is self._listener_loop:
+            self._adopt(session)
+        else:
+            loop.post('adopt', session)
+
+    def _adopt(self, session):
+        # On the session's loop. A datagram that came meanwhile is still
+        # queued on its socket: epoll is level-triggered.
+        loop = session.loop
+        loop.sessions[session.key] = session
+        if session.sock is not None:
+            loop.epoll.register(session.key, select.EPOLLIN)
 
     def _refuse(self, peer, code, reason, result, name=None):
         self._reply_error(peer, code, reason)
@@ -365,36 +501,63 @@ class TftpServer:
         self.refusals.warning('TFTP request %sfrom %s:%s refused: %s', what,
                               peer[0], peer[1], reason)
 
-    # -- transfers -------------------------------------------------------
+    # -- a loop's own sessions -------------------------------------------
 
-    def _read_session(self, session, now):
-        # One datagram per wake-up: epoll is level-triggered, so anything
-        # still queued wakes the loop again, and the common case (one ACK)
-        # costs no extra failing recv().
+    def _read_inbox(self, loop):
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(loop.wake_fd)
+        inbox = loop.inbox
+        while inbox:
+            action, session = inbox.popleft()
+            if action == 'adopt':
+                self._guarded(self._adopt, session)
+            elif loop.sessions.get(session.key) is not session:
+                continue  # it ended meanwhile
+            elif action == 'repeat':
+                self._guarded(self._answer_again, session)
+            else:
+                self._guarded(
+                    lambda s, result=action: self._ended_elsewhere(s, result),
+                    session)
+
+    def _ended_elsewhere(self, session, result):
+        # The listener has taken it out of the tables (_end).
+        with self._lock:
+            self._close_evicted(session, result)
+
+    def _answer_again(self, session):
+        if session.on_repeated_request(self._clock()):
+            self._finish(session)
+
+    def _recv_failed(self, session):
+        # ICMP port unreachable, reported once. Datagrams queued before it
+        # still count (the client's last ACK, sent just before it closed);
+        # with none left, the client is gone.
         try:
             data = session.sock.recv(_RECV_SESSION)
-        except (BlockingIOError, InterruptedError):
-            return
         except OSError:
-            # ICMP port unreachable, reported once. Datagrams queued before
-            # it still count (the client's last ACK, sent just before it
-            # closed); with none left, the client is gone.
-            try:
-                data = session.sock.recv(_RECV_SESSION)
-            except OSError:
-                session.result = session_mod.ABORTED
-                self._finish(session)
-                return
-        self._on_datagram(session, data, now)
+            session.result = session_mod.ABORTED
+            self._finish(session)
+            return
+        self._on_datagram(session, data, self._clock())
 
     def _on_datagram(self, session, data, now):
+        if self._unheard and session in self._unheard:
+            self._heard(session, data)
         if session.on_datagram(data, now):
             self._finish(session)
-        elif self._unheard and session.heard:
-            self._unheard.pop(session, None)
 
-    def _expire(self, now):
-        late = [s for s in self.sessions.values() if s.deadline <= now]
+    def _heard(self, session, data):
+        # An ACK makes the session heard (Session.on_datagram): it leaves
+        # the unanswered ones before it answers, or the listener on
+        # another thread could take it for unanswered after its peer has
+        # seen the answer.
+        if packet.parse_ack(data) is not None:
+            with self._lock:
+                self._unheard.pop(session, None)
+
+    def _expire(self, loop, now):
+        late = [s for s in loop.sessions.values() if s.deadline <= now]
         for session in late:
             self._guarded(self._deadline, session)
 
@@ -403,34 +566,63 @@ class TftpServer:
             self._finish(session)
 
     def _finish(self, session):
-        key = session.peer if session.sock is None else session.sock.fileno()
-        if self.sessions.get(key) is not session:
-            return  # already finished
+        """End a session on its own loop's thread (again: no effect)."""
+        with self._lock:
+            self._forget(session, session.result or session_mod.ABORTED)
+            self._close(session)
+
+    def _forget(self, session, result):
+        """Take a session out of the server-wide tables (lock held).
+
+        :returns: ``False`` if it was already out.
+        """
+        if self._by_peer.get(session.peer) is not session:
+            return False
         # Counted before the session leaves the table, so whoever sees the
         # session count drop also sees its result.
-        result = session.result or session_mod.ABORTED
         self._on_result(result,
                         session.size if result == session_mod.COMPLETED
                         else 0)
-        del self.sessions[key]
+        del self._by_peer[session.peer]
+        session.loop.load -= 1
         self._unheard.pop(session, None)
         mine = self._by_address.get(session.peer[0])
         if mine is not None:
             mine.pop(session, None)
             if not mine:
                 del self._by_address[session.peer[0]]
-        if session.withheld:
-            self._on_limit('resend_withheld')
+        return True
+
+    def _close(self, session):
+        """Close a session's socket and file (lock held, on its loop, or
+        before any loop has it; after :meth:`_forget`)."""
+        loop = session.loop
+        if loop.sessions.get(session.key) is session:
+            del loop.sessions[session.key]
+            if session.sock is not None:
+                loop.epoll.unregister(session.key)
         if session.sock is not None:
-            if self._by_peer.get(session.peer) is session:
-                del self._by_peer[session.peer]
-            self._epoll.unregister(key)
             session.sock.close()
-        self.files.release(session.file_key)
+        if session.file_key is not None:
+            # Released here, not in _forget: the file stays readable
+            # while the session's loop may still send from it.
+            self.files.release(session.file_key)
+            session.file_key = None
+            if session.withheld:
+                self._on_limit('resend_withheld')
 
     def _close_all(self):
-        for session in list(self.sessions.values()):
-            session.result = session.result or session_mod.ABORTED
-            self._finish(session)
-        self.files.close()
-        self._epoll.close()
+        # Every loop's thread has ended.
+        with self._lock:
+            for loop in self._loops:
+                for session in list(loop.sessions.values()):
+                    self._forget(session,
+                                 session.result or session_mod.ABORTED)
+                    self._close(session)
+                for _action, session in loop.inbox:
+                    self._forget(session,
+                                 session.result or session_mod.ABORTED)
+                    self._close(session)
+                loop.inbox.clear()
+                loop.close()
+            self.files.close()

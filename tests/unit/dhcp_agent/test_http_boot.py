@@ -2,6 +2,7 @@ import contextlib
 import http.client
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -142,6 +143,25 @@ def test_one_address_holds_at_most_its_share(root):
             assert _get(service, '/sub/a%20b.efi')[0] == 503
     finally:
         service.stop()
+
+
+def test_stop_ends_the_connections_and_waits_for_their_handlers(root):
+    """A handler blocked sending to a client that does not read (up to
+    10 s) and one waiting for a request head both end, and have logged
+    what they log, before stop() returns."""
+    before = set(threading.enumerate())
+    service = http_boot.HttpBootService(str(root), '127.0.0.1', 0,
+                                        metrics=metrics_mod.Metrics())
+    service.start()
+    idle = socket.create_connection(('127.0.0.1', service.port))
+    try:
+        with _stalled_readers(service, root, 1):
+            started = time.monotonic()
+            service.stop()
+            assert time.monotonic() - started < 2.5
+            assert set(threading.enumerate()) - before == set()
+    finally:
+        idle.close()
 
 
 def test_a_trickled_request_head_is_cut_at_its_deadline(service,

@@ -79,14 +79,18 @@ def _wait_idle(service, limit=5.0):
     assert service.session_count == 0
 
 
-@pytest.fixture(params=[False, True], ids=['classic', 'single-port'])
+# Classic mode with its default two loops (sessions handed to the second
+# one, evictions posted across), with one loop, and single-port mode.
+@pytest.fixture(params=[(False, 2), (False, 1), (True, 1)],
+                ids=['classic', 'classic-one-loop', 'single-port'])
 def service(request, root):
     (root / 'big.bin').write_bytes(os.urandom(300_000))
     metrics = metrics_mod.Metrics()
+    single_port, threads = request.param
     service = tftp.TftpService(str(root), '127.0.0.1', 0, metrics=metrics,
                                timeout=1, retries=1,
-                               single_port=request.param, max_sessions=50,
-                               max_windowsize=8)
+                               single_port=single_port, max_sessions=50,
+                               max_windowsize=8, threads=threads)
     service.start()
     yield service
     service.stop()
@@ -206,10 +210,18 @@ def _start(service, count, answer):
         peer.send(tftp_peer.rrq('big.bin'))
         opcode, _payload, source = peer.recv()
         assert opcode == 3
+        peer.transfer_source = source
         if answer:
             peer.send(tftp_peer.ack(1), source)
             assert peer.recv()[0] == 3
     return peers
+
+
+def _assert_evicted_once(service, sessions, why):
+    assert service.session_count == sessions
+    assert _value(service, f'vmetal_tftp_limited_total{{what="{why}"}}') == 1
+    assert _value(service, 'vmetal_tftp_transfers_total'
+                           '{result="evicted"}') == 1
 
 
 def test_a_table_of_answering_peers_refuses_as_busy(service):
@@ -236,11 +248,7 @@ def test_a_full_table_drops_its_oldest_unanswered_session(service):
         with tftp_peer.Peer(_server(service)) as late:
             late.send(tftp_peer.rrq('big.bin'))
             assert late.recv()[0] == 3
-        assert service.session_count == 50
-        assert _value(service, 'vmetal_tftp_limited_total'
-                               '{what="evicted_unanswered"}') == 1
-        assert _value(service, 'vmetal_tftp_transfers_total'
-                               '{result="evicted"}') == 1
+        _assert_evicted_once(service, 50, 'evicted_unanswered')
     finally:
         for peer in silent:
             peer.close()
@@ -256,6 +264,30 @@ def test_one_address_holds_at_most_its_share(service):
     finally:
         for peer in peers:
             peer.close()
+
+
+def test_an_evicted_peer_that_answered_is_told_so(service):
+    """The victim is the address's oldest idle session; in classic mode
+    with two loops the second session lives on the other loop from the
+    listener, so its eviction is posted there."""
+    service.limits.max_sessions_per_address = 2
+    first, second = _start(service, 2, answer=True)
+    try:
+        # The first one answers again: the second is now the idle one.
+        first.send(tftp_peer.ack(2), first.transfer_source)
+        assert first.recv()[0] == 3  # its ACK was handled
+        with tftp_peer.Peer(_server(service)) as third:
+            third.send(tftp_peer.rrq('big.bin'))
+            assert third.recv()[0] == 3
+        # (Block 2 may come again first on a slow machine: 1 s timeout.)
+        opcodes = [second.recv()]
+        while opcodes[-1][0] == 3 and len(opcodes) < 4:
+            opcodes.append(second.recv())
+        assert opcodes[-1][:2] == (5, b'\0\0session evicted\0'), opcodes
+        _assert_evicted_once(service, 2, 'evicted_per_address')
+    finally:
+        first.close()
+        second.close()
 
 
 def test_a_long_timeout_option_is_not_granted(service):
