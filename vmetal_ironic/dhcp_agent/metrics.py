@@ -165,6 +165,10 @@ _DECLARED = (
      'loaded (served from the next handshake on) or failed (did not load: '
      'the previous certificate is still served; counted once a version).',
      ('result',)),
+    ('bridge_callback_cert_expiry', _GAUGE,
+     'vmetal_bridge_callback_cert_expiry_timestamp_seconds',
+     'When the certificate the callback listener serves expires (its '
+     'notAfter, Unix time), set at every load of callback_cert_file.', ()),
 )
 
 
