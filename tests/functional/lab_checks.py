@@ -152,3 +152,32 @@ def assert_ironic_api(facts, scheme):
     assert facts[other][1] in (0, 400), facts
     assert facts['agent'].get(scheme, 0) >= 1, facts
     assert facts['agent'].get(other, 0) == 0, facts
+
+
+def assert_warm_boots(summary, restarted=False):
+    """From a two-network run's ``--json`` summary (its ``"bridge"``
+    counters): the ramdisk boot of inspection filled the agent's copies,
+    a later boot (deploy or cleaning) was served from them, and the
+    isolation of the networks held for the ramdisk's calls (they went
+    through the agent's API listener).
+
+    :param restarted: the agent was restarted during the deploy
+        (``--faults``): it adopted the copies, and cleaning's boot, after
+        the restart, was served from them without filling again.
+    """
+    bridge = summary['bridge']
+    assert bridge is not None and bridge['in_path'] is True, summary
+    steps = {step['name']: step['bridge'] for step in summary['steps']}
+    assert steps['inspection']['cache']['filled'] >= 1, steps
+    assert bridge['forwarded']['api'] >= 1, bridge
+    assert bridge['forwarded']['callback'] >= 1, bridge
+    if not restarted:
+        later = (steps['deploy']['cache']['hit']
+                 + steps['undeploy_cleaning']['cache']['hit'])
+        assert later >= 1, steps
+        return
+    assert bridge['agent_restarts'] == 1, bridge
+    assert steps['deploy']['cache']['hit'] >= 1, steps
+    assert bridge['cache']['adopted'] >= 1, bridge
+    cleaning = steps['undeploy_cleaning']['cache']
+    assert cleaning['hit'] >= 1 and cleaning['filled'] == 0, steps

@@ -35,9 +35,10 @@ BUDGET = 20 * MIB
 
 
 class Net:
-    def __init__(self, lab, agent, machine_ns, root, access_log, copies):
+    def __init__(self, lab, start, machine_ns, root, access_log, copies):
         self.lab = lab
-        self.agent = agent
+        self._start = start
+        self.agent = start()
         self.machine_ns = machine_ns
         self.root = root
         self.access_log = access_log
@@ -87,6 +88,14 @@ class Net:
     def held(self):
         return sorted(p.name.split('-')[0] for p in self.copies.iterdir())
 
+    def restart(self, while_down=None):
+        """Stop the agent (SIGTERM, as the kubelet stops a container),
+        call ``while_down()``, start it again on the same directory."""
+        self.lab.stop(self.agent.proc)
+        if while_down is not None:
+            while_down()
+        self.agent = self._start()
+
 
 @pytest.fixture(scope='module')
 def net(tmp_path_factory):
@@ -101,7 +110,7 @@ def net(tmp_path_factory):
         _proc, access_log = pxe_lab.http_server(lab, ironic_ns, IRONIC, PORT,
                                                 root)
         copies = workdir / 'copies'
-        agent = lab.start_agent(agent_ns, agent_if, extra=f"""
+        extra = f"""
             [vmetal_tftp]
             enabled = false
             [vmetal_bridge]
@@ -112,8 +121,10 @@ def net(tmp_path_factory):
             cache_dir = {copies}
             cache_max_bytes = {BUDGET}
             cache_send_threads = 2
-            """)
-        yield Net(lab, agent, machine_ns, root, access_log, copies)
+            """
+        yield Net(lab, lambda: lab.start_agent(agent_ns, agent_if,
+                                               extra=extra),
+                  machine_ns, root, access_log, copies)
     finally:
         lab.close()
 
@@ -243,3 +254,53 @@ def test_many_at_once_get_the_copy_then_the_change(net):
     changed = net.count('requests', 'changed')
     assert _at_once(net, 'many.img', 10) == [new] * 10
     assert net.count('requests', 'changed') > changed
+
+
+def test_copies_survive_a_restart_and_are_still_revalidated(net):
+    data = net.put_digest('kept.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('kept.img') == data
+    _published(net, before + 1)
+    held = net.held().count('copy')
+    # A fill left by an agent that died in the middle of one, and a copy
+    # whose record is gone: neither can be vouched for.
+    (net.copies / 'fill-00000000deadbeef').mkdir()
+    (net.copies / 'fill-00000000deadbeef' / 'body').write_bytes(b'x' * 10)
+    orphan = net.copies / 'copy-00000000cafef00d'
+    orphan.mkdir()
+    (orphan / 'body').write_bytes(b'y' * 10)
+    net.restart()
+    assert net.count('adoptions', 'adopted') == held
+    assert net.count('adoptions', 'discarded') == 2
+    assert 'fill' not in net.held() and not orphan.exists()
+    assert net.agent.metric('vmetal_bridge_cache_bytes') == 8 * MIB * held
+    # The first download after the restart: asked again, 304, served
+    # from the adopted copy; nothing refilled.
+    assert net.get('kept.img') == data
+    assert net.count('requests', 'hit') == 1
+    assert net.count('fills', 'published') == 0
+    assert net.statuses('kept.img') == [200, 304]
+
+
+def test_a_file_changed_while_the_agent_was_down_is_fetched_again(net):
+    old = net.put_digest('stale.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('stale.img') == old
+    _published(net, before + 1)
+    new = {}
+
+    def change():
+        # Same length, other bytes, a newer mtime: a rebuilt ramdisk.
+        new['digest'] = net.put_digest('stale.img', 8 * MIB, seed=b'v2')
+        now = time.time() - 5
+        os.utime(net.root / 'stale.img', (now, now))
+    net.restart(while_down=change)
+    assert net.count('adoptions', 'adopted') >= 1
+    assert net.get('stale.img') == new['digest'] != old
+    assert net.count('requests', 'changed') == 1
+    assert net.count('requests', 'hit') == 0
+    assert net.statuses('stale.img') == [200, 200]
+    # The new version fills a copy of its own, served from then on.
+    _published(net, 1)
+    assert net.get('stale.img') == new['digest']
+    assert net.count('requests', 'hit') == 1

@@ -100,7 +100,12 @@ def test_full_flow_across_two_networks(tmp_path):
     store's two-network flow (k8s/test_lab_full_metal3.py) runs it over
     TLS, the default. Read once the machine is inspected: Ironic answers
     plain HTTP and no TLS, and the agent forwarded the ramdisk's calls over
-    plain HTTP only (its upstream connection counters)."""
+    plain HTTP only (its upstream connection counters).
+
+    From the summary's bridge counters: inspection filled the copies of
+    the kernel and ramdisk, the deploy's boot was served from them, and
+    the agent restarted during the deploy adopted them and served
+    cleaning's boot from them (no new fill)."""
     proc = subprocess.Popen(
         [LAB, '--full', '--two-networks', '--ironic-api', 'http', '--faults',
          '--json', '--workdir', str(tmp_path)], stdout=subprocess.PIPE,
@@ -135,5 +140,6 @@ def test_full_flow_across_two_networks(tmp_path):
     assert tuple(step['name'] for step in summary['steps']) == PHASES
     assert summary['os_address'] == summary['allocated_address']
     assert 'agent restarted' in output
+    lab_checks.assert_warm_boots(summary, restarted=True)
     prefix = lab_checks.run_prefix(output)
     assert lab_checks.full_lab_leftovers(prefix) == set()

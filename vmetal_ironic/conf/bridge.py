@@ -160,9 +160,11 @@ opts = [
                     'from the kernel (sendfile) once Ironic\'s HTTP server '
                     'answers the conditional request every download makes '
                     'with 304 Not Modified; a changed file goes through '
-                    'and replaces its copy, Ironic down is still 502. The '
-                    'agent empties its copies (copy-* and fill-* files) '
-                    'at start. Unset: no copies, every body is relayed. '
+                    'and replaces its copy, Ironic down is still 502. At '
+                    'start the agent adopts the whole copies it finds '
+                    '(still revalidated before they are served) and '
+                    'removes unfinished fills and copies without their '
+                    'record. Unset: no copies, every body is relayed. '
                     'The two-networks Kubernetes overlay sets it on an '
                     'emptyDir.'),
     cfg.IntOpt('cache_max_bytes',

@@ -154,12 +154,21 @@ _DECLARED = (
      'cache_max_bytes.', ()),
     ('bridge_cache_bytes', _GAUGE, 'vmetal_bridge_cache_bytes',
      'Bytes the bridge\'s copies take, fills under way included.', ()),
+    ('bridge_cache_adoptions', _COUNTER, 'vmetal_bridge_cache_adoptions',
+     'What the agent found in cache_dir at start, by result: adopted (a '
+     'whole copy with its record, served again once Ironic revalidates '
+     'it) or discarded (a fill, or a copy it cannot vouch for: removed).',
+     ('result',)),
     ('bridge_callback_cert_reloads', _COUNTER,
      'vmetal_bridge_callback_cert_reloads',
      'New versions of callback_cert_file/callback_key_file, by result: '
      'loaded (served from the next handshake on) or failed (did not load: '
      'the previous certificate is still served; counted once a version).',
      ('result',)),
+    ('bridge_callback_cert_expiry', _GAUGE,
+     'vmetal_bridge_callback_cert_expiry_timestamp_seconds',
+     'When the certificate the callback listener serves expires (its '
+     'notAfter, Unix time), set at every load of callback_cert_file.', ()),
 )
 
 

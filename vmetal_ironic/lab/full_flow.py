@@ -16,6 +16,7 @@ import time
 
 from vmetal_ironic import owner as owner_mod
 from vmetal_ironic import properties as props
+from vmetal_ironic.lab import bridge_counters
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_dhcp
 from vmetal_ironic.lab import full_setup
@@ -23,6 +24,7 @@ from vmetal_ironic.lab import ironic as lab_ironic
 from vmetal_ironic.lab import netns
 from vmetal_ironic.lab import observe
 from vmetal_ironic.lab import os_image
+from vmetal_ironic.lab import proxy
 
 PHASE_TIMEOUT = 1200.0
 #: Seconds between two looks at the node (one API GET): a phase's time is
@@ -32,12 +34,24 @@ POLL_INTERVAL = 0.2
 #: Seconds between two checks that the libvirt domain still exists (a
 #: virsh process each).
 DOMAIN_CHECK_INTERVAL = 2.0
+#: The agent's metrics port in its namespace (the process's and the pod's
+#: configuration keep the option's default).
+AGENT_METRICS_PORT = 9567
 
 
 @dataclasses.dataclass
 class Phase:
     name: str
     seconds: float
+    #: What crossed the agent's bridge in the phase (two networks only;
+    #: :func:`vmetal_ironic.lab.bridge_counters.fold`).
+    bridge: dict = None
+
+    def summary(self):
+        fields = {'name': self.name, 'seconds': self.seconds}
+        if self.bridge is not None:
+            fields['bridge'] = self.bridge
+        return fields
 
 
 class FullLab(flow.Lab):
@@ -87,11 +101,26 @@ class FullLab(flow.Lab):
         self.address = None
         self.os_fields = None
         self.build_seconds = 0.0
+        #: The bridge's counters (two networks, once the agent serves).
+        self.bridge = None
 
     # -- helpers ----------------------------------------------------------
 
     def _phase(self, name, since):
-        self.phases.append(Phase(name, round(time.monotonic() - since, 1)))
+        seconds = round(time.monotonic() - since, 1)
+        self.phases.append(Phase(name, seconds, self.bridge and
+                                 self.bridge.phase()))
+
+    def _watch_bridge(self):
+        """Across two networks, read the agent's counters from here on,
+        through a relay into its namespace (a process's or its pod's)."""
+        if not self.services.two_networks:
+            return
+        port, _relay = proxy.start(self.topology, self.agent_ns, '127.0.0.1',
+                                   AGENT_METRICS_PORT,
+                                   log_name='proxy-metrics.log')
+        self.bridge = bridge_counters.Counters(
+            f'http://127.0.0.1:{port}/metrics')
 
     def _api(self, method, path, body=None):
         """Ironic's answer to a request that must succeed.
@@ -273,6 +302,8 @@ class FullLab(flow.Lab):
     def _restart_agent(self):
         """Stop and start vmetal-dhcp-agent while IPA is deploying."""
         before = self._agent_text().count('serving on')
+        if self.bridge is not None:
+            self.bridge.before_stop()
         netns.Topology.stop(self.agent)
         self.agent = self.topology.spawn(
             self.agent_ns or self.server_ns, [str(flow.AGENT), '--config-file',
@@ -395,6 +426,7 @@ class FullLab(flow.Lab):
         self.services.start_ironic()
         self._start_http()
         self.dhcp.start()
+        self._watch_bridge()
         # After the agent: both import for seconds on a loaded machine,
         # and the agent's start is waited for with a bound.
         self.services.start_controller()
@@ -417,9 +449,13 @@ class FullLab(flow.Lab):
                 'os_address': fields.get('address', '').split('/')[0] or None,
                 'os_address_source': fields.get('source'),
                 'build_seconds': round(self.build_seconds, 1),
-                'steps': [dataclasses.asdict(p) for p in self.phases]}
+                'bridge': self.bridge and self.bridge.summary(),
+                'steps': [phase.summary() for phase in self.phases]}
 
     def close(self):
+        if self.bridge is not None:
+            # The end of the run, before the agent is stopped.
+            self.bridge.scrape()
         self.dhcp.close()
         super().close()
         self.services.close()

@@ -214,6 +214,11 @@ def test_metal3_host_deploys_on_the_kubernetes_store(
     # checked against the run's CA; Ironic answers nothing in plain HTTP.
     assert api is not None, output
     lab_checks.assert_ironic_api(api, 'https')
+    # What crossed the bridge, from the summary: a later ramdisk boot
+    # came from the pod's copies, and the ramdisk's calls went over TLS.
+    lab_checks.assert_warm_boots(summary)
+    connections = summary['bridge']['upstream_connections']['api']
+    assert connections['https'] >= 1 and connections['http'] == 0
 
     host_owner = str(owner_mod.for_host(namespace, HOST))
     machine = f'Metal3Machine/{namespace}/{MACHINE}'

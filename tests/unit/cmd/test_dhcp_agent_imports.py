@@ -2,6 +2,7 @@
 (etc/container/agent-requirements.txt): Ironic, SQLAlchemy, numpy and
 jsonschema serve the plugins inside Ironic and must stay out."""
 
+import importlib.metadata
 import pathlib
 import re
 import subprocess
@@ -47,3 +48,20 @@ def test_agent_requirements_are_the_packages_own_bounds():
     for name, spec in agent.items():
         assert package.get(name) == spec, name
     assert 'ironic' not in agent and 'jsonschema' not in agent
+
+
+def test_what_the_agent_imports_of_the_requirements_is_in_its_image():
+    """A module of requirements.txt that the agent imports must be in its
+    image's list, or the image builds without it and the agent fails to
+    start (cryptography, for the callback certificate's expiry)."""
+    result = subprocess.run([sys.executable, '-c', PROBE],
+                            capture_output=True, text=True, check=True)
+    imported = set(result.stdout.split())
+    distributions = importlib.metadata.packages_distributions()
+    package = _requirements(TOP / 'requirements.txt')
+    agent = _requirements(AGENT_REQUIREMENTS)
+    needed = {dist.lower() for module in imported
+              for dist in distributions.get(module, ())
+              if dist.lower() in package}
+    assert 'cryptography' in needed
+    assert needed <= set(agent), sorted(needed - set(agent))

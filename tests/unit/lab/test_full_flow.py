@@ -7,6 +7,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from vmetal_ironic.dhcp_agent import metrics as metrics_mod
+from vmetal_ironic.lab import bridge_counters
 from vmetal_ironic.lab import debian
 from vmetal_ironic.lab import flow
 from vmetal_ironic.lab import full_flow
@@ -103,6 +105,26 @@ def test_summary_has_the_documented_shape(tmp_path):
     assert summary['steps'] == [{'name': 'power_on', 'seconds': 5.0}]
     assert summary['topology'] == 'same-l2'
     assert summary['ironic_api'] == 'http'
+    # One L2: the bridge is not in the path.
+    assert summary['bridge'] is None
+
+
+def test_two_networks_summary_says_what_crossed_the_bridge(tmp_path):
+    lab = full_flow.FullLab(tmp_path, flow.Report(io.StringIO()),
+                            two_networks=True)
+    metrics = metrics_mod.Metrics()
+    lab.bridge = bridge_counters.Counters(
+        'http://x/metrics', reader=lambda url: metrics.render())
+    metrics.bridge_cache_requests.labels('miss').inc(2)
+    lab._phase('inspection', 0.0)
+    metrics.bridge_cache_requests.labels('hit').inc(2)
+    lab._phase('deploy', 0.0)
+    steps = lab.summary(True, 1.0)['steps']
+    assert [step['bridge']['cache']['hit'] for step in steps] == [0, 2]
+    assert [step['bridge']['cache']['miss'] for step in steps] == [2, 0]
+    bridge = lab.summary(True, 1.0)['bridge']
+    assert bridge['in_path'] is True and bridge['agent_restarts'] == 0
+    assert bridge['cache']['hit'] == 2 and bridge['cache']['miss'] == 2
 
 
 def test_two_networks_lab_names_its_topology_and_the_agents_bridge(

@@ -17,6 +17,12 @@ Two facts shape it:
   would skip the check. So the bytes read once are handed to OpenSSL
   through anonymous in-memory files (``memfd_create``): nothing is written
   to disk, which also suits the pod's read-only root filesystem.
+
+Python's ``ssl`` cannot tell what a loaded context serves, so the
+certificate's expiry is read from the same bytes with ``cryptography``
+whenever a pair goes in, and published as
+``vmetal_bridge_callback_cert_expiry_timestamp_seconds`` for an alert
+ahead of a renewal that did not happen.
 """
 
 import contextlib
@@ -24,6 +30,7 @@ import hashlib
 import os
 import ssl
 
+from cryptography import x509
 from oslo_log import log
 
 LOG = log.getLogger(__name__)
@@ -46,6 +53,16 @@ class _Broken(Exception):
         super().__init__(f'{path}: {reason}')
         self.path = path
         self.reason = reason
+
+
+def not_after(cert):
+    """The expiry (notAfter, Unix time) of the first certificate of the
+    PEM chain ``cert`` (bytes): the one the listener presents.
+
+    :raises ValueError: no PEM certificate in ``cert``.
+    """
+    return x509.load_pem_x509_certificate(
+        cert).not_valid_after_utc.timestamp()
 
 
 def _read(path):
@@ -193,11 +210,25 @@ class CertificateReload:
         changed = self.served is not None or self.broken is not None
         self.served, self.broken, self._good = digest, None, (cert, key)
         self.problem = None
+        self._expiry(cert)
         if changed:
             self._count('loaded')
             LOG.info('Bridge: callback listener serves the new certificate '
                      'of %s from the next handshake on', self.cert_file)
         return 'loaded' if changed else None
+
+    def _expiry(self, cert):
+        if self.metrics is None:
+            return
+        try:
+            expires = not_after(cert)
+        except ValueError as exc:
+            # OpenSSL took it, so only a certificate cryptography parses
+            # more strictly ends here: the gauge keeps its last value.
+            LOG.warning('Bridge: cannot read the expiry of %s: %s',
+                        self.cert_file, exc)
+            return
+        self.metrics.bridge_callback_cert_expiry.set(expires)
 
     def _failed(self, version, exc):
         if version == self.broken:

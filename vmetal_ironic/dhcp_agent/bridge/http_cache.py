@@ -4,10 +4,11 @@ in ``[vmetal_bridge]cache_dir``, within ``cache_max_bytes``.
 What may be kept and when a copy may answer is :mod:`.cache_policy`'s;
 this module holds the files:
 
-* a fill writes to ``fill-<token>`` as the body streams to its client and
-  is renamed to ``copy-<token>`` (atomic in one directory) only once the
-  whole announced length is in; a short, cut or failed fill is unlinked,
-  so a copy is always a whole answer;
+* a fill writes to ``fill-<token>/body`` as the body streams to its
+  client; only once the whole announced length is in is its record
+  written beside it and the directory renamed to ``copy-<token>``
+  (:mod:`.cache_record`: one rename publishes both); a short, cut or
+  failed fill is removed, so a copy is always a whole answer;
 * at most one fill per key at a time: other clients of a file being
   filled are forwarded as without a cache;
 * the bytes held (copies, fills under way, and dropped copies still open)
@@ -18,29 +19,28 @@ this module holds the files:
   for the descriptors still sending it until they close (counted until
   then).
 
-The index is in memory: at start the directory's ``fill-*`` and
-``copy-*`` files are removed and the agent starts cold (a copy is
-revalidated at every request anyway, so only the first download after a
-restart pays). Nothing is fsynced for the same reason. Used from the
-bridge's one event loop thread only, so no lock; the writes go to the page
-cache and are short.
+The index is in memory, and at start it is rebuilt from the directory:
+the whole copies with their records are adopted (least recently used
+first, in the order they were published), fills and anything without a
+record are removed (:func:`.cache_record.adopt`). An adopted copy is
+revalidated with Ironic at every request like any other, so a restart
+costs no download and serves nothing stale. Used from the bridge's one
+event loop thread only, so no lock; the writes go to the page cache and
+are short.
 """
 
 import collections
 import dataclasses
 import os
 import pathlib
-import secrets
 
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent.bridge import cache_policy
+from vmetal_ironic.dhcp_agent.bridge import cache_record
 from vmetal_ironic.dhcp_agent import log_limit
 
 LOG = log.getLogger(__name__)
-
-_FILL = 'fill-'
-_COPY = 'copy-'
 
 
 @dataclasses.dataclass(eq=False)
@@ -139,15 +139,27 @@ class HttpCache:
     # -- life -------------------------------------------------------------
 
     def open(self):
-        """Create the directory and remove what an earlier run left.
+        """Create the directory, adopt the whole copies an earlier run
+        left there and remove its other fills and copies; copies beyond
+        the budget are evicted, least recently published first.
 
+        :returns: ``(copies adopted, fills and copies removed)``.
         :raises OSError: it cannot be created or listed.
         """
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for path in self.directory.iterdir():
-            if path.name.startswith((_FILL, _COPY)):
-                path.unlink(missing_ok=True)
+        adopted, discarded = cache_record.adopt(self.directory)
+        for found in adopted:
+            record = found.record
+            self._entries[record.key] = Entry(
+                record.key, found.body, record.size, record.validator,
+                record.headers)
+            self.used += record.size
+            self._count('bridge_cache_adoptions', 'adopted')
+        for _ in range(discarded):
+            self._count('bridge_cache_adoptions', 'discarded')
         self._used(0)
+        self._make_room(0)
+        return len(self._entries), discarded
 
     def __len__(self):
         return len(self._entries)
@@ -199,7 +211,7 @@ class HttpCache:
         if entry.removed:
             return
         entry.removed = True
-        entry.path.unlink(missing_ok=True)
+        cache_record.remove(entry.path)
         if entry.pins == 0:
             self._used(-entry.size)
 
@@ -229,14 +241,12 @@ class HttpCache:
         if size > self.max_bytes or not self._make_room(size):
             self._count('bridge_cache_fills', 'no_room')
             return None
-        token = secrets.token_hex(8)
-        path = self.directory / (_FILL + token)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
-                         os.O_CLOEXEC, 0o600)
+            path, fd = cache_record.create_fill(self.directory)
         except OSError as exc:
-            self._write_errors.warning('Bridge cache: cannot create %s: %s',
-                                       path, exc.strerror or exc)
+            self._write_errors.warning('Bridge cache: cannot create a fill '
+                                       'in %s: %s', self.directory,
+                                       exc.strerror or exc)
             self._count('bridge_cache_fills', 'failed')
             return None
         self._filling.add(key)
@@ -252,14 +262,14 @@ class HttpCache:
         """Called by :meth:`Fill.finish`: publish or unlink."""
         self._filling.discard(fill.key)
         if whole:
-            final = self.directory / (_COPY + fill.path.name[len(_FILL):])
             try:
-                os.rename(fill.path, final)
+                final = cache_record.publish(fill.path, cache_record.Record(
+                    fill.key, fill.size, fill.validator, fill.headers))
             except OSError as exc:
                 self.write_failed(fill, exc)
                 whole = False
         if not whole:
-            fill.path.unlink(missing_ok=True)
+            cache_record.remove(fill.path)
             self._used(-fill.size)
             self._count('bridge_cache_fills', 'discarded')
             return

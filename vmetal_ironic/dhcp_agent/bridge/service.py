@@ -308,7 +308,7 @@ class BridgeService:
                                          config.cache_max_bytes,
                                          self.metrics)
             try:
-                cache.open()
+                adopted, discarded = cache.open()
             except OSError as exc:
                 raise settings_mod.ConfigError(
                     f'[vmetal_bridge]cache_dir {config.cache_dir!r}: '
@@ -343,10 +343,12 @@ class BridgeService:
                  config.callback_advertise_url, config.ipa_port)
         if self.cache is not None:
             LOG.info('Bridge: copies of the HTTP root in %s, up to %d bytes, '
-                     'revalidated at every download, sent by %s',
+                     'revalidated at every download, sent by %s; %d adopted '
+                     'from an earlier run (%d bytes), %d removed',
                      config.cache_dir, config.cache_max_bytes,
                      f'{self.sender.threads} threads' if self.sender
-                     else 'the event loop')
+                     else 'the event loop', adopted, self.cache.used,
+                     discarded)
 
     def _shutdown(self):
         if self._cert_timer is not None:

@@ -3,9 +3,15 @@ memory (``ssl.MemoryBIO``) against the context being reloaded, with files
 published the way the kubelet updates a mounted Secret."""
 
 import contextlib
+import datetime
 import hashlib
 import ssl
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import NameOID
 import pytest
 
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
@@ -198,3 +204,45 @@ def test_an_encrypted_key_keeps_the_old_pair_without_asking(volume):
     assert reload.check() == 'failed'
     assert reload.problem[0] == str(directory / 'tls.key')
     assert _served(reload.context) == _fingerprint(pairs['A'][0])
+
+
+def _expiry(reload):
+    return reload.metrics.bridge_callback_cert_expiry._value.get()
+
+
+def _pair_until(not_after):
+    """A self-signed pair whose certificate expires at ``not_after``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'callback')])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(7)
+            .not_valid_before(not_after - datetime.timedelta(days=90))
+            .not_valid_after(not_after).sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM,
+                              serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
+def test_the_expiry_gauge_follows_the_pair_served(volume):
+    reload, pairs, directory = volume
+    # Set by the first check, from the files' certificate.
+    assert _expiry(reload) == cert_reload.not_after(pairs['A'][0])
+    later = datetime.datetime(2031, 1, 2, 3, 4, 5,
+                              tzinfo=datetime.timezone.utc)
+    tls.secret_volume(directory, *_pair_until(later))
+    assert reload.check() == 'loaded'
+    assert _expiry(reload) == later.timestamp()
+    # A pair that does not load leaves the served one's expiry.
+    tls.secret_volume(directory, pairs['B'][0], pairs['A'][1])
+    assert reload.check() == 'failed'
+    assert _expiry(reload) == later.timestamp()
+
+
+def test_not_after_reads_the_first_certificate_of_a_chain(tmp_path):
+    first = datetime.datetime(2030, 6, 1, tzinfo=datetime.timezone.utc)
+    second = datetime.datetime(2035, 6, 1, tzinfo=datetime.timezone.utc)
+    chain = _pair_until(first)[0] + _pair_until(second)[0]
+    assert cert_reload.not_after(chain) == first.timestamp()
+    with pytest.raises(ValueError):
+        cert_reload.not_after(b'not a certificate')

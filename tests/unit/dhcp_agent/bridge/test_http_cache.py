@@ -2,6 +2,7 @@
 key, the budget kept by least-recently-used eviction of unsent copies."""
 
 import os
+import shutil
 
 import pytest
 
@@ -162,7 +163,7 @@ def test_a_file_over_the_budget_is_never_filled(cache, metrics):
 def test_a_copy_removed_behind_its_back_is_a_miss(cache):
     _fill(cache, '/a', b'a' * 400)
     for path in cache.directory.iterdir():
-        path.unlink()
+        shutil.rmtree(path)
     assert cache.checkout('/a') is None
     assert cache.used == 0 and len(cache) == 0
 
@@ -172,3 +173,68 @@ def test_a_refill_replaces_the_copy(cache):
     _fill(cache, '/a', b'b' * 300)
     assert _read(cache, '/a') == b'b' * 300
     assert _files(cache) == ['copy'] and cache.used == 300
+
+
+def _restarted(cache, metrics_mod_=metrics_mod, budget=1000):
+    """A new cache on the directory, as a restarted agent opens it."""
+    metrics = metrics_mod_.Metrics()
+    again = http_cache.HttpCache(cache.directory, budget, metrics)
+    return again, again.open(), metrics
+
+
+def test_a_restart_adopts_the_whole_copies_with_their_validators(cache):
+    _fill(cache, '/ipa', b'a' * 300)
+    _fill(cache, '/kernel', b'k' * 200)
+    again, found, metrics = _restarted(cache)
+    assert found == (2, 0)
+    entry, fd = again.checkout('/ipa')
+    assert (entry.size, entry.validator, entry.headers) == (300, TAG,
+                                                            HEADERS)
+    again.release(entry, fd)
+    assert _read(again, '/kernel') == b'k' * 200
+    assert again.used == 500
+    assert _value(metrics.bridge_cache_adoptions, 'adopted') == 2
+    assert _value(metrics.bridge_cache_bytes) == 500
+    # Still a copy that must be revalidated: a changed answer drops it.
+    entry, fd = again.checkout('/ipa')
+    again.revalidated(entry, current=False)
+    again.release(entry, fd)
+    assert again.checkout('/ipa') is None and again.used == 200
+
+
+def test_a_restart_removes_fills_and_copies_without_a_record(cache):
+    _fill(cache, '/ipa', b'a' * 300)
+    _fill(cache, '/old', b'o' * 100)
+    cut = cache.begin('/cut', 300, TAG, HEADERS)    # the agent dies here
+    cut.write(b'c' * 10)
+    old = next(p for p in cache.directory.iterdir()
+               if p.name.startswith('copy-')
+               and (p / 'body').read_bytes() == b'o' * 100)
+    (old / 'record.json').unlink()
+    again, found, metrics = _restarted(cache)
+    assert found == (1, 2)
+    assert _files(again) == ['copy']
+    assert _value(metrics.bridge_cache_adoptions, 'discarded') == 2
+    assert again.checkout('/old') is None
+    assert again.used == 300
+
+
+def test_a_restart_with_a_smaller_budget_evicts_the_oldest(cache):
+    _fill(cache, '/a', b'a' * 400)
+    _fill(cache, '/b', b'b' * 400)
+    again, found, metrics = _restarted(cache, budget=500)
+    assert found == (1, 0)
+    assert again.checkout('/a') is None
+    assert _read(again, '/b') == b'b' * 400
+    assert _value(metrics.bridge_cache_evictions) == 1
+
+
+def test_a_record_that_cannot_be_written_publishes_nothing(cache, metrics):
+    fill = cache.begin('/ipa', 300, TAG, HEADERS)
+    fill.write(b'a' * 300)
+    # Where the record goes, something it cannot be written over.
+    (fill.path.parent / 'record.json').mkdir()
+    fill.finish()
+    assert _files(cache) == [] and cache.used == 0
+    assert cache.checkout('/ipa') is None
+    assert _value(metrics.bridge_cache_fills, 'discarded') == 1
