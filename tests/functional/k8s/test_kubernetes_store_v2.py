@@ -64,14 +64,28 @@ def allocate_from(settings, cidr, owners, gate):
         gate[1].wait(120)
         result = []
         for owner in owners:
-            try:
-                result.append((owner, store.allocate(pool, owner).address,
-                               None))
-            except exception.VmetalError as exc:
-                result.append((owner, None, type(exc).__name__))
+            result.append(_allocate(store, pool, owner))
         return result
     finally:
         store.close()
+
+
+def _allocate(store, pool, owner, tries=2):
+    """``(owner, address, None)`` or ``(owner, None, error's name)``.
+
+    A temporary error (the store's bounded retries lost to the other
+    writers: StoreConflict) is tried once more, as the Ironic adapter
+    does (``ironic/errors.py``); the tests check what stands, never a
+    second address.
+    """
+    for attempt in range(tries):
+        try:
+            return owner, store.allocate(pool, owner).address, None
+        except exception.TemporaryError as exc:
+            if attempt == tries - 1:
+                return owner, None, type(exc).__name__
+        except exception.VmetalError as exc:
+            return owner, None, type(exc).__name__
 
 
 # -- item 1 and 7: uniqueness by construction ---------------------------------
