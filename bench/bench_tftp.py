@@ -16,6 +16,12 @@ blocks (tftp-hpa's default, the case of the issue), 20 curl clients asking
 tftp-hpa client alone: a lock-step transfer waits for each block's answer,
 so its time divided by the blocks is the server's latency per block (plus
 the client's), which the concurrent cases hide behind each other.
+
+Besides the ratio of medians, each server's rounds are divided by the
+dnsmasq round of the same turn (a few seconds apart, so under the same
+load) and the median and range of those paired ratios are printed: on a
+shared machine a single round can be 30 % off, and this shows how far
+apart the servers really are and how much the ratio can be trusted.
 """
 
 import filecmp
@@ -31,7 +37,7 @@ import time
 import pxe_netns
 
 CLIENTS = 20
-ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '7'))
+ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '11'))
 FILE = 'ipxe.efi'
 SERVERS = (('vmetal-dhcp-agent', 1069),
            ('vmetal-dhcp-agent 1 thread', 1072),
@@ -99,10 +105,14 @@ def _case(lab, client, pids, clients=CLIENTS, blocks=None):
         median = statistics.median(times[name])
         per_block = (f'  {median / blocks * 1e6:4.0f} us/block' if blocks
                      else '')
+        paired = [mine / dnsmasq for mine, dnsmasq
+                  in zip(times[name], times['dnsmasq'], strict=True)]
         print(f'  {name:30} min {min(times[name]):5.2f} s  median '
-              f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq)  server '
-              f'CPU {cpu[name] / ROUNDS:4.2f} s/round{per_block}  failed '
-              f'downloads {failed[name]}/{ROUNDS * clients}')
+              f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq; paired '
+              f'{statistics.median(paired):4.2f}x, {min(paired):4.2f}-'
+              f'{max(paired):4.2f})  server CPU {cpu[name] / ROUNDS:4.2f} '
+              f's/round{per_block}  failed downloads '
+              f'{failed[name]}/{ROUNDS * clients}')
 
 
 def _wait_listening(lab, port, proc):
