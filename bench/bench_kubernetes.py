@@ -6,7 +6,12 @@ measures, for ``HOSTS`` (10,000) hosts in one /16:
 
 * allocation: allocations per second at 1 and 8 allocator processes
   (``VMETAL_BENCH_ALLOCATORS``) released together, and API requests per
-  allocation (claim create, owner record create, claim read back);
+  allocation (claim create, owner record create, claim read back); then
+  one writer with several allocations in flight
+  (``VMETAL_BENCH_WRITER_IN_FLIGHT``, default 8; empty: not run): one
+  process, one store, that many threads allocating at once, as an Ironic
+  conductor's worker pool does -- printed apart from the one-allocation-
+  at-a-time writer, which it does not replace;
 * reservations: the publish rate of one writer (one DHCPReservation per
   MAC) with 1 and with the store's bulk number of creates in flight
   (``VMETAL_BENCH_IN_FLIGHT``, e.g. ``1,4,8``), each from an empty
@@ -60,6 +65,10 @@ BUDGET = float(os.environ.get('VMETAL_BENCH_BUDGET', '900'))
 # and the cases to run (``VMETAL_BENCH_CASES``, e.g. ``allocation``).
 CONCURRENCY = tuple(int(n) for n in os.environ.get(
     'VMETAL_BENCH_ALLOCATORS', '1,8').split(','))
+# Allocations in flight in one writer (threads of one allocator process
+# sharing its store), each level a case of its own after the processes.
+WRITER_IN_FLIGHT = tuple(int(n) for n in os.environ.get(
+    'VMETAL_BENCH_WRITER_IN_FLIGHT', '8').split(',') if n.strip())
 CASES = frozenset(os.environ.get(
     'VMETAL_BENCH_CASES', 'allocation,reservations,reconcile').split(','))
 CIDR = '198.18.0.1/16'
@@ -96,34 +105,41 @@ def _store(settings):
     return kube_store.KubernetesStore(kube.store_conf(settings))
 
 
-def _allocator(settings, namespace, indexes, deadline, gate):
+def _allocator(settings, namespace, indexes, deadline, in_flight, gate):
     """Worker process: claim an address per index, as the Machine of host
-    ``h<index>`` (no host read: the bare IPAM cost)."""
+    ``h<index>`` (no host read: the bare IPAM cost), ``in_flight`` at
+    once (threads sharing the process's store, as a conductor's workers
+    share its store)."""
     from vmetal_ironic import owner as owner_mod
     from vmetal_ironic.ipam import pool as ipam_pool
 
     store = _store(settings)
     pool = ipam_pool.parse_pool(CIDR)
-    done, errors = 0, []
+    done, errors = [], []
+
+    def allocate(index):
+        if time.time() > deadline:
+            return
+        holder = owner_mod.Owner('Metal3Machine', namespace, f'm{index:05d}')
+        host = {'metadata': {'namespace': namespace, 'name': f'h{index:05d}'}}
+        try:
+            store.addresses.allocate(pool, holder, _mac(index), host=host)
+            done.append(index)
+        except Exception as exc:  # reported, not fatal to the run
+            errors.append(f'{type(exc).__name__}: {exc}')
+
     try:
         gate[0].put(os.getpid())
         gate[1].wait(120)
         # CPU from here on: the allocations, not the process's start.
         cpu_start = time.process_time()
-        for index in indexes:
-            if time.time() > deadline:
-                break
-            holder = owner_mod.Owner('Metal3Machine', namespace,
-                                     f'm{index:05d}')
-            host = {'metadata': {'namespace': namespace,
-                                 'name': f'h{index:05d}'}}
-            try:
-                store.addresses.allocate(pool, holder, _mac(index),
-                                         host=host)
-                done += 1
-            except Exception as exc:  # reported, not fatal to the run
-                errors.append(f'{type(exc).__name__}: {exc}')
-        return (done, store.api.requests, time.time(), errors[:3],
+        if in_flight > 1:
+            with concurrent.futures.ThreadPoolExecutor(in_flight) as threads:
+                list(threads.map(allocate, indexes))
+        else:
+            for index in indexes:
+                allocate(index)
+        return (len(done), store.api.requests, time.time(), errors[:3],
                 time.process_time() - cpu_start)
     finally:
         store.close()
@@ -232,8 +248,9 @@ class _Profile:
             self.thread.join(PROFILE_SECONDS + 60)
 
 
-def allocation(cluster, core, workers):
-    namespace = _namespace(core, f'vbench-alloc-{workers}-{os.getpid()}')
+def allocation(cluster, core, workers, in_flight=1):
+    namespace = _namespace(
+        core, f'vbench-alloc-{workers}-{in_flight}-{os.getpid()}')
     settings = cluster.settings(namespace=namespace)
     deadline = time.time() + BUDGET
     cpu_before = cluster.cpu_seconds()
@@ -241,7 +258,7 @@ def allocation(cluster, core, workers):
         results, started = kube.run_together(
             workers, _allocator,
             lambda i: (settings, namespace, range(i, HOSTS, workers),
-                       deadline),
+                       deadline, in_flight),
             timeout=BUDGET + 120)
     cpu_after = cluster.cpu_seconds()
     done = sum(r[0] for r in results)
@@ -470,16 +487,26 @@ def main():
               f'   previous release')
         rates = {}
         namespace = None
-        for workers in CONCURRENCY if 'allocation' in CASES else ():
+        cases = [(workers, 1) for workers in CONCURRENCY]
+        cases += [(1, in_flight) for in_flight in WRITER_IN_FLIGHT]
+        for workers, in_flight in cases if 'allocation' in CASES else ():
             # One fleet's claims and owners, not one per case.
             _fresh(core, custom, namespace)
             (namespace, done, elapsed, requests, errors, local,
-             cpu) = allocation(cluster, core, workers)
-            rates[workers] = done / elapsed
-            print(f'{"allocate":<12} {workers:>5} {done:>7} '
+             cpu) = allocation(cluster, core, workers, in_flight)
+            if in_flight == 1:
+                rates[workers] = done / elapsed
+                what = 'allocate'
+                previous = PREVIOUS.get(('allocate', workers),
+                                        'not measured')
+            else:
+                # Not a row of the processes' ratio: one writer, several
+                # allocations at once (a conductor's worker pool).
+                what = f'1 writer, {in_flight} in flight:'
+                previous = 'one writer, one at a time: the row with 1 proc'
+            print(f'{what:<12} {workers:>5} {done:>7} '
                   f'{done / elapsed:>9.1f} {requests / max(done, 1):>14.2f} '
-                  f'{local:>16.1f}   '
-                  f'{PREVIOUS.get(("allocate", workers), "not measured")}')
+                  f'{local:>16.1f}   {previous}')
             print(_cpu_line(cpu, done))
             if errors:
                 print(f'  errors, first: {errors[0]}')
