@@ -9,7 +9,8 @@ curl and a real HTTP server upstream.
   ``If-Modified-Since``; its access log tells 200 from 304).
 
 The agent keeps copies within 20 MiB (``cache_max_bytes``): two of the
-8 MiB files at most, sent by two threads (``cache_send_threads``).
+8 MiB files at most, sent by two threads (``cache_send_threads``): with
+more downloads at once than threads, the others go from the event loop.
 """
 
 import hashlib
@@ -237,10 +238,10 @@ def _at_once(net, name, count):
 
 
 def test_many_at_once_get_the_copy_then_the_change(net):
-    """Ten servers at once on a current copy (sent by the agent's two
-    sending threads), then the file changes upstream and ten more at
-    once: each gets what Ironic holds when it asks, none the old copy
-    after the change."""
+    """Ten servers at once on a current copy (two sent by the agent's
+    two sending threads, the others by its event loop), then the file
+    changes upstream and ten more at once: each gets what Ironic holds
+    when it asks, none the old copy after the change."""
     old = net.put_digest('many.img', 8 * MIB)
     before = net.count('fills', 'published')
     assert net.get('many.img') == old

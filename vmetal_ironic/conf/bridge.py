@@ -175,16 +175,16 @@ opts = [
                     'being sent); a file larger than this is relayed. 0 '
                     'turns the copies off.'),
     cfg.IntOpt('cache_send_threads',
-               default=0,
+               default=32,
                min=0,
                max=64,
-               help='Threads that send the copies to servers (sendfile, a '
-                    'turn at a time: a server that stops reading holds '
-                    'none), so the kernel\'s sending work for many '
-                    'downloads spreads over that many CPUs. 0 sends them '
-                    'from the bridge\'s event loop thread (one CPU). On a '
-                    'shared 2-core machine 2 threads were 0.75x to 1.22x '
-                    'as fast as 0: measure before turning it on.'),
+               help='Threads that send the copies to servers: each takes '
+                    'one download whole (sendfile, waiting for the '
+                    'server\'s socket itself, at most idle_timeout at a '
+                    'time), so the kernel\'s sending work for many '
+                    'downloads spreads over the CPUs. While all are busy '
+                    '(or with 0) a download is sent from the bridge\'s '
+                    'event loop thread, one CPU for all of them.'),
 ]
 
 register_opts, list_opts = group.hooks(GROUP, opts)

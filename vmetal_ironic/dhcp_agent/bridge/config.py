@@ -44,9 +44,9 @@ class BridgeConfig:
     cache_dir: str = None
     #: Their budget in bytes.
     cache_max_bytes: int = 0
-    #: Threads sending copies (:class:`~.splice.Sender`); 0: the event
-    #: loop's thread.
-    cache_send_threads: int = 0
+    #: Threads sending copies, a download each (:class:`~.splice.Sender`);
+    #: 0: the event loop's thread only.
+    cache_send_threads: int = 32
     #: The files of ``callback_tls``, checked for a new pair every
     #: ``callback_cert_check_interval`` seconds (:mod:`.cert_reload`).
     callback_cert_file: str = None

@@ -173,8 +173,8 @@ class BridgeService:
         self.ports = {}
         #: Local copies of the HTTP root, when ``cache_dir`` is set.
         self.cache = None
-        #: Threads sending the copies, when there are copies and
-        #: ``cache_send_threads`` is set.
+        #: Threads sending the copies, a download each, when there are
+        #: copies and ``cache_send_threads`` is not 0.
         self.sender = None
         #: The callback listener's certificate check, when it serves TLS.
         self.cert_reload = None
@@ -346,7 +346,7 @@ class BridgeService:
                      'revalidated at every download, sent by %s; %d adopted '
                      'from an earlier run (%d bytes), %d removed',
                      config.cache_dir, config.cache_max_bytes,
-                     f'{self.sender.threads} threads' if self.sender
+                     f'up to {self.sender.threads} threads' if self.sender
                      else 'the event loop', adopted, self.cache.used,
                      discarded)
 

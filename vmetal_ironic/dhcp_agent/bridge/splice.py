@@ -17,14 +17,17 @@ Linux only (``os.splice``, Python 3.10); :func:`available` says whether
 it can be used, and the caller copies in Python where it cannot.
 
 A local copy of a file (:mod:`.http_cache`) goes to the client's socket by
-``sendfile(2)`` (:func:`send_file`), from the page cache, the same way,
-in turns that a few threads (:class:`Sender`) or the event loop take.
+``sendfile(2)`` (:func:`send_file`), from the page cache, the same way:
+each download whole on a thread of its own (:class:`Sender`), or in
+turns on the event loop.
 """
 
 import asyncio
 import concurrent.futures
 import fcntl
 import os
+import select
+import socket
 
 #: The pipe between the two sockets: what one call can move at most.
 PIPE_SIZE = 1048576
@@ -146,10 +149,9 @@ async def relay(source, target, count, idle_timeout):
 
 
 def _file_turn(target, source, offset, end, limit):
-    """One turn of :func:`send_file`: ``sendfile`` from ``offset`` until
-    ``end``, ``limit`` bytes moved, or the socket full. Never waits (the
-    socket is non-blocking), so a slow client never holds the thread that
-    runs it.
+    """One turn of :func:`send_file` on the event loop: ``sendfile`` from
+    ``offset`` until ``end``, ``limit`` bytes moved, or the socket full.
+    Never waits (the socket is non-blocking): the loop does.
 
     :returns: ``(bytes moved, blocked)``; ``(0, False)`` is the file's end.
     :raises OSError: the client's side failed.
@@ -168,33 +170,97 @@ def _file_turn(target, source, offset, end, limit):
     return moved, False
 
 
+def _send_whole(target, source, offset, end, idle_timeout):
+    """:func:`send_file`'s body on a :class:`Sender` thread: ``sendfile``
+    from ``offset`` to ``end``, waiting in ``poll`` whenever the socket is
+    full, at most ``idle_timeout`` at a time. The socket stays
+    non-blocking (the flag belongs to the socket, which the event loop
+    shares): ``poll`` is what waits.
+
+    :returns: the bytes moved.
+    :raises ShortBody: the file ends early.
+    :raises TimeoutError: the client took nothing for ``idle_timeout``.
+    :raises OSError: the client's side failed, or the socket was shut
+        down under the thread (:meth:`Sender.send` cancelled).
+    """
+    poller = select.poll()
+    poller.register(target, select.POLLOUT)
+    timeout_ms = max(1, int(idle_timeout * 1000))
+    start = offset
+    while offset < end:
+        try:
+            done = os.sendfile(target, source, offset, end - offset)
+        except BlockingIOError:
+            if not poller.poll(timeout_ms):
+                raise TimeoutError(
+                    f'no progress for {idle_timeout} s') from None
+            continue
+        if done == 0:
+            raise ShortBody(f'{offset - start} of {end - start} bytes')
+        offset += done
+    return offset - start
+
+
+def _shut(fd):
+    """Shut the socket ``fd`` down both ways, which wakes a thread in
+    ``poll`` or ``sendfile`` on it; ``fd`` stays open."""
+    sock = socket.socket(fileno=fd)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass   # already reset or shut
+    finally:
+        sock.detach()
+
+
 class Sender:
-    """Threads that run :func:`send_file`'s turns.
+    """Threads each of which sends one copy whole.
 
     One event loop thread drives every connection, and the kernel does a
     socket's sending work (TCP, the veth and bridge hops, the receiver's
     protocol work in the softirq that follows) on the CPU of the thread
-    that calls ``sendfile``: with all copies sent from the loop's thread,
-    twenty clients share one CPU while the others idle. Turns on a few
-    threads spread that work. A turn never waits for a socket (the loop
-    does, with its idle timeout), so a client that stops reading holds
-    no thread and the pool bounds threads, not clients.
+    that calls ``sendfile``: with every copy sent from the loop's thread,
+    twenty downloads share one CPU while the others idle. A thread of
+    this pool takes one download from its first byte to its last, waiting
+    for its socket itself (``poll``, bounded by the idle timeout), so the
+    loop is not woken at all until the download ended and the kernel's
+    work runs on whichever CPU the scheduler gives each thread, as it
+    does for a server with a process per connection. A client that stops
+    reading holds its thread for the idle timeout, as it holds its
+    connection slot; while every thread is busy, further downloads are
+    sent from the loop (:meth:`send` says so), so the pool bounds
+    threads, never downloads.
 
     :param threads: how many; at least 1.
     """
 
     def __init__(self, threads):
         self.threads = threads
+        self.free = threads
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=threads, thread_name_prefix='bridge-send')
 
-    def turn(self, target, source, offset, end):
-        """:returns: an asyncio future of :func:`_file_turn`'s result."""
-        return asyncio.get_running_loop().run_in_executor(
-            self._pool, _file_turn, target, source, offset, end, TURN)
+    def send(self, target, source, offset, end, idle_timeout):
+        """Start sending on a free thread.
+
+        :returns: an asyncio future of the bytes moved (exceptions as
+            :func:`_send_whole`), or ``None`` when every thread is busy.
+        """
+        if not self.free:
+            return None
+        self.free -= 1
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, _send_whole, target, source, offset, end,
+            idle_timeout)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, _future):
+        self.free += 1
 
     def close(self):
-        """Stop taking turns; those under way finish on their own."""
+        """Stop taking downloads; those under way end when their
+        connections are closed."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -209,9 +275,9 @@ async def send_file(source, target, offset, count, idle_timeout,
     ``target`` (non-blocking). Both descriptors are duplicated before the
     first wait, as in :func:`relay`, so the caller may close its own.
 
-    :param sender: a :class:`Sender` whose threads run the turns, or
-        ``None``: on the event loop's thread, letting other connections
-        run every :data:`TURN` bytes.
+    :param sender: a :class:`Sender` whose free thread sends the whole
+        range, or ``None`` (or no thread free): on the event loop's
+        thread, letting other connections run every :data:`TURN` bytes.
     :returns: ``count``.
     :raises ShortBody: the file ends early.
     :raises TimeoutError: the client took nothing for ``idle_timeout``.
@@ -225,28 +291,31 @@ async def send_file(source, target, offset, count, idle_timeout,
         descriptors.append(os.dup(source))
         source = descriptors[1]
         end = offset + count
+        if sender is not None:
+            pending = sender.send(target, source, offset, end, idle_timeout)
+        if pending is not None:
+            await asyncio.shield(pending)
+            pending = None
+            return count
         while offset < end:
-            if sender is None:
-                done, blocked = _file_turn(target, source, offset, end, TURN)
-            else:
-                pending = sender.turn(target, source, offset, end)
-                done, blocked = await asyncio.shield(pending)
-                pending = None
+            done, blocked = _file_turn(target, source, offset, end, TURN)
             offset += done
             if blocked:
                 await _ready(loop, target, True, idle_timeout)
             elif done == 0:
                 raise ShortBody(f'{count - (end - offset)} of {count} bytes')
-            elif sender is None:
+            else:
                 # A client as fast as the page cache would keep the loop
                 # to itself: let the other connections run.
                 await asyncio.sleep(0)
         return count
     finally:
         if pending is not None and not pending.done():
-            # Cancelled while a thread still sends from them: closed when
-            # it is done, never under it (a reused number would send the
-            # file to someone else's socket).
+            # Cancelled while a thread still sends from them: the socket
+            # is shut down to wake the thread, and the descriptors are
+            # closed when it is done, never under it (a reused number
+            # would send the file to someone else's socket).
+            _shut(descriptors[0])
             pending.add_done_callback(
                 lambda _future, fds=tuple(descriptors): _close_all(fds))
         else:

@@ -47,10 +47,10 @@ def test_copies_are_off_unless_a_directory_is_named(conf):
         '/var/cache/vmetal-bridge', 1000)
 
 
-def test_copies_are_sent_by_the_event_loop_unless_told(conf):
+def test_copies_are_sent_by_threads_unless_told(conf):
+    assert config.from_conf(conf, '198.51.100.1').cache_send_threads == 32
+    conf.set_override('cache_send_threads', 0, group='vmetal_bridge')
     assert config.from_conf(conf, '198.51.100.1').cache_send_threads == 0
-    conf.set_override('cache_send_threads', 2, group='vmetal_bridge')
-    assert config.from_conf(conf, '198.51.100.1').cache_send_threads == 2
 
 
 def test_ipxe_script_url_follows_the_advertised_http_url(conf):

@@ -4,6 +4,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -192,8 +193,9 @@ def test_send_file_to_a_client_taking_nothing_times_out(tmp_path, sender):
 
 
 def test_a_client_taking_nothing_holds_no_sending_thread(tmp_path):
-    """With one thread, a client that stopped reading does not stop
-    another client's download: a turn ends when a socket is full."""
+    """With one thread, a client that stopped reading (holding that
+    thread until its idle timeout) does not stop another client's
+    download: with no thread free, it is sent from the loop."""
     data = os.urandom(32 * 2**20)
     path = tmp_path / 'copy'
     path.write_bytes(data)
@@ -235,17 +237,17 @@ def test_a_client_taking_nothing_holds_no_sending_thread(tmp_path):
     assert finished_first
 
 
-class _HeldTurn:
-    """A sender whose one turn is finished by the test: a cancellation
-    that lands while a thread is inside ``sendfile`` cannot be timed for
-    real, so this stands in for the thread (the interleaving is the
-    point, not the sending)."""
+class _HeldSend:
+    """A sender whose one download is finished by the test: a
+    cancellation that lands while a thread is inside ``sendfile`` cannot
+    be timed for real, so this stands in for the thread (the
+    interleaving is the point, not the sending)."""
 
     def __init__(self):
         self.future = None
         self.descriptors = None
 
-    def turn(self, target, source, offset, end):
+    def send(self, target, source, offset, end, idle_timeout):
         self.descriptors = (target, source)
         self.future = asyncio.get_running_loop().create_future()
         return self.future
@@ -259,15 +261,16 @@ def _is_open(fd):
     return True
 
 
-def test_a_cancelled_send_closes_nothing_under_a_running_turn(tmp_path):
-    """The descriptors a turn sends with stay open until the turn is
+def test_a_cancelled_send_closes_nothing_under_a_running_thread(
+        tmp_path):
+    """The descriptors a thread sends with stay open until it is
     done, even when the download is cancelled meanwhile (an agent
     stopping): closed earlier, their numbers could be reused by another
     connection while the thread still writes to them."""
     path = tmp_path / 'copy'
     path.write_bytes(b'x' * 1000)
     target, peer = _pair()
-    held = _HeldTurn()
+    held = _HeldSend()
 
     async def scenario():
         fd = os.open(path, os.O_RDONLY)
@@ -279,7 +282,7 @@ def test_a_cancelled_send_closes_nothing_under_a_running_turn(tmp_path):
             await task
         os.close(fd)
         open_while_running = [_is_open(d) for d in held.descriptors]
-        held.future.set_result((1000, False))
+        held.future.set_result(1000)
         await asyncio.sleep(0)
         return open_while_running, [_is_open(d) for d in held.descriptors]
 
@@ -290,3 +293,42 @@ def test_a_cancelled_send_closes_nothing_under_a_running_turn(tmp_path):
         peer.close()
     assert during == [True, True]
     assert after == [False, False]
+
+
+def test_a_cancelled_send_wakes_its_thread(tmp_path):
+    """Cancelling a download whose client stopped reading (an agent
+    stopping) frees its thread at once, not after the idle timeout, and
+    closes its descriptors once the thread let go of them."""
+    path = tmp_path / 'copy'
+    path.write_bytes(os.urandom(64 * 2**20))
+    sender = splice.Sender(1)
+    target, peer = _pair()
+    opened = set(os.listdir('/proc/self/fd'))
+
+    async def scenario():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            task = asyncio.ensure_future(splice.send_file(
+                fd, target.fileno(), 0, 64 * 2**20, 30.0, sender))
+            await asyncio.sleep(0.3)
+            busy = sender.free
+            task.cancel()
+            started = time.monotonic()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            while not sender.free and time.monotonic() - started < 5:
+                await asyncio.sleep(0.01)
+            return busy, time.monotonic() - started
+        finally:
+            os.close(fd)
+
+    try:
+        busy, freed_after = asyncio.run(scenario())
+        left = set(os.listdir('/proc/self/fd')) - opened
+    finally:
+        target.close()
+        peer.close()
+        sender.close()
+    assert busy == 0
+    assert freed_after < 2.0
+    assert not left
