@@ -17,7 +17,10 @@ Same Ironic, sushy-tools, OVMF, IPA ramdisk and image; each run has its
 own Ironic caches. Prints each phase's median seconds side by side, the
 ratio vmetal / dnsmasq (the goal: every phase within 1.0x), and with
 several rounds each phase's spread (slowest minus fastest of one provider)
-so a ratio can be read against the noise.
+so a ratio can be read against the noise. The two runs of a round follow
+each other, so with several rounds each phase's ratio is also taken
+round by round (paired: both runs saw the same minutes of the machine)
+and the lowest and highest of those per-round ratios are printed.
 """
 
 import json
@@ -67,6 +70,13 @@ def ratio(ours, theirs):
     return f'{ours / theirs:5.2f}x' if theirs else '    -'
 
 
+def paired_ratios(ours, theirs):
+    """The ratio of each round's two runs (rounds where the peer took no
+    time left out)."""
+    return [mine / peer for mine, peer in zip(ours, theirs, strict=True)
+            if peer]
+
+
 def _order(round_index, names=PROVIDERS):
     return names if round_index % 2 == 0 else names[::-1]
 
@@ -106,15 +116,19 @@ def compare(runs_args, what):
               for name, summaries in runs.items()}
     spread = rounds > 1
     print(f'{"phase (median)":<24} {ours:>12} {peer:>12}  {ours}/{peer}'
-          + (f'   spread {ours} / {peer}' if spread else ''))
+          + (f'   spread {ours} / {peer}   per-round ratios'
+             if spread else ''))
     for phase in phases[ours][0]:
         mine = [p[phase] for p in phases[ours]]
         theirs = [p.get(phase, 0.0) for p in phases[peer]]
         a, b = statistics.median(mine), statistics.median(theirs)
         line = f'{phase:<24} {a:11.1f}s {b:11.1f}s  {ratio(a, b)}'
         if spread:
+            paired = paired_ratios(mine, theirs)
             line += (f'        {max(mine) - min(mine):5.1f}s / '
-                     f'{max(theirs) - min(theirs):5.1f}s')
+                     f'{max(theirs) - min(theirs):5.1f}s'
+                     + (f'   {min(paired):.2f}-{max(paired):.2f}x'
+                        if paired else ''))
         print(line)
     for name, summaries in runs.items():
         for summary in summaries:
