@@ -79,21 +79,20 @@ TOPOLOGIES = ('same-l2', 'two-networks')
 #: How Ironic's API is served: ``--ironic-api``.
 API_SCHEMES = ('http', 'https')
 IMAGE_PATH = 'lab-images'
-#: How often the conductor looks at the ramdisk's work it waits for, in
-#: both topologies. Ironic's defaults poll an asynchronous agent command
-#: (install_bootloader while the node goes active) every 6 s and the power
-#: state after the ramdisk's soft power-off every 5 s: a step that ends
-#: just after a look is seen up to 6 (5) s later, so the ~25 s from the
-#: written image to the boot from disk moved by up to 11 s between two
-#: runs of the same flow (Ironic's log). Looking every second keeps each
-#: wait's bound (600 and 30 s, as the defaults give) and costs one small
-#: request a second per node in those steps only, which a real
-#: deployment can afford as well. IPA's forced heartbeat after a command
-#: (up to 5 s, ``min_heartbeat_interval`` in IPA's code) has no setting
-#: and stays.
+#: How often the conductor looks at the power state after the ramdisk's
+#: soft power-off, in both topologies. Ironic's default looks every 5 s: a
+#: machine that is off just after a look is seen up to 5 s later, and the
+#: ~25 s from the written image to the boot from disk moved with where
+#: the looks fell (Ironic's log). Looking every second keeps the wait's
+#: bound (30 s, as 6 x 5 s) and costs one BMC request a second per node
+#: in that step only, which a real deployment can afford as well.
+#: Not set, because Ironic would not read them: ``[agent]
+#: command_wait_interval`` and ``command_wait_attempts`` (the 6 s looks
+#: at install_bootloader) are read in a decorator when Ironic imports its
+#: agent client, before its configuration is parsed. IPA's forced
+#: heartbeat after a command (up to 5 s, ``min_heartbeat_interval`` in
+#: IPA's code) has no setting either.
 AGENT_POLLING = {
-    'command_wait_interval': '1',
-    'command_wait_attempts': '600',
     'post_deploy_get_power_state_retry_interval': '1',
     'post_deploy_get_power_state_retries': '30',
 }

@@ -74,17 +74,15 @@ def test_ironic_runs_stock_redfish_with_the_vmetal_dhcp_provider(tmp_path):
         assert parser[section][option].startswith(str(tmp_path))
 
 
-def test_conductor_polls_the_ramdisk_every_second_in_both_topologies(
+def test_conductor_looks_for_power_off_every_second_in_both_topologies(
         tmp_path):
     same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
     two = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite',
                                      full_setup.IRONIC_CLUSTER)
     for sections in (same, two):
         agent = sections['agent']
-        assert agent['command_wait_interval'] == '1'
         assert agent['post_deploy_get_power_state_retry_interval'] == '1'
-        # The waits keep Ironic's default bounds: 100 x 6 s and 6 x 5 s.
-        assert int(agent['command_wait_attempts']) == 100 * 6
+        # The wait keeps Ironic's default bound: 6 x 5 s.
         assert int(agent['post_deploy_get_power_state_retries']) == 6 * 5
     # Every name is one of Ironic's own [agent] options, whole seconds.
     known = {opt.name: opt for opt in ironic_agent_conf.opts}
