@@ -26,6 +26,7 @@ and the lowest and highest of those per-round ratios are printed.
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,12 @@ DHCP_RUNS = (('vmetal', ['--dhcp', 'vmetal']),
              ('dnsmasq', ['--dhcp', 'dnsmasq']))
 RUN_TIMEOUT = 3600
 ROUNDS = int(os.environ.get('VMETAL_BENCH_FULL_ROUNDS', '1'))
+#: A directory to keep each run's logs in (Ironic's, the machine's serial
+#: console, the agent's and the BMC's), to see where a phase's time went;
+#: unset, they go with the run's work directory.
+KEEP_LOGS = os.environ.get('VMETAL_BENCH_FULL_LOGS')
+LOGS = ('ironic/ironic.log', 'machine/serial.log', 'net/agent.log',
+        'net/sushy.log', 'ironic/ironic.conf')
 
 
 def run(provider, args=None):
@@ -57,6 +64,9 @@ def run(provider, args=None):
         except subprocess.TimeoutExpired:
             print(f'full_flow[{provider}]: no result in {RUN_TIMEOUT}s')
             return None
+        finally:
+            if KEEP_LOGS:
+                keep_logs(workdir, provider)
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {}
     if not summary.get('ok'):
@@ -64,6 +74,21 @@ def run(provider, args=None):
               f'{result.stderr.strip()[-500:]}')
         return None
     return summary
+
+
+def keep_logs(workdir, label):
+    """Copy a run's logs into ``KEEP_LOGS/<label>-<n>`` (the first free
+    ``n``)."""
+    keep = pathlib.Path(KEEP_LOGS)
+    number = 1
+    while (keep / f'{label}-{number}').exists():
+        number += 1
+    target = keep / f'{label}-{number}'
+    for name in LOGS:
+        source = pathlib.Path(workdir) / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
 
 
 def ratio(ours, theirs):
