@@ -17,12 +17,16 @@ Same Ironic, sushy-tools, OVMF, IPA ramdisk and image; each run has its
 own Ironic caches. Prints each phase's median seconds side by side, the
 ratio vmetal / dnsmasq (the goal: every phase within 1.0x), and with
 several rounds each phase's spread (slowest minus fastest of one provider)
-so a ratio can be read against the noise.
+so a ratio can be read against the noise. The two runs of a round follow
+each other, so with several rounds each phase's ratio is also taken
+round by round (paired: both runs saw the same minutes of the machine)
+and the lowest and highest of those per-round ratios are printed.
 """
 
 import json
 import os
 import pathlib
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +39,12 @@ DHCP_RUNS = (('vmetal', ['--dhcp', 'vmetal']),
              ('dnsmasq', ['--dhcp', 'dnsmasq']))
 RUN_TIMEOUT = 3600
 ROUNDS = int(os.environ.get('VMETAL_BENCH_FULL_ROUNDS', '1'))
+#: A directory to keep each run's logs in (Ironic's, the machine's serial
+#: console, the agent's and the BMC's), to see where a phase's time went;
+#: unset, they go with the run's work directory.
+KEEP_LOGS = os.environ.get('VMETAL_BENCH_FULL_LOGS')
+LOGS = ('ironic/ironic.log', 'machine/serial.log', 'net/agent.log',
+        'net/sushy.log', 'ironic/ironic.conf')
 
 
 def run(provider, args=None):
@@ -54,6 +64,9 @@ def run(provider, args=None):
         except subprocess.TimeoutExpired:
             print(f'full_flow[{provider}]: no result in {RUN_TIMEOUT}s')
             return None
+        finally:
+            if KEEP_LOGS:
+                keep_logs(workdir, provider)
     lines = result.stdout.strip().splitlines()
     summary = json.loads(lines[-1]) if lines else {}
     if not summary.get('ok'):
@@ -63,8 +76,30 @@ def run(provider, args=None):
     return summary
 
 
+def keep_logs(workdir, label):
+    """Copy a run's logs into ``KEEP_LOGS/<label>-<n>`` (the first free
+    ``n``)."""
+    keep = pathlib.Path(KEEP_LOGS)
+    number = 1
+    while (keep / f'{label}-{number}').exists():
+        number += 1
+    target = keep / f'{label}-{number}'
+    for name in LOGS:
+        source = pathlib.Path(workdir) / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target / name)
+
+
 def ratio(ours, theirs):
     return f'{ours / theirs:5.2f}x' if theirs else '    -'
+
+
+def paired_ratios(ours, theirs):
+    """The ratio of each round's two runs (rounds where the peer took no
+    time left out)."""
+    return [mine / peer for mine, peer in zip(ours, theirs, strict=True)
+            if peer]
 
 
 def _order(round_index, names=PROVIDERS):
@@ -106,15 +141,19 @@ def compare(runs_args, what):
               for name, summaries in runs.items()}
     spread = rounds > 1
     print(f'{"phase (median)":<24} {ours:>12} {peer:>12}  {ours}/{peer}'
-          + (f'   spread {ours} / {peer}' if spread else ''))
+          + (f'   spread {ours} / {peer}   per-round ratios'
+             if spread else ''))
     for phase in phases[ours][0]:
         mine = [p[phase] for p in phases[ours]]
         theirs = [p.get(phase, 0.0) for p in phases[peer]]
         a, b = statistics.median(mine), statistics.median(theirs)
         line = f'{phase:<24} {a:11.1f}s {b:11.1f}s  {ratio(a, b)}'
         if spread:
+            paired = paired_ratios(mine, theirs)
             line += (f'        {max(mine) - min(mine):5.1f}s / '
-                     f'{max(theirs) - min(theirs):5.1f}s')
+                     f'{max(theirs) - min(theirs):5.1f}s'
+                     + (f'   {min(paired):.2f}-{max(paired):.2f}x'
+                        if paired else ''))
         print(line)
     for name, summaries in runs.items():
         for summary in summaries:

@@ -5,6 +5,7 @@ import io
 import ssl
 from xml.etree import ElementTree
 
+from ironic.conf import agent as ironic_agent_conf
 import pytest
 
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
@@ -71,6 +72,22 @@ def test_ironic_runs_stock_redfish_with_the_vmetal_dhcp_provider(tmp_path):
                             ('agent', 'certificates_path'),
                             ('deploy', 'iso_master_path')):
         assert parser[section][option].startswith(str(tmp_path))
+
+
+def test_conductor_looks_for_power_off_every_second_in_both_topologies(
+        tmp_path):
+    same = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite')
+    two = full_setup.ironic_sections(tmp_path, tmp_path / 'v.sqlite',
+                                     full_setup.IRONIC_CLUSTER)
+    for sections in (same, two):
+        agent = sections['agent']
+        assert agent['post_deploy_get_power_state_retry_interval'] == '1'
+        # The wait keeps Ironic's default bound: 6 x 5 s.
+        assert int(agent['post_deploy_get_power_state_retries']) == 6 * 5
+    # Every name is one of Ironic's own [agent] options, whole seconds.
+    known = {opt.name: opt for opt in ironic_agent_conf.opts}
+    for name, value in full_setup.AGENT_POLLING.items():
+        assert known[name].type(value) == int(value)
 
 
 def test_domain_definition_is_escaped_and_boots_uefi():
