@@ -34,10 +34,10 @@ changes rates; TCP work done in softirq is not counted), and the agent's
 resident memory before the first 20-client round and its peak after the
 last; and the median time to the first byte of the direct and the warm
 downloads (curl's ``time_starttransfer``: with 20 clients, how long a
-download waits for the agent before its body starts). First, the median time of a warm ``HEAD`` through the agent (its
-conditional request to Ironic and the 304 included) against a ``HEAD``
-straight from Ironic across the L2: what the revalidation adds to each
-download.
+download waits for the agent before its body starts). First, the median
+time of a warm ``HEAD`` through the agent (its conditional request to
+Ironic and the 304 included) against a ``HEAD`` straight from Ironic
+across the L2: what the revalidation adds to each download.
 """
 
 import os
