@@ -52,6 +52,12 @@ class _Ironic:
             number, asyncio.get_running_loop().create_future())
         future.set_result(value)
 
+    async def respond(self, number, value):
+        """Let question ``number`` connect and be written, then answer."""
+        self.connect(number)
+        await _settle()
+        self.answer(number, value)
+
 
 def _shared(metrics):
     return metrics.bridge_cache_revalidations_shared._value.get()
@@ -60,6 +66,16 @@ def _shared(metrics):
 async def _settle():
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+async def _written(ironic, revalidations, entry, count=1):
+    """``count`` downloads of ``entry`` whose question is written now."""
+    tasks = [asyncio.create_task(revalidations.check(entry))
+             for _ in range(count)]
+    await _settle()
+    ironic.connect(len(ironic.asked) - 1)
+    await _settle()
+    return tasks
 
 
 def _run(scenario, timeout=5.0):
@@ -75,9 +91,7 @@ def test_downloads_arriving_before_the_question_is_sent_share_it():
         waiting = [asyncio.create_task(revalidations.check(entry))
                    for _ in range(20)]
         await _settle()
-        ironic.connect(0)
-        await _settle()
-        ironic.answer(0, revalidation.CURRENT)
+        await ironic.respond(0, revalidation.CURRENT)
         answers = await asyncio.gather(*waiting)
         assert answers == [revalidation.CURRENT] * 20
         assert len(ironic.asked) == 1
@@ -93,10 +107,7 @@ def test_a_download_arriving_after_the_question_was_sent_waits_for_the_next():
 
     async def scenario(ironic, revalidations, _metrics):
         entry = _Entry()
-        early = asyncio.create_task(revalidations.check(entry))
-        await _settle()
-        ironic.connect(0)
-        await _settle()   # the first question is written
+        early, = await _written(ironic, revalidations, entry)
         late = [asyncio.create_task(revalidations.check(entry))
                 for _ in range(3)]
         await _settle()
@@ -119,10 +130,7 @@ def test_a_download_arriving_after_the_question_was_sent_waits_for_the_next():
 def test_changed_is_told_to_the_next_ones_without_asking_again():
     async def scenario(ironic, revalidations, _metrics):
         entry = _Entry()
-        early = asyncio.create_task(revalidations.check(entry))
-        await _settle()
-        ironic.connect(0)
-        await _settle()
+        early, = await _written(ironic, revalidations, entry)
         late = asyncio.create_task(revalidations.check(entry))
         await _settle()
         ironic.answer(0, revalidation.CHANGED)
@@ -137,11 +145,7 @@ def test_changed_is_told_to_the_next_ones_without_asking_again():
 def test_ironic_failing_fails_every_download_never_serves_the_copy():
     async def scenario(ironic, revalidations, _metrics):
         entry = _Entry()
-        early = [asyncio.create_task(revalidations.check(entry))
-                 for _ in range(2)]
-        await _settle()
-        ironic.connect(0)
-        await _settle()
+        early = await _written(ironic, revalidations, entry, 2)
         late = asyncio.create_task(revalidations.check(entry))
         await _settle()
         ironic.answer(0, DOWN)
@@ -150,9 +154,7 @@ def test_ironic_failing_fails_every_download_never_serves_the_copy():
         # A download after the failure asks again (Ironic may be back).
         again = asyncio.create_task(revalidations.check(entry))
         await _settle()
-        ironic.connect(1)
-        await _settle()
-        ironic.answer(1, revalidation.CURRENT)
+        await ironic.respond(1, revalidation.CURRENT)
         assert await again == revalidation.CURRENT
 
     _run(scenario)
@@ -186,9 +188,7 @@ def test_the_first_download_cancelled_leaves_the_question_to_the_others():
         first.cancel()
         await _settle()
         assert first.cancelled()
-        ironic.connect(0)
-        await _settle()
-        ironic.answer(0, revalidation.CURRENT)
+        await ironic.respond(0, revalidation.CURRENT)
         assert await asyncio.gather(*others) == [revalidation.CURRENT] * 2
         assert len(ironic.asked) == 1
 
@@ -201,18 +201,14 @@ def test_every_download_cancelled_still_ends_the_question():
         waiting = asyncio.create_task(revalidations.check(entry))
         await _settle()
         waiting.cancel()
-        ironic.connect(0)
-        await _settle()
-        ironic.answer(0, revalidation.CURRENT)
+        await ironic.respond(0, revalidation.CURRENT)
         await _settle()
         assert len(revalidations) == 0
         # Nothing left behind: the next download asks afresh.
         again = asyncio.create_task(revalidations.check(entry))
         await _settle()
         assert len(ironic.asked) == 2
-        ironic.connect(1)
-        await _settle()
-        ironic.answer(1, revalidation.CURRENT)
+        await ironic.respond(1, revalidation.CURRENT)
         assert await again == revalidation.CURRENT
 
     _run(scenario)
@@ -274,9 +270,7 @@ def test_one_download_asks_once(answer):
     async def scenario(ironic, revalidations, metrics):
         waiting = asyncio.create_task(revalidations.check(_Entry()))
         await _settle()
-        ironic.connect(0)
-        await _settle()
-        ironic.answer(0, answer)
+        await ironic.respond(0, answer)
         assert await waiting == answer
         assert len(ironic.asked) == 1 and _shared(metrics) == 0
 
