@@ -65,6 +65,10 @@ class Failed:
     text: str
 
 
+#: What the downloads still waiting get when the bridge stops.
+_STOPPING = Failed(503, 'stopping', 'the bridge is stopping')
+
+
 class _Question:
     """One conditional request for one copy, and the downloads waiting."""
 
@@ -146,14 +150,13 @@ class Revalidations:
                 answer = Failed(502, 'upstream_bad_response',
                                 'the revalidation failed')
         except asyncio.CancelledError:
-            # The bridge is stopping: its downloads are being cancelled
-            # too; none may be left waiting or get the copy.
-            answer = Failed(503, 'stopping', 'the bridge is stopping')
-            self._end(entry, question, answer)
+            self._end(entry, question, _STOPPING)
             raise
         self._end(entry, question, answer)
 
     def _end(self, entry, question, answer):
+        if question.answer.done():
+            return   # answered by close()
         question.answer.set_result(answer)
         pair = self._questions.get(entry)
         following = pair[1] if pair is not None else None
@@ -170,6 +173,13 @@ class Revalidations:
             following.answer.set_result(answer)
 
     def close(self):
-        """Cancel the questions under way (the bridge stops)."""
+        """Answer every waiting download with a 503 and cancel the
+        questions under way (the bridge stops): none is left waiting or
+        gets a copy, even where a question's task never got to run."""
+        for pair in self._questions.values():
+            for question in pair:
+                if question is not None and not question.answer.done():
+                    question.answer.set_result(_STOPPING)
+        self._questions.clear()
         for task in list(self._tasks):
             task.cancel()

@@ -245,6 +245,19 @@ def test_closing_answers_every_download_and_serves_no_copy():
     _run(scenario)
 
 
+def test_closing_before_the_question_ran_leaves_no_download_waiting():
+    async def scenario(ironic, revalidations, _metrics):
+        waiting = asyncio.create_task(revalidations.check(_Entry()))
+        # One step: the question's task is created, not yet run.
+        await asyncio.sleep(0)
+        revalidations.close()
+        answer = await asyncio.wait_for(waiting, 5)
+        assert answer.status == 503 and ironic.asked == []
+        assert len(revalidations) == 0
+
+    _run(scenario)
+
+
 def test_copies_are_revalidated_apart():
     async def scenario(ironic, revalidations, metrics):
         kernel, ramdisk = _Entry('/kernel'), _Entry('/ramdisk')
