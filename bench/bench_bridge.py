@@ -32,10 +32,12 @@ direct and to direct-L2, the agent's CPU seconds per GiB it sent (its own
 user and system time, which the machine's load does not change as it
 changes rates; TCP work done in softirq is not counted), and the agent's
 resident memory before the first 20-client round and its peak after the
-last. First, the median time of a warm ``HEAD`` through the agent (its
-conditional request to Ironic and the 304 included) against a ``HEAD``
-straight from Ironic across the L2: what the revalidation adds to each
-download.
+last; and the median time to the first byte of the direct and the warm
+downloads (curl's ``time_starttransfer``: with 20 clients, how long a
+download waits for the agent before its body starts). First, the median
+time of a warm ``HEAD`` through the agent (its conditional request to
+Ironic and the 304 included) against a ``HEAD`` straight from Ironic
+across the L2: what the revalidation adds to each download.
 """
 
 import os
@@ -80,18 +82,25 @@ def _ramdisk(root):
     return target, 'a random file (IPA ramdisk not built)'
 
 
-def _clients(topology, namespace, url, count, size):
-    """Seconds until ``count`` concurrent curls all fetched ``url``."""
+def _clients(topology, namespace, url, count, size, first_bytes=None):
+    """Seconds until ``count`` concurrent curls all fetched ``url``;
+    each curl's time to its first byte (seconds) is added to
+    ``first_bytes`` (a list) if given."""
     argv = ['ip', 'netns', 'exec', namespace, 'curl', '-sS', '--max-time',
-            '300', '-o', '/dev/null', '-w', '%{size_download}', url]
+            '300', '-o', '/dev/null', '-w',
+            '%{size_download} %{time_starttransfer}', url]
     started = time.monotonic()
     procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
              for _ in range(count)]
-    sizes = [int(proc.communicate(timeout=320)[0] or 0) for proc in procs]
+    outputs = [(proc.communicate(timeout=320)[0] or '0 0').split()
+               for proc in procs]
     elapsed = time.monotonic() - started
+    sizes = [int(output[0]) for output in outputs]
     if sizes != [size] * count:
         raise RuntimeError(f'{url}: got sizes {sorted(set(sizes))}, '
                            f'expected {size}')
+    if first_bytes is not None:
+        first_bytes.extend(float(output[1]) for output in outputs)
     return elapsed
 
 
@@ -225,6 +234,7 @@ def main():
         moved = time.time() - 3600
         for clients in (1, 20):
             times = {kind: [] for kind in kinds}
+            first_bytes = {kind: [] for kind in kinds}
             agent_cpu = {'cold': 0.0, 'warm': 0.0}
             for index in range(ROUNDS):
                 turn = index % len(kinds)
@@ -243,7 +253,8 @@ def main():
                     namespace, url = urls[kind]
                     cpu = _cpu_seconds(agent.pid)
                     times[kind].append(_clients(topology, namespace, url,
-                                                clients, size))
+                                                clients, size,
+                                                first_bytes[kind]))
                     if kind in agent_cpu:
                         agent_cpu[kind] += _cpu_seconds(agent.pid) - cpu
             rates = {kind: clients * size / 2**20 / statistics.median(t)
@@ -266,8 +277,12 @@ def main():
                   f'same-L2 {rates["same-L2"]:7.1f} MiB/s '
                   f'({rates["same-L2"] / rates["direct"]:.2f}x direct; warm '
                   f'{rates["warm"] / rates["same-L2"]:.2f}x same-L2); '
-                  f'spreads {"/".join(kinds)} {spread} s; load average '
-                  f'{os.getloadavg()[0]:.1f}')
+                  f'spreads {"/".join(kinds)} {spread} s; time to the '
+                  f'first byte, median of every download: direct '
+                  f'{1000 * statistics.median(first_bytes["direct"]):.1f} '
+                  f'ms, warm '
+                  f'{1000 * statistics.median(first_bytes["warm"]):.1f} ms; '
+                  f'load average {os.getloadavg()[0]:.1f}')
         peak = _status(agent.pid, 'VmHWM')
         print(f'agent RSS: {rss_before / 1024:.1f} MiB before the 20-client '
               f'rounds, peak {peak / 1024:.1f} MiB '

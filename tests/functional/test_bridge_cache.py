@@ -13,8 +13,10 @@ The agent keeps copies within 20 MiB (``cache_max_bytes``): two of the
 more downloads at once than threads, the others go from the event loop.
 """
 
+import contextlib
 import hashlib
 import os
+import signal
 import subprocess
 import time
 
@@ -36,8 +38,11 @@ BUDGET = 20 * MIB
 
 
 class Net:
-    def __init__(self, lab, start, machine_ns, root, access_log, copies):
+    def __init__(self, lab, start, machine_ns, root, access_log, copies,
+                 ironic):
         self.lab = lab
+        #: Ironic's HTTP server (its process).
+        self.ironic = ironic
         self._start = start
         self.agent = start()
         self.machine_ns = machine_ns
@@ -108,8 +113,8 @@ def net(tmp_path_factory):
         ironic_ns = lab.namespace('k')
         lab.wire(agent_ns, ironic_ns, f'{AGENT_CLUSTER}/24', f'{IRONIC}/24')
         root = workdir / 'httproot'
-        _proc, access_log = pxe_lab.http_server(lab, ironic_ns, IRONIC, PORT,
-                                                root)
+        ironic, access_log = pxe_lab.http_server(lab, ironic_ns, IRONIC,
+                                                 PORT, root)
         copies = workdir / 'copies'
         extra = f"""
             [vmetal_tftp]
@@ -125,7 +130,7 @@ def net(tmp_path_factory):
             """
         yield Net(lab, lambda: lab.start_agent(agent_ns, agent_if,
                                                extra=extra),
-                  machine_ns, root, access_log, copies)
+                  machine_ns, root, access_log, copies, ironic)
     finally:
         lab.close()
 
@@ -159,7 +164,9 @@ def test_file_changed_upstream_is_served_new_at_once(net):
     changed = net.count('requests', 'changed')
     assert net.get('changed.img') == new
     assert net.count('requests', 'changed') == changed + 1
-    assert net.statuses('changed.img') == [200, 200]
+    # The fill, the question answered 200 (its body not read), then the
+    # download's own forward.
+    assert net.statuses('changed.img') == [200, 200, 200]
 
 
 def test_range_and_head_are_answered_from_the_copy(net):
@@ -178,9 +185,10 @@ def test_range_and_head_are_answered_from_the_copy(net):
     code, _body, head = net.curl('ranged.img', '-r', f'{len(data)}-')
     assert head.startswith('http/1.1 416')
     assert f'content-range: bytes */{len(data)}' in head
-    # Each of them revalidated (the HEAD too, not in this log), none took
-    # a body from Ironic.
-    assert net.statuses('ranged.img') == [200, 304, 304]
+    # Each of them revalidated (the HEAD too: the bridge's question is a
+    # conditional GET whatever the client's method), none took a body
+    # from Ironic.
+    assert net.statuses('ranged.img') == [200, 304, 304, 304]
 
 
 def test_cut_cold_fill_leaves_nothing(net):
@@ -223,18 +231,27 @@ def test_budget_evicts_the_least_recently_used_copy(net):
     assert net.count('requests', 'miss') == misses + 1
 
 
-def _at_once(net, name, count):
-    """``count`` curls started together on the machine: their digests."""
+def _started(net, name, count):
+    """``count`` curls started together on the machine."""
     argv = ['ip', 'netns', 'exec', net.machine_ns, 'curl', '-sS', '-f',
             f'http://{AGENT}:8080/{name}']
-    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE)
-             for _ in range(count)]
+    return [subprocess.Popen(argv, stdout=subprocess.PIPE)
+            for _ in range(count)]
+
+
+def _digests(procs):
+    """What the curls of :func:`_started` got (``None``: failed)."""
     digests = []
     for proc in procs:
         body = proc.communicate(timeout=60)[0]
         digests.append(hashlib.sha256(body).hexdigest()
                        if proc.returncode == 0 else None)
     return digests
+
+
+def _at_once(net, name, count):
+    """``count`` curls started together on the machine: their digests."""
+    return _digests(_started(net, name, count))
 
 
 def test_many_at_once_get_the_copy_then_the_change(net):
@@ -255,6 +272,63 @@ def test_many_at_once_get_the_copy_then_the_change(net):
     changed = net.count('requests', 'changed')
     assert _at_once(net, 'many.img', 10) == [new] * 10
     assert net.count('requests', 'changed') > changed
+
+
+@contextlib.contextmanager
+def _ironic_frozen(net):
+    """Ironic's HTTP server stopped (SIGSTOP) until the block ends: the
+    kernel still accepts the agent's connections and takes its requests,
+    nothing answers them, so downloads started meanwhile surely all
+    arrive while the agent's question is under way."""
+    net.ironic.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        net.ironic.send_signal(signal.SIGCONT)
+
+
+def _held(net, count):
+    net.agent.wait_metric('vmetal_bridge_connections', count)
+
+
+def test_downloads_at_once_share_the_question_to_ironic(net):
+    """Ten at once on a current copy: the first download's question is
+    written at once, the nine that arrive after it share the next one. Two
+    conditional requests at Ironic's server, not ten."""
+    old = net.put_digest('shared.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('shared.img') == old
+    _published(net, before + 1)
+    shared = net.agent.metric('vmetal_bridge_cache_revalidations_shared_total')
+    with _ironic_frozen(net):
+        curls = _started(net, 'shared.img', 10)
+        _held(net, 10)
+    assert _digests(curls) == [old] * 10
+    assert net.statuses('shared.img') == [200, 304, 304]
+    assert net.agent.metric(
+        'vmetal_bridge_cache_revalidations_shared_total') == shared + 9
+
+
+def test_a_change_while_downloads_wait_is_never_served_from_the_copy(net):
+    """Ten wait for Ironic's answer, the file changes, ten more come: the
+    answer Ironic gives after the change is a 200 and the copy is dropped;
+    all twenty get the new file, each by a forward of its own."""
+    old = net.put_digest('moving.img', 8 * MIB)
+    before = net.count('fills', 'published')
+    assert net.get('moving.img') == old
+    _published(net, before + 1)
+    with _ironic_frozen(net):
+        first = _started(net, 'moving.img', 10)
+        _held(net, 10)
+        new = net.put_digest('moving.img', 8 * MIB, seed=b'v2')
+        now = time.time() - 5
+        os.utime(net.root / 'moving.img', (now, now))
+        after = _started(net, 'moving.img', 10)
+        _held(net, 20)
+    assert _digests(first) + _digests(after) == [new] * 20
+    # The fill, the one question answered 200 (the next one is not asked:
+    # nothing left to revalidate), then twenty forwards.
+    assert net.statuses('moving.img') == [200] * 22
 
 
 def test_copies_survive_a_restart_and_are_still_revalidated(net):
@@ -300,7 +374,7 @@ def test_a_file_changed_while_the_agent_was_down_is_fetched_again(net):
     assert net.get('stale.img') == new['digest'] != old
     assert net.count('requests', 'changed') == 1
     assert net.count('requests', 'hit') == 0
-    assert net.statuses('stale.img') == [200, 200]
+    assert net.statuses('stale.img') == [200, 200, 200]
     # The new version fills a copy of its own, served from then on.
     _published(net, 1)
     assert net.get('stale.img') == new['digest']

@@ -143,6 +143,11 @@ _DECLARED = (
      'vmetal_bridge_cache_revalidations',
      'Answers to the conditional requests the bridge made for its '
      'copies, by result (not_modified, changed).', ('result',)),
+    ('bridge_cache_revalidations_shared', _COUNTER,
+     'vmetal_bridge_cache_revalidations_shared',
+     'Downloads of a copy that took the answer to a conditional request '
+     'another download of it started (or would have started), instead '
+     'of asking Ironic themselves.', ()),
     ('bridge_cache_fills', _COUNTER, 'vmetal_bridge_cache_fills',
      'Copies the bridge started or declined to write, by result: '
      'published (whole and renamed into place), discarded (cut, short or '

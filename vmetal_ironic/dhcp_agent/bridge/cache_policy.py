@@ -1,10 +1,11 @@
 """What the bridge's local copies of Ironic's HTTP root may answer and
 what may fill them: pure decisions on HTTP heads, no I/O.
 
-A copy is only ever served after Ironic's HTTP server said, for this very
-request, that it is still current (a conditional request answered
-``304``), so the rules here are about which answers are safe to keep and
-how to ask:
+A copy is only ever served after Ironic's HTTP server said, to a
+conditional request written after this request arrived, that it is still
+current (``304``; :mod:`.revalidation` lets the requests that arrive
+together share it), so the rules here are about which answers are safe to
+keep and how to ask:
 
 * only ``GET``/``HEAD`` of a path without a query, from a client that sent
   no conditional header of its own (those go through as before: the

@@ -22,10 +22,13 @@ they are. A heartbeat's body is the one thing read whole (up to
 ``max_heartbeat_bytes``), to rewrite its callback URL.
 
 With local copies on (``[vmetal_bridge]cache_dir``, :mod:`.http_cache`),
-a ``GET`` or ``HEAD`` of the HTTP root asks Ironic with the bridge's own
-headers only, conditionally when a copy exists: ``304`` is answered from
-the copy by ``sendfile`` (``Range`` and ``HEAD`` included), anything else
-goes through as above, and a whole ``200`` body fills a copy on its way
+a ``GET`` or ``HEAD`` of the HTTP root with a copy waits for Ironic to say
+whether the copy is current: one conditional request that the downloads
+of the copy arriving together share (:mod:`.revalidation`, which says
+which may share it). ``304`` is answered from the copy by ``sendfile``
+(``Range`` and ``HEAD`` included); otherwise, and without a copy, Ironic
+is asked with the bridge's own headers only, the answer goes through as
+above, and a whole ``200`` body fills a copy on its way
 (:mod:`.cache_policy` says what may be kept).
 """
 
@@ -38,6 +41,7 @@ import h11
 
 from vmetal_ironic.dhcp_agent.bridge import cache_policy
 from vmetal_ironic.dhcp_agent.bridge import heartbeat as heartbeat_mod
+from vmetal_ironic.dhcp_agent.bridge import revalidation
 from vmetal_ironic.dhcp_agent.bridge import splice
 
 #: Bytes read from a socket at once, and what a connection buffers each
@@ -197,6 +201,122 @@ async def _read_head(conn, read, timeout):
         raise _Cut() from None
 
 
+async def _connect(upstream, limits, observer, listener):
+    """A link to ``upstream``, or the :class:`~.revalidation.Failed` its
+    client gets (the failure told to ``observer``)."""
+    try:
+        link = await upstream.connect(limits.upstream_timeout)
+    except asyncio.TimeoutError:
+        observer.upstream_failed(listener, upstream.name, 'timeout',
+                                 'no connection')
+        return revalidation.Failed(504, 'upstream_timeout',
+                                   f'{upstream.name} did not answer')
+    except (OSError, ssl.SSLError) as exc:
+        observer.upstream_failed(listener, upstream.name, 'unreachable',
+                                 str(exc))
+        return revalidation.Failed(502, 'upstream_unreachable',
+                                   f'{upstream.name} is unreachable')
+    observer.connected(listener, upstream.scheme)
+    return link
+
+
+async def _final_head(client, link, upstream, limits, observer, listener):
+    """The upstream's final response head within ``upstream_timeout``, or
+    the :class:`~.revalidation.Failed` its client gets (told to
+    ``observer``)."""
+    timeout = limits.upstream_timeout
+
+    async def final():
+        while True:
+            # The outer deadline below is the one that fires (504); this
+            # one only has to be later.
+            event = await _next_event(client, link.read, timeout + 1,
+                                      cut=ConnectionError)
+            if not isinstance(event, h11.InformationalResponse):
+                return event
+
+    try:
+        event = await asyncio.wait_for(final(), timeout)
+    except asyncio.TimeoutError:
+        observer.upstream_failed(listener, upstream.name, 'timeout',
+                                 'no response')
+        return revalidation.Failed(504, 'upstream_timeout',
+                                   f'{upstream.name} did not answer')
+    except (h11.RemoteProtocolError, ConnectionError) as exc:
+        observer.upstream_failed(listener, upstream.name, 'bad_response',
+                                 str(exc) or 'connection closed')
+        return revalidation.Failed(502, 'upstream_bad_response',
+                                   f'{upstream.name} sent no valid response')
+    if (not isinstance(event, h11.Response)
+            or head_size(event) > limits.max_header_bytes):
+        observer.upstream_failed(listener, upstream.name, 'bad_response',
+                                 'closed or head too large')
+        return revalidation.Failed(502, 'upstream_bad_response',
+                                   f'{upstream.name} sent no valid response')
+    return event
+
+
+async def revalidate(upstream, limits, observer, listener, cache, entry,
+                     sending):
+    """Ask ``upstream`` whether the copy ``entry`` is current: a
+    conditional ``GET`` with the bridge's own headers and the copy's
+    validator, of which only the answer's head is read (a changed file's
+    body is not: the connection is closed). The ``ask`` of a
+    :class:`~.revalidation.Revalidations`; the whole question within
+    ``upstream_timeout``.
+
+    :param cache: the :class:`~.http_cache.HttpCache`, told the answer
+        (a changed copy is dropped there).
+    :param sending: called just before the request is written.
+    :returns: :data:`~.revalidation.CURRENT`,
+        :data:`~.revalidation.CHANGED` or a
+        :class:`~.revalidation.Failed`.
+    """
+    link = None
+
+    async def ask():
+        nonlocal link
+        link = await _connect(upstream, limits, observer, listener)
+        if isinstance(link, revalidation.Failed):
+            return link
+        client = h11.Connection(
+            h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
+        validator = entry.validator
+        request = client.send(h11.Request(
+            method='GET', target=upstream.target(entry.key),
+            headers=[(b'host', upstream.authority.encode()),
+                     (validator.header, validator.value),
+                     (b'connection', b'close')])) + client.send(
+                         h11.EndOfMessage())
+        sending()
+        try:
+            await link.write(request)
+        except OSError as exc:
+            observer.upstream_failed(listener, upstream.name,
+                                     'unreachable', str(exc))
+            return revalidation.Failed(502, 'upstream_unreachable',
+                                       f'{upstream.name} is unreachable')
+        response = await _final_head(client, link, upstream, limits,
+                                     observer, listener)
+        if isinstance(response, revalidation.Failed):
+            return response
+        observer.upstream_ok(listener, upstream.name)
+        current = response.status_code == 304
+        cache.revalidated(entry, current)
+        return revalidation.CURRENT if current else revalidation.CHANGED
+
+    try:
+        return await within(ask(), limits.upstream_timeout)
+    except asyncio.TimeoutError:
+        observer.upstream_failed(listener, upstream.name, 'timeout',
+                                 'no response')
+        return revalidation.Failed(504, 'upstream_timeout',
+                                   f'{upstream.name} did not answer')
+    finally:
+        if link is not None and not isinstance(link, revalidation.Failed):
+            link.close()
+
+
 class Exchange:
     """Serve one connection of a listener.
 
@@ -320,41 +440,37 @@ class Exchange:
             return None
 
     async def _forward(self, request, route, upstream, body):
-        limits = self.limits
-        name = self.listener.name
-        try:
-            link = await upstream.connect(limits.upstream_timeout)
-        except asyncio.TimeoutError:
-            self.observer.upstream_failed(name, upstream.name, 'timeout',
-                                          'no connection')
-            await self._refuse(504, 'upstream_timeout',
-                               f'{upstream.name} did not answer')
+        cache = getattr(self.listener, 'cache', None)
+        if cache is not None and body is None and _framing(
+                request.headers) == (None, False):
+            key = cache_policy.request_key(
+                request.method.decode('ascii', 'replace'), route.path,
+                request.headers)
+            if key is not None:
+                await self._through_cache(request, route, upstream, cache,
+                                          key)
+                return
+        link = await self._connect(upstream)
+        if link is None:
             return
-        except (OSError, ssl.SSLError) as exc:
-            self.observer.upstream_failed(name, upstream.name,
-                                          'unreachable', str(exc))
-            await self._refuse(502, 'upstream_unreachable',
-                               f'{upstream.name} is unreachable')
-            return
-        self.observer.connected(name, upstream.scheme)
         try:
             await self._through(request, route, upstream, body, link)
         finally:
             link.close()
 
+    async def _connect(self, upstream):
+        """A link to ``upstream``, or ``None`` once the client got its
+        502/504."""
+        link = await _connect(upstream, self.limits, self.observer,
+                              self.listener.name)
+        if isinstance(link, revalidation.Failed):
+            await self._refuse(link.status, link.reason, link.text)
+            return None
+        return link
+
     async def _through(self, request, route, upstream, body, link):
-        cache = getattr(self.listener, 'cache', None)
-        length, chunked = _framing(request.headers)
-        if cache is not None and body is None and not length \
-                and not chunked:
-            key = cache_policy.request_key(
-                request.method.decode('ascii', 'replace'), route.path,
-                request.headers)
-            if key is not None:
-                await self._through_cache(request, route, upstream, link,
-                                          cache, key)
-                return
         limits = self.limits
+        length, chunked = _framing(request.headers)
         client = h11.Connection(
             h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
         if body is not None:
@@ -383,62 +499,77 @@ class Exchange:
         self.observer.upstream_ok(self.listener.name, upstream.name)
         await self._answer(client, link, response)
 
-    async def _through_cache(self, request, route, upstream, link, cache,
-                             key):
+    async def _through_cache(self, request, route, upstream, cache, key):
         """A ``GET`` or ``HEAD`` of the HTTP root with local copies on.
 
-        Ironic is asked with the bridge's own headers only (and the
+        With a copy, the download waits for Ironic's answer to a
+        conditional request (:mod:`.revalidation`, shared with the
+        downloads of the copy arriving with it): ``304`` is answered from
+        the copy; Ironic failing is a 502/504 as always, never an
+        unchecked copy; a changed file goes on as without a copy. Without
+        one, Ironic is asked with the bridge's own headers only (and the
         client's ``Range``, whose ``206`` is never kept), so nothing a
-        client sends shapes what is kept; with a copy, conditionally. A
-        ``304`` is answered from the copy; anything else goes through as
-        without the cache, and Ironic down is a 502/504 as always, never
-        an unchecked copy.
+        client sends shapes what is kept, and the answer goes through.
         """
-        limits = self.limits
         wanted = cache_policy.client_range(request.headers)
         held = cache.checkout(key)
-        try:
-            client = h11.Connection(
-                h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
-            headers = [(b'host', upstream.authority.encode())]
-            if wanted is not None:
-                headers.append((b'range', wanted))
-            if held is not None:
-                validator = held[0].validator
-                headers.append((validator.header, validator.value))
-            headers.append((b'connection', b'close'))
-            await _send(link, client.send(h11.Request(
-                method=request.method, target=upstream.target(route.path),
-                headers=headers)) + client.send(h11.EndOfMessage()),
-                limits.idle_timeout)
-            response = await self._response_head(client, link, upstream)
-            if response is None:
-                return
-            self.observer.upstream_ok(self.listener.name, upstream.name)
-            if held is not None:
-                current = response.status_code == 304
-                cache.revalidated(held[0], current)
+        if held is not None:
+            try:
+                answer = await self.listener.revalidations.check(held[0])
+                if isinstance(answer, revalidation.Failed):
+                    await self._refuse(answer.status, answer.reason,
+                                       answer.text)
+                    return
+                current = answer == revalidation.CURRENT
+                cache.answered(current)
                 if current:
                     await self._from_copy(held[0], held[1], wanted)
                     return
-            fill = None
-            length, _chunked = _framing(response.headers)
-            if not self.head_only and cache_policy.fillable(
-                    'GET', wanted, response.status_code, length,
-                    limits.max_translated_response):
-                validator = cache_policy.validator(response.headers)
-                if validator is not None:
-                    fill = cache.begin(
-                        key, length, validator,
-                        cache_policy.kept_headers(response.headers))
-            try:
-                await self._answer(client, link, response, fill)
             finally:
-                if fill is not None:
-                    fill.finish()
-        finally:
-            if held is not None:
                 cache.release(*held)
+        link = await self._connect(upstream)
+        if link is None:
+            return
+        try:
+            await self._fetch(request, route, upstream, link, cache, key,
+                              wanted)
+        finally:
+            link.close()
+
+    async def _fetch(self, request, route, upstream, link, cache, key,
+                     wanted):
+        """Ask Ironic for the file (no copy, or the copy changed), send
+        the answer on and fill a copy from it where it may be kept."""
+        limits = self.limits
+        client = h11.Connection(
+            h11.CLIENT, max_incomplete_event_size=limits.max_header_bytes)
+        headers = [(b'host', upstream.authority.encode())]
+        if wanted is not None:
+            headers.append((b'range', wanted))
+        headers.append((b'connection', b'close'))
+        await _send(link, client.send(h11.Request(
+            method=request.method, target=upstream.target(route.path),
+            headers=headers)) + client.send(h11.EndOfMessage()),
+            limits.idle_timeout)
+        response = await self._response_head(client, link, upstream)
+        if response is None:
+            return
+        self.observer.upstream_ok(self.listener.name, upstream.name)
+        fill = None
+        length, _chunked = _framing(response.headers)
+        if not self.head_only and cache_policy.fillable(
+                'GET', wanted, response.status_code, length,
+                limits.max_translated_response):
+            validator = cache_policy.validator(response.headers)
+            if validator is not None:
+                fill = cache.begin(
+                    key, length, validator,
+                    cache_policy.kept_headers(response.headers))
+        try:
+            await self._answer(client, link, response, fill)
+        finally:
+            if fill is not None:
+                fill.finish()
 
     async def _from_copy(self, entry, fd, wanted):
         """Answer from a local copy (open as ``fd``): its head, then its
@@ -612,39 +743,9 @@ class Exchange:
     async def _response_head(self, client, link, upstream):
         """The upstream's final response head, or ``None`` once the client
         got a 502/504."""
-        name = self.listener.name
-        timeout = self.limits.upstream_timeout
-
-        async def final():
-            while True:
-                # The outer deadline below is the one that fires (504);
-                # this one only has to be later.
-                event = await _next_event(client, link.read, timeout + 1,
-                                          cut=ConnectionError)
-                if not isinstance(event, h11.InformationalResponse):
-                    return event
-
-        try:
-            event = await asyncio.wait_for(final(), timeout)
-        except asyncio.TimeoutError:
-            self.observer.upstream_failed(name, upstream.name, 'timeout',
-                                          'no response')
-            await self._refuse(504, 'upstream_timeout',
-                               f'{upstream.name} did not answer')
-            return None
-        except (h11.RemoteProtocolError, ConnectionError) as exc:
-            self.observer.upstream_failed(name, upstream.name,
-                                          'bad_response', str(exc) or
-                                          'connection closed')
-            await self._refuse(502, 'upstream_bad_response',
-                               f'{upstream.name} sent no valid response')
-            return None
-        if (not isinstance(event, h11.Response)
-                or head_size(event) > self.limits.max_header_bytes):
-            self.observer.upstream_failed(name, upstream.name,
-                                          'bad_response', 'closed or head '
-                                          'too large')
-            await self._refuse(502, 'upstream_bad_response',
-                               f'{upstream.name} sent no valid response')
+        event = await _final_head(client, link, upstream, self.limits,
+                                  self.observer, self.listener.name)
+        if isinstance(event, revalidation.Failed):
+            await self._refuse(event.status, event.reason, event.text)
             return None
         return event

@@ -196,14 +196,18 @@ class HttpCache:
 
     def revalidated(self, entry, current):
         """Count Ironic's answer to a conditional request; a copy that is
-        no longer ``current`` (anything but ``304``) is dropped."""
+        no longer ``current`` (anything but ``304``) is dropped. One
+        answer may serve several requests (:mod:`.revalidation`): each
+        is counted by :meth:`answered`."""
         self._count('bridge_cache_revalidations',
                     'not_modified' if current else 'changed')
-        if current:
-            self._count('bridge_cache_requests', 'hit')
-        else:
-            self._count('bridge_cache_requests', 'changed')
+        if not current:
             self._drop(entry)
+
+    def answered(self, current):
+        """Count a request that had a copy: served from it (``current``)
+        or not, because Ironic's file changed."""
+        self._count('bridge_cache_requests', 'hit' if current else 'changed')
 
     def _drop(self, entry):
         if self._entries.get(entry.key) is entry:

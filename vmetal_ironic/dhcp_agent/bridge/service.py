@@ -24,6 +24,7 @@ from vmetal_ironic.dhcp_agent.bridge import cert_reload
 from vmetal_ironic.dhcp_agent.bridge import exchange
 from vmetal_ironic.dhcp_agent.bridge import heartbeat
 from vmetal_ironic.dhcp_agent.bridge import http_cache
+from vmetal_ironic.dhcp_agent.bridge import revalidation
 from vmetal_ironic.dhcp_agent.bridge import routes
 from vmetal_ironic.dhcp_agent.bridge import splice
 from vmetal_ironic.dhcp_agent.bridge import upstream as upstream_mod
@@ -39,7 +40,7 @@ class _Forward:
     requests = None
 
     def __init__(self, name, route, upstream, rewrite=None, responses=None,
-                 cache=None, sender=None):
+                 cache=None, sender=None, revalidations=None):
         self.name = name
         self._route = route
         self._upstream = upstream
@@ -50,6 +51,9 @@ class _Forward:
         #: Threads sending the copies (:class:`.splice.Sender`) or
         #: ``None``: sent from the event loop's thread.
         self.sender = sender
+        #: The copies' shared conditional requests
+        #: (:class:`.revalidation.Revalidations`), with ``cache``.
+        self.revalidations = revalidations
 
     def route(self, method, target, source):
         return self._route(method, target)
@@ -176,6 +180,9 @@ class BridgeService:
         #: Threads sending the copies, a download each, when there are
         #: copies and ``cache_send_threads`` is not 0.
         self.sender = None
+        #: The conditional requests for the copies, shared by the
+        #: downloads of a copy that arrive together, when there are copies.
+        self.revalidations = None
         #: The callback listener's certificate check, when it serves TLS.
         self.cert_reload = None
         self._cert_timer = None
@@ -204,7 +211,8 @@ class BridgeService:
         return (
             (_Forward('http', routes.http_root, config.http_upstream,
                       responses=config.translation, cache=self.cache,
-                      sender=self.sender),
+                      sender=self.sender,
+                      revalidations=self.revalidations),
              config.provisioning_address, config.http_port, None),
             (_Forward('api', routes.ironic_api, config.api_upstream,
                       self._learn),
@@ -314,6 +322,12 @@ class BridgeService:
                     f'[vmetal_bridge]cache_dir {config.cache_dir!r}: '
                     f'{exc.strerror or exc}') from None
             self.cache = cache
+            limits = config.limits
+            self.revalidations = revalidation.Revalidations(
+                functools.partial(exchange.revalidate, config.http_upstream,
+                                  limits, self.observer, 'http', cache),
+                # A backstop: revalidate() keeps its own deadline.
+                limits.upstream_timeout + 1.0, self.metrics)
             if config.cache_send_threads:
                 self.sender = splice.Sender(config.cache_send_threads)
         if config.callback_tls is not None and config.callback_cert_file:
@@ -357,6 +371,8 @@ class BridgeService:
             server.close()
         for task in list(self._tasks):
             task.cancel()
+        if self.revalidations is not None:
+            self.revalidations.close()
         self._loop.call_later(0.05, self._loop.stop)
 
     def stop(self):

@@ -2,6 +2,7 @@
 listener and each refusal; 127.0.0.1 plays the provisioning side,
 127.0.0.2 the cluster side, 127.0.0.3 a ramdisk."""
 
+import concurrent.futures
 import dataclasses
 import functools
 import http.client
@@ -638,6 +639,10 @@ class _Root(http.server.SimpleHTTPRequestHandler):
         self.server.seen.append((self.command, self.path,
                                  {k.lower(): v for k, v in
                                   self.headers.items()}))
+        if 'If-Modified-Since' in self.headers:
+            # A slow answer to the bridge's question, so that downloads
+            # started together surely arrive while it is under way.
+            time.sleep(self.server.slow_revalidation)
         if self.path.endswith('/cut'):
             self.send_response(200)
             self.send_header('Content-Length', str(len(BODY)))
@@ -661,6 +666,7 @@ def root(tmp_path):
         ('127.0.0.1', 0), functools.partial(_Root, directory=directory))
     server.daemon_threads = True
     server.seen = []
+    server.slow_revalidation = 0
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield directory, server
     server.shutdown()
@@ -748,6 +754,37 @@ def test_a_changed_file_is_served_new_at_once(cached, root):
     assert _copies(cached) == []
     assert _request(cached, 'http', 'GET', '/ipa')[:2] == (200, new)
     assert _cache_count(cached, 'requests', 'miss') == 2
+
+
+def _conditional(server):
+    return sum('if-modified-since' in headers
+               for _method, _path, headers in server.seen)
+
+
+def test_downloads_at_once_share_one_question_to_ironic(cached, root):
+    _directory, server = root
+    _fill(cached)
+    server.slow_revalidation = 0.5
+    # The first client asks and goes away before the answer: the others
+    # are still answered from the copy.
+    with socket.create_connection(('127.0.0.1', cached.ports['http']),
+                                  timeout=10) as gone:
+        gone.sendall(b'GET /ipa HTTP/1.1\r\nHost: x\r\n\r\n')
+        observe.wait_for(lambda: _conditional(server) == 1, timeout=5,
+                         what='the question asked')
+    # As many as the admission limits let in (8, 3 an address).
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(
+            lambda n: _request(cached, 'http', 'GET', '/ipa',
+                               source=f'127.0.0.{10 + n}')[:2],
+            range(6)))
+    assert answers == [(200, BODY)] * 6
+    # Seven downloads: the question under way, and one more for those
+    # who arrived after it was written, never one each.
+    assert _conditional(server) == 2
+    assert _cache_count(cached, 'revalidations_shared') == 6
+    assert _cache_count(cached, 'revalidations', 'not_modified') == \
+        _conditional(server)
 
 
 def test_ironic_down_never_serves_the_copy(cached, root):
