@@ -28,6 +28,12 @@ session count) are server-wide and changed under one lock, never per
 loop. Single-port mode has one loop: every datagram arrives on the one
 socket, and handing each to another thread would cost more than it saves.
 
+In classic mode each loop may run on the compiled data path
+(:mod:`~vmetal_ironic.dhcp_agent.tftp_pump`): the loop's C pump waits on
+its epoll with the GIL released and answers the in-order ACKs of proven
+transfers itself; every other event comes back to the same Python code as
+on the Python path, with the datagram the pump read.
+
 Nobody on the L2 can lock the others out: a session whose peer never
 answered is the first to go when the table is full, an address holds at
 most ``max_sessions_per_address`` sessions (its oldest idle one makes
@@ -48,6 +54,7 @@ from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_pump
 from vmetal_ironic.dhcp_agent import tftp_session as session_mod
 
 LOG = log.getLogger(__name__)
@@ -130,6 +137,8 @@ class _Loop:
         self.inbox = collections.deque()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.epoll.register(self.wake_fd, select.EPOLLIN)
+        # The compiled path's pump (TftpServer), or None.
+        self.pump = None
 
     def post(self, action, session):
         self.inbox.append((action, session))
@@ -156,11 +165,15 @@ class TftpServer:
     :param clock: monotonic clock.
     :param threads: event loops in classic mode (single-port mode always
         has one).
+    :param compiled: run the compiled data path when it is built (classic
+        mode; it reads the monotonic clock itself, so a server given
+        another ``clock`` runs the Python path). ``data_path`` says which
+        one runs.
     """
 
     def __init__(self, sock, open_file, limits, single_port=False,
                  on_result=None, on_limit=None, clock=time.monotonic,
-                 threads=1):
+                 threads=1, compiled=True):
         self.sock = sock
         self.sock.setblocking(False)
         self.address = sock.getsockname()[0]
@@ -185,6 +198,13 @@ class TftpServer:
         self._loops = [_Loop()
                        for _ in range(1 if single_port else max(1, threads))]
         self._listener_loop = self._loops[0]
+        #: ``compiled`` or ``python``: which per-block path the loops run.
+        self.data_path = tftp_pump.choose(
+            compiled and clock is time.monotonic, single_port)
+        if self.data_path == tftp_pump.COMPILED:
+            for loop in self._loops:
+                loop.pump = tftp_pump.Pump(loop.epoll.fileno(), loop.sessions,
+                                           session_mod.ABORTED, _EVENTS)
         self._listener_loop.epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()
         self._running = True
@@ -228,6 +248,9 @@ class TftpServer:
             self._running = False
 
     def _run(self, loop):
+        if loop.pump is not None:
+            self._run_pumped(loop)
+            return
         # Names bound once: this loop runs once or more per DATA block.
         poll = loop.epoll.poll
         clock = self._clock
@@ -270,6 +293,50 @@ class TftpServer:
             if now >= next_scan:
                 next_scan = now + _TICK
                 self._expire(loop, now)
+
+    def _run_pumped(self, loop):
+        # The compiled path: the pump has already answered every in-order
+        # ACK of a proven transfer; what it hands back is handled as the
+        # Python loop above handles it.
+        poll = loop.pump.poll
+        sessions = loop.sessions
+        listen_fd = self._listen_fd if loop is self._listener_loop else None
+        wake_fd = loop.wake_fd
+        next_scan = self._clock() + _TICK
+        while self._running:
+            now, events = poll(_TICK)
+            for fd, session, what in events:
+                if session is None:
+                    if fd == listen_fd:
+                        self._guarded(self._read_listener)
+                    elif fd == wake_fd:
+                        self._read_inbox(loop)
+                elif sessions.get(fd) is session:
+                    # (Not: an earlier event of this wake-up ended it.)
+                    try:
+                        self._handed_back(session, what, now)
+                    except Exception:
+                        self._lost(session)
+            if now >= next_scan:
+                next_scan = now + _TICK
+                self._expire(loop, now)
+
+    def _handed_back(self, session, what, now):
+        if what is None:
+            if session.result is not None:
+                self._finish(session)  # the pump's send failed for good
+                return
+            try:
+                what = session.sock.recv(_RECV_SESSION)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._recv_failed(session)
+                return
+        elif what.__class__ is int:
+            self._recv_failed(session)  # the pump's recv() failed
+            return
+        self._on_datagram(session, what, now)
 
     def _guarded(self, handler, session=None):
         # The last line of defence, for a bug rather than a bad packet
@@ -457,6 +524,8 @@ class TftpServer:
         session = session_mod.Session(peer, send, source, size, transfer,
                                       self.limits.retries, now, frames,
                                       addressed=sock is None)
+        if sock is not None:
+            session._fd = sock.fileno()
         session.request = data
         session.file_key = file_key
         session.sock = sock
@@ -602,6 +671,7 @@ class TftpServer:
             if session.sock is not None:
                 loop.epoll.unregister(session.key)
         if session.sock is not None:
+            session._fd = -1
             session.sock.close()
         if session.file_key is not None:
             # Released here, not in _forget: the file stays readable
