@@ -48,16 +48,21 @@ def root(tmp_path_factory):
     return base
 
 
-@pytest.fixture(params=[False, True], ids=['classic', 'single-port'])
+@pytest.fixture(params=[(False, True), (False, False), (True, True)],
+                ids=['classic', 'classic-python', 'single-port'])
 def service(request, root):
+    single_port, compiled = request.param
     # Every client here is 127.0.0.1: the per-address limit is lifted so
     # the 2,000 and 600 sessions below stay open (the limit has tests of
     # its own in test_tftp_hostile.py and tests/unit).
     service = tftp.TftpService(str(root), '127.0.0.1', 0,
                                metrics=metrics_mod.Metrics(), timeout=1,
-                               retries=2, single_port=request.param,
-                               max_sessions_per_address=4096)
+                               retries=2, single_port=single_port,
+                               max_sessions_per_address=4096,
+                               compiled=compiled)
     service.start()
+    assert service.data_path == ('compiled' if compiled and not single_port
+                                 else 'python')
     yield service
     service.stop()
 

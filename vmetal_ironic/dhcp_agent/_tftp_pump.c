@@ -339,7 +339,8 @@ serve_event(Pump *pump, PyObject *out, int fd, double now)
         return hand_back(pump, out, fd, found, NULL);
     s = (SessionCore *)found;
     if (!s->proven || s->waiting_oack || s->fd != fd || s->result != Py_None
-            || !PyBytes_Check(s->data))
+            || !PyBytes_Check(s->data) || s->blksize < 1
+            || s->windowsize < 1)
         return hand_back(pump, out, fd, found, NULL);
 
     got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
