@@ -4,11 +4,12 @@ Run as root: ``tox -e bench -- tftp``. The agent with a port per transfer
 (TFTP port 1069, on the compiled data path it runs by default; the same
 with one event loop instead of its default two, 1072; the same on the
 Python data path, ``[vmetal_tftp]compiled = false``, 1073), the agent in
-single-port mode (1070), tftpy's server (1071, what the agent used
-before) and dnsmasq (TFTP only, port 69) serve the same directory from the
-same namespace at the same time; rounds take turns (agent, agent with one
-loop, agent on the Python path, single-port, tftpy, dnsmasq, agent, ...)
-so a change in the machine's load hits all of them alike. A round
+single-port mode (1070; on the Python path, 1074), tftpy's server (1071,
+what the agent used before) and dnsmasq (TFTP only, port 69) serve the
+same directory from the same namespace at the same time; rounds take
+turns (agent, agent with one loop, agent on the Python path, single-port,
+single-port on the Python path, tftpy, dnsmasq, agent, ...) so a change
+in the machine's load hits all of them alike. A round
 starts the clients at once and times until the last finished; every
 downloaded file is compared with the original.
 
@@ -45,6 +46,7 @@ SERVERS = (('vmetal-dhcp-agent', 1069),
            ('vmetal-dhcp-agent 1 thread', 1072),
            ('vmetal-dhcp-agent Python path', 1073),
            ('vmetal-dhcp-agent single-port', 1070),
+           ('agent single-port Python path', 1074),
            ('tftpy 0.8.7 (the old server)', 1071),
            ('dnsmasq', 69))
 # tftpy's own server loop, as the agent ran it before (for the record in
@@ -171,6 +173,10 @@ def main():
             servers.append(lab.start_agent(
                 [], 'agent-single', extra='port = 1067', tftp_root=root,
                 tftp_extra='port = 1070\nsingle_port = true'))
+            servers.append(lab.start_agent(
+                [], 'agent-single-python', extra='port = 1065',
+                tftp_root=root,
+                tftp_extra='port = 1074\nsingle_port = true\ncompiled = false'))
             servers.append(lab.spawn(lab.server_ns, [
                 sys.executable, '-c', TFTPY, str(root), pxe_netns.SERVER],
                 'tftpy.log'))

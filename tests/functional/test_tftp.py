@@ -48,8 +48,10 @@ def root(tmp_path_factory):
     return base
 
 
-@pytest.fixture(params=[(False, True), (False, False), (True, True)],
-                ids=['classic', 'classic-python', 'single-port'])
+@pytest.fixture(params=[(False, True), (False, False), (True, True),
+                        (True, False)],
+                ids=['classic', 'classic-python', 'single-port',
+                     'single-port-python'])
 def service(request, root):
     single_port, compiled = request.param
     # Every client here is 127.0.0.1: the per-address limit is lifted so
@@ -61,8 +63,7 @@ def service(request, root):
                                max_sessions_per_address=4096,
                                compiled=compiled)
     service.start()
-    assert service.data_path == ('compiled' if compiled and not single_port
-                                 else 'python')
+    assert service.data_path == ('compiled' if compiled else 'python')
     yield service
     service.stop()
 

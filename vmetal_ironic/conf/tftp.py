@@ -55,12 +55,12 @@ opts = [
     cfg.BoolOpt('compiled',
                 default=True,
                 help='Send the blocks of a transfer from the compiled data '
-                     'path (a C module built with the agent) in classic '
-                     'mode: it answers each in-order acknowledgement '
+                     'path (a C module built with the agent), in both '
+                     'modes: it answers each in-order acknowledgement '
                      'without the Python interpreter. Every limit and '
                      'counter is the same on both paths. When the module is '
-                     'not built, or in single-port mode, the Python path '
-                     'serves; the agent logs which one runs.'),
+                     'not built the Python path serves; the agent logs '
+                     'which one runs.'),
     cfg.IntOpt('max_sessions',
                default=4096,
                min=1,

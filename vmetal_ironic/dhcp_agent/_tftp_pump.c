@@ -1,5 +1,5 @@
 /*
- * The compiled data path of the agent's TFTP server (classic mode).
+ * The compiled data path of the agent's TFTP server.
  *
  * Why C: once a transfer is under way, each 512-byte block costs the
  * server one recv() of an ACK and one send() of the next DATA block.  The
@@ -32,6 +32,18 @@
  *              datagram when one was read, so every limit, counter and
  *              rule of the Python code applies unchanged.
  *
+ *              Single-port mode (one socket for every transfer): the pump
+ *              reads the listening socket itself, up to 16 datagrams a
+ *              wake-up as the Python loop does, finds the sender's
+ *              session by one integer made of its IPv4 address and port
+ *              (the key the server files single-port sessions under),
+ *              answers the in-order ACKs as above with sendmsg() to that
+ *              address, and hands every other datagram back with its
+ *              sender as (datagram, (address, port)).  No recvmmsg() or
+ *              sendmmsg(): per datagram the Python cost is gone already,
+ *              and batching would have to keep per-message errors apart
+ *              (not measured to matter here).
+ *
  * Threading: a session is only touched by its own loop's thread (the
  * server's rule), and the pump runs on that thread with the GIL held
  * except around epoll_wait(), so no lock is needed.  Nothing here calls
@@ -49,7 +61,9 @@
 #include <Python.h>
 #include <structmember.h>
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -58,6 +72,10 @@
 #include <time.h>
 
 #define RECV_SIZE 256
+/* The listening socket's receive size and datagrams per wake-up, as the
+ * Python loop's (_RECV_LISTENER, _BURST). */
+#define LISTENER_RECV_SIZE 2048
+#define LISTENER_BURST 16
 #define OP_DATA 3
 #define OP_ACK 4
 
@@ -174,6 +192,7 @@ typedef struct {
     struct epoll_event *events;
     PyObject *sessions;       /* the loop's dict: fd -> session */
     PyObject *aborted;        /* the result a failed send ends with */
+    int listen_fd;            /* single-port mode: the one socket, or -1 */
     unsigned long long fast;  /* ACKs answered here */
     unsigned long long handed; /* events given back to Python */
 } Pump;
@@ -208,13 +227,13 @@ static int
 pump_init(Pump *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"epoll_fd", "sessions", "aborted", "maxevents",
-                             NULL};
-    int epfd, maxevents = 64;
+                             "single_port_fd", NULL};
+    int epfd, maxevents = 64, listen_fd = -1;
     PyObject *sessions, *aborted;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO!O|i", kwlist, &epfd,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iO!O|ii", kwlist, &epfd,
                                      &PyDict_Type, &sessions, &aborted,
-                                     &maxevents))
+                                     &maxevents, &listen_fd))
         return -1;
     if (maxevents < 1 || maxevents > 4096) {
         PyErr_SetString(PyExc_ValueError, "maxevents must be 1..4096");
@@ -228,6 +247,7 @@ pump_init(Pump *self, PyObject *args, PyObject *kwds)
     }
     self->epfd = epfd;
     self->maxevents = maxevents;
+    self->listen_fd = listen_fd;
     Py_INCREF(sessions);
     Py_XSETREF(self->sessions, sessions);
     Py_INCREF(aborted);
@@ -249,7 +269,7 @@ monotonic(void)
  * of an earlier datagram loses the datagram (the timer resends it); any
  * other error ends the transfer. */
 static void
-transmit(Pump *pump, SessionCore *s)
+transmit(Pump *pump, SessionCore *s, struct sockaddr_in *to)
 {
     const char *bytes = PyBytes_AS_STRING(s->data);
     Py_ssize_t length = PyBytes_GET_SIZE(s->data);
@@ -265,6 +285,10 @@ transmit(Pump *pump, SessionCore *s)
     }
     memset(&msg, 0, sizeof(msg));
     msg.msg_iov = iov;
+    if (to != NULL) {
+        msg.msg_name = to;
+        msg.msg_namelen = sizeof(*to);
+    }
     for (Py_ssize_t block = s->base; block <= end; block++) {
         Py_ssize_t offset = (block - 1) * s->blksize;
         Py_ssize_t size = 0;
@@ -298,6 +322,39 @@ transmit(Pump *pump, SessionCore *s)
     }
 }
 
+/* The session is in the fast state and ``buf`` is what its peer sent: an
+ * in-order ACK of a block in flight that is not the last advances the
+ * window and sends what follows.  Returns 1 if it was such an ACK. */
+static int
+answer_ack(Pump *pump, SessionCore *s, const unsigned char *buf, ssize_t got,
+           double now, struct sockaddr_in *to)
+{
+    Py_ssize_t block, acked;
+
+    if (got < 4 || buf[0] != 0 || buf[1] != OP_ACK)
+        return 0;
+    block = (Py_ssize_t)buf[2] << 8 | buf[3];
+    /* Only base-1 .. sent_upto can be named, under 65536 apart. */
+    acked = s->base - 1 + ((block - s->base + 1) & 0xffff);
+    if (acked < s->base || acked > s->sent_upto || acked == s->last)
+        return 0;
+    s->last_heard = now;
+    s->retries_left = s->retries;
+    s->deadline = now + s->timeout;
+    s->base = acked + 1;
+    transmit(pump, s, to);
+    pump->fast++;
+    return 1;
+}
+
+static int
+fast_state(SessionCore *s, int fd)
+{
+    return s->proven && !s->waiting_oack && s->fd == fd
+        && s->result == Py_None && PyBytes_Check(s->data)
+        && s->blksize >= 1 && s->windowsize >= 1;
+}
+
 /* Append (fd, session, what) to the list of events for Python. */
 static int
 hand_back(Pump *pump, PyObject *out, int fd, PyObject *session,
@@ -323,7 +380,6 @@ serve_event(Pump *pump, PyObject *out, int fd, double now)
     SessionCore *s;
     unsigned char buf[RECV_SIZE];
     ssize_t got;
-    Py_ssize_t block, acked;
 
     key = PyLong_FromLong(fd);
     if (key == NULL)
@@ -338,9 +394,7 @@ serve_event(Pump *pump, PyObject *out, int fd, double now)
     if (!PyObject_TypeCheck(found, &SessionCoreType))
         return hand_back(pump, out, fd, found, NULL);
     s = (SessionCore *)found;
-    if (!s->proven || s->waiting_oack || s->fd != fd || s->result != Py_None
-            || !PyBytes_Check(s->data) || s->blksize < 1
-            || s->windowsize < 1)
+    if (!fast_state(s, fd))
         return hand_back(pump, out, fd, found, NULL);
 
     got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
@@ -357,22 +411,10 @@ serve_event(Pump *pump, PyObject *out, int fd, double now)
         Py_DECREF(code);
         return failed;
     }
-    if (got >= 4 && buf[0] == 0 && buf[1] == OP_ACK) {
-        block = (Py_ssize_t)buf[2] << 8 | buf[3];
-        /* Only base-1 .. sent_upto can be named, under 65536 apart. */
-        acked = s->base - 1 + ((block - s->base + 1) & 0xffff);
-        if (acked >= s->base && acked <= s->sent_upto
-                && acked != s->last) {
-            s->last_heard = now;
-            s->retries_left = s->retries;
-            s->deadline = now + s->timeout;
-            s->base = acked + 1;
-            transmit(pump, s);
-            pump->fast++;
-            if (s->result != Py_None)
-                return hand_back(pump, out, fd, found, NULL);
-            return 0;
-        }
+    if (answer_ack(pump, s, buf, got, now, NULL)) {
+        if (s->result != Py_None)
+            return hand_back(pump, out, fd, found, NULL);
+        return 0;
     }
     {
         PyObject *datagram = PyBytes_FromStringAndSize((char *)buf, got);
@@ -386,14 +428,77 @@ serve_event(Pump *pump, PyObject *out, int fd, double now)
     }
 }
 
+/* Single-port mode: the listening socket is readable.  Up to
+ * LISTENER_BURST datagrams are read; an in-order ACK of a session in the
+ * fast state is answered here (sessions are filed under
+ * peer_key(address, port)), anything else is handed back as
+ * (fd, None, (datagram, (address, port))) for the Python listener code. */
+static int
+serve_listener(Pump *pump, PyObject *out, int fd, double now)
+{
+    unsigned char buf[LISTENER_RECV_SIZE];
+
+    for (int i = 0; i < LISTENER_BURST; i++) {
+        struct sockaddr_in from;
+        socklen_t fromlen = sizeof(from);
+        ssize_t got;
+        PyObject *key, *found, *what;
+        int failed;
+
+        got = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT,
+                       (struct sockaddr *)&from, &fromlen);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return 0;
+            continue;   /* an ICMP error for an earlier datagram */
+        }
+        if (fromlen < sizeof(from) || from.sin_family != AF_INET)
+            continue;   /* not IPv4: the server binds IPv4 only */
+        key = PyLong_FromUnsignedLongLong(
+            (unsigned long long)ntohl(from.sin_addr.s_addr) << 16
+            | ntohs(from.sin_port));
+        if (key == NULL)
+            return -1;
+        found = PyDict_GetItemWithError(pump->sessions, key);
+        Py_DECREF(key);
+        if (found == NULL && PyErr_Occurred())
+            return -1;
+        if (found != NULL && PyObject_TypeCheck(found, &SessionCoreType)
+                && fast_state((SessionCore *)found, fd)
+                && answer_ack(pump, (SessionCore *)found, buf, got, now,
+                              &from)) {
+            if (((SessionCore *)found)->result == Py_None)
+                continue;
+            if (hand_back(pump, out, fd, found, NULL) < 0)
+                return -1;
+            continue;
+        }
+        {
+            char address[INET_ADDRSTRLEN];
+
+            inet_ntop(AF_INET, &from.sin_addr, address, sizeof(address));
+            what = Py_BuildValue("(y#(si))", (char *)buf, (Py_ssize_t)got,
+                                 address, (int)ntohs(from.sin_port));
+        }
+        if (what == NULL)
+            return -1;
+        failed = hand_back(pump, out, fd, NULL, what);
+        Py_DECREF(what);
+        if (failed < 0)
+            return -1;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(pump_poll_doc,
 "poll(timeout) -> (now, events)\n\n"
 "Wait up to ``timeout`` seconds, serve the in-order ACKs of sessions in\n"
 "the fast state, and return the monotonic time read after the wait and\n"
 "the events left for Python: ``(fd, session or None, what)``, ``what``\n"
 "being the datagram read (bytes), ``None`` (not read: the descriptor is\n"
-"readable, or the session's send failed and its result is set) or an\n"
-"errno (the receive failed).");
+"readable, or the session's send failed and its result is set), an\n"
+"errno (the receive failed) or, in single-port mode, for the listening\n"
+"socket, ``(datagram, (address, port))``.");
 
 static PyObject *
 pump_poll(Pump *self, PyObject *args)
@@ -425,7 +530,16 @@ pump_poll(Pump *self, PyObject *args)
     if (out == NULL)
         return NULL;
     for (int i = 0; i < ready; i++) {
-        if (serve_event(self, out, self->events[i].data.fd, now) < 0) {
+        int fd = self->events[i].data.fd;
+        int failed;
+
+        if (self->listen_fd >= 0)
+            failed = fd == self->listen_fd
+                ? serve_listener(self, out, fd, now)
+                : hand_back(self, out, fd, NULL, NULL);
+        else
+            failed = serve_event(self, out, fd, now);
+        if (failed < 0) {
             Py_DECREF(out);
             return NULL;
         }
@@ -450,8 +564,10 @@ static PyMethodDef pump_methods[] = {
 static PyTypeObject PumpType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "vmetal_ironic.dhcp_agent._tftp_pump.Pump",
-    .tp_doc = "Pump(epoll_fd, sessions, aborted, maxevents=64): one event "
-              "loop's wait and in-order ACK path.",
+    .tp_doc = "Pump(epoll_fd, sessions, aborted, maxevents=64, "
+              "single_port_fd=-1): one event loop's wait and in-order ACK "
+              "path; with single_port_fd, sessions are filed under "
+              "tftp_server.peer_key and that socket is read here.",
     .tp_basicsize = sizeof(Pump),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -465,7 +581,7 @@ static PyTypeObject PumpType = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "vmetal_ironic.dhcp_agent._tftp_pump",
-    .m_doc = "The compiled per-block path of the TFTP server (classic mode).",
+    .m_doc = "The compiled per-block path of the TFTP server.",
     .m_size = -1,
 };
 

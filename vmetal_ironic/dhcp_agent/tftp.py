@@ -79,8 +79,8 @@ class TftpService:
         its MTU (looked up by address when ``None``).
     :param threads: event loops sharing the transfers in classic mode
         (single-port mode runs one).
-    :param compiled: run the compiled data path when it is built
-        (classic mode); :attr:`data_path` says which one runs.
+    :param compiled: run the compiled data path when it is built;
+        :attr:`data_path` says which one runs.
     :raises ValueError: ``root`` is not a readable directory.
     """
 
@@ -177,8 +177,6 @@ class TftpService:
         self._thread.start()
 
     def _why_python(self):
-        if self.single_port:
-            return ' (single-port mode)'
         if not self.compiled:
             return ' ([vmetal_tftp]compiled = false)'
         return ' (the compiled module is not built)'

@@ -9,7 +9,7 @@ per-loop :class:`Pump`. Without it, :class:`SessionCore` is the plain
 class below with the same fields, and every loop runs in Python.
 
 Either way the sessions are the same objects with the same fields; only
-the classic-mode event loop differs (``TftpServer.data_path``).
+the event loop differs (``TftpServer.data_path``).
 """
 
 try:
@@ -59,13 +59,9 @@ else:
     Pump = None
 
 
-def choose(compiled, single_port):
+def choose(compiled):
     """:returns: :data:`COMPILED` or :data:`PYTHON` for a server.
 
     :param compiled: use the compiled path when it is built.
-    :param single_port: single-port mode, which has no compiled path (every
-        transfer shares the one socket; see ``doc/source/tftp.rst``).
     """
-    if compiled and AVAILABLE and not single_port:
-        return COMPILED
-    return PYTHON
+    return COMPILED if compiled and AVAILABLE else PYTHON

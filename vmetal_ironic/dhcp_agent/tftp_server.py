@@ -28,11 +28,12 @@ session count) are server-wide and changed under one lock, never per
 loop. Single-port mode has one loop: every datagram arrives on the one
 socket, and handing each to another thread would cost more than it saves.
 
-In classic mode each loop may run on the compiled data path
+Each loop may run on the compiled data path
 (:mod:`~vmetal_ironic.dhcp_agent.tftp_pump`): the loop's C pump waits on
 its epoll with the GIL released and answers the in-order ACKs of proven
-transfers itself; every other event comes back to the same Python code as
-on the Python path, with the datagram the pump read.
+transfers itself (in single-port mode it also reads the listening
+socket); every other event comes back to the same Python code as on the
+Python path, with the datagram the pump read.
 
 Nobody on the L2 can lock the others out: a session whose peer never
 answered is the first to go when the table is full, an address holds at
@@ -93,6 +94,14 @@ def _grow_buffer(sock, option, force):
         sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
 
 
+def peer_key(peer):
+    """A single-port session's key in its loop's table: the IPv4 address
+    and port as one integer, which the compiled path makes from a
+    datagram's source without building the ``(address, port)`` tuple."""
+    address, port = peer
+    return int.from_bytes(socket.inet_aton(address), 'big') << 16 | port
+
+
 class Limits:
     """Server-wide limits.
 
@@ -127,7 +136,7 @@ class _Loop:
 
     def __init__(self):
         self.epoll = select.epoll()
-        # Session socket fd (classic) or peer (single-port) -> session.
+        # Session socket fd (classic) or peer_key (single-port) -> session.
         self.sessions = {}
         # Sessions assigned and not yet ended (changed under the server's
         # lock): the next one goes to the loop with the fewest.
@@ -165,9 +174,9 @@ class TftpServer:
     :param clock: monotonic clock.
     :param threads: event loops in classic mode (single-port mode always
         has one).
-    :param compiled: run the compiled data path when it is built (classic
-        mode; it reads the monotonic clock itself, so a server given
-        another ``clock`` runs the Python path). ``data_path`` says which
+    :param compiled: run the compiled data path when it is built (it
+        reads the monotonic clock itself, so a server given another
+        ``clock`` runs the Python path). ``data_path`` says which
         one runs.
     """
 
@@ -198,15 +207,15 @@ class TftpServer:
         self._loops = [_Loop()
                        for _ in range(1 if single_port else max(1, threads))]
         self._listener_loop = self._loops[0]
-        #: ``compiled`` or ``python``: which per-block path the loops run.
-        self.data_path = tftp_pump.choose(
-            compiled and clock is time.monotonic, single_port)
-        if self.data_path == tftp_pump.COMPILED:
-            for loop in self._loops:
-                loop.pump = tftp_pump.Pump(loop.epoll.fileno(), loop.sessions,
-                                           session_mod.ABORTED, _EVENTS)
         self._listener_loop.epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()
+        #: ``compiled`` or ``python``: which per-block path the loops run.
+        self.data_path = tftp_pump.choose(compiled and clock is time.monotonic)
+        if self.data_path == tftp_pump.COMPILED:
+            for loop in self._loops:
+                loop.pump = tftp_pump.Pump(
+                    loop.epoll.fileno(), loop.sessions, session_mod.ABORTED,
+                    _EVENTS, self._listen_fd if single_port else -1)
         self._running = True
         # A boot storm sends thousands of requests at once; the default
         # buffer holds about 300. Single-port mode also sends every window
@@ -307,11 +316,19 @@ class TftpServer:
             now, events = poll(_TICK)
             for fd, session, what in events:
                 if session is None:
-                    if fd == listen_fd:
-                        self._guarded(self._read_listener)
-                    elif fd == wake_fd:
+                    if fd == wake_fd:
                         self._read_inbox(loop)
-                elif sessions.get(fd) is session:
+                    elif fd != listen_fd:
+                        continue
+                    elif what is None:
+                        self._guarded(self._read_listener)
+                    else:
+                        # Single-port: one datagram the pump did not take.
+                        try:
+                            self._listener_datagram(*what)
+                        except Exception:
+                            self._lost(None)
+                elif sessions.get(session.key) is session:
                     # (Not: an earlier event of this wake-up ended it.)
                     try:
                         self._handed_back(session, what, now)
@@ -374,19 +391,22 @@ class TftpServer:
             except OSError:
                 # An ICMP error for an earlier single-port datagram.
                 continue
-            current = self._by_peer.get(peer)
-            if current is not None:
-                if data == current.request:
-                    # The client resent its request: its first packet was
-                    # lost, or it is still on the way.
-                    self._repeated(current)
-                    continue
-                if self.single_port and packet.opcode_of(data) not in (
-                        packet.RRQ, packet.WRQ):
-                    self._on_datagram(current, data, self._clock())
-                    continue
-            with self._lock:
-                self._request(data, peer)
+            self._listener_datagram(data, peer)
+
+    def _listener_datagram(self, data, peer):
+        current = self._by_peer.get(peer)
+        if current is not None:
+            if data == current.request:
+                # The client resent its request: its first packet was
+                # lost, or it is still on the way.
+                self._repeated(current)
+                return
+            if self.single_port and packet.opcode_of(data) not in (
+                    packet.RRQ, packet.WRQ):
+                self._on_datagram(current, data, self._clock())
+                return
+        with self._lock:
+            self._request(data, peer)
 
     def _repeated(self, session):
         if session.loop is not self._listener_loop:
@@ -524,12 +544,13 @@ class TftpServer:
         session = session_mod.Session(peer, send, source, size, transfer,
                                       self.limits.retries, now, frames,
                                       addressed=sock is None)
-        if sock is not None:
-            session._fd = sock.fileno()
+        # The socket the compiled path sends on: the transfer's own, or
+        # in single-port mode the listening one.
+        session._fd = sock.fileno() if sock is not None else self._listen_fd
         session.request = data
         session.file_key = file_key
         session.sock = sock
-        session.key = peer if sock is None else sock.fileno()
+        session.key = peer_key(peer) if sock is None else sock.fileno()
         loop = session.loop = min(self._loops, key=lambda item: item.load)
         loop.load += 1
         self._unheard[session] = None
@@ -670,8 +691,8 @@ class TftpServer:
             del loop.sessions[session.key]
             if session.sock is not None:
                 loop.epoll.unregister(session.key)
+        session._fd = -1
         if session.sock is not None:
-            session._fd = -1
             session.sock.close()
         if session.file_key is not None:
             # Released here, not in _forget: the file stays readable

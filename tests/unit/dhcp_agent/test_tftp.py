@@ -82,11 +82,11 @@ def _wait_idle(service, limit=5.0):
 
 # Classic mode with its default two loops (sessions handed to the second
 # one, evictions posted across) on the compiled data path and on the
-# Python one, with one loop, and single-port mode (Python only).
+# Python one, with one loop, and single-port mode on both paths.
 @pytest.fixture(params=[(False, 2, True), (False, 2, False),
-                        (False, 1, True), (True, 1, True)],
+                        (False, 1, True), (True, 1, True), (True, 1, False)],
                 ids=['classic', 'classic-python', 'classic-one-loop',
-                     'single-port'])
+                     'single-port', 'single-port-python'])
 def service(request, root):
     (root / 'big.bin').write_bytes(os.urandom(300_000))
     metrics = metrics_mod.Metrics()
@@ -97,9 +97,8 @@ def service(request, root):
                                max_windowsize=8, threads=threads,
                                compiled=compiled)
     service.start()
-    expected = (tftp_pump.COMPILED if compiled and not single_port
-                else tftp_pump.PYTHON)
-    assert service.data_path == expected
+    assert service.data_path == (tftp_pump.COMPILED if compiled
+                                 else tftp_pump.PYTHON)
     yield service
     service.stop()
 

@@ -19,6 +19,7 @@ import pytest
 from tests import tftp_peer
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
 from vmetal_ironic.dhcp_agent import tftp_pump
+from vmetal_ironic.dhcp_agent import tftp_server
 from vmetal_ironic.dhcp_agent import tftp_session
 
 compiled_only = pytest.mark.skipif(
@@ -37,13 +38,15 @@ class _Source:
         return self.data[offset:offset + size]
 
 
-def _pair():
-    """A connected server socket and the client socket it talks to."""
+def _pair(single_port=False):
+    """A server socket (connected unless ``single_port``) and the client
+    socket it talks to."""
     server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     server.bind(('127.0.0.1', 0))
     client.bind(('127.0.0.1', 0))
-    server.connect(client.getsockname())
+    if not single_port:
+        server.connect(client.getsockname())
     client.connect(server.getsockname())
     server.setblocking(False)
     client.setblocking(False)
@@ -53,33 +56,46 @@ def _pair():
 class _Copy:
     """One transfer; ``pump`` set: the compiled path serves it."""
 
-    def __init__(self, data, request, pumped):
-        self.server, self.client = _pair()
+    def __init__(self, data, request, pumped, single_port=False):
+        self.server, self.client = _pair(single_port)
+        self.single_port = single_port
         transfer = packet.negotiate(packet.parse_request(request),
                                     len(data), 1)
+        peer = self.client.getsockname()
         self.session = tftp_session.Session(
-            self.client.getsockname(), self.server.send, _Source(data),
-            len(data), transfer, retries=3, now=0.0)
+            peer, self.server.sendto if single_port else self.server.send,
+            _Source(data), len(data), transfer, retries=3, now=0.0,
+            addressed=single_port)
         self.session._fd = self.server.fileno()
         self.epoll = self.pump = None
         if pumped:
             self.epoll = select.epoll()
             self.epoll.register(self.server.fileno(), select.EPOLLIN)
-            self.pump = tftp_pump.Pump(self.epoll.fileno(),
-                                       {self.server.fileno(): self.session},
-                                       tftp_session.ABORTED)
+            key = (tftp_server.peer_key(peer) if single_port
+                   else self.server.fileno())
+            self.pump = tftp_pump.Pump(
+                self.epoll.fileno(), {key: self.session},
+                tftp_session.ABORTED, 64,
+                self.server.fileno() if single_port else -1)
         self.session.start(0.0)
 
     def deliver(self, datagram, now):
         """The server gets ``datagram``; :returns: the time used."""
         self.client.send(datagram)
         if self.pump is None:
-            # The Python loop: one recv of at most 256 bytes.
+            # The Python loop: one recv of at most 256 bytes (2048 from
+            # the listening socket).
             select.select([self.server], [], [], 1.0)
-            self.session.on_datagram(self.server.recv(256), now)
+            self.session.on_datagram(
+                self.server.recv(2048 if self.single_port else 256), now)
             return now
         now, events = self.pump.poll(1.0)
         for _fd, session, what in events:
+            if self.single_port and session is None:
+                # The listener's datagram: (datagram, peer).
+                assert what[1] == self.client.getsockname()
+                self.session.on_datagram(what[0], now)
+                continue
             assert session is self.session
             if what is None:
                 if session.result is None:
@@ -133,8 +149,10 @@ def _same(python, compiled):
 
 
 @compiled_only
-@pytest.mark.parametrize('seed', range(16))
-def test_fuzz_pump_does_what_the_python_path_does(seed):
+@pytest.mark.parametrize('single_port', [False, True],
+                         ids=['classic', 'single-port'])
+@pytest.mark.parametrize('seed', range(12))
+def test_fuzz_pump_does_what_the_python_path_does(seed, single_port):
     rng = random.Random(seed)
     blksize = rng.choice((8, 512, 1468))
     windowsize = rng.choice((1, 1, 4))
@@ -144,8 +162,8 @@ def test_fuzz_pump_does_what_the_python_path_does(seed):
     if windowsize > 1:
         options['windowsize'] = windowsize
     request = tftp_peer.rrq('f', **options)
-    python = _Copy(data, request, pumped=False)
-    compiled = _Copy(data, request, pumped=True)
+    python = _Copy(data, request, pumped=False, single_port=single_port)
+    compiled = _Copy(data, request, pumped=True, single_port=single_port)
     try:
         if options:
             for copy in (python, compiled):
@@ -261,7 +279,6 @@ def test_both_cores_have_the_same_fields():
 
 
 def test_which_path_a_server_runs():
-    assert tftp_pump.choose(False, False) == tftp_pump.PYTHON
-    assert tftp_pump.choose(True, True) == tftp_pump.PYTHON
-    assert tftp_pump.choose(True, False) == (
+    assert tftp_pump.choose(False) == tftp_pump.PYTHON
+    assert tftp_pump.choose(True) == (
         tftp_pump.COMPILED if tftp_pump.AVAILABLE else tftp_pump.PYTHON)
