@@ -45,8 +45,15 @@
  *              (not measured to matter here).
  *
  * Threading: a session is only touched by its own loop's thread (the
- * server's rule), and the pump runs on that thread with the GIL held
- * except around epoll_wait(), so no lock is needed.  Nothing here calls
+ * server's rule), and the pump runs on that thread, so no lock is needed.
+ * The GIL is released around epoll_wait() and around the socket calls:
+ * with the GIL the pump looks the ready sessions up and holds them (and
+ * their bytes); without it, it reads, advances the C fields and sends
+ * (most of a block's cost is the kernel's send, which two loops then do
+ * on two cores at once, and the agent's other threads, DHCP among them,
+ * are not kept waiting); with the GIL again, it reports and lets go.
+ * Other threads only read a session's fields (the listener's choice of
+ * whom to evict reads last_heard), never write them.  Nothing here calls
  * back into Python code.
  *
  * Nothing a peer sends can crash this: a datagram is at most 256 bytes
@@ -185,12 +192,32 @@ static PyTypeObject SessionCoreType = {
     .tp_members = core_members,
 };
 
+/* One ready descriptor's work in a wake-up.  The session and its bytes are
+ * held (strong references) from the classification, with the GIL, to the
+ * hand-back, with the GIL; in between the socket calls run without it. */
+enum { W_HAND, W_FAST };
+enum { O_NONE, O_ANSWERED, O_DATAGRAM, O_ERRNO };
+
+typedef struct {
+    int fd;
+    int kind;
+    int outcome;
+    int err;                  /* errno of a failed recv */
+    int failed;               /* a send failed for good */
+    ssize_t got;
+    SessionCore *s;
+    PyObject *data;
+    struct sockaddr_in from;  /* single-port: the sender */
+} Work;
+
 typedef struct {
     PyObject_HEAD
     int epfd;
     int maxevents;
     struct epoll_event *events;
-    PyObject *sessions;       /* the loop's dict: fd -> session */
+    Work *work;               /* maxevents items */
+    unsigned char *bufs;      /* maxevents x LISTENER_RECV_SIZE */
+    PyObject *sessions;       /* the loop's dict: fd or peer key -> session */
     PyObject *aborted;        /* the result a failed send ends with */
     int listen_fd;            /* single-port mode: the one socket, or -1 */
     unsigned long long fast;  /* ACKs answered here */
@@ -198,12 +225,23 @@ typedef struct {
 } Pump;
 
 static void
+pump_free_buffers(Pump *self)
+{
+    PyMem_Free(self->events);
+    PyMem_Free(self->work);
+    PyMem_Free(self->bufs);
+    self->events = NULL;
+    self->work = NULL;
+    self->bufs = NULL;
+}
+
+static void
 pump_dealloc(Pump *self)
 {
     PyObject_GC_UnTrack(self);
     Py_CLEAR(self->sessions);
     Py_CLEAR(self->aborted);
-    PyMem_Free(self->events);
+    pump_free_buffers(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -235,13 +273,16 @@ pump_init(Pump *self, PyObject *args, PyObject *kwds)
                                      &PyDict_Type, &sessions, &aborted,
                                      &maxevents, &listen_fd))
         return -1;
-    if (maxevents < 1 || maxevents > 4096) {
-        PyErr_SetString(PyExc_ValueError, "maxevents must be 1..4096");
+    if (maxevents < LISTENER_BURST || maxevents > 4096) {
+        PyErr_SetString(PyExc_ValueError, "maxevents must be 16..4096");
         return -1;
     }
-    PyMem_Free(self->events);
+    pump_free_buffers(self);
     self->events = PyMem_Calloc(maxevents, sizeof(struct epoll_event));
-    if (self->events == NULL) {
+    self->work = PyMem_Calloc(maxevents, sizeof(Work));
+    self->bufs = PyMem_Calloc(maxevents, LISTENER_RECV_SIZE);
+    if (self->events == NULL || self->work == NULL || self->bufs == NULL) {
+        pump_free_buffers(self);
         PyErr_NoMemory();
         return -1;
     }
@@ -265,14 +306,16 @@ monotonic(void)
 }
 
 /* Send blocks base .. end (the Python path's _transmit for a proven,
- * settled session).  A full buffer, an interrupted call or an ICMP error
- * of an earlier datagram loses the datagram (the timer resends it); any
- * other error ends the transfer. */
-static void
-transmit(Pump *pump, SessionCore *s, struct sockaddr_in *to)
+ * settled session) from ``bytes``.  A full buffer, an interrupted call or
+ * an ICMP error of an earlier datagram loses the datagram (the timer
+ * resends it).  Runs without the GIL: it touches only the session's C
+ * fields and the bytes the caller holds.  Returns 1 if a send failed for
+ * good (the transfer ends, as on the Python path). */
+static int
+transmit(SessionCore *s, PyObject *data, struct sockaddr_in *to)
 {
-    const char *bytes = PyBytes_AS_STRING(s->data);
-    Py_ssize_t length = PyBytes_GET_SIZE(s->data);
+    const char *bytes = PyBytes_AS_STRING(data);
+    Py_ssize_t length = PyBytes_GET_SIZE(data);
     Py_ssize_t end = s->base;
     unsigned char header[4];
     struct iovec iov[2];
@@ -309,29 +352,27 @@ transmit(Pump *pump, SessionCore *s, struct sockaddr_in *to)
         iov[1].iov_len = (size_t)size;
         msg.msg_iovlen = size ? 2 : 1;
         sent = sendmsg(s->fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (sent < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-                    && errno != ECONNREFUSED) {
-                Py_INCREF(pump->aborted);
-                Py_XSETREF(s->result, pump->aborted);
-            }
-            return;
-        }
+        if (sent < 0)
+            return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+                && errno != ECONNREFUSED;
         if (block > s->sent_upto)
             s->sent_upto = block;
     }
+    return 0;
 }
 
-/* The session is in the fast state and ``buf`` is what its peer sent: an
+/* ``buf`` is what the peer of a session in the fast state sent: an
  * in-order ACK of a block in flight that is not the last advances the
- * window and sends what follows.  Returns 1 if it was such an ACK. */
+ * window and sends what follows.  Returns 1 if it was such an ACK.  Runs
+ * without the GIL (see transmit). */
 static int
-answer_ack(Pump *pump, SessionCore *s, const unsigned char *buf, ssize_t got,
-           double now, struct sockaddr_in *to)
+answer_ack(Work *w, const unsigned char *buf, double now,
+           struct sockaddr_in *to)
 {
+    SessionCore *s = w->s;
     Py_ssize_t block, acked;
 
-    if (got < 4 || buf[0] != 0 || buf[1] != OP_ACK)
+    if (w->got < 4 || buf[0] != 0 || buf[1] != OP_ACK)
         return 0;
     block = (Py_ssize_t)buf[2] << 8 | buf[3];
     /* Only base-1 .. sent_upto can be named, under 65536 apart. */
@@ -342,17 +383,36 @@ answer_ack(Pump *pump, SessionCore *s, const unsigned char *buf, ssize_t got,
     s->retries_left = s->retries;
     s->deadline = now + s->timeout;
     s->base = acked + 1;
-    transmit(pump, s, to);
-    pump->fast++;
+    w->failed = transmit(s, w->data, to);
     return 1;
 }
 
+/* With the GIL: may the pump serve this session's datagrams? */
 static int
-fast_state(SessionCore *s, int fd)
+fast_state(PyObject *found, int fd)
 {
+    SessionCore *s;
+
+    if (found == NULL || !PyObject_TypeCheck(found, &SessionCoreType))
+        return 0;
+    s = (SessionCore *)found;
     return s->proven && !s->waiting_oack && s->fd == fd
         && s->result == Py_None && PyBytes_Check(s->data)
         && s->blksize >= 1 && s->windowsize >= 1;
+}
+
+/* Hold a session (and, when the pump will send from them, its bytes) from
+ * the classification to the report. */
+static void
+hold(Work *w, PyObject *found, int fast)
+{
+    w->s = (SessionCore *)found;
+    Py_INCREF(found);
+    if (fast) {
+        w->kind = W_FAST;
+        w->data = ((SessionCore *)found)->data;
+        Py_INCREF(w->data);
+    }
 }
 
 /* Append (fd, session, what) to the list of events for Python. */
@@ -372,122 +432,191 @@ hand_back(Pump *pump, PyObject *out, int fd, PyObject *session,
     return failed;
 }
 
-/* One ready descriptor: 0 when done, -1 on a Python error (memory). */
+/* With the GIL, after the socket calls: what Python is told about one
+ * piece of work (nothing, when the pump answered it). */
 static int
-serve_event(Pump *pump, PyObject *out, int fd, double now)
+report(Pump *pump, PyObject *out, Work *w, const unsigned char *buf)
 {
-    PyObject *key, *found;
-    SessionCore *s;
-    unsigned char buf[RECV_SIZE];
-    ssize_t got;
+    PyObject *what = NULL, *session = (PyObject *)w->s;
+    int failed;
 
-    key = PyLong_FromLong(fd);
-    if (key == NULL)
-        return -1;
-    found = PyDict_GetItemWithError(pump->sessions, key);
-    Py_DECREF(key);
-    if (found == NULL) {
-        if (PyErr_Occurred())
-            return -1;
-        return hand_back(pump, out, fd, NULL, NULL);
-    }
-    if (!PyObject_TypeCheck(found, &SessionCoreType))
-        return hand_back(pump, out, fd, found, NULL);
-    s = (SessionCore *)found;
-    if (!fast_state(s, fd))
-        return hand_back(pump, out, fd, found, NULL);
-
-    got = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
-    if (got < 0) {
-        PyObject *code;
-        int failed;
-
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    if (w->outcome == O_ANSWERED) {
+        pump->fast++;
+        if (!w->failed)
             return 0;
-        code = PyLong_FromLong(errno);
-        if (code == NULL)
-            return -1;
-        failed = hand_back(pump, out, fd, found, code);
-        Py_DECREF(code);
-        return failed;
-    }
-    if (answer_ack(pump, s, buf, got, now, NULL)) {
-        if (s->result != Py_None)
-            return hand_back(pump, out, fd, found, NULL);
-        return 0;
-    }
-    {
-        PyObject *datagram = PyBytes_FromStringAndSize((char *)buf, got);
-        int failed;
+        Py_INCREF(pump->aborted);
+        Py_XSETREF(w->s->result, pump->aborted);
+    } else if (w->outcome == O_ERRNO) {
+        what = PyLong_FromLong(w->err);
+    } else if (w->outcome == O_DATAGRAM) {
+        if (pump->listen_fd >= 0) {
+            char address[INET_ADDRSTRLEN];
 
-        if (datagram == NULL)
+            inet_ntop(AF_INET, &w->from.sin_addr, address, sizeof(address));
+            what = Py_BuildValue("(y#(si))", (char *)buf, (Py_ssize_t)w->got,
+                                 address, (int)ntohs(w->from.sin_port));
+            session = NULL;   /* the listener's datagram */
+        } else {
+            what = PyBytes_FromStringAndSize((char *)buf, w->got);
+        }
+    } else if (w->kind == W_FAST) {
+        return 0;             /* nothing was there to read */
+    }
+    if (w->outcome == O_ERRNO || w->outcome == O_DATAGRAM) {
+        if (what == NULL)
             return -1;
-        failed = hand_back(pump, out, fd, found, datagram);
-        Py_DECREF(datagram);
-        return failed;
+    }
+    failed = hand_back(pump, out, w->fd, session, what);
+    Py_XDECREF(what);
+    return failed;
+}
+
+static void
+release(Work *work, int count)
+{
+    for (int i = 0; i < count; i++) {
+        Py_CLEAR(work[i].s);
+        Py_CLEAR(work[i].data);
     }
 }
 
+/* Classic mode: one connected socket per session. */
+static int
+serve_sessions(Pump *pump, PyObject *out, int ready, double now)
+{
+    Work *work = pump->work;
+    int failed = 0;
+
+    for (int i = 0; i < ready; i++) {
+        Work *w = &work[i];
+        PyObject *key, *found;
+
+        memset(w, 0, sizeof(*w));
+        w->fd = pump->events[i].data.fd;
+        key = PyLong_FromLong(w->fd);
+        if (key == NULL) {
+            release(work, i);
+            return -1;
+        }
+        found = PyDict_GetItemWithError(pump->sessions, key);
+        Py_DECREF(key);
+        if (found == NULL && PyErr_Occurred()) {
+            release(work, i);
+            return -1;
+        }
+        if (found != NULL) {
+            /* A session's: held, so it outlives a close in Python while
+             * the hand-backs before it run. */
+            hold(w, found, fast_state(found, w->fd));
+        }
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < ready; i++) {
+        Work *w = &work[i];
+        unsigned char *buf = pump->bufs + (size_t)i * LISTENER_RECV_SIZE;
+
+        if (w->kind != W_FAST)
+            continue;
+        w->got = recv(w->fd, buf, RECV_SIZE, MSG_DONTWAIT);
+        if (w->got < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                w->outcome = O_ERRNO;
+                w->err = errno;
+            }
+        } else if (answer_ack(w, buf, now, NULL)) {
+            w->outcome = O_ANSWERED;
+        } else {
+            w->outcome = O_DATAGRAM;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < ready && !failed; i++)
+        failed = report(pump, out, &work[i],
+                        pump->bufs + (size_t)i * LISTENER_RECV_SIZE) < 0;
+    release(work, ready);
+    return failed ? -1 : 0;
+}
+
 /* Single-port mode: the listening socket is readable.  Up to
- * LISTENER_BURST datagrams are read; an in-order ACK of a session in the
- * fast state is answered here (sessions are filed under
- * peer_key(address, port)), anything else is handed back as
- * (fd, None, (datagram, (address, port))) for the Python listener code. */
+ * LISTENER_BURST datagrams are read (as the Python loop reads); an
+ * in-order ACK of a session in the fast state is answered here (sessions
+ * are filed under peer_key(address, port)); anything else is handed back
+ * as (fd, None, (datagram, (address, port))) for the Python listener
+ * code. */
 static int
 serve_listener(Pump *pump, PyObject *out, int fd, double now)
 {
-    unsigned char buf[LISTENER_RECV_SIZE];
+    Work *work = pump->work;
+    int count = 0, failed = 0;
 
-    for (int i = 0; i < LISTENER_BURST; i++) {
-        struct sockaddr_in from;
-        socklen_t fromlen = sizeof(from);
-        ssize_t got;
-        PyObject *key, *found, *what;
-        int failed;
+    Py_BEGIN_ALLOW_THREADS
+    /* At most LISTENER_BURST reads, failed ones included. */
+    for (int tries = 0; tries < LISTENER_BURST; tries++) {
+        Work *w = &work[count];
+        socklen_t fromlen = sizeof(w->from);
 
-        got = recvfrom(fd, buf, sizeof(buf), MSG_DONTWAIT,
-                       (struct sockaddr *)&from, &fromlen);
-        if (got < 0) {
+        memset(w, 0, sizeof(*w));
+        w->fd = fd;
+        w->got = recvfrom(fd, pump->bufs + (size_t)count * LISTENER_RECV_SIZE,
+                          LISTENER_RECV_SIZE, MSG_DONTWAIT,
+                          (struct sockaddr *)&w->from, &fromlen);
+        if (w->got < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-                return 0;
+                break;
             continue;   /* an ICMP error for an earlier datagram */
         }
-        if (fromlen < sizeof(from) || from.sin_family != AF_INET)
+        if (fromlen < sizeof(w->from) || w->from.sin_family != AF_INET)
             continue;   /* not IPv4: the server binds IPv4 only */
+        w->outcome = O_DATAGRAM;
+        count++;
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < count; i++) {
+        Work *w = &work[i];
+        PyObject *key, *found;
+
         key = PyLong_FromUnsignedLongLong(
-            (unsigned long long)ntohl(from.sin_addr.s_addr) << 16
-            | ntohs(from.sin_port));
-        if (key == NULL)
+            (unsigned long long)ntohl(w->from.sin_addr.s_addr) << 16
+            | ntohs(w->from.sin_port));
+        if (key == NULL) {
+            release(work, i);
             return -1;
+        }
         found = PyDict_GetItemWithError(pump->sessions, key);
         Py_DECREF(key);
-        if (found == NULL && PyErr_Occurred())
+        if (found == NULL && PyErr_Occurred()) {
+            release(work, i);
             return -1;
-        if (found != NULL && PyObject_TypeCheck(found, &SessionCoreType)
-                && fast_state((SessionCore *)found, fd)
-                && answer_ack(pump, (SessionCore *)found, buf, got, now,
-                              &from)) {
-            if (((SessionCore *)found)->result == Py_None)
-                continue;
-            if (hand_back(pump, out, fd, found, NULL) < 0)
-                return -1;
-            continue;
         }
-        {
-            char address[INET_ADDRSTRLEN];
-
-            inet_ntop(AF_INET, &from.sin_addr, address, sizeof(address));
-            what = Py_BuildValue("(y#(si))", (char *)buf, (Py_ssize_t)got,
-                                 address, (int)ntohs(from.sin_port));
-        }
-        if (what == NULL)
-            return -1;
-        failed = hand_back(pump, out, fd, NULL, what);
-        Py_DECREF(what);
-        if (failed < 0)
-            return -1;
+        if (fast_state(found, fd))
+            hold(w, found, 1);
     }
-    return 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int i = 0; i < count; i++) {
+        Work *w = &work[i];
+
+        if (w->kind == W_FAST
+                && answer_ack(w, pump->bufs + (size_t)i * LISTENER_RECV_SIZE,
+                              now, &w->from))
+            w->outcome = O_ANSWERED;
+    }
+    Py_END_ALLOW_THREADS
+    for (int i = 0; i < count && !failed; i++) {
+        Work *w = &work[i];
+
+        if (w->outcome == O_ANSWERED && w->failed) {
+            /* The transfer ends: its session is Python's to close. */
+            Py_INCREF(pump->aborted);
+            Py_XSETREF(w->s->result, pump->aborted);
+            pump->fast++;
+            failed = hand_back(pump, out, fd, (PyObject *)w->s, NULL) < 0;
+        } else {
+            failed = report(pump, out, w,
+                            pump->bufs + (size_t)i * LISTENER_RECV_SIZE) < 0;
+        }
+    }
+    release(work, count);
+    return failed ? -1 : 0;
 }
 
 PyDoc_STRVAR(pump_poll_doc,
@@ -504,9 +633,9 @@ static PyObject *
 pump_poll(Pump *self, PyObject *args)
 {
     double timeout;
-    int ready, timeout_ms;
+    int ready, timeout_ms, failed = 0;
     double now;
-    PyObject *out, *result;
+    PyObject *out;
 
     if (!PyArg_ParseTuple(args, "d", &timeout))
         return NULL;
@@ -529,23 +658,23 @@ pump_poll(Pump *self, PyObject *args)
     out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    for (int i = 0; i < ready; i++) {
-        int fd = self->events[i].data.fd;
-        int failed;
+    if (self->listen_fd < 0) {
+        failed = serve_sessions(self, out, ready, now) < 0;
+    } else {
+        /* Single-port: the listening socket, or the inbox (Python's). */
+        for (int i = 0; i < ready && !failed; i++) {
+            int fd = self->events[i].data.fd;
 
-        if (self->listen_fd >= 0)
-            failed = fd == self->listen_fd
-                ? serve_listener(self, out, fd, now)
-                : hand_back(self, out, fd, NULL, NULL);
-        else
-            failed = serve_event(self, out, fd, now);
-        if (failed < 0) {
-            Py_DECREF(out);
-            return NULL;
+            failed = (fd == self->listen_fd
+                      ? serve_listener(self, out, fd, now)
+                      : hand_back(self, out, fd, NULL, NULL)) < 0;
         }
     }
-    result = Py_BuildValue("(dN)", now, out);
-    return result;
+    if (failed) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return Py_BuildValue("(dN)", now, out);
 }
 
 static PyObject *
