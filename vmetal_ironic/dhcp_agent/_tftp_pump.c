@@ -620,59 +620,79 @@ serve_listener(Pump *pump, PyObject *out, int fd, double now)
 }
 
 PyDoc_STRVAR(pump_poll_doc,
-"poll(timeout) -> (now, events)\n\n"
+"poll(timeout, until=0) -> (now, events)\n\n"
 "Wait up to ``timeout`` seconds, serve the in-order ACKs of sessions in\n"
 "the fast state, and return the monotonic time read after the wait and\n"
 "the events left for Python: ``(fd, session or None, what)``, ``what``\n"
 "being the datagram read (bytes), ``None`` (not read: the descriptor is\n"
 "readable, or the session's send failed and its result is set), an\n"
 "errno (the receive failed) or, in single-port mode, for the listening\n"
-"socket, ``(datagram, (address, port))``.");
+"socket, ``(datagram, (address, port))``.\n\n"
+"With ``until`` (a monotonic time), ``timeout`` is ignored: the pump\n"
+"keeps waiting and serving until it has something for Python or the\n"
+"time comes, so a transfer's blocks cost no return to the interpreter.");
+
+/* One wait and what it brought: 0, or -1 with a Python error set. */
+static int
+serve_once(Pump *self, PyObject *out, double timeout, int *ready,
+           double *now)
+{
+    int timeout_ms = timeout <= 0 ? 0 : (int)(timeout * 1000.0 + 0.999);
+    int failed = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    *ready = epoll_wait(self->epfd, self->events, self->maxevents,
+                        timeout_ms);
+    Py_END_ALLOW_THREADS
+    if (*ready < 0) {
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        *ready = 0;
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+    *now = monotonic();
+    if (self->listen_fd < 0)
+        return serve_sessions(self, out, *ready, *now);
+    /* Single-port: the listening socket, or the inbox (Python's). */
+    for (int i = 0; i < *ready && !failed; i++) {
+        int fd = self->events[i].data.fd;
+
+        failed = (fd == self->listen_fd
+                  ? serve_listener(self, out, fd, *now)
+                  : hand_back(self, out, fd, NULL, NULL)) < 0;
+    }
+    return failed ? -1 : 0;
+}
 
 static PyObject *
 pump_poll(Pump *self, PyObject *args)
 {
-    double timeout;
-    int ready, timeout_ms, failed = 0;
-    double now;
+    double timeout, until = 0, now;
+    int ready;
     PyObject *out;
 
-    if (!PyArg_ParseTuple(args, "d", &timeout))
+    if (!PyArg_ParseTuple(args, "d|d", &timeout, &until))
         return NULL;
     if (self->events == NULL) {
         PyErr_SetString(PyExc_ValueError, "pump not initialised");
         return NULL;
     }
-    timeout_ms = timeout <= 0 ? 0 : (int)(timeout * 1000.0 + 0.999);
-    Py_BEGIN_ALLOW_THREADS
-    ready = epoll_wait(self->epfd, self->events, self->maxevents, timeout_ms);
-    Py_END_ALLOW_THREADS
-    if (ready < 0) {
-        if (errno != EINTR)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        ready = 0;
-        if (PyErr_CheckSignals() < 0)
-            return NULL;
-    }
-    now = monotonic();
     out = PyList_New(0);
     if (out == NULL)
         return NULL;
-    if (self->listen_fd < 0) {
-        failed = serve_sessions(self, out, ready, now) < 0;
-    } else {
-        /* Single-port: the listening socket, or the inbox (Python's). */
-        for (int i = 0; i < ready && !failed; i++) {
-            int fd = self->events[i].data.fd;
-
-            failed = (fd == self->listen_fd
-                      ? serve_listener(self, out, fd, now)
-                      : hand_back(self, out, fd, NULL, NULL)) < 0;
+    for (;;) {
+        if (until > 0)
+            timeout = until - monotonic();
+        if (serve_once(self, out, timeout, &ready, &now) < 0) {
+            Py_DECREF(out);
+            return NULL;
         }
-    }
-    if (failed) {
-        Py_DECREF(out);
-        return NULL;
+        if (until <= 0 || ready == 0 || PyList_GET_SIZE(out) > 0
+                || now >= until)
+            break;
     }
     return Py_BuildValue("(dN)", now, out);
 }

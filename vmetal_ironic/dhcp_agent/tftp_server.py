@@ -313,7 +313,8 @@ class TftpServer:
         wake_fd = loop.wake_fd
         next_scan = self._clock() + _TICK
         while self._running:
-            now, events = poll(_TICK)
+            # Back here only with work for Python, or at the next scan.
+            now, events = poll(_TICK, next_scan)
             for fd, session, what in events:
                 if session is None:
                     if fd == wake_fd:
