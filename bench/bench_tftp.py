@@ -1,12 +1,15 @@
 """Concurrent TFTP downloads: the agent (both modes) vs dnsmasq (and tftpy).
 
 Run as root: ``tox -e bench -- tftp``. The agent with a port per transfer
-(TFTP port 1069; the same with one event loop instead of its default
-two, 1072), the agent in single-port mode (1070), tftpy's server
-(1071, what the agent used before) and dnsmasq (TFTP only, port 69) serve
-the same directory from the same namespace at the same time; rounds take
-turns (agent, agent with one loop, single-port, tftpy, dnsmasq, agent,
-...) so a change in the machine's load hits all of them alike. A round
+(TFTP port 1069, on the compiled data path it runs by default; the same
+with one event loop instead of its default two, 1072; the same on the
+Python data path, ``[vmetal_tftp]compiled = false``, 1073), the agent in
+single-port mode (1070; on the Python path, 1074), tftpy's server (1071,
+what the agent used before) and dnsmasq (TFTP only, port 69) serve the
+same directory from the same namespace at the same time; rounds take
+turns (agent, agent with one loop, agent on the Python path, single-port,
+single-port on the Python path, tftpy, dnsmasq, agent, ...) so a change
+in the machine's load hits all of them alike. A round
 starts the clients at once and times until the last finished; every
 downloaded file is compared with the original.
 
@@ -41,7 +44,9 @@ ROUNDS = int(os.environ.get('VMETAL_BENCH_TFTP_ROUNDS', '11'))
 FILE = 'ipxe.efi'
 SERVERS = (('vmetal-dhcp-agent', 1069),
            ('vmetal-dhcp-agent 1 thread', 1072),
+           ('vmetal-dhcp-agent Python path', 1073),
            ('vmetal-dhcp-agent single-port', 1070),
+           ('agent single-port Python path', 1074),
            ('tftpy 0.8.7 (the old server)', 1071),
            ('dnsmasq', 69))
 # tftpy's own server loop, as the agent ran it before (for the record in
@@ -85,9 +90,10 @@ def _round(lab, client, port, out_dir, clients):
     return elapsed, failures
 
 
-def _case(lab, client, pids, clients=CLIENTS, blocks=None):
-    """Rounds of ``clients`` downloads per server; with ``blocks`` (the
-    file's count at the client's block size) also the time per block."""
+def _case(lab, client, pids, blocks, clients=CLIENTS, latency=False):
+    """Rounds of ``clients`` downloads per server of a file of ``blocks``
+    blocks at the client's block size: times, and the server's CPU per
+    block sent; with ``latency`` also the time per block."""
     times = {name: [] for name, _port in SERVERS}
     cpu = dict.fromkeys(times, 0.0)
     failed = dict.fromkeys(times, 0)
@@ -103,15 +109,17 @@ def _case(lab, client, pids, clients=CLIENTS, blocks=None):
     theirs = statistics.median(times['dnsmasq'])
     for name, _port in SERVERS:
         median = statistics.median(times[name])
-        per_block = (f'  {median / blocks * 1e6:4.0f} us/block' if blocks
+        per_block = (f'  {median / blocks * 1e6:4.0f} us/block' if latency
                      else '')
+        cpu_block = cpu[name] / ROUNDS / (clients * blocks) * 1e6
         paired = [mine / dnsmasq for mine, dnsmasq
                   in zip(times[name], times['dnsmasq'], strict=True)]
         print(f'  {name:30} min {min(times[name]):5.2f} s  median '
               f'{median:5.2f} s  ({median / theirs:4.2f}x dnsmasq; paired '
               f'{statistics.median(paired):4.2f}x, {min(paired):4.2f}-'
               f'{max(paired):4.2f})  server CPU {cpu[name] / ROUNDS:4.2f} '
-              f's/round{per_block}  failed downloads '
+              f's/round ({cpu_block:4.1f} us/block){per_block}  failed '
+              f'downloads '
               f'{failed[name]}/{ROUNDS * clients}')
 
 
@@ -158,9 +166,17 @@ def main():
             servers.append(lab.start_agent(
                 [], 'agent-one-loop', extra='port = 1068', tftp_root=root,
                 tftp_extra='port = 1072\nthreads = 1'))
+            # The same without the compiled data path: what it is worth.
+            servers.append(lab.start_agent(
+                [], 'agent-python', extra='port = 1066', tftp_root=root,
+                tftp_extra='port = 1073\ncompiled = false'))
             servers.append(lab.start_agent(
                 [], 'agent-single', extra='port = 1067', tftp_root=root,
                 tftp_extra='port = 1070\nsingle_port = true'))
+            servers.append(lab.start_agent(
+                [], 'agent-single-python', extra='port = 1065',
+                tftp_root=root,
+                tftp_extra='port = 1074\nsingle_port = true\ncompiled = false'))
             servers.append(lab.spawn(lab.server_ns, [
                 sys.executable, '-c', TFTPY, str(root), pxe_netns.SERVER],
                 'tftpy.log'))
@@ -170,13 +186,14 @@ def main():
                     in zip(SERVERS, servers, strict=True)}
             print(f'{CLIENTS} concurrent tftp-hpa downloads of {FILE} '
                   f'({size:,} B, 512-byte blocks), {ROUNDS} rounds each')
-            _case(lab, _tftp_hpa, pids)
+            _case(lab, _tftp_hpa, pids, size // 512 + 1)
             print(f'{CLIENTS} concurrent curl downloads of {FILE}, '
                   f'blksize 1468, {ROUNDS} rounds each')
-            _case(lab, _curl, pids)
+            _case(lab, _curl, pids, size // 1468 + 1)
             print(f'1 tftp-hpa download of {FILE} at a time (lock-step '
                   f'latency), {ROUNDS} rounds each')
-            _case(lab, _tftp_hpa, pids, clients=1, blocks=size // 512 + 1)
+            _case(lab, _tftp_hpa, pids, size // 512 + 1, clients=1,
+                  latency=True)
         finally:
             for proc in servers:
                 lab.stop(proc)

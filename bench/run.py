@@ -38,10 +38,16 @@ def main(argv):
         return 2
     print(f'machine: {_machine()}')
     for name in wanted:
-        print(f'\n== {name} ==')
+        # The machine may be shared: the load beside each figure.
+        print(f'\n== {name} == (load average {_load()})')
         module = importlib.import_module(f'bench_{name}')
         module.main()
+        print(f'== {name} done == (load average {_load()})')
     return 0
+
+
+def _load():
+    return ' '.join(f'{value:.2f}' for value in os.getloadavg())
 
 
 if __name__ == '__main__':

@@ -5,7 +5,8 @@ server makes one per transfer; so the servers run in a process started
 with ``ip netns exec`` (its PID is the server's: CPU seconds can be read
 from ``/proc/<pid>/stat``). The process reads commands on stdin:
 ``metrics`` prints the rendered metrics, then ``END``; ``sessions``
-prints the TFTP session count; end of input stops it.
+prints the TFTP session count; ``data_path`` which TFTP data path runs
+(``compiled`` or ``python``); end of input stops it.
 
 Usage: ``python -m tests.functional.boot_server_ns '<json settings>'``
 """
@@ -36,6 +37,8 @@ def main():
             print(metrics.render(), 'END', sep='\n', flush=True)
         elif command == 'sessions':
             print(services[0].session_count, flush=True)
+        elif command == 'data_path':
+            print(services[0].data_path, flush=True)
     for service in services:
         service.stop()
 

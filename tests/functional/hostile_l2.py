@@ -99,6 +99,8 @@ class Servers:
         self.proc.stdin.flush()
         if command == 'sessions':
             return int(self.proc.stdout.readline())
+        if command == 'data_path':
+            return self.proc.stdout.readline().strip()
         lines = []
         for line in self.proc.stdout:
             if line.strip() == 'END':

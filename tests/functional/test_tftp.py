@@ -19,6 +19,7 @@ import pytest
 from tests import tftp_peer
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import tftp
+from vmetal_ironic.dhcp_agent import tftp_pump
 
 BIG = 8 * 1024 * 1024
 CLIENTS = {
@@ -48,16 +49,25 @@ def root(tmp_path_factory):
     return base
 
 
-@pytest.fixture(params=[False, True], ids=['classic', 'single-port'])
+@pytest.fixture(params=[(False, True), (False, False), (True, True),
+                        (True, False)],
+                ids=['classic', 'classic-python', 'single-port',
+                     'single-port-python'])
 def service(request, root):
+    single_port, compiled = request.param
+    if compiled and not tftp_pump.AVAILABLE:
+        pytest.skip('the compiled path is not built (tests/unit test_tftp '
+                    'fails for it)')
     # Every client here is 127.0.0.1: the per-address limit is lifted so
     # the 2,000 and 600 sessions below stay open (the limit has tests of
     # its own in test_tftp_hostile.py and tests/unit).
     service = tftp.TftpService(str(root), '127.0.0.1', 0,
                                metrics=metrics_mod.Metrics(), timeout=1,
-                               retries=2, single_port=request.param,
-                               max_sessions_per_address=4096)
+                               retries=2, single_port=single_port,
+                               max_sessions_per_address=4096,
+                               compiled=compiled)
     service.start()
+    assert service.data_path == ('compiled' if compiled else 'python')
     yield service
     service.stop()
 

@@ -2,8 +2,10 @@
 
 The servers run in a namespace of their own; the hostile traffic comes
 from another (:mod:`tests.functional.hostile_l2`), a real tftp-hpa client
-from a third. Both port modes are served at once (classic on 69,
-single-port on 1069), so each scenario costs its wall time once.
+from a third. Both port modes on both data paths are served at once
+(classic on 69 and single-port on 1069 on the compiled path, the same on
+the Python path on 1070 and 1071), so each scenario costs its wall time
+once.
 """
 
 import os
@@ -16,7 +18,8 @@ import pytest
 from tests.functional import hostile_l2
 
 BIG = 3 * 1024 * 1024
-MODES = {'classic': 69, 'single-port': 1069}
+MODES = {'classic': 69, 'classic-python': 1070, 'single-port': 1069,
+         'single-port-python': 1071}
 
 # Forged RRQ (asking the most a client may) and ACK 0 from a victim that
 # never answers: the victim's socket only counts what it receives. In
@@ -63,9 +66,15 @@ def root(tmp_path):
 
 
 def _servers(lan, root, **limits):
-    return {mode: hostile_l2.Servers(
-        lan, root, dict(limits, port=port, single_port=mode != 'classic'))
+    servers = {mode: hostile_l2.Servers(
+        lan, root, dict(limits, port=port,
+                        single_port=mode.startswith('single-port'),
+                        compiled=not mode.endswith('-python')))
         for mode, port in MODES.items()}
+    for mode, server in servers.items():
+        assert server.ask('data_path') == (
+            'python' if mode.endswith('-python') else 'compiled'), mode
+    return servers
 
 
 def _close(servers):

@@ -52,6 +52,15 @@ opts = [
                     'of a block\'s cost is the kernel sending it, which '
                     'threads do in parallel. Single-port mode uses one. '
                     'The session limits are for the whole server.'),
+    cfg.BoolOpt('compiled',
+                default=True,
+                help='Send the blocks of a transfer from the compiled data '
+                     'path (a C module built with the agent), in both '
+                     'modes: it answers each in-order acknowledgement '
+                     'without the Python interpreter. Every limit and '
+                     'counter is the same on both paths. When the module is '
+                     'not built the Python path serves; the agent logs '
+                     'which one runs.'),
     cfg.IntOpt('max_sessions',
                default=4096,
                min=1,

@@ -147,7 +147,8 @@ class Agent:
                 max_windowsize=group.max_windowsize,
                 max_timeout=group.max_timeout,
                 max_sessions_per_address=group.max_sessions_per_address,
-                interface=self.interface, threads=group.threads)
+                interface=self.interface, threads=group.threads,
+                compiled=group.compiled)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 

@@ -17,6 +17,7 @@ from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import mtu
 from vmetal_ironic.dhcp_agent import tftp_packet
+from vmetal_ironic.dhcp_agent import tftp_pump
 from vmetal_ironic.dhcp_agent import tftp_server
 
 LOG = log.getLogger(__name__)
@@ -78,13 +79,16 @@ class TftpService:
         its MTU (looked up by address when ``None``).
     :param threads: event loops sharing the transfers in classic mode
         (single-port mode runs one).
+    :param compiled: run the compiled data path when it is built;
+        :attr:`data_path` says which one runs.
     :raises ValueError: ``root`` is not a readable directory.
     """
 
     def __init__(self, root, address, port=69, metrics=None, timeout=5,
                  retries=3, link_dirs=(), single_port=False,
                  max_sessions=4096, max_windowsize=64, max_timeout=10,
-                 max_sessions_per_address=32, interface=None, threads=2):
+                 max_sessions_per_address=32, interface=None, threads=2,
+                 compiled=True):
         self.root = real_root(root)
         self.link_dirs = tuple(os.path.realpath(d) for d in link_dirs)
         self.address = address
@@ -93,6 +97,7 @@ class TftpService:
         self.single_port = single_port
         self.interface = interface
         self.threads = threads
+        self.compiled = compiled
         self.limits = tftp_server.Limits(
             timeout=timeout, retries=retries, max_sessions=max_sessions,
             max_windowsize=max_windowsize, max_timeout=max_timeout,
@@ -159,13 +164,27 @@ class TftpService:
         self._server = tftp_server.TftpServer(
             sock, self.open_file, self.limits, single_port=self.single_port,
             on_result=self._on_result, on_limit=self._on_limit,
-            threads=self.threads)
+            threads=self.threads, compiled=self.compiled)
+        LOG.info('TFTP on %s:%d serves blocks on the %s data path%s',
+                 self.address, self.port, self._server.data_path,
+                 '' if self._server.data_path == tftp_pump.COMPILED
+                 else self._why_python())
         if self.metrics is not None:
             self.metrics.tftp_sessions.set_function(
                 lambda: self.session_count)
         self._thread = threading.Thread(target=self._serve, name='tftp',
                                         daemon=True)
         self._thread.start()
+
+    def _why_python(self):
+        if not self.compiled:
+            return ' ([vmetal_tftp]compiled = false)'
+        return ' (the compiled module is not built)'
+
+    @property
+    def data_path(self):
+        """``compiled`` or ``python`` while serving, else ``None``."""
+        return self._server.data_path if self._server else None
 
     def _serve(self):
         server = self._server

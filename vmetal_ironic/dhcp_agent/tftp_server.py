@@ -28,6 +28,13 @@ session count) are server-wide and changed under one lock, never per
 loop. Single-port mode has one loop: every datagram arrives on the one
 socket, and handing each to another thread would cost more than it saves.
 
+Each loop may run on the compiled data path
+(:mod:`~vmetal_ironic.dhcp_agent.tftp_pump`): the loop's C pump waits on
+its epoll with the GIL released and answers the in-order ACKs of proven
+transfers itself (in single-port mode it also reads the listening
+socket); every other event comes back to the same Python code as on the
+Python path, with the datagram the pump read.
+
 Nobody on the L2 can lock the others out: a session whose peer never
 answered is the first to go when the table is full, an address holds at
 most ``max_sessions_per_address`` sessions (its oldest idle one makes
@@ -48,6 +55,7 @@ from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_pump
 from vmetal_ironic.dhcp_agent import tftp_session as session_mod
 
 LOG = log.getLogger(__name__)
@@ -86,6 +94,14 @@ def _grow_buffer(sock, option, force):
         sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
 
 
+def peer_key(peer):
+    """A single-port session's key in its loop's table: the IPv4 address
+    and port as one integer, which the compiled path makes from a
+    datagram's source without building the ``(address, port)`` tuple."""
+    address, port = peer
+    return int.from_bytes(socket.inet_aton(address), 'big') << 16 | port
+
+
 class Limits:
     """Server-wide limits.
 
@@ -120,7 +136,7 @@ class _Loop:
 
     def __init__(self):
         self.epoll = select.epoll()
-        # Session socket fd (classic) or peer (single-port) -> session.
+        # Session socket fd (classic) or peer_key (single-port) -> session.
         self.sessions = {}
         # Sessions assigned and not yet ended (changed under the server's
         # lock): the next one goes to the loop with the fewest.
@@ -130,6 +146,8 @@ class _Loop:
         self.inbox = collections.deque()
         self.wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.epoll.register(self.wake_fd, select.EPOLLIN)
+        # The compiled path's pump (TftpServer), or None.
+        self.pump = None
 
     def post(self, action, session):
         self.inbox.append((action, session))
@@ -156,11 +174,15 @@ class TftpServer:
     :param clock: monotonic clock.
     :param threads: event loops in classic mode (single-port mode always
         has one).
+    :param compiled: run the compiled data path when it is built (it
+        reads the monotonic clock itself, so a server given another
+        ``clock`` runs the Python path). ``data_path`` says which
+        one runs.
     """
 
     def __init__(self, sock, open_file, limits, single_port=False,
                  on_result=None, on_limit=None, clock=time.monotonic,
-                 threads=1):
+                 threads=1, compiled=True):
         self.sock = sock
         self.sock.setblocking(False)
         self.address = sock.getsockname()[0]
@@ -187,6 +209,13 @@ class TftpServer:
         self._listener_loop = self._loops[0]
         self._listener_loop.epoll.register(sock.fileno(), select.EPOLLIN)
         self._listen_fd = sock.fileno()
+        #: ``compiled`` or ``python``: which per-block path the loops run.
+        self.data_path = tftp_pump.choose(compiled and clock is time.monotonic)
+        if self.data_path == tftp_pump.COMPILED:
+            for loop in self._loops:
+                loop.pump = tftp_pump.Pump(
+                    loop.epoll.fileno(), loop.sessions, session_mod.ABORTED,
+                    _EVENTS, self._listen_fd if single_port else -1)
         self._running = True
         # A boot storm sends thousands of requests at once; the default
         # buffer holds about 300. Single-port mode also sends every window
@@ -228,6 +257,9 @@ class TftpServer:
             self._running = False
 
     def _run(self, loop):
+        if loop.pump is not None:
+            self._run_pumped(loop)
+            return
         # Names bound once: this loop runs once or more per DATA block.
         poll = loop.epoll.poll
         clock = self._clock
@@ -271,6 +303,59 @@ class TftpServer:
                 next_scan = now + _TICK
                 self._expire(loop, now)
 
+    def _run_pumped(self, loop):
+        # The compiled path: the pump has already answered every in-order
+        # ACK of a proven transfer; what it hands back is handled as the
+        # Python loop above handles it.
+        poll = loop.pump.poll
+        sessions = loop.sessions
+        listen_fd = self._listen_fd if loop is self._listener_loop else None
+        wake_fd = loop.wake_fd
+        next_scan = self._clock() + _TICK
+        while self._running:
+            # Back here only with work for Python, or at the next scan.
+            now, events = poll(_TICK, next_scan)
+            for fd, session, what in events:
+                if session is None:
+                    if fd == wake_fd:
+                        self._read_inbox(loop)
+                    elif fd != listen_fd:
+                        continue
+                    elif what is None:
+                        self._guarded(self._read_listener)
+                    else:
+                        # Single-port: one datagram the pump did not take.
+                        try:
+                            self._listener_datagram(*what)
+                        except Exception:
+                            self._lost(None)
+                elif sessions.get(session.key) is session:
+                    # (Not: an earlier event of this wake-up ended it.)
+                    try:
+                        self._handed_back(session, what, now)
+                    except Exception:
+                        self._lost(session)
+            if now >= next_scan:
+                next_scan = now + _TICK
+                self._expire(loop, now)
+
+    def _handed_back(self, session, what, now):
+        if what is None:
+            if session.result is not None:
+                self._finish(session)  # the pump's send failed for good
+                return
+            try:
+                what = session.sock.recv(_RECV_SESSION)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._recv_failed(session)
+                return
+        elif what.__class__ is int:
+            self._recv_failed(session)  # the pump's recv() failed
+            return
+        self._on_datagram(session, what, now)
+
     def _guarded(self, handler, session=None):
         # The last line of defence, for a bug rather than a bad packet
         # (those are BadPacket or ignored): the one session (or datagram)
@@ -307,19 +392,22 @@ class TftpServer:
             except OSError:
                 # An ICMP error for an earlier single-port datagram.
                 continue
-            current = self._by_peer.get(peer)
-            if current is not None:
-                if data == current.request:
-                    # The client resent its request: its first packet was
-                    # lost, or it is still on the way.
-                    self._repeated(current)
-                    continue
-                if self.single_port and packet.opcode_of(data) not in (
-                        packet.RRQ, packet.WRQ):
-                    self._on_datagram(current, data, self._clock())
-                    continue
-            with self._lock:
-                self._request(data, peer)
+            self._listener_datagram(data, peer)
+
+    def _listener_datagram(self, data, peer):
+        current = self._by_peer.get(peer)
+        if current is not None:
+            if data == current.request:
+                # The client resent its request: its first packet was
+                # lost, or it is still on the way.
+                self._repeated(current)
+                return
+            if self.single_port and packet.opcode_of(data) not in (
+                    packet.RRQ, packet.WRQ):
+                self._on_datagram(current, data, self._clock())
+                return
+        with self._lock:
+            self._request(data, peer)
 
     def _repeated(self, session):
         if session.loop is not self._listener_loop:
@@ -457,10 +545,13 @@ class TftpServer:
         session = session_mod.Session(peer, send, source, size, transfer,
                                       self.limits.retries, now, frames,
                                       addressed=sock is None)
+        # The socket the compiled path sends on: the transfer's own, or
+        # in single-port mode the listening one.
+        session._fd = sock.fileno() if sock is not None else self._listen_fd
         session.request = data
         session.file_key = file_key
         session.sock = sock
-        session.key = peer if sock is None else sock.fileno()
+        session.key = peer_key(peer) if sock is None else sock.fileno()
         loop = session.loop = min(self._loops, key=lambda item: item.load)
         loop.load += 1
         self._unheard[session] = None
@@ -601,6 +692,7 @@ class TftpServer:
             del loop.sessions[session.key]
             if session.sock is not None:
                 loop.epoll.unregister(session.key)
+        session._fd = -1
         if session.sock is not None:
             session.sock.close()
         if session.file_key is not None:

@@ -26,6 +26,7 @@ import os
 import stat
 
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
+from vmetal_ironic.dhcp_agent import tftp_pump
 
 # Results a session ends with (the ``result`` label of the metric).
 COMPLETED = 'served'
@@ -53,6 +54,11 @@ class _Cached:
 
     def __init__(self, data):
         self._data = data
+
+    @property
+    def data(self):
+        """The bytes, which a session keeps for the compiled path."""
+        return self._data
 
     def chunk(self, offset, size):
         return self._data[offset:offset + size]
@@ -204,8 +210,13 @@ class FileTable:
             self.release(key)
 
 
-class Session:
+class Session(tftp_pump.SessionCore):
     """One read transfer to one peer.
+
+    The fields the per-block path changes (``_base``, ``_sent_upto``,
+    ``deadline``, ``last_heard``, ``_retries_left``...) live in the base
+    class, which in the compiled path is the C pump's own record: the
+    pump and this code read and write the same fields.
 
     :param peer: ``(address, port)`` of the client.
     :param send: callable taking the bytes of one datagram for the peer.
@@ -221,33 +232,20 @@ class Session:
     """
 
     __slots__ = (
-        '_base',
         '_chunk',
         '_frames',
-        '_last',
         '_oack',
-        '_retries_left',
         '_send',
-        '_sent_upto',
         '_to',
         '_unproven_sent',
-        '_waiting_oack',
-        'blksize',
-        'deadline',
         'file_key',
         'heard',
         'key',
-        'last_heard',
         'loop',
         'peer',
-        'proven',
         'request',
-        'result',
-        'retries',
         'size',
         'sock',
-        'timeout',
-        'windowsize',
         'withheld',
     )
 
@@ -265,6 +263,11 @@ class Session:
         self._to = peer if addressed else None
         self._chunk = source.chunk
         self._frames = frames
+        # The compiled path sends straight from the file's bytes, held
+        # here until the session is closed; it also needs the socket
+        # (``_fd``, set by the server in classic mode).
+        self._data = getattr(source, 'data', None)
+        self._fd = -1
         self.size = size
         self.blksize = transfer.blksize
         self.windowsize = transfer.windowsize

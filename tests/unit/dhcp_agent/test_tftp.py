@@ -9,6 +9,7 @@ from tests import tftp_peer
 from tests.unit.dhcp_agent import helpers
 from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.dhcp_agent import tftp
+from vmetal_ironic.dhcp_agent import tftp_pump
 
 
 @pytest.fixture
@@ -80,20 +81,40 @@ def _wait_idle(service, limit=5.0):
 
 
 # Classic mode with its default two loops (sessions handed to the second
-# one, evictions posted across), with one loop, and single-port mode.
-@pytest.fixture(params=[(False, 2), (False, 1), (True, 1)],
-                ids=['classic', 'classic-one-loop', 'single-port'])
+# one, evictions posted across) on the compiled data path and on the
+# Python one, with one loop, and single-port mode on both paths.
+@pytest.fixture(params=[(False, 2, True), (False, 2, False),
+                        (False, 1, True), (True, 1, True), (True, 1, False)],
+                ids=['classic', 'classic-python', 'classic-one-loop',
+                     'single-port', 'single-port-python'])
 def service(request, root):
     (root / 'big.bin').write_bytes(os.urandom(300_000))
     metrics = metrics_mod.Metrics()
-    single_port, threads = request.param
+    single_port, threads, compiled = request.param
+    if compiled and not tftp_pump.AVAILABLE:
+        pytest.skip('the compiled path is not built (see the test below)')
     service = tftp.TftpService(str(root), '127.0.0.1', 0, metrics=metrics,
                                timeout=1, retries=1,
                                single_port=single_port, max_sessions=50,
-                               max_windowsize=8, threads=threads)
+                               max_windowsize=8, threads=threads,
+                               compiled=compiled)
     service.start()
+    assert service.data_path == (tftp_pump.COMPILED if compiled
+                                 else tftp_pump.PYTHON)
     yield service
     service.stop()
+
+
+def test_the_compiled_data_path_is_built():
+    # CI builds it (bindep installs the compiler): every "classic" case
+    # above runs it. Without it they would all test the Python path.
+    assert tftp_pump.AVAILABLE
+
+
+def _pumped(service):
+    """ACKs the compiled path answered without Python, all loops."""
+    return sum(loop.pump.counts()[0] for loop in service._server._loops
+               if loop.pump is not None)
 
 
 def _server(service):
@@ -120,6 +141,9 @@ def test_windowsize_blksize_tsize_and_the_reply_port(service, root):
     text = service.metrics.render()
     assert 'result="served"} 2.0' in text, [
         line for line in text.splitlines() if 'transfers_total{' in line]
+    if service.data_path == tftp_pump.COMPILED:
+        # Past the first window every in-order ACK took the C path.
+        assert _pumped(service) > 10
 
 
 def test_file_of_whole_blocks_ends_with_an_empty_block(service, root):
