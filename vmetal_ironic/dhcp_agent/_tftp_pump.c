@@ -235,16 +235,6 @@ pump_free_buffers(Pump *self)
     self->bufs = NULL;
 }
 
-static void
-pump_dealloc(Pump *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->sessions);
-    Py_CLEAR(self->aborted);
-    pump_free_buffers(self);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
-
 static int
 pump_traverse(Pump *self, visitproc visit, void *arg)
 {
@@ -259,6 +249,15 @@ pump_clear(Pump *self)
     Py_CLEAR(self->sessions);
     Py_CLEAR(self->aborted);
     return 0;
+}
+
+static void
+pump_dealloc(Pump *self)
+{
+    PyObject_GC_UnTrack(self);
+    pump_clear(self);
+    pump_free_buffers(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int

@@ -48,6 +48,10 @@ _DECLARED = (
      'being too slow).', ('what',)),
     ('tftp_sessions', _GAUGE, 'vmetal_tftp_sessions',
      'TFTP transfers in progress.', ()),
+    ('tftp_data_path', _GAUGE, 'vmetal_tftp_data_path',
+     '1 for the path the TFTP server sends blocks on (compiled: the C '
+     'pump; python: the interpreter, when the module is not built or '
+     '[vmetal_tftp]compiled is false), 0 for the other.', ('path',)),
     ('http_requests', _COUNTER, 'vmetal_http_boot_requests',
      'Boot-file HTTP requests, by result.', ('result',)),
     ('http_bytes', _COUNTER, 'vmetal_http_boot_bytes',

@@ -172,6 +172,11 @@ class TftpService:
         if self.metrics is not None:
             self.metrics.tftp_sessions.set_function(
                 lambda: self.session_count)
+            # Alerting on a fleet whose agents fell back to the slower
+            # path needs both series, so the other one reads 0.
+            for path in (tftp_pump.COMPILED, tftp_pump.PYTHON):
+                self.metrics.tftp_data_path.labels(path).set(
+                    int(path == self._server.data_path))
         self._thread = threading.Thread(target=self._serve, name='tftp',
                                         daemon=True)
         self._thread.start()

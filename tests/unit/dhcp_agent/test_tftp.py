@@ -117,6 +117,16 @@ def _pumped(service):
                if loop.pump is not None)
 
 
+def test_the_data_path_is_a_metric(service):
+    # Both series, one at 1: a fleet's agents on the slower path show up
+    # in one query, without knowing each agent's configuration.
+    text = service.metrics.render()
+    running = service.data_path
+    other = ({tftp_pump.COMPILED, tftp_pump.PYTHON} - {running}).pop()
+    assert f'vmetal_tftp_data_path{{path="{running}"}} 1.0' in text
+    assert f'vmetal_tftp_data_path{{path="{other}"}} 0.0' in text
+
+
 def _server(service):
     return ('127.0.0.1', service.port)
 
