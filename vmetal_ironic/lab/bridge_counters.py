@@ -13,8 +13,9 @@ or its pod) the run uses:
   scheme (``http``, ``https``: an https one once its certificate was
   checked);
 * ``cache``: the local copies' ``hit``, ``miss`` and ``changed`` answers,
-  ``filled`` (copies published) and ``adopted`` (copies an agent found in
-  ``cache_dir`` when it started).
+  ``filled`` (copies published), ``adopted`` (copies an agent found in
+  ``cache_dir`` when it started) and ``shared`` (downloads that took the
+  answer of another's revalidation instead of asking Ironic themselves).
 
 A restart of the agent (``--faults``) starts its counters from zero, so
 the last reading of an agent is banked before it is stopped
@@ -29,7 +30,7 @@ from prometheus_client import parser
 
 LISTENERS = ('http', 'api', 'callback')
 SCHEMES = ('http', 'https')
-CACHE = ('hit', 'miss', 'changed', 'filled', 'adopted')
+CACHE = ('hit', 'miss', 'changed', 'filled', 'adopted', 'shared')
 #: Counter families read, and the label each is added up by.
 _FAMILIES = {
     'vmetal_bridge_requests': 'forwarded',
@@ -38,6 +39,7 @@ _FAMILIES = {
     'vmetal_bridge_cache_requests': 'cache',
     'vmetal_bridge_cache_fills': 'cache',
     'vmetal_bridge_cache_adoptions': 'cache',
+    'vmetal_bridge_cache_revalidations_shared': 'cache',
 }
 #: Cache results by the name the summary gives them (the rest of the
 #: fills' and adoptions' results are not summarised).
@@ -46,6 +48,8 @@ _CACHE_RESULTS = {
                                      'changed': 'changed'},
     'vmetal_bridge_cache_fills': {'published': 'filled'},
     'vmetal_bridge_cache_adoptions': {'adopted': 'adopted'},
+    # No result label: every sample counts.
+    'vmetal_bridge_cache_revalidations_shared': {None: 'shared'},
 }
 TIMEOUT = 10.0
 

@@ -6,7 +6,8 @@ from vmetal_ironic.dhcp_agent import metrics as metrics_mod
 from vmetal_ironic.lab import bridge_counters
 
 
-def _agent(forwarded=0, hits=0, misses=0, fills=0, adopted=0, https=0):
+def _agent(forwarded=0, hits=0, misses=0, fills=0, adopted=0, https=0,
+           shared=0):
     """An agent's metrics page with these counts."""
     metrics = metrics_mod.Metrics()
     if forwarded:
@@ -27,6 +28,8 @@ def _agent(forwarded=0, hits=0, misses=0, fills=0, adopted=0, https=0):
     if adopted:
         metrics.bridge_cache_adoptions.labels('adopted').inc(adopted)
         metrics.bridge_cache_adoptions.labels('discarded').inc(1)
+    if shared:
+        metrics.bridge_cache_revalidations_shared.inc(shared)
     # Not the bridge's: left out.
     metrics.requests.labels('DISCOVER').inc(9)
     return metrics.render()
@@ -34,7 +37,7 @@ def _agent(forwarded=0, hits=0, misses=0, fills=0, adopted=0, https=0):
 
 def test_parse_and_fold_give_every_field():
     fields = bridge_counters.fold(bridge_counters.parse(_agent(
-        forwarded=10, hits=2, misses=3, fills=2, https=7)))
+        forwarded=10, hits=2, misses=3, fills=2, https=7, shared=6)))
     assert fields == {
         'forwarded': {'http': 11, 'api': 0, 'callback': 2},
         'refused': {'http': 0, 'api': 4, 'callback': 0},
@@ -43,7 +46,7 @@ def test_parse_and_fold_give_every_field():
             'api': {'http': 0, 'https': 7},
             'callback': {'http': 0, 'https': 0}},
         'cache': {'hit': 2, 'miss': 3, 'changed': 0, 'filled': 2,
-                  'adopted': 0},
+                  'adopted': 0, 'shared': 6},
     }
 
 
@@ -81,7 +84,7 @@ def test_phases_and_totals_survive_a_restart():
     counters.before_stop()
     deploy = counters.phase()
     assert deploy['cache'] == {'hit': 2, 'miss': 0, 'changed': 0,
-                               'filled': 0, 'adopted': 2}
+                               'filled': 0, 'adopted': 2, 'shared': 0}
     assert counters.phase()['cache']['hit'] == 0   # unread: no news
     cleaning = counters.phase()
     assert cleaning['cache']['hit'] == 2
@@ -92,7 +95,7 @@ def test_phases_and_totals_survive_a_restart():
     assert summary['agent_restarts'] == 1
     assert summary['unread'] == 1
     assert summary['cache'] == {'hit': 4, 'miss': 2, 'changed': 0,
-                                'filled': 2, 'adopted': 2}
+                                'filled': 2, 'adopted': 2, 'shared': 0}
     assert summary['upstream_connections']['http']['http'] == 10
 
 
