@@ -600,20 +600,11 @@ serve_listener(Pump *pump, PyObject *out, int fd, double now)
             w->outcome = O_ANSWERED;
     }
     Py_END_ALLOW_THREADS
-    for (int i = 0; i < count && !failed; i++) {
-        Work *w = &work[i];
-
-        if (w->outcome == O_ANSWERED && w->failed) {
-            /* The transfer ends: its session is Python's to close. */
-            Py_INCREF(pump->aborted);
-            Py_XSETREF(w->s->result, pump->aborted);
-            pump->fast++;
-            failed = hand_back(pump, out, fd, (PyObject *)w->s, NULL) < 0;
-        } else {
-            failed = report(pump, out, w,
-                            pump->bufs + (size_t)i * LISTENER_RECV_SIZE) < 0;
-        }
-    }
+    /* A failed send ends the transfer in report(), as in classic mode: the
+     * session goes back to Python to be closed. */
+    for (int i = 0; i < count && !failed; i++)
+        failed = report(pump, out, &work[i],
+                        pump->bufs + (size_t)i * LISTENER_RECV_SIZE) < 0;
     release(work, count);
     return failed ? -1 : 0;
 }

@@ -248,6 +248,28 @@ def test_a_refused_send_is_given_back_and_a_failed_one_ends_it():
 
 
 @compiled_only
+def test_a_failed_send_in_single_port_mode_ends_the_transfer():
+    data = bytes(70000 * 10)
+    copy = _Copy(data, tftp_peer.rrq('f'), pumped=True, single_port=True)
+    try:
+        copy.deliver(tftp_peer.ack(1), 0.0)   # proven, in Python
+        assert copy.session.proven and copy.session._sent_upto == 2
+        copy.received()
+        # The next block over 64 KiB: sendto() refuses it (EMSGSIZE), and
+        # the session comes back, ended, for Python to close.
+        copy.session.blksize = 70000
+        copy.session._last = 100
+        copy.client.send(tftp_peer.ack(2))
+        _now, events = copy.pump.poll(1.0)
+        assert [(session, what) for _fd, session, what in events] == [
+            (copy.session, None)]
+        assert copy.session.result == tftp_session.ABORTED
+        assert copy.session._base == 3
+    finally:
+        copy.close()
+
+
+@compiled_only
 def test_a_session_that_is_not_in_the_fast_state_is_handed_back():
     data = bytes(512 * 10)
     copy = _Copy(data, tftp_peer.rrq('f', blksize=1024), pumped=True)
