@@ -25,7 +25,10 @@ AVAILABLE = _tftp_pump is not None
 
 
 class PySessionCore:
-    """The fields of ``_tftp_pump.SessionCore``, for the Python path."""
+    """The fields of ``_tftp_pump.SessionCore``, for the Python path.
+
+    ``Session.__init__`` sets every one of them, as it does on the C base.
+    """
 
     __slots__ = (
         '_base',
@@ -44,11 +47,6 @@ class PySessionCore:
         'timeout',
         'windowsize',
     )
-
-    def __init__(self):
-        self._fd = -1
-        self._data = None
-        self.result = None
 
 
 if AVAILABLE:

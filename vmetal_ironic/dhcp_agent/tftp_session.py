@@ -265,7 +265,8 @@ class Session(tftp_pump.SessionCore):
         self._frames = frames
         # The compiled path sends straight from the file's bytes, held
         # here until the session is closed; it also needs the socket
-        # (``_fd``, set by the server in classic mode).
+        # (``_fd``, set by the server: the transfer's own, or the
+        # listening one in single-port mode).
         self._data = getattr(source, 'data', None)
         self._fd = -1
         self.size = size
