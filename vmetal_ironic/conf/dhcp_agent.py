@@ -91,11 +91,21 @@ opts = [
     cfg.BoolOpt('inspection_conflict_check',
                 default=True,
                 help='Before a new shared inspection lease is offered, ask '
-                     'the L2 by ARP (RFC 5227 probe, 0.1 s) whether '
-                     'something already uses the address; if so it is held '
-                     'for nobody for dynamic_lease_time and another one is '
-                     'offered. Answers are remembered for 60 s. Reserved '
-                     'addresses are never probed.'),
+                     'the L2 by ARP (RFC 5227 probe, waiting '
+                     'inspection_conflict_timeout) whether something '
+                     'already uses the address; if so it is held for nobody '
+                     'for dynamic_lease_time and another one is offered. '
+                     'Answers are remembered for 60 s. Reserved addresses '
+                     'are never probed.'),
+    cfg.FloatOpt('inspection_conflict_timeout',
+                 default=0.1,
+                 min=0.01,
+                 max=5.0,
+                 help='Seconds the conflict check waits for an ARP answer '
+                      'before it takes the address for free. The wait is '
+                      'off the packet path (other clients are answered '
+                      'meanwhile) but delays this client\'s OFFER: raise it '
+                      'on an L2 whose hosts answer ARP slowly.'),
     cfg.IntOpt('dynamic_prefixlen',
                default=24,
                min=1,
@@ -149,7 +159,9 @@ opts = [
                default=4 * 1024 * 1024,
                min=65536,
                help='SO_RCVBUF of the DHCP socket in bytes, so a boot storm '
-                    'is queued rather than dropped.'),
+                    'is queued rather than dropped. Set past '
+                    'net.core.rmem_max (SO_RCVBUFFORCE) where the agent '
+                    'has CAP_NET_ADMIN, else capped at it.'),
     cfg.IntOpt('batch_size',
                default=256,
                min=1,

@@ -112,8 +112,9 @@ class Agent:
             lease_time=group.dynamic_lease_time,
             clock_skew=group.inspection_clock_skew,
             offer_hold=group.inspection_offer_hold,
-            probe=(conflict.ArpProbe(self.interface)
-                   if group.inspection_conflict_check else None),
+            probe=(conflict.ArpProbe(
+                self.interface, timeout=group.inspection_conflict_timeout)
+                if group.inspection_conflict_check else None),
             poll_interval=group.poll_interval)
 
     def _open_dhcp(self):

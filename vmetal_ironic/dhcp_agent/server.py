@@ -23,6 +23,7 @@ from vmetal_ironic.dhcp_agent import codec
 from vmetal_ironic.dhcp_agent import decisions
 from vmetal_ironic.dhcp_agent import log_limit
 from vmetal_ironic.dhcp_agent import messages
+from vmetal_ironic.dhcp_agent import socket_buffers
 
 LOG = log.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                         interface.encode())
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+        socket_buffers.grow(sock, socket.SO_RCVBUF, receive_buffer)
         sock.bind(('', port))
         sock.setblocking(False)
     except OSError:

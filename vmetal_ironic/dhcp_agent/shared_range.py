@@ -436,8 +436,10 @@ class SharedRange:
         if renewed is None:
             self.metrics.inspection_leases.labels('lost').inc()
             return
-        self.metrics.inspection_leases.labels('renewed').inc()
+        # Counted once the cache answers with it: whoever sees the count
+        # sees the renewed lease.
         self.cache.confirm(renewed)
+        self.metrics.inspection_leases.labels('renewed').inc()
 
     def _remove(self, lease, event):
         if self.leases.remove(lease):

@@ -54,6 +54,7 @@ import time
 from oslo_log import log
 
 from vmetal_ironic.dhcp_agent import log_limit
+from vmetal_ironic.dhcp_agent import socket_buffers
 from vmetal_ironic.dhcp_agent import tftp_packet as packet
 from vmetal_ironic.dhcp_agent import tftp_pump
 from vmetal_ironic.dhcp_agent import tftp_session as session_mod
@@ -80,18 +81,6 @@ _TICK = 0.2
 _EVENTS = 64
 # Buffers of the listening socket.
 _SOCKET_BUFFER = 4 * 1024 * 1024
-# Linux <asm-generic/socket.h>; Python's socket module does not name them.
-_SO_SNDBUFFORCE = 32
-_SO_RCVBUFFORCE = 33
-
-
-def _grow_buffer(sock, option, force):
-    # FORCE passes net.core.[rw]mem_max (root, CAP_NET_ADMIN); without the
-    # capability the kernel caps the plain option at that maximum.
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, force, _SOCKET_BUFFER)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, option, _SOCKET_BUFFER)
 
 
 def peer_key(peer):
@@ -220,9 +209,9 @@ class TftpServer:
         # A boot storm sends thousands of requests at once; the default
         # buffer holds about 300. Single-port mode also sends every window
         # of every transfer through this socket.
-        _grow_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE)
+        socket_buffers.grow(sock, socket.SO_RCVBUF, _SOCKET_BUFFER)
         if single_port:
-            _grow_buffer(sock, socket.SO_SNDBUF, _SO_SNDBUFFORCE)
+            socket_buffers.grow(sock, socket.SO_SNDBUF, _SOCKET_BUFFER)
 
     @property
     def session_count(self):

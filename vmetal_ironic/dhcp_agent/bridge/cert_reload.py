@@ -38,6 +38,9 @@ LOG = log.getLogger(__name__)
 #: A certificate chain or key larger than this is not one (a chain of a
 #: few certificates is a few KiB): read no further.
 MAX_FILE_BYTES = 1024 * 1024
+#: Reads of the key and the certificate again before a pair read while
+#: the files change is taken as it is.
+_PAIR_READS = 3
 
 
 def _no_password():
@@ -71,6 +74,14 @@ def _read(path):
     if len(data) > MAX_FILE_BYTES:
         raise _Broken(path, f'larger than {MAX_FILE_BYTES} bytes')
     return data
+
+
+def _read_named(path):
+    """:func:`_read`, an error naming the file."""
+    try:
+        return _read(path)
+    except OSError as exc:
+        raise _Broken(path, exc.strerror or str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -128,17 +139,25 @@ class CertificateReload:
     def _version(self):
         """``(digest, cert bytes, key bytes)`` of the files now.
 
+        The two files are read one after the other, and the kubelet may
+        flip ``..data`` in between: the certificate of one version with
+        the key of the next would be reported as a key that does not
+        match. So the certificate is read again after the key, and the
+        pair is taken only when it did not change meanwhile (a new key
+        always comes with a new certificate). A few tries, then the last
+        pair read goes on as is: files rewritten faster than they can be
+        read are what the check reports.
+
         :raises _Broken: a file cannot be read.
         """
-        contents = []
-        for path in (self.cert_file, self.key_file):
-            if path is None:
-                contents.append(None)
-                continue
-            try:
-                contents.append(_read(path))
-            except OSError as exc:
-                raise _Broken(path, exc.strerror or str(exc)) from None
+        cert, key = _read_named(self.cert_file), None
+        for _attempt in range(_PAIR_READS if self.key_file else 0):
+            key = _read_named(self.key_file)
+            again = _read_named(self.cert_file)
+            if again == cert:
+                break
+            cert = again
+        contents = (cert, key)
         digest = hashlib.sha256()
         for data in contents:
             data = data or b''

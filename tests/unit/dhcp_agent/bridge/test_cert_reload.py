@@ -246,3 +246,25 @@ def test_not_after_reads_the_first_certificate_of_a_chain(tmp_path):
     assert cert_reload.not_after(chain) == first.timestamp()
     with pytest.raises(ValueError):
         cert_reload.not_after(b'not a certificate')
+
+
+def test_a_flip_between_the_reads_of_the_two_files_is_not_a_mismatch(
+        volume, monkeypatch):
+    """The kubelet flips ``..data`` from A to B after ``tls.crt`` was read
+    and before ``tls.key`` is (the flip is a real one, made at that point
+    by wrapping the read: an interleaving a test cannot time otherwise):
+    B is loaded whole, nothing is reported as failed."""
+    reload, pairs, directory = volume
+    read = cert_reload._read
+    flips = []
+
+    def read_flipping_before_the_key(path):
+        if path == reload.key_file and not flips:
+            flips.append(tls.secret_volume(directory, *pairs['B']))
+        return read(path)
+    monkeypatch.setattr(cert_reload, '_read', read_flipping_before_the_key)
+    assert reload.check() == 'loaded'
+    assert flips
+    assert _served(reload.context) == _fingerprint(pairs['B'][0])
+    assert _count(reload.metrics, 'failed') == 0
+    assert reload.problem is None
