@@ -166,7 +166,7 @@ class AgentProcess:
         return self.metric(
             f'vmetal_dhcp_store_info{{revision="{revision}"}}') == 1.0
 
-    def wait_loaded(self, timeout=5):
+    def wait_loaded(self, timeout=20):
         """Wait until the agent serves the store's current revision."""
         revision = self.lab.store.reservations_revision()
         wait_for(lambda: self.serves_revision(revision), timeout,

@@ -176,6 +176,19 @@ def net(tmp_path_factory):
         lab.close()
 
 
+@pytest.fixture(autouse=True)
+def _no_fill_left(net):
+    """Each test ends with no fill under way: a test's last download may
+    still be filling a copy when its client has the last byte, and the
+    next test's count of published fills (or its first download of a
+    file, a miss while the copy is not yet there) would take it for its
+    own. A fill is a directory of its own from its first byte until it
+    is renamed into a copy or removed."""
+    yield
+    observe.wait_for(lambda: 'fill' not in net.held(), 10,
+                     what='the last fill published or removed')
+
+
 def _published(net, count):
     net.agent.wait_metric('vmetal_bridge_cache_fills_total'
                           '{result="published"}', count)
@@ -330,8 +343,17 @@ def _ironic_frozen(net):
         net.ironic.send_signal(signal.SIGCONT)
 
 
-def _held(net, count):
-    net.agent.wait_metric('vmetal_bridge_connections', count)
+SHARED = 'vmetal_bridge_cache_revalidations_shared_total'
+
+
+def _joined(net, count):
+    """Wait until ``count`` downloads joined a question already under
+    way. With Ironic frozen the first question is written and cannot end,
+    so each download that joins it waits for the next one, which is not
+    written before Ironic answers: waiting for the connections alone
+    would not do, since a download's request may come later than its
+    connection, after the next question was written."""
+    net.agent.wait_metric(SHARED, count)
 
 
 def test_downloads_at_once_share_the_question_to_ironic(net):
@@ -342,14 +364,16 @@ def test_downloads_at_once_share_the_question_to_ironic(net):
     before = net.count('fills', 'published')
     assert net.get('shared.img') == old
     _published(net, before + 1)
-    shared = net.agent.metric('vmetal_bridge_cache_revalidations_shared_total')
+    shared = net.agent.metric(SHARED)
     with _ironic_frozen(net):
         curls = _started(net, 'shared.img', 10)
-        _held(net, 10)
+        _joined(net, shared + 9)
     assert _digests(curls) == [old] * 10
-    assert net.statuses('shared.img') == [200, 304, 304]
-    assert net.agent.metric(
-        'vmetal_bridge_cache_revalidations_shared_total') == shared + 9
+    # The fill, then the question the first download wrote and the one
+    # the nine share (or, where the nine came before the first was
+    # written, that one only).
+    assert net.statuses('shared.img') in ([200, 304, 304], [200, 304])
+    assert net.agent.metric(SHARED) == shared + 9
 
 
 def test_a_change_while_downloads_wait_is_never_served_from_the_copy(net):
@@ -360,14 +384,15 @@ def test_a_change_while_downloads_wait_is_never_served_from_the_copy(net):
     before = net.count('fills', 'published')
     assert net.get('moving.img') == old
     _published(net, before + 1)
+    shared = net.agent.metric(SHARED)
     with _ironic_frozen(net):
         first = _started(net, 'moving.img', 10)
-        _held(net, 10)
+        _joined(net, shared + 9)
         new = net.put_digest('moving.img', 8 * MIB, seed=b'v2')
         now = time.time() - 5
         os.utime(net.root / 'moving.img', (now, now))
         after = _started(net, 'moving.img', 10)
-        _held(net, 20)
+        _joined(net, shared + 19)
     assert _digests(first) + _digests(after) == [new] * 20
     # The fill, the one question answered 200 (the next one is not asked:
     # nothing left to revalidate), then twenty forwards.

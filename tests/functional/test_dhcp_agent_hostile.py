@@ -160,7 +160,11 @@ def held_lab(tmp_path):
     with _agent_lab(tmp_path, 9572, [
             f'inspection_range = {RANGE}-198.51.100.201',
             'inspection_offer_hold = 5', 'inspection_clock_skew = 1',
-            'dynamic_lease_time = 600']) as lab:
+            'dynamic_lease_time = 600',
+            # A loaded machine may take longer than the default 0.1 s to
+            # have the squatter's answer read: the conflict test would then
+            # see the address offered.
+            'inspection_conflict_timeout = 1.0']) as lab:
         yield lab
 
 
@@ -189,6 +193,10 @@ def test_discovers_never_followed_up_pin_the_range_briefly(held_lab):
     waited = time.monotonic() - started
     assert env is not None, 'the range stayed pinned for 30 s'
     first_lease = int(env['lease'])
+    # The REQUEST's renewal in the store is made after its ACK: the next
+    # exchange is answered for the renewed lease once it is counted.
+    lab.agent.wait_metric(
+        'vmetal_dhcp_inspection_leases_total{event="renewed"}', 1)
     again = pxe_lab.udhcpc(lab, ns, interface, 'again')
     expired = lab.agent.metric(
         'vmetal_dhcp_inspection_leases_total{event="expired"}')

@@ -39,6 +39,7 @@ from tests.functional import kube
 from vmetal_ironic import exception
 from tests.functional import veth
 from vmetal_ironic import reservation
+from vmetal_ironic.lab import observe
 from vmetal_ironic.store import kubernetes as kube_store
 
 TOP = pathlib.Path(__file__).resolve().parents[2]
@@ -367,10 +368,16 @@ def test_agent_serves_with_the_configmap(api, cluster, link, tmp_path):
             assert target.exists(), tftp.stdout + tftp.stderr + log.read_text()[-2000:]
             assert target.read_bytes() == (pathlib.Path('/usr/lib/ipxe') / name).read_bytes()
 
-        metrics = _wait_ready(f'http://{AGENT_ADDRESS}:{port}/metrics', proc, log)
+        # A transfer is counted when its last ACK arrives, which tftp-hpa
+        # sends once it holds the file: the count may come a moment later.
+        def both_served():
+            text = _wait_ready(f'http://{AGENT_ADDRESS}:{port}/metrics', proc, log)
+            served = re.search(r'^vmetal_tftp_transfers_total\{result="served"\} 2\.0$',
+                               text, re.M)
+            return text if served else None
+        metrics = observe.wait_for(both_served, 10)
+        assert metrics is not None, log.read_text()[-2000:]
         assert re.search(r'^vmetal_dhcp_replies_total\{type="ACK"\} 1\.0$', metrics, re.M)
-        assert re.search(r'^vmetal_tftp_transfers_total\{result="served"\} 2\.0$',
-                         metrics, re.M)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -7,6 +7,7 @@ a real tftp-hpa download of an 8 MiB file runs, which must complete
 intact. Then 2,000 sessions at once, and 600 idle ones beside a download.
 """
 
+import contextlib
 import os
 import resource
 import shutil
@@ -108,9 +109,15 @@ def test_hostile_datagram_beside_a_real_download(service, root, tmp_path,
     out = str(tmp_path / 'out.bin')
     victim = _download('tftp-hpa', service.port, out)
     answers = []
-    with tftp_peer.Peer(('127.0.0.1', service.port), timeout=2) as attacker:
-        # Repeat it for as long as the download runs.
+    # Repeat it for as long as the download runs, each time from a port
+    # not used before (every attacker stays open until the end): the same
+    # port again could find the previous request's session not yet ended
+    # by its ERROR, and a request from a session's own peer is taken for
+    # a resend (not answered, rightly).
+    with contextlib.ExitStack() as attackers:
         while victim.poll() is None and len(answers) < 200:
+            attacker = attackers.enter_context(tftp_peer.Peer(
+                ('127.0.0.1', service.port), timeout=2))
             attacker.send(HOSTILE[name])
             opcode, payload, source = attacker.recv()
             answers.append(opcode)
@@ -125,6 +132,11 @@ def test_hostile_datagram_beside_a_real_download(service, root, tmp_path,
     assert answers, 'the download ended before the first datagram'
     expected = 6 if name.startswith('blksize=65535') else 5
     assert set(answers) == {expected}, answers
+
+
+def _transfers(service, result):
+    return service.metrics.registry.get_sample_value(
+        'vmetal_tftp_transfers_total', {'result': result}) or 0
 
 
 def _open_fds():
@@ -174,7 +186,14 @@ def test_two_thousand_sessions_then_all_expire(service, root, tmp_path):
     started = time.monotonic()
     peers = _sessions(2000, service.port)
     try:
-        assert service.session_count == 2000
+        # Sessions expire 3 s after their first block: on a loaded machine
+        # the first may have gone before the last was started. A result is
+        # counted before its session leaves the table
+        # (tftp_server._forget), so read in this order the two add up to
+        # at least every session started.
+        still_open = service.session_count
+        assert still_open + _transfers(service, 'timeout') >= 2000
+        assert still_open > 0
         # Server and 2,000 client sockets in this process: a few KiB per
         # transfer (the 8 MiB file is in memory once, not per transfer).
         grown = _rss_kib() - rss_before
