@@ -63,7 +63,8 @@ def open_socket(interface, port, receive_buffer=4 * 1024 * 1024):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE,
                         interface.encode())
-        socket_buffers.grow(sock, socket.SO_RCVBUF, receive_buffer)
+        socket_buffers.grow(sock, socket.SO_RCVBUF, receive_buffer,
+                            f'the DHCP socket on {interface}')
         sock.bind(('', port))
         sock.setblocking(False)
     except OSError:

@@ -209,9 +209,11 @@ class TftpServer:
         # A boot storm sends thousands of requests at once; the default
         # buffer holds about 300. Single-port mode also sends every window
         # of every transfer through this socket.
-        socket_buffers.grow(sock, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        socket_buffers.grow(sock, socket.SO_RCVBUF, _SOCKET_BUFFER,
+                            'the TFTP listener')
         if single_port:
-            socket_buffers.grow(sock, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            socket_buffers.grow(sock, socket.SO_SNDBUF, _SOCKET_BUFFER,
+                                'the TFTP listener')
 
     @property
     def session_count(self):

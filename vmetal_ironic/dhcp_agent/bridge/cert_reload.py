@@ -38,8 +38,9 @@ LOG = log.getLogger(__name__)
 #: A certificate chain or key larger than this is not one (a chain of a
 #: few certificates is a few KiB): read no further.
 MAX_FILE_BYTES = 1024 * 1024
-#: Reads of the key and the certificate again before a pair read while
-#: the files change is taken as it is.
+#: At most this many reads of the key, each followed by the certificate
+#: again, for a pair of one version; then the pair read last is checked
+#: as it is.
 _PAIR_READS = 3
 
 
