@@ -109,10 +109,9 @@ class Net:
     def cut(self, name, keep):
         """Download ``name`` through the agent and give up after ``keep``
         bytes of its body: ``(status line, bytes read)``."""
-        result = subprocess.run(
-            ['ip', 'netns', 'exec', self.machine_ns, sys.executable, '-c',
-             CUT_CLIENT, AGENT, name, str(keep)],
-            capture_output=True, text=True, timeout=60, check=True)
+        result = self.lab.ns_run(self.machine_ns, sys.executable, '-c',
+                                 CUT_CLIENT, AGENT, name, str(keep),
+                                 timeout=60)
         status, got = result.stdout.strip().rsplit(' ', 1)
         return status, int(got)
 

@@ -20,9 +20,11 @@ LOG = log.getLogger(__name__)
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
-_FORCED = {socket.SO_RCVBUF: SO_RCVBUFFORCE, socket.SO_SNDBUF: SO_SNDBUFFORCE}
-_NAMES = {socket.SO_RCVBUF: ('SO_RCVBUF', 'net.core.rmem_max'),
-          socket.SO_SNDBUF: ('SO_SNDBUF', 'net.core.wmem_max')}
+#: option -> (its FORCE variant, its name, the sysctl that caps it)
+_OPTIONS = {
+    socket.SO_RCVBUF: (SO_RCVBUFFORCE, 'SO_RCVBUF', 'net.core.rmem_max'),
+    socket.SO_SNDBUF: (SO_SNDBUFFORCE, 'SO_SNDBUF', 'net.core.wmem_max'),
+}
 
 
 def grow(sock, option, size, what='a socket'):
@@ -34,13 +36,13 @@ def grow(sock, option, size, what='a socket'):
     :returns: what the kernel set (it doubles the request for its own
         bookkeeping).
     """
+    forced, name, sysctl = _OPTIONS[option]
     try:
-        sock.setsockopt(socket.SOL_SOCKET, _FORCED[option], size)
+        sock.setsockopt(socket.SOL_SOCKET, forced, size)
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, option, size)
     granted = sock.getsockopt(socket.SOL_SOCKET, option)
     if granted < 2 * size:
-        name, sysctl = _NAMES[option]
         LOG.warning('%s of %s is %d KiB, not the %d KiB asked: packets '
                     'beyond it are dropped in a burst. Raise %s on the '
                     'host, or grant the agent CAP_NET_ADMIN', name, what,
